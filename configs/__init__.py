@@ -1,0 +1,1 @@
+"""ml_collections experiment files; pick one with --config=configs/<file>.py:<arg>."""

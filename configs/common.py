@@ -1,0 +1,113 @@
+"""Sections shared by every experiment file: data, optimizer, batch, mesh, cadence, seed.
+
+Each model family's file (gpt.py, bert.py) starts from `base_config()` and fills in its model
+section and the values that differ. Defaults live here, not in the trainer.
+"""
+import ml_collections
+
+from models import axes
+
+# Logical axis -> mesh axes. One rule per logical name; the first rule whose mesh axes are all
+# still unused in a given array wins (see pretrain/sharding.py). `None` means replicated.
+DEFAULT_RULES = (
+    (axes.BATCH, ("data", "fsdp")),
+    (axes.LENGTH, None),
+    (axes.EMBED, "fsdp"),
+    (axes.MLP, "tensor"),
+    (axes.HEADS, "tensor"),
+    (axes.KV_HEADS, "tensor"),
+    (axes.HEAD_DIM, None),
+    (axes.VOCAB, "tensor"),
+    (axes.POSITIONS, None),
+    (axes.LAYERS, None),
+)
+
+
+def parse_arg(arg, **defaults):
+  """Parses 'small,key=value,...' (big_vision style) into a ConfigDict with `size`."""
+  parts = [p for p in (arg or "").split(",") if p]
+  out = dict(defaults)
+  if parts and "=" not in parts[0]:
+    out["size"] = parts.pop(0)
+  for part in parts:
+    key, sep, value = part.partition("=")
+    if not sep or key not in defaults:
+      raise ValueError(f"config arg {arg!r}: unknown option {key!r}; expected one of {sorted(defaults)}")
+    out[key] = type(defaults[key])(value) if defaults[key] is not None else value
+  return ml_collections.ConfigDict(out)
+
+
+def data_config():
+  data = ml_collections.ConfigDict()
+  # 'local_text' is our own tfds builder over `files` (default corpus: CPython's pydoc topics);
+  # any other name is a tfds dataset already prepared in `data_dir` (lm1b, wikipedia/..., c4/...).
+  data.dataset = "local_text"
+  data.data_dir = "data"           # tfds data_dir; tokenizers are cached under <data_dir>/tokenizers
+  data.files = ""                  # local_text: comma-separated paths or globs (.txt, .jsonl, .gz)
+  data.doc_split = "file"          # local_text: a document is a 'file' or a 'blank_line' block
+  data.validation_fraction = 0.05  # local_text: share of documents (or text) held out
+  data.split_by = "hash"           # local_text: 'hash' of each document, or 'tail' (last chars)
+  data.text_key = "text"           # feature holding the text in the tfds examples
+  data.jsonl_key = "text"          # local_text: field holding the text in .jsonl lines
+  data.train_split = "train"
+  data.eval_split = "validation"
+  data.document_mask = False       # mask attention across packed documents (segment ids)
+  data.shuffle = True
+  data.tokenizer = ml_collections.ConfigDict()
+  data.tokenizer.kind = "bpe"      # 'bpe' (byte-level, trained), 'char', or 'file'
+  data.tokenizer.vocab_size = 8192 # bpe: size to train to
+  data.tokenizer.path = ""         # file: a HF tokenizer.json
+  data.tokenizer.eos_token = "<|endoftext|>"
+  data.tokenizer.max_train_chars = 50_000_000  # bpe/char: text used to train the tokenizer
+  return data
+
+
+def optimizer_config():
+  opt = ml_collections.ConfigDict()
+  opt.lr = 6e-4
+  opt.min_lr = 6e-5
+  opt.schedule = "cosine"          # 'cosine', 'linear' or 'constant' after warmup
+  opt.warmup_steps = 100
+  opt.b1 = 0.9
+  opt.b2 = 0.95
+  opt.eps = 1e-8
+  opt.weight_decay = 0.1           # applied to matrices only (ndim >= 2)
+  opt.grad_clip = 1.0              # global-norm clipping; 0 disables
+  return opt
+
+
+def base_config():
+  config = ml_collections.ConfigDict()
+  config.model = ml_collections.ConfigDict()
+  config.objective = "causal_lm"
+  config.data = data_config()
+  config.optimizer = optimizer_config()
+
+  config.batch = ml_collections.ConfigDict()
+  config.batch.size = 8            # global batch, in sequences
+  config.batch.seq_len = 128
+  config.batch.grad_accum = 1      # microbatches per optimizer step
+
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.data = -1            # -1: whatever the other axes leave
+  config.mesh.fsdp = 1
+  config.mesh.tensor = 1
+  config.mesh.rules = DEFAULT_RULES
+
+  config.train = ml_collections.ConfigDict()
+  config.train.total_steps = 1000  # or set total_tokens (> 0 wins)
+  config.train.total_tokens = 0
+  config.train.log_every = 10
+  config.train.eval_every = 200    # 0: only at the end
+  config.train.eval_batches = 8
+  config.train.allow_nan = False   # stop with an error on a non-finite loss
+  config.train.peak_flops = 0.0    # per-device peak FLOP/s for MFU; 0: look up or measure
+
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.every = 500
+  config.checkpoint.keep = 3
+  config.checkpoint.async_save = True
+
+  config.init_from = ""            # a checkpoint directory to start from when workdir has none
+  config.seed = 0
+  return config

@@ -1,0 +1,64 @@
+r"""GPT-style decoder pretraining (causal LM).
+
+Sizes (models/decoder.py SIZES): smoke, nano, small (124M), medium (350M), large (774M), xl (1.5B).
+
+  python -m pretrain.train --config=configs/gpt.py:smoke --workdir=runs/gpt
+  python -m pretrain.train --config=configs/gpt.py:small --workdir=runs/gpt2 \
+      --config.data.dataset=lm1b --config.data.eval_split=test --config.model.dtype=bfloat16
+
+Any field can be overridden with --config.<section>.<field>=<value>.
+"""
+import ml_collections
+
+from configs import common
+from models import decoder
+
+
+def model_config(size):
+  """The decoder section: the size table's numbers plus the architecture switches."""
+  if size not in decoder.SIZES:
+    raise ValueError(f"config arg: unknown size {size!r}; choose one of {', '.join(decoder.SIZES)}")
+  model = ml_collections.ConfigDict(decoder.DEFAULTS)
+  model.update(decoder.SIZES[size])
+  model.size = size
+  return model
+
+
+def get_config(arg="smoke"):
+  args = common.parse_arg(arg, size="smoke")
+  config = common.base_config()
+  config.model = model_config(args.size)
+  config.objective = "causal_lm"
+
+  if args.size == "smoke":  # seconds on a laptop CPU, on the bundled corpus
+    config.data.tokenizer.vocab_size = 512
+    config.batch.size = 8
+    config.batch.seq_len = 64
+    config.optimizer.lr = 3e-3
+    config.optimizer.min_lr = 3e-4
+    config.optimizer.warmup_steps = 10
+    config.optimizer.weight_decay = 0.0
+    config.train.total_steps = 200
+    config.train.log_every = 20
+    config.train.eval_every = 100
+    config.train.eval_batches = 4
+    config.checkpoint.every = 100
+  elif args.size == "nano":  # nanoGPT's shakespeare_char-sized model
+    config.data.tokenizer.vocab_size = 4096
+    config.batch.size = 64
+    config.batch.seq_len = 256
+    config.optimizer.lr = 1e-3
+    config.optimizer.min_lr = 1e-4
+    config.optimizer.b2 = 0.99
+    config.train.total_steps = 5000
+    config.train.eval_every = 250
+  else:  # the GPT-2 recipe: 0.5M-token batches, 6e-4 peak lr, 2000 warmup steps
+    config.data.tokenizer.vocab_size = 50257
+    config.batch.size = 512
+    config.batch.seq_len = 1024
+    config.optimizer.warmup_steps = 2000
+    config.train.total_steps = 600_000
+    config.train.eval_every = 1000
+    config.train.eval_batches = 50
+    config.checkpoint.every = 1000
+  return config

@@ -1,0 +1,1 @@
+"""Input pipeline: tfds sources, tokenizers, packing and step-indexed loaders."""

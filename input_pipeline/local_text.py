@@ -1,0 +1,140 @@
+"""A tfds builder over local text files (.txt, .jsonl, .gz; paths or globs).
+
+A document is a whole file or a blank-line-separated block (`doc_split`). The train/validation
+split is deterministic: by a hash of each document's text (`split_by='hash'`, stable when files
+are added), or the last `validation_fraction` of the characters (`split_by='tail'`, nanoGPT's
+split). With no files, the corpus is the English documentation that ships inside every CPython
+install (`pydoc_data.topics`, one document per topic), so the quickstart runs offline.
+
+Each distinct set of inputs is its own builder config (named by a hash of the inputs), so
+preparing a new corpus never touches an old one in the same data_dir.
+"""
+import dataclasses
+import glob
+import gzip
+import hashlib
+import json
+import os
+
+import tensorflow_datasets as tfds
+
+DEFAULT_CORPUS = "pydoc_topics"
+
+
+class DataError(ValueError):
+  """Bad data input (missing or empty files, unprepared datasets)."""
+
+
+def expand_files(files):
+  """Comma-separated paths or globs -> sorted list of files; errors name the field."""
+  patterns = [p.strip() for p in files.split(",") if p.strip()] if isinstance(files, str) else list(files)
+  found = []
+  for pattern in patterns:
+    matches = sorted(glob.glob(os.path.expanduser(pattern)))
+    if not matches:
+      raise DataError(f"config.data.files: no file matches {pattern!r}; give existing paths or globs")
+    found.extend(m for m in matches if os.path.isfile(m))
+  if patterns and not found:
+    raise DataError(f"config.data.files: {files!r} names no regular files")
+  return found
+
+
+def _read_file(path, jsonl_key):
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+    if path.endswith((".jsonl", ".jsonl.gz")):
+      for n, line in enumerate(f):
+        if line.strip():
+          record = json.loads(line)
+          if jsonl_key not in record:
+            raise DataError(f"config.data.jsonl_key: {path}:{n + 1} has no field {jsonl_key!r}")
+          yield record[jsonl_key]
+    else:
+      yield f.read()
+
+
+def read_documents(files, doc_split, jsonl_key):
+  """Yields (key, text) for every non-empty document, in a fixed order."""
+  if files:
+    sources = ((path, text) for path in files for text in _read_file(path, jsonl_key))
+  else:
+    import pydoc_data.topics  # pylint: disable=g-import-not-at-top
+    sources = sorted(pydoc_data.topics.topics.items())
+  for i, (name, text) in enumerate(sources):
+    blocks = text.split("\n\n") if doc_split == "blank_line" else [text]
+    for j, block in enumerate(blocks):
+      if block.strip():
+        yield f"{i}:{name}:{j}", block
+
+
+@dataclasses.dataclass
+class LocalTextConfig(tfds.core.BuilderConfig):
+  files: tuple = ()
+  doc_split: str = "file"
+  validation_fraction: float = 0.05
+  split_by: str = "hash"
+  jsonl_key: str = "text"
+
+
+def make_config(files="", doc_split="file", validation_fraction=0.05, split_by="hash",
+                jsonl_key="text"):
+  """A builder config named after a hash of its inputs (paths, sizes, mtimes and options)."""
+  if doc_split not in ("file", "blank_line"):
+    raise DataError(f"config.data.doc_split: {doc_split!r}; use 'file' or 'blank_line'")
+  if split_by not in ("hash", "tail"):
+    raise DataError(f"config.data.split_by: {split_by!r}; use 'hash' or 'tail'")
+  if not 0 < validation_fraction < 1:
+    raise DataError(f"config.data.validation_fraction: {validation_fraction} must be in (0, 1)")
+  paths = tuple(os.path.abspath(p) for p in expand_files(files))
+  stamp = [(p, os.path.getsize(p), os.path.getmtime(p)) for p in paths]
+  options = [doc_split, validation_fraction, split_by, jsonl_key]
+  digest = hashlib.sha256(json.dumps([stamp, options]).encode()).hexdigest()[:12]
+  name = f"{'files' if paths else DEFAULT_CORPUS}_{digest}"
+  return LocalTextConfig(name=name, files=paths, doc_split=doc_split,
+                         validation_fraction=validation_fraction, split_by=split_by,
+                         jsonl_key=jsonl_key, description=f"{len(paths)} files" if paths else
+                         "CPython pydoc topics")
+
+
+class LocalText(tfds.core.GeneratorBasedBuilder):
+  """Local text files as a tfds dataset with 'train' and 'validation' splits."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  BUILDER_CONFIGS = []
+
+  def _info(self):
+    return self.dataset_info_from_configs(
+        features=tfds.features.FeaturesDict({"text": tfds.features.Text()}),
+        supervised_keys=None)
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # everything is local
+    cfg = self.builder_config
+    docs = list(read_documents(cfg.files, cfg.doc_split, cfg.jsonl_key))
+    if not docs:
+      raise DataError("config.data.files: the files contain no text; give non-empty files")
+    train, validation = [], []
+    if cfg.split_by == "tail":
+      total = sum(len(text) for _, text in docs)
+      cut, seen = int(total * (1 - cfg.validation_fraction)), 0
+      for key, text in docs:
+        head = max(0, min(len(text), cut - seen))
+        if head:
+          train.append((key, text[:head]))
+        if head < len(text):
+          validation.append((key, text[head:]))
+        seen += len(text)
+    else:
+      for key, text in docs:
+        h = int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
+        (validation if h < cfg.validation_fraction else train).append((key, text))
+    if not train or not validation:
+      raise DataError(
+          f"config.data.validation_fraction: {len(docs)} documents leave an empty "
+          f"{'train' if not train else 'validation'} split; add documents or use split_by='tail'")
+    return {"train": self._generate_examples(train),
+            "validation": self._generate_examples(validation)}
+
+  def _generate_examples(self, docs):
+    for key, text in docs:
+      yield key, {"text": text}

@@ -1,0 +1,103 @@
+"""Tokenizers from HF `tokenizers`: trained byte-level BPE, character-level, or a given file.
+
+Trained tokenizers are cached in <data_dir>/tokenizers/<hash>.json, where the hash covers the
+training text and every option, so the same corpus and options always give the same file and
+a changed corpus never reuses a stale one.
+"""
+import hashlib
+import json
+import os
+import tempfile
+
+import tokenizers
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+UNK = "<unk>"
+
+
+class TokenizerError(ValueError):
+  pass
+
+
+def _digest(texts, options):
+  h = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
+  for text in texts:
+    h.update(text.encode("utf-8", errors="replace"))
+    h.update(b"\0")
+  return h.hexdigest()[:16]
+
+
+def _train_bpe(texts, vocab_size, eos):
+  tok = tokenizers.Tokenizer(models.BPE())
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  trainer = trainers.BpeTrainer(
+      vocab_size=vocab_size, special_tokens=[eos], show_progress=False,
+      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+  tok.train_from_iterator(texts, trainer=trainer)
+  return tok
+
+
+def _build_char(texts, eos):
+  chars = sorted(set().union(*(set(t) for t in texts)))
+  vocab = {c: i for i, c in enumerate(chars)}
+  vocab[eos] = len(vocab)
+  vocab[UNK] = len(vocab)
+  tok = tokenizers.Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+  tok.pre_tokenizer = pre_tokenizers.Split(tokenizers.Regex(r"[\s\S]"), behavior="isolated")
+  tok.decoder = decoders.Fuse()
+  tok.add_special_tokens([eos])
+  return tok
+
+
+def _limited(texts, max_chars):
+  seen = 0
+  for text in texts:
+    if seen >= max_chars:
+      return
+    text = text[: max_chars - seen]
+    seen += len(text)
+    yield text
+
+
+def get_tokenizer(cfg, data_dir, train_texts):
+  """Returns a `tokenizers.Tokenizer` for config.data.tokenizer (`cfg`).
+
+  `train_texts` is a zero-argument callable returning an iterable over the training split;
+  it is only called for the trained kinds ('bpe', 'char').
+  """
+  if cfg.kind == "file":
+    if not cfg.path or not os.path.isfile(cfg.path):
+      raise TokenizerError(
+          f"config.data.tokenizer.path: {cfg.path!r} is not a file; give a HF tokenizer.json")
+    tok = tokenizers.Tokenizer.from_file(cfg.path)
+  elif cfg.kind in ("bpe", "char"):
+    texts = list(_limited(train_texts(), cfg.max_train_chars))
+    if not any(texts):
+      raise TokenizerError("config.data: the training split is empty; nothing to train a tokenizer on")
+    options = dict(kind=cfg.kind, eos=cfg.eos_token,
+                   vocab_size=cfg.vocab_size if cfg.kind == "bpe" else 0, version=1)
+    path = os.path.join(data_dir, "tokenizers", f"{cfg.kind}_{_digest(texts, options)}.json")
+    if os.path.exists(path):
+      tok = tokenizers.Tokenizer.from_file(path)
+    else:
+      tok = _train_bpe(texts, cfg.vocab_size, cfg.eos_token) if cfg.kind == "bpe" else _build_char(
+          texts, cfg.eos_token)
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+      os.close(fd)
+      tok.save(tmp)
+      os.replace(tmp, path)  # atomic: concurrent processes never see a half-written file
+  else:
+    raise TokenizerError(
+        f"config.data.tokenizer.kind: unknown {cfg.kind!r}; use 'bpe', 'char' or 'file'")
+  if tok.token_to_id(cfg.eos_token) is None:
+    raise TokenizerError(
+        f"config.data.tokenizer.eos_token: {cfg.eos_token!r} is not in the tokenizer's vocabulary; "
+        "set it to the tokenizer's end-of-text token")
+  return tok
+
+
+def identity(tok):
+  """A short hash of the tokenizer's full definition (vocab, merges, normalisation)."""
+  return hashlib.sha256(tok.to_str().encode()).hexdigest()[:16]

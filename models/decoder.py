@@ -1,0 +1,148 @@
+"""GPT-style decoder-only Transformer (GPT-2 architecture, with modern switches).
+
+GPT-2: learned positions, pre-LayerNorm, GELU MLP, tied input/output embeddings, dropout and
+GPT-2 initialisation (N(0, 0.02), residual projections scaled by 1/sqrt(2 * layers)).
+Switches: position='rope', norm='rmsnorm', mlp='swiglu', num_kv_heads < num_heads (GQA),
+use_bias=False, tie_embeddings=False, scan_layers with a remat policy.
+"""
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from models import axes
+from models import layers
+
+# Width, depth and heads of each named size. Configs name a size; they never repeat numbers.
+SIZES = {
+    "smoke": dict(num_layers=2, num_heads=4, d_model=64, max_len=128),
+    "nano": dict(num_layers=6, num_heads=6, d_model=384, max_len=256),
+    "small": dict(num_layers=12, num_heads=12, d_model=768, max_len=1024),    # 124M
+    "medium": dict(num_layers=24, num_heads=16, d_model=1024, max_len=1024),  # 350M
+    "large": dict(num_layers=36, num_heads=20, d_model=1280, max_len=1024),   # 774M
+    "xl": dict(num_layers=48, num_heads=25, d_model=1600, max_len=1024),      # 1.5B
+}
+
+# Architecture switches and their GPT-2 values. 0 means "derive" (see `resolve`).
+DEFAULTS = dict(
+    vocab_size=0,          # 0: the tokenizer's size rounded up to vocab_multiple
+    vocab_multiple=128,
+    num_kv_heads=0,        # 0: num_heads (multi-head); fewer: grouped-query attention
+    head_dim=0,            # 0: d_model // num_heads
+    d_ff=0,                # 0: 4 * d_model (gelu) or 8/3 * d_model rounded to 64 (swiglu)
+    position="learned",    # 'learned' or 'rope'
+    rope_theta=10000.0,
+    norm="layernorm",      # 'layernorm' or 'rmsnorm'
+    norm_eps=1e-5,
+    mlp="gelu",            # 'gelu' or 'swiglu'
+    use_bias=True,
+    tie_embeddings=True,
+    pre_norm=True,
+    dropout=0.0,
+    init_std=0.02,
+    dtype="float32",       # compute dtype; 'bfloat16' on accelerators
+    param_dtype="float32",
+    attention="",          # '' lets JAX choose; 'xla' or 'cudnn' to force a kernel
+    scan_layers=True,
+    remat="none",          # 'none', 'full', 'dots' (save matmul outputs)
+)
+
+REMAT_POLICIES = {
+    "full": None,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def resolve(model, vocab_size):
+  """A copy of the model section with every derived (0) field filled in."""
+  cfg = ml_collections.ConfigDict(model.to_dict())
+  if not cfg.vocab_size:
+    cfg.vocab_size = -(-vocab_size // cfg.vocab_multiple) * cfg.vocab_multiple
+  cfg.num_kv_heads = cfg.num_kv_heads or cfg.num_heads
+  cfg.head_dim = cfg.head_dim or cfg.d_model // cfg.num_heads
+  if not cfg.d_ff:
+    cfg.d_ff = 4 * cfg.d_model if cfg.mlp == "gelu" else -(-(8 * cfg.d_model // 3) // 64) * 64
+  return cfg
+
+
+class Decoder(nnx.Module):
+  """tokens [b, t] -> logits [b, t, vocab] (compute dtype)."""
+
+  def __init__(self, cfg, *, rngs):
+    dtype, param_dtype = layers.dtype_of(cfg.dtype), layers.dtype_of(cfg.param_dtype)
+    self.scan_layers, self.num_layers = cfg.scan_layers, cfg.num_layers
+    self.remat = cfg.remat
+    self.rate = cfg.dropout
+    self.tie = cfg.tie_embeddings
+    self.embed = nnx.Embed(
+        cfg.vocab_size, cfg.d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+        embedding_init=layers.partitioned(layers.normal(cfg.init_std), (axes.VOCAB, axes.EMBED)))
+    if cfg.position not in ("learned", "rope"):
+      raise ValueError(f"config.model.position: unknown {cfg.position!r}; use 'learned' or 'rope'")
+    self.pos_embed = None if cfg.position == "rope" else nnx.Embed(
+        cfg.max_len, cfg.d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+          embedding_init=layers.partitioned(layers.normal(cfg.init_std),
+                                            (axes.POSITIONS, axes.EMBED)))
+    self.dropout = nnx.Dropout(cfg.dropout)
+
+    if cfg.scan_layers:
+      @nnx.split_rngs(splits=cfg.num_layers)
+      @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: axes.LAYERS})
+      def make_blocks(rngs):
+        return layers.TransformerBlock(cfg, causal=True, rngs=rngs)
+      self.blocks = make_blocks(rngs)
+    else:
+      self.blocks = nnx.List(
+          [layers.TransformerBlock(cfg, causal=True, rngs=rngs) for _ in range(cfg.num_layers)])
+    self.final_norm = layers.Norm(cfg.d_model, kind=cfg.norm, eps=cfg.norm_eps,
+                                  use_bias=cfg.use_bias, dtype=dtype, rngs=rngs)
+    self.head = None if cfg.tie_embeddings else nnx.Linear(
+          cfg.d_model, cfg.vocab_size, use_bias=False, dtype=dtype, param_dtype=param_dtype,
+          kernel_init=layers.partitioned(layers.normal(cfg.init_std), (axes.EMBED, axes.VOCAB)),
+          rngs=rngs)
+
+  def __call__(self, tokens, *, positions=None, segment_ids=None, dropout_key=None):
+    b, t = tokens.shape
+    if positions is None:
+      positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    x = self.embed(tokens)
+    if self.pos_embed is not None:
+      x = x + self.pos_embed(positions)
+    mask = None
+    if segment_ids is not None:  # packed documents attend only within themselves
+      mask = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
+    keys = [None] * (self.num_layers + 1)
+    if dropout_key is not None and self.rate:
+      keys = list(jax.random.split(dropout_key, self.num_layers + 1))
+      x = self.dropout(x, deterministic=False, rngs=keys[-1])
+
+    def apply(block, x, key):
+      return block(x, positions=positions, mask=mask, key=key)
+
+    if self.remat != "none":
+      apply = nnx.remat(apply, policy=REMAT_POLICIES[self.remat])
+    if self.scan_layers:
+      layer_keys = None if keys[0] is None else jnp.stack(keys[:-1])
+
+      @nnx.scan(in_axes=(0, nnx.Carry, 0 if layer_keys is not None else None),
+                out_axes=nnx.Carry, transform_metadata={nnx.PARTITION_NAME: axes.LAYERS})
+      def run(block, x, key):
+        return apply(block, x, key)
+
+      x = run(self.blocks, x, layer_keys)
+    else:
+      for block, key in zip(self.blocks, keys):
+        x = apply(block, x, key)
+    x = self.final_norm(x)
+    if self.head is not None:
+      return self.head(x)
+    return self.embed.attend(x)
+
+
+def count_params(cfg, *, exclude_positions=True):
+  """Parameter count from shapes alone (no allocation)."""
+  model = nnx.eval_shape(lambda: Decoder(cfg, rngs=nnx.Rngs(0)))
+  total = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  if exclude_positions and cfg.position == "learned":
+    total -= cfg.max_len * cfg.d_model
+  return total

@@ -1,0 +1,170 @@
+"""Layers shared by the decoder (GPT) and the encoder (BERT): attention, MLP, norms, RoPE.
+
+Every parameter carries logical axis names from models/axes.py. Parameters are created in
+`param_dtype` (float32); matmuls run in the compute `dtype` (bfloat16 on accelerators).
+"""
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from models import axes
+
+normal = nnx.initializers.normal
+zeros = nnx.initializers.zeros_init()
+ones = nnx.initializers.ones_init()
+
+
+def partitioned(init, names):
+  return nnx.with_partitioning(init, names)
+
+
+def dtype_of(name):
+  return jnp.dtype(name)
+
+
+class Norm(nnx.Module):
+  """LayerNorm (GPT-2/BERT) or RMSNorm (LLaMA-style), chosen by `kind`."""
+
+  def __init__(self, features, *, kind, eps, use_bias, dtype, rngs):
+    if kind == "layernorm":
+      self.norm = nnx.LayerNorm(
+          features, epsilon=eps, use_bias=use_bias, dtype=dtype, rngs=rngs,
+          scale_init=partitioned(ones, (axes.EMBED,)), bias_init=partitioned(zeros, (axes.EMBED,)))
+    elif kind == "rmsnorm":
+      self.norm = nnx.RMSNorm(
+          features, epsilon=eps, dtype=dtype, rngs=rngs, scale_init=partitioned(ones, (axes.EMBED,)))
+    else:
+      raise ValueError(f"config.model.norm: unknown norm {kind!r}; use 'layernorm' or 'rmsnorm'")
+
+  def __call__(self, x):
+    return self.norm(x)
+
+
+def rope(x, positions, theta):
+  """Rotary position embedding on [batch, length, heads, head_dim] (rotate-half layout)."""
+  half = x.shape[-1] // 2
+  freq = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angle = positions[:, :, None, None].astype(jnp.float32) * freq  # [b, t, 1, half]
+  sin, cos = jnp.sin(angle), jnp.cos(angle)
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)
+
+
+class Attention(nnx.Module):
+  """Multi-head attention with grouped-query heads, through jax.nn.dot_product_attention.
+
+  `implementation` is passed through: None lets JAX pick, 'xla' forces the XLA kernel and
+  'cudnn' asks for cuDNN's fused (flash) kernel on GPUs.
+  """
+
+  def __init__(self, *, d_model, num_heads, num_kv_heads, head_dim, use_bias, rope_theta,
+               init_std, out_std, dtype, param_dtype, implementation, rngs):
+    self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+    self.rope_theta = rope_theta
+    self.implementation = implementation
+    self.dtype = dtype
+
+    def proj(heads, head_axis):
+      return nnx.LinearGeneral(
+          d_model, (heads, head_dim), use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+          kernel_init=partitioned(normal(init_std), (axes.EMBED, head_axis, axes.HEAD_DIM)),
+          bias_init=partitioned(zeros, (head_axis, axes.HEAD_DIM)), rngs=rngs)
+
+    self.query = proj(num_heads, axes.HEADS)
+    self.key = proj(num_kv_heads, axes.KV_HEADS)
+    self.value = proj(num_kv_heads, axes.KV_HEADS)
+    self.out = nnx.LinearGeneral(
+        (num_heads, head_dim), d_model, axis=(-2, -1), use_bias=use_bias, dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=partitioned(normal(out_std), (axes.HEADS, axes.HEAD_DIM, axes.EMBED)),
+        bias_init=partitioned(zeros, (axes.EMBED,)), rngs=rngs)
+
+  def __call__(self, x, *, positions, causal, mask=None):
+    """x: [b, t, d]; mask: optional boolean [b, 1, t, t] (True = may attend)."""
+    q, k, v = self.query(x), self.key(x), self.value(x)
+    if self.rope_theta:
+      q, k = rope(q, positions, self.rope_theta), rope(k, positions, self.rope_theta)
+    y = jax.nn.dot_product_attention(
+        q.astype(self.dtype), k.astype(self.dtype), v.astype(self.dtype),
+        mask=mask, is_causal=causal, implementation=self.implementation)
+    return self.out(y)
+
+
+class MLP(nnx.Module):
+  """GELU MLP (GPT-2/BERT) or SwiGLU (gated SiLU, LLaMA-style)."""
+
+  def __init__(self, *, d_model, d_ff, kind, use_bias, init_std, out_std, dtype, param_dtype,
+               rngs):
+    if kind not in ("gelu", "swiglu"):
+      raise ValueError(f"config.model.mlp: unknown MLP {kind!r}; use 'gelu' or 'swiglu'")
+    self.kind = kind
+
+    def dense(n_in, n_out, names, std):
+      return nnx.Linear(
+          n_in, n_out, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+          kernel_init=partitioned(normal(std), names),
+          bias_init=partitioned(zeros, names[1:]), rngs=rngs)
+
+    self.fc = dense(d_model, d_ff, (axes.EMBED, axes.MLP), init_std)
+    if kind == "swiglu":
+      self.gate = dense(d_model, d_ff, (axes.EMBED, axes.MLP), init_std)
+    self.proj = dense(d_ff, d_model, (axes.MLP, axes.EMBED), out_std)
+
+  def __call__(self, x):
+    h = self.fc(x)
+    if self.kind == "swiglu":
+      h = jax.nn.silu(self.gate(x)) * h
+    else:
+      h = jax.nn.gelu(h, approximate=True)
+    return self.proj(h)
+
+
+def residual_std(init_std, num_layers):
+  """GPT-2's scaled init of the projections that write into the residual stream."""
+  return init_std / math.sqrt(2 * num_layers)
+
+
+class TransformerBlock(nnx.Module):
+  """Attention + MLP with residuals; pre-LN (GPT-2) or post-LN (original BERT)."""
+
+  def __init__(self, cfg, *, causal, rngs):
+    dtype, param_dtype = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
+    out_std = residual_std(cfg.init_std, cfg.num_layers)
+    norm = dict(kind=cfg.norm, eps=cfg.norm_eps, use_bias=cfg.use_bias, dtype=dtype)
+    self.causal = causal
+    self.pre_norm = cfg.pre_norm
+    self.rate = cfg.dropout
+    self.norm1 = Norm(cfg.d_model, **norm, rngs=rngs)
+    self.attn = Attention(
+        d_model=cfg.d_model, num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads,
+        head_dim=cfg.head_dim, use_bias=cfg.use_bias,
+        rope_theta=cfg.rope_theta if cfg.position == "rope" else 0.0, init_std=cfg.init_std,
+        out_std=out_std, dtype=dtype, param_dtype=param_dtype,
+        implementation=cfg.attention or None, rngs=rngs)
+    self.norm2 = Norm(cfg.d_model, **norm, rngs=rngs)
+    self.mlp = MLP(d_model=cfg.d_model, d_ff=cfg.d_ff, kind=cfg.mlp, use_bias=cfg.use_bias,
+                   init_std=cfg.init_std, out_std=out_std, dtype=dtype, param_dtype=param_dtype,
+                   rngs=rngs)
+    self.dropout = nnx.Dropout(cfg.dropout)
+
+  def _drop(self, x, key):
+    if key is None or not self.rate:
+      return x
+    return self.dropout(x, deterministic=False, rngs=key)
+
+  def __call__(self, x, *, positions, mask, key):
+    k1 = k2 = None
+    if key is not None:
+      k1, k2 = jax.random.split(key)
+    if self.pre_norm:
+      x = x + self._drop(self.attn(self.norm1(x), positions=positions, causal=self.causal,
+                                   mask=mask), k1)
+      x = x + self._drop(self.mlp(self.norm2(x)), k2)
+    else:
+      x = self.norm1(x + self._drop(self.attn(x, positions=positions, causal=self.causal,
+                                              mask=mask), k1))
+      x = self.norm2(x + self._drop(self.mlp(x), k2))
+    return x

@@ -1,0 +1,105 @@
+"""Checks every config value before anything is read, built or compiled.
+
+Each failure is one line that names the field and says how to fix it; the entry points turn
+it into a non-zero exit.
+"""
+import os
+import tempfile
+
+import jax.numpy as jnp
+
+from models import decoder
+from pretrain import sharding
+
+
+class ConfigError(ValueError):
+  pass
+
+
+def _require(ok, message):
+  if not ok:
+    raise ConfigError(message)
+
+
+def check_model(m):
+  _require(m.num_layers > 0 and m.num_heads > 0 and m.d_model > 0,
+           "config.model: num_layers, num_heads and d_model must be positive")
+  _require(m.head_dim > 0 or m.d_model % m.num_heads == 0,
+           f"config.model.num_heads: {m.num_heads} does not divide d_model={m.d_model}; "
+           "change one or set config.model.head_dim")
+  kv = m.num_kv_heads or m.num_heads
+  _require(kv > 0 and m.num_heads % kv == 0,
+           f"config.model.num_kv_heads: {kv} must divide num_heads={m.num_heads}")
+  _require(m.position != "rope" or (m.head_dim or m.d_model // m.num_heads) % 2 == 0,
+           "config.model.position: RoPE needs an even head_dim")
+  for field, allowed in (("position", ("learned", "rope")), ("norm", ("layernorm", "rmsnorm")),
+                         ("mlp", ("gelu", "swiglu")), ("attention", ("", "xla", "cudnn")),
+                         ("remat", ("none",) + tuple(decoder.REMAT_POLICIES))):
+    _require(m[field] in allowed,
+             f"config.model.{field}: {m[field]!r} is not one of {', '.join(map(repr, allowed))}")
+  for field in ("dtype", "param_dtype"):
+    try:
+      jnp.dtype(m[field])
+    except TypeError:
+      raise ConfigError(f"config.model.{field}: {m[field]!r} is not a dtype; use 'float32' or "
+                        "'bfloat16'") from None
+  _require(0 <= m.dropout < 1, f"config.model.dropout: {m.dropout} must be in [0, 1)")
+
+
+def check(config, num_devices, num_processes=1):
+  """Validates `config` for a run on `num_devices` devices in `num_processes` processes."""
+  check_model(config.model)
+  b, opt, t = config.batch, config.optimizer, config.train
+  _require(b.size > 0 and b.seq_len > 0 and b.grad_accum > 0,
+           "config.batch: size, seq_len and grad_accum must be positive")
+  _require(b.seq_len <= config.model.max_len,
+           f"config.batch.seq_len: {b.seq_len} exceeds config.model.max_len={config.model.max_len}; "
+           "lower seq_len or raise max_len")
+  shape = sharding.mesh_shape(config.mesh, num_devices)
+  rules = [tuple(r) for r in config.mesh.rules]
+  names = {r[0] for r in rules}
+  _require("batch" in names, "config.mesh.rules: needs a rule for 'batch'")
+  batch_axes = dict(rules)["batch"]
+  batch_axes = (batch_axes,) if isinstance(batch_axes, str) else tuple(batch_axes or ())
+  _require(all(a in shape for a in batch_axes),
+           f"config.mesh.rules: 'batch' maps to unknown mesh axes {batch_axes}")
+  ways = 1
+  for a in batch_axes:
+    ways *= shape[a]
+  _require(b.size % num_processes == 0,
+           f"config.batch.size: {b.size} is not divisible by the {num_processes} processes")
+  _require(b.size % b.grad_accum == 0,
+           f"config.batch.grad_accum: {b.grad_accum} does not divide config.batch.size={b.size}")
+  micro = b.size // b.grad_accum
+  _require(micro % ways == 0,
+           f"config.batch.size: the microbatch of {micro} sequences is not divisible by the "
+           f"{ways} data-parallel ways ({' x '.join(batch_axes)}); use a multiple of {ways}")
+  _require(opt.lr > 0 and 0 <= opt.min_lr <= opt.lr,
+           "config.optimizer: need lr > 0 and 0 <= min_lr <= lr")
+  _require(opt.schedule in ("cosine", "linear", "constant"),
+           f"config.optimizer.schedule: {opt.schedule!r}; use 'cosine', 'linear' or 'constant'")
+  _require(0 <= opt.b1 < 1 and 0 <= opt.b2 < 1, "config.optimizer: b1 and b2 must be in [0, 1)")
+  _require(opt.warmup_steps >= 0 and opt.weight_decay >= 0 and opt.grad_clip >= 0,
+           "config.optimizer: warmup_steps, weight_decay and grad_clip must be >= 0")
+  _require(t.total_steps > 0 or t.total_tokens > 0,
+           "config.train: set total_steps or total_tokens to a positive number")
+  _require(config.checkpoint.keep > 0, "config.checkpoint.keep: must be at least 1")
+  _require(config.data.tokenizer.kind in ("bpe", "char", "file"),
+           f"config.data.tokenizer.kind: {config.data.tokenizer.kind!r}; use 'bpe', 'char' or 'file'")
+  _require(config.data.tokenizer.kind != "file" or os.path.isfile(config.data.tokenizer.path),
+           f"config.data.tokenizer.path: {config.data.tokenizer.path!r} is not a file; give a "
+           "HF tokenizer.json")
+  _require(not config.init_from or os.path.isdir(config.init_from),
+           f"config.init_from: {config.init_from!r} is not a directory; give a run's "
+           "checkpoints directory or leave it empty")
+
+
+def check_workdir(workdir):
+  """Creates workdir if needed and proves it is writable, before any expensive work."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write_test"):
+      pass
+  except OSError as e:
+    raise ConfigError(f"--workdir: {workdir!r} is not writable ({e.strerror}); choose another "
+                      "directory") from None

@@ -1,0 +1,101 @@
+"""Metrics: FLOP accounting for MFU, and the writers (stdout, metrics.jsonl, TensorBoard).
+
+MFU formula (PaLM appendix B / nanoGPT): training FLOPs per token = 6 * N + 12 * L * d * T,
+where N counts every parameter except the learned position table (the tied embedding counts
+once, as it is also the output matmul), L is layers, d the attention width (heads * head_dim)
+and T the sequence length; the second term is attention's QK^T and AV matmuls (full T^2,
+not halved for the causal mask). MFU = achieved FLOP/s per device / peak FLOP/s per device.
+"""
+import json
+import math
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Dense peak FLOP/s per device in the accelerators' training dtype (bf16), from vendor sheets.
+PEAK_FLOPS = {
+    "NVIDIA H100": 989e12,   # SXM, dense bf16
+    "NVIDIA H200": 989e12,
+    "NVIDIA A100": 312e12,
+    "NVIDIA L4": 121e12,
+    "NVIDIA A10G": 125e12,
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,   # v5e
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v6 lite": 918e12,   # v6e (Trillium)
+    "TPU v6e": 918e12,
+}
+
+
+def flops_per_token(cfg, n_params, seq_len):
+  """Training FLOPs per token (forward + backward) for a resolved model config."""
+  return 6 * n_params + 12 * cfg.num_layers * cfg.num_heads * cfg.head_dim * seq_len
+
+
+def measure_matmul_peak(n=1024, dtype=jnp.float32, repeats=5):
+  """Achieved FLOP/s of a square matmul on the default device (the measured CPU peak)."""
+  a = jnp.ones((n, n), dtype)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  best = math.inf
+  for _ in range(repeats):
+    t = time.perf_counter()
+    f(a).block_until_ready()
+    best = min(best, time.perf_counter() - t)
+  return 2 * n**3 / best
+
+
+def peak_flops(configured=0.0):
+  """Per-device peak: configured, else the table by device kind, else measured (CPU)."""
+  if configured:
+    return float(configured), "configured"
+  kind = jax.devices()[0].device_kind
+  for name, value in PEAK_FLOPS.items():
+    if kind.startswith(name) or name in kind:
+      return value, f"table:{name}"
+  return measure_matmul_peak(), "measured f32 matmul"
+
+
+def format_duration(seconds):
+  seconds = int(max(0, seconds))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+class Writer:
+  """Writes scalars to stdout, <workdir>/metrics.jsonl and TensorBoard, from process 0 only."""
+
+  def __init__(self, workdir, enabled=True):
+    self.enabled = enabled
+    self.jsonl = self.tb = None
+    if enabled:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+      self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step, scalars, prefix=""):
+    if not self.enabled:
+      return
+    scalars = {prefix + k: float(v) for k, v in scalars.items()}
+    self.jsonl.write(json.dumps({"step": int(step), **scalars}) + "\n")
+    self.jsonl.flush()
+    for k, v in scalars.items():
+      if np.isfinite(v):
+        self.tb.add_scalar(k, v, int(step))
+    self.tb.flush()
+
+  def print(self, line):
+    if self.enabled:
+      print(line, flush=True)
+      sys.stdout.flush()
+
+  def close(self):
+    if self.enabled:
+      self.jsonl.close()
+      self.tb.close()

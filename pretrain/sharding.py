@@ -1,0 +1,90 @@
+"""Device mesh and logical-axis rules -> NamedShardings.
+
+The mesh has axes (data, fsdp, tensor) with sizes from config.mesh; -1 means "the devices the
+other axes leave". Parameters and activations carry logical names (models/axes.py); the rules
+in config.mesh.rules map each logical name to mesh axes, e.g. ('embed', 'fsdp') shards the
+model width over the FSDP axis and ('batch', ('data', 'fsdp')) splits examples over both.
+"""
+import math
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from models import axes
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+
+class MeshError(ValueError):
+  pass
+
+
+def mesh_shape(mesh_cfg, num_devices):
+  """Resolves -1 and checks that the product of the axes equals the device count."""
+  sizes = [int(mesh_cfg[name]) for name in MESH_AXES]
+  free = [i for i, s in enumerate(sizes) if s == -1]
+  if len(free) > 1:
+    raise MeshError("config.mesh: at most one axis may be -1; set the others explicitly")
+  if any(s == 0 or s < -1 for s in sizes):
+    raise MeshError(f"config.mesh: axis sizes must be positive or -1, got {dict(zip(MESH_AXES, sizes))}")
+  fixed = math.prod(s for s in sizes if s != -1)
+  if free:
+    if num_devices % fixed:
+      raise MeshError(f"config.mesh: the fixed axes ({fixed} ways) do not divide the "
+                      f"{num_devices} devices; choose sizes whose product divides {num_devices}")
+    sizes[free[0]] = num_devices // fixed
+  if math.prod(sizes) != num_devices:
+    raise MeshError(
+        f"config.mesh: data*fsdp*tensor = {math.prod(sizes)} but there are {num_devices} devices; "
+        "make the product match (or set one axis to -1)")
+  return dict(zip(MESH_AXES, sizes))
+
+
+def make_mesh(mesh_cfg, devices=None):
+  devices = jax.devices() if devices is None else devices
+  shape = mesh_shape(mesh_cfg, len(devices))
+  if devices is jax.devices() or len(devices) == jax.device_count():
+    return jax.make_mesh(tuple(shape.values()), MESH_AXES, devices=devices,
+                         axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+  return Mesh(np.asarray(devices).reshape(tuple(shape.values())), MESH_AXES)
+
+
+def logical_to_mesh(spec, rules):
+  """Maps a logical PartitionSpec to mesh axes; a mesh axis is used at most once per array."""
+  table = {name: target for name, target in rules}
+  used, out = set(), []
+  for name in spec:
+    target = table.get(name) if name is not None else None
+    if name is not None and name not in table:
+      raise MeshError(f"config.mesh.rules: no rule for logical axis {name!r}; add ({name!r}, None)")
+    targets = (target,) if isinstance(target, str) else tuple(target or ())
+    targets = tuple(t for t in targets if t not in used)
+    used.update(targets)
+    out.append(None if not targets else targets[0] if len(targets) == 1 else targets)
+  return P(*out)
+
+
+def is_spec(x):
+  return isinstance(x, P)
+
+
+def tree_shardings(logical_specs, mesh, rules):
+  """A tree of logical PartitionSpecs -> the same tree of NamedShardings."""
+  return jax.tree.map(lambda s: NamedSharding(mesh, logical_to_mesh(s, rules)), logical_specs,
+                      is_leaf=is_spec)
+
+
+def batch_sharding(mesh, rules, ndim=2):
+  """Sharding of a [batch, length, ...] input array."""
+  return NamedSharding(mesh, logical_to_mesh((axes.BATCH, axes.LENGTH) + (None,) * (ndim - 2), rules))
+
+
+def data_parallel_ways(mesh, rules):
+  spec = logical_to_mesh((axes.BATCH,), rules)[0]
+  names = (spec,) if isinstance(spec, str) else tuple(spec or ())
+  return math.prod(mesh.shape[n] for n in names)
+
+
+def replicated(mesh):
+  return NamedSharding(mesh, P())

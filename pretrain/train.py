@@ -1,0 +1,37 @@
+r"""Pretrains a model: `python -m pretrain.train --config=configs/gpt.py:smoke --workdir=runs/gpt`.
+
+Override any config field with --config.<section>.<field>=<value>. Rerunning the same command
+resumes from the latest checkpoint in --workdir.
+"""
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py:arg).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and metrics.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+# Errors a user can fix from the command line: printed as one line, exit status 2.
+USER_ERRORS = ("ConfigError", "MeshError", "DataError", "TokenizerError", "CheckpointError")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from pretrain import distributed, trainer  # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.WARNING)  # orbax and tfds log every step of a save at INFO
+  distributed.initialize()
+  try:
+    trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except Exception as e:  # pylint: disable=broad-except
+    if type(e).__name__ in USER_ERRORS or isinstance(e, FloatingPointError):
+      logging.error("%s", e)
+      print(f"error: {e}", file=sys.stderr, flush=True)
+      sys.exit(2)
+    raise
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,318 @@
+"""One trainer for every objective: sharded init, jitted train/eval steps, the loop.
+
+Data flow of a step: the loader's host-local numpy batch for step s -> a global jax.Array
+(make_array_from_process_local_data) -> jit(train_step) with explicit in/out shardings and the
+state donated -> metric sums -> periodic log / eval / checkpoint.
+
+Resume order: the latest checkpoint in <workdir>/checkpoints (everything: params, optimizer,
+step, RNG, data position); else config.init_from (parameters only, step 0); else scratch.
+"""
+import functools
+import json
+import math
+import os
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from input_pipeline import lm_data, sources, tokenizer
+from models import decoder
+from pretrain import checkpointing, config_checks, durations, metrics, objectives, optimizer, sharding
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def train_step(state, batch, *, graphdef, objective, tx, lr_fn, grad_accum, micro_sharding):
+  """One optimizer update over `grad_accum` microbatches; returns (state, metric sums)."""
+  params = state["params"]
+  rng = jax.random.fold_in(state["rng"], state["step"])
+
+  def loss_fn(p, micro, key):
+    sums = objective.loss(nnx.merge(graphdef, p), micro, key)
+    return sums["loss"], sums
+
+  grad_fn = jax.grad(loss_fn, has_aux=True)
+  if grad_accum == 1:
+    grads, sums = grad_fn(params, batch, rng)
+  else:
+    # Row i of microbatch k is global row i * grad_accum + k: every microbatch stays spread
+    # over all data-parallel devices.
+    micro = jax.tree.map(lambda x: x.reshape(-1, grad_accum, *x.shape[1:]).swapaxes(0, 1), batch)
+
+    def body(carry, xs):
+      mb, k = xs
+      mb = jax.lax.with_sharding_constraint(mb, jax.tree.map(lambda _: micro_sharding, mb))
+      g, s = grad_fn(params, mb, jax.random.fold_in(rng, k))
+      return jax.tree.map(jnp.add, carry, (g, s)), None
+
+    first = jax.tree.map(lambda x: x[0], micro)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                         jax.eval_shape(grad_fn, params, first, rng))
+    (grads, sums), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(grad_accum)))
+  grads = jax.tree.map(lambda g: g / jnp.maximum(sums["weight"], 1.0), grads)
+  updates, opt_state = tx.update(grads, state["opt_state"], params)
+  new_params = optax.apply_updates(params, updates)
+  out = dict(sums, grad_norm=optax.global_norm(grads), update_norm=optax.global_norm(updates),
+             param_norm=optax.global_norm(new_params), lr=lr_fn(state["step"]))
+  new_state = dict(step=state["step"] + 1, params=new_params, opt_state=opt_state, rng=state["rng"])
+  return new_state, out
+
+
+def eval_step(params, batch, *, graphdef, objective):
+  return objective.loss(nnx.merge(graphdef, params), batch, None)
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+def init_state(key, *, objective, model_cfg, tx):
+  params_key, rng = jax.random.split(key)
+  model = objective.make_model(model_cfg, nnx.Rngs(params=params_key))
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  return dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=rng)
+
+
+def state_shardings(abstract_state, logical_specs, tx, mesh, rules):
+  """Params by their logical names; optimizer moments like their params; the rest replicated."""
+  params = sharding.tree_shardings(logical_specs, mesh, rules)
+  rep = sharding.replicated(mesh)
+  opt = optax.tree_utils.tree_map_params(
+      tx, lambda _, s: s, abstract_state["opt_state"], params,
+      transform_non_params=lambda _: rep)
+  return dict(step=rep, params=params, opt_state=opt, rng=rep)
+
+
+def model_logical_specs(objective, model_cfg):
+  abstract = nnx.eval_shape(lambda: objective.make_model(model_cfg, nnx.Rngs(params=0)))
+  graphdef, params = nnx.split(abstract, nnx.Param)
+  return graphdef, nnx.to_pure_dict(nnx.get_partition_spec(params))
+
+
+class Preemption:
+  """Turns SIGTERM into a flag the loop checks after each step (agreed across processes)."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def should_stop(self):
+    if jax.process_count() > 1:
+      return bool(multihost_utils.process_allgather(np.int32(self.requested)).any())
+    return self.requested
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+def load_data(config):
+  """Prepares the dataset, gets the tokenizer and tokenizes this process's shards."""
+  data, pidx, pcount = config.data, jax.process_index(), jax.process_count()
+  if pidx == 0:
+    sources.prepare(sources.builder(data))
+  if pcount > 1:
+    multihost_utils.sync_global_devices("dataset prepared")
+  builder = sources.builder(data)
+  tok = tokenizer.get_tokenizer(
+      data.tokenizer, data.data_dir,
+      lambda: sources.texts(builder, data.train_split, data.text_key))
+  local = config.batch.size // pcount
+  common = dict(batch_size=local, seq_len=config.batch.seq_len, shard=(pidx, pcount), builder=builder)
+  train = lm_data.load_split(data, tok, data.train_split, seed=[config.seed, pidx],
+                             shuffle=data.shuffle, **common)
+  val = lm_data.load_split(data, tok, data.eval_split, seed=0, shuffle=False, **common)
+  return tok, train, val
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def train_and_evaluate(config, workdir):
+  """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns final metrics."""
+  config_checks.check(config, jax.device_count(), jax.process_count())
+  config_checks.check_workdir(workdir)
+  is_main = jax.process_index() == 0
+  rules = [tuple(r) for r in config.mesh.rules]
+  mesh = sharding.make_mesh(config.mesh)
+
+  tok, train_data, val_data = load_data(config)
+  objective = objectives.get(config.objective)
+  model_cfg = decoder.resolve(config.model, tok.get_vocab_size())
+  total_steps = durations.total_steps(config)
+  tx, lr_fn = optimizer.make(config.optimizer, total_steps)
+  tok_id = tokenizer.identity(tok)
+
+  # Everything that can fail on the checkpoint is checked before compiling.
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                    every=config.checkpoint.every, keep=config.checkpoint.keep,
+                                    async_save=config.checkpoint.async_save)
+  latest = ckpt.latest_step()
+  init_from = None
+  if latest is not None:
+    meta = ckpt.meta(latest)
+    checkpointing.check_compatible(meta["model"], model_cfg, ckpt.directory)
+    if meta["tokenizer"] != tok_id:
+      raise checkpointing.CheckpointError(
+          f"config.data.tokenizer: the checkpoint in {ckpt.directory} was trained with another "
+          "tokenizer; use the same data and tokenizer settings or a fresh workdir")
+  elif config.init_from:
+    init_from = checkpointing.Checkpointer(config.init_from, every=1, keep=1, async_save=False)
+    if init_from.latest_step() is None:
+      raise checkpointing.CheckpointError(
+          f"config.init_from: no checkpoint in {config.init_from!r}; give a run's checkpoints dir")
+    checkpointing.check_compatible(init_from.meta(init_from.latest_step())["model"], model_cfg,
+                                   config.init_from)
+
+  if is_main:
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+      json.dump(dict(config.to_dict(), resolved_model=model_cfg.to_dict()), f, indent=2)
+
+  # Sharded initialisation: shapes -> shardings -> jit(init, out_shardings).
+  graphdef, logical = model_logical_specs(objective, model_cfg)
+  init_fn = functools.partial(init_state, objective=objective, model_cfg=model_cfg, tx=tx)
+  key = jax.random.PRNGKey(config.seed)
+  abstract = jax.eval_shape(init_fn, key)
+  shardings = state_shardings(abstract, logical, tx, mesh, rules)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, shardings)
+  if latest is not None:
+    state = ckpt.restore(latest, abstract)
+    logging.info("Resumed from %s at step %d", ckpt.directory, latest)
+  else:
+    state = jax.jit(init_fn, out_shardings=shardings)(key)
+    if init_from is not None:
+      step = init_from.latest_step()
+      restored = init_from.restore_params(step, abstract["params"])
+      state = dict(state, params=restored)
+      logging.info("Initialised parameters from %s step %d", config.init_from, step)
+  start = int(state["step"])
+
+  data_sharding = sharding.batch_sharding(mesh, rules)
+  p_train = jax.jit(
+      functools.partial(train_step, graphdef=graphdef, objective=objective, tx=tx, lr_fn=lr_fn,
+                        grad_accum=config.batch.grad_accum, micro_sharding=data_sharding),
+      in_shardings=(shardings, data_sharding), out_shardings=(shardings, None),
+      donate_argnums=(0,))
+  p_eval = jax.jit(functools.partial(eval_step, graphdef=graphdef, objective=objective),
+                   in_shardings=(shardings["params"], data_sharding))
+
+  def to_global(batch):
+    return {k: jax.make_array_from_process_local_data(data_sharding, v) for k, v in batch.items()}
+
+  def evaluate(params):
+    sums = None
+    for i in range(max(1, config.train.eval_batches)):
+      rows = i * val_data.batch_size + np.arange(val_data.batch_size)
+      out = p_eval(params, to_global(val_data.windows(rows)))
+      sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+    sums = jax.device_get(sums)
+    loss = float(sums["loss"] / max(sums["weight"], 1))
+    return {"loss": loss, "perplexity": math.exp(min(loss, 80.0)),
+            "accuracy": float(sums["correct"] / max(sums["weight"], 1))}
+
+  n_params = decoder.count_params(model_cfg)
+  tokens_per_step = config.batch.size * config.batch.seq_len
+  flops_per_step = metrics.flops_per_token(model_cfg, n_params, config.batch.seq_len) * tokens_per_step
+  peak, peak_source = metrics.peak_flops(config.train.peak_flops)
+  writer = metrics.Writer(workdir, enabled=is_main)
+  writer.print(
+      f"model {model_cfg.size}: {n_params / 1e6:.2f}M params (excl. positions), vocab "
+      f"{model_cfg.vocab_size}; mesh {dict(mesh.shape)}; {total_steps} steps of {tokens_per_step} "
+      f"tokens; train {train_data.num_windows} windows/process; peak {peak:.3g} FLOP/s/device "
+      f"({peak_source}); MFU counts 6N + 12*L*d*T FLOPs/token")
+
+  def meta(step):
+    return {"model": model_cfg.to_dict(), "tokenizer": tok_id,
+            "data": {"step": step, "seed": config.seed, "process_count": jax.process_count(),
+                     "train_windows": train_data.num_windows}}
+
+  preemption = Preemption()
+  step, pending, window_start, window_steps = start, [], None, 0
+  last = {}
+  try:
+    while step < total_steps:
+      state, out = p_train(state, to_global(train_data.batch(step)))
+      step += 1
+      pending.append(out)
+      if window_start is None:  # the first step includes compilation: time from its end
+        jax.block_until_ready(out)
+        window_start, window_steps, pending = time.perf_counter(), 0, []
+        first_out = jax.device_get(out)
+        _check_finite(first_out, step, config)
+      else:
+        window_steps += 1
+      if durations.every(step, config.train.log_every) or step == total_steps:
+        if pending:
+          fetched = jax.device_get(pending)
+          elapsed = time.perf_counter() - window_start
+          last = _summarise(fetched, elapsed, window_steps, tokens_per_step, flops_per_step,
+                            peak * jax.device_count())
+          _check_finite(fetched[-1], step, config)
+          last["epoch"] = train_data.epoch_of(step)
+          last["tokens_seen"] = step * tokens_per_step
+          writer.write(step, last, prefix="train/")
+          eta = (total_steps - step) * last["step_time_s"]
+          writer.print(
+              f"step {step}/{total_steps} | loss {last['loss']:.4f} | lr {last['lr']:.2e} | "
+              f"gnorm {last['grad_norm']:.3f} | {last['tokens_per_s']:,.0f} tok/s | "
+              f"{last['step_time_s'] * 1e3:.1f} ms/step | MFU {100 * last['mfu']:.2f}% | "
+              f"ETA {metrics.format_duration(eta)}")
+          pending, window_start, window_steps = [], time.perf_counter(), 0
+      if durations.every(step, config.train.eval_every) or step == total_steps:
+        eval_start = time.perf_counter()
+        ev = evaluate(state["params"])
+        writer.write(step, ev, prefix="eval/")
+        writer.print(f"step {step}/{total_steps} | eval loss {ev['loss']:.4f} | "
+                     f"ppl {ev['perplexity']:.2f} | acc {ev['accuracy']:.3f}")
+        last.update({f"eval_{k}": v for k, v in ev.items()})
+        if window_start is not None:  # eval time does not count as training time
+          window_start += time.perf_counter() - eval_start
+      if preemption.should_stop():
+        ckpt.save(step, state, meta(step), force=True)
+        ckpt.wait()
+        writer.print(f"preempted: saved a checkpoint at step {step}; rerun the same command to resume")
+        last["preempted_at"] = step
+        break
+      if durations.every(step, config.checkpoint.every) or step == total_steps:
+        ckpt.save(step, state, meta(step), force=True)
+  finally:
+    preemption.restore()
+    ckpt.close()
+    writer.close()
+  last["step"] = step
+  last["state"] = state
+  return last
+
+
+def _check_finite(out, step, config):
+  if not config.train.allow_nan and not np.isfinite(out["loss"]):
+    raise FloatingPointError(
+        f"loss is {out['loss']} at step {step}; lower config.optimizer.lr, or set "
+        "config.train.allow_nan=True to continue")
+
+
+def _summarise(fetched, elapsed, steps, tokens_per_step, flops_per_step, peak_total):
+  loss = sum(f["loss"] for f in fetched) / max(sum(f["weight"] for f in fetched), 1)
+  step_time = elapsed / max(steps, 1)
+  return {
+      "loss": float(loss),
+      "accuracy": float(sum(f["correct"] for f in fetched) / max(sum(f["weight"] for f in fetched), 1)),
+      "grad_norm": float(fetched[-1]["grad_norm"]),
+      "param_norm": float(fetched[-1]["param_norm"]),
+      "update_norm": float(fetched[-1]["update_norm"]),
+      "lr": float(fetched[-1]["lr"]),
+      "step_time_s": step_time,
+      "tokens_per_s": tokens_per_step / step_time,
+      "mfu": flops_per_step / step_time / peak_total,
+  }

@@ -1,0 +1,33 @@
+"""pretrain: JAX/Flax pretraining of Transformer language models (GPT decoders, BERT encoders)."""
+import setuptools
+
+setuptools.setup(
+    name="pretrain",
+    version="0.1.0",
+    description="JAX/Flax research codebase for pretraining Transformer language models.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["pretrain*", "models*", "input_pipeline*", "configs*", "launch*"]),
+    install_requires=[
+        "jax>=0.10.0,<0.11",
+        "flax>=0.12.0,<0.13",
+        "optax>=0.2.5,<0.3",
+        "orbax-checkpoint>=0.12.0,<0.13",
+        "tensorflow-datasets>=4.9.8,<5",
+        # tfds prepares datasets with TensorFlow; the CPU build never claims an accelerator.
+        "tensorflow-cpu>=2.18,<3",
+        "array-record>=0.7",
+        "importlib_resources",  # imported by tfds when preparing, not declared by it
+        "ml-collections>=1.0,<2",
+        "absl-py>=2.1,<3",
+        "tokenizers>=0.20,<1",
+        "tensorboardX>=2.6,<3",
+        "numpy>=1.26",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        "cuda": ["jax[cuda12]>=0.10.0,<0.11"],
+        "tpu": ["jax[tpu]>=0.10.0,<0.11"],
+    },
+)
