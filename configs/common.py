@@ -97,6 +97,7 @@ def base_config():
   config.train = ml_collections.ConfigDict()
   config.train.total_steps = 1000  # or set total_tokens (> 0 wins)
   config.train.total_tokens = 0
+  config.train.stop_at_step = 0    # > 0: stop there with a checkpoint (jobs of fixed length)
   config.train.log_every = 10
   config.train.eval_every = 200    # 0: only at the end
   config.train.eval_batches = 8

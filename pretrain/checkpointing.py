@@ -21,14 +21,18 @@ class CheckpointError(ValueError):
 
 class Checkpointer:
 
-  def __init__(self, directory, *, every, keep, async_save):
+  def __init__(self, directory, *, keep=1, async_save=False, read_only=False):
     self.directory = os.path.abspath(directory)
+    # The trainer decides when to save (durations.every) and always passes force=True.
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, enable_async_checkpointing=async_save, create=not read_only,
+        cleanup_tmp_directories=not read_only)
+    # A read-only manager (config.init_from) reads 'state' with the generic PyTree handler so
+    # that it can restore the parameters alone.
+    state_handler = ocp.PyTreeCheckpointHandler() if read_only else ocp.StandardCheckpointHandler()
     self.manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(
-            save_interval_steps=max(1, every), max_to_keep=keep, create=True,
-            enable_async_checkpointing=async_save),
-        item_names=("state", "meta"))
+        self.directory, options=options,
+        item_handlers={"state": state_handler, "meta": ocp.JsonCheckpointHandler()})
 
   def latest_step(self):
     return self.manager.latest_step()
@@ -45,6 +49,13 @@ class Checkpointer:
     """Restores 'state' into the shardings of `abstract_state` (ShapeDtypeStructs)."""
     return self.manager.restore(
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))["state"]
+
+  def restore_params(self, step, abstract_params):
+    """Restores only state['params'] (for config.init_from), into the given shardings."""
+    item = {"params": abstract_params}
+    return self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=True)))["state"]["params"]
 
   def wait(self):
     self.manager.wait_until_finished()

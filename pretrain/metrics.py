@@ -62,6 +62,8 @@ def peak_flops(configured=0.0):
 
 
 def format_duration(seconds):
+  if not math.isfinite(seconds):
+    return "?"
   seconds = int(max(0, seconds))
   h, rem = divmod(seconds, 3600)
   m, s = divmod(rem, 60)

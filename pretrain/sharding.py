@@ -8,8 +8,7 @@ model width over the FSDP axis and ('batch', ('data', 'fsdp')) splits examples o
 import math
 
 import jax
-import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from models import axes
 
@@ -42,12 +41,12 @@ def mesh_shape(mesh_cfg, num_devices):
 
 
 def make_mesh(mesh_cfg, devices=None):
-  devices = jax.devices() if devices is None else devices
+  """The (data, fsdp, tensor) mesh over `devices` (default: all), with Auto axis types so that
+  jit with explicit in/out shardings lets XLA place everything in between."""
+  devices = jax.devices() if devices is None else list(devices)
   shape = mesh_shape(mesh_cfg, len(devices))
-  if devices is jax.devices() or len(devices) == jax.device_count():
-    return jax.make_mesh(tuple(shape.values()), MESH_AXES, devices=devices,
-                         axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
-  return Mesh(np.asarray(devices).reshape(tuple(shape.values())), MESH_AXES)
+  return jax.make_mesh(tuple(shape.values()), MESH_AXES, devices=devices,
+                       axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
 
 
 def logical_to_mesh(spec, rules):

@@ -60,8 +60,8 @@ def train_step(state, batch, *, graphdef, objective, tx, lr_fn, grad_accum, micr
   grads = jax.tree.map(lambda g: g / jnp.maximum(sums["weight"], 1.0), grads)
   updates, opt_state = tx.update(grads, state["opt_state"], params)
   new_params = optax.apply_updates(params, updates)
-  out = dict(sums, grad_norm=optax.global_norm(grads), update_norm=optax.global_norm(updates),
-             param_norm=optax.global_norm(new_params), lr=lr_fn(state["step"]))
+  out = dict(sums, grad_norm=optax.tree.norm(grads), update_norm=optax.tree.norm(updates),
+             param_norm=optax.tree.norm(new_params), lr=lr_fn(state["step"]))
   new_state = dict(step=state["step"] + 1, params=new_params, opt_state=opt_state, rng=state["rng"])
   return new_state, out
 
@@ -138,13 +138,17 @@ def load_data(config):
 # ----------------------------------------------------------------------------- the loop
 
 
-def train_and_evaluate(config, workdir):
-  """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns final metrics."""
-  config_checks.check(config, jax.device_count(), jax.process_count())
+def train_and_evaluate(config, workdir, devices=None):
+  """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns final metrics.
+
+  `devices` restricts the mesh to a subset of the devices (default: all of them).
+  """
+  devices = jax.devices() if devices is None else list(devices)
+  config_checks.check(config, len(devices), jax.process_count())
   config_checks.check_workdir(workdir)
   is_main = jax.process_index() == 0
   rules = [tuple(r) for r in config.mesh.rules]
-  mesh = sharding.make_mesh(config.mesh)
+  mesh = sharding.make_mesh(config.mesh, devices)
 
   tok, train_data, val_data = load_data(config)
   objective = objectives.get(config.objective)
@@ -155,7 +159,7 @@ def train_and_evaluate(config, workdir):
 
   # Everything that can fail on the checkpoint is checked before compiling.
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                    every=config.checkpoint.every, keep=config.checkpoint.keep,
+                                    keep=config.checkpoint.keep,
                                     async_save=config.checkpoint.async_save)
   latest = ckpt.latest_step()
   init_from = None
@@ -167,7 +171,10 @@ def train_and_evaluate(config, workdir):
           f"config.data.tokenizer: the checkpoint in {ckpt.directory} was trained with another "
           "tokenizer; use the same data and tokenizer settings or a fresh workdir")
   elif config.init_from:
-    init_from = checkpointing.Checkpointer(config.init_from, every=1, keep=1, async_save=False)
+    source = config.init_from
+    if os.path.isdir(os.path.join(source, "checkpoints")):  # a run's workdir
+      source = os.path.join(source, "checkpoints")
+    init_from = checkpointing.Checkpointer(source, read_only=True)
     if init_from.latest_step() is None:
       raise checkpointing.CheckpointError(
           f"config.init_from: no checkpoint in {config.init_from!r}; give a run's checkpoints dir")
@@ -195,6 +202,7 @@ def train_and_evaluate(config, workdir):
       step = init_from.latest_step()
       restored = init_from.restore_params(step, abstract["params"])
       state = dict(state, params=restored)
+      init_from.close()
       logging.info("Initialised parameters from %s step %d", config.init_from, step)
   start = int(state["step"])
 
@@ -237,27 +245,26 @@ def train_and_evaluate(config, workdir):
             "data": {"step": step, "seed": config.seed, "process_count": jax.process_count(),
                      "train_windows": train_data.num_windows}}
 
+  stop_at = min(total_steps, config.train.stop_at_step or total_steps)
   preemption = Preemption()
   step, pending, window_start, window_steps = start, [], None, 0
   last = {}
   try:
-    while step < total_steps:
+    while step < stop_at:
       state, out = p_train(state, to_global(train_data.batch(step)))
       step += 1
       pending.append(out)
       if window_start is None:  # the first step includes compilation: time from its end
-        jax.block_until_ready(out)
-        window_start, window_steps, pending = time.perf_counter(), 0, []
-        first_out = jax.device_get(out)
-        _check_finite(first_out, step, config)
+        _check_finite(jax.device_get(out), step, config)
+        window_start, window_steps = time.perf_counter(), 0
       else:
         window_steps += 1
-      if durations.every(step, config.train.log_every) or step == total_steps:
+      if durations.every(step, config.train.log_every) or step == stop_at:
         if pending:
           fetched = jax.device_get(pending)
           elapsed = time.perf_counter() - window_start
           last = _summarise(fetched, elapsed, window_steps, tokens_per_step, flops_per_step,
-                            peak * jax.device_count())
+                            peak * len(devices))
           _check_finite(fetched[-1], step, config)
           last["epoch"] = train_data.epoch_of(step)
           last["tokens_seen"] = step * tokens_per_step
@@ -284,7 +291,7 @@ def train_and_evaluate(config, workdir):
         writer.print(f"preempted: saved a checkpoint at step {step}; rerun the same command to resume")
         last["preempted_at"] = step
         break
-      if durations.every(step, config.checkpoint.every) or step == total_steps:
+      if durations.every(step, config.checkpoint.every) or step == stop_at:
         ckpt.save(step, state, meta(step), force=True)
   finally:
     preemption.restore()
@@ -303,8 +310,9 @@ def _check_finite(out, step, config):
 
 
 def _summarise(fetched, elapsed, steps, tokens_per_step, flops_per_step, peak_total):
+  """Token-weighted means over the logged window; timing over its steps after the first."""
   loss = sum(f["loss"] for f in fetched) / max(sum(f["weight"] for f in fetched), 1)
-  step_time = elapsed / max(steps, 1)
+  step_time = elapsed / steps if steps else float("nan")
   return {
       "loss": float(loss),
       "accuracy": float(sum(f["correct"] for f in fetched) / max(sum(f["weight"] for f in fetched), 1)),
