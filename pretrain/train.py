@@ -17,6 +17,20 @@ flags.mark_flags_as_required(["config", "workdir"])
 USER_ERRORS = ("ConfigError", "MeshError", "DataError", "TokenizerError", "CheckpointError")
 
 
+def parse_flags(argv):
+  """absl flag parsing, with config-file and override errors reduced to one line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    errors = [l.split(": ", 1)[1] for l in lines if l.startswith(("ValueError:", "KeyError:"))]
+    message = errors[-1] if errors else lines[0] if lines else str(e)
+  except (KeyError, AttributeError) as e:  # an override of a field the config does not have
+    message = f"unknown config field {str(e).strip(chr(34))}; check the --config.<path> spelling"
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  sys.exit(2)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -27,11 +41,10 @@ def main(argv):
     trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except Exception as e:  # pylint: disable=broad-except
     if type(e).__name__ in USER_ERRORS or isinstance(e, FloatingPointError):
-      logging.error("%s", e)
       print(f"error: {e}", file=sys.stderr, flush=True)
       sys.exit(2)
     raise
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

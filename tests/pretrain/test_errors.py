@@ -1,0 +1,98 @@
+"""Bad input: one-line errors naming the field, raised before anything compiles."""
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from configs import gpt
+from input_pipeline import local_text
+from pretrain import checkpointing, config_checks, sharding, trainer
+from tests.conftest import REPO
+
+COMPILES = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, _, **kw: COMPILES.append(event) if event == "/jax/core/compile/backend_compile_duration" else None)
+
+
+def _fails_before_compiling(config, workdir, error, *fields):
+  COMPILES.clear()
+  with pytest.raises(error) as info:
+    trainer.train_and_evaluate(config, str(workdir))
+  message = str(info.value)
+  assert "\n" not in message
+  for field in fields:
+    assert field in message, message
+  assert not COMPILES, f"compiled before failing: {message}"
+  return message
+
+
+def test_unknown_size():
+  with pytest.raises(ValueError, match="unknown size 'huge'.*smoke, nano, small"):
+    gpt.get_config("huge")
+
+
+def test_mesh_product_differs_from_devices(tiny_config, tmp_path):
+  _fails_before_compiling(tiny_config(**{"mesh.data": 3, "mesh.fsdp": 2}), tmp_path,
+                          sharding.MeshError, "config.mesh", "6", "8 devices")
+
+
+def test_batch_not_divisible_by_data_parallel_ways(tiny_config, tmp_path):
+  _fails_before_compiling(tiny_config(**{"batch.size": 12}), tmp_path, config_checks.ConfigError,
+                          "config.batch.size", "8 data-parallel ways")
+
+
+def test_seq_len_beyond_max_positions(tiny_config, tmp_path):
+  _fails_before_compiling(tiny_config(**{"batch.seq_len": 64}), tmp_path,
+                          config_checks.ConfigError, "config.batch.seq_len", "max_len=32")
+
+
+def test_missing_files(tiny_config, tmp_path):
+  _fails_before_compiling(tiny_config(**{"data.files": str(tmp_path / "nope*.txt")}), tmp_path,
+                          local_text.DataError, "config.data.files", "nope*.txt")
+
+
+def test_empty_files(tiny_config, tmp_path):
+  (tmp_path / "empty.txt").write_text("\n\n  \n")
+  config = tiny_config(**{"data.files": str(tmp_path / "empty.txt"),
+                          "data.data_dir": str(tmp_path / "data")})
+  _fails_before_compiling(config, tmp_path / "run", local_text.DataError, "config.data.files",
+                          "no text")
+
+
+def test_unwritable_workdir(tiny_config, tmp_path):
+  (tmp_path / "a_file").write_text("x")
+  _fails_before_compiling(tiny_config(), tmp_path / "a_file" / "run", config_checks.ConfigError,
+                          "--workdir", "not writable")
+
+
+def test_checkpoint_from_incompatible_model(tiny_config, tmp_path):
+  trainer.train_and_evaluate(tiny_config(**{"train.total_steps": 1}), str(tmp_path))
+  ckpts = sorted(os.listdir(tmp_path / "checkpoints"))
+  _fails_before_compiling(tiny_config(**{"model.num_layers": 3}), tmp_path,
+                          checkpointing.CheckpointError, "config.model.num_layers", "fresh workdir")
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ckpts  # nothing touched
+
+
+def test_nan_loss_stops_the_run(tiny_config, tmp_path):
+  with pytest.raises(FloatingPointError, match="allow_nan"):
+    trainer.train_and_evaluate(tiny_config(**{"optimizer.lr": 1e30, "optimizer.warmup_steps": 0,
+                                              "optimizer.grad_clip": 0.0}), str(tmp_path))
+
+
+@pytest.mark.slow
+def test_command_line_errors_are_one_line(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  for args, expected in [
+      (["--config=configs/gpt.py:nope"], "unknown size 'nope'"),
+      (["--config=configs/gpt.py:smoke", "--config.mesh.tensor=2"], "config.mesh"),
+  ]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pretrain.train", *args, f"--workdir={tmp_path}/run",
+         f"--config.data.data_dir={tmp_path}/data"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and expected in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
