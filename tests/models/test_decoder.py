@@ -1,0 +1,120 @@
+"""The decoder: GPT-2 shapes and counts, causality, document masking, variants, scan == loop."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs import gpt
+from models import axes, decoder
+
+
+def _cfg(**kw):
+  model = gpt.get_config("smoke").model
+  model.update(num_layers=2, num_heads=4, d_model=32, max_len=16)
+  model.update(kw)
+  return decoder.resolve(model, 100)
+
+
+def _tokens(b=2, t=16, seed=0):
+  return jax.random.randint(jax.random.key(seed), (b, t), 0, 100)
+
+
+@pytest.mark.parametrize("size,millions", [("small", 123.69), ("medium", 353.82),
+                                           ("large", 772.78), ("xl", 1556.05)])
+def test_gpt2_parameter_counts(size, millions):
+  # nanoGPT reports 123.69M for GPT-2 small with the padded 50304 vocab (positions excluded).
+  cfg = decoder.resolve(gpt.get_config(size).model, 50257)
+  assert cfg.vocab_size == 50304
+  assert decoder.count_params(cfg) / 1e6 == pytest.approx(millions, abs=0.01)
+
+
+def test_gpt2_initialisation():
+  cfg = _cfg(num_layers=8, d_model=64, scan_layers=False)
+  model = decoder.Decoder(cfg, rngs=nnx.Rngs(0))
+  block = model.blocks[0]
+  assert float(jnp.std(block.mlp.fc.kernel[...])) == pytest.approx(0.02, rel=0.1)
+  # Residual projections are scaled by 1/sqrt(2 * layers).
+  assert float(jnp.std(block.mlp.proj.kernel[...])) == pytest.approx(0.02 / 4, rel=0.1)
+  assert float(jnp.std(block.attn.out.kernel[...])) == pytest.approx(0.02 / 4, rel=0.15)
+  assert float(jnp.abs(block.mlp.fc.bias[...]).max()) == 0.0
+  assert float(jnp.std(model.embed.embedding[...])) == pytest.approx(0.02, rel=0.1)
+
+
+def test_causal():
+  model = decoder.Decoder(_cfg(), rngs=nnx.Rngs(0))
+  tokens = _tokens()
+  changed = tokens.at[:, 10:].set((tokens[:, 10:] + 1) % 100)
+  a, b = model(tokens), model(changed)
+  np.testing.assert_allclose(a[:, :10], b[:, :10], atol=1e-6)
+  assert not np.allclose(a[:, 10:], b[:, 10:])
+
+
+def test_document_mask_isolates_packed_documents():
+  model = decoder.Decoder(_cfg(), rngs=nnx.Rngs(0))
+  tokens = _tokens()
+  segments = jnp.array([[1] * 6 + [2] * 10] * 2)
+  positions = jnp.array([list(range(6)) + list(range(10))] * 2)
+  changed = tokens.at[:, :6].set((tokens[:, :6] + 7) % 100)
+  a = model(tokens, positions=positions, segment_ids=segments)
+  b = model(changed, positions=positions, segment_ids=segments)
+  np.testing.assert_allclose(a[:, 6:], b[:, 6:], atol=1e-6)  # doc 2 never sees doc 1
+  alone = model(tokens[:, 6:])
+  np.testing.assert_allclose(a[:, 6:], alone, atol=1e-5)     # same as running it on its own
+
+
+VARIANTS = {
+    "gpt2": {},
+    "modern": dict(position="rope", norm="rmsnorm", mlp="swiglu", num_kv_heads=2, use_bias=False,
+                   tie_embeddings=False),
+    "remat_full": dict(remat="full"),
+    "remat_dots": dict(remat="dots", dropout=0.1),
+    "bf16": dict(dtype="bfloat16"),
+}
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_variants_train_and_carry_logical_axes(name):
+  cfg = _cfg(**VARIANTS[name])
+  model = decoder.Decoder(cfg, rngs=nnx.Rngs(0))
+  params = nnx.state(model, nnx.Param)
+  names = {v for k, v in vars(axes).items() if k.isupper()}
+  for path, spec in jax.tree_util.tree_leaves_with_path(
+      nnx.to_pure_dict(nnx.get_partition_spec(params)),
+      is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)):
+    assert spec and all(n in names for n in spec), (path, spec)
+    assert spec[0] == axes.LAYERS or "blocks" not in jax.tree_util.keystr(path)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))  # params stay f32
+  graphdef, p = nnx.split(model, nnx.Param)
+
+  def loss(p):
+    logits = nnx.merge(graphdef, p)(_tokens(), dropout_key=jax.random.key(1))
+    assert logits.dtype == jnp.dtype(cfg.dtype)
+    return jnp.mean(logits.astype(jnp.float32) ** 2)
+
+  value, grads = jax.jit(jax.value_and_grad(loss))(p)
+  assert np.isfinite(value)
+  assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+  if name == "modern":
+    assert model.pos_embed is None and model.head is not None
+    assert params["blocks"]["attn"]["key"]["kernel"].shape == (2, 32, 2, 8)  # 2 kv heads
+    assert "bias" not in params["blocks"]["mlp"]["fc"]
+
+
+def test_scan_equals_python_loop():
+  loop = decoder.Decoder(_cfg(scan_layers=False), rngs=nnx.Rngs(0))
+  scan = decoder.Decoder(_cfg(scan_layers=True), rngs=nnx.Rngs(1))
+  loop_params = nnx.to_pure_dict(nnx.state(loop, nnx.Param))
+  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[loop_params["blocks"][i] for i in range(2)])
+  nnx.update(scan, dict(loop_params, blocks=stacked))
+  np.testing.assert_allclose(loop(_tokens()), scan(_tokens()), atol=1e-5)
+
+
+def test_dropout_is_keyed():
+  model = decoder.Decoder(_cfg(dropout=0.2), rngs=nnx.Rngs(0))
+  t = _tokens()
+  a, b = model(t, dropout_key=jax.random.key(1)), model(t, dropout_key=jax.random.key(1))
+  c = model(t, dropout_key=jax.random.key(2))
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, c)
+  np.testing.assert_array_equal(model(t), model(t))  # no key: deterministic, no dropout
