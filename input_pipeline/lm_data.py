@@ -4,7 +4,8 @@ Documents are tokenized, joined with EOS into one stream and cut into windows of
 tokens (consecutive windows share one token, so every token is a target once; no padding).
 The local batch of step s is a pure function of (seed, process, s): window order is a seeded
 permutation per epoch, so a resumed run continues the exact same sequence of batches without
-replaying anything.
+replaying anything. When shuffling, each epoch also shifts every window start by a seeded
+offset in [0, seq_len), so repeated epochs see new windows rather than the same ones again.
 """
 import dataclasses
 
@@ -46,16 +47,24 @@ class PackedWindows:
   document_mask: bool
 
   def __post_init__(self):
-    self.num_windows = max(0, (len(self.tokens) - 1) // self.seq_len)
-    self._perm_epoch, self._perm = None, None
+    # Shuffled windows keep seq_len - 1 tokens of slack for the per-epoch shift.
+    slack = self.seq_len - 1 if self.shuffle else 0
+    self.num_windows = max(0, (len(self.tokens) - 1 - slack) // self.seq_len)
+    if self.shuffle and not self.num_windows:  # a tiny split: no room to shift, one window
+      self.num_windows = max(0, (len(self.tokens) - 1) // self.seq_len)
+    self._max_shift = len(self.tokens) - 1 - self.num_windows * self.seq_len + 1
+    self._cached_epoch, self._starts = None, None
 
-  def _order(self, epoch):
+  def _starts_of(self, epoch):
+    """Start offsets of the windows of `epoch`, in the order they are served."""
     if not self.shuffle:
-      return np.arange(self.num_windows)
-    if self._perm_epoch != epoch:
-      self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_windows)
-      self._perm_epoch = epoch
-    return self._perm
+      return np.arange(self.num_windows, dtype=np.int64) * self.seq_len
+    if self._cached_epoch != epoch:
+      rng = np.random.default_rng([*np.atleast_1d(self.seed), epoch])
+      shift = rng.integers(min(self.seq_len, self._max_shift))
+      self._starts = rng.permutation(self.num_windows).astype(np.int64) * self.seq_len + shift
+      self._cached_epoch = epoch
+    return self._starts
 
   def windows(self, indices):
     """Rows for global window indices (epochs wrap around, each with a fresh order)."""
@@ -63,14 +72,18 @@ class PackedWindows:
     starts = np.empty(len(offsets), np.int64)
     for epoch in np.unique(epochs):
       sel = epochs == epoch
-      starts[sel] = self._order(int(epoch))[offsets[sel]] * self.seq_len
+      starts[sel] = self._starts_of(int(epoch))[offsets[sel]]
     span = starts[:, None] + np.arange(self.seq_len + 1)
     window = self.tokens[span]
     batch = {"inputs": window[:, :-1], "targets": window[:, 1:]}
     if self.document_mask:
-      pos = self.doc_positions[span[:, :-1]]
-      batch["positions"] = pos
-      batch["segment_ids"] = np.cumsum(pos == 0, axis=1, dtype=np.int32) + 1
+      # Positions count from the document's start, or from the window's start for a document
+      # that began in an earlier window, so they never exceed seq_len.
+      starts_doc = self.doc_positions[span[:, :-1]] == 0
+      idx = np.arange(self.seq_len)
+      first = np.maximum.accumulate(np.where(starts_doc, idx, 0), axis=1)
+      batch["positions"] = (idx - first).astype(np.int32)
+      batch["segment_ids"] = np.cumsum(starts_doc, axis=1, dtype=np.int32) + 1
     return batch
 
   def batch(self, step):

@@ -26,7 +26,8 @@ class DataError(ValueError):
 
 
 def expand_files(files):
-  """Comma-separated paths or globs -> sorted list of files; errors name the field."""
+  """Comma-separated paths or globs -> files (each pattern's matches sorted, in pattern order,
+  without repeats); errors name the field."""
   patterns = [p.strip() for p in files.split(",") if p.strip()] if isinstance(files, str) else list(files)
   found = []
   for pattern in patterns:
@@ -36,7 +37,7 @@ def expand_files(files):
     found.extend(m for m in matches if os.path.isfile(m))
   if patterns and not found:
     raise DataError(f"config.data.files: {files!r} names no regular files")
-  return found
+  return list(dict.fromkeys(found))  # a file matched by two patterns is read once
 
 
 def _read_file(path, jsonl_key):

@@ -39,7 +39,7 @@ def _train_bpe(texts, vocab_size, eos):
 
 
 def _build_char(texts, eos):
-  chars = sorted(set().union(*(set(t) for t in texts)))
+  chars = sorted(set().union(*(set(t) for t in texts)) - {eos, UNK})
   vocab = {c: i for i, c in enumerate(chars)}
   vocab[eos] = len(vocab)
   vocab[UNK] = len(vocab)

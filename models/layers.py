@@ -87,9 +87,13 @@ class Attention(nnx.Module):
     q, k, v = self.query(x), self.key(x), self.value(x)
     if self.rope_theta:
       q, k = rope(q, positions, self.rope_theta), rope(k, positions, self.rope_theta)
+    implementation = self.implementation
+    if implementation == "cudnn" and (jax.default_backend() != "gpu" or
+                                      self.dtype not in (jnp.bfloat16, jnp.float16)):
+      implementation = None  # cuDNN's kernel needs a GPU and 16-bit inputs: let XLA run it
     y = jax.nn.dot_product_attention(
         q.astype(self.dtype), k.astype(self.dtype), v.astype(self.dtype),
-        mask=mask, is_causal=causal, implementation=self.implementation)
+        mask=mask, is_causal=causal, implementation=implementation)
     return self.out(y)
 
 

@@ -70,6 +70,7 @@ VARIANTS = {
     "remat_full": dict(remat="full"),
     "remat_dots": dict(remat="dots", dropout=0.1),
     "bf16": dict(dtype="bfloat16"),
+    "cudnn_falls_back_off_gpu": dict(dtype="bfloat16", attention="cudnn"),
 }
 
 

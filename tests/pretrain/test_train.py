@@ -56,3 +56,16 @@ def test_resume_is_exact(tiny_config, tmp_path):
   b = [r["train/loss"] for r in _losses(tmp_path / "split")]
   assert a == b, (a, b)
   jax.tree.map(np.testing.assert_array_equal, _params(straight), _params(second))
+
+
+def test_init_from_loads_parameters_only(tiny_config, tmp_path):
+  first = trainer.train_and_evaluate(tiny_config(**{"train.total_steps": 3}), str(tmp_path / "a"))
+  # A near-zero lr leaves the loaded parameters where they were after one step.
+  config = tiny_config(**{"train.total_steps": 1, "init_from": str(tmp_path / "a"),
+                          "optimizer.lr": 1e-12, "optimizer.min_lr": 0.0})
+  second = trainer.train_and_evaluate(config, str(tmp_path / "b"))
+  assert second["step"] == 1  # started from step 0, not from the source's step 3
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), _params(first),
+               _params(second))
+  fresh = trainer.train_and_evaluate(tiny_config(**{"train.total_steps": 1}), str(tmp_path / "c"))
+  assert second["loss"] < fresh["loss"]

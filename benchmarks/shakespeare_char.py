@@ -1,0 +1,62 @@
+r"""Reproduces nanoGPT's CPU Shakespeare recipe with our trainer and reports the validation loss.
+
+  python -m benchmarks.shakespeare_char --workdir=/tmp/shakespeare_char
+
+nanoGPT (README, "I only have a macbook"): train.py config/train_shakespeare_char.py
+--device=cpu --compile=False --eval_iters=20 --log_interval=1 --block_size=64 --batch_size=12
+--n_layer=4 --n_head=4 --n_embd=128 --max_iters=2000 --lr_decay_iters=2000 --dropout=0.0,
+which reaches a validation loss of 1.88. Same data split (first 90% of the characters train,
+last 10% validation), same model, lr 1e-3 with 100 warmup steps and cosine decay to 1e-4,
+beta2 0.99, weight decay 0.1, grad clip 1.0, no biases. Our validation loss is measured on the
+whole validation split instead of 20 random batches.
+"""
+import json
+import os
+import pathlib
+import time
+
+from absl import app, flags
+
+from configs import gpt
+from pretrain import trainer
+
+_WORKDIR = flags.DEFINE_string("workdir", "/tmp/shakespeare_char", "Run directory (wiped).")
+_DATA = flags.DEFINE_string(
+    "data", str(pathlib.Path(__file__).resolve().parents[2] / "shared/data/tinyshakespeare/input.txt"),
+    "tinyshakespeare input.txt")
+_STEPS = flags.DEFINE_integer("steps", 2000, "Training steps.")
+
+
+def get_config(data, data_dir, steps):
+  config = gpt.get_config("nano")
+  config.model.update(num_layers=4, num_heads=4, d_model=128, max_len=64, dropout=0.0,
+                      use_bias=False, vocab_multiple=1)
+  config.data.update(files=data, data_dir=data_dir, doc_split="file", split_by="tail",
+                     validation_fraction=0.1)
+  config.data.tokenizer.kind = "char"
+  config.batch.update(size=12, seq_len=64)
+  config.optimizer.update(lr=1e-3, min_lr=1e-4, warmup_steps=100, schedule="cosine", b1=0.9,
+                          b2=0.99, weight_decay=0.1, grad_clip=1.0)
+  config.train.update(total_steps=steps, log_every=250, eval_every=500,
+                      eval_batches=146)  # 146 x 12 windows of 64 = the whole validation split
+  config.checkpoint.update(every=0, async_save=True)
+  return config
+
+
+def main(argv):
+  del argv
+  if not os.path.exists(_DATA.value):
+    raise app.UsageError(f"--data: {_DATA.value} not found (tinyshakespeare input.txt)")
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.rmtree(_WORKDIR.value, ignore_errors=True)
+  config = get_config(_DATA.value, os.path.join(_WORKDIR.value, "data"), _STEPS.value)
+  start = time.perf_counter()
+  result = trainer.train_and_evaluate(config, os.path.join(_WORKDIR.value, "run"))
+  wall = time.perf_counter() - start
+  summary = {"val_loss": result["eval_loss"], "nanogpt_val_loss": 1.88, "steps": result["step"],
+             "wall_s": round(wall, 1), "train_tokens_per_s": round(result["tokens_per_s"])}
+  print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,235 @@
+"""Tokenizers (input_pipeline/tokenizer.py): trained BPE cached by content, char-level, files."""
+import os
+
+import pytest
+import tokenizers as hf_tokenizers
+
+from configs import common
+from input_pipeline import tokenizer
+
+TokenizerError = tokenizer.TokenizerError
+EOS = "<|endoftext|>"
+
+CORPUS = [
+    "the quick brown fox jumps over the lazy dog.\n" * 30,
+    "Pack my box with five dozen liquor jugs!  Sphinx of black quartz, judge my vow.\n\n",
+    "ünïcödé, 日本語のテキスト, emoji 😀🎉 and\ttabs\r\nand CRLF lines\n",
+    "def f(x):\n    return x ** 2  # indented code\n",
+]
+
+ROUND_TRIP = [
+    "hello world\n",
+    "  two leading spaces, three trailing   ",
+    "\n\n\nonly newlines before\n\n",
+    "tabs\tand\r\ncarriage returns",
+    "ünïcödé 日本語 😀🎉 Ωμέγα — “quotes” ‘single’ …",
+    "never seen in training: ĳ ŋ ʃ ∑∫ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 \u200b zero-width",
+    "",
+]
+
+
+def _cfg(kind="bpe", **overrides):
+  cfg = common.data_config().tokenizer
+  cfg.kind = kind
+  cfg.vocab_size = 320
+  for key, value in overrides.items():
+    cfg[key] = value
+  return cfg
+
+
+class Corpus:
+  """A train_texts callable that counts its calls."""
+
+  def __init__(self, texts):
+    self.texts, self.calls = list(texts), 0
+
+  def __call__(self):
+    self.calls += 1
+    return iter(self.texts)
+
+
+def _never():
+  raise AssertionError("train_texts must not be called for kind='file'")
+
+
+def _cache_files(data_dir):
+  d = os.path.join(data_dir, "tokenizers")
+  return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+# ----------------------------------------------------------------------------- bpe
+
+
+def test_bpe_is_trained_once_and_cached(tmp_path, monkeypatch):
+  data_dir = str(tmp_path)
+  tok = tokenizer.get_tokenizer(_cfg(), data_dir, Corpus(CORPUS))
+  files = _cache_files(data_dir)
+  assert len(files) == 1 and files[0].startswith("bpe_") and files[0].endswith(".json")
+  path = os.path.join(data_dir, "tokenizers", files[0])
+  mtime = os.stat(path).st_mtime_ns
+  assert hf_tokenizers.Tokenizer.from_file(path).to_str() == tok.to_str()
+  assert tok.get_vocab_size() == 320
+  assert tok.token_to_id(EOS) is not None
+
+  def no_training(*args, **kwargs):
+    raise AssertionError("retrained although the cache file exists")
+
+  monkeypatch.setattr(tokenizer, "_train_bpe", no_training)
+  again = tokenizer.get_tokenizer(_cfg(), data_dir, Corpus(CORPUS))
+  assert again.to_str() == tok.to_str()
+  assert tokenizer.identity(again) == tokenizer.identity(tok)
+  assert _cache_files(data_dir) == files  # no new file, no temp file left behind
+  assert os.stat(path).st_mtime_ns == mtime
+
+
+def test_bpe_cache_key_covers_corpus_and_options(tmp_path):
+  data_dir = str(tmp_path)
+  base = tokenizer.get_tokenizer(_cfg(), data_dir, Corpus(CORPUS))
+  changed = tokenizer.get_tokenizer(_cfg(), data_dir, Corpus(CORPUS[:-1] + [CORPUS[-1] + "x"]))
+  assert len(_cache_files(data_dir)) == 2
+  bigger = tokenizer.get_tokenizer(_cfg(vocab_size=340), data_dir, Corpus(CORPUS))
+  assert bigger.get_vocab_size() == 340
+  other_eos = tokenizer.get_tokenizer(_cfg(eos_token="</s>"), data_dir, Corpus(CORPUS))
+  assert other_eos.token_to_id("</s>") is not None and other_eos.token_to_id(EOS) is None
+  assert len(_cache_files(data_dir)) == 4
+  del changed  # a slightly different corpus may train the same merges; its cache file differs
+  ids = {tokenizer.identity(t) for t in (base, bigger, other_eos)}
+  assert len(ids) == 3
+  # document boundaries are part of the key: the same characters split differently differ
+  tokenizer.get_tokenizer(_cfg(), data_dir, Corpus(["".join(CORPUS)]))
+  assert len(_cache_files(data_dir)) == 5
+
+
+def test_max_train_chars_limits_the_training_text(tmp_path):
+  data_dir = str(tmp_path)
+  corpus = Corpus(CORPUS)
+  limit = len(CORPUS[0]) + 10
+  a = tokenizer.get_tokenizer(_cfg(max_train_chars=limit), data_dir, corpus)
+  # text past the limit neither changes the tokenizer nor the cache file
+  b = tokenizer.get_tokenizer(_cfg(max_train_chars=limit), data_dir,
+                              Corpus(CORPUS[:1] + [CORPUS[1][:10] + "anything else entirely"]))
+  assert a.to_str() == b.to_str()
+  assert len(_cache_files(data_dir)) == 1
+
+
+@pytest.mark.parametrize("text", ROUND_TRIP)
+def test_bpe_round_trip(tmp_path, text):
+  tok = tokenizer.get_tokenizer(_cfg(), str(tmp_path), Corpus(CORPUS))
+  enc = tok.encode(text, add_special_tokens=False)
+  assert tok.token_to_id(EOS) not in enc.ids
+  assert tok.decode(enc.ids) == text
+  assert tok.decode(enc.ids, skip_special_tokens=False) == text
+
+
+def test_bpe_eos_is_one_special_token(tmp_path):
+  tok = tokenizer.get_tokenizer(_cfg(), str(tmp_path), Corpus(CORPUS))
+  eos = tok.token_to_id(EOS)
+  ids = tok.encode("end" + EOS + "start", add_special_tokens=False).ids
+  assert ids.count(eos) == 1
+  assert tok.decode(ids) == "endstart"  # special tokens are skipped by default
+  assert tok.decode(ids, skip_special_tokens=False) == "end" + EOS + "start"
+
+
+def test_bpe_learns_merges(tmp_path):
+  tok = tokenizer.get_tokenizer(_cfg(), str(tmp_path), Corpus(CORPUS))
+  text = "the quick brown fox jumps over the lazy dog."
+  assert len(tok.encode(text).ids) < len(text.encode("utf-8"))
+
+
+def test_empty_training_split(tmp_path):
+  for kind in ("bpe", "char"):
+    with pytest.raises(TokenizerError, match="training split is empty"):
+      tokenizer.get_tokenizer(_cfg(kind), str(tmp_path), Corpus(["", ""]))
+  assert _cache_files(str(tmp_path)) == []
+
+
+# ----------------------------------------------------------------------------- char
+
+
+def test_char_vocab_matches_nanogpt(tmp_path):
+  text = "hello world\n"
+  tok = tokenizer.get_tokenizer(_cfg("char"), str(tmp_path), Corpus([text]))
+  chars = sorted(set(text))  # nanoGPT: chars = sorted(list(set(data))); stoi = {ch: i}
+  stoi = {ch: i for i, ch in enumerate(chars)}
+  assert chars == ["\n", " ", "d", "e", "h", "l", "o", "r", "w"]
+  vocab = tok.get_vocab()
+  assert {c: vocab[c] for c in chars} == stoi
+  assert vocab[EOS] == len(chars)  # eos right after the characters
+  assert tok.token_to_id(EOS) == len(chars)
+  assert tok.encode(text, add_special_tokens=False).ids == [stoi[c] for c in text]
+  assert tok.decode([stoi[c] for c in text]) == text
+  assert _cache_files(str(tmp_path))[0].startswith("char_")
+
+
+def test_char_round_trip_and_eos(tmp_path):
+  tok = tokenizer.get_tokenizer(_cfg("char"), str(tmp_path), Corpus(CORPUS + ROUND_TRIP[:5]))
+  for text in CORPUS + ROUND_TRIP[:5]:
+    ids = tok.encode(text, add_special_tokens=False).ids
+    assert len(ids) == len(text)  # one token per character, whitespace included
+    assert tok.decode(ids) == text
+  eos = tok.token_to_id(EOS)
+  ids = tok.encode("ab" + EOS + "c", add_special_tokens=False).ids
+  assert ids[2] == eos and len(ids) == 4
+  assert tok.decode(ids) == "abc"
+
+
+def test_char_cached(tmp_path, monkeypatch):
+  first = tokenizer.get_tokenizer(_cfg("char"), str(tmp_path), Corpus(CORPUS))
+  monkeypatch.setattr(tokenizer, "_build_char", lambda *a: pytest.fail("rebuilt"))
+  second = tokenizer.get_tokenizer(_cfg("char"), str(tmp_path), Corpus(CORPUS))
+  assert first.to_str() == second.to_str()
+  assert len(_cache_files(str(tmp_path))) == 1
+
+
+def test_char_eos_that_is_a_corpus_character(tmp_path):
+  tok = tokenizer.get_tokenizer(_cfg("char", eos_token="\n"), str(tmp_path),
+                                Corpus(["hello world\n"]))
+  vocab = tok.get_vocab()
+  assert len(set(vocab.values())) == len(vocab)  # ids are unique
+  assert tok.token_to_id("\n") != tok.token_to_id(tokenizer.UNK)
+
+
+# ----------------------------------------------------------------------------- file
+
+
+def test_file_tokenizer_loads_a_saved_tokenizer_json(tmp_path):
+  trained = tokenizer.get_tokenizer(_cfg(), str(tmp_path / "a"), Corpus(CORPUS))
+  path = tmp_path / "tokenizer.json"
+  trained.save(str(path))
+  loaded = tokenizer.get_tokenizer(_cfg("file", path=str(path)), str(tmp_path / "b"), _never)
+  assert tokenizer.identity(loaded) == tokenizer.identity(trained)
+  assert loaded.encode(ROUND_TRIP[4]).ids == trained.encode(ROUND_TRIP[4]).ids
+  assert _cache_files(str(tmp_path / "b")) == []  # nothing trained or cached
+
+
+def test_file_tokenizer_missing_path(tmp_path):
+  for path in ("", str(tmp_path / "missing.json"), str(tmp_path)):
+    with pytest.raises(TokenizerError, match=r"config\.data\.tokenizer\.path"):
+      tokenizer.get_tokenizer(_cfg("file", path=path), str(tmp_path), _never)
+
+
+def test_missing_eos_names_the_field(tmp_path):
+  trained = tokenizer.get_tokenizer(_cfg(), str(tmp_path), Corpus(CORPUS))
+  path = tmp_path / "tokenizer.json"
+  trained.save(str(path))
+  with pytest.raises(TokenizerError, match=r"config\.data\.tokenizer\.eos_token.*'</s>'"):
+    tokenizer.get_tokenizer(_cfg("file", path=str(path), eos_token="</s>"), str(tmp_path), _never)
+
+
+def test_unknown_kind(tmp_path):
+  with pytest.raises(TokenizerError, match=r"config\.data\.tokenizer\.kind.*'wordpiece'"):
+    tokenizer.get_tokenizer(_cfg("wordpiece"), str(tmp_path), Corpus(CORPUS))
+  assert _cache_files(str(tmp_path)) == []
+
+
+# ----------------------------------------------------------------------------- identity
+
+
+def test_identity(tmp_path):
+  bpe = tokenizer.get_tokenizer(_cfg(), str(tmp_path), Corpus(CORPUS))
+  bpe_again = hf_tokenizers.Tokenizer.from_str(bpe.to_str())
+  char = tokenizer.get_tokenizer(_cfg("char"), str(tmp_path), Corpus(CORPUS))
+  other_bpe = tokenizer.get_tokenizer(_cfg(), str(tmp_path), Corpus(CORPUS[:2]))
+  assert tokenizer.identity(bpe) == tokenizer.identity(bpe_again) == tokenizer.identity(bpe)
+  assert len({tokenizer.identity(t) for t in (bpe, char, other_bpe)}) == 3
+  assert isinstance(tokenizer.identity(bpe), str) and len(tokenizer.identity(bpe)) == 16
