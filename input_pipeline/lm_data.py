@@ -87,7 +87,12 @@ class PackedWindows:
     return batch
 
   def batch(self, step):
+    """This process's rows of the training batch of `step`."""
     return self.windows(step * self.batch_size + np.arange(self.batch_size))
+
+  def eval_batch(self, i):
+    """The i-th evaluation batch (windows in order, wrapping around a small split)."""
+    return self.windows(i * self.batch_size + np.arange(self.batch_size))
 
   def epoch_of(self, step):
     return step * self.batch_size / max(1, self.num_windows)

@@ -7,7 +7,6 @@ use_bias=False, tie_embeddings=False, scan_layers with a remat policy.
 """
 import jax
 import jax.numpy as jnp
-import ml_collections
 from flax import nnx
 
 from models import axes
@@ -35,6 +34,7 @@ DEFAULTS = dict(
     norm="layernorm",      # 'layernorm' or 'rmsnorm'
     norm_eps=1e-5,
     mlp="gelu",            # 'gelu' or 'swiglu'
+    gelu_approximate=True, # GPT-2's tanh approximation; False: exact erf GELU
     use_bias=True,
     tie_embeddings=True,
     pre_norm=True,
@@ -47,22 +47,8 @@ DEFAULTS = dict(
     remat="none",          # 'none', 'full', 'dots' (save matmul outputs)
 )
 
-REMAT_POLICIES = {
-    "full": None,
-    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-}
-
-
-def resolve(model, vocab_size):
-  """A copy of the model section with every derived (0) field filled in."""
-  cfg = ml_collections.ConfigDict(model.to_dict())
-  if not cfg.vocab_size:
-    cfg.vocab_size = -(-vocab_size // cfg.vocab_multiple) * cfg.vocab_multiple
-  cfg.num_kv_heads = cfg.num_kv_heads or cfg.num_heads
-  cfg.head_dim = cfg.head_dim or cfg.d_model // cfg.num_heads
-  if not cfg.d_ff:
-    cfg.d_ff = 4 * cfg.d_model if cfg.mlp == "gelu" else -(-(8 * cfg.d_model // 3) // 64) * 64
-  return cfg
+resolve = layers.resolve
+REMAT_POLICIES = layers.REMAT_POLICIES
 
 
 class Decoder(nnx.Module):
@@ -70,7 +56,7 @@ class Decoder(nnx.Module):
 
   def __init__(self, cfg, *, rngs):
     dtype, param_dtype = layers.dtype_of(cfg.dtype), layers.dtype_of(cfg.param_dtype)
-    self.scan_layers, self.num_layers = cfg.scan_layers, cfg.num_layers
+    self.scan_layers = cfg.scan_layers
     self.remat = cfg.remat
     self.rate = cfg.dropout
     self.tie = cfg.tie_embeddings
@@ -85,15 +71,7 @@ class Decoder(nnx.Module):
                                             (axes.POSITIONS, axes.EMBED)))
     self.dropout = nnx.Dropout(cfg.dropout)
 
-    if cfg.scan_layers:
-      @nnx.split_rngs(splits=cfg.num_layers)
-      @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: axes.LAYERS})
-      def make_blocks(rngs):
-        return layers.TransformerBlock(cfg, causal=True, rngs=rngs)
-      self.blocks = make_blocks(rngs)
-    else:
-      self.blocks = nnx.List(
-          [layers.TransformerBlock(cfg, causal=True, rngs=rngs) for _ in range(cfg.num_layers)])
+    self.blocks = layers.make_blocks(cfg, causal=True, rngs=rngs)
     self.final_norm = layers.Norm(cfg.d_model, kind=cfg.norm, eps=cfg.norm_eps,
                                   use_bias=cfg.use_bias, dtype=dtype, rngs=rngs)
     self.head = None if cfg.tie_embeddings else nnx.Linear(
@@ -111,28 +89,12 @@ class Decoder(nnx.Module):
     mask = None
     if segment_ids is not None:  # packed documents attend only within themselves
       mask = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
-    keys = [None] * (self.num_layers + 1)
+    block_key = None
     if dropout_key is not None and self.rate:
-      keys = list(jax.random.split(dropout_key, self.num_layers + 1))
-      x = self.dropout(x, deterministic=False, rngs=keys[-1])
-
-    def apply(block, x, key):
-      return block(x, positions=positions, mask=mask, key=key)
-
-    if self.remat != "none":
-      apply = nnx.remat(apply, policy=REMAT_POLICIES[self.remat])
-    if self.scan_layers:
-      layer_keys = None if keys[0] is None else jnp.stack(keys[:-1])
-
-      @nnx.scan(in_axes=(0, nnx.Carry, 0 if layer_keys is not None else None),
-                out_axes=nnx.Carry, transform_metadata={nnx.PARTITION_NAME: axes.LAYERS})
-      def run(block, x, key):
-        return apply(block, x, key)
-
-      x = run(self.blocks, x, layer_keys)
-    else:
-      for block, key in zip(self.blocks, keys):
-        x = apply(block, x, key)
+      dropout_key, block_key = jax.random.split(dropout_key)
+      x = self.dropout(x, deterministic=False, rngs=dropout_key)
+    x = layers.run_blocks(self.blocks, x, positions=positions, mask=mask, dropout_key=block_key,
+                          scan=self.scan_layers, remat=self.remat)
     x = self.final_norm(x)
     if self.head is not None:
       return self.head(x)
@@ -141,8 +103,4 @@ class Decoder(nnx.Module):
 
 def count_params(cfg, *, exclude_positions=True):
   """Parameter count from shapes alone (no allocation)."""
-  model = nnx.eval_shape(lambda: Decoder(cfg, rngs=nnx.Rngs(0)))
-  total = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-  if exclude_positions and cfg.position == "learned":
-    total -= cfg.max_len * cfg.d_model
-  return total
+  return layers.count_params(lambda: Decoder(cfg, rngs=nnx.Rngs(0)), exclude_positions)

@@ -7,6 +7,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 from flax import nnx
 
 from models import axes
@@ -101,10 +102,11 @@ class MLP(nnx.Module):
   """GELU MLP (GPT-2/BERT) or SwiGLU (gated SiLU, LLaMA-style)."""
 
   def __init__(self, *, d_model, d_ff, kind, use_bias, init_std, out_std, dtype, param_dtype,
-               rngs):
+               rngs, gelu_approximate=True):
     if kind not in ("gelu", "swiglu"):
       raise ValueError(f"config.model.mlp: unknown MLP {kind!r}; use 'gelu' or 'swiglu'")
     self.kind = kind
+    self.gelu_approximate = gelu_approximate
 
     def dense(n_in, n_out, names, std):
       return nnx.Linear(
@@ -122,7 +124,7 @@ class MLP(nnx.Module):
     if self.kind == "swiglu":
       h = jax.nn.silu(self.gate(x)) * h
     else:
-      h = jax.nn.gelu(h, approximate=True)
+      h = jax.nn.gelu(h, approximate=self.gelu_approximate)
     return self.proj(h)
 
 
@@ -151,7 +153,7 @@ class TransformerBlock(nnx.Module):
     self.norm2 = Norm(cfg.d_model, **norm, rngs=rngs)
     self.mlp = MLP(d_model=cfg.d_model, d_ff=cfg.d_ff, kind=cfg.mlp, use_bias=cfg.use_bias,
                    init_std=cfg.init_std, out_std=out_std, dtype=dtype, param_dtype=param_dtype,
-                   rngs=rngs)
+                   rngs=rngs, gelu_approximate=cfg.gelu_approximate)
     self.dropout = nnx.Dropout(cfg.dropout)
 
   def _drop(self, x, key):
@@ -172,3 +174,68 @@ class TransformerBlock(nnx.Module):
                                               mask=mask), k1))
       x = self.norm2(x + self._drop(self.mlp(x), k2))
     return x
+
+
+REMAT_POLICIES = {
+    "full": None,  # save nothing: recompute the whole block in the backward pass
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs
+}
+
+
+def resolve(model, vocab_size):
+  """A copy of a model section with every derived (0) field filled in."""
+  cfg = ml_collections.ConfigDict(model.to_dict())
+  if not cfg.vocab_size:
+    cfg.vocab_size = -(-vocab_size // cfg.vocab_multiple) * cfg.vocab_multiple
+  cfg.num_kv_heads = cfg.num_kv_heads or cfg.num_heads
+  cfg.head_dim = cfg.head_dim or cfg.d_model // cfg.num_heads
+  if not cfg.d_ff:
+    cfg.d_ff = 4 * cfg.d_model if cfg.mlp == "gelu" else -(-(8 * cfg.d_model // 3) // 64) * 64
+  return cfg
+
+
+def make_blocks(cfg, *, causal, rngs):
+  """cfg.num_layers blocks: stacked along a leading 'layers' axis (scan) or a list."""
+  if cfg.scan_layers:
+    @nnx.split_rngs(splits=cfg.num_layers)
+    @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: axes.LAYERS})
+    def make(rngs):
+      return TransformerBlock(cfg, causal=causal, rngs=rngs)
+    return make(rngs)
+  return nnx.List([TransformerBlock(cfg, causal=causal, rngs=rngs) for _ in range(cfg.num_layers)])
+
+
+def run_blocks(blocks, x, *, positions, mask, dropout_key, scan, remat):
+  """Applies the blocks in order (lax.scan when stacked), with the remat policy."""
+  num_layers = jax.tree.leaves(nnx.state(blocks))[0].shape[0] if scan else len(blocks)
+  keys = [None] * num_layers
+  if dropout_key is not None:
+    keys = list(jax.random.split(dropout_key, num_layers))
+
+  def apply(block, x, key):
+    return block(x, positions=positions, mask=mask, key=key)
+
+  if remat != "none":
+    apply = nnx.remat(apply, policy=REMAT_POLICIES[remat])
+  if not scan:
+    for block, key in zip(blocks, keys):
+      x = apply(block, x, key)
+    return x
+  layer_keys = None if dropout_key is None else jnp.stack(keys)
+
+  @nnx.scan(in_axes=(0, nnx.Carry, None if layer_keys is None else 0), out_axes=nnx.Carry,
+            transform_metadata={nnx.PARTITION_NAME: axes.LAYERS})
+  def run(block, x, key):
+    return apply(block, x, key)
+
+  return run(blocks, x, layer_keys)
+
+
+def count_params(make_model, exclude_positions=True):
+  """Parameters of the model `make_model()` builds, from shapes alone (no allocation);
+  without the learned position table, as in the MFU formula."""
+  params = nnx.state(nnx.eval_shape(make_model), nnx.Param)
+  total = sum(x.size for x in jax.tree.leaves(params))
+  if exclude_positions and "pos_embed" in params:
+    total -= sum(x.size for x in jax.tree.leaves(params["pos_embed"]))
+  return total

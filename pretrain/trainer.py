@@ -23,7 +23,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from input_pipeline import lm_data, sources, tokenizer
-from models import decoder
+from models import layers
 from pretrain import checkpointing, config_checks, durations, metrics, objectives, optimizer, sharding
 
 
@@ -34,10 +34,10 @@ def train_step(state, batch, *, graphdef, objective, tx, lr_fn, grad_accum, micr
   """One optimizer update over `grad_accum` microbatches; returns (state, metric sums)."""
   params = state["params"]
   rng = jax.random.fold_in(state["rng"], state["step"])
+  denominators = objective.denominators(batch)  # of the whole batch: exact accumulation
 
   def loss_fn(p, micro, key):
-    sums = objective.loss(nnx.merge(graphdef, p), micro, key)
-    return sums["loss"], sums
+    return objective.loss(nnx.merge(graphdef, p), micro, key, denominators)
 
   grad_fn = jax.grad(loss_fn, has_aux=True)
   if grad_accum == 1:
@@ -57,17 +57,20 @@ def train_step(state, batch, *, graphdef, objective, tx, lr_fn, grad_accum, micr
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
                          jax.eval_shape(grad_fn, params, first, rng))
     (grads, sums), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(grad_accum)))
-  grads = jax.tree.map(lambda g: g / jnp.maximum(sums["weight"], 1.0), grads)
   updates, opt_state = tx.update(grads, state["opt_state"], params)
   new_params = optax.apply_updates(params, updates)
-  out = dict(sums, grad_norm=optax.tree.norm(grads), update_norm=optax.tree.norm(updates),
-             param_norm=optax.tree.norm(new_params), lr=lr_fn(state["step"]))
+  out = dict(sums, **denominators, grad_norm=optax.tree.norm(grads),
+             update_norm=optax.tree.norm(updates), param_norm=optax.tree.norm(new_params),
+             lr=lr_fn(state["step"]))
   new_state = dict(step=state["step"] + 1, params=new_params, opt_state=opt_state, rng=state["rng"])
   return new_state, out
 
 
 def eval_step(params, batch, *, graphdef, objective):
-  return objective.loss(nnx.merge(graphdef, params), batch, None)
+  """Sums and denominators of one evaluation batch (no dropout)."""
+  denominators = objective.denominators(batch)
+  _, sums = objective.loss(nnx.merge(graphdef, params), batch, None, denominators)
+  return dict(sums, **denominators)
 
 
 # ----------------------------------------------------------------------------- setup
@@ -116,8 +119,8 @@ class Preemption:
     signal.signal(signal.SIGTERM, self._previous)
 
 
-def load_data(config):
-  """Prepares the dataset, gets the tokenizer and tokenizes this process's shards."""
+def load_data(config, objective):
+  """Prepares the dataset, gets the tokenizer and builds this process's train/eval loaders."""
   data, pidx, pcount = config.data, jax.process_index(), jax.process_count()
   if pidx == 0:
     sources.prepare(sources.builder(data))
@@ -129,9 +132,10 @@ def load_data(config):
       lambda: sources.texts(builder, data.train_split, data.text_key))
   local = config.batch.size // pcount
   common = dict(batch_size=local, seq_len=config.batch.seq_len, shard=(pidx, pcount), builder=builder)
-  train = lm_data.load_split(data, tok, data.train_split, seed=[config.seed, pidx],
-                             shuffle=data.shuffle, **common)
-  val = lm_data.load_split(data, tok, data.eval_split, seed=0, shuffle=False, **common)
+  train = objective.load_split(data, tok, data.train_split, seed=[config.seed, pidx],
+                               shuffle=data.shuffle, **common)
+  val = objective.load_split(data, tok, data.eval_split, seed=[config.seed, pidx], shuffle=False,
+                             **common)
   return tok, train, val
 
 
@@ -150,9 +154,9 @@ def train_and_evaluate(config, workdir, devices=None):
   rules = [tuple(r) for r in config.mesh.rules]
   mesh = sharding.make_mesh(config.mesh, devices)
 
-  tok, train_data, val_data = load_data(config)
   objective = objectives.get(config.objective)
-  model_cfg = decoder.resolve(config.model, tok.get_vocab_size())
+  tok, train_data, val_data = load_data(config, objective)
+  model_cfg = layers.resolve(config.model, tok.get_vocab_size())
   total_steps = durations.total_steps(config)
   tx, lr_fn = optimizer.make(config.optimizer, total_steps)
   tok_id = tokenizer.identity(tok)
@@ -221,15 +225,11 @@ def train_and_evaluate(config, workdir, devices=None):
   def evaluate(params):
     sums = None
     for i in range(max(1, config.train.eval_batches)):
-      rows = i * val_data.batch_size + np.arange(val_data.batch_size)
-      out = p_eval(params, to_global(val_data.windows(rows)))
+      out = p_eval(params, to_global(val_data.eval_batch(i)))
       sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
-    sums = jax.device_get(sums)
-    loss = float(sums["loss"] / max(sums["weight"], 1))
-    return {"loss": loss, "perplexity": math.exp(min(loss, 80.0)),
-            "accuracy": float(sums["correct"] / max(sums["weight"], 1))}
+    return objective.summarize(jax.device_get(sums))
 
-  n_params = decoder.count_params(model_cfg)
+  n_params = layers.count_params(lambda: objective.make_model(model_cfg, nnx.Rngs(0)))
   tokens_per_step = config.batch.size * config.batch.seq_len
   flops_per_step = metrics.flops_per_token(model_cfg, n_params, config.batch.seq_len) * tokens_per_step
   peak, peak_source = metrics.peak_flops(config.train.peak_flops)
@@ -255,7 +255,7 @@ def train_and_evaluate(config, workdir, devices=None):
       step += 1
       pending.append(out)
       if window_start is None:  # the first step includes compilation: time from its end
-        _check_finite(jax.device_get(out), step, config)
+        _check_finite(objective.summarize(jax.device_get(out)), step, config)
         window_start, window_steps = time.perf_counter(), 0
       else:
         window_steps += 1
@@ -263,9 +263,9 @@ def train_and_evaluate(config, workdir, devices=None):
         if pending:
           fetched = jax.device_get(pending)
           elapsed = time.perf_counter() - window_start
-          last = _summarise(fetched, elapsed, window_steps, tokens_per_step, flops_per_step,
+          last = _summarise(objective, fetched, elapsed, window_steps, tokens_per_step, flops_per_step,
                             peak * len(devices))
-          _check_finite(fetched[-1], step, config)
+          _check_finite(last, step, config)
           last["epoch"] = train_data.epoch_of(step)
           last["tokens_seen"] = step * tokens_per_step
           writer.write(step, last, prefix="train/")
@@ -280,8 +280,8 @@ def train_and_evaluate(config, workdir, devices=None):
         eval_start = time.perf_counter()
         ev = evaluate(state["params"])
         writer.write(step, ev, prefix="eval/")
-        writer.print(f"step {step}/{total_steps} | eval loss {ev['loss']:.4f} | "
-                     f"ppl {ev['perplexity']:.2f} | acc {ev['accuracy']:.3f}")
+        writer.print(f"step {step}/{total_steps} | eval " + " | ".join(
+            f"{k} {v:.4g}" for k, v in ev.items()))
         last.update({f"eval_{k}": v for k, v in ev.items()})
         if window_start is not None:  # eval time does not count as training time
           window_start += time.perf_counter() - eval_start
@@ -309,18 +309,14 @@ def _check_finite(out, step, config):
         "config.train.allow_nan=True to continue")
 
 
-def _summarise(fetched, elapsed, steps, tokens_per_step, flops_per_step, peak_total):
-  """Token-weighted means over the logged window; timing over its steps after the first."""
-  loss = sum(f["loss"] for f in fetched) / max(sum(f["weight"] for f in fetched), 1)
+def _summarise(objective, fetched, elapsed, steps, tokens_per_step, flops_per_step, peak_total):
+  """Means over the logged window (sums added, then divided); timing over its steps after the
+  first, which includes compilation."""
+  totals = {k: sum(f[k] for f in fetched) for k in fetched[-1]}
   step_time = elapsed / steps if steps else float("nan")
-  return {
-      "loss": float(loss),
-      "accuracy": float(sum(f["correct"] for f in fetched) / max(sum(f["weight"] for f in fetched), 1)),
-      "grad_norm": float(fetched[-1]["grad_norm"]),
-      "param_norm": float(fetched[-1]["param_norm"]),
-      "update_norm": float(fetched[-1]["update_norm"]),
-      "lr": float(fetched[-1]["lr"]),
-      "step_time_s": step_time,
-      "tokens_per_s": tokens_per_step / step_time,
-      "mfu": flops_per_step / step_time / peak_total,
-  }
+  return dict(
+      objective.summarize(totals),
+      grad_norm=float(fetched[-1]["grad_norm"]), param_norm=float(fetched[-1]["param_norm"]),
+      update_norm=float(fetched[-1]["update_norm"]), lr=float(fetched[-1]["lr"]),
+      step_time_s=step_time, tokens_per_s=tokens_per_step / step_time,
+      mfu=flops_per_step / step_time / peak_total)
