@@ -20,6 +20,8 @@ DEFAULT_RULES = (
     (axes.VOCAB, "tensor"),
     (axes.POSITIONS, None),
     (axes.LAYERS, None),
+    (axes.TYPES, None),
+    (axes.CLASSES, None),
 )
 
 
@@ -54,9 +56,10 @@ def data_config():
   data.document_mask = False       # mask attention across packed documents (segment ids)
   data.shuffle = True
   data.tokenizer = ml_collections.ConfigDict()
-  data.tokenizer.kind = "bpe"      # 'bpe' (byte-level, trained), 'char', or 'file'
-  data.tokenizer.vocab_size = 8192 # bpe: size to train to
-  data.tokenizer.path = ""         # file: a HF tokenizer.json
+  data.tokenizer.kind = "bpe"      # 'bpe' (byte-level), 'wordpiece' (BERT), 'char', or 'file'
+  data.tokenizer.vocab_size = 8192 # bpe/wordpiece: size to train to
+  data.tokenizer.path = ""         # file: a HF tokenizer.json or a BERT vocab.txt
+  data.tokenizer.lowercase = True  # wordpiece / vocab.txt: uncased (BERT's default)
   data.tokenizer.eos_token = "<|endoftext|>"
   data.tokenizer.max_train_chars = 50_000_000  # bpe/char: text used to train the tokenizer
   return data

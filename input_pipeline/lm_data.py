@@ -53,6 +53,7 @@ class PackedWindows:
     if self.shuffle and not self.num_windows:  # a tiny split: no room to shift, one window
       self.num_windows = max(0, (len(self.tokens) - 1) // self.seq_len)
     self._max_shift = len(self.tokens) - 1 - self.num_windows * self.seq_len + 1
+    self.num_examples = self.num_windows
     self._cached_epoch, self._starts = None, None
 
   def _starts_of(self, epoch):

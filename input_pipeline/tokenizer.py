@@ -1,4 +1,5 @@
-"""Tokenizers from HF `tokenizers`: trained byte-level BPE, character-level, or a given file.
+"""Tokenizers from HF `tokenizers`: trained byte-level BPE, WordPiece (BERT), character-level,
+or a given file (a tokenizer.json, or a BERT vocab.txt).
 
 Trained tokenizers are cached in <data_dir>/tokenizers/<hash>.json, where the hash covers the
 training text and every option, so the same corpus and options always give the same file and
@@ -10,9 +11,11 @@ import os
 import tempfile
 
 import tokenizers
-from tokenizers import decoders, models, pre_tokenizers, trainers
+from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
 UNK = "<unk>"
+# BERT's special tokens, in the order of the original vocabularies' first ids we rely on.
+BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
 class TokenizerError(ValueError):
@@ -35,6 +38,33 @@ def _train_bpe(texts, vocab_size, eos):
       vocab_size=vocab_size, special_tokens=[eos], show_progress=False,
       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
   tok.train_from_iterator(texts, trainer=trainer)
+  return tok
+
+
+def _bert_pipeline(tok, lowercase):
+  tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+  tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+  tok.decoder = decoders.WordPiece()
+  return tok
+
+
+def _train_wordpiece(texts, vocab_size, lowercase):
+  tok = _bert_pipeline(tokenizers.Tokenizer(models.WordPiece(unk_token="[UNK]")), lowercase)
+  trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(BERT_SPECIALS),
+                                      show_progress=False)
+  tok.train_from_iterator(texts, trainer=trainer)
+  return tok
+
+
+def _load_vocab_txt(path, lowercase):
+  """A BERT vocab.txt (one token per line) with BERT's normalisation and pre-tokenization."""
+  with open(path, encoding="utf-8") as f:
+    vocab = {line.rstrip("\n"): i for i, line in enumerate(f) if line.rstrip("\n")}
+  if "[UNK]" not in vocab:
+    raise TokenizerError(f"config.data.tokenizer.path: {path} has no [UNK] token; a BERT vocab.txt "
+                         "needs [PAD] [UNK] [CLS] [SEP] [MASK]")
+  tok = _bert_pipeline(tokenizers.Tokenizer(models.WordPiece(vocab, unk_token="[UNK]")), lowercase)
+  tok.add_special_tokens([t for t in BERT_SPECIALS if t in vocab])
   return tok
 
 
@@ -69,20 +99,30 @@ def get_tokenizer(cfg, data_dir, train_texts):
   if cfg.kind == "file":
     if not cfg.path or not os.path.isfile(cfg.path):
       raise TokenizerError(
-          f"config.data.tokenizer.path: {cfg.path!r} is not a file; give a HF tokenizer.json")
-    tok = tokenizers.Tokenizer.from_file(cfg.path)
-  elif cfg.kind in ("bpe", "char"):
+          f"config.data.tokenizer.path: {cfg.path!r} is not a file; give a HF tokenizer.json "
+          "or a BERT vocab.txt")
+    if cfg.path.endswith(".txt"):
+      tok = _load_vocab_txt(cfg.path, cfg.lowercase)
+    else:
+      tok = tokenizers.Tokenizer.from_file(cfg.path)
+  elif cfg.kind in ("bpe", "char", "wordpiece"):
     texts = list(_limited(train_texts(), cfg.max_train_chars))
     if not any(texts):
       raise TokenizerError("config.data: the training split is empty; nothing to train a tokenizer on")
     options = dict(kind=cfg.kind, eos=cfg.eos_token,
-                   vocab_size=cfg.vocab_size if cfg.kind == "bpe" else 0, version=1)
+                   vocab_size=cfg.vocab_size if cfg.kind != "char" else 0, version=1)
+    if cfg.kind == "wordpiece":
+      options["lowercase"] = cfg.lowercase
     path = os.path.join(data_dir, "tokenizers", f"{cfg.kind}_{_digest(texts, options)}.json")
     if os.path.exists(path):
       tok = tokenizers.Tokenizer.from_file(path)
     else:
-      tok = _train_bpe(texts, cfg.vocab_size, cfg.eos_token) if cfg.kind == "bpe" else _build_char(
-          texts, cfg.eos_token)
+      if cfg.kind == "bpe":
+        tok = _train_bpe(texts, cfg.vocab_size, cfg.eos_token)
+      elif cfg.kind == "wordpiece":
+        tok = _train_wordpiece(texts, cfg.vocab_size, cfg.lowercase)
+      else:
+        tok = _build_char(texts, cfg.eos_token)
       os.makedirs(os.path.dirname(path), exist_ok=True)
       fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
       os.close(fd)
@@ -90,7 +130,7 @@ def get_tokenizer(cfg, data_dir, train_texts):
       os.replace(tmp, path)  # atomic: concurrent processes never see a half-written file
   else:
     raise TokenizerError(
-        f"config.data.tokenizer.kind: unknown {cfg.kind!r}; use 'bpe', 'char' or 'file'")
+        f"config.data.tokenizer.kind: unknown {cfg.kind!r}; use 'bpe', 'wordpiece', 'char' or 'file'")
   if tok.token_to_id(cfg.eos_token) is None:
     raise TokenizerError(
         f"config.data.tokenizer.eos_token: {cfg.eos_token!r} is not in the tokenizer's vocabulary; "
@@ -101,3 +141,14 @@ def get_tokenizer(cfg, data_dir, train_texts):
 def identity(tok):
   """A short hash of the tokenizer's full definition (vocab, merges, normalisation)."""
   return hashlib.sha256(tok.to_str().encode()).hexdigest()[:16]
+
+
+def check_bert_specials(tok):
+  """The ids of BERT's special tokens; a clear error if the vocabulary lacks any of them."""
+  ids = {t: tok.token_to_id(t) for t in BERT_SPECIALS}
+  missing = [t for t, i in ids.items() if i is None]
+  if missing:
+    raise TokenizerError(
+        f"config.data.tokenizer: the vocabulary has no {' '.join(missing)}; masked-LM training "
+        f"needs {' '.join(BERT_SPECIALS)} (train one with kind='wordpiece' or add them)")
+  return ids

@@ -15,3 +15,5 @@ HEAD_DIM = "head_dim"    # width of one head
 VOCAB = "vocab"          # token vocabulary
 POSITIONS = "positions"  # rows of a learned position table
 LAYERS = "layers"        # the stacked-layer axis when scanning over layers
+TYPES = "types"          # rows of the token-type (segment) table
+CLASSES = "classes"      # outputs of a classification head

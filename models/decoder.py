@@ -40,6 +40,7 @@ DEFAULTS = dict(
     pre_norm=True,
     dropout=0.0,
     init_std=0.02,
+    scale_residual_init=True,  # GPT-2: residual projections get init_std / sqrt(2 * layers)
     dtype="float32",       # compute dtype; 'bfloat16' on accelerators
     param_dtype="float32",
     attention="",          # '' lets JAX choose; 'xla' or 'cudnn' to force a kernel

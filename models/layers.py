@@ -43,6 +43,20 @@ class Norm(nnx.Module):
     return self.norm(x)
 
 
+def replicate_last_axis(x):
+  """Keeps the last (vocabulary) axis of x whole on every device when a mesh is set.
+
+  Used on the masked-LM logits, which are small ([batch, predictions, vocab]). With the vocab
+  axis sharded over 'tensor' on a data x fsdp x tensor mesh, XLA's partitioner (jax 0.10, CPU)
+  mis-partitions the backward of a weighted log-sum-exp over that axis; gathering the vocab
+  axis first avoids it (tests/pretrain/test_bert.py compares 8 devices with 1).
+  """
+  if jax.sharding.get_abstract_mesh().empty:
+    return x
+  spec = jax.sharding.PartitionSpec(*([jax.sharding.PartitionSpec.UNCONSTRAINED] * (x.ndim - 1)), None)
+  return jax.lax.with_sharding_constraint(x, spec)
+
+
 def rope(x, positions, theta):
   """Rotary position embedding on [batch, length, heads, head_dim] (rotate-half layout)."""
   half = x.shape[-1] // 2
@@ -138,7 +152,8 @@ class TransformerBlock(nnx.Module):
 
   def __init__(self, cfg, *, causal, rngs):
     dtype, param_dtype = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
-    out_std = residual_std(cfg.init_std, cfg.num_layers)
+    out_std = (residual_std(cfg.init_std, cfg.num_layers) if cfg.scale_residual_init
+               else cfg.init_std)
     norm = dict(kind=cfg.norm, eps=cfg.norm_eps, use_bias=cfg.use_bias, dtype=dtype)
     self.causal = causal
     self.pre_norm = cfg.pre_norm

@@ -8,7 +8,8 @@ import tempfile
 
 import jax.numpy as jnp
 
-from models import decoder
+from input_pipeline import masking
+from models import layers
 from pretrain import sharding
 
 
@@ -34,7 +35,7 @@ def check_model(m):
            "config.model.position: RoPE needs an even head_dim")
   for field, allowed in (("position", ("learned", "rope")), ("norm", ("layernorm", "rmsnorm")),
                          ("mlp", ("gelu", "swiglu")), ("attention", ("", "xla", "cudnn")),
-                         ("remat", ("none",) + tuple(decoder.REMAT_POLICIES))):
+                         ("remat", ("none",) + tuple(layers.REMAT_POLICIES))):
     _require(m[field] in allowed,
              f"config.model.{field}: {m[field]!r} is not one of {', '.join(map(repr, allowed))}")
   for field in ("dtype", "param_dtype"):
@@ -84,11 +85,14 @@ def check(config, num_devices, num_processes=1):
   _require(t.total_steps > 0 or t.total_tokens > 0,
            "config.train: set total_steps or total_tokens to a positive number")
   _require(config.checkpoint.keep > 0, "config.checkpoint.keep: must be at least 1")
-  _require(config.data.tokenizer.kind in ("bpe", "char", "file"),
-           f"config.data.tokenizer.kind: {config.data.tokenizer.kind!r}; use 'bpe', 'char' or 'file'")
+  _require(config.data.tokenizer.kind in ("bpe", "wordpiece", "char", "file"),
+           f"config.data.tokenizer.kind: {config.data.tokenizer.kind!r}; use 'bpe', 'wordpiece', "
+           "'char' or 'file'")
   _require(config.data.tokenizer.kind != "file" or os.path.isfile(config.data.tokenizer.path),
            f"config.data.tokenizer.path: {config.data.tokenizer.path!r} is not a file; give a "
-           "HF tokenizer.json")
+           "HF tokenizer.json or a BERT vocab.txt")
+  if config.objective in ("mlm", "mlm_nsp"):
+    check_mlm(config)
   _require(not config.init_from or os.path.isdir(config.init_from),
            f"config.init_from: {config.init_from!r} is not a directory; give a run's "
            "checkpoints directory or leave it empty")
@@ -103,3 +107,20 @@ def check_workdir(workdir):
   except OSError as e:
     raise ConfigError(f"--workdir: {workdir!r} is not writable ({e.strerror}); choose another "
                       "directory") from None
+
+
+def check_mlm(config):
+  mlm, seq_len = config.data.mlm, config.batch.seq_len
+  need = masking.required_predictions(seq_len, mlm.mask_prob)
+  _require(mlm.max_predictions >= need,
+           f"config.data.mlm.max_predictions: {mlm.max_predictions} is fewer than the {need} that "
+           f"{mlm.mask_prob:.0%} of seq_len={seq_len} needs; raise it to at least {need}")
+  _require(0 < mlm.mask_prob < 1 and mlm.mask_token_prob + mlm.random_token_prob <= 1,
+           "config.data.mlm: need 0 < mask_prob < 1 and mask_token_prob + random_token_prob <= 1")
+  _require(mlm.nsp == (config.objective == "mlm_nsp"),
+           f"config.data.mlm.nsp: {mlm.nsp} does not match objective {config.objective!r}; NSP "
+           "pairs go with 'mlm_nsp', full-sentence packing with 'mlm'")
+  _require(mlm.nsp == config.model.nsp_head,
+           "config.model.nsp_head: must be True exactly when config.data.mlm.nsp is")
+  _require(seq_len >= 8, f"config.batch.seq_len: {seq_len} is too short for sentence pairs")
+  _require(mlm.dupe_factor >= 1, "config.data.mlm.dupe_factor: must be at least 1")

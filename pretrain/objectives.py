@@ -12,11 +12,11 @@ import dataclasses
 import math
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
-import optax
 
-from input_pipeline import lm_data
-from models import decoder
+from input_pipeline import bert_data, lm_data
+from models import decoder, encoder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,9 +30,15 @@ class Objective:
 
 
 def _xent(logits, labels):
-  """Per-position cross-entropy and correctness, always in float32."""
+  """Per-position cross-entropy and correctness, always in float32.
+
+  The label's logit is picked with a one-hot product rather than a gather: with the vocab
+  axis sharded (tensor parallel) XLA's partitioner mis-partitioned the gather's gradient for
+  some shapes on 3-axis meshes, while the one-hot form partitions like any elementwise op.
+  """
   logits = logits.astype(jnp.float32)
-  return (optax.softmax_cross_entropy_with_integer_labels(logits, labels),
+  label_logit = jnp.sum(logits * jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype), -1)
+  return (jax.nn.logsumexp(logits, axis=-1) - label_logit,
           (jnp.argmax(logits, -1) == labels).astype(jnp.float32))
 
 
@@ -62,6 +68,52 @@ def causal_lm_summarize(s):
           "accuracy": _ratio(s["correct"], s["tokens"])}
 
 
+# ----------------------------------------------------------------------------- masked LM (+ NSP)
+
+
+def mlm_denominators(batch):
+  return {"mlm_tokens": jnp.sum(batch["masked_weights"]),
+          "examples": jnp.sum(batch["example_weights"])}
+
+
+def mlm_loss(model, batch, dropout_key, denominators):
+  """Masked-LM cross-entropy (mean over masked tokens), plus NSP (mean over examples) when the
+  batch has next-sentence labels."""
+  hidden = model(batch["inputs"], type_ids=batch["type_ids"], input_mask=batch["input_mask"],
+                 dropout_key=dropout_key)
+  xent, correct = _xent(model.mlm_logits(hidden, batch["masked_positions"]), batch["masked_ids"])
+  w = batch["masked_weights"]
+  sums = {"mlm_loss_sum": jnp.sum(xent * w), "mlm_correct": jnp.sum(correct * w)}
+  loss = sums["mlm_loss_sum"] / jnp.maximum(denominators["mlm_tokens"], 1.0)
+  if "nsp_labels" in batch:
+    nsp_xent, nsp_correct = _xent(model.nsp_logits(model.pooled(hidden)), batch["nsp_labels"])
+    ew = batch["example_weights"]
+    sums.update(nsp_loss_sum=jnp.sum(nsp_xent * ew), nsp_correct=jnp.sum(nsp_correct * ew))
+    loss = loss + sums["nsp_loss_sum"] / jnp.maximum(denominators["examples"], 1.0)
+  return loss, sums
+
+
+def mlm_summarize(s):
+  out = {"mlm_loss": _ratio(s["mlm_loss_sum"], s["mlm_tokens"]),
+         "mlm_accuracy": _ratio(s["mlm_correct"], s["mlm_tokens"])}
+  out["loss"] = out["mlm_loss"]
+  if "nsp_loss_sum" in s:
+    out.update(nsp_loss=_ratio(s["nsp_loss_sum"], s["examples"]),
+               nsp_accuracy=_ratio(s["nsp_correct"], s["examples"]))
+    out["loss"] += out["nsp_loss"]
+  return out
+
+
+def _mlm_objective(name):
+  return Objective(
+      name=name,
+      make_model=lambda cfg, rngs: encoder.Encoder(cfg, rngs=rngs),
+      load_split=bert_data.load_split,
+      denominators=mlm_denominators,
+      loss=mlm_loss,
+      summarize=mlm_summarize)
+
+
 OBJECTIVES = {
     "causal_lm": Objective(
         name="causal_lm",
@@ -70,6 +122,8 @@ OBJECTIVES = {
         denominators=causal_lm_denominators,
         loss=causal_lm_loss,
         summarize=causal_lm_summarize),
+    "mlm_nsp": _mlm_objective("mlm_nsp"),  # BERT: masked LM + next-sentence prediction
+    "mlm": _mlm_objective("mlm"),          # RoBERTa: masked LM only
 }
 
 

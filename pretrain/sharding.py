@@ -75,8 +75,9 @@ def tree_shardings(logical_specs, mesh, rules):
 
 
 def batch_sharding(mesh, rules, ndim=2):
-  """Sharding of a [batch, length, ...] input array."""
-  return NamedSharding(mesh, logical_to_mesh((axes.BATCH, axes.LENGTH) + (None,) * (ndim - 2), rules))
+  """Sharding of a [batch] or [batch, length, ...] input array."""
+  names = ((axes.BATCH,) + (axes.LENGTH,) + (None,) * (ndim - 2))[:ndim]
+  return NamedSharding(mesh, logical_to_mesh(names, rules))
 
 
 def data_parallel_ways(mesh, rules):
@@ -87,3 +88,11 @@ def data_parallel_ways(mesh, rules):
 
 def replicated(mesh):
   return NamedSharding(mesh, P())
+
+
+def with_mesh(mesh, fn):
+  """fn, called with `mesh` as the context mesh (for constraints given as PartitionSpecs)."""
+  def call(*args, **kwargs):
+    with jax.set_mesh(mesh):
+      return fn(*args, **kwargs)
+  return call

@@ -49,7 +49,7 @@ def train_step(state, batch, *, graphdef, objective, tx, lr_fn, grad_accum, micr
 
     def body(carry, xs):
       mb, k = xs
-      mb = jax.lax.with_sharding_constraint(mb, jax.tree.map(lambda _: micro_sharding, mb))
+      mb = jax.lax.with_sharding_constraint(mb, micro_sharding)
       g, s = grad_fn(params, mb, jax.random.fold_in(rng, k))
       return jax.tree.map(jnp.add, carry, (g, s)), None
 
@@ -210,17 +210,22 @@ def train_and_evaluate(config, workdir, devices=None):
       logging.info("Initialised parameters from %s step %d", config.init_from, step)
   start = int(state["step"])
 
-  data_sharding = sharding.batch_sharding(mesh, rules)
-  p_train = jax.jit(
+  first_batch = train_data.batch(start)
+  data_sharding = {k: sharding.batch_sharding(mesh, rules, v.ndim) for k, v in first_batch.items()}
+  # The steps run with the mesh as context, so that model code can constrain activations by
+  # PartitionSpec (layers.replicate_last_axis).
+  p_train = sharding.with_mesh(mesh, jax.jit(
       functools.partial(train_step, graphdef=graphdef, objective=objective, tx=tx, lr_fn=lr_fn,
                         grad_accum=config.batch.grad_accum, micro_sharding=data_sharding),
       in_shardings=(shardings, data_sharding), out_shardings=(shardings, None),
-      donate_argnums=(0,))
-  p_eval = jax.jit(functools.partial(eval_step, graphdef=graphdef, objective=objective),
-                   in_shardings=(shardings["params"], data_sharding))
+      donate_argnums=(0,)))
+  p_eval = sharding.with_mesh(mesh, jax.jit(
+      functools.partial(eval_step, graphdef=graphdef, objective=objective),
+      in_shardings=(shardings["params"], data_sharding)))
 
   def to_global(batch):
-    return {k: jax.make_array_from_process_local_data(data_sharding, v) for k, v in batch.items()}
+    return {k: jax.make_array_from_process_local_data(data_sharding[k], v)
+            for k, v in batch.items()}
 
   def evaluate(params):
     sums = None
@@ -237,13 +242,13 @@ def train_and_evaluate(config, workdir, devices=None):
   writer.print(
       f"model {model_cfg.size}: {n_params / 1e6:.2f}M params (excl. positions), vocab "
       f"{model_cfg.vocab_size}; mesh {dict(mesh.shape)}; {total_steps} steps of {tokens_per_step} "
-      f"tokens; train {train_data.num_windows} windows/process; peak {peak:.3g} FLOP/s/device "
+      f"tokens; train {train_data.num_examples} examples/process; peak {peak:.3g} FLOP/s/device "
       f"({peak_source}); MFU counts 6N + 12*L*d*T FLOPs/token")
 
   def meta(step):
     return {"model": model_cfg.to_dict(), "tokenizer": tok_id,
             "data": {"step": step, "seed": config.seed, "process_count": jax.process_count(),
-                     "train_windows": train_data.num_windows}}
+                     "train_examples": train_data.num_examples}}
 
   stop_at = min(total_steps, config.train.stop_at_step or total_steps)
   preemption = Preemption()

@@ -41,3 +41,54 @@ def tiny_gpt_config(data_dir, **overrides):
 @pytest.fixture
 def tiny_config(data_dir):
   return lambda **overrides: tiny_gpt_config(data_dir, **overrides)
+
+
+def tiny_bert_config(data_dir, corpus, recipe="bert", **overrides):
+  """BERT smoke config on a small synthetic corpus."""
+  from configs import bert  # pylint: disable=g-import-not-at-top
+  config = bert.get_config(f"smoke,recipe={recipe}")
+  config.data.update(data_dir=data_dir, files=corpus, doc_split="blank_line")
+  config.data.tokenizer.vocab_size = 128
+  config.model.update(num_layers=2, num_heads=2, d_model=32, max_len=32, dropout=0.0)
+  config.batch.update(size=8, seq_len=32)
+  config.data.mlm.max_predictions = 5
+  config.train.update(total_steps=6, log_every=3, eval_every=0, eval_batches=2, peak_flops=1e12)
+  config.checkpoint.update(every=3, async_save=False)
+  for key, value in overrides.items():
+    node = config
+    *path, leaf = key.split(".")
+    for part in path:
+      node = node[part]
+    node[leaf] = value
+  return config
+
+
+def write_sentence_corpus(path, docs=300, seed=0):
+  """Documents of 3-8 sentences where a noun fixes its verb and adjective: context predicts
+  masked words, so masked-LM accuracy can rise quickly."""
+  import random  # pylint: disable=g-import-not-at-top
+  r = random.Random(seed)
+  names = ["alice", "bob", "carol", "dave", "erin", "frank"]
+  verbs = ["likes", "sees", "paints", "buys", "finds", "wants"]
+  adjs = ["green", "red", "small", "big", "old", "new"]
+  nouns = ["apples", "boats", "houses", "books", "trees", "cars"]
+  out = []
+  for _ in range(docs):
+    name = r.choice(names).capitalize()
+    sents = []
+    for _ in range(r.randint(3, 8)):
+      i = r.randrange(6)
+      sents.append(f"{name} {verbs[i]} {adjs[i]} {nouns[i]}.")
+    out.append(" ".join(sents))
+  path.write_text("\n\n".join(out))
+  return str(path)
+
+
+@pytest.fixture(scope="session")
+def sentence_corpus(tmp_path_factory):
+  return write_sentence_corpus(tmp_path_factory.mktemp("corpus") / "sentences.txt")
+
+
+@pytest.fixture
+def tiny_bert(data_dir, sentence_corpus):
+  return lambda **kw: tiny_bert_config(data_dir, sentence_corpus, **kw)
