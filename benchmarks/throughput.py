@@ -4,8 +4,9 @@ r"""Train-step throughput and achieved FLOP/s against the measured matmul peak o
   python -m benchmarks.throughput --only=baby --steps=20
 
 For each config: tokens/s of the full jitted train step (forward, backward, AdamW update) on
-random tokens, achieved FLOP/s = tokens/s * (6N + 12*L*d*T) (see pretrain/metrics.py), and its
-ratio to the f32 (or bf16) matmul peak measured in the same run on the same device.
+random data, achieved FLOP/s = tokens/s * FLOPs per token (the objective's formula, see
+pretrain/metrics.py), and its ratio to the f32 (or bf16) matmul peak measured in the same run
+on the same device.
 """
 import functools
 import time
@@ -15,32 +16,57 @@ import jax.numpy as jnp
 from absl import app, flags
 from flax import nnx
 
-from configs import gpt
-from models import decoder
+import numpy as np
+
+from configs import bert, gpt
+from models import layers
 from pretrain import metrics, objectives, optimizer, sharding, trainer
 
 _ONLY = flags.DEFINE_list("only", [], "Run only these configs.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per config (after 2 warm-up steps).")
 _DTYPE = flags.DEFINE_string("dtype", "float32", "Compute dtype (bfloat16 on accelerators).")
 
-# name -> (size, model overrides, batch, seq_len, vocab)
+# name -> (config file, config arg, model overrides, batch, seq_len, vocab)
 CONFIGS = {
     # nanoGPT's CPU "baby" Shakespeare model: char vocab 65, 4 layers, 4 heads, width 128.
-    "baby": ("smoke", dict(num_layers=4, num_heads=4, d_model=128, max_len=64, use_bias=False,
-                           vocab_multiple=1), 12, 64, 65),
+    "baby": (gpt, "smoke", dict(num_layers=4, num_heads=4, d_model=128, max_len=64,
+                                use_bias=False, vocab_multiple=1), 12, 64, 65),
     # nanoGPT's shakespeare_char model: 6 layers, 6 heads, width 384, block 256.
-    "shakespeare_char": ("nano", dict(use_bias=False, vocab_multiple=1), 16, 256, 65),
+    "shakespeare_char": (gpt, "nano", dict(use_bias=False, vocab_multiple=1), 16, 256, 65),
     # GPT-2 small (124M) at sequence length 256.
-    "gpt2_small_256": ("small", {}, 8, 256, 50257),
+    "gpt2_small_256": (gpt, "small", {}, 8, 256, 50257),
+    # BERT-small (4 layers, 512 wide) and BERT-base (110M), MLM + NSP at seq 128.
+    "bert_small_128": (bert, "small", {}, 32, 128, 30522),
+    "bert_base_128": (bert, "base", {}, 8, 128, 30522),
 }
 
 
+def synthetic_batch(config, batch, seq_len, vocab):
+  rng = np.random.default_rng(0)
+  if config.objective == "causal_lm":
+    tokens = rng.integers(0, vocab, (batch, seq_len + 1)).astype(np.int32)
+    return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
+  p = config.data.mlm.max_predictions
+  positions = np.sort(np.stack([rng.choice(np.arange(1, seq_len), p, replace=False)
+                                for _ in range(batch)]), axis=1).astype(np.int32)
+  out = {"inputs": rng.integers(5, vocab, (batch, seq_len)).astype(np.int32),
+         "type_ids": (np.arange(seq_len) >= seq_len // 2).astype(np.int32)[None].repeat(batch, 0),
+         "input_mask": np.ones((batch, seq_len), np.int32), "masked_positions": positions,
+         "masked_ids": rng.integers(5, vocab, (batch, p)).astype(np.int32),
+         "masked_weights": np.ones((batch, p), np.float32),
+         "example_weights": np.ones(batch, np.float32)}
+  if config.data.mlm.nsp:
+    out["nsp_labels"] = rng.integers(0, 2, batch).astype(np.int32)
+  return out
+
+
 def bench(name, steps, dtype):
-  size, overrides, batch, seq_len, vocab = CONFIGS[name]
-  config = gpt.get_config(size)
+  module, arg, overrides, batch, seq_len, vocab = CONFIGS[name]
+  config = module.get_config(arg)
   config.model.update(overrides, dtype=dtype)
-  cfg = decoder.resolve(config.model, vocab)
-  objective = objectives.get("causal_lm")
+  config.batch.update(size=batch, seq_len=seq_len)
+  cfg = layers.resolve(config.model, vocab)
+  objective = objectives.get(config.objective)
   tx, lr_fn = optimizer.make(config.optimizer, 1000)
   mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1), jax.devices()[:1])
   rules = [tuple(r) for r in config.mesh.rules]
@@ -49,13 +75,14 @@ def bench(name, steps, dtype):
   key = jax.random.PRNGKey(0)
   shardings = trainer.state_shardings(jax.eval_shape(init_fn, key), logical, tx, mesh, rules)
   state = jax.jit(init_fn, out_shardings=shardings)(key)
-  data_sharding = sharding.batch_sharding(mesh, rules)
-  step_fn = jax.jit(
+  batch_arrays = synthetic_batch(config, batch, seq_len, vocab)
+  data_sharding = {k: sharding.batch_sharding(mesh, rules, v.ndim) for k, v in batch_arrays.items()}
+  step_fn = sharding.with_mesh(mesh, jax.jit(
       functools.partial(trainer.train_step, graphdef=graphdef, objective=objective, tx=tx,
                         lr_fn=lr_fn, grad_accum=1, micro_sharding=data_sharding),
-      in_shardings=(shardings, data_sharding), out_shardings=(shardings, None), donate_argnums=(0,))
-  tokens = jax.random.randint(jax.random.key(1), (batch, seq_len + 1), 0, vocab)
-  batch_arrays = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
+      in_shardings=(shardings, data_sharding), out_shardings=(shardings, None),
+      donate_argnums=(0,)))
+  batch_arrays = jax.device_put(batch_arrays, data_sharding)
   for _ in range(2):
     state, out = step_fn(state, batch_arrays)
   jax.block_until_ready(out)
@@ -64,9 +91,9 @@ def bench(name, steps, dtype):
     state, out = step_fn(state, batch_arrays)
   jax.block_until_ready(out)
   seconds = (time.perf_counter() - start) / steps
-  n_params = decoder.count_params(cfg)
+  n_params = layers.count_params(lambda: objective.make_model(cfg, nnx.Rngs(0)))
   tokens_per_s = batch * seq_len / seconds
-  flops = metrics.flops_per_token(cfg, n_params, seq_len) * tokens_per_s
+  flops = objective.flops_per_token(cfg, n_params, config) * tokens_per_s
   return dict(params_m=n_params / 1e6, step_ms=seconds * 1e3, tokens_per_s=tokens_per_s,
               flops=flops)
 
@@ -83,7 +110,7 @@ def main(argv):
   print("|---|---|---|---|---|---|---|")
   for name in _ONLY.value or CONFIGS:
     r = bench(name, _STEPS.value, _DTYPE.value)
-    _, _, batch, seq_len, _ = CONFIGS[name]
+    _, _, _, batch, seq_len, _ = CONFIGS[name]
     print(f"| {name} | {r['params_m']:.2f}M | {batch} x {seq_len} | {r['step_ms']:.1f} ms | "
           f"{r['tokens_per_s']:,.0f} | {r['flops'] / 1e9:.1f} GFLOP/s | "
           f"{r['flops'] / peak:.3f} |", flush=True)

@@ -4,7 +4,11 @@ MFU formula (PaLM appendix B / nanoGPT): training FLOPs per token = 6 * N + 12 *
 where N counts every parameter except the learned position table (the tied embedding counts
 once, as it is also the output matmul), L is layers, d the attention width (heads * head_dim)
 and T the sequence length; the second term is attention's QK^T and AV matmuls (full T^2,
-not halved for the causal mask). MFU = achieved FLOP/s per device / peak FLOP/s per device.
+not halved for the causal mask). For masked LM the embedding tables are lookups only and the
+MLM head (dense d x d + decoder d x V) runs at the P masked positions of each sequence:
+6 * (N - V*d - types*d - 2*d^2) + 6 * (d^2 + V*d) * P / T + 12 * L * d * T, the 2*d^2 being the
+MLM dense layer and the pooler, which run once per prediction / sequence rather than per token.
+MFU = achieved FLOP/s per device / peak FLOP/s per device.
 """
 import json
 import math
@@ -35,6 +39,14 @@ PEAK_FLOPS = {
 def flops_per_token(cfg, n_params, seq_len):
   """Training FLOPs per token (forward + backward) for a resolved model config."""
   return 6 * n_params + 12 * cfg.num_layers * cfg.num_heads * cfg.head_dim * seq_len
+
+
+def mlm_flops_per_token(cfg, n_params, seq_len, predictions):
+  """Training FLOPs per token for a masked-LM encoder (see the module docstring)."""
+  d, v = cfg.d_model, cfg.vocab_size
+  body = n_params - v * d - cfg.type_vocab_size * d - 2 * d * d
+  return (6 * body + 6 * (d * d + v * d) * predictions / seq_len +
+          12 * cfg.num_layers * cfg.num_heads * cfg.head_dim * seq_len)
 
 
 def measure_matmul_peak(n=1024, dtype=jnp.float32, repeats=5):

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from input_pipeline import bert_data, lm_data
 from models import decoder, encoder
+from pretrain import metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Objective:
   denominators: Callable   # batch -> dict of float32 counts
   loss: Callable           # (model, batch, dropout_key, denominators) -> (loss, sums)
   summarize: Callable      # summed sums + denominators -> dict of means, with 'loss'
+  flops_per_token: Callable  # (resolved model cfg, params excl. positions, config) -> FLOPs
 
 
 def _xent(logits, labels):
@@ -111,7 +113,9 @@ def _mlm_objective(name):
       load_split=bert_data.load_split,
       denominators=mlm_denominators,
       loss=mlm_loss,
-      summarize=mlm_summarize)
+      summarize=mlm_summarize,
+      flops_per_token=lambda cfg, n, config: metrics.mlm_flops_per_token(
+          cfg, n, config.batch.seq_len, config.data.mlm.max_predictions))
 
 
 OBJECTIVES = {
@@ -121,7 +125,8 @@ OBJECTIVES = {
         load_split=lm_data.load_split,
         denominators=causal_lm_denominators,
         loss=causal_lm_loss,
-        summarize=causal_lm_summarize),
+        summarize=causal_lm_summarize,
+        flops_per_token=lambda cfg, n, config: metrics.flops_per_token(cfg, n, config.batch.seq_len)),
     "mlm_nsp": _mlm_objective("mlm_nsp"),  # BERT: masked LM + next-sentence prediction
     "mlm": _mlm_objective("mlm"),          # RoBERTa: masked LM only
 }

@@ -236,14 +236,14 @@ def train_and_evaluate(config, workdir, devices=None):
 
   n_params = layers.count_params(lambda: objective.make_model(model_cfg, nnx.Rngs(0)))
   tokens_per_step = config.batch.size * config.batch.seq_len
-  flops_per_step = metrics.flops_per_token(model_cfg, n_params, config.batch.seq_len) * tokens_per_step
+  flops_per_step = objective.flops_per_token(model_cfg, n_params, config) * tokens_per_step
   peak, peak_source = metrics.peak_flops(config.train.peak_flops)
   writer = metrics.Writer(workdir, enabled=is_main)
   writer.print(
       f"model {model_cfg.size}: {n_params / 1e6:.2f}M params (excl. positions), vocab "
       f"{model_cfg.vocab_size}; mesh {dict(mesh.shape)}; {total_steps} steps of {tokens_per_step} "
       f"tokens; train {train_data.num_examples} examples/process; peak {peak:.3g} FLOP/s/device "
-      f"({peak_source}); MFU counts 6N + 12*L*d*T FLOPs/token")
+      f"({peak_source}); MFU FLOPs/token as in pretrain/metrics.py")
 
   def meta(step):
     return {"model": model_cfg.to_dict(), "tokenizer": tok_id,
