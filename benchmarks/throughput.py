@@ -8,7 +8,6 @@ random data, achieved FLOP/s = tokens/s * FLOPs per token (the objective's formu
 pretrain/metrics.py), and its ratio to the f32 (or bf16) matmul peak measured in the same run
 on the same device.
 """
-import functools
 import time
 
 import jax
@@ -20,7 +19,7 @@ import numpy as np
 
 from configs import bert, gpt
 from models import layers
-from pretrain import metrics, objectives, optimizer, sharding, trainer
+from pretrain import metrics, objectives, sharding, trainer
 
 _ONLY = flags.DEFINE_list("only", [], "Run only these configs.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per config (after 2 warm-up steps).")
@@ -67,22 +66,14 @@ def bench(name, steps, dtype):
   config.batch.update(size=batch, seq_len=seq_len)
   cfg = layers.resolve(config.model, vocab)
   objective = objectives.get(config.objective)
-  tx, lr_fn = optimizer.make(config.optimizer, 1000)
   mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1), jax.devices()[:1])
   rules = [tuple(r) for r in config.mesh.rules]
-  graphdef, logical = trainer.model_logical_specs(objective, cfg)
-  init_fn = functools.partial(trainer.init_state, objective=objective, model_cfg=cfg, tx=tx)
-  key = jax.random.PRNGKey(0)
-  shardings = trainer.state_shardings(jax.eval_shape(init_fn, key), logical, tx, mesh, rules)
-  state = jax.jit(init_fn, out_shardings=shardings)(key)
   batch_arrays = synthetic_batch(config, batch, seq_len, vocab)
-  data_sharding = {k: sharding.batch_sharding(mesh, rules, v.ndim) for k, v in batch_arrays.items()}
-  step_fn = sharding.with_mesh(mesh, jax.jit(
-      functools.partial(trainer.train_step, graphdef=graphdef, objective=objective, tx=tx,
-                        lr_fn=lr_fn, grad_accum=1, micro_sharding=data_sharding),
-      in_shardings=(shardings, data_sharding), out_shardings=(shardings, None),
-      donate_argnums=(0,)))
-  batch_arrays = jax.device_put(batch_arrays, data_sharding)
+  compiled = trainer.build_steps(config, objective, cfg, mesh, rules,
+                                 {k: v.ndim for k, v in batch_arrays.items()}, total_steps=1000)
+  state = compiled.init()
+  batch_arrays = jax.device_put(batch_arrays, compiled.data_sharding)
+  step_fn = compiled.train
   for _ in range(2):
     state, out = step_fn(state, batch_arrays)
   jax.block_until_ready(out)

@@ -7,12 +7,14 @@ state donated -> metric sums -> periodic log / eval / checkpoint.
 Resume order: the latest checkpoint in <workdir>/checkpoints (everything: params, optimizer,
 step, RNG, data position); else config.init_from (parameters only, step 0); else scratch.
 """
+import dataclasses
 import functools
 import json
 import math
 import os
 import signal
 import time
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -22,9 +24,10 @@ from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from input_pipeline import lm_data, sources, tokenizer
+from input_pipeline import sources, tokenizer
 from models import layers
-from pretrain import checkpointing, config_checks, durations, metrics, objectives, optimizer, sharding
+from pretrain import (checkpointing, config_checks, durations, metrics, objectives, optimizer,
+                      sharding)
 
 
 # ----------------------------------------------------------------------------- steps
@@ -99,6 +102,50 @@ def model_logical_specs(objective, model_cfg):
   return graphdef, nnx.to_pure_dict(nnx.get_partition_spec(params))
 
 
+@dataclasses.dataclass
+class Steps:
+  """Everything compiled for one model on one mesh (the trainer, AOT check and benchmarks)."""
+  graphdef: Any
+  abstract_state: Any   # ShapeDtypeStructs carrying their shardings
+  state_shardings: Any
+  data_sharding: dict   # batch key -> NamedSharding
+  train_jit: Any        # jitted train_step (lower/compile it under `with jax.set_mesh(mesh)`)
+  eval_jit: Any
+  init: Callable        # () -> a freshly initialised, sharded state
+  mesh: Any
+
+  def train(self, state, batch):
+    with jax.set_mesh(self.mesh):  # model code may constrain activations by PartitionSpec
+      return self.train_jit(state, batch)
+
+  def eval(self, params, batch):
+    with jax.set_mesh(self.mesh):
+      return self.eval_jit(params, batch)
+
+
+def build_steps(config, objective, model_cfg, mesh, rules, batch_ndims, total_steps):
+  """Sharded init and the jitted train/eval steps for `batch_ndims` (batch key -> ndim)."""
+  tx, lr_fn = optimizer.make(config.optimizer, total_steps)
+  graphdef, logical = model_logical_specs(objective, model_cfg)
+  init_fn = functools.partial(init_state, objective=objective, model_cfg=model_cfg, tx=tx)
+  key = jax.random.PRNGKey(config.seed)
+  abstract = jax.eval_shape(init_fn, key)
+  shardings = state_shardings(abstract, logical, tx, mesh, rules)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, shardings)
+  data_sharding = {k: sharding.batch_sharding(mesh, rules, n) for k, n in batch_ndims.items()}
+  train_jit = jax.jit(
+      functools.partial(train_step, graphdef=graphdef, objective=objective, tx=tx, lr_fn=lr_fn,
+                        grad_accum=config.batch.grad_accum, micro_sharding=data_sharding),
+      in_shardings=(shardings, data_sharding), out_shardings=(shardings, None),
+      donate_argnums=(0,))
+  eval_jit = jax.jit(functools.partial(eval_step, graphdef=graphdef, objective=objective),
+                     in_shardings=(shardings["params"], data_sharding))
+  # Sharded initialisation: parameters are created in place, never whole on one host.
+  init = lambda: jax.jit(init_fn, out_shardings=shardings)(key)
+  return Steps(graphdef, abstract, shardings, data_sharding, train_jit, eval_jit, init, mesh)
+
+
 class Preemption:
   """Turns SIGTERM into a flag the loop checks after each step (agreed across processes)."""
 
@@ -158,7 +205,6 @@ def train_and_evaluate(config, workdir, devices=None):
   tok, train_data, val_data = load_data(config, objective)
   model_cfg = layers.resolve(config.model, tok.get_vocab_size())
   total_steps = durations.total_steps(config)
-  tx, lr_fn = optimizer.make(config.optimizer, total_steps)
   tok_id = tokenizer.identity(tok)
 
   # Everything that can fail on the checkpoint is checked before compiling.
@@ -189,39 +235,22 @@ def train_and_evaluate(config, workdir, devices=None):
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
       json.dump(dict(config.to_dict(), resolved_model=model_cfg.to_dict()), f, indent=2)
 
-  # Sharded initialisation: shapes -> shardings -> jit(init, out_shardings).
-  graphdef, logical = model_logical_specs(objective, model_cfg)
-  init_fn = functools.partial(init_state, objective=objective, model_cfg=model_cfg, tx=tx)
-  key = jax.random.PRNGKey(config.seed)
-  abstract = jax.eval_shape(init_fn, key)
-  shardings = state_shardings(abstract, logical, tx, mesh, rules)
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract, shardings)
+  first_batch = train_data.batch(0)  # for the batch structure only
+  steps = build_steps(config, objective, model_cfg, mesh, rules,
+                      {k: v.ndim for k, v in first_batch.items()}, total_steps)
   if latest is not None:
-    state = ckpt.restore(latest, abstract)
+    state = ckpt.restore(latest, steps.abstract_state)
     logging.info("Resumed from %s at step %d", ckpt.directory, latest)
   else:
-    state = jax.jit(init_fn, out_shardings=shardings)(key)
+    state = steps.init()
     if init_from is not None:
       step = init_from.latest_step()
-      restored = init_from.restore_params(step, abstract["params"])
+      restored = init_from.restore_params(step, steps.abstract_state["params"])
       state = dict(state, params=restored)
       init_from.close()
       logging.info("Initialised parameters from %s step %d", config.init_from, step)
   start = int(state["step"])
-
-  first_batch = train_data.batch(start)
-  data_sharding = {k: sharding.batch_sharding(mesh, rules, v.ndim) for k, v in first_batch.items()}
-  # The steps run with the mesh as context, so that model code can constrain activations by
-  # PartitionSpec (layers.replicate_last_axis).
-  p_train = sharding.with_mesh(mesh, jax.jit(
-      functools.partial(train_step, graphdef=graphdef, objective=objective, tx=tx, lr_fn=lr_fn,
-                        grad_accum=config.batch.grad_accum, micro_sharding=data_sharding),
-      in_shardings=(shardings, data_sharding), out_shardings=(shardings, None),
-      donate_argnums=(0,)))
-  p_eval = sharding.with_mesh(mesh, jax.jit(
-      functools.partial(eval_step, graphdef=graphdef, objective=objective),
-      in_shardings=(shardings["params"], data_sharding)))
+  data_sharding, p_train, p_eval = steps.data_sharding, steps.train, steps.eval
 
   def to_global(batch):
     return {k: jax.make_array_from_process_local_data(data_sharding[k], v)
