@@ -15,8 +15,6 @@ import jax.numpy as jnp
 from absl import app, flags
 from flax import nnx
 
-import numpy as np
-
 from configs import bert, gpt
 from models import layers
 from pretrain import metrics, objectives, sharding, trainer
@@ -40,25 +38,6 @@ CONFIGS = {
 }
 
 
-def synthetic_batch(config, batch, seq_len, vocab):
-  rng = np.random.default_rng(0)
-  if config.objective == "causal_lm":
-    tokens = rng.integers(0, vocab, (batch, seq_len + 1)).astype(np.int32)
-    return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
-  p = config.data.mlm.max_predictions
-  positions = np.sort(np.stack([rng.choice(np.arange(1, seq_len), p, replace=False)
-                                for _ in range(batch)]), axis=1).astype(np.int32)
-  out = {"inputs": rng.integers(5, vocab, (batch, seq_len)).astype(np.int32),
-         "type_ids": (np.arange(seq_len) >= seq_len // 2).astype(np.int32)[None].repeat(batch, 0),
-         "input_mask": np.ones((batch, seq_len), np.int32), "masked_positions": positions,
-         "masked_ids": rng.integers(5, vocab, (batch, p)).astype(np.int32),
-         "masked_weights": np.ones((batch, p), np.float32),
-         "example_weights": np.ones(batch, np.float32)}
-  if config.data.mlm.nsp:
-    out["nsp_labels"] = rng.integers(0, 2, batch).astype(np.int32)
-  return out
-
-
 def bench(name, steps, dtype):
   module, arg, overrides, batch, seq_len, vocab = CONFIGS[name]
   config = module.get_config(arg)
@@ -68,7 +47,7 @@ def bench(name, steps, dtype):
   objective = objectives.get(config.objective)
   mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1), jax.devices()[:1])
   rules = [tuple(r) for r in config.mesh.rules]
-  batch_arrays = synthetic_batch(config, batch, seq_len, vocab)
+  batch_arrays = objective.fake_batch(config, batch, vocab)
   compiled = trainer.build_steps(config, objective, cfg, mesh, rules,
                                  {k: v.ndim for k, v in batch_arrays.items()}, total_steps=1000)
   state = compiled.init()

@@ -18,14 +18,14 @@ from absl import logging
 
 from input_pipeline import masking, sources, tokenizer
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]*[A-Z0-9])")
+_SENTENCE_END = re.compile(r"([.!?][\"')\]]*)\s+(?=[\"'(\[]*[A-Z0-9])")
 
 
 def split_sentences(text):
   """Lines, further split after '.', '!' or '?' followed by a capitalised word."""
   out = []
   for line in text.split("\n"):
-    out.extend(s.strip() for s in _SENTENCE_END.split(line) if s.strip())
+    out.extend(s.strip() for s in _SENTENCE_END.sub("\\1\n", line).split("\n") if s.strip())
   return out
 
 
@@ -64,13 +64,16 @@ def nsp_examples(docs, seq_len, short_seq_prob, rng, cls_id, sep_id):
     while i < len(doc):
       chunk.append(doc[i])
       length += len(doc[i])
-      # Unlike the original, a chunk closes only once it holds two sentences (or the document
-      # ends): single-sentence chunks force a random B, which would unbalance the NSP labels.
+      # Unlike the original, a chunk closes only once it holds two sentences, and a lone last
+      # sentence forms no pair: single-sentence chunks force a random B, which would push the
+      # NSP labels to ~58% random.
       if i == len(doc) - 1 or (length >= target and len(chunk) >= 2):
-        a_end = int(rng.integers(1, len(chunk))) if len(chunk) >= 2 else 1
+        if len(chunk) < 2:
+          break  # only at the document's end
+        a_end = int(rng.integers(1, len(chunk)))
         a = [t for s in chunk[:a_end] for t in s]
         b = []
-        if len(chunk) == 1 or rng.random() < 0.5:
+        if rng.random() < 0.5:
           is_random = True
           other = index
           for _ in range(10):

@@ -17,3 +17,35 @@ POSITIONS = "positions"  # rows of a learned position table
 LAYERS = "layers"        # the stacked-layer axis when scanning over layers
 TYPES = "types"          # rows of the token-type (segment) table
 CLASSES = "classes"      # outputs of a classification head
+
+
+class AxisRuleError(ValueError):
+  """A logical axis with no rule in config.mesh.rules."""
+
+
+def logical_to_mesh(names, rules):
+  """Logical names -> a PartitionSpec over mesh axes; a mesh axis is used at most once per
+  array (the first logical axis that claims it wins; later ones stay unsharded)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  table = dict(rules)
+  used, out = set(), []
+  for name in names:
+    if name is not None and name not in table:
+      raise AxisRuleError(f"config.mesh.rules: no rule for logical axis {name!r}; add ({name!r}, None)")
+    target = table.get(name) if name is not None else None
+    targets = (target,) if isinstance(target, str) else tuple(target or ())
+    targets = tuple(t for t in targets if t not in used)
+    used.update(targets)
+    out.append(None if not targets else targets[0] if len(targets) == 1 else targets)
+  return jax.sharding.PartitionSpec(*out)
+
+
+def constrain(x, names):
+  """Sharding constraint on an activation by logical names, under the trainer's mesh and rules
+  (flax's logical_axis_rules context); a no-op outside them (e.g. in unit tests)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from flax.core import spmd  # pylint: disable=g-import-not-at-top
+  rules = spmd.get_logical_axis_rules()
+  if not rules or jax.sharding.get_abstract_mesh().empty:
+    return x
+  return jax.lax.with_sharding_constraint(x, logical_to_mesh(names, rules))

@@ -87,6 +87,7 @@ class Decoder(nnx.Module):
     x = self.embed(tokens)
     if self.pos_embed is not None:
       x = x + self.pos_embed(positions)
+    x = axes.constrain(x, layers.ACTIVATION)
     mask = None
     if segment_ids is not None:  # packed documents attend only within themselves
       mask = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
@@ -97,9 +98,8 @@ class Decoder(nnx.Module):
     x = layers.run_blocks(self.blocks, x, positions=positions, mask=mask, dropout_key=block_key,
                           scan=self.scan_layers, remat=self.remat)
     x = self.final_norm(x)
-    if self.head is not None:
-      return self.head(x)
-    return self.embed.attend(x)
+    logits = self.head(x) if self.head is not None else self.embed.attend(x)
+    return axes.constrain(logits, (axes.BATCH, axes.LENGTH, axes.VOCAB))
 
 
 def count_params(cfg, *, exclude_positions=True):

@@ -77,7 +77,7 @@ class Encoder(nnx.Module):
     if self.pos_embed is not None:
       x = x + self.pos_embed(positions)
     x = x + self.type_embed(jnp.zeros_like(tokens) if type_ids is None else type_ids)
-    x = self.embed_norm(x)
+    x = axes.constrain(self.embed_norm(x), layers.ACTIVATION)
     block_key = None
     if dropout_key is not None and self.rate:
       dropout_key, block_key = jax.random.split(dropout_key)

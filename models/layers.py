@@ -44,17 +44,14 @@ class Norm(nnx.Module):
 
 
 def replicate_last_axis(x):
-  """Keeps the last (vocabulary) axis of x whole on every device when a mesh is set.
+  """Keeps the last (vocabulary) axis of x whole on every device, under the trainer's mesh.
 
   Used on the masked-LM logits, which are small ([batch, predictions, vocab]). With the vocab
   axis sharded over 'tensor' on a data x fsdp x tensor mesh, XLA's partitioner (jax 0.10, CPU)
   mis-partitions the backward of a weighted log-sum-exp over that axis; gathering the vocab
   axis first avoids it (tests/pretrain/test_bert.py compares 8 devices with 1).
   """
-  if jax.sharding.get_abstract_mesh().empty:
-    return x
-  spec = jax.sharding.PartitionSpec(*([jax.sharding.PartitionSpec.UNCONSTRAINED] * (x.ndim - 1)), None)
-  return jax.lax.with_sharding_constraint(x, spec)
+  return axes.constrain(x, (axes.BATCH,) + (None,) * (x.ndim - 1))
 
 
 def rope(x, positions, theta):
@@ -191,6 +188,8 @@ class TransformerBlock(nnx.Module):
     return x
 
 
+ACTIVATION = (axes.BATCH, axes.LENGTH, axes.EMBED)
+
 REMAT_POLICIES = {
     "full": None,  # save nothing: recompute the whole block in the backward pass
     "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs
@@ -228,7 +227,9 @@ def run_blocks(blocks, x, *, positions, mask, dropout_key, scan, remat):
     keys = list(jax.random.split(dropout_key, num_layers))
 
   def apply(block, x, key):
-    return block(x, positions=positions, mask=mask, key=key)
+    # Block boundaries: examples split over the batch axes, model width whole (FSDP gathers
+    # weights, not activations; tensor parallelism reduces back to full width).
+    return axes.constrain(block(x, positions=positions, mask=mask, key=key), ACTIVATION)
 
   if remat != "none":
     apply = nnx.remat(apply, policy=REMAT_POLICIES[remat])

@@ -14,6 +14,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from input_pipeline import bert_data, lm_data
 from models import decoder, encoder
@@ -29,6 +30,7 @@ class Objective:
   loss: Callable           # (model, batch, dropout_key, denominators) -> (loss, sums)
   summarize: Callable      # summed sums + denominators -> dict of means, with 'loss'
   flops_per_token: Callable  # (resolved model cfg, params excl. positions, config) -> FLOPs
+  fake_batch: Callable     # (config, batch size, vocab size) -> a random batch of numpy arrays
 
 
 def _xent(logits, labels):
@@ -64,6 +66,12 @@ def causal_lm_loss(model, batch, dropout_key, denominators):
   return sums["loss_sum"] / jnp.maximum(denominators["tokens"], 1.0), sums
 
 
+def causal_lm_fake_batch(config, batch, vocab):
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(0, vocab, (batch, config.batch.seq_len + 1)).astype(np.int32)
+  return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
+
+
 def causal_lm_summarize(s):
   loss = _ratio(s["loss_sum"], s["tokens"])
   return {"loss": loss, "perplexity": math.exp(min(loss, 80.0)),
@@ -95,6 +103,22 @@ def mlm_loss(model, batch, dropout_key, denominators):
   return loss, sums
 
 
+def mlm_fake_batch(config, batch, vocab):
+  rng = np.random.default_rng(0)
+  seq_len, p = config.batch.seq_len, config.data.mlm.max_predictions
+  positions = np.sort(np.stack([rng.choice(np.arange(1, seq_len), p, replace=False)
+                                for _ in range(batch)]), axis=1).astype(np.int32)
+  out = {"inputs": rng.integers(5, vocab, (batch, seq_len)).astype(np.int32),
+         "type_ids": (np.arange(seq_len) >= seq_len // 2).astype(np.int32)[None].repeat(batch, 0),
+         "input_mask": np.ones((batch, seq_len), np.int32), "masked_positions": positions,
+         "masked_ids": rng.integers(5, vocab, (batch, p)).astype(np.int32),
+         "masked_weights": np.ones((batch, p), np.float32),
+         "example_weights": np.ones(batch, np.float32)}
+  if config.data.mlm.nsp:
+    out["nsp_labels"] = rng.integers(0, 2, batch).astype(np.int32)
+  return out
+
+
 def mlm_summarize(s):
   out = {"mlm_loss": _ratio(s["mlm_loss_sum"], s["mlm_tokens"]),
          "mlm_accuracy": _ratio(s["mlm_correct"], s["mlm_tokens"])}
@@ -115,7 +139,8 @@ def _mlm_objective(name):
       loss=mlm_loss,
       summarize=mlm_summarize,
       flops_per_token=lambda cfg, n, config: metrics.mlm_flops_per_token(
-          cfg, n, config.batch.seq_len, config.data.mlm.max_predictions))
+          cfg, n, config.batch.seq_len, config.data.mlm.max_predictions),
+      fake_batch=mlm_fake_batch)
 
 
 OBJECTIVES = {
@@ -126,7 +151,8 @@ OBJECTIVES = {
         denominators=causal_lm_denominators,
         loss=causal_lm_loss,
         summarize=causal_lm_summarize,
-        flops_per_token=lambda cfg, n, config: metrics.flops_per_token(cfg, n, config.batch.seq_len)),
+        flops_per_token=lambda cfg, n, config: metrics.flops_per_token(cfg, n, config.batch.seq_len),
+        fake_batch=causal_lm_fake_batch),
     "mlm_nsp": _mlm_objective("mlm_nsp"),  # BERT: masked LM + next-sentence prediction
     "mlm": _mlm_objective("mlm"),          # RoBERTa: masked LM only
 }

@@ -5,9 +5,11 @@ other axes leave". Parameters and activations carry logical names (models/axes.p
 in config.mesh.rules map each logical name to mesh axes, e.g. ('embed', 'fsdp') shards the
 model width over the FSDP axis and ('batch', ('data', 'fsdp')) splits examples over both.
 """
+import contextlib
 import math
 
 import jax
+from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from models import axes
@@ -49,19 +51,7 @@ def make_mesh(mesh_cfg, devices=None):
                        axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
 
 
-def logical_to_mesh(spec, rules):
-  """Maps a logical PartitionSpec to mesh axes; a mesh axis is used at most once per array."""
-  table = {name: target for name, target in rules}
-  used, out = set(), []
-  for name in spec:
-    target = table.get(name) if name is not None else None
-    if name is not None and name not in table:
-      raise MeshError(f"config.mesh.rules: no rule for logical axis {name!r}; add ({name!r}, None)")
-    targets = (target,) if isinstance(target, str) else tuple(target or ())
-    targets = tuple(t for t in targets if t not in used)
-    used.update(targets)
-    out.append(None if not targets else targets[0] if len(targets) == 1 else targets)
-  return P(*out)
+logical_to_mesh = axes.logical_to_mesh
 
 
 def is_spec(x):
@@ -90,9 +80,9 @@ def replicated(mesh):
   return NamedSharding(mesh, P())
 
 
-def with_mesh(mesh, fn):
-  """fn, called with `mesh` as the context mesh (for constraints given as PartitionSpecs)."""
-  def call(*args, **kwargs):
-    with jax.set_mesh(mesh):
-      return fn(*args, **kwargs)
-  return call
+@contextlib.contextmanager
+def context(mesh, rules):
+  """The mesh and logical rules as context, for activation constraints in model code
+  (models/axes.py: constrain)."""
+  with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
+    yield

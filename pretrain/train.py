@@ -14,7 +14,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs
 flags.mark_flags_as_required(["config", "workdir"])
 
 # Errors a user can fix from the command line: printed as one line, exit status 2.
-USER_ERRORS = ("ConfigError", "MeshError", "DataError", "TokenizerError", "CheckpointError")
+USER_ERRORS = ("ConfigError", "MeshError", "AxisRuleError", "DataError", "TokenizerError",
+               "CheckpointError")
 
 
 def parse_flags(argv):

@@ -109,17 +109,18 @@ class Steps:
   abstract_state: Any   # ShapeDtypeStructs carrying their shardings
   state_shardings: Any
   data_sharding: dict   # batch key -> NamedSharding
-  train_jit: Any        # jitted train_step (lower/compile it under `with jax.set_mesh(mesh)`)
+  train_jit: Any        # jitted train_step (lower it under `sharding.context(mesh, rules)`)
   eval_jit: Any
   init: Callable        # () -> a freshly initialised, sharded state
   mesh: Any
+  rules: Any
 
   def train(self, state, batch):
-    with jax.set_mesh(self.mesh):  # model code may constrain activations by PartitionSpec
+    with sharding.context(self.mesh, self.rules):  # for activation constraints in the model
       return self.train_jit(state, batch)
 
   def eval(self, params, batch):
-    with jax.set_mesh(self.mesh):
+    with sharding.context(self.mesh, self.rules):
       return self.eval_jit(params, batch)
 
 
@@ -143,7 +144,8 @@ def build_steps(config, objective, model_cfg, mesh, rules, batch_ndims, total_st
                      in_shardings=(shardings["params"], data_sharding))
   # Sharded initialisation: parameters are created in place, never whole on one host.
   init = lambda: jax.jit(init_fn, out_shardings=shardings)(key)
-  return Steps(graphdef, abstract, shardings, data_sharding, train_jit, eval_jit, init, mesh)
+  return Steps(graphdef, abstract, shardings, data_sharding, train_jit, eval_jit, init, mesh,
+               rules)
 
 
 class Preemption:

@@ -217,8 +217,8 @@ def test_missing_eos_names_the_field(tmp_path):
 
 
 def test_unknown_kind(tmp_path):
-  with pytest.raises(TokenizerError, match=r"config\.data\.tokenizer\.kind.*'wordpiece'"):
-    tokenizer.get_tokenizer(_cfg("wordpiece"), str(tmp_path), Corpus(CORPUS))
+  with pytest.raises(TokenizerError, match=r"config\.data\.tokenizer\.kind.*'sentencepiece'"):
+    tokenizer.get_tokenizer(_cfg("sentencepiece"), str(tmp_path), Corpus(CORPUS))
   assert _cache_files(str(tmp_path)) == []
 
 

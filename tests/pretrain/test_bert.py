@@ -99,8 +99,8 @@ def test_all_padding_rows_contribute_nothing(tiny_bert):
   padded = {k: np.concatenate([v, np.zeros_like(v[:2])]) for k, v in batch.items()}
   objective = objectives.get("mlm_nsp")
 
+  @jax.jit
   def loss_and_grads(batch):
-    batch = jax.tree.map(jnp.asarray, batch)
     d = objective.denominators(batch)
     fn = lambda prm: objective.loss(nnx.merge(graphdef, prm), batch, None, d)[0]
     return jax.value_and_grad(fn)(params)

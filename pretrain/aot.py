@@ -1,0 +1,136 @@
+r"""Ahead-of-time check: compile the train step for a mesh without running it.
+
+  python -m pretrain.aot --config=configs/gpt.py:xl --config.mesh.fsdp=8 --config.mesh.data=1 \
+      --devices=8 --memory_per_device=80e9
+
+With --devices=N the check runs on N fake CPU devices (set before JAX starts), so a pod-sized
+mesh can be checked on a laptop. It prints the per-device memory XLA plans for the step
+(arguments, outputs, temporaries), the parameter + optimizer bytes each device holds, the
+step's FLOPs (XLA's count and the MFU formula's) and whether it fits --memory_per_device.
+Nothing is read from the dataset: the vocabulary size comes from config.model.vocab_size or
+config.data.tokenizer.vocab_size. Exit status 0 when it fits (or no limit is given), 3 when not.
+"""
+import os
+import sys
+
+
+def _fake_devices_from_argv():
+  for arg in sys.argv[1:]:
+    if arg.startswith("--devices="):
+      n = int(arg.split("=", 1)[1])
+      if n > 0:
+        os.environ["JAX_PLATFORMS"] = "cpu"
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                   f" --xla_force_host_platform_device_count={n}").strip()
+
+
+_fake_devices_from_argv()  # must precede the first import of jax
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import app, flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+from flax import nnx  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ml_collections import config_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from models import layers  # pylint: disable=g-import-not-at-top,wrong-import-position
+from pretrain import (config_checks, durations, objectives, sharding,  # pylint: disable=g-import-not-at-top,wrong-import-position
+                      trainer)
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
+flags.DEFINE_integer("devices", 0, "Fake CPU devices to compile for (0: the real devices).")
+_MEMORY = flags.DEFINE_float("memory_per_device", 0.0, "Bytes per device to fit in (0: no check).")
+flags.mark_flags_as_required(["config"])
+
+
+def _bytes(n):
+  for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+    if abs(n) < 1024 or unit == "TiB":
+      return f"{n:.2f} {unit}" if unit != "B" else f"{int(n)} B"
+    n /= 1024
+  return str(n)
+
+
+def per_device_bytes(abstract_tree):
+  """Bytes each device holds for a tree of ShapeDtypeStructs with shardings (the max device)."""
+  total = 0
+  for leaf in jax.tree.leaves(abstract_tree):
+    shard = leaf.sharding.shard_shape(leaf.shape)
+    total += int(np.prod(shard)) * np.dtype(leaf.dtype).itemsize
+  return total
+
+
+def total_bytes(abstract_tree):
+  return sum(int(np.prod(l.shape)) * np.dtype(l.dtype).itemsize for l in jax.tree.leaves(abstract_tree))
+
+
+def analyse(config, devices=None):
+  """Compiles the train step of `config` on `devices`; returns a dict of the numbers printed."""
+  devices = jax.devices() if devices is None else list(devices)
+  config_checks.check(config, len(devices), jax.process_count())
+  rules = [tuple(r) for r in config.mesh.rules]
+  mesh = sharding.make_mesh(config.mesh, devices)
+  objective = objectives.get(config.objective)
+  vocab = config.model.vocab_size or config.data.tokenizer.vocab_size
+  model_cfg = layers.resolve(config.model, vocab)
+  batch = objective.fake_batch(config, config.batch.size, model_cfg.vocab_size)
+  steps = trainer.build_steps(config, objective, model_cfg, mesh, rules,
+                              {k: v.ndim for k, v in batch.items()}, durations.total_steps(config))
+  abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=steps.data_sharding[k])
+                    for k, v in batch.items()}
+  with sharding.context(mesh, rules):
+    compiled = steps.train_jit.lower(steps.abstract_state, abstract_batch).compile()
+  memory = compiled.memory_analysis()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  n_params = layers.count_params(lambda: objective.make_model(model_cfg, nnx.Rngs(0)))
+  state_arrays = {k: steps.abstract_state[k] for k in ("params", "opt_state")}
+  out = {
+      "devices": len(devices), "mesh": dict(mesh.shape), "params": n_params,
+      "argument_bytes": memory.argument_size_in_bytes,
+      "output_bytes": memory.output_size_in_bytes,
+      "temp_bytes": memory.temp_size_in_bytes,
+      "alias_bytes": memory.alias_size_in_bytes,
+      "code_bytes": memory.generated_code_size_in_bytes,
+      "state_bytes_per_device": per_device_bytes(state_arrays),
+      "state_bytes_total": total_bytes(state_arrays),
+      "xla_flops_per_device": float(cost.get("flops", 0.0)) if cost else 0.0,
+      "formula_flops_per_step": objective.flops_per_token(model_cfg, n_params, config) *
+                                config.batch.size * config.batch.seq_len,
+  }
+  # Donated state buffers are reused for the outputs (alias bytes), so they count once.
+  out["peak_bytes"] = (out["argument_bytes"] + out["output_bytes"] - out["alias_bytes"] +
+                       out["temp_bytes"])
+  return out
+
+
+def report(r, limit):
+  lines = [
+      f"mesh {r['mesh']} on {r['devices']} devices; {r['params'] / 1e6:.1f}M parameters",
+      f"per device: arguments {_bytes(r['argument_bytes'])}, outputs {_bytes(r['output_bytes'])} "
+      f"({_bytes(r['alias_bytes'])} aliased with donated arguments), temporaries "
+      f"{_bytes(r['temp_bytes'])}, code {_bytes(r['code_bytes'])}; peak ~{_bytes(r['peak_bytes'])}",
+      f"parameters + optimizer state: {_bytes(r['state_bytes_per_device'])} per device of "
+      f"{_bytes(r['state_bytes_total'])} in all ({r['state_bytes_per_device'] / r['state_bytes_total']:.3f})",
+      f"FLOPs per step: {r['formula_flops_per_step']:.3e} (MFU formula, all devices); "
+      f"{r['xla_flops_per_device']:.3e} (XLA's count for one device's program)",
+  ]
+  if limit:
+    fits = r["peak_bytes"] <= limit
+    lines.append(f"{'fits' if fits else 'does NOT fit'} in {_bytes(limit)} per device")
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  try:
+    r = analyse(_CONFIG.value)
+  except (config_checks.ConfigError, sharding.MeshError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(report(r, _MEMORY.value))
+  if _MEMORY.value and r["peak_bytes"] > _MEMORY.value:
+    sys.exit(3)
+
+
+if __name__ == "__main__":
+  app.run(main)
