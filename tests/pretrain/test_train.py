@@ -69,3 +69,21 @@ def test_init_from_loads_parameters_only(tiny_config, tmp_path):
                _params(second))
   fresh = trainer.train_and_evaluate(tiny_config(**{"train.total_steps": 1}), str(tmp_path / "c"))
   assert second["loss"] < fresh["loss"]
+
+
+@pytest.mark.parametrize("mesh,devices", [(dict(data=1, fsdp=4, tensor=2), 8), (dict(data=1), 1)])
+def test_restore_onto_another_mesh(tiny_config, tmp_path, mesh, devices):
+  common = {"train.log_every": 1, "batch.size": 8}
+  straight = trainer.train_and_evaluate(tiny_config(**common, **{"mesh.data": 8}),
+                                        str(tmp_path / "straight"))
+  trainer.train_and_evaluate(tiny_config(**common, **{"mesh.data": 8, "train.stop_at_step": 3}),
+                             str(tmp_path / "moved"))
+  moved = trainer.train_and_evaluate(
+      tiny_config(**common, **{f"mesh.{k}": v for k, v in mesh.items()}), str(tmp_path / "moved"),
+      devices=jax.devices()[:devices])
+  kernel = moved["state"]["params"]["blocks"]["mlp"]["fc"]["kernel"]
+  assert len(kernel.sharding.device_set) == devices
+  np.testing.assert_allclose([r["train/loss"] for r in _losses(tmp_path / "straight")],
+                             [r["train/loss"] for r in _losses(tmp_path / "moved")], rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               _params(straight), _params(moved))
