@@ -55,6 +55,10 @@ def data_config():
   data.eval_split = "validation"
   data.document_mask = False       # mask attention across packed documents (segment ids)
   data.shuffle = True
+  # 'shard': each process reads only its shard of a split and makes its own rows of every
+  # batch. 'all': each process reads the whole split and takes its slice of one global batch,
+  # so the global batches do not depend on the number of processes (small corpora).
+  data.process_reads = "shard"
   data.tokenizer = ml_collections.ConfigDict()
   data.tokenizer.kind = "bpe"      # 'bpe' (byte-level), 'wordpiece' (BERT), 'char', or 'file'
   data.tokenizer.vocab_size = 8192 # bpe/wordpiece: size to train to

@@ -91,6 +91,8 @@ def check(config, num_devices, num_processes=1):
   _require(config.data.tokenizer.kind != "file" or os.path.isfile(config.data.tokenizer.path),
            f"config.data.tokenizer.path: {config.data.tokenizer.path!r} is not a file; give a "
            "HF tokenizer.json or a BERT vocab.txt")
+  _require(config.data.process_reads in ("shard", "all"),
+           f"config.data.process_reads: {config.data.process_reads!r}; use 'shard' or 'all'")
   if config.objective in ("mlm", "mlm_nsp"):
     check_mlm(config)
   _require(not config.init_from or os.path.isdir(config.init_from),

@@ -180,12 +180,40 @@ def load_data(config, objective):
       data.tokenizer, data.data_dir,
       lambda: sources.texts(builder, data.train_split, data.text_key))
   local = config.batch.size // pcount
-  common = dict(batch_size=local, seq_len=config.batch.seq_len, shard=(pidx, pcount), builder=builder)
-  train = objective.load_split(data, tok, data.train_split, seed=[config.seed, pidx],
-                               shuffle=data.shuffle, **common)
-  val = objective.load_split(data, tok, data.eval_split, seed=[config.seed, pidx], shuffle=False,
-                             **common)
+  if data.process_reads == "all":  # one global stream; this process keeps its rows
+    common = dict(batch_size=config.batch.size, seq_len=config.batch.seq_len, shard=(0, 1),
+                  builder=builder)
+    seed = [config.seed, 0]
+  else:
+    common = dict(batch_size=local, seq_len=config.batch.seq_len, shard=(pidx, pcount),
+                  builder=builder)
+    seed = [config.seed, pidx]
+  train = objective.load_split(data, tok, data.train_split, seed=seed, shuffle=data.shuffle,
+                               **common)
+  val = objective.load_split(data, tok, data.eval_split, seed=seed, shuffle=False, **common)
+  if data.process_reads == "all":
+    train, val = ProcessRows(train, pidx, local), ProcessRows(val, pidx, local)
   return tok, train, val
+
+
+class ProcessRows:
+  """This process's rows [i * n, (i + 1) * n) of every batch of a global loader."""
+
+  def __init__(self, loader, index, rows):
+    self.loader, self.index, self.rows = loader, index, rows
+    self.num_examples = loader.num_examples
+
+  def _slice(self, batch):
+    return {k: v[self.index * self.rows:(self.index + 1) * self.rows] for k, v in batch.items()}
+
+  def batch(self, step):
+    return self._slice(self.loader.batch(step))
+
+  def eval_batch(self, i):
+    return self._slice(self.loader.eval_batch(i))
+
+  def epoch_of(self, step):
+    return self.loader.epoch_of(step)
 
 
 # ----------------------------------------------------------------------------- the loop
