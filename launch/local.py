@@ -19,11 +19,17 @@ import threading
 
 from absl import app, flags
 
-_N = flags.DEFINE_integer("num_processes", 2, "Processes to start.")
-_DEVICES = flags.DEFINE_integer("devices_per_process", 0, "Fake CPU devices per process (0: off).")
-_GPUS = flags.DEFINE_integer("gpus_per_process", 0, "GPUs per process (CUDA_VISIBLE_DEVICES).")
-_PORT = flags.DEFINE_integer("port", 0, "Coordinator port on localhost (0: a free one).")
-_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the commands instead of running them.")
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """Command-line flags, defined only when this module is the program (so that the launchers
+  can be imported side by side, e.g. by tests)."""
+  flags.DEFINE_integer("num_processes", 2, "Processes to start.")
+  flags.DEFINE_integer("devices_per_process", 0, "Fake CPU devices per process (0: off).")
+  flags.DEFINE_integer("gpus_per_process", 0, "GPUs per process (CUDA_VISIBLE_DEVICES).")
+  flags.DEFINE_integer("port", 0, "Coordinator port on localhost (0: a free one).")
+  flags.DEFINE_bool("dry_run", False, "Print the commands instead of running them.")
 
 
 def free_port():
@@ -76,12 +82,13 @@ def main(argv):
   command = argv[1:]
   if not command:
     raise app.UsageError("give the command after --, e.g. -- python -m pretrain.train ...")
-  envs = process_envs(_N.value, _PORT.value or free_port(), _DEVICES.value, _GPUS.value)
-  if _DRY_RUN.value:
+  envs = process_envs(FLAGS.num_processes, FLAGS.port or free_port(), FLAGS.devices_per_process, FLAGS.gpus_per_process)
+  if FLAGS.dry_run:
     print("\n".join(render(envs, command)))
     return
   sys.exit(run(envs, command))
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -1,0 +1,75 @@
+"""The launchers' --dry_run printouts are the exact commands a real launch runs."""
+import json
+import os
+import subprocess
+import sys
+
+from launch import gke, slurm, tpu_vm
+from tests.conftest import REPO
+
+TRAIN = ["--config=configs/gpt.py:small", "--workdir=gs://bucket/runs/gpt2"]
+
+
+def _run(module, *args):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=60)
+  assert proc.returncode == 0, proc.stderr
+  return proc.stdout
+
+
+def test_tpu_vm_dry_run():
+  out = _run("launch.tpu_vm", "--name=gpt2", "--zone=us-east5-a", "--accelerator_type=v5p-32",
+             "--dry_run", "--", *TRAIN)
+  assert out.splitlines() == [
+      "gcloud compute tpus tpu-vm create gpt2 --zone=us-east5-a --accelerator-type=v5p-32 "
+      "--version=v2-alpha-tpuv5",
+      "gcloud compute tpus tpu-vm scp --recurse --worker=all --zone=us-east5-a . 'gpt2:~/pretrain'",
+      "gcloud compute tpus tpu-vm ssh gpt2 --zone=us-east5-a --worker=all "
+      "'--command=cd ~/pretrain && pip install -e \".[tpu]\"'",
+      "gcloud compute tpus tpu-vm ssh gpt2 --zone=us-east5-a --worker=all '--command=cd "
+      "~/pretrain && PRETRAIN_DISTRIBUTED=1 python3 -m pretrain.train "
+      "--config=configs/gpt.py:small --workdir=gs://bucket/runs/gpt2'",
+      "gcloud compute tpus tpu-vm delete gpt2 --zone=us-east5-a --quiet",
+  ]
+  # Stages can be picked; project and spot capacity are passed through.
+  cmds = tpu_vm.commands("n", "z", "v5p-8", "v", "proj", True, [], ["create"])
+  assert cmds == [["gcloud", "compute", "tpus", "tpu-vm", "create", "n", "--zone=z",
+                   "--project=proj", "--accelerator-type=v5p-8", "--version=v", "--spot"]]
+
+
+def test_slurm_dry_run():
+  out = _run("launch.slurm", "--nodes=4", "--gpus_per_node=8", "--time=02:00:00",
+             "--partition=gpu", "--setup=module load cuda", "--dry_run", "--", *TRAIN)
+  assert out == (
+      "#!/bin/bash\n#SBATCH --job-name=pretrain\n#SBATCH --nodes=4\n#SBATCH --ntasks-per-node=1\n"
+      "#SBATCH --gpus-per-node=8\n#SBATCH --time=02:00:00\n#SBATCH --output=%x-%j.out\n"
+      "#SBATCH --signal=TERM@120\n#SBATCH --partition=gpu\nset -euo pipefail\nmodule load cuda\n"
+      "srun --kill-on-bad-exit=1 env PRETRAIN_DISTRIBUTED=1 python -m pretrain.train "
+      "--config=configs/gpt.py:small --workdir=gs://bucket/runs/gpt2\n"
+      "# submit with:\nsbatch pretrain.sbatch\n")
+  assert "--partition" not in slurm.script(1, 8, "1:00:00", "j", "", "", [])
+
+
+def test_gke_dry_run():
+  out = _run("launch.gke", "--name=gpt2", "--image=registry/pretrain:1", "--hosts=4",
+             "--topology=2x2x4", "--dry_run", "--", *TRAIN)
+  text, command = out.split("\n# apply with:\n")
+  assert command.strip() == "kubectl apply -f -"
+  jobset = json.loads(text)
+  assert jobset == gke.manifest("gpt2", "registry/pretrain:1", "tpu-v5p-slice", "2x2x4", 4, 4,
+                                TRAIN)
+  job = jobset["spec"]["replicatedJobs"][0]["template"]["spec"]
+  assert job["parallelism"] == job["completions"] == 4
+  container = job["template"]["spec"]["containers"][0]
+  assert container["command"] == ["python", "-m", "pretrain.train", *TRAIN]
+  assert {"name": "PRETRAIN_DISTRIBUTED", "value": "1"} in container["env"]
+
+
+def test_local_dry_run():
+  out = _run("launch.local", "--num_processes=2", "--devices_per_process=4", "--port=5555",
+             "--dry_run", "--", "python", "-m", "pretrain.train", "--workdir=w")
+  assert out.splitlines()[1] == (
+      "JAX_COORDINATOR_ADDRESS=localhost:5555 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=1 "
+      "JAX_PLATFORMS=cpu JAX_CPU_COLLECTIVES=gloo "
+      "XLA_FLAGS=--xla_force_host_platform_device_count=4 python -m pretrain.train --workdir=w")
