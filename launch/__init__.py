@@ -1,7 +1,8 @@
 """Launchers: how a run gets onto machines.
 
-Today a run is started directly (`python -m pretrain.train ...`); multi-process runs set
-JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID per process (see
-pretrain/distributed.py). Launchers for local multi-process runs, TPU VMs, SLURM and GKE
-belong here; none is built yet.
+local.py   N processes on this machine (fake CPU devices + gloo, or one GPU set each)
+tpu_vm.py  a Cloud TPU VM slice: create, copy, install, run on all workers, delete
+slurm.py   an sbatch script with srun, one process per node
+gke.py     a JobSet manifest for a TPU slice on GKE
+Each has --dry_run, which prints the exact commands (tests/launch checks them).
 """
