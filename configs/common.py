@@ -11,7 +11,7 @@ from models import axes
 # still unused in a given array wins (see pretrain/sharding.py). `None` means replicated.
 DEFAULT_RULES = (
     (axes.BATCH, ("data", "fsdp")),
-    (axes.LENGTH, None),
+    (axes.LENGTH, "sequence"),
     (axes.EMBED, "fsdp"),
     (axes.MLP, "tensor"),
     (axes.HEADS, "tensor"),
@@ -80,6 +80,7 @@ def optimizer_config():
   opt.eps = 1e-8
   opt.weight_decay = 0.1           # applied to matrices only (ndim >= 2)
   opt.grad_clip = 1.0              # global-norm clipping; 0 disables
+  opt.mu_dtype = ""                # '' : float32 first moment; 'bfloat16' halves its memory
   return opt
 
 
@@ -98,6 +99,7 @@ def base_config():
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = -1            # -1: whatever the other axes leave
   config.mesh.fsdp = 1
+  config.mesh.sequence = 1         # context parallelism: activations split along the sequence
   config.mesh.tensor = 1
   config.mesh.rules = DEFAULT_RULES
 

@@ -45,7 +45,7 @@ DEFAULTS = dict(
     param_dtype="float32",
     attention="",          # '' lets JAX choose; 'xla' or 'cudnn' to force a kernel
     scan_layers=True,
-    remat="none",          # 'none', 'full', 'dots' (save matmul outputs)
+    remat="none",          # 'none', 'full', 'dots' (save matmul outputs), 'offload' (to host)
 )
 
 resolve = layers.resolve

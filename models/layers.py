@@ -193,7 +193,16 @@ ACTIVATION = (axes.BATCH, axes.LENGTH, axes.EMBED)
 REMAT_POLICIES = {
     "full": None,  # save nothing: recompute the whole block in the backward pass
     "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs
+    # keep matmul outputs in host memory (GPU/TPU); where there is no host offload (CPU) it
+    # falls back to 'dots'
+    "offload": jax.checkpoint_policies.offload_dot_with_no_batch_dims("device", "pinned_host"),
 }
+
+
+def remat_policy(name):
+  if name == "offload" and jax.default_backend() not in ("gpu", "tpu"):
+    name = "dots"
+  return REMAT_POLICIES[name]
 
 
 def resolve(model, vocab_size):
@@ -232,7 +241,7 @@ def run_blocks(blocks, x, *, positions, mask, dropout_key, scan, remat):
     return axes.constrain(block(x, positions=positions, mask=mask, key=key), ACTIVATION)
 
   if remat != "none":
-    apply = nnx.remat(apply, policy=REMAT_POLICIES[remat])
+    apply = nnx.remat(apply, policy=remat_policy(remat))
   if not scan:
     for block, key in zip(blocks, keys):
       x = apply(block, x, key)

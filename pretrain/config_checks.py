@@ -77,6 +77,8 @@ def check(config, num_devices, num_processes=1):
            f"{ways} data-parallel ways ({' x '.join(batch_axes)}); use a multiple of {ways}")
   _require(opt.lr > 0 and 0 <= opt.min_lr <= opt.lr,
            "config.optimizer: need lr > 0 and 0 <= min_lr <= lr")
+  _require(opt.mu_dtype in ("", "float32", "bfloat16"),
+           f"config.optimizer.mu_dtype: {opt.mu_dtype!r}; use '', 'float32' or 'bfloat16'")
   _require(opt.schedule in ("cosine", "linear", "constant"),
            f"config.optimizer.schedule: {opt.schedule!r}; use 'cosine', 'linear' or 'constant'")
   _require(0 <= opt.b1 < 1 and 0 <= opt.b2 < 1, "config.optimizer: b1 and b2 must be in [0, 1)")

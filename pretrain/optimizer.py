@@ -29,6 +29,6 @@ def decay_mask(params):
 def make(opt, total_steps):
   lr = schedule(opt, total_steps)
   parts = [optax.clip_by_global_norm(opt.grad_clip)] if opt.grad_clip else []
-  parts.append(optax.adamw(lr, b1=opt.b1, b2=opt.b2, eps=opt.eps,
+  parts.append(optax.adamw(lr, b1=opt.b1, b2=opt.b2, eps=opt.eps, mu_dtype=opt.mu_dtype or None,
                            weight_decay=opt.weight_decay, mask=decay_mask))
   return optax.chain(*parts), lr

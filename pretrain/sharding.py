@@ -1,7 +1,7 @@
 """Device mesh and logical-axis rules -> NamedShardings.
 
-The mesh has axes (data, fsdp, tensor) with sizes from config.mesh; -1 means "the devices the
-other axes leave". Parameters and activations carry logical names (models/axes.py); the rules
+The mesh has axes (data, fsdp, sequence, tensor) with sizes from config.mesh; -1 means "the
+devices the other axes leave". Parameters and activations carry logical names (models/axes.py); the rules
 in config.mesh.rules map each logical name to mesh axes, e.g. ('embed', 'fsdp') shards the
 model width over the FSDP axis and ('batch', ('data', 'fsdp')) splits examples over both.
 """
@@ -14,7 +14,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from models import axes
 
-MESH_AXES = ("data", "fsdp", "tensor")
+MESH_AXES = ("data", "fsdp", "sequence", "tensor")
 
 
 class MeshError(ValueError):
@@ -23,7 +23,7 @@ class MeshError(ValueError):
 
 def mesh_shape(mesh_cfg, num_devices):
   """Resolves -1 and checks that the product of the axes equals the device count."""
-  sizes = [int(mesh_cfg[name]) for name in MESH_AXES]
+  sizes = [int(mesh_cfg.get(name, 1)) for name in MESH_AXES]
   free = [i for i, s in enumerate(sizes) if s == -1]
   if len(free) > 1:
     raise MeshError("config.mesh: at most one axis may be -1; set the others explicitly")
@@ -37,13 +37,14 @@ def mesh_shape(mesh_cfg, num_devices):
     sizes[free[0]] = num_devices // fixed
   if math.prod(sizes) != num_devices:
     raise MeshError(
-        f"config.mesh: data*fsdp*tensor = {math.prod(sizes)} but there are {num_devices} devices; "
+        f"config.mesh: data*fsdp*sequence*tensor = {math.prod(sizes)} but there are {num_devices} "
+        "devices; "
         "make the product match (or set one axis to -1)")
   return dict(zip(MESH_AXES, sizes))
 
 
 def make_mesh(mesh_cfg, devices=None):
-  """The (data, fsdp, tensor) mesh over `devices` (default: all), with Auto axis types so that
+  """The (data, fsdp, sequence, tensor) mesh over `devices` (default: all), with Auto axes so that
   jit with explicit in/out shardings lets XLA place everything in between."""
   devices = jax.devices() if devices is None else list(devices)
   shape = mesh_shape(mesh_cfg, len(devices))

@@ -87,3 +87,33 @@ def test_restore_onto_another_mesh(tiny_config, tmp_path, mesh, devices):
                              [r["train/loss"] for r in _losses(tmp_path / "moved")], rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                _params(straight), _params(moved))
+
+
+STRATEGIES = {
+    "dp": dict(data=8), "fsdp": dict(data=1, fsdp=8), "tp": dict(data=4, tensor=2),
+    "sequence": dict(data=4, sequence=2), "dp_fsdp_sequence_tp": dict(data=1, fsdp=2, sequence=2, tensor=2),
+}
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_each_strategy_equals_one_device(tiny_config, tmp_path, name):
+  common = {"train.total_steps": 2, "train.log_every": 1, "model.position": "rope"}
+  one = trainer.train_and_evaluate(tiny_config(**common), str(tmp_path / "one"),
+                                   devices=jax.devices()[:1])
+  mesh = {f"mesh.{k}": v for k, v in STRATEGIES[name].items()}
+  many = trainer.train_and_evaluate(tiny_config(**common, **mesh), str(tmp_path / "many"))
+  np.testing.assert_allclose([r["train/loss"] for r in _losses(tmp_path / "one")],
+                             [r["train/loss"] for r in _losses(tmp_path / "many")], rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               _params(one), _params(many))
+
+
+def test_bfloat16_first_moment_and_offload_remat(tiny_config, tmp_path):
+  config = tiny_config(**{"optimizer.mu_dtype": "bfloat16", "model.remat": "offload",
+                          "train.total_steps": 20, "train.log_every": 10, "optimizer.lr": 3e-3})
+  result = trainer.train_and_evaluate(config, str(tmp_path))
+  mu = result["state"]["opt_state"][1][0].mu  # clip, then adamw's scale_by_adam state
+  assert {x.dtype for x in jax.tree.leaves(mu)} == {jax.numpy.dtype("bfloat16")}
+  assert {x.dtype for x in jax.tree.leaves(result["state"]["params"])} == {np.dtype("float32")}
+  losses = [r["train/loss"] for r in _losses(tmp_path)]
+  assert losses[-1] < losses[0]
