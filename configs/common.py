@@ -102,6 +102,9 @@ def base_config():
   config.mesh.sequence = 1         # context parallelism: activations split along the sequence
   config.mesh.tensor = 1
   config.mesh.rules = DEFAULT_RULES
+  # Multi-slice / multi-node: how many slices (slow links) each axis spans; the sizes above are
+  # totals. E.g. data=4, dcn.data=4 on 4 TPU slices: data parallel across slices, the rest within.
+  config.mesh.dcn = ml_collections.ConfigDict(dict(data=1, fsdp=1, sequence=1, tensor=1))
 
   config.train = ml_collections.ConfigDict()
   config.train.total_steps = 1000  # or set total_tokens (> 0 wins)

@@ -10,6 +10,7 @@ import math
 
 import jax
 from flax import nnx
+from jax.experimental import mesh_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from models import axes
@@ -43,13 +44,41 @@ def mesh_shape(mesh_cfg, num_devices):
   return dict(zip(MESH_AXES, sizes))
 
 
+def dcn_shape(mesh_cfg):
+  """How many slices (or hosts) each mesh axis spans: config.mesh.dcn, all 1 by default."""
+  dcn = mesh_cfg.get("dcn", None) or {}
+  return [int(dcn.get(name, 1)) for name in MESH_AXES]
+
+
+def hybrid_device_array(shape, dcn, devices):
+  """Devices laid out so that axes split across slices (slow links) are the outer ones.
+
+  shape: total size per axis; dcn: slices per axis. Slices are TPU slices (device.slice_index)
+  or, where all devices share one slice index (GPU clusters, CPU), processes.
+  """
+  for name, total, outer in zip(MESH_AXES, shape, dcn):
+    if total % outer:
+      raise MeshError(f"config.mesh.dcn.{name}: {outer} slices do not divide mesh.{name}={total}")
+  ici = [total // outer for total, outer in zip(shape, dcn)]
+  slices = {getattr(d, "slice_index", 0) for d in devices}
+  try:
+    return mesh_utils.create_hybrid_device_mesh(ici, dcn, devices,
+                                                process_is_granule=len(slices) == 1)
+  except ValueError as e:
+    raise MeshError(f"config.mesh.dcn: {e}") from None
+
+
 def make_mesh(mesh_cfg, devices=None):
-  """The (data, fsdp, sequence, tensor) mesh over `devices` (default: all), with Auto axes so that
-  jit with explicit in/out shardings lets XLA place everything in between."""
+  """The (data, fsdp, sequence, tensor) mesh over `devices` (default: all), with Auto axes so
+  that jit with explicit in/out shardings lets XLA place everything in between. With
+  config.mesh.dcn the mesh is hybrid: axes spanning several slices are laid out over them."""
   devices = jax.devices() if devices is None else list(devices)
-  shape = mesh_shape(mesh_cfg, len(devices))
-  return jax.make_mesh(tuple(shape.values()), MESH_AXES, devices=devices,
-                       axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+  shape = tuple(mesh_shape(mesh_cfg, len(devices)).values())
+  auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+  dcn = dcn_shape(mesh_cfg)
+  if math.prod(dcn) > 1:
+    return jax.sharding.Mesh(hybrid_device_array(shape, dcn, devices), MESH_AXES, axis_types=auto)
+  return jax.make_mesh(shape, MESH_AXES, devices=devices, axis_types=auto)
 
 
 logical_to_mesh = axes.logical_to_mesh

@@ -38,12 +38,17 @@ def test_dry_run_prints_each_process():
 
 
 @pytest.mark.slow
-def test_two_processes_equal_one(tiny_config, tmp_path, data_dir):
+@pytest.mark.parametrize("mesh", [
+    {},  # data parallel over all 8 devices of both processes
+    # hybrid: data across the 2 processes (the slow links), fsdp over each one's 4 devices
+    {"mesh.data": 2, "mesh.fsdp": 4, "mesh.dcn.data": 2},
+])
+def test_two_processes_equal_one(tiny_config, tmp_path, data_dir, mesh):
   single = trainer.train_and_evaluate(tiny_config(**OVERRIDES), str(tmp_path / "one"))
   cmd = [sys.executable, "-m", "launch.local", "--num_processes=2", "--devices_per_process=4",
          "--", sys.executable, "-m", "pretrain.train", "--config=configs/gpt.py:smoke",
          f"--workdir={tmp_path / 'two'}", f"--config.data.data_dir={data_dir}"]
-  cmd += [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
+  cmd += [f"--config.{k}={v}" for k, v in {**OVERRIDES, **mesh}.items()]
   proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   # Logs come from process 0 only.
