@@ -11,6 +11,11 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py:arg).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and metrics.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", "", "host:port of process 0 (multi-host).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Processes in the job (multi-host).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's index (multi-host).")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False,
+                                 "Let JAX detect the cluster (TPU pod, SLURM, Kubernetes).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 # Errors a user can fix from the command line: printed as one line, exit status 2.
@@ -37,7 +42,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from pretrain import distributed, trainer  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)  # orbax and tfds log every step of a save at INFO
-  distributed.initialize()
+  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                         _DISTRIBUTED.value)
   try:
     trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except Exception as e:  # pylint: disable=broad-except

@@ -49,10 +49,16 @@ def test_two_processes_equal_one(tiny_config, tmp_path, data_dir, mesh):
          "--", sys.executable, "-m", "pretrain.train", "--config=configs/gpt.py:smoke",
          f"--workdir={tmp_path / 'two'}", f"--config.data.data_dir={data_dir}"]
   cmd += [f"--config.{k}={v}" for k, v in {**OVERRIDES, **mesh}.items()]
+  # Stop at step 2 (a checkpoint every process writes), then resume to the end: the
+  # restore is collective too.
+  first = subprocess.run(cmd + ["--config.train.stop_at_step=2"], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+  assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
   proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   # Logs come from process 0 only.
   assert "[0] model smoke" in proc.stdout and "[1] model smoke" not in proc.stdout
+  assert "[0] step 3/4" in proc.stdout and "[0] step 1/4" not in proc.stdout  # resumed
   np.testing.assert_allclose(_losses(tmp_path / "two"), _losses(tmp_path / "one"), rtol=1e-5)
   assert single["step"] == 4
   # Both processes took part in the checkpoint; one complete step directory per save.
