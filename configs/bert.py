@@ -20,15 +20,6 @@ from models import encoder
 RECIPES = ("bert", "roberta")
 
 
-def model_config(size):
-  if size not in encoder.SIZES:
-    raise ValueError(f"config arg: unknown size {size!r}; choose one of {', '.join(encoder.SIZES)}")
-  model = ml_collections.ConfigDict(encoder.DEFAULTS)
-  model.update(encoder.SIZES[size])
-  model.size = size
-  return model
-
-
 def mlm_config(seq_len):
   mlm = ml_collections.ConfigDict()
   mlm.nsp = True                   # build sentence pairs with next-sentence labels
@@ -47,7 +38,7 @@ def get_config(arg="base"):
   if args.recipe not in RECIPES:
     raise ValueError(f"config arg: unknown recipe {args.recipe!r}; choose one of {', '.join(RECIPES)}")
   config = common.base_config()
-  config.model = model_config(args.size)
+  config.model = common.model_config(encoder, args.size)
   roberta = args.recipe == "roberta"
   config.objective = "mlm" if roberta else "mlm_nsp"
   config.model.nsp_head = not roberta

@@ -39,6 +39,28 @@ def parse_arg(arg, **defaults):
   return ml_collections.ConfigDict(out)
 
 
+def model_config(model_module, size):
+  """A model section: the module's architecture DEFAULTS with the numbers of SIZES[size]."""
+  if size not in model_module.SIZES:
+    raise ValueError(f"config arg: unknown size {size!r}; choose one of "
+                     f"{', '.join(model_module.SIZES)}")
+  model = ml_collections.ConfigDict(model_module.DEFAULTS)
+  model.update(model_module.SIZES[size])
+  model.size = size
+  return model
+
+
+def apply_overrides(config, overrides):
+  """Sets dotted fields, e.g. {'model.num_layers': 2} (for tests and scripts)."""
+  for key, value in overrides.items():
+    node = config
+    *path, leaf = key.split(".")
+    for part in path:
+      node = node[part]
+    node[leaf] = value
+  return config
+
+
 def data_config():
   data = ml_collections.ConfigDict()
   # 'local_text' is our own tfds builder over `files` (default corpus: CPython's pydoc topics);

@@ -8,26 +8,14 @@ Sizes (models/decoder.py SIZES): smoke, nano, small (124M), medium (350M), large
 
 Any field can be overridden with --config.<section>.<field>=<value>.
 """
-import ml_collections
-
 from configs import common
 from models import decoder
-
-
-def model_config(size):
-  """The decoder section: the size table's numbers plus the architecture switches."""
-  if size not in decoder.SIZES:
-    raise ValueError(f"config arg: unknown size {size!r}; choose one of {', '.join(decoder.SIZES)}")
-  model = ml_collections.ConfigDict(decoder.DEFAULTS)
-  model.update(decoder.SIZES[size])
-  model.size = size
-  return model
 
 
 def get_config(arg="smoke"):
   args = common.parse_arg(arg, size="smoke")
   config = common.base_config()
-  config.model = model_config(args.size)
+  config.model = common.model_config(decoder, args.size)
   config.objective = "causal_lm"
 
   if args.size == "smoke":  # seconds on a laptop CPU, on the bundled corpus

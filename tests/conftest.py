@@ -21,7 +21,7 @@ def data_dir(tmp_path_factory):
 
 def tiny_gpt_config(data_dir, **overrides):
   """The smoke config shrunk further: compiles and runs a step in well under a second."""
-  from configs import gpt  # pylint: disable=g-import-not-at-top
+  from configs import common, gpt  # pylint: disable=g-import-not-at-top
   config = gpt.get_config("smoke")
   config.data.data_dir = data_dir
   config.data.tokenizer.vocab_size = 256
@@ -29,13 +29,7 @@ def tiny_gpt_config(data_dir, **overrides):
   config.batch.update(size=8, seq_len=32)
   config.train.update(total_steps=6, log_every=3, eval_every=0, eval_batches=1, peak_flops=1e12)
   config.checkpoint.update(every=3, async_save=False)
-  for key, value in overrides.items():
-    node = config
-    *path, leaf = key.split(".")
-    for part in path:
-      node = node[part]
-    node[leaf] = value
-  return config
+  return common.apply_overrides(config, overrides)
 
 
 @pytest.fixture
@@ -45,7 +39,7 @@ def tiny_config(data_dir):
 
 def tiny_bert_config(data_dir, corpus, recipe="bert", **overrides):
   """BERT smoke config on a small synthetic corpus."""
-  from configs import bert  # pylint: disable=g-import-not-at-top
+  from configs import bert, common  # pylint: disable=g-import-not-at-top
   config = bert.get_config(f"smoke,recipe={recipe}")
   config.data.update(data_dir=data_dir, files=corpus, doc_split="blank_line")
   config.data.tokenizer.vocab_size = 128
@@ -54,13 +48,7 @@ def tiny_bert_config(data_dir, corpus, recipe="bert", **overrides):
   config.data.mlm.max_predictions = 5
   config.train.update(total_steps=6, log_every=3, eval_every=0, eval_batches=2, peak_flops=1e12)
   config.checkpoint.update(every=3, async_save=False)
-  for key, value in overrides.items():
-    node = config
-    *path, leaf = key.split(".")
-    for part in path:
-      node = node[part]
-    node[leaf] = value
-  return config
+  return common.apply_overrides(config, overrides)
 
 
 def write_sentence_corpus(path, docs=300, seed=0):
