@@ -250,6 +250,11 @@ def train_and_evaluate(config, workdir, devices=None):
       raise checkpointing.CheckpointError(
           f"config.data.tokenizer: the checkpoint in {ckpt.directory} was trained with another "
           "tokenizer; use the same data and tokenizer settings or a fresh workdir")
+    saved_processes = meta["data"].get("process_count", jax.process_count())
+    if saved_processes != jax.process_count() and config.data.process_reads == "shard":
+      logging.warning("resuming a run of %d processes with %d: with data.process_reads='shard' "
+                      "the batches from here on differ from the original run's", saved_processes,
+                      jax.process_count())
   elif config.init_from:
     source = config.init_from
     if os.path.isdir(os.path.join(source, "checkpoints")):  # a run's workdir
