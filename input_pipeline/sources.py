@@ -1,4 +1,5 @@
 """Where text comes from: our local-text builder or any tfds text dataset in data_dir."""
+import logging
 import os
 
 import tensorflow_datasets as tfds
@@ -6,6 +7,18 @@ import tensorflow_datasets as tfds
 from input_pipeline import local_text
 
 DataError = local_text.DataError
+
+
+class _QuietTfds(logging.Filter):
+  """Drops two tfds warnings that every local_text run would print: its configs are all custom,
+  and a dataset not yet prepared has no dataset_info.json."""
+
+  def filter(self, record):
+    message = str(record.getMessage())
+    return not message.startswith(("Using custom data configuration", "Variant folder"))
+
+
+logging.getLogger("absl").addFilter(_QuietTfds())
 
 
 def builder(data):
@@ -32,6 +45,7 @@ def builder(data):
 def prepare(b):
   """Prepares our own builder in its data_dir (a no-op once prepared)."""
   if not b.is_prepared():
+    tfds.disable_progress_bar()  # the trainer prints its own progress
     b.download_and_prepare(
         file_format="array_record",
         download_config=tfds.download.DownloadConfig(try_download_gcs=False))
