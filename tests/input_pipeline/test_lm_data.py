@@ -224,8 +224,9 @@ def test_document_mask_positions_fit_the_window(tmp_path):
 # ----------------------------------------------------------------------------- load_split
 
 
-def test_load_split(tmp_path):
-  text = "".join(f"line {i}: the five boxing wizards jump quickly.\n" for i in range(40))
+def _prepared_char_corpus(tmp_path, text, **data_overrides):
+  """`text` as a one-file local_text corpus (last 10% validation), prepared, with a char
+  tokenizer; returns (config.data, builder, tokenizer)."""
   path = tmp_path / "input.txt"
   path.write_text(text)
   data = common.data_config()
@@ -234,11 +235,17 @@ def test_load_split(tmp_path):
   data.split_by = "tail"
   data.validation_fraction = 0.1
   data.tokenizer.kind = "char"
-  data.document_mask = True
+  data.update(data_overrides)
   b = sources.builder(data)
   sources.prepare(b)
   tok = tokenizer.get_tokenizer(data.tokenizer, data.data_dir,
                                 lambda: sources.texts(b, "train", "text"))
+  return data, b, tok
+
+
+def test_load_split(tmp_path):
+  text = "".join(f"line {i}: the five boxing wizards jump quickly.\n" for i in range(40))
+  data, b, tok = _prepared_char_corpus(tmp_path, text, document_mask=True)
   n_train = int(len(text) * 0.9)
   n_val = len(text) - n_train
   assert n_val + 1 < 200 < n_train
@@ -273,18 +280,7 @@ def test_load_split(tmp_path):
 
 def test_load_split_one_window_when_shuffled(tmp_path):
   text = "".join(f"line {i}: sphinx of black quartz, judge my vow.\n" for i in range(20))
-  path = tmp_path / "input.txt"
-  path.write_text(text)
-  data = common.data_config()
-  data.data_dir = str(tmp_path / "tfds")
-  data.files = str(path)
-  data.split_by = "tail"
-  data.validation_fraction = 0.1
-  data.tokenizer.kind = "char"
-  b = sources.builder(data)
-  sources.prepare(b)
-  tok = tokenizer.get_tokenizer(data.tokenizer, data.data_dir,
-                                lambda: sources.texts(b, "train", "text"))
+  data, b, tok = _prepared_char_corpus(tmp_path, text)
   n_val = len(text) - int(len(text) * 0.9)  # n_val + 1 tokens == one window of seq_len=n_val
   val = lm_data.load_split(data, tok, "validation", batch_size=1, seq_len=n_val, seed=0,
                            shuffle=True, shard=(0, 1), builder=b)
