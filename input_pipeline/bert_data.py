@@ -16,7 +16,7 @@ import re
 import numpy as np
 from absl import logging
 
-from input_pipeline import masking, sources, tokenizer
+from input_pipeline import lm_data, masking, sources, tokenizer
 
 _SENTENCE_END = re.compile(r"([.!?][\"')\]]*)\s+(?=[\"'(\[]*[A-Z0-9])")
 
@@ -145,19 +145,16 @@ class MaskedExamples:
     self.shuffle, self.spec, self.nsp = shuffle, spec, nsp
     self._epoch, self._perm = None, None
 
+  def _order(self, epoch):
+    if not self.shuffle:
+      return np.arange(self.num_examples)
+    if self._epoch != epoch:
+      self._perm = np.random.default_rng([*self.seed, epoch]).permutation(self.num_examples)
+      self._epoch = epoch
+    return self._perm
+
   def _rows(self, indices):
-    epochs, offsets = np.divmod(np.asarray(indices, np.int64), self.num_examples)
-    rows = np.empty(len(offsets), np.int64)
-    for epoch in np.unique(epochs):
-      sel = epochs == epoch
-      if self.shuffle:
-        if self._epoch != epoch:
-          self._perm = np.random.default_rng([*self.seed, int(epoch)]).permutation(self.num_examples)
-          self._epoch = int(epoch)
-        rows[sel] = self._perm[offsets[sel]]
-      else:
-        rows[sel] = offsets[sel]
-    return rows
+    return lm_data.per_epoch(indices, self.num_examples, self._order)
 
   def _assemble(self, rows, stream, counter):
     b, p = len(rows), self.spec.max_predictions

@@ -35,6 +35,17 @@ def tokenize_stream(tok, texts, eos_id, chunk=1024):
   return np.concatenate(pieces), np.concatenate(positions)
 
 
+def per_epoch(indices, n, of_epoch):
+  """Values for global example indices that run over epochs of n examples: index i is item
+  i % n of the array `of_epoch(i // n)` (called once per epoch present)."""
+  epochs, offsets = np.divmod(np.asarray(indices, np.int64), n)
+  out = np.empty(len(offsets), np.int64)
+  for epoch in np.unique(epochs):
+    sel = epochs == epoch
+    out[sel] = of_epoch(int(epoch))[offsets[sel]]
+  return out
+
+
 @dataclasses.dataclass
 class PackedWindows:
   """Windows over one token stream; `batch(step)` gives this process's rows for that step."""
@@ -53,7 +64,6 @@ class PackedWindows:
     if self.shuffle and not self.num_windows:  # a tiny split: no room to shift, one window
       self.num_windows = max(0, (len(self.tokens) - 1) // self.seq_len)
     self._max_shift = len(self.tokens) - 1 - self.num_windows * self.seq_len + 1
-    self.num_examples = self.num_windows
     self._cached_epoch, self._starts = None, None
 
   def _starts_of(self, epoch):
@@ -69,11 +79,7 @@ class PackedWindows:
 
   def windows(self, indices):
     """Rows for global window indices (epochs wrap around, each with a fresh order)."""
-    epochs, offsets = np.divmod(np.asarray(indices, np.int64), self.num_windows)
-    starts = np.empty(len(offsets), np.int64)
-    for epoch in np.unique(epochs):
-      sel = epochs == epoch
-      starts[sel] = self._starts_of(int(epoch))[offsets[sel]]
+    starts = per_epoch(indices, self.num_windows, self._starts_of)
     span = starts[:, None] + np.arange(self.seq_len + 1)
     window = self.tokens[span]
     batch = {"inputs": window[:, :-1], "targets": window[:, 1:]}
@@ -86,6 +92,10 @@ class PackedWindows:
       batch["positions"] = (idx - first).astype(np.int32)
       batch["segment_ids"] = np.cumsum(starts_doc, axis=1, dtype=np.int32) + 1
     return batch
+
+  @property
+  def num_examples(self):
+    return self.num_windows
 
   def batch(self, step):
     """This process's rows of the training batch of `step`."""

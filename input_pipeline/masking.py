@@ -43,7 +43,7 @@ def mask_row(tokens, length, spec, rng):
   tokens = np.asarray(tokens)
   inputs = tokens.copy()
   cand = np.flatnonzero(~np.isin(tokens[:length], spec.special_ids))
-  num = min(spec.max_predictions, max(1, int(round(length * spec.mask_prob))))
+  num = min(spec.max_predictions, required_predictions(length, spec.mask_prob))
   if spec.whole_word and len(cand):
     # Words start at candidates that are not continuations (or follow a gap in candidates).
     starts = ~spec.continuation[tokens[cand]] | np.r_[True, np.diff(cand) > 1]

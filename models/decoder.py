@@ -48,10 +48,6 @@ DEFAULTS = dict(
     remat="none",          # 'none', 'full', 'dots' (save matmul outputs), 'offload' (to host)
 )
 
-resolve = layers.resolve
-REMAT_POLICIES = layers.REMAT_POLICIES
-
-
 class Decoder(nnx.Module):
   """tokens [b, t] -> logits [b, t, vocab] (compute dtype)."""
 
@@ -60,7 +56,6 @@ class Decoder(nnx.Module):
     self.scan_layers = cfg.scan_layers
     self.remat = cfg.remat
     self.rate = cfg.dropout
-    self.tie = cfg.tie_embeddings
     self.embed = nnx.Embed(
         cfg.vocab_size, cfg.d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
         embedding_init=layers.partitioned(layers.normal(cfg.init_std), (axes.VOCAB, axes.EMBED)))

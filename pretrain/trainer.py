@@ -10,7 +10,6 @@ step, RNG, data position); else config.init_from (parameters only, step 0); else
 import dataclasses
 import functools
 import json
-import math
 import os
 import signal
 import time

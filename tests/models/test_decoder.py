@@ -6,14 +6,14 @@ import pytest
 from flax import nnx
 
 from configs import gpt
-from models import axes, decoder
+from models import axes, decoder, layers
 
 
 def _cfg(**kw):
   model = gpt.get_config("smoke").model
   model.update(num_layers=2, num_heads=4, d_model=32, max_len=16)
   model.update(kw)
-  return decoder.resolve(model, 100)
+  return layers.resolve(model, 100)
 
 
 def _tokens(b=2, t=16, seed=0):
@@ -24,7 +24,7 @@ def _tokens(b=2, t=16, seed=0):
                                            ("large", 772.78), ("xl", 1556.05)])
 def test_gpt2_parameter_counts(size, millions):
   # nanoGPT reports 123.69M for GPT-2 small with the padded 50304 vocab (positions excluded).
-  cfg = decoder.resolve(gpt.get_config(size).model, 50257)
+  cfg = layers.resolve(gpt.get_config(size).model, 50257)
   assert cfg.vocab_size == 50304
   assert decoder.count_params(cfg) / 1e6 == pytest.approx(millions, abs=0.01)
 
