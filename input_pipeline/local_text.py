@@ -17,6 +17,7 @@ import json
 import os
 
 import tensorflow_datasets as tfds
+from absl import logging
 
 DEFAULT_CORPUS = "pydoc_topics"
 
@@ -40,32 +41,55 @@ def expand_files(files):
   return list(dict.fromkeys(found))  # a file matched by two patterns is read once
 
 
-def _read_file(path, jsonl_key):
+def _read_file(path, jsonl_key, stats):
+  """Yields the documents of one file as bytes (a whole text file, or one per .jsonl line).
+  Unreadable .jsonl lines (bad JSON, no `jsonl_key`) are skipped and counted in `stats`."""
   opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rt", encoding="utf-8", errors="replace") as f:
-    if path.endswith((".jsonl", ".jsonl.gz")):
-      for n, line in enumerate(f):
-        if line.strip():
-          record = json.loads(line)
-          if jsonl_key not in record:
-            raise DataError(f"config.data.jsonl_key: {path}:{n + 1} has no field {jsonl_key!r}")
-          yield record[jsonl_key]
-    else:
-      yield f.read()
+  with opener(path, "rb") as f:
+    if not path.endswith((".jsonl", ".jsonl.gz")):
+      yield f.read().replace(b"\r\n", b"\n").replace(b"\r", b"\n")  # universal newlines
+      return
+    good = bad = 0
+    for line in f:
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+        text = record[jsonl_key]
+      except (ValueError, KeyError, TypeError):
+        bad += 1
+        continue
+      good += 1
+      yield text.encode("utf-8", errors="surrogatepass") if isinstance(text, str) else b""
+  if bad and not good:
+    raise DataError(f"config.data.jsonl_key: no line of {path} is a JSON object with field "
+                    f"{jsonl_key!r} ({bad} lines); set the field holding the text")
+  stats["bad_jsonl_lines"] += bad
 
 
-def read_documents(files, doc_split, jsonl_key):
-  """Yields (key, text) for every non-empty document, in a fixed order."""
+def read_documents(files, doc_split, jsonl_key, stats=None):
+  """Yields (key, text) for every non-empty, valid UTF-8 document, in a fixed order; what is
+  skipped is counted in `stats` ('invalid_utf8', 'empty', 'bad_jsonl_lines')."""
+  stats = {} if stats is None else stats
+  for key in ("invalid_utf8", "empty", "bad_jsonl_lines"):
+    stats.setdefault(key, 0)
   if files:
-    sources = ((path, text) for path in files for text in _read_file(path, jsonl_key))
+    sources = ((path, text) for path in files for text in _read_file(path, jsonl_key, stats))
   else:
     import pydoc_data.topics  # pylint: disable=g-import-not-at-top
-    sources = sorted(pydoc_data.topics.topics.items())
-  for i, (name, text) in enumerate(sources):
-    blocks = text.split("\n\n") if doc_split == "blank_line" else [text]
+    sources = ((k, v.encode()) for k, v in sorted(pydoc_data.topics.topics.items()))
+  for i, (name, raw) in enumerate(sources):
+    blocks = raw.split(b"\n\n") if doc_split == "blank_line" else [raw]
     for j, block in enumerate(blocks):
-      if block.strip():
-        yield f"{i}:{name}:{j}", block
+      try:
+        text = block.decode("utf-8")
+      except UnicodeDecodeError:
+        stats["invalid_utf8"] += 1
+        continue
+      if text.strip():
+        yield f"{i}:{name}:{j}", text
+      elif doc_split == "file":  # (blank-line blocks are spacing, not documents)
+        stats["empty"] += 1
 
 
 @dataclasses.dataclass
@@ -111,7 +135,12 @@ class LocalText(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     del dl_manager  # everything is local
     cfg = self.builder_config
-    docs = list(read_documents(cfg.files, cfg.doc_split, cfg.jsonl_key))
+    stats = {}
+    docs = list(read_documents(cfg.files, cfg.doc_split, cfg.jsonl_key, stats))
+    if any(stats.values()):
+      logging.warning("local_text: skipped %s", ", ".join(
+          f"{n} {k.replace('_', ' ')}{' documents' if k != 'bad_jsonl_lines' else ''}"
+          for k, n in stats.items() if n))
     if not docs:
       raise DataError("config.data.files: the files contain no text; give non-empty files")
     train, validation = [], []

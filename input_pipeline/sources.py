@@ -51,23 +51,41 @@ def prepare(b):
         download_config=tfds.download.DownloadConfig(try_download_gcs=False))
 
 
-def texts(b, split, text_key, shard=(0, 1)):
-  """Yields the text of every example in `split`, restricted to shard (index, count)."""
-  if split not in b.info.splits:
-    raise DataError(f"config.data: split {split!r} not in {b.name} (has {', '.join(b.info.splits)}); "
-                    "set config.data.train_split / eval_split")
-  index, count = shard
-  sub = tfds.even_splits(split, n=count)[index] if count > 1 else split
+def check_split(b, split, text_key):
+  """A clear error if `split` or `text_key` is not in the dataset."""
+  base = split.split("[")[0].split("+")[0]
+  if base not in b.info.splits:
+    has = ", ".join(b.info.splits)
+    hint = (f"; carve one out of train, e.g. --config.data.train_split='train[5%:]' "
+            f"--config.data.eval_split='train[:5%]'" if "train" in b.info.splits else "")
+    raise DataError(f"config.data: split {split!r} is not in {b.name} (has {has}){hint}")
   if text_key not in b.info.features:
     raise DataError(f"config.data.text_key: {b.name} has no feature {text_key!r} "
                     f"(has {', '.join(b.info.features)})")
+
+
+def texts(b, split, text_key, shard=(0, 1), stats=None):
+  """Yields the text of every example in `split`, restricted to shard (index, count).
+
+  Documents that are not valid UTF-8 or hold only whitespace are skipped, and counted in
+  `stats` ('invalid_utf8', 'empty') when given.
+  """
+  check_split(b, split, text_key)
+  stats = {"empty": 0, "invalid_utf8": 0} if stats is None else stats
+  index, count = shard
+  sub = tfds.even_splits(split, n=count)[index] if count > 1 else split
   if b.info.file_format == tfds.core.FileFormat.ARRAY_RECORD:
-    for example in b.as_data_source(split=sub):
-      yield _decode(example[text_key])
+    values = (example[text_key] for example in b.as_data_source(split=sub))
   else:  # tfrecord-prepared datasets stream through tf.data
-    for example in tfds.as_numpy(b.as_dataset(split=sub, shuffle_files=False)):
-      yield _decode(example[text_key])
-
-
-def _decode(value):
-  return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+    values = (example[text_key]
+              for example in tfds.as_numpy(b.as_dataset(split=sub, shuffle_files=False)))
+  for value in values:
+    try:
+      text = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    except UnicodeDecodeError:
+      stats["invalid_utf8"] += 1
+      continue
+    if not text.strip():
+      stats["empty"] += 1
+      continue
+    yield text

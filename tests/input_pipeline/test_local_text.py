@@ -288,11 +288,51 @@ def test_whitespace_only_files(tmp_path):
     _prepared(tmp_path / "tfds", files, doc_split="blank_line")
 
 
-def test_jsonl_line_without_key(tmp_path):
-  path = _write(tmp_path / "in" / "c.jsonl",
-                _jsonl([{"text": "fine"}, {"content": "no text field"}, {"text": "fine too"}]))
-  with pytest.raises(DataError, match=r"config\.data\.jsonl_key.*c\.jsonl:2.*'text'"):
+def test_bad_jsonl_lines_are_skipped_and_counted(tmp_path, caplog):
+  good = [{"text": _doc(i)} for i in range(40)]
+  lines = _jsonl(good[:20]) + "{not json\n" + _jsonl([{"content": "no text field"}]) + _jsonl(good[20:])
+  path = _write(tmp_path / "in" / "c.jsonl", lines)
+  b = _prepared(tmp_path / "tfds", str(path))
+  assert sorted(_texts(b, "train") + _texts(b, "validation")) == sorted(r["text"] for r in good)
+  assert "skipped 2 bad jsonl lines" in caplog.text
+
+
+def test_jsonl_without_the_key_anywhere(tmp_path):
+  path = _write(tmp_path / "in" / "c.jsonl", _jsonl([{"content": "a"}, {"content": "b"}]))
+  with pytest.raises(DataError, match=r"config\.data\.jsonl_key: no line of .*c\.jsonl.*'text'"):
     _prepared(tmp_path / "tfds", str(path))
+
+
+def test_invalid_utf8_and_empty_documents_are_skipped_and_counted(tmp_path, caplog):
+  folder = tmp_path / "in"
+  for i in range(30):
+    _write(folder / f"{i:02d}.txt", _doc(i))
+  (folder / "bad.txt").write_bytes(b"caf\xe9 latin-1, not UTF-8\n")
+  _write(folder / "empty.txt", " \n\n ")
+  b = _prepared(tmp_path / "tfds", str(folder / "*.txt"))
+  texts = _texts(b, "train") + _texts(b, "validation")
+  assert sorted(texts) == sorted(_doc(i) for i in range(30))
+  assert "skipped 1 invalid utf8 documents, 1 empty documents" in caplog.text
+
+
+def test_blank_line_blocks_skip_only_the_invalid_block(tmp_path):
+  path = tmp_path / "in" / "a.txt"
+  path.parent.mkdir(parents=True)
+  path.write_bytes(b"first block\n\nbad \xff block\n\n\n\nthird block\r\nsame block\n")
+  b = _prepared(tmp_path / "tfds", str(path), doc_split="blank_line", split_by="tail",
+                validation_fraction=0.01)
+  texts = _texts(b, "train") + _texts(b, "validation")
+  assert "".join(sorted(texts)).strip() == "first blockthird block\nsame block"  # CRLF as in text mode
+
+
+def test_stats_of_tfds_texts(tmp_path):
+  folder = tmp_path / "in"
+  for i in range(30):
+    _write(folder / f"{i:02d}.txt", _doc(i))
+  b = _prepared(tmp_path / "tfds", str(folder / "*.txt"))
+  stats = {"empty": 0, "invalid_utf8": 0}
+  assert len(list(sources.texts(b, "train", "text", stats=stats))) == len(_texts(b, "train"))
+  assert stats == {"empty": 0, "invalid_utf8": 0}
 
 
 def test_bad_options(tmp_path):

@@ -1,0 +1,327 @@
+"""Tokenized datasets on disk: a tfds text split tokenized once, then read by random access.
+
+`prepare` turns one split of a tfds text dataset (ours or any prepared tfds name) into flat
+token files; every run after that reads them by offset (np.memmap) instead of tokenizing.
+
+Layout of one prepared split (`directory()`):
+
+  manifest.json                         written last: the split is complete iff it exists
+  piece-00000-of-00004.tokens.bin       tokens, uint16 (vocab <= 65536) or int32, flat
+  piece-00000-of-00004.docs.npy         int64 start offset of each document, plus the end
+  piece-00000-of-00004.sents.npy        mode 'sentences' only: sentence start offsets
+  piece-00000-of-00004.json             the piece's counts and tokenizer; marks it done
+
+Two modes. 'documents' (causal LM): each document's tokens followed by EOS; `docs` holds
+token offsets. 'sentences' (BERT): the tokens of each sentence, back to back; `sents` holds
+token offsets of sentences and `docs` sentence offsets of documents.
+
+The split is cut into pieces with tfds.even_splits; pieces are the unit of parallel work (piece
+k belongs to process k mod P) and of resumption: a piece's files are renamed into place
+before its .json, so a killed preparation leaves whole pieces and temporary files only, and a
+rerun redoes just the missing pieces. The number of pieces does not depend on the number of
+processes, and the concatenated pieces are the split in order, so the dataset is the same
+however it was prepared. Documents that are empty or are not valid UTF-8 are skipped and
+counted in the manifest. The manifest records the tokenizer's identity, and opening the split
+with another tokenizer is refused.
+"""
+import glob
+import json
+import math
+import os
+import re
+import tempfile
+
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import logging
+
+from input_pipeline import bert_data, sources, tokenizer
+
+FORMAT = 1
+MODES = ("documents", "sentences")
+DOCS_PER_PIECE = 20_000  # automatic piece count: about one piece per this many documents
+_CHUNK = 512             # documents encoded per tokenizer call
+
+
+def directory(data, builder, split, mode):
+  """Where `split` of `builder`, tokenized for `mode`, lives."""
+  root = data.tokenized_dir or os.path.join(data.data_dir, "tokenized", builder.info.full_name)
+  safe = re.sub(r"[^A-Za-z0-9_.%-]+", "_", split)
+  return os.path.join(root, f"{safe}.{mode}")
+
+
+def num_pieces(data, builder, split):
+  if data.prepare_pieces > 0:
+    return data.prepare_pieces
+  try:
+    n = builder.info.splits[split].num_examples
+  except Exception:  # pylint: disable=broad-except
+    n = 0
+  return max(1, min(4096, math.ceil(n / DOCS_PER_PIECE)))
+
+
+def _piece_name(k, n):
+  return f"piece-{k:05d}-of-{n:05d}"
+
+
+def _read_json(path):
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def _write_atomic(path, write):
+  """Writes through a temporary file in the same directory, renamed into place when complete."""
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix="-" + os.path.basename(path))
+  os.close(fd)
+  try:
+    write(tmp)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def _write_json(path, obj):
+  def write(tmp):
+    with open(tmp, "w", encoding="utf-8") as f:
+      json.dump(obj, f, indent=1, sort_keys=True)
+  _write_atomic(path, write)
+
+
+def _token_dtype(tok):
+  return np.uint16 if tok.get_vocab_size() <= 1 << 16 else np.int32
+
+
+def _describe(tok):
+  model = json.loads(tok.to_str())["model"]["type"]
+  return f"{model}, vocab {tok.get_vocab_size()}"
+
+
+def _mismatch(where, found, tok):
+  return tokenizer.TokenizerError(
+      f"config.data.tokenizer: {where} was tokenized with another tokenizer ({found}; this run's "
+      f"is {_describe(tok)}, identity {tokenizer.identity(tok)}); use the same tokenizer "
+      "settings, or set config.data.tokenized_dir to a new directory to tokenize again")
+
+
+def _encode_piece(tok, texts, mode, eos_id, stats):
+  """Encodes documents in chunks; yields (tokens, doc lengths in tokens or sentences, sentence
+  lengths or None) per chunk."""
+  buffer = []
+
+  def flush():
+    if mode == "documents":
+      encoded = [np.asarray(e.ids + [eos_id], np.int64)
+                 for e in tok.encode_batch(buffer, add_special_tokens=False)]
+      out = (np.concatenate(encoded), np.array([len(e) for e in encoded], np.int64), None)
+    else:
+      docs = [d for d in bert_data.tokenize_documents(tok, buffer) if d]
+      stats["empty"] += len(buffer) - len(docs)
+      sents = [s for d in docs for s in d]
+      sent_lengths = np.array([len(s) for s in sents], np.int64)
+      tokens = np.concatenate(sents) if sents else np.zeros(0, np.int64)
+      out = (tokens, np.array([len(d) for d in docs], np.int64), sent_lengths)
+    buffer.clear()
+    return out
+
+  for text in texts:
+    buffer.append(text)
+    if len(buffer) >= _CHUNK:
+      yield flush()
+  if buffer:
+    yield flush()
+
+
+def _prepare_piece(path_prefix, texts, tok, mode, eos_id, dtype):
+  """Tokenizes one piece into <prefix>.tokens.bin / .docs.npy (/ .sents.npy), then its .json."""
+  stats = {"empty": 0, "invalid_utf8": 0}
+  tmp_bin = f"{path_prefix}.tokens.bin.tmp-{os.getpid()}"
+  doc_lengths, sent_lengths, n_tokens = [], [], 0
+  with open(tmp_bin, "wb") as f:
+    for tokens, docs, sents in _encode_piece(tok, texts(stats), mode, eos_id, stats):
+      tokens.astype(dtype).tofile(f)
+      n_tokens += len(tokens)
+      doc_lengths.append(docs)
+      if sents is not None:
+        sent_lengths.append(sents)
+  os.replace(tmp_bin, path_prefix + ".tokens.bin")
+  doc_lengths = np.concatenate(doc_lengths) if doc_lengths else np.zeros(0, np.int64)
+  offsets = lambda lengths: np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+  _write_atomic(path_prefix + ".docs.npy", lambda t: np.save(t, offsets(doc_lengths)))
+  record = {"tokens": n_tokens, "documents": len(doc_lengths), **stats}
+  if mode == "sentences":
+    sent_lengths = np.concatenate(sent_lengths) if sent_lengths else np.zeros(0, np.int64)
+    _write_atomic(path_prefix + ".sents.npy", lambda t: np.save(t, offsets(sent_lengths)))
+    record["sentences"] = len(sent_lengths)
+  else:
+    lengths = doc_lengths - 1
+    record["longest_document"] = int(lengths.max()) if len(lengths) else 0
+  return record
+
+
+def prepare(data, builder, split, tok, mode, *, process_index=0, process_count=1,
+            write_manifest=True):
+  """Tokenizes this process's pieces of `split` (pieces k with k % process_count ==
+  process_index), skipping pieces already done; writes the manifest once every piece is done
+  (when `write_manifest`). A no-op for a complete split. Returns the split's directory."""
+  if mode not in MODES:
+    raise ValueError(f"mode {mode!r}; use one of {MODES}")
+  out = directory(data, builder, split, mode)
+  ident = tokenizer.identity(tok)
+  manifest_path = os.path.join(out, "manifest.json")
+  if os.path.exists(manifest_path):
+    found = _read_json(manifest_path)
+    if found["tokenizer"] != ident:
+      raise _mismatch(out, found["tokenizer_description"], tok)
+    return out
+  sources.check_split(builder, split, data.text_key)
+  os.makedirs(out, exist_ok=True)
+  n = num_pieces(data, builder, split)
+  eos_id = tok.token_to_id(data.tokenizer.eos_token)
+  dtype = _token_dtype(tok)
+  subsplits = tfds.even_splits(split, n=n) if n > 1 else [split]
+  for k in range(process_index, n, process_count):
+    prefix = os.path.join(out, _piece_name(k, n))
+    if os.path.exists(prefix + ".json"):
+      done = _read_json(prefix + ".json")
+      if done["tokenizer"] != ident:
+        raise _mismatch(prefix, done["tokenizer_description"], tok)
+      continue
+    texts = lambda stats, sub=subsplits[k]: sources.texts(builder, sub, data.text_key, stats=stats)
+    record = _prepare_piece(prefix, texts, tok, mode, eos_id, dtype)
+    record.update(tokenizer=ident, tokenizer_description=_describe(tok))
+    _write_json(prefix + ".json", record)
+    logging.info("tokenized %s piece %d/%d: %d documents, %d tokens", split, k + 1, n,
+                 record["documents"], record["tokens"])
+  if write_manifest:
+    write_manifest_if_complete(out, n, tok, mode, dict(dataset=builder.info.full_name, split=split,
+                                                       text_key=data.text_key))
+  return out
+
+
+def write_manifest_if_complete(out, n, tok, mode, source):
+  """Writes manifest.json when all n pieces are done; returns whether the split is complete."""
+  names = [_piece_name(k, n) for k in range(n)]
+  if not all(os.path.exists(os.path.join(out, name + ".json")) for name in names):
+    return False
+  pieces = []
+  for name in names:
+    record = _read_json(os.path.join(out, name + ".json"))
+    if record["tokenizer"] != tokenizer.identity(tok):
+      raise _mismatch(os.path.join(out, name), record["tokenizer_description"], tok)
+    pieces.append(dict(record, name=name))
+  totals = {key: sum(p.get(key, 0) for p in pieces)
+            for key in ("tokens", "documents", "sentences", "empty", "invalid_utf8")}
+  manifest = dict(format=FORMAT, mode=mode, source=source, tokenizer=tokenizer.identity(tok),
+                  tokenizer_description=_describe(tok), vocab_size=tok.get_vocab_size(),
+                  dtype=np.dtype(_token_dtype(tok)).name, pieces=pieces, **totals)
+  _write_json(os.path.join(out, "manifest.json"), manifest)
+  return True
+
+
+class TokenStream:
+  """The pieces' token files as one read-only sequence of tokens."""
+
+  def __init__(self, arrays):
+    self.arrays = arrays
+    self.offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])]).astype(np.int64)
+
+  def __len__(self):
+    return int(self.offsets[-1])
+
+  def spans(self, starts, length):
+    """int32 [len(starts), length]: tokens [start, start + length) for each start."""
+    starts = np.asarray(starts, np.int64)
+    if len(self.arrays) == 1:
+      return self.arrays[0][starts[:, None] + np.arange(length)].astype(np.int32)
+    out = np.empty((len(starts), length), np.int32)
+    for i, start in enumerate(starts):
+      out[i] = self.read(start, start + length)
+    return out
+
+  def read(self, start, end):
+    """Tokens [start, end) as int32, across piece boundaries."""
+    k = int(np.searchsorted(self.offsets, start, side="right")) - 1
+    local = start - self.offsets[k]
+    if end <= self.offsets[k + 1]:
+      return np.asarray(self.arrays[k][local:local + end - start], np.int32)
+    parts, pos = [], start
+    while pos < end:
+      k = int(np.searchsorted(self.offsets, pos, side="right")) - 1
+      take = min(end, self.offsets[k + 1]) - pos
+      parts.append(self.arrays[k][pos - self.offsets[k]:pos - self.offsets[k] + take])
+      pos += take
+    return np.concatenate(parts).astype(np.int32)
+
+
+class Tokenized:
+  """An opened, complete tokenized split."""
+
+  def __init__(self, path, manifest, tok):
+    self.path, self.manifest = path, manifest
+    dtype = np.dtype(manifest["dtype"])
+    arrays = []
+    for piece in manifest["pieces"]:
+      file = os.path.join(path, piece["name"] + ".tokens.bin")
+      size = os.path.getsize(file) if os.path.exists(file) else -1
+      if size != piece["tokens"] * dtype.itemsize:
+        raise sources.DataError(
+            f"config.data: {file} has {size} bytes, not the {piece['tokens'] * dtype.itemsize} "
+            f"its manifest records; delete {path} and prepare it again")
+      arrays.append(np.memmap(file, dtype, mode="r") if piece["tokens"] else np.zeros(0, dtype))
+    self.stream = TokenStream(arrays)
+
+  @property
+  def mode(self):
+    return self.manifest["mode"]
+
+  @property
+  def num_tokens(self):
+    return self.manifest["tokens"]
+
+  def _offsets(self, suffix):
+    """Piece offset files joined into global offsets (each piece's shifted by the one before)."""
+    out, shift = [np.zeros(1, np.int64)], 0
+    base = {".docs.npy": "sentences" if self.mode == "sentences" else "tokens",
+            ".sents.npy": "tokens"}[suffix]
+    for piece in self.manifest["pieces"]:
+      local = np.load(os.path.join(self.path, piece["name"] + suffix))
+      out.append(local[1:] + shift)
+      shift += piece[base]
+    return np.concatenate(out)
+
+  def document_offsets(self):
+    """Start of every document and the end: token offsets ('documents') or sentence indices
+    ('sentences')."""
+    return self._offsets(".docs.npy")
+
+  def documents(self):
+    """'sentences' mode: every document as a list of sentence token arrays."""
+    sents, docs = self._offsets(".sents.npy"), self.document_offsets()
+    tokens = self.stream
+    return [[tokens.read(sents[i], sents[i + 1]) for i in range(docs[d], docs[d + 1])]
+            for d in range(len(docs) - 1)]
+
+  def summary(self):
+    m = self.manifest
+    skipped = ", ".join(f"{m[k]} {k.replace('_', ' ')}" for k in ("empty", "invalid_utf8") if m[k])
+    return (f"{m['source']['dataset']} {m['source']['split']}: {m['documents']:,} documents, "
+            f"{m['tokens']:,} tokens" + (f"; skipped {skipped} documents" if skipped else ""))
+
+
+def open_split(data, builder, split, tok, mode):
+  """Opens a prepared split; a clear error if it is missing, incomplete or of another tokenizer."""
+  path = directory(data, builder, split, mode)
+  manifest_path = os.path.join(path, "manifest.json")
+  if not os.path.exists(manifest_path):
+    done = len(glob.glob(os.path.join(path, "piece-*.json")))
+    raise sources.DataError(
+        f"config.data: split {split!r} of {builder.info.full_name} is not tokenized in {path} "
+        f"({done} pieces done); run `python -m input_pipeline.prepare` with this config")
+  manifest = _read_json(manifest_path)
+  if manifest["tokenizer"] != tokenizer.identity(tok):
+    raise _mismatch(path, manifest["tokenizer_description"], tok)
+  if manifest["format"] != FORMAT or manifest["mode"] != mode:
+    raise sources.DataError(f"config.data: {path} holds format {manifest['format']} mode "
+                            f"{manifest['mode']!r}; delete it and prepare again")
+  return Tokenized(path, manifest, tok)
