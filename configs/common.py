@@ -77,10 +77,15 @@ def data_config():
   data.eval_split = "validation"
   data.document_mask = False       # mask attention across packed documents (segment ids)
   data.shuffle = True
-  # 'shard': each process reads only its shard of a split and makes its own rows of every
-  # batch. 'all': each process reads the whole split and takes its slice of one global batch,
-  # so the global batches do not depend on the number of processes (small corpora).
-  data.process_reads = "shard"
+  # Every split is tokenized once, by `python -m input_pipeline.prepare` or by the first run
+  # that needs it, into <data_dir>/tokenized/<dataset>/tokenizer-<id>/ (one copy per
+  # tokenizer), or into tokenized_dir if set (one tokenization; another tokenizer is refused).
+  data.tokenized_dir = ""
+  data.prepare_pieces = 0          # files per tokenized split (units of parallel, resumable
+                                   # preparation); 0: one per 20,000 documents
+  # Several datasets mixed by weight: name -> mixture_source(weight, fields that differ from
+  # this section's), e.g. web=mixture_source(0.7, dataset="c4/en"). Empty: one dataset.
+  data.mixture = ml_collections.ConfigDict()
   data.tokenizer = ml_collections.ConfigDict()
   data.tokenizer.kind = "bpe"      # 'bpe' (byte-level), 'wordpiece' (BERT), 'char', or 'file'
   data.tokenizer.vocab_size = 8192 # bpe/wordpiece: size to train to
@@ -89,6 +94,19 @@ def data_config():
   data.tokenizer.eos_token = "<|endoftext|>"
   data.tokenizer.max_train_chars = 50_000_000  # bpe/char: text used to train the tokenizer
   return data
+
+
+# The fields of config.data that describe one dataset (a mixture entry may set any of them).
+SOURCE_FIELDS = ("dataset", "files", "doc_split", "validation_fraction", "split_by", "text_key",
+                 "jsonl_key", "train_split", "eval_split", "tokenized_dir", "prepare_pieces")
+
+
+def mixture_source(weight, **fields):
+  """One entry of config.data.mixture: its sampling weight and its dataset fields."""
+  unknown = sorted(set(fields) - set(SOURCE_FIELDS))
+  if unknown:
+    raise ValueError(f"config.data.mixture: unknown fields {unknown}; use {', '.join(SOURCE_FIELDS)}")
+  return ml_collections.ConfigDict(dict(fields, weight=float(weight)))
 
 
 def optimizer_config():

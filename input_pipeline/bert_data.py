@@ -11,37 +11,14 @@ boundary), into [CLS] ... [SEP] of at most seq_len tokens.
 Examples are built once per run from the seed (`dupe_factor` passes over the corpus); the
 masking is dynamic and keyed by (seed, step, example), so a resumed run is exact.
 """
-import re
+import hashlib
+import json
+import os
 
 import numpy as np
 from absl import logging
 
-from input_pipeline import lm_data, masking, sources, tokenizer
-
-_SENTENCE_END = re.compile(r"([.!?][\"')\]]*)\s+(?=[\"'(\[]*[A-Z0-9])")
-
-
-def split_sentences(text):
-  """Lines, further split after '.', '!' or '?' followed by a capitalised word."""
-  out = []
-  for line in text.split("\n"):
-    out.extend(s.strip() for s in _SENTENCE_END.sub("\\1\n", line).split("\n") if s.strip())
-  return out
-
-
-def tokenize_documents(tok, texts):
-  """Documents -> lists of sentences as int32 token arrays (empty sentences dropped)."""
-  docs = [split_sentences(t) for t in texts]
-  flat = [s for d in docs for s in d]
-  encoded = [np.asarray(e.ids, np.int32)
-             for e in tok.encode_batch(flat, add_special_tokens=False)] if flat else []
-  out, i = [], 0
-  for d in docs:
-    sents = [s for s in encoded[i:i + len(d)] if len(s)]
-    i += len(d)
-    out.append(sents)
-  return out
-
+from input_pipeline import batches, masking, sources, tokenized, tokenizer
 
 def _truncate_pair(a, b, max_tokens, rng):
   while len(a) + len(b) > max_tokens:
@@ -126,24 +103,34 @@ def full_sentence_examples(docs, seq_len, cls_id, sep_id):
   return examples
 
 
-class MaskedExamples:
-  """Step-indexed batches of masked examples for this process."""
+def example_arrays(examples, seq_len, pad_id, dtype=np.int32):
+  """(tokens, type_ids, is_random) lists -> padded tokens [n, seq_len] and per-example
+  lengths, segment-A lengths (type id 0, including [CLS] and the first [SEP]) and NSP labels."""
+  n = len(examples)
+  arrays = dict(tokens=np.full((n, seq_len), pad_id, dtype), lengths=np.zeros(n, np.int32),
+                a_lengths=np.zeros(n, np.int32), nsp_labels=np.zeros(n, np.int32))
+  for i, (tokens, types, is_random) in enumerate(examples):
+    arrays["tokens"][i, :len(tokens)] = tokens
+    arrays["lengths"][i] = len(tokens)
+    arrays["a_lengths"][i] = len(types) - int(np.sum(types))
+    arrays["nsp_labels"][i] = int(is_random)
+  return arrays
 
-  def __init__(self, examples, *, seq_len, batch_size, seed, shuffle, spec, pad_id, nsp):
-    n = len(examples)
-    self.tokens = np.full((n, seq_len), pad_id, np.int32)
-    self.type_ids = np.zeros((n, seq_len), np.int32)
-    self.lengths = np.zeros(n, np.int32)
-    self.nsp_labels = np.zeros(n, np.int32)
-    for i, (tokens, types, is_random) in enumerate(examples):
-      self.tokens[i, :len(tokens)] = tokens
-      self.type_ids[i, :len(types)] = types
-      self.lengths[i] = len(tokens)
-      self.nsp_labels[i] = int(is_random)
-    self.num_examples, self.batch_size = n, batch_size
+
+class MaskedExamples(batches.StepIndexed):
+  """Step-indexed batches of masked examples (from example_arrays' arrays)."""
+
+  def __init__(self, arrays, *, batch_size, seed, shuffle, spec, nsp):
+    self.tokens, self.lengths = arrays["tokens"], arrays["lengths"]
+    self.a_lengths, self.nsp_labels = arrays["a_lengths"], arrays["nsp_labels"]
+    self.num_examples, self.batch_size = len(self.lengths), batch_size
     self.seed = list(np.atleast_1d(seed))
     self.shuffle, self.spec, self.nsp = shuffle, spec, nsp
     self._epoch, self._perm = None, None
+
+  @classmethod
+  def from_examples(cls, examples, *, seq_len, pad_id, **kw):
+    return cls(example_arrays(examples, seq_len, pad_id), **kw)
 
   def _order(self, epoch):
     if not self.shuffle:
@@ -153,65 +140,84 @@ class MaskedExamples:
       self._epoch = epoch
     return self._perm
 
-  def _rows(self, indices):
-    return lm_data.per_epoch(indices, self.num_examples, self._order)
-
-  def _assemble(self, rows, stream, counter):
-    b, p = len(rows), self.spec.max_predictions
-    out = {"inputs": np.empty((b, self.tokens.shape[1]), np.int32),
-           "type_ids": self.type_ids[rows], "input_mask": np.zeros((b, self.tokens.shape[1]), np.int32),
+  def examples(self, indices, stream, counter, rows):
+    """Masked rows for example indices; the masks are keyed by (seed, stream, counter, row),
+    so every step (and every evaluation batch) is masked afresh and reproducibly."""
+    order = batches.per_epoch(indices, self.num_examples, self._order)
+    seq_len, p = self.tokens.shape[1], self.spec.max_predictions
+    tokens = np.asarray(self.tokens[np.sort(order)], np.int32)[np.argsort(np.argsort(order))]
+    lengths, a_lengths = self.lengths[order], self.a_lengths[order]
+    idx = np.arange(seq_len)
+    b = len(order)
+    out = {"inputs": np.empty((b, seq_len), np.int32),
+           "type_ids": ((idx >= a_lengths[:, None]) & (idx < lengths[:, None])).astype(np.int32),
+           "input_mask": (idx < lengths[:, None]).astype(np.int32),
            "masked_positions": np.empty((b, p), np.int32), "masked_ids": np.empty((b, p), np.int32),
            "masked_weights": np.empty((b, p), np.float32),
            "example_weights": np.ones(b, np.float32)}
     for j, row in enumerate(rows):
-      rng = np.random.default_rng([*self.seed, stream, counter, j])
-      length = int(self.lengths[row])
+      rng = np.random.default_rng([*self.seed, stream, counter, int(row)])
       (out["inputs"][j], out["masked_positions"][j], out["masked_ids"][j],
-       out["masked_weights"][j]) = masking.mask_row(self.tokens[row], length, self.spec, rng)
-      out["input_mask"][j, :length] = 1
+       out["masked_weights"][j]) = masking.mask_row(tokens[j], int(lengths[j]), self.spec, rng)
     if self.nsp:
-      out["nsp_labels"] = self.nsp_labels[rows]
+      out["nsp_labels"] = self.nsp_labels[order]
     return out
 
-  def batch(self, step):
-    """This process's rows of the training batch of `step`, masked afresh for this step."""
-    idx = step * self.batch_size + np.arange(self.batch_size)
-    return self._assemble(self._rows(idx), 0, step)
 
-  def eval_batch(self, i):
-    """The i-th evaluation batch: examples in order, with a fixed masking per batch."""
-    idx = i * self.batch_size + np.arange(self.batch_size)
-    return self._assemble(self._rows(idx), 1, i)
-
-  def epoch_of(self, step):
-    return step * self.batch_size / max(1, self.num_examples)
-
-
-def load_split(data, tok, split, *, batch_size, seq_len, seed, shuffle, shard, builder):
-  """Sentences of this process's shard -> NSP pairs (data.mlm.nsp) or full-sentence packs."""
-  ids = tokenizer.check_bert_specials(tok)
+def _build_examples(docs, data, seq_len, seed, ids, split):
+  """NSP pairs (data.mlm.nsp) or full-sentence packs of all documents."""
   mlm = data.mlm
-  docs = tokenize_documents(tok, sources.texts(builder, split, data.text_key, shard))
-  docs = [d for d in docs if d]
   rng = np.random.default_rng([*np.atleast_1d(seed), 7])
-  if mlm.nsp:
-    usable = [d for d in docs if len(d) >= 2]
-    skipped = len(docs) - len(usable)
-    if skipped:
-      logging.warning("%s: skipped %d of %d documents with fewer than 2 sentences (no "
-                      "next-sentence pairs)", split, skipped, len(docs))
-    if not usable:
-      raise sources.DataError(
-          f"config.data: no document of split {split!r} (process shard {shard[0]}/{shard[1]}) has "
-          f"2 or more sentences, so no next-sentence pairs can be formed ({skipped} skipped); "
-          "use longer documents (e.g. doc_split='file') or recipe=roberta")
-    examples = [e for _ in range(mlm.dupe_factor)
-                for e in nsp_examples(usable, seq_len, mlm.short_seq_prob, rng,
-                                      ids["[CLS]"], ids["[SEP]"])]
-  else:
-    examples = full_sentence_examples(docs, seq_len, ids["[CLS]"], ids["[SEP]"])
-  if not examples:
-    raise sources.DataError(f"config.data: split {split!r} yields no examples; add text")
-  spec = masking.make_spec(tok, [ids[t] for t in tokenizer.BERT_SPECIALS], ids["[MASK]"], mlm)
-  return MaskedExamples(examples, seq_len=seq_len, batch_size=batch_size, seed=seed,
-                        shuffle=shuffle, spec=spec, pad_id=ids["[PAD]"], nsp=mlm.nsp)
+  if not mlm.nsp:
+    return full_sentence_examples(docs, seq_len, ids["[CLS]"], ids["[SEP]"])
+  usable = [d for d in docs if len(d) >= 2]
+  skipped = len(docs) - len(usable)
+  if skipped:
+    logging.warning("%s: skipped %d of %d documents with fewer than 2 sentences (no "
+                    "next-sentence pairs)", split, skipped, len(docs))
+  if not usable:
+    raise sources.DataError(
+        f"config.data: no document of split {split!r} has 2 or more sentences, so no "
+        f"next-sentence pairs can be formed ({skipped} skipped); use longer documents "
+        "(e.g. doc_split='file') or recipe=roberta")
+  return [e for _ in range(mlm.dupe_factor)
+          for e in nsp_examples(usable, seq_len, mlm.short_seq_prob, rng, ids["[CLS]"], ids["[SEP]"])]
+
+
+def examples_dir(split, data, seq_len, seed):
+  """Where the examples built from a prepared split for these settings are cached."""
+  mlm = data.mlm
+  key = json.dumps([split.manifest["tokenizer"], split.manifest["tokens"], seq_len, mlm.nsp,
+                    mlm.short_seq_prob, mlm.dupe_factor, [int(x) for x in np.atleast_1d(seed)], 1])
+  return os.path.join(split.path, "examples-" + hashlib.sha256(key.encode()).hexdigest()[:12])
+
+
+def build_examples(split, data, tok, *, seq_len, seed):
+  """Builds (or finds) the example arrays of a prepared 'sentences' split, cached beside it:
+  pairs are built once per data and settings, as BERT's create_pretraining_data does."""
+  ids = tokenizer.check_bert_specials(tok)
+  path = examples_dir(split, data, seq_len, seed)
+  if not os.path.exists(os.path.join(path, "done.json")):
+    examples = _build_examples(split.documents(), data, seq_len, seed, ids,
+                               split.manifest["source"]["split"])
+    if not examples:
+      raise sources.DataError(f"config.data: {split.summary()} yields no examples; add text")
+    arrays = example_arrays(examples, seq_len, ids["[PAD]"], split.stream.arrays[0].dtype)
+    os.makedirs(path, exist_ok=True)
+    for name, value in arrays.items():
+      tokenized.write_atomic(os.path.join(path, name + ".npy"), lambda t, v=value: np.save(t, v))
+    tokenized.write_atomic(os.path.join(path, "done.json"),
+                           lambda t: open(t, "w").write(json.dumps({"examples": len(examples)})))
+  return {name: np.load(os.path.join(path, name + ".npy"), mmap_mode="r")
+          for name in ("tokens", "lengths", "a_lengths", "nsp_labels")}
+
+
+def load(split, data, tok, *, batch_size, seq_len, seed, shuffle):
+  """MaskedExamples over a prepared split (a tokenized.Tokenized in 'sentences' mode)."""
+  arrays = build_examples(split, data, tok, seq_len=seq_len, seed=seed)
+  ids = tokenizer.check_bert_specials(tok)
+  spec = masking.make_spec(tok, [ids[t] for t in tokenizer.BERT_SPECIALS], ids["[MASK]"], data.mlm)
+  arrays = dict(arrays, lengths=np.asarray(arrays["lengths"]),
+                a_lengths=np.asarray(arrays["a_lengths"]), nsp_labels=np.asarray(arrays["nsp_labels"]))
+  return MaskedExamples(arrays, batch_size=batch_size, seed=seed, shuffle=shuffle, spec=spec,
+                        nsp=data.mlm.nsp)

@@ -1,21 +1,23 @@
-"""Packed causal-LM windows, indexed by step.
+"""Packed causal-LM windows over a token stream, indexed by step.
 
-Documents are tokenized, joined with EOS into one stream and cut into windows of seq_len + 1
-tokens (consecutive windows share one token, so every token is a target once; no padding).
-The local batch of step s is a pure function of (seed, process, s): window order is a seeded
-permutation per epoch, so a resumed run continues the exact same sequence of batches without
-replaying anything. When shuffling, each epoch also shifts every window start by a seeded
-offset in [0, seq_len), so repeated epochs see new windows rather than the same ones again.
+The stream is a prepared split (input_pipeline/tokenized.py): documents, each followed by EOS,
+back to back. It is cut into windows of seq_len + 1 tokens (consecutive windows share one
+token, so every token is a target once; no padding). Window order is a seeded permutation per
+epoch, and each epoch also shifts every window start by a seeded offset in [0, seq_len), so
+repeated epochs see new windows rather than the same ones again. Row r of the global batch of
+step s is window s * batch_size + r of that sequence (input_pipeline/batches.py).
 """
 import dataclasses
 
 import numpy as np
+from absl import logging
 
-from input_pipeline import sources
+from input_pipeline import batches, sources, tokenized
 
 
 def tokenize_stream(tok, texts, eos_id, chunk=1024):
-  """Encodes texts in parallel chunks; returns (tokens, position-in-document) int32 arrays."""
+  """Encodes texts in parallel chunks; returns (tokens, position-in-document) int32 arrays
+  (what a prepared split holds, built in memory: for tests and the on-the-fly benchmark)."""
   pieces, positions, buffer = [], [], []
 
   def flush():
@@ -35,35 +37,28 @@ def tokenize_stream(tok, texts, eos_id, chunk=1024):
   return np.concatenate(pieces), np.concatenate(positions)
 
 
-def per_epoch(indices, n, of_epoch):
-  """Values for global example indices that run over epochs of n examples: index i is item
-  i % n of the array `of_epoch(i // n)` (called once per epoch present)."""
-  epochs, offsets = np.divmod(np.asarray(indices, np.int64), n)
-  out = np.empty(len(offsets), np.int64)
-  for epoch in np.unique(epochs):
-    sel = epochs == epoch
-    out[sel] = of_epoch(int(epoch))[offsets[sel]]
-  return out
-
-
 @dataclasses.dataclass
-class PackedWindows:
-  """Windows over one token stream; `batch(step)` gives this process's rows for that step."""
-  tokens: np.ndarray
-  doc_positions: np.ndarray
+class PackedWindows(batches.StepIndexed):
+  """Windows over one token stream (a TokenStream, or an array of tokens)."""
+  stream: object
   seq_len: int
-  batch_size: int       # rows per call (this process's share of the global batch)
-  seed: int
+  batch_size: int       # rows of the global batch
+  seed: object
   shuffle: bool
   document_mask: bool
+  eos_id: int = -1      # document_mask: a document starts after each EOS
 
   def __post_init__(self):
+    if isinstance(self.stream, np.ndarray):
+      self.stream = tokenized.TokenStream([self.stream])
+    n = len(self.stream)
     # Shuffled windows keep seq_len - 1 tokens of slack for the per-epoch shift.
     slack = self.seq_len - 1 if self.shuffle else 0
-    self.num_windows = max(0, (len(self.tokens) - 1 - slack) // self.seq_len)
+    self.num_windows = max(0, (n - 1 - slack) // self.seq_len)
     if self.shuffle and not self.num_windows:  # a tiny split: no room to shift, one window
-      self.num_windows = max(0, (len(self.tokens) - 1) // self.seq_len)
-    self._max_shift = len(self.tokens) - 1 - self.num_windows * self.seq_len + 1
+      self.num_windows = max(0, (n - 1) // self.seq_len)
+    self.num_examples = self.num_windows
+    self._max_shift = n - 1 - self.num_windows * self.seq_len + 1
     self._cached_epoch, self._starts = None, None
 
   def _starts_of(self, epoch):
@@ -78,45 +73,40 @@ class PackedWindows:
     return self._starts
 
   def windows(self, indices):
-    """Rows for global window indices (epochs wrap around, each with a fresh order)."""
-    starts = per_epoch(indices, self.num_windows, self._starts_of)
-    span = starts[:, None] + np.arange(self.seq_len + 1)
-    window = self.tokens[span]
+    """Rows for window indices (epochs wrap around, each with a fresh order)."""
+    starts = batches.per_epoch(indices, self.num_windows, self._starts_of)
+    window = self.stream.spans(starts, self.seq_len + 1)
     batch = {"inputs": window[:, :-1], "targets": window[:, 1:]}
     if self.document_mask:
-      # Positions count from the document's start, or from the window's start for a document
-      # that began in an earlier window, so they never exceed seq_len.
-      starts_doc = self.doc_positions[span[:, :-1]] == 0
+      # A document starts at the stream's start and after every EOS. Positions count from the
+      # document's start, or from the window's start for a document that began in an earlier
+      # window, so they never exceed seq_len.
+      before = self.stream.spans(np.maximum(starts - 1, 0), 1)[:, 0]
+      starts_doc = np.empty((len(starts), self.seq_len), bool)
+      starts_doc[:, 0] = (starts == 0) | (before == self.eos_id)
+      starts_doc[:, 1:] = window[:, :self.seq_len - 1] == self.eos_id
       idx = np.arange(self.seq_len)
       first = np.maximum.accumulate(np.where(starts_doc, idx, 0), axis=1)
       batch["positions"] = (idx - first).astype(np.int32)
       batch["segment_ids"] = np.cumsum(starts_doc, axis=1, dtype=np.int32) + 1
     return batch
 
-  @property
-  def num_examples(self):
-    return self.num_windows
-
-  def batch(self, step):
-    """This process's rows of the training batch of `step`."""
-    return self.windows(step * self.batch_size + np.arange(self.batch_size))
-
-  def eval_batch(self, i):
-    """The i-th evaluation batch (windows in order, wrapping around a small split)."""
-    return self.windows(i * self.batch_size + np.arange(self.batch_size))
-
-  def epoch_of(self, step):
-    return step * self.batch_size / max(1, self.num_windows)
+  def examples(self, indices, stream, counter, rows):
+    del stream, counter, rows  # windows carry no per-step randomness
+    return self.windows(indices)
 
 
-def load_split(data, tok, split, *, batch_size, seq_len, seed, shuffle, shard, builder):
-  """Tokenizes this process's shard of a split into PackedWindows."""
-  eos_id = tok.token_to_id(data.tokenizer.eos_token)
-  tokens, positions = tokenize_stream(tok, sources.texts(builder, split, data.text_key, shard), eos_id)
-  windows = PackedWindows(tokens, positions, seq_len, batch_size, seed, shuffle, data.document_mask)
+def load(split, data, *, batch_size, seq_len, seed, shuffle, eos_id):
+  """PackedWindows over a prepared split (a tokenized.Tokenized in 'documents' mode)."""
+  windows = PackedWindows(split.stream, seq_len, batch_size, seed, shuffle, data.document_mask,
+                          eos_id)
   if windows.num_windows == 0:
     raise sources.DataError(
-        f"config.data: split {split!r} (process shard {shard[0]}/{shard[1]}) has {len(tokens)} "
-        f"tokens, fewer than one window of seq_len+1={seq_len + 1}; add data or lower "
-        "config.batch.seq_len")
+        f"config.data: {split.summary()}: fewer than one window of seq_len+1={seq_len + 1} "
+        "tokens; add data or lower config.batch.seq_len")
+  lengths = np.diff(split.document_offsets()) - 1
+  longer = int((lengths > seq_len).sum())
+  if longer:
+    logging.info("%s: %d documents are longer than a window of %d tokens and continue across "
+                 "windows", split.summary(), longer, seq_len)
   return windows

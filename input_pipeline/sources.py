@@ -2,6 +2,7 @@
 import logging
 import os
 
+import ml_collections
 import tensorflow_datasets as tfds
 
 from input_pipeline import local_text
@@ -42,6 +43,51 @@ def builder(data):
   return b
 
 
+def named(data):
+  """The datasets of config.data (`data`): [(name, that dataset's data section, weight)].
+
+  One dataset is named ''; a mixture's entries take config.data's fields, overridden by their
+  own (configs.common.mixture_source)."""
+  if not data.mixture:
+    return [("", data, 1.0)]
+  out = []
+  for name, entry in data.mixture.items():
+    src = ml_collections.ConfigDict(data.to_dict())
+    del src["mixture"]
+    fields = entry.to_dict()
+    weight = fields.pop("weight", None)
+    if weight is None or not weight > 0:
+      raise DataError(f"config.data.mixture.{name}.weight: {weight}; give a weight > 0")
+    for key, value in fields.items():
+      if key not in src or key in ("tokenizer", "mlm"):
+        raise DataError(f"config.data.mixture.{name}.{key}: not a dataset field")
+      src[key] = value
+    out.append((name, src, float(weight)))
+  return out
+
+
+def builders(data):
+  """tfds builders of every dataset of `data`, our local-text ones prepared (a no-op if done)."""
+  out = {}
+  for name, src, _ in named(data):
+    out[name] = builder(src)
+    if src.dataset == "local_text":
+      prepare(out[name])
+  return out
+
+
+def training_texts(datasets, builders, max_chars):
+  """Text to train a tokenizer on: each dataset's train split, up to its weight's share."""
+  total = sum(w for _, _, w in datasets)
+  for name, src, weight in datasets:
+    budget = int(max_chars * weight / total)
+    for text in texts(builders[name], src.train_split, src.text_key):
+      if budget <= 0:
+        break
+      yield text[:budget]
+      budget -= len(text)
+
+
 def prepare(b):
   """Prepares our own builder in its data_dir (a no-op once prepared)."""
   if not b.is_prepared():
@@ -52,8 +98,9 @@ def prepare(b):
 
 
 def check_split(b, split, text_key):
-  """A clear error if `split` or `text_key` is not in the dataset."""
-  base = split.split("[")[0].split("+")[0]
+  """A clear error if `split` (a name, maybe sliced: 'train[:5%]') or `text_key` is not in
+  the dataset."""
+  base = split.split("[")[0].split("+")[0] if isinstance(split, str) else split.split
   if base not in b.info.splits:
     has = ", ".join(b.info.splits)
     hint = (f"; carve one out of train, e.g. --config.data.train_split='train[5%:]' "

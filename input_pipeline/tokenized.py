@@ -29,13 +29,14 @@ import json
 import math
 import os
 import re
+import urllib.parse
 import tempfile
 
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from input_pipeline import bert_data, sources, tokenizer
+from input_pipeline import sources, tokenizer
 
 FORMAT = 1
 MODES = ("documents", "sentences")
@@ -43,21 +44,52 @@ DOCS_PER_PIECE = 20_000  # automatic piece count: about one piece per this many 
 _CHUNK = 512             # documents encoded per tokenizer call
 
 
-def directory(data, builder, split, mode):
-  """Where `split` of `builder`, tokenized for `mode`, lives."""
-  root = data.tokenized_dir or os.path.join(data.data_dir, "tokenized", builder.info.full_name)
-  safe = re.sub(r"[^A-Za-z0-9_.%-]+", "_", split)
-  return os.path.join(root, f"{safe}.{mode}")
+_SENTENCE_END = re.compile(r"([.!?][\"')\]]*)\s+(?=[\"'(\[]*[A-Z0-9])")
+
+
+def split_sentences(text):
+  """Lines, further split after '.', '!' or '?' followed by a capitalised word."""
+  out = []
+  for line in text.split("\n"):
+    out.extend(s.strip() for s in _SENTENCE_END.sub("\\1\n", line).split("\n") if s.strip())
+  return out
+
+
+def tokenize_documents(tok, texts):
+  """Documents -> lists of sentences as int32 token arrays (empty sentences dropped)."""
+  docs = [split_sentences(t) for t in texts]
+  flat = [s for d in docs for s in d]
+  encoded = [np.asarray(e.ids, np.int32)
+             for e in tok.encode_batch(flat, add_special_tokens=False)] if flat else []
+  out, i = [], 0
+  for d in docs:
+    sents = [s for s in encoded[i:i + len(d)] if len(s)]
+    i += len(d)
+    out.append(sents)
+  return out
+
+
+def directory(data, builder, split, mode, tok):
+  """Where `split` of `builder`, tokenized by `tok` for `mode`, lives.
+
+  By default each tokenizer gets its own copy under <data_dir>/tokenized/<dataset>/, so runs
+  with other tokenizers (a vocabulary sweep) never collide. An explicit
+  config.data.tokenized_dir holds one tokenization, and another tokenizer is refused there.
+  """
+  root = data.tokenized_dir or os.path.join(data.data_dir, "tokenized", builder.info.full_name,
+                                            "tokenizer-" + tokenizer.identity(tok))
+  return os.path.join(root, f"{urllib.parse.quote(split, safe='')}.{mode}")  # train%5B%3A5%25%5D
 
 
 def num_pieces(data, builder, split):
-  if data.prepare_pieces > 0:
-    return data.prepare_pieces
+  """config.data.prepare_pieces, or about one piece per DOCS_PER_PIECE documents; never more
+  pieces than documents."""
   try:
     n = builder.info.splits[split].num_examples
   except Exception:  # pylint: disable=broad-except
     n = 0
-  return max(1, min(4096, math.ceil(n / DOCS_PER_PIECE)))
+  pieces = data.prepare_pieces or math.ceil(n / DOCS_PER_PIECE)
+  return max(1, min(4096, pieces, n or pieces))
 
 
 def _piece_name(k, n):
@@ -69,7 +101,7 @@ def _read_json(path):
     return json.load(f)
 
 
-def _write_atomic(path, write):
+def write_atomic(path, write):
   """Writes through a temporary file in the same directory, renamed into place when complete."""
   fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix="-" + os.path.basename(path))
   os.close(fd)
@@ -85,7 +117,7 @@ def _write_json(path, obj):
   def write(tmp):
     with open(tmp, "w", encoding="utf-8") as f:
       json.dump(obj, f, indent=1, sort_keys=True)
-  _write_atomic(path, write)
+  write_atomic(path, write)
 
 
 def _token_dtype(tok):
@@ -115,7 +147,7 @@ def _encode_piece(tok, texts, mode, eos_id, stats):
                  for e in tok.encode_batch(buffer, add_special_tokens=False)]
       out = (np.concatenate(encoded), np.array([len(e) for e in encoded], np.int64), None)
     else:
-      docs = [d for d in bert_data.tokenize_documents(tok, buffer) if d]
+      docs = [d for d in tokenize_documents(tok, buffer) if d]
       stats["empty"] += len(buffer) - len(docs)
       sents = [s for d in docs for s in d]
       sent_lengths = np.array([len(s) for s in sents], np.int64)
@@ -147,11 +179,11 @@ def _prepare_piece(path_prefix, texts, tok, mode, eos_id, dtype):
   os.replace(tmp_bin, path_prefix + ".tokens.bin")
   doc_lengths = np.concatenate(doc_lengths) if doc_lengths else np.zeros(0, np.int64)
   offsets = lambda lengths: np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-  _write_atomic(path_prefix + ".docs.npy", lambda t: np.save(t, offsets(doc_lengths)))
+  write_atomic(path_prefix + ".docs.npy", lambda t: np.save(t, offsets(doc_lengths)))
   record = {"tokens": n_tokens, "documents": len(doc_lengths), **stats}
   if mode == "sentences":
     sent_lengths = np.concatenate(sent_lengths) if sent_lengths else np.zeros(0, np.int64)
-    _write_atomic(path_prefix + ".sents.npy", lambda t: np.save(t, offsets(sent_lengths)))
+    write_atomic(path_prefix + ".sents.npy", lambda t: np.save(t, offsets(sent_lengths)))
     record["sentences"] = len(sent_lengths)
   else:
     lengths = doc_lengths - 1
@@ -166,7 +198,7 @@ def prepare(data, builder, split, tok, mode, *, process_index=0, process_count=1
   (when `write_manifest`). A no-op for a complete split. Returns the split's directory."""
   if mode not in MODES:
     raise ValueError(f"mode {mode!r}; use one of {MODES}")
-  out = directory(data, builder, split, mode)
+  out = directory(data, builder, split, mode, tok)
   ident = tokenizer.identity(tok)
   manifest_path = os.path.join(out, "manifest.json")
   if os.path.exists(manifest_path):
@@ -217,6 +249,29 @@ def write_manifest_if_complete(out, n, tok, mode, source):
                   dtype=np.dtype(_token_dtype(tok)).name, pieces=pieces, **totals)
   _write_json(os.path.join(out, "manifest.json"), manifest)
   return True
+
+
+def tokenizer_for(data, built):
+  """config.data.tokenizer, trained on the datasets' train splits if it is a trained kind."""
+  datasets = sources.named(data)
+  return tokenizer.get_tokenizer(
+      data.tokenizer, data.data_dir,
+      lambda: sources.training_texts(datasets, built, data.tokenizer.max_train_chars))
+
+
+def splits(data):
+  """(name, dataset section, split) of every split a run reads."""
+  return [(name, src, split) for name, src, _ in sources.named(data)
+          for split in dict.fromkeys((src.train_split, src.eval_split))]
+
+
+def prepare_all(data, mode, tok, built, *, process_index=0, process_count=1, write_manifest=True):
+  """Tokenizes this worker's pieces of every split; returns {(name, split): directory}."""
+  return {(name, split): prepare(src, built[name], split, tok, mode,
+                                           process_index=process_index,
+                                           process_count=process_count,
+                                           write_manifest=write_manifest)
+          for name, src, split in splits(data)}
 
 
 class TokenStream:
@@ -311,7 +366,7 @@ class Tokenized:
 
 def open_split(data, builder, split, tok, mode):
   """Opens a prepared split; a clear error if it is missing, incomplete or of another tokenizer."""
-  path = directory(data, builder, split, mode)
+  path = directory(data, builder, split, mode, tok)
   manifest_path = os.path.join(path, "manifest.json")
   if not os.path.exists(manifest_path):
     done = len(glob.glob(os.path.join(path, "piece-*.json")))

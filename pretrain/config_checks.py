@@ -7,6 +7,9 @@ import os
 import tempfile
 
 import jax.numpy as jnp
+import ml_collections
+
+from configs import common
 
 from input_pipeline import masking
 from models import layers
@@ -93,8 +96,14 @@ def check(config, num_devices, num_processes=1):
   _require(config.data.tokenizer.kind != "file" or os.path.isfile(config.data.tokenizer.path),
            f"config.data.tokenizer.path: {config.data.tokenizer.path!r} is not a file; give a "
            "HF tokenizer.json or a BERT vocab.txt")
-  _require(config.data.process_reads in ("shard", "all"),
-           f"config.data.process_reads: {config.data.process_reads!r}; use 'shard' or 'all'")
+  _require(config.data.prepare_pieces >= 0, "config.data.prepare_pieces: must be >= 0 (0: automatic)")
+  for name, entry in config.data.mixture.items():
+    _require(isinstance(entry, ml_collections.ConfigDict) and "weight" in entry,
+             f"config.data.mixture.{name}: give configs.common.mixture_source(weight, ...)")
+    _require(entry.weight > 0, f"config.data.mixture.{name}.weight: {entry.weight}; must be > 0")
+    unknown = sorted(set(entry) - set(common.SOURCE_FIELDS) - {"weight"})
+    _require(not unknown, f"config.data.mixture.{name}: unknown fields {unknown}; use "
+             f"{', '.join(common.SOURCE_FIELDS)}")
   if config.objective in ("mlm", "mlm_nsp"):
     check_mlm(config)
   _require(not config.init_from or os.path.isdir(config.init_from),

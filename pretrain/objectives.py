@@ -25,7 +25,8 @@ from pretrain import metrics
 class Objective:
   name: str
   make_model: Callable     # (resolved model cfg, nnx.Rngs) -> nnx.Module
-  load_split: Callable     # (config.data, tokenizer, split, **kw) -> a step-indexed loader
+  mode: str                # how its data is tokenized: 'documents' or 'sentences'
+  load: Callable           # (prepared split, config.data, tokenizer, **kw) -> a StepIndexed loader
   denominators: Callable   # batch -> dict of float32 counts
   loss: Callable           # (model, batch, dropout_key, denominators) -> (loss, sums)
   summarize: Callable      # summed sums + denominators -> dict of means, with 'loss'
@@ -134,7 +135,8 @@ def _mlm_objective(name):
   return Objective(
       name=name,
       make_model=lambda cfg, rngs: encoder.Encoder(cfg, rngs=rngs),
-      load_split=bert_data.load_split,
+      mode="sentences",
+      load=bert_data.load,
       denominators=mlm_denominators,
       loss=mlm_loss,
       summarize=mlm_summarize,
@@ -147,7 +149,9 @@ OBJECTIVES = {
     "causal_lm": Objective(
         name="causal_lm",
         make_model=lambda cfg, rngs: decoder.Decoder(cfg, rngs=rngs),
-        load_split=lm_data.load_split,
+        mode="documents",
+        load=lambda split, data, tok, **kw: lm_data.load(
+            split, data, eos_id=tok.token_to_id(data.tokenizer.eos_token), **kw),
         denominators=causal_lm_denominators,
         loss=causal_lm_loss,
         summarize=causal_lm_summarize,

@@ -23,7 +23,7 @@ from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from input_pipeline import sources, tokenizer
+from input_pipeline import batches, sources, tokenized, tokenizer
 from models import layers
 from pretrain import (checkpointing, config_checks, durations, metrics, objectives, optimizer,
                       sharding)
@@ -168,51 +168,51 @@ class Preemption:
 
 
 def load_data(config, objective):
-  """Prepares the dataset, gets the tokenizer and builds this process's train/eval loaders."""
+  """Prepares and tokenizes every dataset (once; later runs find them done) and builds the
+  train loader (one dataset, or their Mixture) and one eval loader per dataset.
+
+  Loaders are global: a process asks for its rows of each global batch, so the batches do
+  not depend on the number of processes. Process 0 does the shared work first (tfds
+  preparation, tokenizer training, manifests, cached BERT examples); every process tokenizes
+  its share of the pieces.
+  """
   data, pidx, pcount = config.data, jax.process_index(), jax.process_count()
-  if pidx == 0:
-    sources.prepare(sources.builder(data))
+
+  def barrier(name):
+    if pcount > 1:
+      multihost_utils.sync_global_devices(name)
+
+  def first_process_first(fn):
+    if pidx == 0:
+      out = fn()
+    barrier(fn.__name__)
+    return out if pidx == 0 else fn()
+
+  datasets = sources.named(data)
+  built = first_process_first(lambda: sources.builders(data))
+  tok = first_process_first(lambda: tokenized.tokenizer_for(data, built))
+  tokenized.prepare_all(data, objective.mode, tok, built, process_index=pidx, process_count=pcount,
+                      write_manifest=pcount == 1)
+  barrier("pieces tokenized")
   if pcount > 1:
-    multihost_utils.sync_global_devices("dataset prepared")
-  builder = sources.builder(data)
-  tok = tokenizer.get_tokenizer(
-      data.tokenizer, data.data_dir,
-      lambda: sources.texts(builder, data.train_split, data.text_key))
-  local = config.batch.size // pcount
-  if data.process_reads == "all":  # one global stream; this process keeps its rows
-    common = dict(batch_size=config.batch.size, seq_len=config.batch.seq_len, shard=(0, 1),
-                  builder=builder)
-    seed = [config.seed, 0]
-  else:
-    common = dict(batch_size=local, seq_len=config.batch.seq_len, shard=(pidx, pcount),
-                  builder=builder)
-    seed = [config.seed, pidx]
-  train = objective.load_split(data, tok, data.train_split, seed=seed, shuffle=data.shuffle,
-                               **common)
-  val = objective.load_split(data, tok, data.eval_split, seed=seed, shuffle=False, **common)
-  if data.process_reads == "all":
-    train, val = ProcessRows(train, pidx, local), ProcessRows(val, pidx, local)
-  return tok, train, val
+    first_process_first(lambda: tokenized.prepare_all(data, objective.mode, tok, built))
 
+  def loaders():
+    train, val = {}, {}
+    for k, (name, src, _) in enumerate(datasets):
+      kw = dict(batch_size=config.batch.size, seq_len=config.batch.seq_len, seed=[config.seed, k])
+      for split, shuffle, out in ((src.train_split, data.shuffle, train),
+                                  (src.eval_split, False, val)):
+        opened = tokenized.open_split(src, built[name], split, tok, objective.mode)
+        logging.info("%s", opened.summary())
+        out[name] = objective.load(opened, src, tok, shuffle=shuffle, **kw)
+    return train, val
 
-class ProcessRows:
-  """This process's rows [i * n, (i + 1) * n) of every batch of a global loader."""
-
-  def __init__(self, loader, index, rows):
-    self.loader, self.index, self.rows = loader, index, rows
-    self.num_examples = loader.num_examples
-
-  def _slice(self, batch):
-    return {k: v[self.index * self.rows:(self.index + 1) * self.rows] for k, v in batch.items()}
-
-  def batch(self, step):
-    return self._slice(self.loader.batch(step))
-
-  def eval_batch(self, i):
-    return self._slice(self.loader.eval_batch(i))
-
-  def epoch_of(self, step):
-    return self.loader.epoch_of(step)
+  train, val = first_process_first(loaders)
+  if len(train) == 1:
+    return tok, train[""], val
+  weights = {name: w for name, _, w in datasets}
+  return tok, batches.Mixture(train, weights, config.batch.size), val
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -235,6 +235,9 @@ def train_and_evaluate(config, workdir, devices=None):
   model_cfg = layers.resolve(config.model, tok.get_vocab_size())
   total_steps = durations.total_steps(config)
   tok_id = tokenizer.identity(tok)
+  # Example counts identify the data well enough to warn when a resumed run's has changed.
+  datasets_meta = {"train": train_data.num_examples,
+                   "eval": {name: loader.num_examples for name, loader in val_data.items()}}
 
   # Everything that can fail on the checkpoint is checked before compiling.
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
@@ -249,11 +252,10 @@ def train_and_evaluate(config, workdir, devices=None):
       raise checkpointing.CheckpointError(
           f"config.data.tokenizer: the checkpoint in {ckpt.directory} was trained with another "
           "tokenizer; use the same data and tokenizer settings or a fresh workdir")
-    saved_processes = meta["data"].get("process_count", jax.process_count())
-    if saved_processes != jax.process_count() and config.data.process_reads == "shard":
-      logging.warning("resuming a run of %d processes with %d: with data.process_reads='shard' "
-                      "the batches from here on differ from the original run's", saved_processes,
-                      jax.process_count())
+    saved = meta["data"].get("datasets")
+    if saved is not None and saved != datasets_meta:
+      logging.warning("resuming with other data than the checkpoint's (%s, now %s): the batches "
+                      "from here on differ from the original run's", saved, datasets_meta)
   elif config.init_from:
     source = config.init_from
     if os.path.isdir(os.path.join(source, "checkpoints")):  # a run's workdir
@@ -269,7 +271,9 @@ def train_and_evaluate(config, workdir, devices=None):
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
       json.dump(dict(config.to_dict(), resolved_model=model_cfg.to_dict()), f, indent=2)
 
-  first_batch = train_data.batch(0)  # for the batch structure only
+  local = config.batch.size // jax.process_count()
+  rows = np.arange(jax.process_index() * local, (jax.process_index() + 1) * local)
+  first_batch = train_data.batch(0, rows)  # for the batch structure only
   steps = build_steps(config, objective, model_cfg, mesh, rules,
                       {k: v.ndim for k, v in first_batch.items()}, total_steps)
   if latest is not None:
@@ -291,11 +295,18 @@ def train_and_evaluate(config, workdir, devices=None):
             for k, v in batch.items()}
 
   def evaluate(params):
-    sums = None
-    for i in range(max(1, config.train.eval_batches)):
-      out = p_eval(params, to_global(val_data.eval_batch(i)))
-      sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
-    return objective.summarize(jax.device_get(sums))
+    """Metrics per dataset ('name/metric'), and over all of them together."""
+    per, total = {}, None
+    for name, loader in val_data.items():
+      sums = None
+      for i in range(max(1, config.train.eval_batches)):
+        out = p_eval(params, to_global(loader.eval_batch(i, rows)))
+        sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+      sums = jax.device_get(sums)
+      total = sums if total is None else jax.tree.map(np.add, total, sums)
+      if name:
+        per.update({f"{name}/{k}": v for k, v in objective.summarize(sums).items()})
+    return dict(objective.summarize(total), **per)
 
   n_params = layers.count_params(lambda: objective.make_model(model_cfg, nnx.Rngs(0)))
   tokens_per_step = config.batch.size * config.batch.seq_len
@@ -305,13 +316,13 @@ def train_and_evaluate(config, workdir, devices=None):
   writer.print(
       f"model {model_cfg.size}: {n_params / 1e6:.2f}M params (excl. positions), vocab "
       f"{model_cfg.vocab_size}; mesh {dict(mesh.shape)}; {total_steps} steps of {tokens_per_step} "
-      f"tokens; train {train_data.num_examples} examples/process; peak {peak:.3g} FLOP/s/device "
+      f"tokens; train {train_data.num_examples} examples; peak {peak:.3g} FLOP/s/device "
       f"({peak_source}); MFU FLOPs/token as in pretrain/metrics.py")
 
   def meta(step):
     return {"model": model_cfg.to_dict(), "tokenizer": tok_id,
             "data": {"step": step, "seed": config.seed, "process_count": jax.process_count(),
-                     "train_examples": train_data.num_examples}}
+                     "datasets": datasets_meta}}
 
   stop_at = min(total_steps, config.train.stop_at_step or total_steps)
   preemption = Preemption()
@@ -319,7 +330,7 @@ def train_and_evaluate(config, workdir, devices=None):
   last = {}
   try:
     while step < stop_at:
-      state, out = p_train(state, to_global(train_data.batch(step)))
+      state, out = p_train(state, to_global(train_data.batch(step, rows)))
       step += 1
       pending.append(out)
       if window_start is None:  # the first step includes compilation: time from its end
@@ -335,6 +346,8 @@ def train_and_evaluate(config, workdir, devices=None):
                             peak * len(devices))
           _check_finite(last, step, config)
           last["epoch"] = train_data.epoch_of(step)
+          if isinstance(train_data, batches.Mixture):
+            last.update({f"epoch/{n}": e for n, e in train_data.epochs(step).items()})
           last["tokens_seen"] = step * tokens_per_step
           writer.write(step, last, prefix="train/")
           eta = (total_steps - step) * last["step_time_s"]

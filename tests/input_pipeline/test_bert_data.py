@@ -1,5 +1,5 @@
 """BERT / RoBERTa examples (input_pipeline/bert_data.py) and the BERT tokenizers they need:
-sentence splitting, next-sentence pairs, full-sentence packing, load_split on the real tfds
+sentence splitting, next-sentence pairs, full-sentence packing, bert_data.load on the real tfds
 path."""
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ import tokenizers as hf_tokenizers
 from tokenizers import models as hf_models
 
 from configs import common
-from input_pipeline import bert_data, sources, tokenizer
+from input_pipeline import bert_data, sources, tokenized, tokenizer
 from tests.conftest import tiny_bert_config
 
 CLS, SEP = 2, 3
@@ -84,15 +84,17 @@ def _load(config, split="train", seq_len=32, seed=(0, 0), shuffle=True, tok=None
   if tok is None:
     tok = tokenizer.get_tokenizer(data.tokenizer, data.data_dir,
                                   lambda: sources.texts(b, data.train_split, data.text_key))
-  loader = bert_data.load_split(data, tok, split, batch_size=8, seq_len=seq_len, seed=list(seed),
-                                shuffle=shuffle, shard=(0, 1), builder=b)
+  tokenized.prepare(data, b, split, tok, "sentences")
+  opened = tokenized.open_split(data, b, split, tok, "sentences")
+  loader = bert_data.load(opened, data, tok, batch_size=8, seq_len=seq_len, seed=list(seed),
+                          shuffle=shuffle)
   return loader, tok, b
 
 
 def _rows(loader):
   for i in range(loader.num_examples):
-    n = int(loader.lengths[i])
-    yield (loader.tokens[i, :n].tolist(), loader.type_ids[i, :n].tolist(),
+    n, a = int(loader.lengths[i]), int(loader.a_lengths[i])
+    yield (loader.tokens[i, :n].tolist(), [0] * a + [1] * (n - a),
            bool(loader.nsp_labels[i]), loader.tokens[i, n:])
 
 
@@ -179,36 +181,36 @@ def test_tokenizer_without_mask_is_refused(no_mask_tokenizer_json, tmp_path, dat
 
 
 def test_split_sentences():
-  assert bert_data.split_sentences("Hello there. How are you? Fine!") == [
+  assert tokenized.split_sentences("Hello there. How are you? Fine!") == [
       "Hello there.", "How are you?", "Fine!"]
-  assert bert_data.split_sentences("Use a tool, e.g. this one. Then stop.") == [
+  assert tokenized.split_sentences("Use a tool, e.g. this one. Then stop.") == [
       "Use a tool, e.g. this one.", "Then stop."]
-  assert bert_data.split_sentences("It was 3.5 m long. 42 is the answer.") == [
+  assert tokenized.split_sentences("It was 3.5 m long. 42 is the answer.") == [
       "It was 3.5 m long.", "42 is the answer."]
   # lines are sentences too; blank lines and surrounding spaces go
-  assert bert_data.split_sentences("  first line\n\nSecond one.  Third!\n") == [
+  assert tokenized.split_sentences("  first line\n\nSecond one.  Third!\n") == [
       "first line", "Second one.", "Third!"]
-  assert bert_data.split_sentences("") == []
+  assert tokenized.split_sentences("") == []
 
 
 def test_split_sentences_keeps_closing_quotes_and_brackets():
-  assert bert_data.split_sentences('He said "stop." Then he left.') == [
+  assert tokenized.split_sentences('He said "stop." Then he left.') == [
       'He said "stop."', "Then he left."]
-  assert bert_data.split_sentences("(See above.) Next one.") == ["(See above.)", "Next one."]
+  assert tokenized.split_sentences("(See above.) Next one.") == ["(See above.)", "Next one."]
 
 
 def test_tokenize_documents(tmp_path):
   path = tmp_path / "vocab.txt"
   path.write_text("\n".join(VOCAB_TXT) + "\n", encoding="utf-8")
   tok = tokenizer.get_tokenizer(_tok_cfg(kind="file", path=str(path)), str(tmp_path / "d"), None)
-  docs = bert_data.tokenize_documents(tok, ["The dog. Hello dog!", "", "Played.\n\nUnbelievable"])
+  docs = tokenized.tokenize_documents(tok, ["The dog. Hello dog!", "", "Played.\n\nUnbelievable"])
   assert [len(d) for d in docs] == [2, 0, 2]
   for d in docs:
     assert all(s.dtype == np.int32 for s in d)
   assert docs[0][0].tolist() == tok.encode("The dog.", add_special_tokens=False).ids
   assert docs[0][1].tolist() == tok.encode("Hello dog!", add_special_tokens=False).ids
   assert [VOCAB_TXT[i] for i in docs[2][1]] == ["un", "##believ", "##able"]
-  assert bert_data.tokenize_documents(tok, []) == []
+  assert tokenized.tokenize_documents(tok, []) == []
 
 
 # ----------------------------------------------------------------------------- NSP pairs
@@ -368,12 +370,12 @@ def test_nsp_with_a_single_document():
 
 
 def _train_docs(tok, b):
-  """The train split's documents as load_split sees them (lists of sentence token arrays)."""
-  return [d for d in bert_data.tokenize_documents(tok, list(sources.texts(b, "train", "text"))) if d]
+  """The train split's documents as bert_data.load sees them (lists of sentence token arrays)."""
+  return [d for d in tokenized.tokenize_documents(tok, list(sources.texts(b, "train", "text"))) if d]
 
 
 @pytest.mark.parametrize("seq_len", [32, 128])
-def test_load_split_nsp_on_the_sentence_corpus(data_dir, sentence_corpus, seq_len):
+def test_load_nsp_on_the_sentence_corpus(data_dir, sentence_corpus, seq_len):
   config = _data_config(data_dir, sentence_corpus)
   loader, tok, b = _load(config, seq_len=seq_len)
   ids = tokenizer.check_bert_specials(tok)
@@ -408,7 +410,7 @@ def test_load_split_nsp_on_the_sentence_corpus(data_dir, sentence_corpus, seq_le
     _split_pair(tokens, types, seq_len)
 
 
-def test_load_split_dupe_factor(data_dir, sentence_corpus):
+def test_load_dupe_factor(data_dir, sentence_corpus):
   one, tok, _ = _load(_data_config(data_dir, sentence_corpus))
   two, _, _ = _load(_data_config(data_dir, sentence_corpus, **{"data.mlm.dupe_factor": 2}), tok=tok)
   assert two.num_examples == pytest.approx(2 * one.num_examples, rel=0.1)
@@ -437,7 +439,7 @@ def test_documents_with_one_sentence_are_skipped(data_dir, tmp_path, monkeypatch
   assert tok.decode(tok.encode("zebra").ids) == "zebra"
   texts = list(sources.texts(b, "train", "text"))
   single = sum("zebra" in t for t in texts)
-  assert single > 100 and all(len(bert_data.split_sentences(t)) == 1 for t in texts if "zebra" in t)
+  assert single > 100 and all(len(tokenized.split_sentences(t)) == 1 for t in texts if "zebra" in t)
   warnings = [str(m) % a for m, a in logged if "fewer than 2 sentences" in str(m)]
   assert len(warnings) == 1
   assert f"train: skipped {single} of {len(texts)} documents" in warnings[0]
@@ -538,7 +540,7 @@ def test_full_sentences_edge_cases():
                                                                        14, SEP]
 
 
-def test_load_split_full_sentences_on_the_sentence_corpus(data_dir, sentence_corpus):
+def test_load_full_sentences_on_the_sentence_corpus(data_dir, sentence_corpus):
   config = _data_config(data_dir, sentence_corpus, recipe="roberta")
   assert not config.data.mlm.nsp
   loader, tok, b = _load(config, seq_len=32)

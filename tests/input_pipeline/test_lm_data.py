@@ -5,6 +5,7 @@ import pytest
 from configs import common
 from input_pipeline import lm_data
 from input_pipeline import sources
+from input_pipeline import tokenized
 from input_pipeline import tokenizer
 
 EOS = "<|endoftext|>"
@@ -21,7 +22,8 @@ def _windows(n_tokens=101, seq_len=10, batch_size=2, seed=0, shuffle=True, docum
   tokens = np.arange(n_tokens, dtype=np.int32)  # a token's value is its index in the stream
   if positions is None:
     positions = np.arange(n_tokens, dtype=np.int32)
-  return lm_data.PackedWindows(tokens, positions, seq_len, batch_size, seed, shuffle, document_mask)
+  del positions
+  return lm_data.PackedWindows(tokens, seq_len, batch_size, seed, shuffle, document_mask)
 
 
 def _starts(batch):
@@ -181,8 +183,8 @@ def test_document_mask_positions_and_segments(tmp_path):
   eos = tok.token_to_id(EOS)
   tokens, doc_pos = lm_data.tokenize_stream(tok, docs, eos)
   seq_len = 16
-  w = lm_data.PackedWindows(tokens, doc_pos, seq_len, 4, 0, False, True)
-  plain = lm_data.PackedWindows(tokens, doc_pos, seq_len, 4, 0, False, False)
+  w = lm_data.PackedWindows(tokens, seq_len, 4, 0, False, True, eos)
+  plain = lm_data.PackedWindows(tokens, seq_len, 4, 0, False, False, eos)
   steps = w.num_windows // 4
   assert steps >= 3
   saw_change = False
@@ -213,15 +215,15 @@ def test_document_mask_positions_and_segments(tmp_path):
 def test_document_mask_positions_fit_the_window(tmp_path):
   docs = ["a long document " * 10, "short", "another long one " * 6]
   tok = _char_tok(tmp_path, docs)
-  tokens, doc_pos = lm_data.tokenize_stream(tok, docs, tok.token_to_id(EOS))
+  tokens, _ = lm_data.tokenize_stream(tok, docs, tok.token_to_id(EOS))
   seq_len = 16
-  w = lm_data.PackedWindows(tokens, doc_pos, seq_len, 2, 0, False, True)
+  w = lm_data.PackedWindows(tokens, seq_len, 2, 0, False, True, tok.token_to_id(EOS))
   for step in range(w.num_windows // 2):
     pos = w.batch(step)["positions"]
     assert pos.min() >= 0 and pos.max() < seq_len  # valid indices into a max_len >= seq_len table
 
 
-# ----------------------------------------------------------------------------- load_split
+# ----------------------------------------------------------------------------- load
 
 
 def _prepared_char_corpus(tmp_path, text, **data_overrides):
@@ -243,46 +245,55 @@ def _prepared_char_corpus(tmp_path, text, **data_overrides):
   return data, b, tok
 
 
-def test_load_split(tmp_path):
+def _load(data, b, tok, split, **kw):
+  tokenized.prepare(data, b, split, tok, "documents")
+  opened = tokenized.open_split(data, b, split, tok, "documents")
+  return lm_data.load(opened, data, eos_id=tok.token_to_id(EOS), **kw)
+
+
+def _all_tokens(windows):
+  return windows.stream.read(0, len(windows.stream))
+
+
+def test_load(tmp_path):
   text = "".join(f"line {i}: the five boxing wizards jump quickly.\n" for i in range(40))
   data, b, tok = _prepared_char_corpus(tmp_path, text, document_mask=True)
   n_train = int(len(text) * 0.9)
   n_val = len(text) - n_train
   assert n_val + 1 < 200 < n_train
 
-  train = lm_data.load_split(data, tok, "train", batch_size=2, seq_len=64, seed=0, shuffle=True,
-                             shard=(0, 1), builder=b)
-  assert len(train.tokens) == n_train + 1  # the text and one EOS
-  assert train.tokens[-1] == tok.token_to_id(EOS)
-  assert tok.decode(train.tokens[:-1].tolist()) == text[:n_train]
+  train = _load(data, b, tok, "train", batch_size=2, seq_len=64, seed=0, shuffle=True)
+  assert len(train.stream) == n_train + 1  # the text and one EOS
+  assert _all_tokens(train)[-1] == tok.token_to_id(EOS)
+  assert tok.decode(_all_tokens(train)[:-1].tolist()) == text[:n_train]
   # shuffled: as many windows as leave seq_len - 1 tokens of slack for the per-epoch shift
   assert train.num_windows * 64 + 63 <= n_train < (train.num_windows + 1) * 64 + 63
-  ordered = lm_data.load_split(data, tok, "train", batch_size=2, seq_len=64, seed=0,
-                               shuffle=False, shard=(0, 1), builder=b)
+  ordered = _load(data, b, tok, "train", batch_size=2, seq_len=64, seed=0,
+                               shuffle=False)
   assert ordered.num_windows == n_train // 64
-  np.testing.assert_array_equal(ordered.tokens, train.tokens)
+  np.testing.assert_array_equal(_all_tokens(ordered), _all_tokens(train))
   batch = train.batch(0)
   assert set(batch) == {"inputs", "targets", "positions", "segment_ids"}
   assert batch["inputs"].shape == (2, 64)
 
-  with pytest.raises(sources.DataError, match=r"split 'validation'.*fewer than one window.*"
+  with pytest.raises(sources.DataError, match=r"validation: .*fewer than one window.*"
                                               r"config\.batch\.seq_len"):
-    lm_data.load_split(data, tok, "validation", batch_size=2, seq_len=200, seed=0,
-                       shuffle=False, shard=(0, 1), builder=b)
+    _load(data, b, tok, "validation", batch_size=2, seq_len=200, seed=0,
+                       shuffle=False)
   # exactly one window needs seq_len + 1 tokens
-  val = lm_data.load_split(data, tok, "validation", batch_size=1, seq_len=n_val, seed=0,
-                           shuffle=False, shard=(0, 1), builder=b)
+  val = _load(data, b, tok, "validation", batch_size=1, seq_len=n_val, seed=0,
+                           shuffle=False)
   assert val.num_windows == 1
   with pytest.raises(sources.DataError, match="fewer than one window"):
-    lm_data.load_split(data, tok, "validation", batch_size=1, seq_len=n_val + 1, seed=0,
-                       shuffle=False, shard=(0, 1), builder=b)
+    _load(data, b, tok, "validation", batch_size=1, seq_len=n_val + 1, seed=0,
+                       shuffle=False)
 
 
-def test_load_split_one_window_when_shuffled(tmp_path):
+def test_load_one_window_when_shuffled(tmp_path):
   text = "".join(f"line {i}: sphinx of black quartz, judge my vow.\n" for i in range(20))
   data, b, tok = _prepared_char_corpus(tmp_path, text)
   n_val = len(text) - int(len(text) * 0.9)  # n_val + 1 tokens == one window of seq_len=n_val
-  val = lm_data.load_split(data, tok, "validation", batch_size=1, seq_len=n_val, seed=0,
-                           shuffle=True, shard=(0, 1), builder=b)
+  val = _load(data, b, tok, "validation", batch_size=1, seq_len=n_val, seed=0,
+                           shuffle=True)
   assert val.num_windows == 1
-  np.testing.assert_array_equal(val.batch(0)["inputs"][0], val.tokens[:-1])
+  np.testing.assert_array_equal(val.batch(0)["inputs"][0], _all_tokens(val)[:-1])

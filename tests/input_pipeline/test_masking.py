@@ -321,10 +321,10 @@ def _examples(n=24, seq_len=32, seed=0):
 
 
 def _loader(examples=None, seed=(3, 0), shuffle=True, batch_size=8, nsp=True, max_predictions=6):
-  return bert_data.MaskedExamples(
-      _examples() if examples is None else examples, seq_len=32, batch_size=batch_size,
-      seed=list(seed), shuffle=shuffle, spec=_spec(max_predictions=max_predictions), pad_id=PAD,
-      nsp=nsp)
+  return bert_data.MaskedExamples.from_examples(
+      _examples() if examples is None else examples, seq_len=32, pad_id=PAD,
+      batch_size=batch_size, seed=list(seed), shuffle=shuffle,
+      spec=_spec(max_predictions=max_predictions), nsp=nsp)
 
 
 def _assert_batches_equal(a, b):

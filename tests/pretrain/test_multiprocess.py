@@ -12,7 +12,7 @@ from pretrain import trainer
 from tests.conftest import REPO
 
 OVERRIDES = {
-    "data.tokenizer.vocab_size": 256, "data.process_reads": "all",
+    "data.tokenizer.vocab_size": 256,
     "model.num_layers": 2, "model.num_heads": 4, "model.d_model": 32, "model.max_len": 32,
     "batch.size": 8, "batch.seq_len": 32, "train.total_steps": 4, "train.log_every": 1,
     "train.eval_every": 0, "train.eval_batches": 1, "train.peak_flops": 1e12,

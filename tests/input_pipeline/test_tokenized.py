@@ -1,0 +1,264 @@
+"""Tokenized datasets on disk (input_pipeline/tokenized.py) and the prepare entry point: pieces,
+parallel workers, interruption, tokenizer identity, other tfds datasets, bad records."""
+import filecmp
+import os
+import subprocess
+import sys
+
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from configs import common
+from input_pipeline import bert_data, lm_data, sources, tokenized, tokenizer
+from tests.conftest import REPO
+
+
+def _corpus(tmp_path, n=60):
+  folder = tmp_path / "corpus"
+  folder.mkdir(exist_ok=True)
+  for i in range(n):
+    (folder / f"{i:03d}.txt").write_text(
+        f"Document {i} begins here. It has a second sentence, number {i * 7}.\n"
+        + "More words follow. " * (i % 5) + "\n")
+  return str(folder / "*.txt")
+
+
+def _data(tmp_path, files, kind="char", **overrides):
+  data = common.data_config()
+  data.data_dir = str(tmp_path / "tfds")
+  data.files = files
+  data.tokenizer.kind = kind
+  data.tokenizer.vocab_size = 300
+  data.update(overrides)
+  return data
+
+
+def _setup(tmp_path, **overrides):
+  data = _data(tmp_path, _corpus(tmp_path), **overrides)
+  built = sources.builders(data)
+  return data, built[""], tokenized.tokenizer_for(data, built)
+
+
+def _files(path):
+  return sorted(f for f in os.listdir(path) if not f.startswith("."))
+
+
+def test_documents_mode_is_the_eos_joined_stream(tmp_path):
+  data, b, tok = _setup(tmp_path)
+  out = tokenized.prepare(data, b, "train", tok, "documents")
+  split = tokenized.open_split(data, b, "train", tok, "documents")
+  eos = tok.token_to_id(data.tokenizer.eos_token)
+  expected, _ = lm_data.tokenize_stream(tok, sources.texts(b, "train", "text"), eos)
+  np.testing.assert_array_equal(split.stream.read(0, len(split.stream)), expected)
+  assert split.stream.arrays[0].dtype == np.uint16  # a small vocabulary: 2 bytes a token
+  offsets = split.document_offsets()
+  assert offsets[0] == 0 and offsets[-1] == len(expected)
+  assert (expected[offsets[1:] - 1] == eos).all()  # every document ends with EOS
+  m = split.manifest
+  assert m["documents"] == len(offsets) - 1 == len(list(sources.texts(b, "train", "text")))
+  assert m["tokenizer"] == tokenizer.identity(tok) and m["mode"] == "documents"
+  assert out == split.path and out.startswith(os.path.join(data.data_dir, "tokenized", "local_text"))
+  # rerunning is a no-op: nothing is rewritten
+  before = {f: os.stat(os.path.join(out, f)).st_mtime_ns for f in _files(out)}
+  tokenized.prepare(data, b, "train", tok, "documents")
+  assert {f: os.stat(os.path.join(out, f)).st_mtime_ns for f in _files(out)} == before
+
+
+def test_sentences_mode_matches_the_sentence_tokenizer(tmp_path):
+  data, b, tok = _setup(tmp_path, prepare_pieces=3)
+  tokenized.prepare(data, b, "train", tok, "sentences")
+  split = tokenized.open_split(data, b, "train", tok, "sentences")
+  expected = [d for d in tokenized.tokenize_documents(tok, list(sources.texts(b, "train", "text"))) if d]
+  got = split.documents()
+  assert len(got) == len(expected) == split.manifest["documents"]
+  for g, e in zip(got, expected):
+    assert len(g) == len(e) and all(np.array_equal(x, y) for x, y in zip(g, e))
+
+
+def test_pieces_and_workers_do_not_change_the_data(tmp_path):
+  data, b, tok = _setup(tmp_path)
+  one = tokenized.prepare(data, b, "train", tok, "documents")
+  stream = tokenized.open_split(data, b, "train", tok, "documents").stream
+  whole = stream.read(0, len(stream))
+  split4 = ml_collections.ConfigDict(dict(data.to_dict(), tokenized_dir=str(tmp_path / "four"),
+                                           prepare_pieces=4))
+  # two workers, each its own pieces; the manifest appears only when both are done
+  tokenized.prepare(split4, b, "train", tok, "documents", process_index=1, process_count=2)
+  with pytest.raises(sources.DataError, match=r"not tokenized .*\(2 pieces done\).*input_pipeline\.prepare"):
+    tokenized.open_split(split4, b, "train", tok, "documents")
+  tokenized.prepare(split4, b, "train", tok, "documents", process_index=0, process_count=2)
+  four = tokenized.open_split(split4, b, "train", tok, "documents")
+  assert len(four.stream.arrays) == 4 and len(_files(one)) == 4
+  np.testing.assert_array_equal(four.stream.read(0, len(four.stream)), whole)
+  np.testing.assert_array_equal(four.document_offsets(),
+                                tokenized.open_split(data, b, "train", tok, "documents").document_offsets())
+  # reads across piece boundaries equal reads of the whole stream
+  starts = np.arange(0, len(whole) - 50, 37)
+  np.testing.assert_array_equal(four.stream.spans(starts, 50), whole[starts[:, None] + np.arange(50)])
+
+
+def test_interrupted_preparation_resumes_at_the_missing_piece(tmp_path, monkeypatch):
+  data, b, tok = _setup(tmp_path, prepare_pieces=3)
+  real = tokenized._prepare_piece
+  calls = []
+
+  def crash_on_second(prefix, *args):
+    calls.append(prefix)
+    if len(calls) == 2:
+      with open(f"{prefix}.tokens.bin.tmp-{os.getpid()}", "wb") as f:
+        f.write(b"\0\1half")  # a half-written file, as a kill would leave
+      raise KeyboardInterrupt
+    return real(prefix, *args)
+
+  monkeypatch.setattr(tokenized, "_prepare_piece", crash_on_second)
+  with pytest.raises(KeyboardInterrupt):
+    tokenized.prepare(data, b, "train", tok, "documents")
+  path = tokenized.directory(data, b, "train", "documents", tok)
+  assert not os.path.exists(os.path.join(path, "manifest.json"))
+  with pytest.raises(sources.DataError, match=r"\(1 pieces done\)"):
+    tokenized.open_split(data, b, "train", tok, "documents")
+  first_piece = os.path.join(path, "piece-00000-of-00003.tokens.bin")
+  stamp = os.stat(first_piece).st_mtime_ns
+  monkeypatch.setattr(tokenized, "_prepare_piece", real)
+  tokenized.prepare(data, b, "train", tok, "documents")
+  assert os.stat(first_piece).st_mtime_ns == stamp  # the finished piece was kept
+  split = tokenized.open_split(data, b, "train", tok, "documents")
+  fresh = ml_collections.ConfigDict(dict(data.to_dict(), tokenized_dir=str(tmp_path / "fresh")))
+  tokenized.prepare(fresh, b, "train", tok, "documents")
+  other = tokenized.open_split(fresh, b, "train", tok, "documents")
+  np.testing.assert_array_equal(split.stream.read(0, len(split.stream)),
+                                other.stream.read(0, len(other.stream)))
+
+
+def test_another_tokenizer_is_refused(tmp_path):
+  data, b, tok = _setup(tmp_path)
+  default = tokenized.prepare(data, b, "train", tok, "documents")
+  data.tokenizer.kind = "bpe"
+  bpe = tokenized.tokenizer_for(data, {"": b})
+  # by default every tokenizer has its own copy (a vocabulary sweep just works) ...
+  assert tokenized.prepare(data, b, "train", bpe, "documents") != default
+  # ... while an explicit tokenized_dir holds one tokenization and refuses another
+  data.tokenized_dir = str(tmp_path / "shared")
+  tokenized.prepare(data, b, "train", tok, "documents")
+  for call in (tokenized.prepare, tokenized.open_split):
+    with pytest.raises(tokenizer.TokenizerError,
+                       match=r"config\.data\.tokenizer: .* another tokenizer \(WordLevel, vocab "
+                             r"\d+; this run's is BPE, vocab 300.*config\.data\.tokenized_dir"):
+      call(data, b, "train", bpe, "documents")
+
+
+def test_truncated_token_file_is_a_clear_error(tmp_path):
+  data, b, tok = _setup(tmp_path)
+  path = tokenized.prepare(data, b, "train", tok, "documents")
+  file = os.path.join(path, "piece-00000-of-00001.tokens.bin")
+  with open(file, "r+b") as f:
+    f.truncate(10)
+  with pytest.raises(sources.DataError, match=r"has 10 bytes, not the \d+ .*prepare it again"):
+    tokenized.open_split(data, b, "train", tok, "documents")
+
+
+def test_bert_examples_are_built_once_and_cached(tmp_path):
+  data = _data(tmp_path, _corpus(tmp_path), kind="wordpiece")
+  data.tokenizer.eos_token = "[SEP]"
+  from configs import bert  # pylint: disable=g-import-not-at-top
+  data.mlm = bert.mlm_config(32)
+  built = sources.builders(data)
+  tok = tokenized.tokenizer_for(data, built)
+  tokenized.prepare(data, built[""], "train", tok, "sentences")
+  split = tokenized.open_split(data, built[""], "train", tok, "sentences")
+  first = bert_data.build_examples(split, data, tok, seq_len=32, seed=[0, 0])
+  cache = bert_data.examples_dir(split, data, 32, [0, 0])
+  stamp = os.stat(os.path.join(cache, "tokens.npy")).st_mtime_ns
+  again = bert_data.build_examples(split, data, tok, seq_len=32, seed=[0, 0])
+  assert os.stat(os.path.join(cache, "tokens.npy")).st_mtime_ns == stamp
+  for key in first:
+    np.testing.assert_array_equal(first[key], again[key])
+  assert first["tokens"].dtype == np.uint16 and first["tokens"].shape[1] == 32
+  assert bert_data.examples_dir(split, data, 32, [1, 0]) != cache  # another seed, other pairs
+
+
+# ----------------------------------------------------------------------------- any tfds dataset
+
+
+class RawTextForTests(tfds.core.GeneratorBasedBuilder):
+  """A tfds dataset with only a train split and raw-bytes text, some of it invalid UTF-8."""
+
+  VERSION = tfds.core.Version("1.0.0")
+
+  def _info(self):
+    return self.dataset_info_from_configs(
+        features=tfds.features.FeaturesDict({"content": tfds.features.Tensor(shape=(), dtype=tf.string)}))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {"train": self._generate_examples()}
+
+  def _generate_examples(self):
+    for i in range(200):
+      if i % 50 == 7:
+        text = b"caf\xe9 is latin-1"
+      elif i % 50 == 8:
+        text = b"   \n "
+      else:
+        text = f"Record {i} says hello. It is fine.".encode()
+      yield i, {"content": text}
+
+
+def test_any_tfds_dataset_by_name_with_bad_records_and_no_validation_split(tmp_path):
+  data = _data(tmp_path, "", dataset="raw_text_for_tests", text_key="content")
+  RawTextForTests(data_dir=data.data_dir).download_and_prepare(file_format="array_record")
+  built = sources.builders(data)
+  tok = tokenized.tokenizer_for(data, built)
+  with pytest.raises(sources.DataError,
+                     match=r"split 'validation' is not in raw_text_for_tests \(has train\); carve "
+                           r"one out of train, e\.g\. --config\.data\.train_split='train\[5%:\]'"):
+    tokenized.prepare_all(data, "documents", tok, built)
+  data.update(train_split="train[5%:]", eval_split="train[:5%]")
+  dirs = tokenized.prepare_all(data, "documents", tok, built)
+  assert len(dirs) == 2
+  train = tokenized.open_split(data, built[""], "train[5%:]", tok, "documents")
+  val = tokenized.open_split(data, built[""], "train[:5%]", tok, "documents")
+  assert train.manifest["invalid_utf8"] + val.manifest["invalid_utf8"] == 4
+  assert train.manifest["empty"] + val.manifest["empty"] == 4
+  assert train.manifest["documents"] + val.manifest["documents"] == 192
+  assert val.manifest["documents"] == 10  # the first 10 records: none of them bad
+  assert "skipped 4 empty, 4 invalid utf8 documents" in train.summary()
+
+
+# ----------------------------------------------------------------------------- the entry point
+
+
+@pytest.mark.slow
+def test_prepare_entry_point_two_workers_equal_one(tmp_path):
+  files = _corpus(tmp_path, n=40)
+
+  def run(tokenized_dir, *worker):
+    return subprocess.Popen(
+        [sys.executable, "-m", "input_pipeline.prepare", "--config=configs/gpt.py:smoke",
+         f"--config.data.files={files}", f"--config.data.data_dir={tmp_path / 'tfds'}",
+         "--config.data.tokenizer.kind=char", "--config.data.prepare_pieces=4",
+         f"--config.data.tokenized_dir={tokenized_dir}", *worker],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+  single = run(tmp_path / "one")
+  assert single.wait(timeout=300) == 0, single.stdout.read()
+  workers = [run(tmp_path / "two", "--process_count=2", f"--process_index={i}") for i in range(2)]
+  outputs = [w.communicate(timeout=300)[0] for w in workers]
+  assert all(w.returncode == 0 for w in workers), outputs
+  for split, pieces in (("train.documents", 4), ("validation.documents", 2)):  # 2 documents
+    one, two = tmp_path / "one" / split, tmp_path / "two" / split
+    names = _files(one)
+    assert names == _files(two) and "manifest.json" in names and len(names) == pieces * 3 + 1
+    match, mismatch, errors = filecmp.cmpfiles(one, two, names, shallow=False)
+    assert not mismatch and not errors, mismatch
+  again = run(tmp_path / "one")
+  out = again.communicate(timeout=300)[0]
+  assert again.returncode == 0 and "data train: local_text" in out, out
+  # a config error exits 2 with one line
+  bad = subprocess.run([sys.executable, "-m", "input_pipeline.prepare", "--config=configs/gpt.py:smoke",
+                        f"--config.data.files={tmp_path / 'nothing*.txt'}"], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+  assert bad.returncode == 2 and "config.data.files: no file matches" in bad.stderr
