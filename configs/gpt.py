@@ -6,14 +6,20 @@ Sizes (models/decoder.py SIZES): smoke, nano, small (124M), medium (350M), large
   python -m pretrain.train --config=configs/gpt.py:small --workdir=runs/gpt2 \
       --config.data.dataset=lm1b --config.data.eval_split=test --config.model.dtype=bfloat16
 
-Any field can be overridden with --config.<section>.<field>=<value>.
+Any field can be overridden with --config.<section>.<field>=<value>. A mixture of datasets is
+declared in config.data.mixture; `mix=docs_code` is a runnable example (offline): 70% CPython's
+documentation topics, 30% Python source from the standard library.
+
+  python -m pretrain.train --config=configs/gpt.py:smoke,mix=docs_code --workdir=runs/mix
 """
+import os
+
 from configs import common
 from models import decoder
 
 
 def get_config(arg="smoke"):
-  args = common.parse_arg(arg, size="smoke")
+  args = common.parse_arg(arg, size="smoke", mix="")
   config = common.base_config()
   config.model = common.model_config(decoder, args.size)
   config.objective = "causal_lm"
@@ -49,4 +55,12 @@ def get_config(arg="smoke"):
     config.train.eval_every = 1000
     config.train.eval_batches = 50
     config.checkpoint.every = 1000
+  if args.mix == "docs_code":
+    stdlib = os.path.dirname(os.__file__)
+    config.data.mixture.docs = common.mixture_source(0.7)  # the default corpus
+    config.data.mixture.code = common.mixture_source(
+        0.3, files=",".join(os.path.join(stdlib, m, "*.py") for m in ("json", "email", "http")),
+        split_by="tail")  # few files: hold out their last 5% rather than whole files
+  elif args.mix:
+    raise ValueError(f"config arg mix={args.mix!r}: the example mixture is 'docs_code'")
   return config
