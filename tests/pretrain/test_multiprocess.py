@@ -1,6 +1,10 @@
 """Real multi-process training: 2 processes x 4 CPU devices (jax.distributed on localhost, gloo
-collectives, started by launch/local.py) against 1 process x 8 devices, same global batch."""
+collectives, started by launch/local.py) against 1 process x 8 devices, same global batch.
+The two processes tokenize the data in parallel, and a run they checkpoint can continue in a
+single process (elastic): the batches are the same either way."""
+import filecmp
 import json
+import os
 import subprocess
 import sys
 
@@ -12,7 +16,7 @@ from pretrain import trainer
 from tests.conftest import REPO
 
 OVERRIDES = {
-    "data.tokenizer.vocab_size": 256,
+    "data.tokenizer.vocab_size": 256, "data.prepare_pieces": 2,
     "model.num_layers": 2, "model.num_heads": 4, "model.d_model": 32, "model.max_len": 32,
     "batch.size": 8, "batch.seq_len": 32, "train.total_steps": 4, "train.log_every": 1,
     "train.eval_every": 0, "train.eval_batches": 1, "train.peak_flops": 1e12,
@@ -44,21 +48,39 @@ def test_dry_run_prints_each_process():
     {"mesh.data": 2, "mesh.fsdp": 4, "mesh.dcn.data": 2},
 ])
 def test_two_processes_equal_one(tiny_config, tmp_path, data_dir, mesh):
-  single = trainer.train_and_evaluate(tiny_config(**OVERRIDES), str(tmp_path / "one"))
+  single = trainer.train_and_evaluate(
+      tiny_config(**OVERRIDES, **{"data.tokenized_dir": str(tmp_path / "tokenized_by_one")}),
+      str(tmp_path / "one"))
+  tokenized_dir = tmp_path / "tokenized"  # the two processes tokenize it afresh, in parallel
   cmd = [sys.executable, "-m", "launch.local", "--num_processes=2", "--devices_per_process=4",
          "--", sys.executable, "-m", "pretrain.train", "--config=configs/gpt.py:smoke",
-         f"--workdir={tmp_path / 'two'}", f"--config.data.data_dir={data_dir}"]
+         f"--workdir={tmp_path / 'two'}", f"--config.data.data_dir={data_dir}",
+         f"--config.data.tokenized_dir={tokenized_dir}"]
   cmd += [f"--config.{k}={v}" for k, v in {**OVERRIDES, **mesh}.items()]
   # Stop at step 2 (a checkpoint every process writes), then resume to the end: the
   # restore is collective too.
   first = subprocess.run(cmd + ["--config.train.stop_at_step=2"], cwd=REPO, capture_output=True,
                          text=True, timeout=300)
   assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-  # Logs come from process 0 only.
-  assert "[0] model smoke" in proc.stdout and "[1] model smoke" not in proc.stdout
-  assert "[0] step 3/4" in proc.stdout and "[0] step 1/4" not in proc.stdout  # resumed
+  # The pieces both processes wrote equal those one process wrote.
+  ours = tmp_path / "tokenized_by_one" / "train.documents"
+  theirs = tokenized_dir / "train.documents"
+  names = sorted(n for n in os.listdir(ours) if not n.startswith("."))
+  assert names == sorted(n for n in os.listdir(theirs) if not n.startswith("."))
+  assert len([n for n in names if n.endswith(".tokens.bin")]) == 2
+  _, mismatch, errors = filecmp.cmpfiles(ours, theirs, names, shallow=False)
+  assert not mismatch and not errors
+  if not mesh:
+    # Elastic: the 2-process run's checkpoint continues in one process of 8 devices.
+    config = tiny_config(**OVERRIDES, **{"data.tokenized_dir": str(tokenized_dir)})
+    resumed = trainer.train_and_evaluate(config, str(tmp_path / "two"))
+    assert resumed["step"] == 4
+  else:
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # Logs come from process 0 only.
+    assert "[0] model smoke" in proc.stdout and "[1] model smoke" not in proc.stdout
+    assert "[0] step 3/4" in proc.stdout and "[0] step 1/4" not in proc.stdout  # resumed
   np.testing.assert_allclose(_losses(tmp_path / "two"), _losses(tmp_path / "one"), rtol=1e-5)
   assert single["step"] == 4
   # Both processes took part in the checkpoint; one complete step directory per save.
