@@ -312,7 +312,7 @@ class TokenStream:
 class Tokenized:
   """An opened, complete tokenized split."""
 
-  def __init__(self, path, manifest, tok):
+  def __init__(self, path, manifest):
     self.path, self.manifest = path, manifest
     dtype = np.dtype(manifest["dtype"])
     arrays = []
@@ -351,11 +351,15 @@ class Tokenized:
     return self._offsets(".docs.npy")
 
   def documents(self):
-    """'sentences' mode: every document as a list of sentence token arrays."""
+    """'sentences' mode: every document as a list of sentence token arrays (views of the
+    memory-mapped pieces; a sentence never spans two pieces)."""
     sents, docs = self._offsets(".sents.npy"), self.document_offsets()
-    tokens = self.stream
-    return [[tokens.read(sents[i], sents[i + 1]) for i in range(docs[d], docs[d + 1])]
-            for d in range(len(docs) - 1)]
+    offsets, arrays = self.stream.offsets, self.stream.arrays
+    piece = np.searchsorted(offsets, sents[:-1], side="right") - 1
+    local = sents[:-1] - offsets[piece]
+    ends = local + np.diff(sents)
+    sentences = [arrays[k][a:b] for k, a, b in zip(piece.tolist(), local.tolist(), ends.tolist())]
+    return [sentences[docs[d]:docs[d + 1]] for d in range(len(docs) - 1)]
 
   def summary(self):
     m = self.manifest
@@ -379,4 +383,4 @@ def open_split(data, builder, split, tok, mode):
   if manifest["format"] != FORMAT or manifest["mode"] != mode:
     raise sources.DataError(f"config.data: {path} holds format {manifest['format']} mode "
                             f"{manifest['mode']!r}; delete it and prepare again")
-  return Tokenized(path, manifest, tok)
+  return Tokenized(path, manifest)
