@@ -18,7 +18,6 @@ import glob
 import os
 import time
 
-import numpy as np
 from absl import app, flags
 
 from configs import bert, common

@@ -12,6 +12,8 @@ example g maps to (dataset, index) in O(1). Each dataset keeps its own epochs an
 """
 import numpy as np
 
+from input_pipeline import sources
+
 
 def per_epoch(indices, n, of_epoch):
   """Values for global example indices that run over epochs of n examples: index i is item
@@ -33,6 +35,7 @@ class StepIndexed:
   """
   batch_size: int
   num_examples: int
+  note = ""  # anything worth a line in the run's log (e.g. documents longer than a window)
 
   def examples(self, indices, stream, counter, rows):
     raise NotImplementedError
@@ -76,13 +79,14 @@ class Mixture(StepIndexed):
 
   def __init__(self, datasets, weights, batch_size, period=1000):
     if len(datasets) != len(weights) or not all(w > 0 for w in weights.values()):
-      raise ValueError("config.data.mixture: every dataset needs a weight > 0")
+      raise sources.DataError("config.data.mixture: every dataset needs a weight > 0")
     self.names = list(datasets)
     self.datasets = [datasets[n] for n in self.names]
     self.owner, self.counts = schedule([weights[n] for n in self.names], period)
     if (self.counts == 0).any():
       small = [n for n, c in zip(self.names, self.counts) if not c]
-      raise ValueError(f"config.data.mixture: weights of {small} are below 1/{period}; raise them")
+      raise sources.DataError(
+          f"config.data.mixture: weights of {small} are below 1/{period} of the total; raise them")
     self.period, self.batch_size = period, batch_size
     self.num_examples = sum(d.num_examples for d in self.datasets)
     # rank[p]: how many positions before p in the period belong to the same dataset.
@@ -114,7 +118,7 @@ class Mixture(StepIndexed):
     out = {k: np.empty((len(owner),) + v.shape[1:], v.dtype) for k, v in first.items()}
     for sel, batch in parts.values():
       if set(batch) != set(out):
-        raise ValueError("config.data.mixture: datasets give batches of different structure")
+        raise sources.DataError("config.data.mixture: datasets give batches of different structure")
       for k, v in batch.items():
         out[k][sel] = v
     return out

@@ -10,7 +10,6 @@ step s is window s * batch_size + r of that sequence (input_pipeline/batches.py)
 import dataclasses
 
 import numpy as np
-from absl import logging
 
 from input_pipeline import batches, sources, tokenized
 
@@ -107,6 +106,5 @@ def load(split, data, *, batch_size, seq_len, seed, shuffle, eos_id):
   lengths = np.diff(split.document_offsets()) - 1
   longer = int((lengths > seq_len).sum())
   if longer:
-    logging.info("%s: %d documents are longer than a window of %d tokens and continue across "
-                 "windows", split.summary(), longer, seq_len)
+    windows.note = f"{longer} documents longer than a window continue across windows"
   return windows

@@ -103,8 +103,8 @@ def check_split(b, split, text_key):
   base = split.split("[")[0].split("+")[0] if isinstance(split, str) else split.split
   if base not in b.info.splits:
     has = ", ".join(b.info.splits)
-    hint = (f"; carve one out of train, e.g. --config.data.train_split='train[5%:]' "
-            f"--config.data.eval_split='train[:5%]'" if "train" in b.info.splits else "")
+    hint = ("; carve one out of train, e.g. --config.data.train_split='train[5%:]' "
+            "--config.data.eval_split='train[:5%]'" if "train" in b.info.splits else "")
     raise DataError(f"config.data: split {split!r} is not in {b.name} (has {has}){hint}")
   if text_key not in b.info.features:
     raise DataError(f"config.data.text_key: {b.name} has no feature {text_key!r} "

@@ -197,6 +197,8 @@ def load_data(config, objective):
   if pcount > 1:
     first_process_first(lambda: tokenized.prepare_all(data, objective.mode, tok, built))
 
+  notes = []
+
   def loaders():
     train, val = {}, {}
     for k, (name, src, _) in enumerate(datasets):
@@ -204,15 +206,17 @@ def load_data(config, objective):
       for split, shuffle, out in ((src.train_split, data.shuffle, train),
                                   (src.eval_split, False, val)):
         opened = tokenized.open_split(src, built[name], split, tok, objective.mode)
-        logging.info("%s", opened.summary())
         out[name] = objective.load(opened, src, tok, shuffle=shuffle, **kw)
+        notes.append(f"data{' ' + name if name else ''}: {opened.summary()}"
+                     + (f"; {out[name].note}" if out[name].note else ""))
     return train, val
 
   train, val = first_process_first(loaders)
-  if len(train) == 1:
-    return tok, train[""], val
-  weights = {name: w for name, _, w in datasets}
-  return tok, batches.Mixture(train, weights, config.batch.size), val
+  if len(train) > 1:
+    train = batches.Mixture(train, {name: w for name, _, w in datasets}, config.batch.size)
+  else:
+    train = train[""]
+  return tok, train, val, notes
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -231,7 +235,7 @@ def train_and_evaluate(config, workdir, devices=None):
   mesh = sharding.make_mesh(config.mesh, devices)
 
   objective = objectives.get(config.objective)
-  tok, train_data, val_data = load_data(config, objective)
+  tok, train_data, val_data, data_notes = load_data(config, objective)
   model_cfg = layers.resolve(config.model, tok.get_vocab_size())
   total_steps = durations.total_steps(config)
   tok_id = tokenizer.identity(tok)
@@ -318,6 +322,9 @@ def train_and_evaluate(config, workdir, devices=None):
       f"{model_cfg.vocab_size}; mesh {dict(mesh.shape)}; {total_steps} steps of {tokens_per_step} "
       f"tokens; train {train_data.num_examples} examples; peak {peak:.3g} FLOP/s/device "
       f"({peak_source}); MFU FLOPs/token as in pretrain/metrics.py")
+
+  for note in data_notes:
+    writer.print(note)
 
   def meta(step):
     return {"model": model_cfg.to_dict(), "tokenizer": tok_id,

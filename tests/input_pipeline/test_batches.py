@@ -3,7 +3,7 @@ counts, deterministic, weighted, with per-dataset epochs."""
 import numpy as np
 import pytest
 
-from input_pipeline import batches, bert_data, lm_data
+from input_pipeline import batches, bert_data, lm_data, sources
 from tests.input_pipeline.test_masking import PAD, _examples, _spec
 
 
@@ -95,8 +95,9 @@ def test_mixture_batches_are_deterministic():
 
 
 def test_mixture_errors():
-  with pytest.raises(ValueError, match=r"config\.data\.mixture: weights of \['b'\] are below 1/1000"):
+  with pytest.raises(sources.DataError,
+                     match=r"config\.data\.mixture: weights of \['b'\] are below 1/1000"):
     batches.Mixture({"a": _windows(100, 0), "b": _windows(100, 1)}, {"a": 1.0, "b": 1e-5}, 8)
-  with pytest.raises(ValueError, match=r"different structure"):
+  with pytest.raises(sources.DataError, match=r"different structure"):
     batches.Mixture({"a": _windows(1000, 0), "b": _windows(1000, 1, document_mask=True)},
                     {"a": 0.5, "b": 0.5}, 8).batch(0)

@@ -44,7 +44,7 @@ def test_mlm_accuracy_beats_most_frequent_token(tiny_bert, tmp_path):
                         "optimizer.warmup_steps": 20})
   result = trainer.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
   # The most-frequent-token baseline over the same evaluation masks.
-  _, _, val = trainer.load_data(config, objectives.get(config.objective))
+  _, _, val, _ = trainer.load_data(config, objectives.get(config.objective))
   batches = [val[""].eval_batch(i) for i in range(8)]
   ids = np.concatenate([b["masked_ids"][b["masked_weights"] > 0] for b in batches])
   baseline = np.bincount(ids).max() / len(ids)
