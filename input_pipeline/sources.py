@@ -47,7 +47,7 @@ def named(data):
   """The datasets of config.data (`data`): [(name, that dataset's data section, weight)].
 
   One dataset is named ''; a mixture's entries take config.data's fields, overridden by their
-  own (configs.common.mixture_source)."""
+  own (configs.common.mixture_source). A tokenized_dir they inherit gets a subdirectory each."""
   if not data.mixture:
     return [("", data, 1.0)]
   out = []
@@ -62,6 +62,8 @@ def named(data):
       if key not in src or key in ("tokenizer", "mlm"):
         raise DataError(f"config.data.mixture.{name}.{key}: not a dataset field")
       src[key] = value
+    if "tokenized_dir" not in fields and data.tokenized_dir:
+      src.tokenized_dir = os.path.join(data.tokenized_dir, name)
     out.append((name, src, float(weight)))
   return out
 

@@ -160,6 +160,23 @@ def test_truncated_token_file_is_a_clear_error(tmp_path):
     tokenized.open_split(data, b, "train", tok, "documents")
 
 
+def test_mixture_sources_inherit_fields_and_get_their_own_tokenized_dir(tmp_path):
+  data = _data(tmp_path, "a/*.txt", tokenized_dir=str(tmp_path / "tok"), eval_split="test")
+  data.mixture.a = common.mixture_source(2.0)
+  data.mixture.b = common.mixture_source(1.0, files="b/*.txt", tokenized_dir="elsewhere")
+  (a, src_a, wa), (b, src_b, wb) = sources.named(data)
+  assert (a, wa, b, wb) == ("a", 2.0, "b", 1.0)
+  assert src_a.files == "a/*.txt" and src_b.files == "b/*.txt"
+  assert src_a.eval_split == src_b.eval_split == "test"
+  assert src_a.tokenized_dir == str(tmp_path / "tok" / "a") and src_b.tokenized_dir == "elsewhere"
+  assert "mixture" not in src_a
+  data.mixture.c = ml_collections.ConfigDict({"weight": 1.0, "vocab_size": 3})
+  with pytest.raises(sources.DataError, match=r"config\.data\.mixture\.c\.vocab_size: not a dataset field"):
+    sources.named(data)
+  with pytest.raises(ValueError, match=r"unknown fields \['tokenizer'\]"):
+    common.mixture_source(1.0, tokenizer="bpe")
+
+
 def test_bert_examples_are_built_once_and_cached(tmp_path):
   data = _data(tmp_path, _corpus(tmp_path), kind="wordpiece")
   data.tokenizer.eos_token = "[SEP]"

@@ -4,10 +4,12 @@ import subprocess
 import sys
 
 import jax
+import ml_collections
 import pytest
 
-from configs import gpt
-from input_pipeline import local_text
+
+from configs import common, gpt
+from input_pipeline import local_text, tokenizer
 from pretrain import checkpointing, config_checks, sharding, trainer
 from tests.conftest import REPO
 
@@ -59,6 +61,30 @@ def test_empty_files(tiny_config, tmp_path):
                           "data.data_dir": str(tmp_path / "data")})
   _fails_before_compiling(config, tmp_path / "run", local_text.DataError, "config.data.files",
                           "no text")
+
+
+def test_mixture_weight_and_fields(tiny_config, tmp_path):
+  config = tiny_config()
+  config.data.mixture.docs = common.mixture_source(0.0)
+  _fails_before_compiling(config, tmp_path, config_checks.ConfigError,
+                          "config.data.mixture.docs.weight", "must be > 0")
+  config.data.mixture.docs = ml_collections.ConfigDict({"weight": 1.0, "lr": 3})
+  _fails_before_compiling(config, tmp_path, config_checks.ConfigError,
+                          "config.data.mixture.docs", "unknown fields ['lr']")
+
+
+def test_missing_eval_split_names_the_carve_out(tiny_config, tmp_path):
+  _fails_before_compiling(tiny_config(**{"data.eval_split": "test"}), tmp_path, local_text.DataError,
+                          "split 'test' is not in local_text", "--config.data.eval_split='train[:5%]'")
+
+
+def test_tokenizer_other_than_the_tokenized_dirs(tiny_config, tmp_path):
+  tokenized_dir = str(tmp_path / "tokenized")
+  trainer.train_and_evaluate(tiny_config(**{"data.tokenized_dir": tokenized_dir,
+                                            "train.total_steps": 1}), str(tmp_path / "a"))
+  config = tiny_config(**{"data.tokenized_dir": tokenized_dir, "data.tokenizer.vocab_size": 300})
+  _fails_before_compiling(config, tmp_path / "b", tokenizer.TokenizerError,
+                          "config.data.tokenizer", "another tokenizer", "config.data.tokenized_dir")
 
 
 def test_unwritable_workdir(tiny_config, tmp_path):
