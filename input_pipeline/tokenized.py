@@ -167,7 +167,8 @@ def _encode_piece(tok, texts, mode, eos_id, stats):
 def _prepare_piece(path_prefix, texts, tok, mode, eos_id, dtype):
   """Tokenizes one piece into <prefix>.tokens.bin / .docs.npy (/ .sents.npy), then its .json."""
   stats = {"empty": 0, "invalid_utf8": 0}
-  tmp_bin = f"{path_prefix}.tokens.bin.tmp-{os.getpid()}"
+  folder, name = os.path.split(path_prefix)
+  tmp_bin = os.path.join(folder, f".tmp-{os.getpid()}-{name}.tokens.bin")
   doc_lengths, sent_lengths, n_tokens = [], [], 0
   with open(tmp_bin, "wb") as f:
     for tokens, docs, sents in _encode_piece(tok, texts(stats), mode, eos_id, stats):
@@ -248,6 +249,8 @@ def write_manifest_if_complete(out, n, tok, mode, source):
                   tokenizer_description=_describe(tok), vocab_size=tok.get_vocab_size(),
                   dtype=np.dtype(_token_dtype(tok)).name, pieces=pieces, **totals)
   _write_json(os.path.join(out, "manifest.json"), manifest)
+  for stale in glob.glob(os.path.join(out, ".tmp-*")):  # left by killed workers
+    os.remove(stale)
   return True
 
 
@@ -267,10 +270,8 @@ def splits(data):
 
 def prepare_all(data, mode, tok, built, *, process_index=0, process_count=1, write_manifest=True):
   """Tokenizes this worker's pieces of every split; returns {(name, split): directory}."""
-  return {(name, split): prepare(src, built[name], split, tok, mode,
-                                           process_index=process_index,
-                                           process_count=process_count,
-                                           write_manifest=write_manifest)
+  return {(name, split): prepare(src, built[name], split, tok, mode, process_index=process_index,
+                                 process_count=process_count, write_manifest=write_manifest)
           for name, src, split in splits(data)}
 
 

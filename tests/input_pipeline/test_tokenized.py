@@ -108,7 +108,8 @@ def test_interrupted_preparation_resumes_at_the_missing_piece(tmp_path, monkeypa
   def crash_on_second(prefix, *args):
     calls.append(prefix)
     if len(calls) == 2:
-      with open(f"{prefix}.tokens.bin.tmp-{os.getpid()}", "wb") as f:
+      folder, name = os.path.split(prefix)
+      with open(os.path.join(folder, f".tmp-{os.getpid()}-{name}.tokens.bin"), "wb") as f:
         f.write(b"\0\1half")  # a half-written file, as a kill would leave
       raise KeyboardInterrupt
     return real(prefix, *args)
@@ -125,6 +126,7 @@ def test_interrupted_preparation_resumes_at_the_missing_piece(tmp_path, monkeypa
   monkeypatch.setattr(tokenized, "_prepare_piece", real)
   tokenized.prepare(data, b, "train", tok, "documents")
   assert os.stat(first_piece).st_mtime_ns == stamp  # the finished piece was kept
+  assert not [f for f in os.listdir(path) if f.startswith(".tmp-")]  # leftovers removed
   split = tokenized.open_split(data, b, "train", tok, "documents")
   fresh = ml_collections.ConfigDict(dict(data.to_dict(), tokenized_dir=str(tmp_path / "fresh")))
   tokenized.prepare(fresh, b, "train", tok, "documents")
