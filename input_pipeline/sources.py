@@ -102,7 +102,8 @@ def prepare(b):
 def check_split(b, split, text_key):
   """A clear error if `split` (a name, maybe sliced: 'train[:5%]') or `text_key` is not in
   the dataset."""
-  base = split.split("[")[0].split("+")[0] if isinstance(split, str) else split.split
+  name = split if isinstance(split, str) else split.split  # a tfds.even_splits part
+  base = name.split("[")[0].split("+")[0]
   if base not in b.info.splits:
     has = ", ".join(b.info.splits)
     hint = ("; carve one out of train, e.g. --config.data.train_split='train[5%:]' "

@@ -226,9 +226,10 @@ class RawTextForTests(tfds.core.GeneratorBasedBuilder):
       yield i, {"content": text}
 
 
-def test_any_tfds_dataset_by_name_with_bad_records_and_no_validation_split(tmp_path):
-  data = _data(tmp_path, "", dataset="raw_text_for_tests", text_key="content")
-  RawTextForTests(data_dir=data.data_dir).download_and_prepare(file_format="array_record")
+@pytest.mark.parametrize("file_format", ["array_record", "tfrecord"])
+def test_any_tfds_dataset_by_name_with_bad_records_and_no_validation_split(tmp_path, file_format):
+  data = _data(tmp_path, "", dataset="raw_text_for_tests", text_key="content", prepare_pieces=3)
+  RawTextForTests(data_dir=data.data_dir).download_and_prepare(file_format=file_format)
   built = sources.builders(data)
   tok = tokenized.tokenizer_for(data, built)
   with pytest.raises(sources.DataError,
