@@ -118,7 +118,7 @@ def example_arrays(examples, seq_len, pad_id, dtype=np.int32):
 
 
 class MaskedExamples(batches.StepIndexed):
-  """Step-indexed batches of masked examples (from example_arrays' arrays)."""
+  """Step-indexed batches of masked examples (example_arrays' arrays, tokens as PieceRows)."""
 
   def __init__(self, arrays, *, batch_size, seed, shuffle, spec, nsp):
     self.tokens, self.lengths = arrays["tokens"], arrays["lengths"]
@@ -130,7 +130,8 @@ class MaskedExamples(batches.StepIndexed):
 
   @classmethod
   def from_examples(cls, examples, *, seq_len, pad_id, **kw):
-    return cls(example_arrays(examples, seq_len, pad_id), **kw)
+    arrays = example_arrays(examples, seq_len, pad_id)
+    return cls(dict(arrays, tokens=PieceRows([arrays["tokens"]])), **kw)
 
   def _order(self, epoch):
     if not self.shuffle:
@@ -145,7 +146,7 @@ class MaskedExamples(batches.StepIndexed):
     so every step (and every evaluation batch) is masked afresh and reproducibly."""
     order = batches.per_epoch(indices, self.num_examples, self._order)
     seq_len, p = self.tokens.shape[1], self.spec.max_predictions
-    tokens = np.asarray(self.tokens[np.sort(order)], np.int32)[np.argsort(np.argsort(order))]
+    tokens = self.tokens.take(order)
     lengths, a_lengths = self.lengths[order], self.a_lengths[order]
     idx = np.arange(seq_len)
     b = len(order)
@@ -164,60 +165,111 @@ class MaskedExamples(batches.StepIndexed):
     return out
 
 
-def _build_examples(docs, data, seq_len, seed, ids, split):
-  """NSP pairs (data.mlm.nsp) or full-sentence packs of all documents."""
+def _build_examples(docs, data, seq_len, rng, ids):
+  """NSP pairs (data.mlm.nsp) or full-sentence packs of `docs`; returns (examples, number of
+  documents skipped for having fewer than 2 sentences)."""
   mlm = data.mlm
-  rng = np.random.default_rng([*np.atleast_1d(seed), 7])
   if not mlm.nsp:
-    return full_sentence_examples(docs, seq_len, ids["[CLS]"], ids["[SEP]"])
+    return full_sentence_examples(docs, seq_len, ids["[CLS]"], ids["[SEP]"]), 0
   usable = [d for d in docs if len(d) >= 2]
-  skipped = len(docs) - len(usable)
-  if skipped:
-    logging.warning("%s: skipped %d of %d documents with fewer than 2 sentences (no "
-                    "next-sentence pairs)", split, skipped, len(docs))
   if not usable:
-    raise sources.DataError(
-        f"config.data: no document of split {split!r} has 2 or more sentences, so no "
-        f"next-sentence pairs can be formed ({skipped} skipped); use longer documents "
-        "(e.g. doc_split='file') or recipe=roberta")
+    return [], len(docs)
   return [e for _ in range(mlm.dupe_factor)
-          for e in nsp_examples(usable, seq_len, mlm.short_seq_prob, rng, ids["[CLS]"], ids["[SEP]"])]
+          for e in nsp_examples(usable, seq_len, mlm.short_seq_prob, rng, ids["[CLS]"],
+                                ids["[SEP]"])], len(docs) - len(usable)
 
 
 def examples_dir(split, data, seq_len, seed):
   """Where the examples built from a prepared split for these settings are cached."""
   mlm = data.mlm
   key = json.dumps([split.manifest["tokenizer"], split.manifest["tokens"], seq_len, mlm.nsp,
-                    mlm.short_seq_prob, mlm.dupe_factor, [int(x) for x in np.atleast_1d(seed)], 1])
+                    mlm.short_seq_prob, mlm.dupe_factor, [int(x) for x in np.atleast_1d(seed)], 2])
   return os.path.join(split.path, "examples-" + hashlib.sha256(key.encode()).hexdigest()[:12])
 
 
-def build_examples(split, data, tok, *, seq_len, seed):
-  """Builds (or finds) the example arrays of a prepared 'sentences' split, cached beside it:
-  pairs are built once per data and settings, as BERT's create_pretraining_data does."""
+_ARRAYS = ("tokens", "lengths", "a_lengths", "nsp_labels")
+
+
+def build_examples(split, data, tok, *, seq_len, seed, process_index=0, process_count=1):
+  """Builds this worker's pieces of the examples of a prepared 'sentences' split (piece k of
+  the split -> examples piece k, for k % process_count == process_index), cached beside it:
+  pairs are built once per data and settings, as BERT's create_pretraining_data does. A
+  random next sentence comes from another document of the same piece (a piece holds
+  thousands). Pieces already built are skipped."""
   ids = tokenizer.check_bert_specials(tok)
   path = examples_dir(split, data, seq_len, seed)
-  if not os.path.exists(os.path.join(path, "done.json")):
-    examples = _build_examples(split.documents(), data, seq_len, seed, ids,
-                               split.manifest["source"]["split"])
-    if not examples:
-      raise sources.DataError(f"config.data: {split.summary()} yields no examples; add text")
-    arrays = example_arrays(examples, seq_len, ids["[PAD]"], split.stream.arrays[0].dtype)
-    os.makedirs(path, exist_ok=True)
+  os.makedirs(path, exist_ok=True)
+  dtype = split.stream.arrays[0].dtype
+  for k in range(process_index, len(split.manifest["pieces"]), process_count):
+    done = os.path.join(path, f"piece-{k:05d}.json")
+    if os.path.exists(done):
+      continue
+    docs = split.piece_documents(k)
+    rng = np.random.default_rng([*np.atleast_1d(seed), 7, k])
+    examples, skipped = _build_examples(docs, data, seq_len, rng, ids)
+    arrays = example_arrays(examples, seq_len, ids["[PAD]"], dtype)
     for name, value in arrays.items():
-      tokenized.write_atomic(os.path.join(path, name + ".npy"), lambda t, v=value: np.save(t, v))
-    tokenized.write_atomic(os.path.join(path, "done.json"),
-                           lambda t: open(t, "w").write(json.dumps({"examples": len(examples)})))
-  return {name: np.load(os.path.join(path, name + ".npy"), mmap_mode="r")
-          for name in ("tokens", "lengths", "a_lengths", "nsp_labels")}
+      tokenized.write_atomic(os.path.join(path, f"piece-{k:05d}.{name}.npy"),
+                             lambda t, v=value: np.save(t, v))
+    tokenized.write_json(done, {"examples": len(examples), "documents": len(docs),
+                                "skipped": skipped})
+
+
+class PieceRows:
+  """Rows of several [n_k, seq_len] arrays (memory-mapped pieces) as one array of rows."""
+
+  def __init__(self, arrays):
+    self.arrays = arrays
+    self.offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])]).astype(np.int64)
+    self.shape = (int(self.offsets[-1]), arrays[0].shape[1])
+
+  def take(self, rows):
+    """int32 rows, in the order given (read piece by piece, in increasing order)."""
+    rows = np.asarray(rows, np.int64)
+    out = np.empty((len(rows), self.shape[1]), np.int32)
+    piece = np.searchsorted(self.offsets, rows, side="right") - 1
+    for k in np.unique(piece):
+      sel = np.flatnonzero(piece == k)
+      local = rows[sel] - self.offsets[k]
+      order = np.argsort(local, kind="stable")
+      out[sel[order]] = self.arrays[k][local[order]]
+    return out
+
+
+def open_examples(split, data, *, seq_len, seed):
+  """The built examples of a split: tokens as PieceRows, the per-example arrays in memory."""
+  path = examples_dir(split, data, seq_len, seed)
+  n = len(split.manifest["pieces"])
+  records = []
+  for k in range(n):
+    done = os.path.join(path, f"piece-{k:05d}.json")
+    if not os.path.exists(done):
+      raise sources.DataError(f"config.data: the examples of {split.summary()} are not built in "
+                              f"{path} (piece {k} of {n} missing)")
+    with open(done, encoding="utf-8") as f:
+      records.append(json.load(f))
+  name = split.manifest["source"]["split"]
+  skipped, docs = sum(r["skipped"] for r in records), sum(r["documents"] for r in records)
+  if skipped:
+    logging.warning("%s: skipped %d of %d documents with fewer than 2 sentences (no "
+                    "next-sentence pairs)", name, skipped, docs)
+  if not sum(r["examples"] for r in records):
+    if data.mlm.nsp:
+      raise sources.DataError(
+          f"config.data: no document of split {name!r} has 2 or more sentences, so no "
+          f"next-sentence pairs can be formed ({skipped} skipped); use longer documents "
+          "(e.g. doc_split='file') or recipe=roberta")
+    raise sources.DataError(f"config.data: {split.summary()} yields no examples; add text")
+  load = lambda k, a: np.load(os.path.join(path, f"piece-{k:05d}.{a}.npy"), mmap_mode="r")
+  out = {a: np.concatenate([load(k, a) for k in range(n)]) for a in _ARRAYS if a != "tokens"}
+  out["tokens"] = PieceRows([load(k, "tokens") for k in range(n) if records[k]["examples"]])
+  return out
 
 
 def load(split, data, tok, *, batch_size, seq_len, seed, shuffle):
-  """MaskedExamples over a prepared split (a tokenized.Tokenized in 'sentences' mode)."""
-  arrays = build_examples(split, data, tok, seq_len=seq_len, seed=seed)
+  """MaskedExamples over a prepared split whose examples are built (build_examples)."""
+  arrays = open_examples(split, data, seq_len=seq_len, seed=seed)
   ids = tokenizer.check_bert_specials(tok)
   spec = masking.make_spec(tok, [ids[t] for t in tokenizer.BERT_SPECIALS], ids["[MASK]"], data.mlm)
-  arrays = dict(arrays, lengths=np.asarray(arrays["lengths"]),
-                a_lengths=np.asarray(arrays["a_lengths"]), nsp_labels=np.asarray(arrays["nsp_labels"]))
   return MaskedExamples(arrays, batch_size=batch_size, seed=seed, shuffle=shuffle, spec=spec,
                         nsp=data.mlm.nsp)

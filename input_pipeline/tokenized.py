@@ -113,7 +113,7 @@ def write_atomic(path, write):
       os.remove(tmp)
 
 
-def _write_json(path, obj):
+def write_json(path, obj):
   def write(tmp):
     with open(tmp, "w", encoding="utf-8") as f:
       json.dump(obj, f, indent=1, sort_keys=True)
@@ -223,7 +223,7 @@ def prepare(data, builder, split, tok, mode, *, process_index=0, process_count=1
     texts = lambda stats, sub=subsplits[k]: sources.texts(builder, sub, data.text_key, stats=stats)
     record = _prepare_piece(prefix, texts, tok, mode, eos_id, dtype)
     record.update(tokenizer=ident, tokenizer_description=_describe(tok))
-    _write_json(prefix + ".json", record)
+    write_json(prefix + ".json", record)
     logging.info("tokenized %s piece %d/%d: %d documents, %d tokens", split, k + 1, n,
                  record["documents"], record["tokens"])
   if write_manifest:
@@ -248,7 +248,7 @@ def write_manifest_if_complete(out, n, tok, mode, source):
   manifest = dict(format=FORMAT, mode=mode, source=source, tokenizer=tokenizer.identity(tok),
                   tokenizer_description=_describe(tok), vocab_size=tok.get_vocab_size(),
                   dtype=np.dtype(_token_dtype(tok)).name, pieces=pieces, **totals)
-  _write_json(os.path.join(out, "manifest.json"), manifest)
+  write_json(os.path.join(out, "manifest.json"), manifest)
   for stale in glob.glob(os.path.join(out, ".tmp-*")):  # left by killed workers
     os.remove(stale)
   return True
@@ -335,32 +335,29 @@ class Tokenized:
   def num_tokens(self):
     return self.manifest["tokens"]
 
-  def _offsets(self, suffix):
-    """Piece offset files joined into global offsets (each piece's shifted by the one before)."""
-    out, shift = [np.zeros(1, np.int64)], 0
-    base = {".docs.npy": "sentences" if self.mode == "sentences" else "tokens",
-            ".sents.npy": "tokens"}[suffix]
-    for piece in self.manifest["pieces"]:
-      local = np.load(os.path.join(self.path, piece["name"] + suffix))
-      out.append(local[1:] + shift)
-      shift += piece[base]
-    return np.concatenate(out)
-
   def document_offsets(self):
     """Start of every document and the end: token offsets ('documents') or sentence indices
-    ('sentences')."""
-    return self._offsets(".docs.npy")
+    ('sentences'); the pieces' offset files joined, each shifted by the pieces before it."""
+    unit = "sentences" if self.mode == "sentences" else "tokens"
+    out, shift = [np.zeros(1, np.int64)], 0
+    for piece in self.manifest["pieces"]:
+      local = np.load(os.path.join(self.path, piece["name"] + ".docs.npy"))
+      out.append(local[1:] + shift)
+      shift += piece[unit]
+    return np.concatenate(out)
+
+  def piece_documents(self, k):
+    """'sentences' mode: the documents of piece k, each a list of sentence token arrays
+    (views of the memory-mapped piece)."""
+    name = os.path.join(self.path, self.manifest["pieces"][k]["name"])
+    sents, docs = np.load(name + ".sents.npy").tolist(), np.load(name + ".docs.npy").tolist()
+    tokens = self.stream.arrays[k]
+    sentences = [tokens[a:b] for a, b in zip(sents[:-1], sents[1:])]
+    return [sentences[docs[d]:docs[d + 1]] for d in range(len(docs) - 1)]
 
   def documents(self):
-    """'sentences' mode: every document as a list of sentence token arrays (views of the
-    memory-mapped pieces; a sentence never spans two pieces)."""
-    sents, docs = self._offsets(".sents.npy"), self.document_offsets()
-    offsets, arrays = self.stream.offsets, self.stream.arrays
-    piece = np.searchsorted(offsets, sents[:-1], side="right") - 1
-    local = sents[:-1] - offsets[piece]
-    ends = local + np.diff(sents)
-    sentences = [arrays[k][a:b] for k, a, b in zip(piece.tolist(), local.tolist(), ends.tolist())]
-    return [sentences[docs[d]:docs[d + 1]] for d in range(len(docs) - 1)]
+    """'sentences' mode: the documents of every piece, in order."""
+    return [d for k in range(len(self.manifest["pieces"])) for d in self.piece_documents(k)]
 
   def summary(self):
     m = self.manifest

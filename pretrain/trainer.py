@@ -173,8 +173,8 @@ def load_data(config, objective):
 
   Loaders are global: a process asks for its rows of each global batch, so the batches do
   not depend on the number of processes. Process 0 does the shared work first (tfds
-  preparation, tokenizer training, manifests, cached BERT examples); every process tokenizes
-  its share of the pieces.
+  preparation, tokenizer training, manifests); the processes share out the pieces to tokenize
+  (and BERT's pairs to build).
   """
   data, pidx, pcount = config.data, jax.process_index(), jax.process_count()
 
@@ -191,27 +191,27 @@ def load_data(config, objective):
   datasets = sources.named(data)
   built = first_process_first(lambda: sources.builders(data))
   tok = first_process_first(lambda: tokenized.tokenizer_for(data, built))
-  tokenized.prepare_all(data, objective.mode, tok, built, process_index=pidx, process_count=pcount,
-                      write_manifest=pcount == 1)
+  shared = dict(process_index=pidx, process_count=pcount)
+  tokenized.prepare_all(data, objective.mode, tok, built, write_manifest=pcount == 1, **shared)
   barrier("pieces tokenized")
   if pcount > 1:
     first_process_first(lambda: tokenized.prepare_all(data, objective.mode, tok, built))
+  opened = {(name, split): tokenized.open_split(src, built[name], split, tok, objective.mode)
+            for name, src, split in tokenized.splits(data)}
+  for k, (name, src, _) in enumerate(datasets):
+    for split in dict.fromkeys((src.train_split, src.eval_split)):
+      objective.build(opened[name, split], src, tok, seq_len=config.batch.seq_len,
+                      seed=[config.seed, k], **shared)
+  barrier("examples built")
 
-  notes = []
-
-  def loaders():
-    train, val = {}, {}
-    for k, (name, src, _) in enumerate(datasets):
-      kw = dict(batch_size=config.batch.size, seq_len=config.batch.seq_len, seed=[config.seed, k])
-      for split, shuffle, out in ((src.train_split, data.shuffle, train),
-                                  (src.eval_split, False, val)):
-        opened = tokenized.open_split(src, built[name], split, tok, objective.mode)
-        out[name] = objective.load(opened, src, tok, shuffle=shuffle, **kw)
-        notes.append(f"data{' ' + name if name else ''}: {opened.summary()}"
-                     + (f"; {out[name].note}" if out[name].note else ""))
-    return train, val
-
-  train, val = first_process_first(loaders)
+  train, val, notes = {}, {}, []
+  for k, (name, src, _) in enumerate(datasets):
+    kw = dict(batch_size=config.batch.size, seq_len=config.batch.seq_len, seed=[config.seed, k])
+    for split, shuffle, out in ((src.train_split, data.shuffle, train),
+                                (src.eval_split, False, val)):
+      out[name] = objective.load(opened[name, split], src, tok, shuffle=shuffle, **kw)
+      notes.append(f"data{' ' + name if name else ''}: {opened[name, split].summary()}"
+                   + (f"; {out[name].note}" if out[name].note else ""))
   if len(train) > 1:
     train = batches.Mixture(train, {name: w for name, _, w in datasets}, config.batch.size)
   else:

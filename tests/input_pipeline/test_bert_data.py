@@ -86,6 +86,7 @@ def _load(config, split="train", seq_len=32, seed=(0, 0), shuffle=True, tok=None
                                   lambda: sources.texts(b, data.train_split, data.text_key))
   tokenized.prepare(data, b, split, tok, "sentences")
   opened = tokenized.open_split(data, b, split, tok, "sentences")
+  bert_data.build_examples(opened, data, tok, seq_len=seq_len, seed=list(seed))
   loader = bert_data.load(opened, data, tok, batch_size=8, seq_len=seq_len, seed=list(seed),
                           shuffle=shuffle)
   return loader, tok, b
@@ -94,8 +95,8 @@ def _load(config, split="train", seq_len=32, seed=(0, 0), shuffle=True, tok=None
 def _rows(loader):
   for i in range(loader.num_examples):
     n, a = int(loader.lengths[i]), int(loader.a_lengths[i])
-    yield (loader.tokens[i, :n].tolist(), [0] * a + [1] * (n - a),
-           bool(loader.nsp_labels[i]), loader.tokens[i, n:])
+    row = loader.tokens.take([i])[0]
+    yield row[:n].tolist(), [0] * a + [1] * (n - a), bool(loader.nsp_labels[i]), row[n:]
 
 
 # ----------------------------------------------------------------------------- tokenizers

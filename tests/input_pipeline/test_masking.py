@@ -428,8 +428,8 @@ def test_eval_batches_are_fixed():
 
 def test_loader_does_not_modify_its_examples():
   loader = _loader()
-  tokens = loader.tokens.copy()
+  tokens = loader.tokens.arrays[0].copy()
   for step in range(6):
     loader.batch(step)
     loader.eval_batch(step)
-  np.testing.assert_array_equal(loader.tokens, tokens)
+  np.testing.assert_array_equal(loader.tokens.arrays[0], tokens)

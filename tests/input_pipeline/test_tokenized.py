@@ -179,24 +179,51 @@ def test_mixture_sources_inherit_fields_and_get_their_own_tokenized_dir(tmp_path
     common.mixture_source(1.0, tokenizer="bpe")
 
 
-def test_bert_examples_are_built_once_and_cached(tmp_path):
-  data = _data(tmp_path, _corpus(tmp_path), kind="wordpiece")
+def _bert_split(tmp_path, pieces):
+  data = _data(tmp_path, _corpus(tmp_path), kind="wordpiece", prepare_pieces=pieces,
+               tokenized_dir=str(tmp_path / f"tok{pieces}"))
   data.tokenizer.eos_token = "[SEP]"
   from configs import bert  # pylint: disable=g-import-not-at-top
   data.mlm = bert.mlm_config(32)
   built = sources.builders(data)
   tok = tokenized.tokenizer_for(data, built)
   tokenized.prepare(data, built[""], "train", tok, "sentences")
-  split = tokenized.open_split(data, built[""], "train", tok, "sentences")
-  first = bert_data.build_examples(split, data, tok, seq_len=32, seed=[0, 0])
+  return data, tok, tokenized.open_split(data, built[""], "train", tok, "sentences")
+
+
+def test_bert_examples_are_built_once_per_piece_in_parallel_and_cached(tmp_path):
+  data, tok, split = _bert_split(tmp_path, pieces=3)
+  with pytest.raises(sources.DataError, match=r"examples of .* are not built .*piece 0 of 3"):
+    bert_data.open_examples(split, data, seq_len=32, seed=[0, 0])
+  # two workers share the pieces: 0 and 2, then 1
+  bert_data.build_examples(split, data, tok, seq_len=32, seed=[0, 0], process_index=0, process_count=2)
+  with pytest.raises(sources.DataError, match=r"piece 1 of 3 missing"):
+    bert_data.open_examples(split, data, seq_len=32, seed=[0, 0])
+  bert_data.build_examples(split, data, tok, seq_len=32, seed=[0, 0], process_index=1, process_count=2)
+  first = bert_data.open_examples(split, data, seq_len=32, seed=[0, 0])
   cache = bert_data.examples_dir(split, data, 32, [0, 0])
-  stamp = os.stat(os.path.join(cache, "tokens.npy")).st_mtime_ns
-  again = bert_data.build_examples(split, data, tok, seq_len=32, seed=[0, 0])
-  assert os.stat(os.path.join(cache, "tokens.npy")).st_mtime_ns == stamp
-  for key in first:
-    np.testing.assert_array_equal(first[key], again[key])
-  assert first["tokens"].dtype == np.uint16 and first["tokens"].shape[1] == 32
+  stamps = {f: os.stat(os.path.join(cache, f)).st_mtime_ns for f in os.listdir(cache)}
+  bert_data.build_examples(split, data, tok, seq_len=32, seed=[0, 0])  # a no-op now
+  assert {f: os.stat(os.path.join(cache, f)).st_mtime_ns for f in os.listdir(cache)} == stamps
+  # the same as one worker building everything
+  data1 = ml_collections.ConfigDict(dict(data.to_dict(), tokenized_dir=str(tmp_path / "again")))
+  tokenized.prepare(data1, sources.builders(data1)[""], "train", tok, "sentences")
+  again = tokenized.open_split(data1, sources.builders(data1)[""], "train", tok, "sentences")
+  bert_data.build_examples(again, data1, tok, seq_len=32, seed=[0, 0])
+  other = bert_data.open_examples(again, data1, seq_len=32, seed=[0, 0])
+  for key in ("lengths", "a_lengths", "nsp_labels"):
+    np.testing.assert_array_equal(first[key], other[key])
+  rows = np.arange(first["tokens"].shape[0])
+  np.testing.assert_array_equal(first["tokens"].take(rows), other["tokens"].take(rows))
+  assert len(first["tokens"].arrays) == 3 and first["tokens"].arrays[0].dtype == np.uint16
+  # rows come back in the order asked, across pieces
+  shuffled = np.random.default_rng(0).permutation(rows)
+  np.testing.assert_array_equal(first["tokens"].take(shuffled), first["tokens"].take(rows)[shuffled])
   assert bert_data.examples_dir(split, data, 32, [1, 0]) != cache  # another seed, other pairs
+  # every pair is [CLS] A [SEP] B [SEP] within one piece's documents
+  tokens = first["tokens"].take(rows)
+  assert (tokens[:, 0] == tok.token_to_id("[CLS]")).all()
+  assert (tokens[rows, first["lengths"] - 1] == tok.token_to_id("[SEP]")).all()
 
 
 # ----------------------------------------------------------------------------- any tfds dataset
