@@ -193,10 +193,11 @@ def _prepare_piece(path_prefix, texts, tok, mode, eos_id, dtype):
 
 
 def prepare(data, builder, split, tok, mode, *, process_index=0, process_count=1,
-            write_manifest=True):
+            write_manifest=True, log=logging.info):
   """Tokenizes this process's pieces of `split` (pieces k with k % process_count ==
   process_index), skipping pieces already done; writes the manifest once every piece is done
-  (when `write_manifest`). A no-op for a complete split. Returns the split's directory."""
+  (when `write_manifest`). A no-op for a complete split. Returns the split's directory.
+  `log(message)` reports each piece done."""
   if mode not in MODES:
     raise ValueError(f"mode {mode!r}; use one of {MODES}")
   out = directory(data, builder, split, mode, tok)
@@ -224,8 +225,8 @@ def prepare(data, builder, split, tok, mode, *, process_index=0, process_count=1
     record = _prepare_piece(prefix, texts, tok, mode, eos_id, dtype)
     record.update(tokenizer=ident, tokenizer_description=_describe(tok))
     write_json(prefix + ".json", record)
-    logging.info("tokenized %s piece %d/%d: %d documents, %d tokens", split, k + 1, n,
-                 record["documents"], record["tokens"])
+    log(f"tokenized {builder.info.full_name} {split} piece {k + 1}/{n}: "
+        f"{record['documents']:,} documents, {record['tokens']:,} tokens")
   if write_manifest:
     write_manifest_if_complete(out, n, tok, mode, dict(dataset=builder.info.full_name, split=split,
                                                        text_key=data.text_key))
@@ -268,10 +269,10 @@ def splits(data):
           for split in dict.fromkeys((src.train_split, src.eval_split))]
 
 
-def prepare_all(data, mode, tok, built, *, process_index=0, process_count=1, write_manifest=True):
-  """Tokenizes this worker's pieces of every split; returns {(name, split): directory}."""
-  return {(name, split): prepare(src, built[name], split, tok, mode, process_index=process_index,
-                                 process_count=process_count, write_manifest=write_manifest)
+def prepare_all(data, mode, tok, built, **kw):
+  """Tokenizes this worker's pieces of every split (`kw` as for prepare); returns
+  {(name, split): directory}."""
+  return {(name, split): prepare(src, built[name], split, tok, mode, **kw)
           for name, src, split in splits(data)}
 
 

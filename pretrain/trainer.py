@@ -192,7 +192,9 @@ def load_data(config, objective):
   built = first_process_first(lambda: sources.builders(data))
   tok = first_process_first(lambda: tokenized.tokenizer_for(data, built))
   shared = dict(process_index=pidx, process_count=pcount)
-  tokenized.prepare_all(data, objective.mode, tok, built, write_manifest=pcount == 1, **shared)
+  log = (lambda message: print(message, flush=True)) if pidx == 0 else (lambda message: None)
+  tokenized.prepare_all(data, objective.mode, tok, built, write_manifest=pcount == 1, log=log,
+                        **shared)
   barrier("pieces tokenized")
   if pcount > 1:
     first_process_first(lambda: tokenized.prepare_all(data, objective.mode, tok, built))
