@@ -86,3 +86,39 @@ def test_two_processes_equal_one(tiny_config, tmp_path, data_dir, mesh):
   # Both processes took part in the checkpoint; one complete step directory per save.
   assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()
                 if p.name.isdigit()) == ["2", "4"]
+
+
+@pytest.mark.slow
+def test_two_processes_build_bert_pairs_in_parallel_and_equal_one(tiny_bert, tmp_path, data_dir,
+                                                                  sentence_corpus):
+  """BERT's tokenized pieces and NSP pairs are shared out over 2 processes; the run equals one
+  process building everything."""
+  overrides = {"data.prepare_pieces": 2, "train.total_steps": 3, "train.log_every": 1,
+               "train.eval_batches": 1, "checkpoint.every": 0}
+  tokenized_dir = tmp_path / "tokenized"
+  single = trainer.train_and_evaluate(
+      tiny_bert(**overrides, **{"data.tokenized_dir": str(tmp_path / "by_one")}),
+      str(tmp_path / "one"))
+  cmd = [sys.executable, "-m", "launch.local", "--num_processes=2", "--devices_per_process=4",
+         "--", sys.executable, "-m", "pretrain.train", "--config=configs/bert.py:smoke",
+         f"--workdir={tmp_path / 'two'}", f"--config.data.tokenized_dir={tokenized_dir}",
+         f"--config.data.data_dir={data_dir}", f"--config.data.files={sentence_corpus}",
+         "--config.data.doc_split=blank_line", "--config.data.tokenizer.vocab_size=128",
+         "--config.model.num_layers=2", "--config.model.num_heads=2", "--config.model.d_model=32",
+         "--config.model.max_len=32", "--config.model.dropout=0.0", "--config.batch.size=8",
+         "--config.batch.seq_len=32", "--config.data.mlm.max_predictions=5",
+         "--config.train.eval_every=0", "--config.train.peak_flops=1e12",
+         "--config.checkpoint.async_save=False"]
+  cmd += [f"--config.{k}={v}" for k, v in overrides.items()]
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  np.testing.assert_allclose(_losses(tmp_path / "two"), _losses(tmp_path / "one"), rtol=1e-5)
+  assert single["step"] == 3
+  # Each process built one of the two example pieces; they equal the single process's.
+  ours = sorted((tmp_path / "by_one" / "train.sentences").glob("examples-*"))
+  theirs = sorted(tokenized_dir.glob("train.sentences/examples-*"))
+  assert len(ours) == len(theirs) == 1 and ours[0].name == theirs[0].name
+  names = sorted(p.name for p in ours[0].iterdir())
+  assert names == sorted(p.name for p in theirs[0].iterdir()) and "piece-00001.json" in names
+  _, mismatch, errors = filecmp.cmpfiles(ours[0], theirs[0], names, shallow=False)
+  assert not mismatch and not errors
