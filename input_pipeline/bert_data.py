@@ -8,8 +8,10 @@ truncating tokens from a randomly chosen end of the longer segment. RoBERTa's FU
 packs whole sentences contiguously, across documents (with an extra [SEP] at a document
 boundary), into [CLS] ... [SEP] of at most seq_len tokens.
 
-Examples are built once per run from the seed (`dupe_factor` passes over the corpus); the
-masking is dynamic and keyed by (seed, step, example), so a resumed run is exact.
+Examples are built once from a tokenized split ('sentences' mode, input_pipeline/tokenized.py)
+for given settings and seed (`dupe_factor` passes), piece by piece, and cached beside it; the
+masking is dynamic and keyed by (seed, step, row of the global batch), so a resumed run is
+exact and the batches do not depend on the number of processes.
 """
 import hashlib
 import json
