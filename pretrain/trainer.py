@@ -241,9 +241,11 @@ def train_and_evaluate(config, workdir, devices=None):
   model_cfg = layers.resolve(config.model, tok.get_vocab_size())
   total_steps = durations.total_steps(config)
   tok_id = tokenizer.identity(tok)
-  # Example counts identify the data well enough to warn when a resumed run's has changed.
+  # Example counts and mixture weights identify the data well enough to warn when a resumed
+  # run's has changed (say, new weights for the next stage of a curriculum).
   datasets_meta = {"train": train_data.num_examples,
-                   "eval": {name: loader.num_examples for name, loader in val_data.items()}}
+                   "eval": {name: loader.num_examples for name, loader in val_data.items()},
+                   "weights": {name: w for name, _, w in sources.named(config.data)}}
 
   # Everything that can fail on the checkpoint is checked before compiling.
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
