@@ -5,7 +5,7 @@ import os
 import ml_collections
 import tensorflow_datasets as tfds
 
-from input_pipeline import local_text
+from input_pipeline import local_text, tokenizer
 
 DataError = local_text.DataError
 
@@ -82,12 +82,8 @@ def training_texts(datasets, builders, max_chars):
   """Text to train a tokenizer on: each dataset's train split, up to its weight's share."""
   total = sum(w for _, _, w in datasets)
   for name, src, weight in datasets:
-    budget = int(max_chars * weight / total)
-    for text in texts(builders[name], src.train_split, src.text_key):
-      if budget <= 0:
-        break
-      yield text[:budget]
-      budget -= len(text)
+    yield from tokenizer.limited(texts(builders[name], src.train_split, src.text_key),
+                                 int(max_chars * weight / total))
 
 
 def prepare(b):

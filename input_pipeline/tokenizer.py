@@ -80,7 +80,8 @@ def _build_char(texts, eos):
   return tok
 
 
-def _limited(texts, max_chars):
+def limited(texts, max_chars):
+  """The texts, cut off once max_chars characters have been yielded."""
   seen = 0
   for text in texts:
     if seen >= max_chars:
@@ -106,7 +107,7 @@ def get_tokenizer(cfg, data_dir, train_texts):
     else:
       tok = tokenizers.Tokenizer.from_file(cfg.path)
   elif cfg.kind in ("bpe", "char", "wordpiece"):
-    texts = list(_limited(train_texts(), cfg.max_train_chars))
+    texts = list(limited(train_texts(), cfg.max_train_chars))
     if not any(texts):
       raise TokenizerError("config.data: the training split is empty; nothing to train a tokenizer on")
     options = dict(kind=cfg.kind, eos=cfg.eos_token,
