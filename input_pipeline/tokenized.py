@@ -136,9 +136,9 @@ def _mismatch(where, found, tok):
       "settings, or set config.data.tokenized_dir to a new directory to tokenize again")
 
 
-def _encode_piece(tok, texts, mode, eos_id, stats):
-  """Encodes documents in chunks; yields (tokens, doc lengths in tokens or sentences, sentence
-  lengths or None) per chunk."""
+def encode(tok, texts, mode, eos_id, stats, chunk=_CHUNK):
+  """Encodes documents `chunk` at a time (the tokenizer runs each chunk in parallel); yields
+  (tokens, document lengths in tokens or sentences, sentence lengths or None) per chunk."""
   buffer = []
 
   def flush():
@@ -158,7 +158,7 @@ def _encode_piece(tok, texts, mode, eos_id, stats):
 
   for text in texts:
     buffer.append(text)
-    if len(buffer) >= _CHUNK:
+    if len(buffer) >= chunk:
       yield flush()
   if buffer:
     yield flush()
@@ -171,7 +171,7 @@ def _prepare_piece(path_prefix, texts, tok, mode, eos_id, dtype):
   tmp_bin = os.path.join(folder, f".tmp-{os.getpid()}-{name}.tokens.bin")
   doc_lengths, sent_lengths, n_tokens = [], [], 0
   with open(tmp_bin, "wb") as f:
-    for tokens, docs, sents in _encode_piece(tok, texts(stats), mode, eos_id, stats):
+    for tokens, docs, sents in encode(tok, texts(stats), mode, eos_id, stats):
       tokens.astype(dtype).tofile(f)
       n_tokens += len(tokens)
       doc_lengths.append(docs)
@@ -238,15 +238,15 @@ def write_manifest_if_complete(out, n, tok, mode, source):
   names = [_piece_name(k, n) for k in range(n)]
   if not all(os.path.exists(os.path.join(out, name + ".json")) for name in names):
     return False
-  pieces = []
+  ident, pieces = tokenizer.identity(tok), []
   for name in names:
     record = _read_json(os.path.join(out, name + ".json"))
-    if record["tokenizer"] != tokenizer.identity(tok):
+    if record["tokenizer"] != ident:
       raise _mismatch(os.path.join(out, name), record["tokenizer_description"], tok)
     pieces.append(dict(record, name=name))
   totals = {key: sum(p.get(key, 0) for p in pieces)
             for key in ("tokens", "documents", "sentences", "empty", "invalid_utf8")}
-  manifest = dict(format=FORMAT, mode=mode, source=source, tokenizer=tokenizer.identity(tok),
+  manifest = dict(format=FORMAT, mode=mode, source=source, tokenizer=ident,
                   tokenizer_description=_describe(tok), vocab_size=tok.get_vocab_size(),
                   dtype=np.dtype(_token_dtype(tok)).name, pieces=pieces, **totals)
   write_json(os.path.join(out, "manifest.json"), manifest)
