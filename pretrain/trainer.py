@@ -200,10 +200,10 @@ def load_data(config, objective):
     first_process_first(lambda: tokenized.prepare_all(data, objective.mode, tok, built))
   opened = {(name, split): tokenized.open_split(src, built[name], split, tok, objective.mode)
             for name, src, split in tokenized.splits(data)}
-  for k, (name, src, _) in enumerate(datasets):
-    for split in dict.fromkeys((src.train_split, src.eval_split)):
-      objective.build(opened[name, split], src, tok, seq_len=config.batch.seq_len,
-                      seed=[config.seed, k], **shared)
+  index = {name: k for k, (name, _, _) in enumerate(datasets)}
+  for name, src, split in tokenized.splits(data):
+    objective.build(opened[name, split], src, tok, seq_len=config.batch.seq_len,
+                    seed=[config.seed, index[name]], **shared)
   barrier("examples built")
 
   train, val, notes = {}, {}, []
