@@ -12,7 +12,7 @@ from absl import app
 
 from configs import gpt
 from models import layers
-from pretrain import objectives, sharding, trainer
+from pretrain import objectives, sharding, steps as steps_lib
 
 
 def compile_seconds(num_layers, scan):
@@ -23,7 +23,7 @@ def compile_seconds(num_layers, scan):
   mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1), jax.devices()[:1])
   rules = [tuple(r) for r in config.mesh.rules]
   batch = objective.fake_batch(config, config.batch.size, cfg.vocab_size)
-  steps = trainer.build_steps(config, objective, cfg, mesh, rules,
+  steps = steps_lib.build_steps(config, objective, cfg, mesh, rules,
                               {k: v.ndim for k, v in batch.items()}, total_steps=100)
   abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=steps.data_sharding[k])
                     for k, v in batch.items()}

@@ -53,8 +53,8 @@ def main(argv):
   start = time.perf_counter()
   result = trainer.train_and_evaluate(config, os.path.join(_WORKDIR.value, "run"))
   wall = time.perf_counter() - start
-  summary = {"val_loss": result["eval_loss"], "nanogpt_val_loss": 1.88, "steps": result["step"],
-             "wall_s": round(wall, 1), "train_tokens_per_s": round(result["tokens_per_s"])}
+  summary = {"val_loss": result.metrics["eval_loss"], "nanogpt_val_loss": 1.88, "steps": result.step,
+             "wall_s": round(wall, 1), "train_tokens_per_s": round(result.metrics["tokens_per_s"])}
   print(json.dumps(summary))
 
 

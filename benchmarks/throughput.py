@@ -17,7 +17,7 @@ from flax import nnx
 
 from configs import bert, gpt
 from models import layers
-from pretrain import metrics, objectives, sharding, trainer
+from pretrain import metrics, objectives, sharding, steps as steps_lib
 
 _ONLY = flags.DEFINE_list("only", [], "Run only these configs.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per config (after 2 warm-up steps).")
@@ -48,7 +48,7 @@ def bench(name, steps, dtype):
   mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1), jax.devices()[:1])
   rules = [tuple(r) for r in config.mesh.rules]
   batch_arrays = objective.fake_batch(config, batch, vocab)
-  compiled = trainer.build_steps(config, objective, cfg, mesh, rules,
+  compiled = steps_lib.build_steps(config, objective, cfg, mesh, rules,
                                  {k: v.ndim for k, v in batch_arrays.items()}, total_steps=1000)
   state = compiled.init()
   batch_arrays = jax.device_put(batch_arrays, compiled.data_sharding)

@@ -152,7 +152,7 @@ def base_config():
   config.train.stop_at_step = 0    # > 0: stop there with a checkpoint (jobs of fixed length)
   config.train.log_every = 10
   config.train.eval_every = 200    # 0: only at the end
-  config.train.eval_batches = 8
+  config.train.eval_batches = 8    # batches of each validation split per evaluation; 0: all
   config.train.allow_nan = False   # stop with an error on a non-finite loss
   config.train.peak_flops = 0.0    # per-device peak FLOP/s for MFU; 0: look up or measure
 

@@ -263,17 +263,19 @@ def tokenizer_for(data, built):
       lambda: sources.training_texts(datasets, built, data.tokenizer.max_train_chars))
 
 
-def splits(data):
-  """(name, dataset section, split) of every split a run reads."""
+def splits(data, eval_only=False):
+  """(name, dataset section, split) of every split a run reads (only the evaluation splits
+  with `eval_only`)."""
   return [(name, src, split) for name, src, _ in sources.named(data)
-          for split in dict.fromkeys((src.train_split, src.eval_split))]
+          for split in dict.fromkeys(
+              (src.eval_split,) if eval_only else (src.train_split, src.eval_split))]
 
 
-def prepare_all(data, mode, tok, built, **kw):
+def prepare_all(data, mode, tok, built, eval_only=False, **kw):
   """Tokenizes this worker's pieces of every split (`kw` as for prepare); returns
   {(name, split): directory}."""
   return {(name, split): prepare(src, built[name], split, tok, mode, **kw)
-          for name, src, split in splits(data)}
+          for name, src, split in splits(data, eval_only)}
 
 
 class TokenStream:

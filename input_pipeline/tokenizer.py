@@ -10,6 +10,8 @@ import json
 import os
 import tempfile
 
+import numpy as np
+
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
@@ -153,3 +155,36 @@ def check_bert_specials(tok):
         f"config.data.tokenizer: the vocabulary has no {' '.join(missing)}; masked-LM training "
         f"needs {' '.join(BERT_SPECIALS)} (train one with kind='wordpiece' or add them)")
   return ids
+
+
+def _byte_level_alphabet():
+  """GPT-2's byte -> printable character table, inverted: character -> 1 byte."""
+  return set(pre_tokenizers.ByteLevel.alphabet())
+
+
+def token_bytes(tok):
+  """UTF-8 bytes of text each token id stands for (int32, one per id), for bits per byte;
+  0 for special tokens (end of text, [CLS], ...), which cover no text.
+
+  Exact for byte-level BPE (each symbol of its alphabet is one byte) and for characters;
+  for WordPiece and SentencePiece-style vocabularies the word's bytes, continuation marks
+  ('##') dropped and '▁' counted as the space it stands for.
+  """
+  spec = json.loads(tok.to_str())
+  decoder = (spec.get("decoder") or {}).get("type", "")
+  specials = {t["content"] for t in spec.get("added_tokens", []) if t.get("special")}
+  alphabet = _byte_level_alphabet() if decoder == "ByteLevel" else set()
+  vocab = tok.get_vocab(with_added_tokens=True)
+  table = np.zeros(max(vocab.values()) + 1, np.int32)
+  for token, i in vocab.items():
+    if token in specials:
+      continue
+    if decoder == "ByteLevel":
+      table[i] = sum(1 if c in alphabet else len(c.encode("utf-8")) for c in token)
+    elif token.startswith("<0x") and token.endswith(">") and len(token) == 6:  # byte fallback
+      table[i] = 1
+    else:
+      if decoder == "WordPiece" and token.startswith("##"):
+        token = token[2:]
+      table[i] = len(token.replace("\u2581", " ").encode("utf-8"))
+  return table

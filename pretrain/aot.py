@@ -34,7 +34,7 @@ from ml_collections import config_flags  # pylint: disable=g-import-not-at-top,w
 
 from models import layers  # pylint: disable=g-import-not-at-top,wrong-import-position
 from pretrain import (config_checks, durations, objectives, sharding,  # pylint: disable=g-import-not-at-top,wrong-import-position
-                      trainer)
+                      steps as steps_lib)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 flags.DEFINE_integer("devices", 0, "Fake CPU devices to compile for (0: the real devices).")
@@ -73,7 +73,7 @@ def analyse(config, devices=None):
   vocab = config.model.vocab_size or config.data.tokenizer.vocab_size
   model_cfg = layers.resolve(config.model, vocab)
   batch = objective.fake_batch(config, config.batch.size, model_cfg.vocab_size)
-  steps = trainer.build_steps(config, objective, model_cfg, mesh, rules,
+  steps = steps_lib.build_steps(config, objective, model_cfg, mesh, rules,
                               {k: v.ndim for k, v in batch.items()}, durations.total_steps(config))
   abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=steps.data_sharding[k])
                     for k, v in batch.items()}

@@ -9,10 +9,18 @@ directory and renamed when complete, so a crash never leaves a half checkpoint a
 Resume order (see pretrain/trainer.py): <workdir>/checkpoints, then config.init_from
 (parameters only), then a fresh initialisation.
 """
+import dataclasses
+import functools
 import os
+from typing import Optional
 
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
+from absl import logging
+
+from models import layer_stack
+from pretrain import sharding, steps as steps_lib
 
 
 class CheckpointError(ValueError):
@@ -36,6 +44,13 @@ class Checkpointer:
 
   def latest_step(self):
     return self.manager.latest_step()
+
+  def all_steps(self, reload=False):
+    """The steps of complete checkpoints, oldest first (`reload`: look again on disk, for
+    checkpoints another process has finished since)."""
+    if reload:
+      self.manager.reload()
+    return sorted(self.manager.all_steps())
 
   def save(self, step, state, meta, *, force=False):
     return self.manager.save(
@@ -70,9 +85,12 @@ SHAPE_FIELDS = ("vocab_size", "num_layers", "num_heads", "num_kv_heads", "head_d
                 "scan_layers")
 
 
-def check_compatible(saved_model, model, where):
-  """Errors (one line, naming the field) if a checkpoint's model differs in any shape field."""
+def check_compatible(saved_model, model, where, ignore=()):
+  """Errors (one line, naming the field) if a checkpoint's model differs in any shape field
+  (but those in `ignore`)."""
   for field in SHAPE_FIELDS:
+    if field in ignore:
+      continue
     if field in saved_model and saved_model[field] != model[field]:
       raise CheckpointError(
           f"config.model.{field}: the checkpoint in {where} has {field}={saved_model[field]!r} but "
@@ -81,3 +99,86 @@ def check_compatible(saved_model, model, where):
 
 def abstract_like(tree):
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def restore_params(ckpt, step, steps, objective, model_cfg):
+  """The parameters of checkpoint `step`, in the shardings of `steps` (any mesh), converted
+  from the checkpoint's layer layout (scanned or not) to `model_cfg`'s."""
+  saved = ckpt.meta(step)["model"]
+  check_compatible(saved, model_cfg, ckpt.directory, ignore=("scan_layers",))
+  scan = saved.get("scan_layers", model_cfg.scan_layers)
+  target = steps.abstract_state["params"]
+  if scan == model_cfg.scan_layers:
+    return ckpt.restore_params(step, target)
+  saved_cfg = ml_collections.ConfigDict(dict(model_cfg.to_dict(), scan_layers=scan))
+  _, logical = steps_lib.model_logical_specs(objective, saved_cfg)
+  shapes = jax.eval_shape(lambda: steps_lib.init_params(objective, saved_cfg, jax.random.PRNGKey(0)))
+  shardings = sharding.tree_shardings(logical, steps.mesh, steps.rules)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          shapes, shardings)
+  restored = ckpt.restore_params(step, abstract)
+  convert = functools.partial(layer_stack.to_layout, scan=model_cfg.scan_layers)
+  return jax.jit(convert, out_shardings=steps.state_shardings["params"])(restored)
+
+
+@dataclasses.dataclass
+class Start:
+  """Where a run starts (the resume order), decided and checked before anything compiles."""
+  ckpt: Checkpointer                 # <workdir>/checkpoints
+  latest: Optional[int]              # its latest step: resume from there
+  init_from: Optional[Checkpointer]  # else config.init_from's checkpoints: parameters only
+
+
+def find_start(config, workdir, model_cfg, tok_id, datasets_meta):
+  """Opens the run's checkpoints and decides the start: the workdir's latest checkpoint, else
+  config.init_from, else scratch. Everything that can fail on a checkpoint fails here."""
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
+                      async_save=config.checkpoint.async_save)
+  latest, init_from = ckpt.latest_step(), None
+  if latest is not None:
+    meta = ckpt.meta(latest)
+    check_compatible(meta["model"], model_cfg, ckpt.directory)
+    if meta["tokenizer"] != tok_id:
+      raise CheckpointError(
+          f"config.data.tokenizer: the checkpoint in {ckpt.directory} was trained with another "
+          "tokenizer; use the same data and tokenizer settings or a fresh workdir")
+    saved = meta["data"].get("datasets")
+    if saved is not None and saved != datasets_meta:
+      logging.warning("resuming with other data than the checkpoint's (%s, now %s): the batches "
+                      "from here on differ from the original run's", saved, datasets_meta)
+  elif config.init_from:
+    init_from = open_run(config.init_from, "config.init_from")
+    check_compatible(init_from.meta(init_from.latest_step())["model"], model_cfg,
+                     config.init_from, ignore=("scan_layers",))
+  return Start(ckpt, latest, init_from)
+
+
+def open_run(path, field):
+  """A read-only Checkpointer over a run's workdir or its checkpoints directory; an error
+  naming `field` when it holds no checkpoint."""
+  source = path
+  if os.path.isdir(os.path.join(source, "checkpoints")):  # a run's workdir
+    source = os.path.join(source, "checkpoints")
+  if not os.path.isdir(source):
+    raise CheckpointError(f"{field}: no checkpoints in {path!r}; give a run's workdir or its "
+                          "checkpoints directory")
+  ckpt = Checkpointer(source, read_only=True)
+  if ckpt.latest_step() is None:
+    ckpt.close()
+    raise CheckpointError(f"{field}: no checkpoint in {path!r}; give a run's workdir or its "
+                          "checkpoints directory (train first)")
+  return ckpt
+
+
+def restore_or_init(start, steps, objective, model_cfg):
+  """The state to train from: restored (resume), initialised with init_from's parameters, or
+  freshly initialised; returns (state, a line saying which)."""
+  if start.latest is not None:
+    return start.ckpt.restore(start.latest, steps.abstract_state), f"resumed from step {start.latest}"
+  state = steps.init()
+  if start.init_from is None:
+    return state, "initialised from scratch"
+  step = start.init_from.latest_step()
+  params = restore_params(start.init_from, step, steps, objective, model_cfg)
+  start.init_from.close()
+  return dict(state, params=params), f"parameters from {start.init_from.directory} step {step}"

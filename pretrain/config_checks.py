@@ -89,6 +89,8 @@ def check(config, num_devices, num_processes=1):
            "config.optimizer: warmup_steps, weight_decay and grad_clip must be >= 0")
   _require(t.total_steps > 0 or t.total_tokens > 0,
            "config.train: set total_steps or total_tokens to a positive number")
+  _require(t.eval_batches >= 0,
+           "config.train.eval_batches: must be >= 0 (0 evaluates the whole validation split)")
   _require(config.checkpoint.keep > 0, "config.checkpoint.keep: must be at least 1")
   _require(config.data.tokenizer.kind in ("bpe", "wordpiece", "char", "file"),
            f"config.data.tokenizer.kind: {config.data.tokenizer.kind!r}; use 'bpe', 'wordpiece', "

@@ -113,3 +113,7 @@ class Writer:
     if self.enabled:
       self.jsonl.close()
       self.tb.close()
+
+
+def format_metrics(scalars):
+  return " | ".join(f"{k} {v:.4g}" for k, v in scalars.items())

@@ -35,6 +35,8 @@ class Objective:
   summarize: Callable      # summed sums + denominators -> dict of means, with 'loss'
   flops_per_token: Callable  # (resolved model cfg, params excl. positions, config) -> FLOPs
   fake_batch: Callable     # (config, batch size, vocab size) -> a random batch of numpy arrays
+  eval_batch: Callable     # (batch, valid rows, bytes per token id or None) -> the batch with
+                           # padding rows weighted 0 and what evaluation needs beyond training
 
 
 def _xent(logits, labels):
@@ -67,7 +69,19 @@ def causal_lm_loss(model, batch, dropout_key, denominators):
   xent, correct = _xent(logits, batch["targets"])
   weights = batch.get("weights", jnp.ones_like(xent))
   sums = {"loss_sum": jnp.sum(xent * weights), "correct": jnp.sum(correct * weights)}
+  if "target_bytes" in batch:  # evaluation: bits per byte over the tokens that cover text
+    text = weights * (batch["target_bytes"] > 0)
+    sums.update(text_loss_sum=jnp.sum(xent * text), bytes=jnp.sum(batch["target_bytes"] * weights))
   return sums["loss_sum"] / jnp.maximum(denominators["tokens"], 1.0), sums
+
+
+def causal_lm_eval_batch(batch, valid, token_bytes):
+  """Weights 0 on padding rows; the UTF-8 bytes each target token stands for (bits per byte)."""
+  weights = np.broadcast_to(valid[:, None], batch["targets"].shape).astype(np.float32)
+  out = dict(batch, weights=weights * batch.get("weights", 1.0))
+  if token_bytes is not None:
+    out["target_bytes"] = token_bytes[batch["targets"]].astype(np.float32)
+  return out
 
 
 def causal_lm_fake_batch(config, batch, vocab):
@@ -78,8 +92,11 @@ def causal_lm_fake_batch(config, batch, vocab):
 
 def causal_lm_summarize(s):
   loss = _ratio(s["loss_sum"], s["tokens"])
-  return {"loss": loss, "perplexity": math.exp(min(loss, 80.0)),
-          "accuracy": _ratio(s["correct"], s["tokens"])}
+  out = {"loss": loss, "perplexity": math.exp(min(loss, 80.0)),
+         "accuracy": _ratio(s["correct"], s["tokens"])}
+  if "bytes" in s:  # summed loss over text tokens, in bits, per UTF-8 byte of that text
+    out["bits_per_byte"] = _ratio(s["text_loss_sum"], s["bytes"]) / math.log(2)
+  return out
 
 
 # ----------------------------------------------------------------------------- masked LM (+ NSP)
@@ -123,6 +140,14 @@ def mlm_fake_batch(config, batch, vocab):
   return out
 
 
+def mlm_eval_batch(batch, valid, token_bytes):
+  """Weights 0 on padding rows (their masked tokens and their next-sentence label)."""
+  del token_bytes  # bits per byte is a causal-LM measure
+  valid = valid.astype(np.float32)
+  return dict(batch, masked_weights=batch["masked_weights"] * valid[:, None],
+              example_weights=batch["example_weights"] * valid)
+
+
 def mlm_summarize(s):
   out = {"mlm_loss": _ratio(s["mlm_loss_sum"], s["mlm_tokens"]),
          "mlm_accuracy": _ratio(s["mlm_correct"], s["mlm_tokens"])}
@@ -146,7 +171,8 @@ def _mlm_objective(name):
       summarize=mlm_summarize,
       flops_per_token=lambda cfg, n, config: metrics.mlm_flops_per_token(
           cfg, n, config.batch.seq_len, config.data.mlm.max_predictions),
-      fake_batch=mlm_fake_batch)
+      fake_batch=mlm_fake_batch,
+      eval_batch=mlm_eval_batch)
 
 
 OBJECTIVES = {
@@ -161,7 +187,8 @@ OBJECTIVES = {
         loss=causal_lm_loss,
         summarize=causal_lm_summarize,
         flops_per_token=lambda cfg, n, config: metrics.flops_per_token(cfg, n, config.batch.seq_len),
-        fake_batch=causal_lm_fake_batch),
+        fake_batch=causal_lm_fake_batch,
+        eval_batch=causal_lm_eval_batch),
     "mlm_nsp": _mlm_objective("mlm_nsp"),  # BERT: masked LM + next-sentence prediction
     "mlm": _mlm_objective("mlm"),          # RoBERTa: masked LM only
 }

@@ -287,6 +287,7 @@ def test_prepare_entry_point_two_workers_equal_one(tmp_path):
         [sys.executable, "-m", "input_pipeline.prepare", "--config=configs/gpt.py:smoke",
          f"--config.data.files={files}", f"--config.data.data_dir={tmp_path / 'tfds'}",
          "--config.data.tokenizer.kind=char", "--config.data.prepare_pieces=4",
+         "--config.data.doc_split=file", "--config.data.validation_fraction=0.05",
          f"--config.data.tokenized_dir={tokenized_dir}", *worker],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

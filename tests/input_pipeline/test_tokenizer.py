@@ -233,3 +233,30 @@ def test_identity(tmp_path):
   assert tokenizer.identity(bpe) == tokenizer.identity(bpe_again) == tokenizer.identity(bpe)
   assert len({tokenizer.identity(t) for t in (bpe, char, other_bpe)}) == 3
   assert isinstance(tokenizer.identity(bpe), str) and len(tokenizer.identity(bpe)) == 16
+
+
+# ----------------------------------------------------------------------------- bytes per token
+
+
+@pytest.mark.parametrize("kind", ["bpe", "char"])
+def test_token_bytes_sum_to_the_texts_utf8_bytes(tmp_path, kind):
+  """Bits per byte divides by these: for byte-level BPE and characters they are exact, on
+  multi-byte text and on text never seen in training; end-of-text covers no byte."""
+  tok = tokenizer.get_tokenizer(_cfg(kind), str(tmp_path), Corpus(CORPUS + ROUND_TRIP[:5]))
+  table = tokenizer.token_bytes(tok)
+  assert len(table) == tok.get_vocab_size() and table[tok.token_to_id(EOS)] == 0
+  texts = ROUND_TRIP if kind == "bpe" else ROUND_TRIP[:5]  # char: only characters it knows
+  for text in texts:
+    ids = tok.encode(text, add_special_tokens=False).ids
+    assert table[ids].sum() == len(text.encode("utf-8")), text
+  ids = tok.encode(CORPUS[0] + EOS + CORPUS[2]).ids
+  assert table[ids].sum() == len((CORPUS[0] + CORPUS[2]).encode("utf-8"))
+
+
+def test_token_bytes_of_wordpiece_drop_continuation_marks(tmp_path):
+  tok = tokenizer.get_tokenizer(_cfg("wordpiece", vocab_size=200, eos_token="[SEP]"),
+                                str(tmp_path), Corpus(CORPUS))
+  table = tokenizer.token_bytes(tok)
+  assert all(table[tok.token_to_id(t)] == 0 for t in tokenizer.BERT_SPECIALS)
+  ids = tok.encode("the lazy dog", add_special_tokens=False).ids
+  assert table[ids].sum() == len("thelazydog")  # the words' bytes; spaces between are not tokens

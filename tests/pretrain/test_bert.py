@@ -8,7 +8,7 @@ from flax import nnx
 
 from configs import bert
 from models import encoder, layers
-from pretrain import config_checks, objectives, trainer
+from pretrain import config_checks, data, objectives, trainer
 
 
 def _records(workdir, key):
@@ -17,7 +17,7 @@ def _records(workdir, key):
 
 
 def _params(result):
-  return jax.tree.map(np.asarray, jax.device_get(result["state"]["params"]))
+  return jax.tree.map(np.asarray, jax.device_get(result.state["params"]))
 
 
 def test_configs_sizes_and_recipes():
@@ -44,11 +44,11 @@ def test_mlm_accuracy_beats_most_frequent_token(tiny_bert, tmp_path):
                         "optimizer.warmup_steps": 20})
   result = trainer.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
   # The most-frequent-token baseline over the same evaluation masks.
-  _, _, val, _ = trainer.load_data(config, objectives.get(config.objective))
+  _, _, val, _ = data.load_data(config, objectives.get(config.objective))
   batches = [val[""].eval_batch(i) for i in range(8)]
   ids = np.concatenate([b["masked_ids"][b["masked_weights"] > 0] for b in batches])
   baseline = np.bincount(ids).max() / len(ids)
-  assert result["eval_mlm_accuracy"] > baseline + 0.15, (result["eval_mlm_accuracy"], baseline)
+  assert result.metrics["eval_mlm_accuracy"] > baseline + 0.15, (result.metrics["eval_mlm_accuracy"], baseline)
   records = _records(tmp_path, "train/mlm_loss")
   assert records[-1]["train/mlm_loss"] < records[0]["train/mlm_loss"] - 1.0
   assert "train/nsp_accuracy" in records[-1]

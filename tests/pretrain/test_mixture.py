@@ -6,7 +6,7 @@ import jax
 import numpy as np
 
 from configs import common, gpt
-from pretrain import trainer
+from pretrain import evaluate, trainer
 
 CODE = ",".join(os.path.join(os.path.dirname(os.__file__), m, "*.py") for m in ("json", "http"))
 
@@ -39,14 +39,24 @@ def test_mixture_reports_each_dataset_and_resumes_exactly(tiny_config, tmp_path)
   # per-dataset epochs: 0.7 / 0.3 of 8 rows a step, over each dataset's own window count
   assert train[-1]["train/epoch/docs"] > 0 and train[-1]["train/epoch/code"] > 0
   assert "train/epoch" in train[-1]
+  # pretrain.evaluate on the same checkpoint and batches: the same numbers, a row per dataset
+  workdir = str(tmp_path / "straight")
+  evaluated = evaluate.evaluate_run(evaluate.run_config(workdir), workdir,
+                                    evaluate.Options(max_batches=2))[6]
+  for key in ("loss", "docs/loss", "code/loss", "code/accuracy"):
+    np.testing.assert_allclose(evaluated[key], final[f"eval/{key}"], rtol=1e-6, err_msg=key)
+  with open(os.path.join(workdir, "eval.jsonl")) as f:
+    rows = {r["dataset"]: r for r in map(json.loads, f)}
+  assert sorted(rows) == ["all", "code", "docs"]
+  np.testing.assert_allclose(rows["docs"]["loss"], final["eval/docs/loss"], rtol=1e-6)
   # stop at 3, resume: the same losses and parameters, bitwise
   trainer.train_and_evaluate(_mixture_config(tiny_config, **{"train.stop_at_step": 3}),
                              str(tmp_path / "split"))
   resumed = trainer.train_and_evaluate(_mixture_config(tiny_config), str(tmp_path / "split"))
   assert [r["train/loss"] for r in train] == [
       r["train/loss"] for r in _records(tmp_path / "split") if "train/loss" in r]
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(straight["state"]["params"]),
-               jax.device_get(resumed["state"]["params"]))
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(straight.state["params"]),
+               jax.device_get(resumed.state["params"]))
 
 
 def test_example_mixture_config():
@@ -62,6 +72,6 @@ def test_resuming_with_new_weights_warns(tiny_config, tmp_path, caplog):
   config.data.mixture.docs.weight = 0.5
   config.data.mixture.code.weight = 0.5
   caplog.clear()
-  assert trainer.train_and_evaluate(config, workdir)["step"] == 3
+  assert trainer.train_and_evaluate(config, workdir).step == 3
   assert "resuming with other data than the checkpoint's" in caplog.text
   assert "'docs': 0.7" in caplog.text and "'docs': 0.5" in caplog.text

@@ -74,7 +74,7 @@ def test_two_processes_equal_one(tiny_config, tmp_path, data_dir, mesh):
     # Elastic: the 2-process run's checkpoint continues in one process of 8 devices.
     config = tiny_config(**OVERRIDES, **{"data.tokenized_dir": str(tokenized_dir)})
     resumed = trainer.train_and_evaluate(config, str(tmp_path / "two"))
-    assert resumed["step"] == 4
+    assert resumed.step == 4
   else:
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -82,7 +82,7 @@ def test_two_processes_equal_one(tiny_config, tmp_path, data_dir, mesh):
     assert "[0] model smoke" in proc.stdout and "[1] model smoke" not in proc.stdout
     assert "[0] step 3/4" in proc.stdout and "[0] step 1/4" not in proc.stdout  # resumed
   np.testing.assert_allclose(_losses(tmp_path / "two"), _losses(tmp_path / "one"), rtol=1e-5)
-  assert single["step"] == 4
+  assert single.step == 4
   # Both processes took part in the checkpoint; one complete step directory per save.
   assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()
                 if p.name.isdigit()) == ["2", "4"]
@@ -113,7 +113,7 @@ def test_two_processes_build_bert_pairs_in_parallel_and_equal_one(tiny_bert, tmp
   proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   np.testing.assert_allclose(_losses(tmp_path / "two"), _losses(tmp_path / "one"), rtol=1e-5)
-  assert single["step"] == 3
+  assert single.step == 3
   # Each process built one of the two example pieces; they equal the single process's.
   ours = sorted((tmp_path / "by_one" / "train.sentences").glob("examples-*"))
   theirs = sorted(tokenized_dir.glob("train.sentences/examples-*"))

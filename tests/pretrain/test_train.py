@@ -7,7 +7,7 @@ from pretrain import trainer
 
 
 def _params(result):
-  return jax.tree.map(np.asarray, jax.device_get(result["state"]["params"]))
+  return jax.tree.map(np.asarray, jax.device_get(result.state["params"]))
 
 
 def _losses(workdir):
@@ -23,7 +23,7 @@ def test_loss_falls(tiny_config, tmp_path):
   losses = [r["train/loss"] for r in _losses(tmp_path)]
   assert losses[-1] < losses[0] - 1.0, losses
   # A uniform guess over the 256-token vocab would be ln(256) = 5.55.
-  assert result["eval_loss"] < 4.5, result["eval_loss"]
+  assert result.metrics["eval_loss"] < 4.5, result.metrics["eval_loss"]
   assert (tmp_path / "config.json").exists()
   assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
 
@@ -35,7 +35,7 @@ def test_sharded_equals_single_device(tiny_config, tmp_path):
   sharded_cfg = tiny_config(**steps, **{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2})
   eight = trainer.train_and_evaluate(sharded_cfg, str(tmp_path / "eight"))
   assert len(jax.devices()) == 8
-  kernel = eight["state"]["params"]["blocks"]["mlp"]["fc"]["kernel"]
+  kernel = eight.state["params"]["blocks"]["mlp"]["fc"]["kernel"]
   assert len(kernel.sharding.device_set) == 8 and not kernel.sharding.is_fully_replicated
   np.testing.assert_allclose([r["train/loss"] for r in _losses(tmp_path / "one")],
                              [r["train/loss"] for r in _losses(tmp_path / "eight")], rtol=1e-5)
@@ -49,9 +49,9 @@ def test_resume_is_exact(tiny_config, tmp_path):
   straight = trainer.train_and_evaluate(tiny_config(**common), str(tmp_path / "straight"))
   first = trainer.train_and_evaluate(tiny_config(**common, **{"train.stop_at_step": 3}),
                                      str(tmp_path / "split"))
-  assert first["step"] == 3
+  assert first.step == 3
   second = trainer.train_and_evaluate(tiny_config(**common), str(tmp_path / "split"))
-  assert second["step"] == 6
+  assert second.step == 6
   a = [r["train/loss"] for r in _losses(tmp_path / "straight")]
   b = [r["train/loss"] for r in _losses(tmp_path / "split")]
   assert a == b, (a, b)
@@ -64,11 +64,11 @@ def test_init_from_loads_parameters_only(tiny_config, tmp_path):
   config = tiny_config(**{"train.total_steps": 1, "init_from": str(tmp_path / "a"),
                           "optimizer.lr": 1e-12, "optimizer.min_lr": 0.0})
   second = trainer.train_and_evaluate(config, str(tmp_path / "b"))
-  assert second["step"] == 1  # started from step 0, not from the source's step 3
+  assert second.step == 1  # started from step 0, not from the source's step 3
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), _params(first),
                _params(second))
   fresh = trainer.train_and_evaluate(tiny_config(**{"train.total_steps": 1}), str(tmp_path / "c"))
-  assert second["loss"] < fresh["loss"]
+  assert second.metrics["loss"] < fresh.metrics["loss"]
 
 
 @pytest.mark.parametrize("mesh,devices", [(dict(data=1, fsdp=4, tensor=2), 8), (dict(data=1), 1)])
@@ -81,7 +81,7 @@ def test_restore_onto_another_mesh(tiny_config, tmp_path, mesh, devices):
   moved = trainer.train_and_evaluate(
       tiny_config(**common, **{f"mesh.{k}": v for k, v in mesh.items()}), str(tmp_path / "moved"),
       devices=jax.devices()[:devices])
-  kernel = moved["state"]["params"]["blocks"]["mlp"]["fc"]["kernel"]
+  kernel = moved.state["params"]["blocks"]["mlp"]["fc"]["kernel"]
   assert len(kernel.sharding.device_set) == devices
   np.testing.assert_allclose([r["train/loss"] for r in _losses(tmp_path / "straight")],
                              [r["train/loss"] for r in _losses(tmp_path / "moved")], rtol=1e-5)
@@ -112,8 +112,8 @@ def test_bfloat16_first_moment_and_offload_remat(tiny_config, tmp_path):
   config = tiny_config(**{"optimizer.mu_dtype": "bfloat16", "model.remat": "offload",
                           "train.total_steps": 20, "train.log_every": 10, "optimizer.lr": 3e-3})
   result = trainer.train_and_evaluate(config, str(tmp_path))
-  mu = result["state"]["opt_state"][1][0].mu  # clip, then adamw's scale_by_adam state
+  mu = result.state["opt_state"][1][0].mu  # clip, then adamw's scale_by_adam state
   assert {x.dtype for x in jax.tree.leaves(mu)} == {jax.numpy.dtype("bfloat16")}
-  assert {x.dtype for x in jax.tree.leaves(result["state"]["params"])} == {np.dtype("float32")}
+  assert {x.dtype for x in jax.tree.leaves(result.state["params"])} == {np.dtype("float32")}
   losses = [r["train/loss"] for r in _losses(tmp_path)]
   assert losses[-1] < losses[0]

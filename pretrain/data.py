@@ -1,0 +1,67 @@
+"""The datasets of a run: prepared, tokenized and turned into step-indexed loaders, shared out
+over the processes (the trainer and `pretrain.evaluate` both read their data through here)."""
+import jax
+from jax.experimental import multihost_utils
+
+from input_pipeline import batches, sources, tokenized
+
+
+def load_data(config, objective, tok=None, train=True):
+  """Prepares and tokenizes every dataset (once; later runs find them done) and builds the
+  train loader (one dataset, or their Mixture; None without `train`) and one eval loader per
+  dataset. Returns (tokenizer, train loader, {name: eval loader}, lines for the log).
+
+  `tok` is the tokenizer to use (evaluation: the run's own); by default config.data.tokenizer,
+  trained on the train splits when it is a trained kind.
+
+  Loaders are global: a process asks for its rows of each global batch, so the batches do
+  not depend on the number of processes. Process 0 does the shared work first (tfds
+  preparation, tokenizer training, manifests); the processes share out the pieces to tokenize
+  (and BERT's pairs to build).
+  """
+  data, pidx, pcount = config.data, jax.process_index(), jax.process_count()
+
+  def barrier(name):
+    if pcount > 1:
+      multihost_utils.sync_global_devices(name)
+
+  def first_process_first(fn):
+    if pidx == 0:
+      out = fn()
+    barrier(fn.__name__)
+    return out if pidx == 0 else fn()
+
+  datasets = sources.named(data)
+  built = first_process_first(lambda: sources.builders(data))
+  if tok is None:
+    tok = first_process_first(lambda: tokenized.tokenizer_for(data, built))
+  shared = dict(process_index=pidx, process_count=pcount)
+  log = (lambda message: print(message, flush=True)) if pidx == 0 else (lambda message: None)
+  eval_only = not train
+  tokenized.prepare_all(data, objective.mode, tok, built, eval_only, write_manifest=pcount == 1,
+                        log=log, **shared)
+  barrier("pieces tokenized")
+  if pcount > 1:
+    first_process_first(lambda: tokenized.prepare_all(data, objective.mode, tok, built, eval_only))
+  opened = {(name, split): tokenized.open_split(src, built[name], split, tok, objective.mode)
+            for name, src, split in tokenized.splits(data, eval_only)}
+  index = {name: k for k, (name, _, _) in enumerate(datasets)}
+  for name, src, split in tokenized.splits(data, eval_only):
+    objective.build(opened[name, split], src, tok, seq_len=config.batch.seq_len,
+                    seed=[config.seed, index[name]], **shared)
+  barrier("examples built")
+
+  train_loaders, val, notes = {}, {}, []
+  for k, (name, src, _) in enumerate(datasets):
+    kw = dict(batch_size=config.batch.size, seq_len=config.batch.seq_len, seed=[config.seed, k])
+    for split, shuffle, out in ((src.train_split, data.shuffle, train_loaders),
+                                (src.eval_split, False, val))[eval_only:]:
+      out[name] = objective.load(opened[name, split], src, tok, shuffle=shuffle, **kw)
+      notes.append(f"data{' ' + name if name else ''}: {opened[name, split].summary()}"
+                   + (f"; {out[name].note}" if out[name].note else ""))
+  if eval_only:
+    return tok, None, val, notes
+  if len(train_loaders) > 1:
+    return tok, batches.Mixture(train_loaders, {name: w for name, _, w in datasets},
+                                config.batch.size), val, notes
+  return tok, train_loaders[""], val, notes

@@ -1,0 +1,316 @@
+r"""Evaluates a run's checkpoints on the whole validation split (or another corpus).
+
+  python -m pretrain.evaluate --workdir=runs/gpt                 # the latest checkpoint
+  python -m pretrain.evaluate --workdir=runs/gpt --step=1000     # one checkpoint
+  python -m pretrain.evaluate --workdir=runs/gpt --all           # every checkpoint kept, oldest first
+  python -m pretrain.evaluate --workdir=runs/gpt --watch         # each new checkpoint once
+  python -m pretrain.evaluate --workdir=runs/gpt --config.data.files='heldout/*.txt' --name=heldout
+
+The run's resolved config (<workdir>/config.json) is the config; --config.<field>=<value>
+overrides it (validated as in training). The tokenizer is always the run's own
+(<workdir>/tokenizer.json), so other data is tokenized the run's way. Checkpoints saved under
+any mesh, scanned or not, are evaluated on this process's devices: the run's mesh if it fits
+them, else data parallel over all of them.
+
+Output: one line per checkpoint on stdout; rows in <workdir>/eval.jsonl, one per (checkpoint,
+dataset); TensorBoard scalars in <workdir>/tensorboard/<name>, beside the train run, under the
+tags of the trainer's periodic evaluation (eval/loss, ...), so both curves share a chart.
+eval.jsonl is also the record of what --watch has done: a restarted --watch skips the steps
+it holds for --name. --watch reads only finished checkpoints (orbax lists a checkpoint once its
+save is complete) and exits 0 once the run's final step is evaluated.
+"""
+import dataclasses
+import json
+import os
+import time
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+import ml_collections
+
+from pretrain import cli
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory (config.json, checkpoints/).")
+_STEP = flags.DEFINE_integer("step", None, "Evaluate the checkpoint of this step.")
+_ALL = flags.DEFINE_bool("all", False, "Evaluate every checkpoint kept, oldest first.")
+_WATCH = flags.DEFINE_bool("watch", False, "Evaluate each new checkpoint once, until the final step.")
+_MAX_BATCHES = flags.DEFINE_integer("max_batches", 0, "At most this many batches per split (0: all).")
+_NAME = flags.DEFINE_string("name", "eval", "Name of this evaluation: its TensorBoard run and its "
+                            "rows in eval.jsonl (use one per corpus).")
+_POLL = flags.DEFINE_float("poll_seconds", 30.0, "--watch: seconds between looks for checkpoints.")
+_TIMEOUT = flags.DEFINE_float("timeout", 0.0, "--watch: give up (exit 1) after this many seconds "
+                              "without a new checkpoint (0: never).")
+flags.mark_flags_as_required(["workdir"])
+
+
+class CheckpointError(ValueError):
+  """A workdir without checkpoints, a missing step, or conflicting flags."""
+
+
+def run_config(workdir):
+  """The run's resolved config (config.json) as a ConfigDict, without the derived model."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise CheckpointError(f"--workdir: {workdir!r} has no config.json; give the workdir of a "
+                          "pretrain.train run")
+  with open(path, encoding="utf-8") as f:
+    config = json.load(f)
+  config.pop("resolved_model", None)
+  return ml_collections.ConfigDict(config)
+
+
+def run_tokenizer(workdir):
+  """The tokenizer the run trained with (<workdir>/tokenizer.json), or None for older runs."""
+  import tokenizers  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, "tokenizer.json")
+  return tokenizers.Tokenizer.from_file(path) if os.path.isfile(path) else None
+
+
+@dataclasses.dataclass
+class Options:
+  step: int = None          # one checkpoint
+  all: bool = False         # every checkpoint kept
+  watch: bool = False       # each new checkpoint once, until the final step
+  max_batches: int = 0      # per split; 0: the whole split
+  name: str = "eval"
+  poll_seconds: float = 30.0
+  timeout: float = 0.0
+
+  def check(self):
+    if sum([self.step is not None, self.all, self.watch]) > 1:
+      raise CheckpointError("--step, --all and --watch: give at most one of them")
+    if self.max_batches < 0:
+      raise CheckpointError("--max_batches: must be >= 0 (0 evaluates the whole split)")
+    if not self.name or os.sep in self.name:
+      raise CheckpointError(f"--name: {self.name!r} must be a non-empty name without {os.sep!r}")
+
+
+def evaluate_run(config, workdir, options=Options(), devices=None):
+  """Evaluates the checkpoints of the run in `workdir` that `options` selects; returns
+  {step: metrics}. Everything that can fail on the input fails before anything compiles, and
+  nothing is written to the workdir until a checkpoint has been evaluated."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from input_pipeline import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
+  from models import layers  # pylint: disable=g-import-not-at-top
+  from pretrain import checkpointing, config_checks, sharding, trainer  # pylint: disable=g-import-not-at-top
+
+  options.check()
+  devices = jax.devices() if devices is None else list(devices)
+  saved_config = run_config(workdir)
+  ckpt = _open_checkpoints(workdir, options, checkpointing)
+  try:
+    available = ckpt.all_steps()
+    if options.step is not None and options.step not in available:
+      raise CheckpointError(f"--step: no checkpoint at step {options.step} in {ckpt.directory}; "
+                            f"it holds steps {', '.join(map(str, available))}")
+    config = ml_collections.ConfigDict(config.to_dict())  # a copy: the caller's stays as it is
+    config = _fit_mesh(config, saved_config, len(devices), sharding)
+    config.init_from = ""  # where the run's parameters came from is no concern here
+    config_checks.check(config, len(devices), jax.process_count())
+    tok = _checked_tokenizer(config, saved_config, workdir, ckpt, available[-1], tokenizer_lib)
+    if tok is not None:
+      model_cfg = layers.resolve(config.model, tok.get_vocab_size())
+      checkpointing.check_compatible(ckpt.meta(available[-1])["model"], model_cfg,
+                                     ckpt.directory, ignore=("scan_layers",))
+    run = trainer.setup(config, devices, tok=tok, train=False)
+    if tok is None:  # an older run without tokenizer.json: the config's must be the run's
+      _check_tokenizer_identity(ckpt, available[-1], run.tok, tokenizer_lib)
+      checkpointing.check_compatible(ckpt.meta(available[-1])["model"], run.model_cfg,
+                                     ckpt.directory, ignore=("scan_layers",))
+    steps = run.build_steps()
+    evaluator = run.evaluator(steps, options.max_batches, progress=True)
+    record = Record(workdir, options.name, jax.process_index() == 0)
+    for note in run.data_notes:
+      record.print(note)
+    results = {}
+
+    def evaluate(step):
+      params = checkpointing.restore_params(ckpt, step, steps, run.objective, run.model_cfg)
+      per = evaluator.per_dataset(params)
+      results[step] = evaluator.summarize(per)
+      record.add(step, run.total_steps, per, evaluator)
+
+    if options.watch:
+      _watch(ckpt, record, run.total_steps, evaluate, options)
+    else:
+      chosen = (available if options.all else
+                [options.step if options.step is not None else available[-1]])
+      for step in chosen:
+        evaluate(step)
+    record.close()
+    return results
+  finally:
+    ckpt.close()
+
+
+def _open_checkpoints(workdir, options, checkpointing):
+  """The run's checkpoints; with --watch, waits for the first one to land."""
+  waited_since = time.monotonic()
+  while True:
+    try:
+      return checkpointing.open_run(workdir, "--workdir")
+    except checkpointing.CheckpointError:
+      if not options.watch:
+        raise
+      if options.timeout and time.monotonic() - waited_since > options.timeout:
+        raise TimeoutError(f"--watch: no checkpoint in {workdir} after {options.timeout:g} s; "
+                           "is the training job running?") from None
+      time.sleep(options.poll_seconds)
+
+
+def _fit_mesh(config, saved_config, num_devices, sharding):
+  """The run's mesh when it fits these devices; else (unless overridden) data parallel."""
+  try:
+    sharding.mesh_shape(config.mesh, num_devices)
+    return config
+  except sharding.MeshError:
+    if config.mesh.to_dict() != saved_config.mesh.to_dict():
+      raise  # the user's own mesh: say what is wrong with it
+  config.mesh.update(data=-1, fsdp=1, sequence=1, tensor=1)
+  config.mesh.dcn.update(data=1, fsdp=1, sequence=1, tensor=1)
+  print(f"the run's mesh does not fit {num_devices} devices: evaluating data parallel", flush=True)
+  return config
+
+
+def _checked_tokenizer(config, saved_config, workdir, ckpt, step, tokenizer_lib):
+  """The run's tokenizer, checked against the checkpoint; refuses tokenizer overrides."""
+  if config.data.tokenizer.to_dict() != saved_config.data.tokenizer.to_dict():
+    raise tokenizer_lib.TokenizerError(
+        "config.data.tokenizer: evaluation uses the run's own tokenizer; drop the "
+        "--config.data.tokenizer overrides (other data is tokenized the run's way)")
+  tok = run_tokenizer(workdir)
+  if tok is not None:
+    _check_tokenizer_identity(ckpt, step, tok, tokenizer_lib)
+  return tok
+
+
+def _check_tokenizer_identity(ckpt, step, tok, tokenizer_lib):
+  if ckpt.meta(step)["tokenizer"] != tokenizer_lib.identity(tok):
+    raise tokenizer_lib.TokenizerError(
+        f"config.data.tokenizer: the checkpoints in {ckpt.directory} were trained with another "
+        "tokenizer than the run's tokenizer.json/config; evaluate them with the run's own files")
+
+
+def _watch(ckpt, record, final_step, evaluate, options):
+  """Evaluates each finished checkpoint not yet in the record, oldest first, until the final
+  step is done; a checkpoint that lands meanwhile is picked up on the next look."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  waited_since = time.monotonic()
+  while final_step not in record.done:
+    pending = [s for s in ckpt.all_steps(reload=True) if s not in record.done]
+    step = pending[0] if pending else -1
+    if jax.process_count() > 1:  # every process evaluates the same step
+      step = int(multihost_utils.broadcast_one_to_all(step))
+    if step >= 0:
+      try:
+        evaluate(step)
+      except Exception:  # pylint: disable=broad-except
+        if step in ckpt.all_steps(reload=True):
+          raise
+        logging.warning("step %d was deleted before it could be evaluated "
+                        "(config.checkpoint.keep); skipping it", step)
+        record.done.add(step)
+      waited_since = time.monotonic()
+      continue
+    if options.timeout and time.monotonic() - waited_since > options.timeout:
+      raise TimeoutError(f"--watch: no new checkpoint in {options.timeout:g} s and step "
+                         f"{final_step} not reached; is the training job running?")
+    time.sleep(options.poll_seconds)
+
+
+class Record:
+  """Writes the results (stdout, eval.jsonl, TensorBoard) from process 0, and knows which steps
+  are done under this evaluation's name."""
+
+  def __init__(self, workdir, name, enabled):
+    self.path, self.name, self.enabled = os.path.join(workdir, "eval.jsonl"), name, enabled
+    self.tb_dir = os.path.join(workdir, "tensorboard", name)
+    self.tb = None
+    self.done = self._read_done()
+
+  def _read_done(self):
+    done = set()
+    if os.path.exists(self.path):
+      with open(self.path, encoding="utf-8") as f:
+        for line in f:
+          try:
+            row = json.loads(line)
+          except json.JSONDecodeError:  # a line cut short by a crash
+            continue
+          if row.get("name") == self.name:
+            done.add(int(row["step"]))
+    return done
+
+  def print(self, line):
+    if self.enabled:
+      print(line, flush=True)
+
+  def add(self, step, total_steps, per, evaluator):
+    """The rows of one checkpoint: one per dataset of a mixture, and 'all' (together)."""
+    from pretrain import metrics  # pylint: disable=g-import-not-at-top
+    together = evaluator.summarize(per)
+    self.done.add(step)
+    if not self.enabled:
+      return
+    rows = [dict(step=step, name=self.name, dataset=name, examples=self._examples(evaluator, name),
+                 **evaluator.objective.summarize(sums)) for name, sums in per.items() if name]
+    rows.append(dict(step=step, name=self.name, dataset="all",
+                     examples=sum(self._examples(evaluator, n) for n in per),
+                     **{k: v for k, v in together.items() if "/" not in k}))
+    with open(self.path, "a", encoding="utf-8") as f:  # one write per checkpoint
+      f.write("".join(json.dumps(r) + "\n" for r in rows))
+      f.flush()
+      os.fsync(f.fileno())
+    if self.tb is None:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self.tb = SummaryWriter(self.tb_dir)
+    for k, v in together.items():
+      self.tb.add_scalar(f"eval/{k}", float(v), step)
+    self.tb.flush()
+    print(f"step {step}/{total_steps} | {self.name} | {metrics.format_metrics(together)}",
+          flush=True)
+
+  @staticmethod
+  def _examples(evaluator, name):
+    loader = evaluator.loaders[name]
+    return min(loader.num_examples, evaluator.num_batches(loader) * loader.batch_size)
+
+  def close(self):
+    if self.tb is not None:
+      self.tb.close()
+
+
+def parse_flags(argv):
+  """--config is the run's config.json, overridable field by field like train's."""
+  workdir = next((a.split("=", 1)[1] for a in argv if a.startswith("--workdir=")), None)
+  if workdir is None and "--workdir" in argv[:-1]:
+    workdir = argv[argv.index("--workdir") + 1]
+  if workdir is None:
+    cli.fail("--workdir: required; give the workdir of a pretrain.train run")
+  try:
+    config = run_config(workdir)
+  except CheckpointError as e:
+    cli.fail(str(e))
+  config_flags.DEFINE_config_dict("config", config, "The run's config (overridable).",
+                                  lock_config=True)
+  return cli.parse_flags(argv)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.WARNING)
+  cli.start_distributed()
+  options = Options(step=_STEP.value, all=_ALL.value, watch=_WATCH.value,
+                    max_batches=_MAX_BATCHES.value, name=_NAME.value, poll_seconds=_POLL.value,
+                    timeout=_TIMEOUT.value)
+  try:
+    cli.run_reporting_user_errors(evaluate_run, flags.FLAGS.config, _WORKDIR.value, options)
+  except TimeoutError as e:
+    print(f"error: {e}", flush=True)
+    raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags)

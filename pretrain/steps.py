@@ -1,0 +1,140 @@
+"""The compiled pieces of a run: sharded state init and the jitted train and eval steps.
+
+`train_step(state, batch) -> (state, metric sums)` and `eval_step(params, batch) -> metric sums`
+are pure module-level functions; the model, objective and optimizer are bound with
+functools.partial and jitted with explicit shardings (the state donated). The trainer, the
+evaluator, the AOT memory check and the benchmarks all build them through `build_steps`.
+"""
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from pretrain import optimizer, sharding
+
+
+def train_step(state, batch, *, graphdef, objective, tx, lr_fn, grad_accum, micro_sharding):
+  """One optimizer update over `grad_accum` microbatches; returns (state, metric sums)."""
+  params = state["params"]
+  rng = jax.random.fold_in(state["rng"], state["step"])
+  denominators = objective.denominators(batch)  # of the whole batch: exact accumulation
+
+  def loss_fn(p, micro, key):
+    return objective.loss(nnx.merge(graphdef, p), micro, key, denominators)
+
+  grad_fn = jax.grad(loss_fn, has_aux=True)
+  if grad_accum == 1:
+    grads, sums = grad_fn(params, batch, rng)
+  else:
+    # Row i of microbatch k is global row i * grad_accum + k: every microbatch stays spread
+    # over all data-parallel devices.
+    micro = jax.tree.map(lambda x: x.reshape(-1, grad_accum, *x.shape[1:]).swapaxes(0, 1), batch)
+
+    def body(carry, xs):
+      mb, k = xs
+      mb = jax.lax.with_sharding_constraint(mb, micro_sharding)
+      g, s = grad_fn(params, mb, jax.random.fold_in(rng, k))
+      return jax.tree.map(jnp.add, carry, (g, s)), None
+
+    first = jax.tree.map(lambda x: x[0], micro)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                         jax.eval_shape(grad_fn, params, first, rng))
+    (grads, sums), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(grad_accum)))
+  updates, opt_state = tx.update(grads, state["opt_state"], params)
+  new_params = optax.apply_updates(params, updates)
+  out = dict(sums, **denominators, grad_norm=optax.tree.norm(grads),
+             update_norm=optax.tree.norm(updates), param_norm=optax.tree.norm(new_params),
+             lr=lr_fn(state["step"]))
+  new_state = dict(step=state["step"] + 1, params=new_params, opt_state=opt_state, rng=state["rng"])
+  return new_state, out
+
+
+def eval_step(params, batch, *, graphdef, objective):
+  """Sums and denominators of one evaluation batch (no dropout)."""
+  denominators = objective.denominators(batch)
+  _, sums = objective.loss(nnx.merge(graphdef, params), batch, None, denominators)
+  return dict(sums, **denominators)
+
+
+def init_params(objective, model_cfg, key):
+  """A freshly initialised parameter tree (a pure dict)."""
+  model = objective.make_model(model_cfg, nnx.Rngs(params=key))
+  return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
+
+def init_state(key, *, objective, model_cfg, tx):
+  params_key, rng = jax.random.split(key)
+  params = init_params(objective, model_cfg, params_key)
+  return dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=rng)
+
+
+def state_shardings(abstract_state, logical_specs, tx, mesh, rules):
+  """Params by their logical names; optimizer moments like their params; the rest replicated."""
+  params = sharding.tree_shardings(logical_specs, mesh, rules)
+  rep = sharding.replicated(mesh)
+  opt = optax.tree_utils.tree_map_params(
+      tx, lambda _, s: s, abstract_state["opt_state"], params,
+      transform_non_params=lambda _: rep)
+  return dict(step=rep, params=params, opt_state=opt, rng=rep)
+
+
+def model_logical_specs(objective, model_cfg):
+  abstract = nnx.eval_shape(lambda: objective.make_model(model_cfg, nnx.Rngs(params=0)))
+  graphdef, params = nnx.split(abstract, nnx.Param)
+  return graphdef, nnx.to_pure_dict(nnx.get_partition_spec(params))
+
+
+@dataclasses.dataclass
+class Steps:
+  """Everything compiled for one model on one mesh (the trainer, AOT check and benchmarks)."""
+  graphdef: Any
+  abstract_state: Any   # ShapeDtypeStructs carrying their shardings
+  state_shardings: Any
+  data_sharding: dict   # batch key -> NamedSharding
+  train_jit: Any        # jitted train_step (lower it under `sharding.context(mesh, rules)`)
+  eval_jit: Any
+  init: Callable        # () -> a freshly initialised, sharded state
+  mesh: Any
+  rules: Any
+
+  def train(self, state, batch):
+    with sharding.context(self.mesh, self.rules):  # for activation constraints in the model
+      return self.train_jit(state, batch)
+
+  def eval(self, params, batch):
+    with sharding.context(self.mesh, self.rules):
+      return self.eval_jit(params, batch)
+
+  def to_global(self, batch):
+    """A process's rows of a batch -> global arrays split over the batch axes of the mesh."""
+    return {k: jax.make_array_from_process_local_data(
+        sharding.batch_sharding(self.mesh, self.rules, v.ndim), v) for k, v in batch.items()}
+
+
+def build_steps(config, objective, model_cfg, mesh, rules, batch_ndims, total_steps):
+  """Sharded init and the jitted train/eval steps for `batch_ndims` (batch key -> ndim)."""
+  tx, lr_fn = optimizer.make(config.optimizer, total_steps)
+  graphdef, logical = model_logical_specs(objective, model_cfg)
+  init_fn = functools.partial(init_state, objective=objective, model_cfg=model_cfg, tx=tx)
+  key = jax.random.PRNGKey(config.seed)
+  abstract = jax.eval_shape(init_fn, key)
+  shardings = state_shardings(abstract, logical, tx, mesh, rules)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, shardings)
+  data_sharding = {k: sharding.batch_sharding(mesh, rules, n) for k, n in batch_ndims.items()}
+  train_jit = jax.jit(
+      functools.partial(train_step, graphdef=graphdef, objective=objective, tx=tx, lr_fn=lr_fn,
+                        grad_accum=config.batch.grad_accum, micro_sharding=data_sharding),
+      in_shardings=(shardings, data_sharding), out_shardings=(shardings, None),
+      donate_argnums=(0,))
+  # Evaluation batches carry extra keys (padding weights, bytes per target), and arrive as
+  # global arrays already split over the batch axes (Steps.to_global): jit takes their shardings.
+  eval_jit = jax.jit(functools.partial(eval_step, graphdef=graphdef, objective=objective))
+  # Sharded initialisation: parameters are created in place, never whole on one host.
+  init = lambda: jax.jit(init_fn, out_shardings=shardings)(key)
+  return Steps(graphdef, abstract, shardings, data_sharding, train_jit, eval_jit, init, mesh,
+               rules)
