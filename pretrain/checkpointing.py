@@ -80,7 +80,9 @@ class Checkpointer:
     self.manager.close()
 
 
-SHAPE_FIELDS = ("vocab_size", "num_layers", "num_heads", "num_kv_heads", "head_dim", "d_model",
+# Fields a user sets come before the ones derived from them (d_model before head_dim), so an
+# error names the field that was changed.
+SHAPE_FIELDS = ("vocab_size", "num_layers", "d_model", "num_heads", "num_kv_heads", "head_dim",
                 "d_ff", "max_len", "position", "norm", "mlp", "use_bias", "tie_embeddings",
                 "scan_layers")
 

@@ -4,6 +4,7 @@ A user error (a bad config value, missing data, an incompatible checkpoint) prin
 `error: ...` line naming the field and the fix, and exits with status 2 before any expensive
 work; anything else is a bug and keeps its traceback.
 """
+import re
 import sys
 
 from absl import flags
@@ -24,17 +25,37 @@ def fail(message):
   sys.exit(2)
 
 
-def parse_flags(argv):
-  """absl flag parsing, with config-file and override errors reduced to one line."""
+def parse_flags(argv, define=None):
+  """absl flag parsing, with config-file and override errors reduced to one line. `define`,
+  if given, defines more flags first (it may already apply the --config overrides)."""
   try:
+    if define is not None:
+      define()
     return flags.FLAGS(argv)
   except flags.Error as e:
     lines = [l.strip() for l in str(e).splitlines() if l.strip()]
     errors = [l.split(": ", 1)[1] for l in lines if l.startswith(("ValueError:", "KeyError:"))]
     message = errors[-1] if errors else lines[0] if lines else str(e)
   except (KeyError, AttributeError) as e:  # an override of a field the config does not have
-    message = f"unknown config field {str(e).strip(chr(34))}; check the --config.<path> spelling"
+    message = unknown_field(e, argv)
   fail(message)
+
+
+def unknown_field(error, argv):
+  """'unknown config field optimizer.lrr; did you mean optimizer.lr?' from ml_collections'
+  KeyError/AttributeError ("'lrr'\nDid you mean \"lr\" instead of \"lrr\"?")."""
+  text = error.args[0] if error.args else str(error)
+  text = text.args[0] if isinstance(text, BaseException) and text.args else str(text)
+  key = re.match(r"""\W*([^'"\s]+)""", text)
+  key = key.group(1) if key else text
+  paths = [a.split("=", 1)[0][len("--config."):] for a in argv if a.startswith("--config.")]
+  path = next((p for p in paths if key in p.split(".")), key)
+  message = f"unknown config field {path}"
+  suggestion = re.search(r'Did you mean "([^"]+)"', text)
+  if suggestion:
+    fixed = ".".join(suggestion.group(1) if part == key else part for part in path.split("."))
+    return f"{message}; did you mean {fixed}?"
+  return f"{message}; check the --config.<path> spelling"
 
 
 def start_distributed():

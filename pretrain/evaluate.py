@@ -292,9 +292,8 @@ def parse_flags(argv):
     config = run_config(workdir)
   except CheckpointError as e:
     cli.fail(str(e))
-  config_flags.DEFINE_config_dict("config", config, "The run's config (overridable).",
-                                  lock_config=True)
-  return cli.parse_flags(argv)
+  return cli.parse_flags(argv, lambda: config_flags.DEFINE_config_dict(
+      "config", config, "The run's config (overridable).", lock_config=True))
 
 
 def main(argv):

@@ -113,6 +113,10 @@ def test_command_line_errors_are_one_line(tmp_path):
   for args, expected in [
       (["--config=configs/gpt.py:nope"], "unknown size 'nope'"),
       (["--config=configs/gpt.py:smoke", "--config.mesh.tensor=2"], "config.mesh"),
+      (["--config=configs/gpt.py:smoke", "--config.optimizer.lrr=1"],
+       "error: unknown config field optimizer.lrr; did you mean optimizer.lr?"),
+      (["--config=configs/gpt.py:smoke", "--config.optimzer.lr=1"],
+       "error: unknown config field optimzer.lr; did you mean optimizer.lr?"),
   ]:
     proc = subprocess.run(
         [sys.executable, "-m", "pretrain.train", *args, f"--workdir={tmp_path}/run",
@@ -121,4 +125,4 @@ def test_command_line_errors_are_one_line(tmp_path):
     assert proc.returncode == 2, proc.stderr
     errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
     assert len(errors) == 1 and expected in errors[0], proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.strip() == errors[0], proc.stderr
