@@ -100,9 +100,11 @@ def test_layer_stack_round_trip():
   assert layer_stack.to_layout(params, scan=True) is params
 
 
-def test_watch_evaluates_each_checkpoint_once_across_restarts(tiny_config, tmp_path):
-  _train(tiny_config(), tmp_path)  # checkpoints at 3 and 6
+def test_watch_evaluates_each_checkpoint_once_across_restarts(tiny_config, tmp_path, capsys):
+  # trained under data=2 x fsdp=4 on 8 devices; evaluated on 1, where that mesh cannot be
+  _train(tiny_config(**{"mesh.data": 2, "mesh.fsdp": 4}), tmp_path, devices=8)  # steps 3, 6
   assert sorted(_evaluate(tmp_path, watch=True, max_batches=1, poll_seconds=0.1)) == [3, 6]
+  assert "evaluating data parallel" in capsys.readouterr().out
   assert _evaluate(tmp_path, watch=True, max_batches=1, poll_seconds=0.1) == {}  # restarted
   assert sorted(r["step"] for r in _rows(tmp_path)) == [3, 6]
 
