@@ -130,6 +130,18 @@ class Start:
   latest: Optional[int]              # its latest step: resume from there
   init_from: Optional[Checkpointer]  # else config.init_from's checkpoints: parameters only
 
+  def describe(self, total_steps):
+    if self.latest is not None:
+      return f"resumed from step {self.latest} of {total_steps}"
+    source = ("initialised from scratch" if self.init_from is None else
+              f"parameters from {self.init_from.directory} step {self.init_from.latest_step()}")
+    return f"{source}; training for {total_steps} steps"
+
+  def close(self):
+    for ckpt in (self.ckpt, self.init_from):
+      if ckpt is not None:
+        ckpt.close()
+
 
 def find_start(config, workdir, model_cfg, tok_id, datasets_meta):
   """Opens the run's checkpoints and decides the start: the workdir's latest checkpoint, else
@@ -174,13 +186,12 @@ def open_run(path, field):
 
 def restore_or_init(start, steps, objective, model_cfg):
   """The state to train from: restored (resume), initialised with init_from's parameters, or
-  freshly initialised; returns (state, a line saying which)."""
+  freshly initialised."""
   if start.latest is not None:
-    return start.ckpt.restore(start.latest, steps.abstract_state), f"resumed from step {start.latest}"
+    return start.ckpt.restore(start.latest, steps.abstract_state)
   state = steps.init()
   if start.init_from is None:
-    return state, "initialised from scratch"
-  step = start.init_from.latest_step()
-  params = restore_params(start.init_from, step, steps, objective, model_cfg)
-  start.init_from.close()
-  return dict(state, params=params), f"parameters from {start.init_from.directory} step {step}"
+    return state
+  params = restore_params(start.init_from, start.init_from.latest_step(), steps, objective,
+                          model_cfg)
+  return dict(state, params=params)

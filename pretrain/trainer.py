@@ -131,22 +131,16 @@ def train_and_evaluate(config, workdir, devices=None):
   run = setup(config, devices)
   tok_id = tokenizer.identity(run.tok)
   start = checkpointing.find_start(config, workdir, run.model_cfg, tok_id, datasets_meta(run))
-  writer = metrics.Writer(workdir, enabled=jax.process_index() == 0)
   stop_at = min(run.total_steps, config.train.stop_at_step or run.total_steps)
   if start.latest is not None and start.latest >= stop_at:
-    writer.print(f"run finished: step {start.latest} of {run.total_steps} in {workdir}"
-                 + ("" if start.latest >= run.total_steps else " (config.train.stop_at_step)")
-                 + "; nothing to do")
-    start.ckpt.close()
-    writer.close()
-    return TrainResult(start.latest, None, {})
+    return _finished(run, start, workdir)
   write_run_files(run, workdir)
   steps = run.build_steps()
-  state, how = checkpointing.restore_or_init(start, steps, run.objective, run.model_cfg)
+  state = checkpointing.restore_or_init(start, steps, run.objective, run.model_cfg)
   evaluate = run.evaluator(steps, config.train.eval_batches)
+  writer = metrics.Writer(workdir, enabled=jax.process_index() == 0)
   log = TrainLog(run, writer, len(run.mesh.devices.flat))
-  log.header(f"resumed from step {start.latest} of {run.total_steps}" if start.latest is not None
-             else f"{how}; training for {run.total_steps} steps")
+  log.header(start.describe(run.total_steps))
 
   def meta(step):
     return {"model": run.model_cfg.to_dict(), "tokenizer": tok_id,
@@ -177,9 +171,20 @@ def train_and_evaluate(config, workdir, devices=None):
         ckpt.save(step, state, meta(step), force=True)
   finally:
     preemption.restore()
-    ckpt.close()
+    start.close()
     writer.close()
   return TrainResult(step, state, last)
+
+
+def _finished(run, start, workdir):
+  """A rerun of a finished run (or one stopped at train.stop_at_step): says so, compiles
+  nothing, writes nothing."""
+  if jax.process_index() == 0:
+    reason = "" if start.latest >= run.total_steps else " (config.train.stop_at_step)"
+    print(f"run finished: step {start.latest} of {run.total_steps} in {workdir}{reason}; "
+          "nothing to do", flush=True)
+  start.close()
+  return TrainResult(start.latest, None, {})
 
 
 class TrainLog:
@@ -196,6 +201,7 @@ class TrainLog:
     self.peak, self.peak_source = metrics.peak_flops(run.config.train.peak_flops)
     self.peak_total = self.peak * num_devices
     self.pending, self.window_start, self.window_steps = [], None, 0
+    self.objective_keys = ()  # known once the first window is summarised
 
   def header(self, how):
     run, cfg = self.run, self.run.model_cfg
@@ -233,6 +239,8 @@ class TrainLog:
     out = _summarise(self.run.objective, fetched, elapsed, self.window_steps,
                      self.tokens_per_step, self.flops_per_step, self.peak_total)
     _check_finite(out, step, self.config)
+    self.objective_keys = [k for k in self.run.objective.summarize(fetched[-1])
+                           if k not in ("loss", "perplexity")]
     train_data = self.run.train_data
     out["epoch"] = train_data.epoch_of(step)
     if isinstance(train_data, batches.Mixture):
@@ -240,8 +248,10 @@ class TrainLog:
     out["tokens_seen"] = step * self.tokens_per_step
     self.writer.write(step, out, prefix="train/")
     total = self.run.total_steps
+    # The objective's own metrics beside the loss (BERT: mlm_loss, mlm_accuracy, nsp_...).
+    parts = "".join(f" | {k} {out[k]:.4g}" for k in self.objective_keys)
     self.writer.print(
-        f"step {step}/{total} | loss {out['loss']:.4f} | lr {out['lr']:.2e} | "
+        f"step {step}/{total} | loss {out['loss']:.4f}{parts} | lr {out['lr']:.2e} | "
         f"gnorm {out['grad_norm']:.3f} | {out['tokens_per_s']:,.0f} tok/s | "
         f"{out['step_time_s'] * 1e3:.1f} ms/step | MFU {100 * out['mfu']:.2f}% | "
         f"ETA {metrics.format_duration((total - step) * out['step_time_s'])}")

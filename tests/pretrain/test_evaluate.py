@@ -81,8 +81,10 @@ def test_whole_split_counts_every_example_once(gpt_run):
   assert windows == rows["bs24"]["examples"] and windows % 8 and windows % 24, windows
 
 
-def test_bert_equals_trainer_eval_on_any_mesh(tiny_bert, tmp_path):
+def test_bert_equals_trainer_eval_on_any_mesh(tiny_bert, tmp_path, capsys):
   trained = _train(tiny_bert(), tmp_path).metrics
+  step_lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("step 3/6 | loss")]
+  assert len(step_lines) == 1 and "| mlm_accuracy " in step_lines[0] and "| nsp_loss " in step_lines[0]
   keys = ("mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy", "loss")
   _assert_close(trained, _evaluate(tmp_path, max_batches=2)[6], keys, rtol=1e-6)
   mesh = {"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2}
@@ -159,10 +161,12 @@ def test_trainer_says_when_it_resumes_and_when_it_is_done(tiny_config, tmp_path,
   _train(tiny_config(**{"train.stop_at_step": 3}), tmp_path)
   _train(tiny_config(), tmp_path)
   assert "resumed from step 3 of 6" in capsys.readouterr().out
+  before = _snapshot(tmp_path)
   COMPILES.clear()
   assert _train(tiny_config(), tmp_path).step == 6
   assert "run finished: step 6 of 6" in capsys.readouterr().out
   assert not COMPILES
+  assert _snapshot(tmp_path) == before  # nothing written
 
 
 def _cli(module, *args, **kw):
