@@ -81,6 +81,19 @@ def test_two_processes_equal_one(tiny_config, tmp_path, data_dir, mesh):
     # Logs come from process 0 only.
     assert "[0] model smoke" in proc.stdout and "[1] model smoke" not in proc.stdout
     assert "[0] step 3/4" in proc.stdout and "[0] step 1/4" not in proc.stdout  # resumed
+    # pretrain.evaluate in the same 2 processes: process 0 writes the row, equal to the
+    # trainer's final evaluation of the same batches.
+    evaluate_cmd = cmd[:cmd.index("pretrain.train")] + [
+        "pretrain.evaluate", f"--workdir={tmp_path / 'two'}", "--max_batches=1"]
+    proc = subprocess.run(evaluate_cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "[0] step 4/4 | eval |" in proc.stdout and "[1] step 4/4" not in proc.stdout
+    with open(tmp_path / "two" / "eval.jsonl") as f:
+      rows = [json.loads(line) for line in f]
+    with open(tmp_path / "two" / "metrics.jsonl") as f:
+      trained = [r for r in map(json.loads, f) if "eval/loss" in r][-1]
+    assert len(rows) == 1 and rows[0]["step"] == 4 == trained["step"]
+    np.testing.assert_allclose(rows[0]["loss"], trained["eval/loss"], rtol=1e-6)
   np.testing.assert_allclose(_losses(tmp_path / "two"), _losses(tmp_path / "one"), rtol=1e-5)
   assert single.step == 4
   # Both processes took part in the checkpoint; one complete step directory per save.
