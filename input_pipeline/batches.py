@@ -78,8 +78,6 @@ class Mixture(StepIndexed):
   """Several StepIndexed datasets interleaved by weight (see the module docstring)."""
 
   def __init__(self, datasets, weights, batch_size, period=1000):
-    if len(datasets) != len(weights) or not all(w > 0 for w in weights.values()):
-      raise sources.DataError("config.data.mixture: every dataset needs a weight > 0")
     self.names = list(datasets)
     self.datasets = [datasets[n] for n in self.names]
     self.owner, self.counts = schedule([weights[n] for n in self.names], period)

@@ -19,10 +19,12 @@ import os
 import tensorflow_datasets as tfds
 from absl import logging
 
+from configs import errors
+
 DEFAULT_CORPUS = "pydoc_topics"
 
 
-class DataError(ValueError):
+class DataError(errors.UserError):
   """Bad data input (missing or empty files, unprepared datasets)."""
 
 

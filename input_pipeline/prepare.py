@@ -14,13 +14,11 @@ command is only needed to do the work ahead of time, or on other machines:
 Worker i tokenizes pieces i, i + N, ...; whichever worker finds every piece done writes the
 manifest, and only then can training read the split.
 """
-import sys
-
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from input_pipeline import sources, tokenized, tokenizer
-from pretrain import objectives
+from configs import errors
+from input_pipeline import sources, tokenized
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _PROCESS_INDEX = flags.DEFINE_integer("process_index", 0, "This worker's index.")
@@ -35,15 +33,14 @@ def main(argv):
   if not 0 <= _PROCESS_INDEX.value < _PROCESS_COUNT.value:
     raise app.UsageError("--process_index must be in [0, --process_count)")
   data = config.data
-  mode = objectives.get(config.objective).mode
+  mode = tokenized.mode_for(data)
   try:
     built = sources.builders(data)
     tok = tokenized.tokenizer_for(data, built)
     dirs = tokenized.prepare_all(data, mode, tok, built,
                        process_index=_PROCESS_INDEX.value, process_count=_PROCESS_COUNT.value)
-  except (sources.DataError, tokenizer.TokenizerError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  except errors.UserError as e:
+    errors.fail(str(e))
   srcs = {name: src for name, src, _ in sources.named(data)}
   for (name, split), path in dirs.items():
     try:
@@ -56,4 +53,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=errors.parse_flags)

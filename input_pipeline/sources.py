@@ -52,11 +52,14 @@ def named(data):
     return [("", data, 1.0)]
   out = []
   for name, entry in data.mixture.items():
+    if not isinstance(entry, ml_collections.ConfigDict) or "weight" not in entry:
+      raise DataError(f"config.data.mixture.{name}: give configs.common.mixture_source(weight, "
+                      "fields that differ)")
     src = ml_collections.ConfigDict(data.to_dict())
     del src["mixture"]
     fields = entry.to_dict()
-    weight = fields.pop("weight", None)
-    if weight is None or not weight > 0:
+    weight = fields.pop("weight")
+    if not weight > 0:
       raise DataError(f"config.data.mixture.{name}.weight: {weight}; give a weight > 0")
     for key, value in fields.items():
       if key not in src or key in ("tokenizer", "mlm"):

@@ -263,6 +263,12 @@ def tokenizer_for(data, built):
       lambda: sources.training_texts(datasets, built, data.tokenizer.max_train_chars))
 
 
+def mode_for(data):
+  """How a run's text is tokenized: 'sentences' for masked LM (BERT's pairs and packs need
+  sentence boundaries; its configs carry data.mlm), else 'documents'."""
+  return "sentences" if "mlm" in data else "documents"
+
+
 def splits(data, eval_only=False):
   """(name, dataset section, split) of every split a run reads (only the evaluation splits
   with `eval_only`)."""

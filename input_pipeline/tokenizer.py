@@ -15,12 +15,14 @@ import numpy as np
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
+from configs import errors
+
 UNK = "<unk>"
 # BERT's special tokens, in the order of the original vocabularies' first ids we rely on.
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
-class TokenizerError(ValueError):
+class TokenizerError(errors.UserError):
   pass
 
 
@@ -93,22 +95,32 @@ def limited(texts, max_chars):
     yield text
 
 
+KINDS = ("bpe", "wordpiece", "char", "file")
+
+
+def check_config(cfg):
+  """config.data.tokenizer's kind, and its file when kind='file'."""
+  if cfg.kind not in KINDS:
+    raise TokenizerError(f"config.data.tokenizer.kind: unknown {cfg.kind!r}; use one of "
+                         f"{', '.join(map(repr, KINDS))}")
+  if cfg.kind == "file" and (not cfg.path or not os.path.isfile(cfg.path)):
+    raise TokenizerError(f"config.data.tokenizer.path: {cfg.path!r} is not a file; give a HF "
+                         "tokenizer.json or a BERT vocab.txt")
+
+
 def get_tokenizer(cfg, data_dir, train_texts):
   """Returns a `tokenizers.Tokenizer` for config.data.tokenizer (`cfg`).
 
   `train_texts` is a zero-argument callable returning an iterable over the training split;
   it is only called for the trained kinds ('bpe', 'char').
   """
+  check_config(cfg)
   if cfg.kind == "file":
-    if not cfg.path or not os.path.isfile(cfg.path):
-      raise TokenizerError(
-          f"config.data.tokenizer.path: {cfg.path!r} is not a file; give a HF tokenizer.json "
-          "or a BERT vocab.txt")
     if cfg.path.endswith(".txt"):
       tok = _load_vocab_txt(cfg.path, cfg.lowercase)
     else:
       tok = tokenizers.Tokenizer.from_file(cfg.path)
-  elif cfg.kind in ("bpe", "char", "wordpiece"):
+  else:
     texts = list(limited(train_texts(), cfg.max_train_chars))
     if not any(texts):
       raise TokenizerError("config.data: the training split is empty; nothing to train a tokenizer on")
@@ -131,9 +143,6 @@ def get_tokenizer(cfg, data_dir, train_texts):
       os.close(fd)
       tok.save(tmp)
       os.replace(tmp, path)  # atomic: concurrent processes never see a half-written file
-  else:
-    raise TokenizerError(
-        f"config.data.tokenizer.kind: unknown {cfg.kind!r}; use 'bpe', 'wordpiece', 'char' or 'file'")
   if tok.token_to_id(cfg.eos_token) is None:
     raise TokenizerError(
         f"config.data.tokenizer.eos_token: {cfg.eos_token!r} is not in the tokenizer's vocabulary; "

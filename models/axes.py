@@ -4,6 +4,8 @@ The mapping from these names to mesh axes is data in the config (`config.mesh.ru
 `pretrain/sharding.py`. Keeping the names in one place lets the encoder, the decoder and the
 rules agree without string typos.
 """
+from configs import errors
+
 
 BATCH = "batch"          # examples in a batch
 LENGTH = "length"        # positions along the sequence (activations)
@@ -19,7 +21,7 @@ TYPES = "types"          # rows of the token-type (segment) table
 CLASSES = "classes"      # outputs of a classification head
 
 
-class AxisRuleError(ValueError):
+class AxisRuleError(errors.UserError):
   """A logical axis with no rule in config.mesh.rules."""
 
 

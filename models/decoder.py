@@ -59,8 +59,7 @@ class Decoder(nnx.Module):
     self.embed = nnx.Embed(
         cfg.vocab_size, cfg.d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
         embedding_init=layers.partitioned(layers.normal(cfg.init_std), (axes.VOCAB, axes.EMBED)))
-    if cfg.position not in ("learned", "rope"):
-      raise ValueError(f"config.model.position: unknown {cfg.position!r}; use 'learned' or 'rope'")
+    layers.check_option("position", cfg.position)
     self.pos_embed = None if cfg.position == "rope" else nnx.Embed(
         cfg.max_len, cfg.d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
           embedding_init=layers.partitioned(layers.normal(cfg.init_std),

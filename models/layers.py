@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from configs import errors
 from models import axes
 
 normal = nnx.initializers.normal
@@ -29,15 +30,14 @@ class Norm(nnx.Module):
   """LayerNorm (GPT-2/BERT) or RMSNorm (LLaMA-style), chosen by `kind`."""
 
   def __init__(self, features, *, kind, eps, use_bias, dtype, rngs):
+    check_option("norm", kind)
     if kind == "layernorm":
       self.norm = nnx.LayerNorm(
           features, epsilon=eps, use_bias=use_bias, dtype=dtype, rngs=rngs,
           scale_init=partitioned(ones, (axes.EMBED,)), bias_init=partitioned(zeros, (axes.EMBED,)))
-    elif kind == "rmsnorm":
+    else:
       self.norm = nnx.RMSNorm(
           features, epsilon=eps, dtype=dtype, rngs=rngs, scale_init=partitioned(ones, (axes.EMBED,)))
-    else:
-      raise ValueError(f"config.model.norm: unknown norm {kind!r}; use 'layernorm' or 'rmsnorm'")
 
   def __call__(self, x):
     return self.norm(x)
@@ -114,8 +114,7 @@ class MLP(nnx.Module):
 
   def __init__(self, *, d_model, d_ff, kind, use_bias, init_std, out_std, dtype, param_dtype,
                rngs, gelu_approximate=True):
-    if kind not in ("gelu", "swiglu"):
-      raise ValueError(f"config.model.mlp: unknown MLP {kind!r}; use 'gelu' or 'swiglu'")
+    check_option("mlp", kind)
     self.kind = kind
     self.gelu_approximate = gelu_approximate
 
@@ -197,6 +196,23 @@ REMAT_POLICIES = {
     # falls back to 'dots'
     "offload": jax.checkpoint_policies.offload_dot_with_no_batch_dims("device", "pinned_host"),
 }
+
+
+# The choices of each switch of config.model. They are checked here only: up front by
+# pretrain/config_checks.py, and by each module that uses a switch when it is built.
+OPTIONS = {
+    "position": ("learned", "rope"),
+    "norm": ("layernorm", "rmsnorm"),
+    "mlp": ("gelu", "swiglu"),
+    "attention": ("", "xla", "cudnn"),
+    "remat": ("none",) + tuple(REMAT_POLICIES),
+}
+
+
+def check_option(field, value):
+  if value not in OPTIONS[field]:
+    raise errors.UserError(f"config.model.{field}: {value!r} is not one of "
+                           f"{', '.join(map(repr, OPTIONS[field]))}")
 
 
 def remat_policy(name):

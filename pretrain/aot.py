@@ -32,8 +32,9 @@ from absl import app, flags  # pylint: disable=g-import-not-at-top,wrong-import-
 from flax import nnx  # pylint: disable=g-import-not-at-top,wrong-import-position
 from ml_collections import config_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from configs import errors  # pylint: disable=g-import-not-at-top,wrong-import-position
 from models import layers  # pylint: disable=g-import-not-at-top,wrong-import-position
-from pretrain import (config_checks, durations, objectives, sharding,  # pylint: disable=g-import-not-at-top,wrong-import-position
+from pretrain import (cli, config_checks, durations, objectives, sharding,  # pylint: disable=g-import-not-at-top,wrong-import-position
                       steps as steps_lib)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
@@ -122,15 +123,11 @@ def report(r, limit):
 
 def main(argv):
   del argv
-  try:
-    r = analyse(_CONFIG.value)
-  except (config_checks.ConfigError, sharding.MeshError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  r = cli.run_reporting_user_errors(analyse, _CONFIG.value)
   print(report(r, _MEMORY.value))
   if _MEMORY.value and r["peak_bytes"] > _MEMORY.value:
     sys.exit(3)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=errors.parse_flags)

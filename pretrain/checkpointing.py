@@ -19,11 +19,12 @@ import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
 
+from configs import errors
 from models import layer_stack
 from pretrain import sharding, steps as steps_lib
 
 
-class CheckpointError(ValueError):
+class CheckpointError(errors.UserError):
   pass
 
 

@@ -7,16 +7,15 @@ import os
 import tempfile
 
 import jax.numpy as jnp
-import ml_collections
 
-from configs import common
+from configs import errors
 
-from input_pipeline import masking
+from input_pipeline import masking, sources, tokenizer
 from models import layers
-from pretrain import sharding
+from pretrain import optimizer, sharding
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.UserError):
   pass
 
 
@@ -36,11 +35,8 @@ def check_model(m):
            f"config.model.num_kv_heads: {kv} must divide num_heads={m.num_heads}")
   _require(m.position != "rope" or (m.head_dim or m.d_model // m.num_heads) % 2 == 0,
            "config.model.position: RoPE needs an even head_dim")
-  for field, allowed in (("position", ("learned", "rope")), ("norm", ("layernorm", "rmsnorm")),
-                         ("mlp", ("gelu", "swiglu")), ("attention", ("", "xla", "cudnn")),
-                         ("remat", ("none",) + tuple(layers.REMAT_POLICIES))):
-    _require(m[field] in allowed,
-             f"config.model.{field}: {m[field]!r} is not one of {', '.join(map(repr, allowed))}")
+  for field in layers.OPTIONS:
+    layers.check_option(field, m[field])
   for field in ("dtype", "param_dtype"):
     try:
       jnp.dtype(m[field])
@@ -82,8 +78,7 @@ def check(config, num_devices, num_processes=1):
            "config.optimizer: need lr > 0 and 0 <= min_lr <= lr")
   _require(opt.mu_dtype in ("", "float32", "bfloat16"),
            f"config.optimizer.mu_dtype: {opt.mu_dtype!r}; use '', 'float32' or 'bfloat16'")
-  _require(opt.schedule in ("cosine", "linear", "constant"),
-           f"config.optimizer.schedule: {opt.schedule!r}; use 'cosine', 'linear' or 'constant'")
+  optimizer.check_schedule(opt.schedule)
   _require(0 <= opt.b1 < 1 and 0 <= opt.b2 < 1, "config.optimizer: b1 and b2 must be in [0, 1)")
   _require(opt.warmup_steps >= 0 and opt.weight_decay >= 0 and opt.grad_clip >= 0,
            "config.optimizer: warmup_steps, weight_decay and grad_clip must be >= 0")
@@ -92,20 +87,9 @@ def check(config, num_devices, num_processes=1):
   _require(t.eval_batches >= 0,
            "config.train.eval_batches: must be >= 0 (0 evaluates the whole validation split)")
   _require(config.checkpoint.keep > 0, "config.checkpoint.keep: must be at least 1")
-  _require(config.data.tokenizer.kind in ("bpe", "wordpiece", "char", "file"),
-           f"config.data.tokenizer.kind: {config.data.tokenizer.kind!r}; use 'bpe', 'wordpiece', "
-           "'char' or 'file'")
-  _require(config.data.tokenizer.kind != "file" or os.path.isfile(config.data.tokenizer.path),
-           f"config.data.tokenizer.path: {config.data.tokenizer.path!r} is not a file; give a "
-           "HF tokenizer.json or a BERT vocab.txt")
+  tokenizer.check_config(config.data.tokenizer)
   _require(config.data.prepare_pieces >= 0, "config.data.prepare_pieces: must be >= 0 (0: automatic)")
-  for name, entry in config.data.mixture.items():
-    _require(isinstance(entry, ml_collections.ConfigDict) and "weight" in entry,
-             f"config.data.mixture.{name}: give configs.common.mixture_source(weight, ...)")
-    _require(entry.weight > 0, f"config.data.mixture.{name}.weight: {entry.weight}; must be > 0")
-    unknown = sorted(set(entry) - set(common.SOURCE_FIELDS) - {"weight"})
-    _require(not unknown, f"config.data.mixture.{name}: unknown fields {unknown}; use "
-             f"{', '.join(common.SOURCE_FIELDS)}")
+  sources.named(config.data)  # the mixture's entries and weights
   if config.objective in ("mlm", "mlm_nsp"):
     check_mlm(config)
   _require(not config.init_from or os.path.isdir(config.init_from),

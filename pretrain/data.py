@@ -37,13 +37,13 @@ def load_data(config, objective, tok=None, train=True):
     tok = first_process_first(lambda: tokenized.tokenizer_for(data, built))
   shared = dict(process_index=pidx, process_count=pcount)
   log = (lambda message: print(message, flush=True)) if pidx == 0 else (lambda message: None)
-  eval_only = not train
-  tokenized.prepare_all(data, objective.mode, tok, built, eval_only, write_manifest=pcount == 1,
+  eval_only, mode = not train, tokenized.mode_for(data)
+  tokenized.prepare_all(data, mode, tok, built, eval_only, write_manifest=pcount == 1,
                         log=log, **shared)
   barrier("pieces tokenized")
   if pcount > 1:
-    first_process_first(lambda: tokenized.prepare_all(data, objective.mode, tok, built, eval_only))
-  opened = {(name, split): tokenized.open_split(src, built[name], split, tok, objective.mode)
+    first_process_first(lambda: tokenized.prepare_all(data, mode, tok, built, eval_only))
+  opened = {(name, split): tokenized.open_split(src, built[name], split, tok, mode)
             for name, src, split in tokenized.splits(data, eval_only)}
   index = {name: k for k, (name, _, _) in enumerate(datasets)}
   for name, src, split in tokenized.splits(data, eval_only):

@@ -28,7 +28,10 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 import ml_collections
 
-from pretrain import cli
+from configs import errors
+from pretrain import checkpointing, cli
+
+CheckpointError = checkpointing.CheckpointError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory (config.json, checkpoints/).")
 _STEP = flags.DEFINE_integer("step", None, "Evaluate the checkpoint of this step.")
@@ -41,10 +44,6 @@ _POLL = flags.DEFINE_float("poll_seconds", 30.0, "--watch: seconds between looks
 _TIMEOUT = flags.DEFINE_float("timeout", 0.0, "--watch: give up (exit 1) after this many seconds "
                               "without a new checkpoint (0: never).")
 flags.mark_flags_as_required(["workdir"])
-
-
-class CheckpointError(ValueError):
-  """A workdir without checkpoints, a missing step, or conflicting flags."""
 
 
 def run_config(workdir):
@@ -92,12 +91,12 @@ def evaluate_run(config, workdir, options=Options(), devices=None):
   import jax  # pylint: disable=g-import-not-at-top
   from input_pipeline import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
   from models import layers  # pylint: disable=g-import-not-at-top
-  from pretrain import checkpointing, config_checks, sharding, trainer  # pylint: disable=g-import-not-at-top
+  from pretrain import config_checks, sharding, trainer  # pylint: disable=g-import-not-at-top
 
   options.check()
   devices = jax.devices() if devices is None else list(devices)
   saved_config = run_config(workdir)
-  ckpt = _open_checkpoints(workdir, options, checkpointing)
+  ckpt = _open_checkpoints(workdir, options)
   try:
     available = ckpt.all_steps()
     if options.step is not None and options.step not in available:
@@ -143,7 +142,7 @@ def evaluate_run(config, workdir, options=Options(), devices=None):
     ckpt.close()
 
 
-def _open_checkpoints(workdir, options, checkpointing):
+def _open_checkpoints(workdir, options):
   """The run's checkpoints; with --watch, waits for the first one to land."""
   waited_since = time.monotonic()
   while True:
@@ -287,12 +286,12 @@ def parse_flags(argv):
   if workdir is None and "--workdir" in argv[:-1]:
     workdir = argv[argv.index("--workdir") + 1]
   if workdir is None:
-    cli.fail("--workdir: required; give the workdir of a pretrain.train run")
+    errors.fail("--workdir: required; give the workdir of a pretrain.train run")
   try:
     config = run_config(workdir)
   except CheckpointError as e:
-    cli.fail(str(e))
-  return cli.parse_flags(argv, lambda: config_flags.DEFINE_config_dict(
+    errors.fail(str(e))
+  return errors.parse_flags(argv, lambda: config_flags.DEFINE_config_dict(
       "config", config, "The run's config (overridable).", lock_config=True))
 
 

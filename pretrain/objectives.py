@@ -25,7 +25,6 @@ from pretrain import metrics
 class Objective:
   name: str
   make_model: Callable     # (resolved model cfg, nnx.Rngs) -> nnx.Module
-  mode: str                # how its data is tokenized: 'documents' or 'sentences'
   build: Callable          # (prepared split, config.data, tokenizer, *, seq_len, seed,
                            #  process_index, process_count): work done once per split and
                            #  settings, shared out over processes (BERT's pairs)
@@ -163,7 +162,6 @@ def _mlm_objective(name):
   return Objective(
       name=name,
       make_model=lambda cfg, rngs: encoder.Encoder(cfg, rngs=rngs),
-      mode="sentences",
       build=bert_data.build_examples,
       load=bert_data.load,
       denominators=mlm_denominators,
@@ -179,7 +177,6 @@ OBJECTIVES = {
     "causal_lm": Objective(
         name="causal_lm",
         make_model=lambda cfg, rngs: decoder.Decoder(cfg, rngs=rngs),
-        mode="documents",
         build=lambda *args, **kw: None,  # windows need nothing beyond the tokenized split
         load=lambda split, data, tok, **kw: lm_data.load(
             split, data, eos_id=tok.token_to_id(data.tokenizer.eos_token), **kw),

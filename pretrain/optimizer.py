@@ -2,9 +2,20 @@
 import jax
 import optax
 
+from configs import errors
+
+SCHEDULES = ("cosine", "linear", "constant")  # after a linear warmup
+
+
+def check_schedule(name):
+  if name not in SCHEDULES:
+    raise errors.UserError(f"config.optimizer.schedule: {name!r}; use one of "
+                           f"{', '.join(map(repr, SCHEDULES))}")
+
 
 def schedule(opt, total_steps):
   """Linear warmup from 0 to opt.lr, then cosine/linear decay to opt.min_lr (or constant)."""
+  check_schedule(opt.schedule)
   warmup = min(opt.warmup_steps, total_steps)
   if opt.schedule == "cosine":
     return optax.warmup_cosine_decay_schedule(
@@ -14,9 +25,6 @@ def schedule(opt, total_steps):
       "linear": optax.linear_schedule(opt.lr, opt.min_lr, max(1, total_steps - warmup)),
       "constant": optax.constant_schedule(opt.lr),
   }
-  if opt.schedule not in decay:
-    raise ValueError(f"config.optimizer.schedule: unknown {opt.schedule!r}; "
-                     "use 'cosine', 'linear' or 'constant'")
   return optax.join_schedules(
       [optax.linear_schedule(0.0, opt.lr, max(1, warmup)), decay[opt.schedule]], [warmup])
 

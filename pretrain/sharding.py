@@ -13,12 +13,13 @@ from flax import nnx
 from jax.experimental import mesh_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from configs import errors
 from models import axes
 
 MESH_AXES = ("data", "fsdp", "sequence", "tensor")
 
 
-class MeshError(ValueError):
+class MeshError(errors.UserError):
   pass
 
 

@@ -6,6 +6,7 @@ resumes from the latest checkpoint in --workdir; rerunning a finished run says s
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from configs import errors
 from pretrain import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py:arg).",
@@ -25,4 +26,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=cli.parse_flags)
+  app.run(main, flags_parser=errors.parse_flags)

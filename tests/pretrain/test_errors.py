@@ -66,11 +66,14 @@ def test_empty_files(tiny_config, tmp_path):
 def test_mixture_weight_and_fields(tiny_config, tmp_path):
   config = tiny_config()
   config.data.mixture.docs = common.mixture_source(0.0)
-  _fails_before_compiling(config, tmp_path, config_checks.ConfigError,
-                          "config.data.mixture.docs.weight", "must be > 0")
+  _fails_before_compiling(config, tmp_path, local_text.DataError,
+                          "config.data.mixture.docs.weight", "weight > 0")
   config.data.mixture.docs = ml_collections.ConfigDict({"weight": 1.0, "lr": 3})
-  _fails_before_compiling(config, tmp_path, config_checks.ConfigError,
-                          "config.data.mixture.docs", "unknown fields ['lr']")
+  _fails_before_compiling(config, tmp_path, local_text.DataError,
+                          "config.data.mixture.docs.lr", "not a dataset field")
+  config.data.mixture.docs = ml_collections.ConfigDict({"files": "x.txt"})
+  _fails_before_compiling(config, tmp_path, local_text.DataError,
+                          "config.data.mixture.docs", "mixture_source(weight")
 
 
 def test_missing_eval_split_names_the_carve_out(tiny_config, tmp_path):
@@ -126,3 +129,19 @@ def test_command_line_errors_are_one_line(tmp_path):
     errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
     assert len(errors) == 1 and expected in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr and proc.stderr.strip() == errors[0], proc.stderr
+  # every entry point reports a user error the same way
+  for module in ("pretrain.aot", "input_pipeline.prepare"):
+    proc = subprocess.run([sys.executable, "-m", module, "--config=configs/gpt.py:smoke",
+                           "--config.optimzer.lr=1"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "error: unknown config field optimzer.lr; did you mean optimizer.lr?"), proc.stderr
+
+
+def test_user_errors_share_one_base_class():
+  from configs import errors  # pylint: disable=g-import-not-at-top
+  from input_pipeline import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
+  from models import axes  # pylint: disable=g-import-not-at-top
+  for cls in (config_checks.ConfigError, sharding.MeshError, axes.AxisRuleError,
+              local_text.DataError, tokenizer_lib.TokenizerError, checkpointing.CheckpointError):
+    assert issubclass(cls, errors.UserError), cls
