@@ -81,6 +81,9 @@ def read_documents(files, doc_split, jsonl_key, stats=None):
     import pydoc_data.topics  # pylint: disable=g-import-not-at-top
     sources = ((k, v.encode()) for k, v in sorted(pydoc_data.topics.topics.items()))
   for i, (name, raw) in enumerate(sources):
+    if b"\0" in raw:  # a binary file (text holds no NUL bytes): skipped whole, not cut up
+      stats["invalid_utf8"] += 1
+      continue
     blocks = raw.split(b"\n\n") if doc_split == "blank_line" else [raw]
     for j, block in enumerate(blocks):
       try:
@@ -144,6 +147,11 @@ class LocalText(tfds.core.GeneratorBasedBuilder):
           f"{n} {k.replace('_', ' ')}{' documents' if k != 'bad_jsonl_lines' else ''}"
           for k, n in stats.items() if n))
     if not docs:
+      first = cfg.files[0] if cfg.files else DEFAULT_CORPUS
+      if stats["invalid_utf8"]:
+        more = stats["invalid_utf8"] - 1
+        raise DataError(f"config.data.files: {first}{f' and {more} more' if more else ''} "
+                        "not UTF-8 text (binary?) and nothing else to read; give text files")
       raise DataError("config.data.files: the files contain no text; give non-empty files")
     train, validation = [], []
     if cfg.split_by == "tail":

@@ -1,6 +1,9 @@
 """Where text comes from: our local-text builder or any tfds text dataset in data_dir."""
+import contextlib
+import io
 import logging
 import os
+import shutil
 
 import ml_collections
 import tensorflow_datasets as tfds
@@ -89,13 +92,38 @@ def training_texts(datasets, builders, max_chars):
                                  int(max_chars * weight / total))
 
 
+def _remove_empty_dirs(top):
+  """Removes the directories under `top` (and `top`) that hold no file, bottom up."""
+  for d, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
+    if not os.listdir(d):
+      os.rmdir(d)
+
+
 def prepare(b):
-  """Prepares our own builder in its data_dir (a no-op once prepared)."""
-  if not b.is_prepared():
-    tfds.disable_progress_bar()  # the trainer prints its own progress
-    b.download_and_prepare(
-        file_format="array_record",
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  """Prepares our own builder in its data_dir (a no-op once prepared). tfds's "Downloading
+  and preparing" lines are noise for local files: one line of ours instead. A preparation
+  that fails (no text in the files) leaves no empty directory behind."""
+  if b.is_prepared():
+    return
+  tfds.disable_progress_bar()  # the trainer prints its own progress
+  # data_dir/local_text/<config>/<version>: the directories this call creates.
+  config_dir = os.path.dirname(b.data_dir)
+  created = [d for d in (os.path.dirname(os.path.dirname(config_dir)),
+                         os.path.dirname(config_dir), config_dir) if not os.path.exists(d)]
+  try:
+    with contextlib.redirect_stdout(io.StringIO()):
+      b.download_and_prepare(
+          file_format="array_record",
+          download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  except DataError:
+    if config_dir in created:  # named by a hash of its inputs: all of it is this call's
+      shutil.rmtree(config_dir, ignore_errors=True)
+    for d in reversed(created):  # tfds's empty downloads/ too, if data_dir is new
+      _remove_empty_dirs(d)
+    raise
+  print(f"prepared {b.info.full_name} ({b.builder_config.description}): "
+        + ", ".join(f"{s.num_examples:,} {name} documents" for name, s in b.info.splits.items()),
+        flush=True)
 
 
 def check_split(b, split, text_key):

@@ -4,7 +4,6 @@ Each failure is one line that names the field and says how to fix it; the entry 
 it into a non-zero exit.
 """
 import os
-import tempfile
 
 import jax.numpy as jnp
 
@@ -98,14 +97,14 @@ def check(config, num_devices, num_processes=1):
 
 
 def check_workdir(workdir):
-  """Creates workdir if needed and proves it is writable, before any expensive work."""
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write_test"):
-      pass
-  except OSError as e:
-    raise ConfigError(f"--workdir: {workdir!r} is not writable ({e.strerror}); choose another "
-                      "directory") from None
+  """Proves that workdir can be written (it, or the nearest directory above it that exists)
+  without creating anything: a run that fails validation leaves nothing behind."""
+  path = os.path.abspath(workdir)
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
+    raise ConfigError(f"--workdir: {workdir!r} is not writable ({path} is not a writable "
+                      "directory); choose another directory")
 
 
 def check_mlm(config):

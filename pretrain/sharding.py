@@ -27,8 +27,12 @@ def mesh_shape(mesh_cfg, num_devices):
   """Resolves -1 and checks that the product of the axes equals the device count."""
   sizes = [int(mesh_cfg.get(name, 1)) for name in MESH_AXES]
   free = [i for i, s in enumerate(sizes) if s == -1]
+  if len(free) > 1 and free[0] == 0:
+    # data=-1 is the default: another axis set to -1 (say fsdp=-1 for pure FSDP) wins.
+    sizes[0], free = 1, free[1:]
   if len(free) > 1:
-    raise MeshError("config.mesh: at most one axis may be -1; set the others explicitly")
+    named = " and ".join(f"{MESH_AXES[i]}=-1" for i in free)
+    raise MeshError(f"config.mesh: {named}; at most one axis may be -1, set the others to sizes")
   if any(s == 0 or s < -1 for s in sizes):
     raise MeshError(f"config.mesh: axis sizes must be positive or -1, got {dict(zip(MESH_AXES, sizes))}")
   fixed = math.prod(s for s in sizes if s != -1)

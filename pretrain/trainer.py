@@ -109,6 +109,7 @@ def write_run_files(run, workdir):
   """config.json (the resolved config) and tokenizer.json (what `pretrain.evaluate` reads)."""
   if jax.process_index() != 0:
     return
+  os.makedirs(workdir, exist_ok=True)
   resolved = dict(run.config.to_dict(), resolved_model=run.model_cfg.to_dict())
   tokenized.write_json(os.path.join(workdir, "config.json"), resolved)
   tokenized.write_atomic(os.path.join(workdir, "tokenizer.json"), lambda tmp: run.tok.save(tmp))

@@ -61,6 +61,26 @@ def test_empty_files(tiny_config, tmp_path):
                           "data.data_dir": str(tmp_path / "data")})
   _fails_before_compiling(config, tmp_path / "run", local_text.DataError, "config.data.files",
                           "no text")
+  # nothing left behind: no workdir, no (empty) dataset directories
+  assert sorted(os.listdir(tmp_path)) == ["empty.txt"]
+
+
+def test_binary_file_is_named_as_not_text(tiny_config, tmp_path):
+  binary = tmp_path / "model.bin"
+  binary.write_bytes(bytes(range(256)) * 64 + b"\n\nplain\n\n" + bytes(range(256)))
+  config = tiny_config(**{"data.files": str(binary), "data.data_dir": str(tmp_path / "data"),
+                          "data.doc_split": "blank_line"})
+  _fails_before_compiling(config, tmp_path / "run", local_text.DataError, "config.data.files",
+                          "model.bin not UTF-8 text")
+  assert sorted(os.listdir(tmp_path)) == ["model.bin"]
+
+
+def test_workdir_is_checked_without_being_created(tmp_path):
+  config_checks.check_workdir(str(tmp_path / "new" / "run"))
+  assert not (tmp_path / "new").exists()
+  (tmp_path / "file").write_text("")
+  with pytest.raises(config_checks.ConfigError, match="--workdir: .* not writable"):
+    config_checks.check_workdir(str(tmp_path / "file" / "run"))
 
 
 def test_mixture_weight_and_fields(tiny_config, tmp_path):
