@@ -1,5 +1,6 @@
 r"""A run on a Cloud TPU VM slice (pod): create, copy the code, install, run on all workers
-(streaming their logs), delete.
+(streaming their logs), delete. Only the code travels: the files git tracks (in their
+working-tree state), packed into one archive, not ./data, ./runs or anything else untracked.
 
   python -m launch.tpu_vm --name=gpt2 --zone=us-east5-a --accelerator_type=v5p-32 \
       --dry_run -- --config=configs/gpt.py:small --workdir=gs://BUCKET/runs/gpt2
@@ -40,19 +41,25 @@ def commands(name, zone, accelerator_type, version, project, spot, train_args, s
   where = [f"--zone={zone}"] + ([f"--project={project}"] if project else [])
   train = " ".join(["cd", REMOTE_DIR, "&&", "PRETRAIN_DISTRIBUTED=1", "python3", "-m",
                     "pretrain.train"] + [shlex.quote(a) for a in train_args])
+  archive = f"/tmp/pretrain-{name}.tar.gz"
   stages = {
-      "create": tpu + ["create", name, *where, f"--accelerator-type={accelerator_type}",
-                       f"--version={version}"] + (["--spot"] if spot else []),
-      "copy": tpu + ["scp", "--recurse", "--worker=all", *where, ".", f"{name}:{REMOTE_DIR}"],
-      "install": tpu + ["ssh", name, *where, "--worker=all",
-                        f'--command=cd {REMOTE_DIR} && pip install -e ".[tpu]"'],
-      "run": tpu + ["ssh", name, *where, "--worker=all", f"--command={train}"],
-      "delete": tpu + ["delete", name, *where, "--quiet"],
+      "create": [tpu + ["create", name, *where, f"--accelerator-type={accelerator_type}",
+                        f"--version={version}"] + (["--spot"] if spot else [])],
+      "copy": [
+          ["sh", "-c", f"git ls-files -z | tar --null -czf {archive} -T -"],
+          tpu + ["scp", "--worker=all", *where, archive, f"{name}:pretrain.tar.gz"],
+          tpu + ["ssh", name, *where, "--worker=all",
+                 f"--command=mkdir -p {REMOTE_DIR} && tar -xzf pretrain.tar.gz -C {REMOTE_DIR}"],
+      ],
+      "install": [tpu + ["ssh", name, *where, "--worker=all",
+                         f'--command=cd {REMOTE_DIR} && pip install -e ".[tpu]"']],
+      "run": [tpu + ["ssh", name, *where, "--worker=all", f"--command={train}"]],
+      "delete": [tpu + ["delete", name, *where, "--quiet"]],
   }
   unknown = [s for s in steps if s not in stages]
   if unknown:
     raise app.UsageError(f"--steps: unknown {unknown}; choose from {list(stages)}")
-  return [stages[s] for s in steps]
+  return [cmd for s in steps for cmd in stages[s]]
 
 
 def main(argv):

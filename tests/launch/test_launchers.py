@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from launch import gke, slurm, tpu_vm
 from tests.conftest import REPO
 
@@ -24,7 +26,12 @@ def test_tpu_vm_dry_run():
   assert out.splitlines() == [
       "gcloud compute tpus tpu-vm create gpt2 --zone=us-east5-a --accelerator-type=v5p-32 "
       "--version=v2-alpha-tpuv5",
-      "gcloud compute tpus tpu-vm scp --recurse --worker=all --zone=us-east5-a . 'gpt2:~/pretrain'",
+      # only the files git tracks travel, not ./data or ./runs
+      "sh -c 'git ls-files -z | tar --null -czf /tmp/pretrain-gpt2.tar.gz -T -'",
+      "gcloud compute tpus tpu-vm scp --worker=all --zone=us-east5-a /tmp/pretrain-gpt2.tar.gz "
+      "gpt2:pretrain.tar.gz",
+      "gcloud compute tpus tpu-vm ssh gpt2 --zone=us-east5-a --worker=all '--command=mkdir -p "
+      "~/pretrain && tar -xzf pretrain.tar.gz -C ~/pretrain'",
       "gcloud compute tpus tpu-vm ssh gpt2 --zone=us-east5-a --worker=all "
       "'--command=cd ~/pretrain && pip install -e \".[tpu]\"'",
       "gcloud compute tpus tpu-vm ssh gpt2 --zone=us-east5-a --worker=all '--command=cd "
@@ -73,3 +80,27 @@ def test_local_dry_run():
       "JAX_COORDINATOR_ADDRESS=localhost:5555 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=1 "
       "JAX_PLATFORMS=cpu JAX_CPU_COLLECTIVES=gloo "
       "XLA_FLAGS=--xla_force_host_platform_device_count=4 python -m pretrain.train --workdir=w")
+
+
+def test_tpu_vm_copy_packs_only_tracked_files(tmp_path):
+  """The pack command of the copy stage, run for real on this checkout."""
+  import tarfile  # pylint: disable=g-import-not-at-top
+  pack = tpu_vm.commands("n", "z", "v5p-8", "v", "", False, [], ["copy"])[0]
+  assert pack[:2] == ["sh", "-c"]
+  if subprocess.run(["git", "rev-parse"], cwd=REPO, capture_output=True).returncode:
+    pytest.skip("not a git checkout")
+  untracked = REPO / "data" / "pack-test-untracked.txt"
+  made = not untracked.parent.exists()
+  untracked.parent.mkdir(exist_ok=True)
+  untracked.write_text("not code")
+  try:
+    script = pack[2].replace("/tmp/pretrain-n.tar.gz", str(tmp_path / "code.tar.gz"))
+    subprocess.run(["sh", "-c", script], cwd=REPO, check=True)
+  finally:
+    untracked.unlink()
+    if made:
+      untracked.parent.rmdir()
+  with tarfile.open(tmp_path / "code.tar.gz") as tar:
+    names = tar.getnames()
+  assert "pretrain/train.py" in names and "setup.py" in names
+  assert not any(n.startswith(("data/", "runs/")) for n in names), names
