@@ -1,6 +1,10 @@
 r"""Reproduces nanoGPT's CPU Shakespeare recipe with our trainer and reports the validation loss.
 
-  python -m benchmarks.shakespeare_char --workdir=/tmp/shakespeare_char
+  python -m benchmarks.shakespeare_char --workdir=/tmp/shakespeare_char [--data=input.txt]
+
+The data is tinyshakespeare (char-rnn's corpus, 1,115,394 characters): by default the copy in
+../shared/data/tinyshakespeare/input.txt beside the checkout, or any copy given as --data,
+e.g. from https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt
 
 nanoGPT (README, "I only have a macbook"): train.py config/train_shakespeare_char.py
 --device=cpu --compile=False --eval_iters=20 --log_interval=1 --block_size=64 --batch_size=12
@@ -38,7 +42,7 @@ def get_config(data, data_dir, steps):
   config.optimizer.update(lr=1e-3, min_lr=1e-4, warmup_steps=100, schedule="cosine", b1=0.9,
                           b2=0.99, weight_decay=0.1, grad_clip=1.0)
   config.train.update(total_steps=steps, log_every=250, eval_every=500,
-                      eval_batches=146)  # 146 x 12 windows of 64 = the whole validation split
+                      eval_batches=0)  # the whole validation split
   config.checkpoint.update(every=0, async_save=True)
   return config
 
