@@ -6,9 +6,16 @@ r"""Ahead-of-time check: compile the train step for a mesh without running it.
 With --devices=N the check runs on N fake CPU devices (set before JAX starts), so a pod-sized
 mesh can be checked on a laptop. It prints the per-device memory XLA plans for the step
 (arguments, outputs, temporaries), the parameter + optimizer bytes each device holds, the
-step's FLOPs (XLA's count and the MFU formula's) and whether it fits --memory_per_device.
+step's FLOPs (the MFU formula's, pretrain/metrics.py) and whether it fits
+--memory_per_device. When it does not, it searches for the cheapest change that makes it fit
+(`search`: bfloat16 compute and first moment, more fsdp, rematerialisation, gradient
+accumulation, cumulatively and in that order) and prints the overrides that do.
 Nothing is read from the dataset: the vocabulary size comes from config.model.vocab_size or
 config.data.tokenizer.vocab_size. Exit status 0 when it fits (or no limit is given), 3 when not.
+
+XLA's own FLOP count (cost_analysis) is not printed: it counts the body of a loop once, so a
+scanned stack of layers or accumulated microbatches is undercounted by their number, and it
+is for one device's program; it is no measure of the step's work.
 """
 import os
 import sys
@@ -32,7 +39,9 @@ from absl import app, flags  # pylint: disable=g-import-not-at-top,wrong-import-
 from flax import nnx  # pylint: disable=g-import-not-at-top,wrong-import-position
 from ml_collections import config_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from configs import errors  # pylint: disable=g-import-not-at-top,wrong-import-position
+import ml_collections  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from configs import common, errors  # pylint: disable=g-import-not-at-top,wrong-import-position
 from models import layers  # pylint: disable=g-import-not-at-top,wrong-import-position
 from pretrain import (cli, config_checks, durations, objectives, sharding,  # pylint: disable=g-import-not-at-top,wrong-import-position
                       steps as steps_lib)
@@ -40,6 +49,7 @@ from pretrain import (cli, config_checks, durations, objectives, sharding,  # py
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 flags.DEFINE_integer("devices", 0, "Fake CPU devices to compile for (0: the real devices).")
 _MEMORY = flags.DEFINE_float("memory_per_device", 0.0, "Bytes per device to fit in (0: no check).")
+_SEARCH = flags.DEFINE_bool("search", True, "On a misfit, search for the cheapest change that fits.")
 flags.mark_flags_as_required(["config"])
 
 
@@ -81,8 +91,6 @@ def analyse(config, devices=None):
   with sharding.context(mesh, rules):
     compiled = steps.train_jit.lower(steps.abstract_state, abstract_batch).compile()
   memory = compiled.memory_analysis()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   n_params = layers.count_params(lambda: objective.make_model(model_cfg, nnx.Rngs(0)))
   state_arrays = {k: steps.abstract_state[k] for k in ("params", "opt_state")}
   out = {
@@ -94,7 +102,6 @@ def analyse(config, devices=None):
       "code_bytes": memory.generated_code_size_in_bytes,
       "state_bytes_per_device": per_device_bytes(state_arrays),
       "state_bytes_total": total_bytes(state_arrays),
-      "xla_flops_per_device": float(cost.get("flops", 0.0)) if cost else 0.0,
       "formula_flops_per_step": objective.flops_per_token(model_cfg, n_params, config) *
                                 config.batch.size * config.batch.seq_len,
   }
@@ -112,8 +119,9 @@ def report(r, limit):
       f"{_bytes(r['temp_bytes'])}, code {_bytes(r['code_bytes'])}; peak ~{_bytes(r['peak_bytes'])}",
       f"parameters + optimizer state: {_bytes(r['state_bytes_per_device'])} per device of "
       f"{_bytes(r['state_bytes_total'])} in all ({r['state_bytes_per_device'] / r['state_bytes_total']:.3f})",
-      f"FLOPs per step: {r['formula_flops_per_step']:.3e} (MFU formula, all devices); "
-      f"{r['xla_flops_per_device']:.3e} (XLA's count for one device's program)",
+      f"FLOPs per step: {r['formula_flops_per_step']:.3e} in all, "
+      f"{r['formula_flops_per_step'] / r['devices']:.3e} per device (the MFU formula, "
+      "pretrain/metrics.py)",
   ]
   if limit:
     fits = r["peak_bytes"] <= limit
@@ -121,12 +129,63 @@ def report(r, limit):
   return "\n".join(lines)
 
 
+def ladder(config):
+  """Memory-saving changes, cheapest first (in step time lost), each on top of the ones
+  before: [(override, value)]."""
+  out = []
+  if config.model.dtype != "bfloat16":
+    out.append(("model.dtype", "bfloat16"))        # halves activations; faster on accelerators
+  if config.optimizer.mu_dtype != "bfloat16":
+    out.append(("optimizer.mu_dtype", "bfloat16"))  # a sixth of the optimizer state
+  mesh = sharding.mesh_shape(config.mesh, len(jax.devices()))
+  if mesh["data"] > 1:
+    out.append(("mesh.fsdp", mesh["fsdp"] * mesh["data"]))  # state sharded over all of them
+    out.append(("mesh.data", 1))
+  if config.model.remat in ("none", "offload"):
+    out.append(("model.remat", "dots"))             # recompute all but the matmuls
+  accum = config.batch.grad_accum
+  while config.batch.size % (accum * 2) == 0:
+    accum *= 2
+    out.append(("batch.grad_accum", accum))         # smaller microbatches, same update
+  out.append(("model.remat", "full"))               # recompute whole blocks
+  return out
+
+
+def search(config, limit, analyse_fn=None):
+  """Applies `ladder` cumulatively until the step fits `limit` bytes per device; returns
+  (overrides, result) of the first that fits, or (None, the last result)."""
+  analyse_fn = analyse_fn or analyse
+  config = ml_collections.ConfigDict(config.to_dict())
+  overrides, result = {}, None
+  for field, value in ladder(config):
+    common.apply_overrides(config, {field: value})
+    overrides[field] = value
+    if field == "mesh.fsdp":
+      continue  # mesh.data moves with it, next
+    try:
+      result = analyse_fn(config)
+    except errors.UserError:  # e.g. a microbatch the data-parallel ways do not divide
+      continue
+    if result["peak_bytes"] <= limit:
+      return dict(overrides), result
+  return None, result
+
+
 def main(argv):
   del argv
   r = cli.run_reporting_user_errors(analyse, _CONFIG.value)
-  print(report(r, _MEMORY.value))
-  if _MEMORY.value and r["peak_bytes"] > _MEMORY.value:
-    sys.exit(3)
+  print(report(r, _MEMORY.value), flush=True)
+  if not _MEMORY.value or r["peak_bytes"] <= _MEMORY.value:
+    return
+  if _SEARCH.value:
+    print("searching for the cheapest change that fits ...", flush=True)
+    overrides, found = search(_CONFIG.value, _MEMORY.value)
+    if overrides is None:
+      print("nothing on the ladder fits: use more devices (a larger fsdp) or a smaller batch")
+    else:
+      print("fits with " + " ".join(f"--config.{k}={v}" for k, v in overrides.items())
+            + f" (peak ~{_bytes(found['peak_bytes'])} per device)")
+  sys.exit(3)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import sys
 import jax
 import pytest
 
-from configs import gpt
+from configs import common, gpt
 from pretrain import aot, sharding
 from tests.conftest import REPO
 
@@ -51,7 +51,50 @@ def test_command_line_on_fake_devices():
                       text=True, timeout=300)
   assert ok.returncode == 0, ok.stderr
   assert "on 4 devices" in ok.stdout and "fits in" in ok.stdout
-  tight = subprocess.run(cmd + ["--memory_per_device=1e8"], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=300)
+  tight = subprocess.run(cmd + ["--memory_per_device=1e8", "--nosearch"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)
   assert tight.returncode == 3 and "does NOT fit" in tight.stdout
+  assert "XLA" not in tight.stdout and "per device (the MFU formula" in tight.stdout
   assert len(jax.devices()) == 8  # this process's devices were not touched
+
+
+@pytest.mark.slow
+def test_search_finds_the_cheapest_change_that_fits():
+  """Changes are tried cumulatively, cheapest first; the first that fits is reported."""
+  config = gpt.get_config("small")
+  config.model.num_layers = 2
+  config.mesh.update(data=4, fsdp=2)
+  config.batch.update(size=16, seq_len=256)
+  baseline = aot.analyse(config)["peak_bytes"]
+  overrides, found = aot.search(config, 0.5 * baseline)
+  assert found["peak_bytes"] <= 0.5 * baseline < baseline
+  steps = aot.ladder(config)
+  assert list(overrides.items()) == steps[:len(overrides)], overrides
+  assert overrides["model.dtype"] == "bfloat16" and len(overrides) < len(steps)
+  # one step fewer did not fit (the ladder stops at the first fit)
+  fewer = dict(steps[:len(overrides) - 1])
+  if "mesh.fsdp" in fewer and "mesh.data" not in fewer:
+    fewer.pop("mesh.fsdp")
+  smaller = common.apply_overrides(gpt.get_config("small"), {
+      "model.num_layers": 2, "mesh.data": 4, "mesh.fsdp": 2, "batch.size": 16,
+      "batch.seq_len": 256, **fewer})
+  assert aot.analyse(smaller)["peak_bytes"] > 0.5 * baseline
+  assert aot.search(config, 1e6)[0] is None  # nothing fits in 1 MB
+
+
+def test_the_readme_example_fits():
+  """The command the README shows fits what it says (parsed from the README itself)."""
+  import re  # pylint: disable=g-import-not-at-top
+  readme = (REPO / "README.md").read_text()
+  command = re.search(r"```bash\npython -m pretrain\.aot (.*?)\n```", readme, re.S).group(1)
+  args = command.replace("\\\n", " ").split()
+  config = gpt.get_config(next(a for a in args if a.startswith("--config=")).split(":")[1])
+  overrides = dict(a[len("--config."):].split("=", 1) for a in args if a.startswith("--config."))
+  for key, value in overrides.items():
+    current = config
+    for part in key.split(".")[:-1]:
+      current = current[part]
+    common.apply_overrides(config, {key: type(current[key.split(".")[-1]])(value)})
+  limit = float(next(a for a in args if a.startswith("--memory_per_device=")).split("=")[1])
+  assert "--devices=8" in args and len(jax.devices()) == 8
+  assert aot.analyse(config)["peak_bytes"] <= limit
