@@ -4,7 +4,8 @@ r"""Evaluates a run's checkpoints on the whole validation split (or another corp
   python -m pretrain.evaluate --workdir=runs/gpt --step=1000     # one checkpoint
   python -m pretrain.evaluate --workdir=runs/gpt --all           # every checkpoint kept, oldest first
   python -m pretrain.evaluate --workdir=runs/gpt --watch         # each new checkpoint once
-  python -m pretrain.evaluate --workdir=runs/gpt --config.data.files='heldout/*.txt' --name=heldout
+  python -m pretrain.evaluate --workdir=runs/gpt --config.data.files='heldout/*.txt' --name=heldout \
+      --config.data.split_by=tail --config.data.eval_split='train+validation'  # all of it
 
 The run's resolved config (<workdir>/config.json) is the config; --config.<field>=<value>
 overrides it (validated as in training). The tokenizer is always the run's own
