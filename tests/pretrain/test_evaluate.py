@@ -203,3 +203,20 @@ def test_watch_beside_a_running_job(data_dir, tmp_path):
   out, err = bad.communicate(timeout=120)
   assert bad.returncode == 2 and err.strip().count("\n") == 0, err
   assert err.startswith("error: --step: no checkpoint at step 7") and "5, 10" in err, err
+
+
+def test_another_corpus_is_tokenized_the_runs_way(gpt_run, data_dir, tmp_path):
+  workdir, _ = gpt_run
+  corpus = tmp_path / "heldout.txt"
+  corpus.write_text("A held-out text, never seen in training: ünïcödé and all.\n" * 200)
+  tokenizers_before = sorted(os.listdir(os.path.join(data_dir, "tokenizers")))
+  overrides = {"data.files": str(corpus), "data.split_by": "tail",
+               "data.eval_split": "train+validation"}
+  result = _evaluate(workdir, overrides=overrides, name="heldout")[6]
+  assert sorted(os.listdir(os.path.join(data_dir, "tokenizers"))) == tokenizers_before
+  row = [r for r in _rows(workdir) if r["name"] == "heldout"][-1]
+  assert row["loss"] == result["loss"]
+  # both splits of the corpus are read: about all of its tokens, in windows of 32
+  import tokenizers  # pylint: disable=g-import-not-at-top
+  tok = tokenizers.Tokenizer.from_file(os.path.join(workdir, "tokenizer.json"))
+  assert abs(row["examples"] - len(tok.encode(corpus.read_text()).ids) / 32) <= 2
