@@ -3,8 +3,9 @@
 NSP pairs follow BERT's create_pretraining_data: per document, a target length (shorter with
 probability short_seq_prob), segment A from the first sentences of a chunk, and segment B
 either the actual continuation or (50%, or when the chunk has one sentence) sentences from
-a random other document, with the unused sentences put back; then [CLS] A [SEP] B [SEP],
-truncating tokens from a randomly chosen end of the longer segment. RoBERTa's FULL-SENTENCES
+a random other document, with the unused sentences put back (the actual continuation where
+there is no other document); then [CLS] A [SEP] B [SEP], truncating tokens from a randomly
+chosen end of the longer segment. RoBERTa's FULL-SENTENCES
 packs whole sentences contiguously, across documents (with an extra [SEP] at a document
 boundary), into [CLS] ... [SEP] of at most seq_len tokens.
 
@@ -52,20 +53,21 @@ def nsp_examples(docs, seq_len, short_seq_prob, rng, cls_id, sep_id):
         a_end = int(rng.integers(1, len(chunk)))
         a = [t for s in chunk[:a_end] for t in s]
         b = []
-        if rng.random() < 0.5:
-          is_random = True
-          other = index
+        other = index
+        if rng.random() < 0.5 and len(docs) > 1:
           for _ in range(10):
             other = int(rng.integers(len(docs)))
             if other != index:
               break
+        if other != index:
+          is_random = True
           rdoc = docs[other]
           for j in range(int(rng.integers(len(rdoc))), len(rdoc)):
             b.extend(rdoc[j])
             if len(b) >= target - len(a):
               break
           i -= len(chunk) - a_end  # the unused sentences go back
-        else:
+        else:  # the actual next sentences, also when no other document was drawn
           is_random = False
           b = [t for s in chunk[a_end:] for t in s]
         _truncate_pair(a, b, max_tokens, rng)
@@ -185,7 +187,7 @@ def examples_dir(split, data, seq_len, seed):
   """Where the examples built from a prepared split for these settings are cached."""
   mlm = data.mlm
   key = json.dumps([split.manifest["tokenizer"], split.manifest["tokens"], seq_len, mlm.nsp,
-                    mlm.short_seq_prob, mlm.dupe_factor, [int(x) for x in np.atleast_1d(seed)], 2])
+                    mlm.short_seq_prob, mlm.dupe_factor, [int(x) for x in np.atleast_1d(seed)], 3])
   return os.path.join(split.path, "examples-" + hashlib.sha256(key.encode()).hexdigest()[:12])
 
 

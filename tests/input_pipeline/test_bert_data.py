@@ -367,6 +367,45 @@ def test_nsp_with_a_single_document():
     _split_pair(tokens, types, 64)
 
 
+def _check_nsp_labels(corpus, examples, seq_len):
+  """Checks that a random B comes from another document than A's and an actual B is A's
+  continuation; returns the labels."""
+  labels = []
+  for tokens, types, is_random in examples:
+    a, b = _split_pair(tokens, types, seq_len)
+    pa, pb = corpus.pos(a), corpus.pos(b)
+    assert _contiguous(pa) and _contiguous(pb)
+    a_doc, b_doc = corpus.doc_of[pa[0]], corpus.doc_of[pb[0]]
+    assert corpus.doc_of[pa[-1]] == a_doc and corpus.doc_of[pb[-1]] == b_doc
+    if is_random:
+      assert b_doc != a_doc, "a random B from A's own document"
+    else:
+      assert b_doc == a_doc, "an actual next B from another document"
+      if len(tokens) < seq_len:
+        assert pb[0] == pa[-1] + 1, "B is not the continuation of A"
+      else:  # only A's tail and B's head can be cut
+        assert pb[0] > pa[-1] and corpus.sent_start[pa[-1] + 1:pb[0] + 1].any()
+    labels.append(is_random)
+  return np.array(labels)
+
+
+@pytest.mark.parametrize("num_docs,sentences", [(2, 20000), (50, 400)])
+def test_nsp_random_b_never_comes_from_a_own_document(num_docs, sentences):
+  # with two documents, ten draws of another one fail about once in a thousand random pairs
+  seq_len = 16
+  corpus = Corpus(num_docs, seed=7, sentences=(sentences, sentences), lengths=(1, 4))
+  labels = _check_nsp_labels(corpus, _nsp(corpus, seq_len, seed=7), seq_len)
+  assert len(labels) > 4000
+  assert labels.mean() == pytest.approx(0.5, abs=0.03)
+
+
+def test_nsp_single_document_gives_only_actual_next_pairs():
+  seq_len = 32
+  corpus = Corpus(1, seed=8, sentences=(300, 300), lengths=(2, 10))
+  labels = _check_nsp_labels(corpus, _nsp(corpus, seq_len), seq_len)
+  assert len(labels) > 50 and not labels.any()
+
+
 # ----------------------------------------------------------------------------- NSP: real path
 
 

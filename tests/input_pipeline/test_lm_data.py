@@ -128,7 +128,8 @@ def test_batch_is_a_pure_function_of_seed_and_step():
   fresh = _windows(n_tokens=110, seed=3)
   for step in range(12):
     np.testing.assert_array_equal(a.batch(step)["inputs"], fresh.batch(step)["inputs"])
-  # a different seed (or process, as the trainer passes [seed, process]) gives another order
+  # a different seed (or dataset, as the trainer passes [seed, dataset index]) gives another
+  # order
   order = lambda seed: [s for step in range(5)  # noqa: E731
                         for s in _starts(_windows(n_tokens=110, seed=seed).batch(step))]
   assert order(3) != order(4)

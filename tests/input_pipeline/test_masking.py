@@ -389,7 +389,7 @@ def test_batches_are_deterministic_and_masked_afresh_each_step():
   assert _masks_differ(a.batch(0), other.batch(0))
   assert _masks_differ(_loader(small, shuffle=False).batch(0),
                        _loader(small, shuffle=False, seed=(4, 0)).batch(0))
-  # the process index is part of the seed
+  # the dataset index is part of the seed
   assert _masks_differ(_loader(small, shuffle=False, seed=(3, 1)).batch(0), s0)
 
 

@@ -4,6 +4,7 @@ import filecmp
 import os
 import subprocess
 import sys
+import time
 
 import ml_collections
 import numpy as np
@@ -330,8 +331,14 @@ def test_prepare_killed_with_sigkill_resumes_to_the_same_data(tmp_path):
   train = tmp_path / "killed" / "train.documents"
   proc = subprocess.Popen(command(tmp_path / "killed"), cwd=REPO, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
+  deadline = time.monotonic() + 300
   while len(list(train.glob("piece-*.json"))) < 2:
     assert proc.poll() is None, "finished before it could be killed"
+    if time.monotonic() > deadline:
+      proc.kill()
+      proc.wait()
+      pytest.fail("prepare wrote fewer than 2 pieces within 300 s")
+    time.sleep(0.05)
   proc.kill()
   proc.wait()
   done = sorted(p.name for p in train.glob("piece-*.json"))

@@ -118,4 +118,31 @@ def test_dropout_is_keyed():
   c = model(t, dropout_key=jax.random.key(2))
   np.testing.assert_array_equal(a, b)
   assert not np.allclose(a, c)
-  np.testing.assert_array_equal(model(t), model(t))  # no key: deterministic, no dropout
+  # Dropout is on with a key and off without one: without a key the model equals the same
+  # parameters with dropout=0 (which ignores the key).
+  off = decoder.Decoder(_cfg(dropout=0.0), rngs=nnx.Rngs(0))
+  nnx.update(off, nnx.state(model, nnx.Param))
+  np.testing.assert_array_equal(model(t), off(t, dropout_key=jax.random.key(1)))
+  assert not np.allclose(a, model(t))
+
+
+@pytest.mark.parametrize("switch", [dict(remat="full"), dict(remat="dots"), dict(remat="offload"),
+                                    dict(attention="xla"), dict(attention="cudnn")])
+def test_remat_and_attention_switches_equal_the_plain_model(switch):
+  """Loss and gradients (dropout on, same key) equal the model without the switch; 'cudnn'
+  falls back to XLA's kernel off GPUs and 'offload' to 'dots' where there is no host memory."""
+  plain = decoder.Decoder(_cfg(dropout=0.1), rngs=nnx.Rngs(0))
+  variant = decoder.Decoder(_cfg(dropout=0.1, **switch), rngs=nnx.Rngs(1))
+  nnx.update(variant, nnx.state(plain, nnx.Param))
+
+  def loss_and_grads(model):
+    graphdef, params = nnx.split(model, nnx.Param)
+
+    def loss(p):
+      logits = nnx.merge(graphdef, p)(_tokens(), dropout_key=jax.random.key(3))
+      return jnp.mean(jax.nn.log_softmax(logits.astype(jnp.float32))[..., 0])
+    return jax.jit(jax.value_and_grad(loss))(params)
+
+  (a, ga), (b, gb) = loss_and_grads(plain), loss_and_grads(variant)
+  np.testing.assert_allclose(a, b, rtol=1e-5)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7), ga, gb)
