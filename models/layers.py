@@ -215,10 +215,16 @@ def check_option(field, value):
                            f"{', '.join(map(repr, OPTIONS[field]))}")
 
 
-def remat_policy(name):
+def remat_in_effect(name):
+  """The remat policy that runs: 'offload' is 'dots' where there is no host memory to offload
+  to (CPU); the trainer says so at start-up."""
   if name == "offload" and jax.default_backend() not in ("gpu", "tpu"):
-    name = "dots"
-  return REMAT_POLICIES[name]
+    return "dots"
+  return name
+
+
+def remat_policy(name):
+  return REMAT_POLICIES[remat_in_effect(name)]
 
 
 def resolve(model, vocab_size):

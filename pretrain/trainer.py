@@ -214,6 +214,9 @@ class TrainLog:
         "pretrain/metrics.py")
     for note in run.data_notes:
       self.writer.print(note)
+    if layers.remat_in_effect(cfg.remat) != cfg.remat:
+      self.writer.print(f"model.remat: {cfg.remat!r} runs as {layers.remat_in_effect(cfg.remat)!r} "
+                        f"on {jax.default_backend()} (no host memory to offload to)")
     self.writer.print(how)
 
   def add(self, step, out):

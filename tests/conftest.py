@@ -12,6 +12,21 @@ import pytest  # pylint: disable=g-import-not-at-top
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
+# Every XLA compilation of this process, by JAX's monitoring event for a backend compile: tests
+# that promise "fails before compiling" clear it and check it stays empty (and
+# tests/pretrain/test_errors.py checks that a valid run does record one here).
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+COMPILES = []
+
+
+def _record_compiles():
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.monitoring.register_event_duration_secs_listener(
+      lambda event, _, **kw: COMPILES.append(event) if event == COMPILE_EVENT else None)
+
+
+_record_compiles()
+
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):

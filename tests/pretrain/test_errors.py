@@ -11,11 +11,7 @@ import pytest
 from configs import common, gpt
 from input_pipeline import local_text, tokenizer
 from pretrain import checkpointing, config_checks, sharding, trainer
-from tests.conftest import REPO
-
-COMPILES = []
-jax.monitoring.register_event_duration_secs_listener(
-    lambda event, _, **kw: COMPILES.append(event) if event == "/jax/core/compile/backend_compile_duration" else None)
+from tests.conftest import COMPILES, REPO
 
 
 def _fails_before_compiling(config, workdir, error, *fields):
@@ -28,6 +24,14 @@ def _fails_before_compiling(config, workdir, error, *fields):
     assert field in message, message
   assert not COMPILES, f"compiled before failing: {message}"
   return message
+
+
+def test_the_compile_listener_hears_a_valid_run(tiny_config, tmp_path):
+  """Positive control for `_fails_before_compiling`: the same listener does record the
+  compilations of a valid run, so an empty list means nothing compiled."""
+  COMPILES.clear()
+  trainer.train_and_evaluate(tiny_config(**{"train.total_steps": 1}), str(tmp_path))
+  assert COMPILES
 
 
 def test_unknown_size():

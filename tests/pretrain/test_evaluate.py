@@ -13,12 +13,7 @@ import pytest
 from configs import common
 from models import layer_stack
 from pretrain import checkpointing, evaluate, trainer
-from tests.conftest import REPO
-
-COMPILES = []
-jax.monitoring.register_event_duration_secs_listener(
-    lambda event, _, **kw: COMPILES.append(event)
-    if event == "/jax/core/compile/backend_compile_duration" else None)
+from tests.conftest import COMPILES, REPO
 
 EVAL_KEYS = ("loss", "perplexity", "accuracy", "bits_per_byte")
 

@@ -65,6 +65,12 @@ def test_init_from_loads_parameters_only(tiny_config, tmp_path):
                           "optimizer.lr": 1e-12, "optimizer.min_lr": 0.0})
   second = trainer.train_and_evaluate(config, str(tmp_path / "b"))
   assert second.step == 1  # started from step 0, not from the source's step 3
+  # a fresh optimizer: Adam's count is 1 (the source's is 3), its moments those of one step
+  adam = lambda result: result.state["opt_state"][1][0]  # clip, then scale_by_adam's state
+  assert int(adam(first).count) == 3 and int(adam(second).count) == 1
+  for mu, nu in zip(jax.tree.leaves(adam(second).mu), jax.tree.leaves(adam(second).nu)):
+    # one step from zero: mu = (1 - b1) g, nu = (1 - b2) g^2, so nu = 0.05 / 0.1^2 mu^2
+    np.testing.assert_allclose(nu, 0.05 / 0.01 * np.square(mu), rtol=1e-4, atol=1e-12)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), _params(first),
                _params(second))
   fresh = trainer.train_and_evaluate(tiny_config(**{"train.total_steps": 1}), str(tmp_path / "c"))
@@ -108,10 +114,11 @@ def test_each_strategy_equals_one_device(tiny_config, tmp_path, name):
                _params(one), _params(many))
 
 
-def test_bfloat16_first_moment_and_offload_remat(tiny_config, tmp_path):
+def test_bfloat16_first_moment_and_remat_offload_as_dots_on_cpu(tiny_config, tmp_path, capsys):
   config = tiny_config(**{"optimizer.mu_dtype": "bfloat16", "model.remat": "offload",
                           "train.total_steps": 20, "train.log_every": 10, "optimizer.lr": 3e-3})
   result = trainer.train_and_evaluate(config, str(tmp_path))
+  assert "model.remat: 'offload' runs as 'dots' on cpu" in capsys.readouterr().out
   mu = result.state["opt_state"][1][0].mu  # clip, then adamw's scale_by_adam state
   assert {x.dtype for x in jax.tree.leaves(mu)} == {jax.numpy.dtype("bfloat16")}
   assert {x.dtype for x in jax.tree.leaves(result.state["params"])} == {np.dtype("float32")}
