@@ -7,8 +7,9 @@ import ml_collections
 
 from models import axes
 
-# Logical axis -> mesh axes. One rule per logical name; the first rule whose mesh axes are all
-# still unused in a given array wins (see pretrain/sharding.py). `None` means replicated.
+# Logical axis -> mesh axes. One rule per logical name. Within one array, each logical axis
+# takes those of its mesh axes that no earlier axis of the array has taken, possibly only some
+# of them (models/axes.py logical_to_mesh). `None` means replicated.
 DEFAULT_RULES = (
     (axes.BATCH, ("data", "fsdp")),
     (axes.LENGTH, "sequence"),

@@ -100,10 +100,6 @@ def check_compatible(saved_model, model, where, ignore=()):
           f"the config has {model[field]!r}; match the checkpoint's model or use a fresh workdir")
 
 
-def abstract_like(tree):
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
-
-
 def restore_params(ckpt, step, steps, objective, model_cfg):
   """The parameters of checkpoint `step`, in the shardings of `steps` (any mesh), converted
   from the checkpoint's layer layout (scanned or not) to `model_cfg`'s."""
@@ -146,10 +142,14 @@ class Start:
 
 def find_start(config, workdir, model_cfg, tok_id, datasets_meta):
   """Opens the run's checkpoints and decides the start: the workdir's latest checkpoint, else
-  config.init_from, else scratch. Everything that can fail on a checkpoint fails here."""
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
-                      async_save=config.checkpoint.async_save)
-  latest, init_from = ckpt.latest_step(), None
+  config.init_from, else scratch. Everything that can fail on a checkpoint fails here, before
+  <workdir>/checkpoints is created."""
+  directory = os.path.join(workdir, "checkpoints")
+  make = lambda: Checkpointer(directory, keep=config.checkpoint.keep,
+                              async_save=config.checkpoint.async_save)
+  ckpt = make() if os.path.isdir(directory) else None
+  latest = ckpt.latest_step() if ckpt is not None else None
+  init_from = None
   if latest is not None:
     meta = ckpt.meta(latest)
     check_compatible(meta["model"], model_cfg, ckpt.directory)
@@ -163,9 +163,13 @@ def find_start(config, workdir, model_cfg, tok_id, datasets_meta):
                       "from here on differ from the original run's", saved, datasets_meta)
   elif config.init_from:
     init_from = open_run(config.init_from, "config.init_from")
-    check_compatible(init_from.meta(init_from.latest_step())["model"], model_cfg,
-                     config.init_from, ignore=("scan_layers",))
-  return Start(ckpt, latest, init_from)
+    try:
+      check_compatible(init_from.meta(init_from.latest_step())["model"], model_cfg,
+                       config.init_from, ignore=("scan_layers",))
+    except CheckpointError:
+      init_from.close()
+      raise
+  return Start(ckpt if ckpt is not None else make(), latest, init_from)
 
 
 def open_run(path, field):

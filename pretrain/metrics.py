@@ -2,7 +2,7 @@
 
 MFU formula (PaLM appendix B / nanoGPT): training FLOPs per token = 6 * N + 12 * L * d * T,
 where N counts every parameter except the learned position table (the tied embedding counts
-once, as it is also the output matmul), L is layers, d the attention width (heads * head_dim)
+once, as it is also the output matmul; an untied input table is a lookup and does not count), L is layers, d the attention width (heads * head_dim)
 and T the sequence length; the second term is attention's QK^T and AV matmuls (full T^2,
 not halved for the causal mask). For masked LM the embedding tables are lookups only and the
 MLM head (dense d x d + decoder d x V) runs at the P masked positions of each sequence:
@@ -37,8 +37,10 @@ PEAK_FLOPS = {
 
 
 def flops_per_token(cfg, n_params, seq_len):
-  """Training FLOPs per token (forward + backward) for a resolved model config."""
-  return 6 * n_params + 12 * cfg.num_layers * cfg.num_heads * cfg.head_dim * seq_len
+  """Training FLOPs per token (forward + backward) for a resolved model config. An untied
+  input embedding is a lookup, like the position table: only the output head's V x d counts."""
+  n = n_params if cfg.tie_embeddings else n_params - cfg.vocab_size * cfg.d_model
+  return 6 * n + 12 * cfg.num_layers * cfg.num_heads * cfg.head_dim * seq_len
 
 
 def mlm_flops_per_token(cfg, n_params, seq_len, predictions):

@@ -105,12 +105,6 @@ def batch_sharding(mesh, rules, ndim=2):
   return NamedSharding(mesh, logical_to_mesh(names, rules))
 
 
-def data_parallel_ways(mesh, rules):
-  spec = logical_to_mesh((axes.BATCH,), rules)[0]
-  names = (spec,) if isinstance(spec, str) else tuple(spec or ())
-  return math.prod(mesh.shape[n] for n in names)
-
-
 def replicated(mesh):
   return NamedSharding(mesh, P())
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from launch import gke, slurm, tpu_vm
 from tests.conftest import REPO
@@ -59,18 +60,60 @@ def test_slurm_dry_run():
 
 
 def test_gke_dry_run():
+  """The printed JobSet, checked field by field against what GKE and JobSet expect."""
   out = _run("launch.gke", "--name=gpt2", "--image=registry/pretrain:1", "--hosts=4",
-             "--topology=2x2x4", "--dry_run", "--", *TRAIN)
+             "--tpu_type=tpu-v6e-slice", "--topology=4x4", "--chips_per_host=8", "--dry_run",
+             "--", *TRAIN)
   text, command = out.split("\n# apply with:\n")
-  assert command.strip() == "kubectl apply -f -"
-  jobset = json.loads(text)
-  assert jobset == gke.manifest("gpt2", "registry/pretrain:1", "tpu-v5p-slice", "2x2x4", 4, 4,
-                                TRAIN)
-  job = jobset["spec"]["replicatedJobs"][0]["template"]["spec"]
-  assert job["parallelism"] == job["completions"] == 4
-  container = job["template"]["spec"]["containers"][0]
-  assert container["command"] == ["python", "-m", "pretrain.train", *TRAIN]
-  assert {"name": "PRETRAIN_DISTRIBUTED", "value": "1"} in container["env"]
+  assert command == "kubectl apply -f -\n"
+  jobset = json.loads(text)  # JSON, which kubectl reads as YAML
+  assert yaml.safe_load(text) == jobset
+  assert jobset["apiVersion"] == "jobset.x-k8s.io/v1alpha2" and jobset["kind"] == "JobSet"
+  assert jobset["metadata"] == {
+      "name": "gpt2",
+      # one slice per node pool: no two JobSets share a slice's hosts
+      "annotations": {"alpha.jobset.sigs.k8s.io/exclusive-topology":
+                      "cloud.google.com/gke-nodepool"}}
+  assert jobset["spec"]["failurePolicy"] == {"maxRestarts": 3}
+  # one replicated job (one slice), one pod per host, a failed pod fails the job
+  [workers] = jobset["spec"]["replicatedJobs"]
+  assert workers["name"] == "workers" and workers["replicas"] == 1
+  job = workers["template"]["spec"]
+  assert (job["parallelism"], job["completions"], job["backoffLimit"]) == (4, 4, 0)
+  pod = job["template"]["spec"]
+  assert pod["restartPolicy"] == "Never"
+  assert pod["nodeSelector"] == {"cloud.google.com/gke-tpu-accelerator": "tpu-v6e-slice",
+                                 "cloud.google.com/gke-tpu-topology": "4x4"}
+  assert pod["terminationGracePeriodSeconds"] >= 60  # time to checkpoint after SIGTERM
+  [container] = pod["containers"]
+  assert container["image"] == "registry/pretrain:1"
+  assert container["command"] == ["python", "-m", "pretrain.train",
+                                  "--config=configs/gpt.py:small",
+                                  "--workdir=gs://bucket/runs/gpt2"]
+  # jax.distributed is started from GKE's TPU environment; nothing else is set
+  assert container["env"] == [{"name": "PRETRAIN_DISTRIBUTED", "value": "1"}]
+  assert container["resources"] == {"limits": {"google.com/tpu": 8}}
+
+  # The defaults: one host of a 2x2x1 v5p slice, 4 chips; no train args, no command tail.
+  default = json.loads(_run("launch.gke", "--image=i", "--dry_run").split("\n# apply with:")[0])
+  assert default["metadata"]["name"] == "pretrain"
+  job = default["spec"]["replicatedJobs"][0]["template"]["spec"]
+  assert job["parallelism"] == job["completions"] == 1
+  pod = job["template"]["spec"]
+  assert pod["nodeSelector"] == {"cloud.google.com/gke-tpu-accelerator": "tpu-v5p-slice",
+                                 "cloud.google.com/gke-tpu-topology": "2x2x1"}
+  assert pod["containers"][0]["command"] == ["python", "-m", "pretrain.train"]
+  assert pod["containers"][0]["resources"]["limits"]["google.com/tpu"] == 4
+  # and the launcher prints what `manifest` builds
+  assert default == gke.manifest("pretrain", "i", "tpu-v5p-slice", "2x2x1", 1, 4, [])
+
+
+def test_gke_requires_an_image():
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-m", "launch.gke", "--dry_run"], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=60)
+  assert proc.returncode != 0 and "--image is required" in proc.stderr
+  assert not proc.stdout
 
 
 def test_local_dry_run():

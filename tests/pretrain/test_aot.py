@@ -6,8 +6,9 @@ import sys
 import jax
 import pytest
 
-from configs import common, gpt
-from pretrain import aot, sharding
+from configs import bert, common, gpt
+from models import encoder, layers
+from pretrain import aot, metrics, objectives, sharding
 from tests.conftest import REPO
 
 
@@ -22,6 +23,41 @@ def test_gpt2_xl_fsdp8_holds_an_eighth_of_the_state_per_device():
   assert r["argument_bytes"] >= r["state_bytes_per_device"]
   assert r["temp_bytes"] > 0 and r["formula_flops_per_step"] > 0
   assert "fits" in aot.report(r, 80e9) and "does NOT fit" in aot.report(r, 1e9)
+
+
+@pytest.mark.parametrize("recipe", ["bert", "roberta"])
+def test_masked_lm_fsdp8(recipe):
+  """BERT (MLM + NSP) and RoBERTa (MLM) compile for fsdp=8; parameters, state and FLOPs are
+  the encoder's."""
+  config = bert.get_config(f"tiny,recipe={recipe}")
+  config.mesh.update(data=1, fsdp=8, tensor=1)
+  config.batch.update(size=8, seq_len=128)
+  r = aot.analyse(config)
+  assert r["devices"] == 8 and (r["mesh"]["data"], r["mesh"]["fsdp"]) == (1, 8)
+  cfg = layers.resolve(config.model, config.data.tokenizer.vocab_size)
+  v, d, n_layers, types = cfg.vocab_size, cfg.d_model, cfg.num_layers, cfg.type_vocab_size
+  assert (v, d, n_layers) == (30592, 128, 2)  # 30522 rounded up to a multiple of 128
+  nsp = recipe == "bert"
+  assert config.objective == ("mlm_nsp" if nsp else "mlm")
+  # token and type tables, embedding LayerNorm, blocks (4 d^2 attention + 8 d^2 MLP, 13 d
+  # biases and norms), pooler, MLM dense + LayerNorm + output bias, NSP classifier
+  by_hand = (v * d + types * d + 2 * d + n_layers * (12 * d * d + 13 * d) + 2 * (d * d + d) +
+             2 * d + v + (2 * d + 2 if nsp else 0))
+  assert r["params"] == by_hand == encoder.count_params(cfg)
+  # params + two Adam moments in float32, the position table included
+  total = 3 * 4 * (by_hand + cfg.max_len * d)
+  assert r["state_bytes_total"] == pytest.approx(total, rel=0.001)
+  # fsdp splits the model width 8 ways. The MLM output bias (vocab axis, on 'tensor' = 1)
+  # stays whole, ~5% of a device's share at this width; the rest is split 8 ways, up to the
+  # other biases without a model-width axis (<0.5%).
+  whole = 3 * 4 * v
+  per_device = r["state_bytes_per_device"]
+  assert total / 8 <= per_device and (per_device - whole) * 8 == pytest.approx(total - whole,
+                                                                               rel=0.01)
+  seq, p = config.batch.seq_len, config.data.mlm.max_predictions
+  per_token = metrics.mlm_flops_per_token(cfg, by_hand, seq, p)
+  assert per_token == objectives.get(config.objective).flops_per_token(cfg, by_hand, config)
+  assert r["formula_flops_per_step"] == pytest.approx(per_token * 8 * seq, rel=1e-12)
 
 
 def test_fsdp_keeps_activations_batch_sharded():

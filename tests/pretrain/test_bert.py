@@ -113,3 +113,18 @@ def test_max_predictions_too_small_is_refused(tiny_bert, tmp_path):
   config = tiny_bert(**{"data.mlm.max_predictions": 3})  # 15% of 32 needs 5
   with pytest.raises(config_checks.ConfigError, match="config.data.mlm.max_predictions: 3 .* 5"):
     trainer.train_and_evaluate(config, str(tmp_path))
+
+
+def test_phase_two_starts_from_phase_one(tiny_bert, tmp_path):
+  """BERT's recipe: phase 2 (longer sequences) starts from phase 1's parameters, at step 0."""
+  model = {"model.max_len": 64, "data.mlm.max_predictions": 10}
+  first = trainer.train_and_evaluate(tiny_bert(**model, **{"train.total_steps": 3}),
+                                     str(tmp_path / "phase1"))
+  # A near-zero lr leaves the loaded parameters where phase 1 left them.
+  second = trainer.train_and_evaluate(
+      tiny_bert(**model, **{"batch.seq_len": 64, "train.total_steps": 1, "optimizer.lr": 1e-12,
+                            "optimizer.min_lr": 0.0, "init_from": str(tmp_path / "phase1")}),
+      str(tmp_path / "phase2"))
+  assert second.step == 1
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), _params(first),
+               _params(second))

@@ -128,6 +128,27 @@ def test_checkpoint_from_incompatible_model(tiny_config, tmp_path):
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ckpts  # nothing touched
 
 
+def test_resuming_with_another_tokenizer(tiny_config, tmp_path):
+  """Same model shape (both vocabularies round up to 384), another tokenizer: refused."""
+  trainer.train_and_evaluate(tiny_config(**{"train.total_steps": 1}), str(tmp_path))
+  ckpts = sorted(os.listdir(tmp_path / "checkpoints"))
+  _fails_before_compiling(tiny_config(**{"data.tokenizer.vocab_size": 300}), tmp_path,
+                          checkpointing.CheckpointError, "config.data.tokenizer",
+                          "another tokenizer")
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ckpts
+
+
+def test_init_from_without_checkpoint_or_of_another_model(tiny_config, tmp_path):
+  (tmp_path / "empty").mkdir()
+  _fails_before_compiling(tiny_config(**{"init_from": str(tmp_path / "empty")}), tmp_path / "a",
+                          checkpointing.CheckpointError, "config.init_from", "no checkpoint")
+  trainer.train_and_evaluate(tiny_config(**{"train.total_steps": 1}), str(tmp_path / "src"))
+  _fails_before_compiling(tiny_config(**{"init_from": str(tmp_path / "src"), "model.d_model": 64}),
+                          tmp_path / "b", checkpointing.CheckpointError, "config.model.d_model",
+                          str(tmp_path / "src"))
+  assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_nan_loss_stops_the_run(tiny_config, tmp_path):
   with pytest.raises(FloatingPointError, match="allow_nan"):
     trainer.train_and_evaluate(tiny_config(**{"optimizer.lr": 1e30, "optimizer.warmup_steps": 0,

@@ -58,6 +58,27 @@ def test_resume_is_exact(tiny_config, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, _params(straight), _params(second))
 
 
+def test_resume_is_exact_with_async_saves(tiny_config, tmp_path):
+  """The default, asynchronous checkpointing: a run stopped and resumed equals one that never
+  stopped, bitwise."""
+  common = {"train.log_every": 1, "model.dropout": 0.1, "checkpoint.async_save": True,
+            "checkpoint.every": 2}
+  straight = trainer.train_and_evaluate(tiny_config(**common), str(tmp_path / "straight"))
+  trainer.train_and_evaluate(tiny_config(**common, **{"train.stop_at_step": 3}),
+                             str(tmp_path / "split"))
+  second = trainer.train_and_evaluate(tiny_config(**common), str(tmp_path / "split"))
+  assert [r["train/loss"] for r in _losses(tmp_path / "straight")] == [
+      r["train/loss"] for r in _losses(tmp_path / "split")]
+  jax.tree.map(np.testing.assert_array_equal, _params(straight), _params(second))
+
+
+def test_checkpoint_keep_keeps_that_many(tiny_config, tmp_path):
+  trainer.train_and_evaluate(tiny_config(**{"checkpoint.every": 1, "checkpoint.keep": 2}),
+                             str(tmp_path))
+  assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()
+                if p.name.isdigit()) == [5, 6]
+
+
 def test_init_from_loads_parameters_only(tiny_config, tmp_path):
   first = trainer.train_and_evaluate(tiny_config(**{"train.total_steps": 3}), str(tmp_path / "a"))
   # A near-zero lr leaves the loaded parameters where they were after one step.
