@@ -26,7 +26,11 @@ setuptools.setup(
         "numpy>=1.26",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        # Hugging Face checkpoints (models/convert.py); torch only to read pytorch_model.bin
+        "hf": ["safetensors>=0.4"],
+        # everything the tests need, CPU torch and transformers for the parity tests included
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "safetensors>=0.4", "transformers>=5,<6",
+                 "torch==2.13.0"],
         "cuda": ["jax[cuda12]>=0.10.0,<0.11"],
         "tpu": ["jax[tpu]>=0.10.0,<0.11"],
     },
