@@ -11,6 +11,7 @@ Resume order (see pretrain/trainer.py): <workdir>/checkpoints, then config.init_
 """
 import dataclasses
 import functools
+import json
 import os
 from typing import Optional
 
@@ -170,6 +171,28 @@ def find_start(config, workdir, model_cfg, tok_id, datasets_meta):
       init_from.close()
       raise
   return Start(ckpt if ckpt is not None else make(), latest, init_from)
+
+
+def run_config(workdir):
+  """A run's resolved config (<workdir>/config.json) as a ConfigDict, without the derived
+  model (config.json's 'resolved_model')."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise CheckpointError(f"--workdir: {workdir!r} has no config.json; give the workdir of a "
+                          "pretrain.train run")
+  with open(path, encoding="utf-8") as f:
+    config = json.load(f)
+  config.pop("resolved_model", None)
+  return ml_collections.ConfigDict(config)
+
+
+def check_step(ckpt, step):
+  """`step` if `ckpt` holds it; else a one-line error listing the steps it does hold."""
+  steps = ckpt.all_steps()
+  if step not in steps:
+    raise CheckpointError(f"--step: no checkpoint at step {step} in {ckpt.directory}; it holds "
+                          f"steps {', '.join(map(str, steps))}")
+  return step
 
 
 def open_run(path, field):

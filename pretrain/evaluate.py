@@ -47,18 +47,6 @@ _TIMEOUT = flags.DEFINE_float("timeout", 0.0, "--watch: give up (exit 1) after t
 flags.mark_flags_as_required(["workdir"])
 
 
-def run_config(workdir):
-  """The run's resolved config (config.json) as a ConfigDict, without the derived model."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    raise CheckpointError(f"--workdir: {workdir!r} has no config.json; give the workdir of a "
-                          "pretrain.train run")
-  with open(path, encoding="utf-8") as f:
-    config = json.load(f)
-  config.pop("resolved_model", None)
-  return ml_collections.ConfigDict(config)
-
-
 def run_tokenizer(workdir):
   """The tokenizer the run trained with (<workdir>/tokenizer.json), or None for older runs."""
   import tokenizers  # pylint: disable=g-import-not-at-top
@@ -96,13 +84,12 @@ def evaluate_run(config, workdir, options=Options(), devices=None):
 
   options.check()
   devices = jax.devices() if devices is None else list(devices)
-  saved_config = run_config(workdir)
+  saved_config = checkpointing.run_config(workdir)
   ckpt = _open_checkpoints(workdir, options)
   try:
     available = ckpt.all_steps()
-    if options.step is not None and options.step not in available:
-      raise CheckpointError(f"--step: no checkpoint at step {options.step} in {ckpt.directory}; "
-                            f"it holds steps {', '.join(map(str, available))}")
+    if options.step is not None:
+      checkpointing.check_step(ckpt, options.step)
     config = ml_collections.ConfigDict(config.to_dict())  # a copy: the caller's stays as it is
     config = _fit_mesh(config, saved_config, len(devices), sharding)
     config.init_from = ""  # where the run's parameters came from is no concern here
@@ -289,7 +276,7 @@ def parse_flags(argv):
   if workdir is None:
     errors.fail("--workdir: required; give the workdir of a pretrain.train run")
   try:
-    config = run_config(workdir)
+    config = checkpointing.run_config(workdir)
   except CheckpointError as e:
     errors.fail(str(e))
   return errors.parse_flags(argv, lambda: config_flags.DEFINE_config_dict(

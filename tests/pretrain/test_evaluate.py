@@ -23,7 +23,7 @@ def _train(config, workdir, devices=1):
 
 
 def _evaluate(workdir, devices=1, overrides=None, **options):
-  config = common.apply_overrides(evaluate.run_config(str(workdir)), overrides or {})
+  config = common.apply_overrides(checkpointing.run_config(str(workdir)), overrides or {})
   return evaluate.evaluate_run(config, str(workdir), evaluate.Options(**options),
                                devices=jax.devices()[:devices])
 
@@ -145,7 +145,7 @@ def test_data_of_another_tokenizer_is_refused(gpt_run, tiny_config, tmp_path):
 
 def test_workdir_without_checkpoints(tmp_path):
   with pytest.raises(evaluate.CheckpointError, match="--workdir.*no config.json"):
-    evaluate.run_config(str(tmp_path))
+    checkpointing.run_config(str(tmp_path))
   (tmp_path / "config.json").write_text("{}")
   with pytest.raises(checkpointing.CheckpointError, match="--workdir: no checkpoint"):
     evaluate.evaluate_run(None, str(tmp_path))

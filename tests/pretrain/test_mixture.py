@@ -6,7 +6,7 @@ import jax
 import numpy as np
 
 from configs import common, gpt
-from pretrain import evaluate, trainer
+from pretrain import checkpointing, evaluate, trainer
 
 CODE = ",".join(os.path.join(os.path.dirname(os.__file__), m, "*.py") for m in ("json", "http"))
 
@@ -41,7 +41,7 @@ def test_mixture_reports_each_dataset_and_resumes_exactly(tiny_config, tmp_path)
   assert "train/epoch" in train[-1]
   # pretrain.evaluate on the same checkpoint and batches: the same numbers, a row per dataset
   workdir = str(tmp_path / "straight")
-  evaluated = evaluate.evaluate_run(evaluate.run_config(workdir), workdir,
+  evaluated = evaluate.evaluate_run(checkpointing.run_config(workdir), workdir,
                                     evaluate.Options(max_batches=2))[6]
   for key in ("loss", "docs/loss", "code/loss", "code/accuracy"):
     np.testing.assert_allclose(evaluated[key], final[f"eval/{key}"], rtol=1e-6, err_msg=key)
