@@ -1,4 +1,4 @@
-r"""Hugging Face GPT-2 / Llama checkpoints <-> our runs.
+r"""Hugging Face GPT-2 / Llama decoders and BERT / RoBERTa encoders <-> our runs.
 
   python -m models.convert from_hf --hf_dir=gpt2-local --workdir=runs/gpt2 [--overwrite]
   python -m models.convert to_hf --workdir=runs/gpt2 --hf_dir=export/gpt2 [--step=N]
@@ -10,7 +10,16 @@ configs/gpt.py smoke config with the model section replaced and the run's tokeni
 data.tokenizer), tokenizer.json and a checkpoint at step 0 (float32, dropout 0, layers stacked
 unless --noscan_layers). to_hf writes config.json, model.safetensors (float32) and the run's
 tokenizer from a workdir's checkpoint, scanned or not. Either writes nothing unless every
-check passes. Mappings: models/hf_decoder.py.
+check passes. Mappings: models/hf_decoder.py and models/hf_encoder.py.
+
+Encoders (model_type bert or roberta) import into a configs/bert.py smoke config (recipe bert,
+objective mlm_nsp when the file has BERT's next-sentence head or no heads at all, else mlm;
+recipe roberta for RoBERTa); heads the file lacks are initialised fresh, and task heads
+(classifier) are not imported; a line says which. They export as BertForPreTraining (with the
+NSP head), BertForMaskedLM, or RobertaForMaskedLM (runs imported from RoBERTa), without the
+pooler for the masked-LM classes. RoBERTa's tokenizer (<s> </s> <pad> <mask>) lacks BERT's
+[CLS] [SEP] [MASK], which the masked-LM data pipeline needs: its workdir is for load_model and
+export, not for pretrain.train / pretrain.evaluate.
 """
 import json
 import os
@@ -22,6 +31,7 @@ from absl import app, flags, logging
 
 from configs import errors
 from models import hf_decoder
+from models import hf_encoder
 
 ConvertError = hf_decoder.ConvertError
 
@@ -156,12 +166,16 @@ def _eos_token(hf, tok, hf_dir):
 # ----------------------------------------------------------------------------- from_hf
 
 
-def _abstract_params(model_cfg):
+def _model_class(is_encoder):
+  from models import decoder, encoder  # pylint: disable=g-import-not-at-top
+  return encoder.Encoder if is_encoder else decoder.Decoder
+
+
+def _abstract_params(model_cfg, is_encoder=False):
   import jax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from models import decoder  # pylint: disable=g-import-not-at-top
   return jax.eval_shape(lambda: nnx.to_pure_dict(nnx.state(
-      decoder.Decoder(model_cfg, rngs=nnx.Rngs(0)), nnx.Param)))
+      _model_class(is_encoder)(model_cfg, rngs=nnx.Rngs(0)), nnx.Param)))
 
 
 def import_config(hf, hf_dir, workdir, tok_eos, scan_layers=True):
@@ -186,23 +200,22 @@ def import_hf(hf_dir, workdir, overwrite=False, scan_layers=True):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from input_pipeline import tokenized, tokenizer  # pylint: disable=g-import-not-at-top
-  from models import layer_stack, layers  # pylint: disable=g-import-not-at-top
-  from pretrain import checkpointing, config_checks  # pylint: disable=g-import-not-at-top
-  from pretrain import optimizer  # pylint: disable=g-import-not-at-top
+  from models import layer_stack  # pylint: disable=g-import-not-at-top
 
   _check_output(workdir, "--workdir", overwrite)
   _check_apart(workdir, "--workdir", hf_dir)
   hf = read_hf_config(hf_dir)
   kind = hf.get("model_type")
+  supported = hf_decoder.SUPPORTED + hf_encoder.SUPPORTED
+  if kind not in supported:
+    raise ConvertError(f"{os.path.join(hf_dir, 'config.json')}: model_type={kind!r} is not "
+                       f"supported; supported model types: {', '.join(supported)}")
+  if kind in hf_encoder.SUPPORTED:
+    return _import_encoder(hf, hf_dir, workdir, scan_layers)
   hf_decoder.model_fields(hf, os.path.join(hf_dir, "config.json"))  # refuse early
   tok = read_tokenizer(hf_dir, kind)
   config = import_config(hf, hf_dir, workdir, _eos_token(hf, tok, hf_dir), scan_layers)
-  config_checks.check_model(config.model)
-  m = layers.resolve(config.model, tok.get_vocab_size())
-  if tok.get_vocab_size() > m.vocab_size:
-    raise ConvertError(f"{hf_dir}: the tokenizer has {tok.get_vocab_size()} tokens but "
-                       f"vocab_size={m.vocab_size}; give the model's own tokenizer")
+  m = _resolved_model(config, tok, hf_dir)
   where = os.path.join(hf_dir, _weight_files(hf_dir)[1][0])
   raw = read_tensors(hf_dir)
   names = hf_decoder.normalise_names(kind, raw)
@@ -218,7 +231,16 @@ def import_hf(hf_dir, workdir, overwrite=False, scan_layers=True):
   params = hf_decoder.from_hf(kind, m, tensors)
   params = jax.tree.map(lambda x: jnp.asarray(np.ascontiguousarray(x)), params)
   params = layer_stack.to_layout(params, scan=m.scan_layers)
+  _write_run(workdir, config, m, params, tok)
+  return m
 
+
+def _write_run(workdir, config, m, params, tok):
+  """A workdir with config.json, tokenizer.json and `params` at step 0 (written whole)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from input_pipeline import tokenized, tokenizer  # pylint: disable=g-import-not-at-top
+  from pretrain import checkpointing, optimizer  # pylint: disable=g-import-not-at-top
   tmp = _temporary_dir(workdir)
   try:
     tok.save(os.path.join(tmp, "tokenizer.json"))
@@ -237,22 +259,111 @@ def import_hf(hf_dir, workdir, overwrite=False, scan_layers=True):
   finally:
     if os.path.exists(tmp):
       shutil.rmtree(tmp)
+
+
+def import_encoder_config(hf, hf_dir, workdir, tok, nsp, scan_layers=True):
+  """The run's full config: configs/bert.py (smoke) with the HF encoder and tokenizer."""
+  from configs import bert  # pylint: disable=g-import-not-at-top
+  from models import encoder  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  kind = hf["model_type"]
+  config = bert.get_config(f"smoke,recipe={'roberta' if kind == 'roberta' else 'bert'}")
+  model = ml_collections.ConfigDict(encoder.DEFAULTS)
+  model.update(hf_encoder.model_fields(hf, os.path.join(hf_dir, "config.json")))
+  model.update(size=kind, vocab_multiple=1, dropout=0.0, scan_layers=scan_layers, nsp_head=nsp)
+  config.model = model
+  config.objective = "mlm_nsp" if nsp else "mlm"
+  config.data.mlm.nsp = nsp
+  eos = "</s>" if kind == "roberta" else "[SEP]"
+  if tok.token_to_id(eos) is None:
+    raise ConvertError(f"{hf_dir}/tokenizer.json: no {eos} token; give the model's own "
+                       "tokenizer")
+  config.data.tokenizer.update(kind="file", path=os.path.join(os.path.abspath(workdir),
+                                                                "tokenizer.json"),
+                               eos_token=eos)
+  config.batch.seq_len = min(config.batch.seq_len, model.max_len)
+  config.data.mlm.max_predictions = min(config.data.mlm.max_predictions, config.batch.seq_len)
+  return config
+
+
+def _encoder_tokenizer(hf_dir, kind):
+  """tokenizer.json, else (BERT) vocab.txt with tokenizer_config.json's do_lower_case."""
+  from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
+  vocab = os.path.join(hf_dir, "vocab.txt")
+  if os.path.isfile(os.path.join(hf_dir, "tokenizer.json")) or kind != "bert" or \
+      not os.path.isfile(vocab):
+    return read_tokenizer(hf_dir, kind)
+  lowercase = True
+  path = os.path.join(hf_dir, "tokenizer_config.json")
+  if os.path.isfile(path):
+    with open(path, encoding="utf-8") as f:
+      lowercase = bool(json.load(f).get("do_lower_case", True))
+  return tokenizer._load_vocab_txt(vocab, lowercase)  # pylint: disable=protected-access
+
+
+def _resolved_model(config, tok, hf_dir):
+  """The imported config's model section, checked and resolved against the tokenizer."""
+  from models import layers  # pylint: disable=g-import-not-at-top
+  from pretrain import config_checks  # pylint: disable=g-import-not-at-top
+  config_checks.check_model(config.model)
+  m = layers.resolve(config.model, tok.get_vocab_size())
+  if tok.get_vocab_size() > m.vocab_size:
+    raise ConvertError(f"{hf_dir}: the tokenizer has {tok.get_vocab_size()} tokens but "
+                       f"vocab_size={m.vocab_size}; give the model's own tokenizer")
+  return m
+
+
+def _import_encoder(hf, hf_dir, workdir, scan_layers):
+  """import_hf for BERT / RoBERTa: fills what the file has, initialises the missing heads."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from models import layer_stack  # pylint: disable=g-import-not-at-top
+  kind = hf["model_type"]
+  where = os.path.join(hf_dir, "config.json")
+  hf_encoder.model_fields(hf, where)  # refuse early
+  tok = _encoder_tokenizer(hf_dir, kind)
+  if kind == "bert":
+    tokenizer.check_bert_specials(tok)
+  raw = read_tensors(hf_dir)
+  names = hf_encoder.normalise_names(kind, raw)
+  tensors = {names[k]: v for k, v in raw.items()}
+  present = hf_encoder.groups_present(kind, tensors)
+  nsp = kind == "bert" and ("nsp" in present or "mlm" not in present)
+  config = import_encoder_config(hf, hf_dir, workdir, tok, nsp, scan_layers)
+  m = _resolved_model(config, tok, hf_dir)
+  where = os.path.join(hf_dir, _weight_files(hf_dir)[1][0])
+  pad_id = hf_encoder.pad_id(hf)
+  unscanned = ml_collections.ConfigDict(dict(m.to_dict(), scan_layers=False))
+  present, tied, extras = hf_encoder.check_tensors(
+      kind, m, {k: v.shape for k, v in tensors.items()}, _abstract_params(unscanned, True),
+      where, pad_id=pad_id)
+  for name, source in tied.items():
+    if not np.array_equal(tensors[name], tensors[source]):
+      raise ConvertError(f"{where}: {name} differs from {source}, which it is tied to; only "
+                         "tied masked-LM decoders convert")
+  fresh = nnx.to_pure_dict(nnx.state(_model_class(True)(unscanned, rngs=nnx.Rngs(config.seed)),
+                                     nnx.Param))
+  params = hf_encoder.from_hf(kind, m, tensors, jax.tree.map(np.asarray, fresh), pad_id=pad_id)
+  params = jax.tree.map(lambda x: jnp.asarray(np.ascontiguousarray(x)), params)
+  params = layer_stack.to_layout(params, scan=m.scan_layers)
+  missing = [g for g, key in (("pooler", "pooler"), ("mlm", "mlm_dense"), ("nsp", "nsp"))
+             if g not in present and key in params]
+  notes = []
+  if missing:
+    notes.append(f"initialised fresh (not in the file): {', '.join(missing)}")
+  if extras:
+    heads = sorted({e.split(".")[0] for e in extras})
+    notes.append(f"not imported: the task head {', '.join(heads)}")
+  _write_run(workdir, config, m, params, tok)
+  if notes:
+    print(f"{workdir}: " + "; ".join(notes), flush=True)
   return m
 
 
 # ----------------------------------------------------------------------------- to_hf
-
-
-def run_config(workdir):
-  """A run's config.json as a ConfigDict (as pretrain.evaluate reads it)."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    raise ConvertError(f"--workdir: {workdir!r} has no config.json; give the workdir of a run")
-  with open(path, encoding="utf-8") as f:
-    config = json.load(f)
-  config.pop("resolved_model", None)
-  return ml_collections.ConfigDict(config)
 
 
 def load_params(workdir, step=None):
@@ -261,22 +372,19 @@ def load_params(workdir, step=None):
   import ml_collections  # pylint: disable=g-import-not-at-top
   from models import layer_stack  # pylint: disable=g-import-not-at-top
   from pretrain import checkpointing  # pylint: disable=g-import-not-at-top
-  config = run_config(workdir)
-  if config.objective != "causal_lm":
-    raise ConvertError(f"config.objective: {config.objective!r}; only decoders (causal_lm) "
-                       "convert to Hugging Face")
+  config = checkpointing.run_config(workdir)
+  if config.objective not in ("causal_lm", "mlm", "mlm_nsp"):
+    raise ConvertError(f"config.objective: {config.objective!r}; only decoders (causal_lm) and "
+                       "encoders (mlm, mlm_nsp) convert to Hugging Face")
+  is_encoder = config.objective != "causal_lm"
   ckpt = checkpointing.open_run(workdir, "--workdir")
   try:
-    steps = ckpt.all_steps()
-    step = steps[-1] if step is None else step
-    if step not in steps:
-      raise ConvertError(f"--step: no checkpoint at step {step} in {ckpt.directory}; it holds "
-                         f"steps {', '.join(map(str, steps))}")
+    step = ckpt.latest_step() if step is None else checkpointing.check_step(ckpt, step)
     m = ml_collections.ConfigDict(ckpt.meta(step)["model"])
-    hf_decoder.hf_type(m)  # refuse before reading any array
+    (hf_encoder if is_encoder else hf_decoder).hf_type(m)  # refuse before reading any array
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
-                            _abstract_params(m))
+                            _abstract_params(m, is_encoder))
     params = ckpt.restore_params(step, abstract)
   finally:
     ckpt.close()
@@ -286,11 +394,10 @@ def load_params(workdir, step=None):
 
 
 def load_model(workdir, step=None):
-  """Our Decoder with a run's checkpoint parameters (unscanned)."""
+  """Our Decoder (or Encoder) with a run's checkpoint parameters (unscanned)."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from models import decoder  # pylint: disable=g-import-not-at-top
-  m, params, _, _ = load_params(workdir, step)
-  model = decoder.Decoder(m, rngs=nnx.Rngs(0))
+  m, params, config, _ = load_params(workdir, step)
+  model = _model_class(config.objective != "causal_lm")(m, rngs=nnx.Rngs(0))
   state = nnx.state(model, nnx.Param)
   nnx.replace_by_pure_dict(state, params)
   nnx.update(model, state)
@@ -303,9 +410,6 @@ def export_hf(workdir, hf_dir, step=None, overwrite=False):
   _check_output(hf_dir, "--hf_dir", overwrite)
   _check_apart(hf_dir, "--hf_dir", workdir)
   m, params, config, step = load_params(workdir, step)
-  kind = hf_decoder.hf_type(m)
-  tensors = {k: np.ascontiguousarray(v, np.float32)
-             for k, v in hf_decoder.to_hf(kind, m, params).items()}
   tok_path = os.path.join(workdir, "tokenizer.json")
   tok = None
   if os.path.isfile(tok_path):
@@ -313,7 +417,14 @@ def export_hf(workdir, hf_dir, step=None, overwrite=False):
     tok = tokenizers.Tokenizer.from_file(tok_path)
   eos = config.data.tokenizer.eos_token
   eos_id = tok.token_to_id(eos) if tok is not None else None
-  hf = hf_decoder.hf_config(m.to_dict(), bos_id=eos_id, eos_id=eos_id)
+  if config.objective != "causal_lm":
+    tensors, hf, specials = _encoder_to_hf(m, params, tok)
+  else:
+    kind = hf_decoder.hf_type(m)
+    tensors = hf_decoder.to_hf(kind, m, params)
+    hf = hf_decoder.hf_config(m.to_dict(), bos_id=eos_id, eos_id=eos_id)
+    specials = {} if eos_id is None else dict(bos_token=eos, eos_token=eos)
+  tensors = {k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}
 
   out = os.path.abspath(hf_dir)
   tmp = _temporary_dir(out)
@@ -323,7 +434,6 @@ def export_hf(workdir, hf_dir, step=None, overwrite=False):
       json.dump(hf, f, indent=2, sort_keys=True)
     if tok is not None:
       shutil.copyfile(tok_path, os.path.join(tmp, "tokenizer.json"))
-      specials = {} if eos_id is None else dict(bos_token=eos, eos_token=eos)
       with open(os.path.join(tmp, "tokenizer_config.json"), "w", encoding="utf-8") as f:
         json.dump(dict(tokenizer_class="PreTrainedTokenizerFast",
                        model_max_length=m.max_len, **specials), f, indent=2)
@@ -332,6 +442,27 @@ def export_hf(workdir, hf_dir, step=None, overwrite=False):
     if os.path.exists(tmp):
       shutil.rmtree(tmp)
   return step, tok is not None
+
+
+# The special tokens of each encoder flavour: tokenizer_config.json name -> token.
+ENCODER_SPECIALS = {
+    "bert": dict(pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+                 mask_token="[MASK]"),
+    "roberta": dict(bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+                    cls_token="<s>", sep_token="</s>", mask_token="<mask>"),
+}
+
+
+def _encoder_to_hf(m, params, tok):
+  """(tensors, config.json dict, tokenizer_config specials) of an encoder run."""
+  kind, arch = hf_encoder.hf_type(m)
+  specials = {k: v for k, v in ENCODER_SPECIALS[kind].items()
+              if tok is not None and tok.token_to_id(v) is not None}
+  ids = {k: tok.token_to_id(specials[k + "_token"]) for k in ("pad", "bos", "eos")
+         if k + "_token" in specials}
+  groups = ("encoder", "mlm") + (("pooler", "nsp") if arch == "BertForPreTraining" else ())
+  tensors = hf_encoder.to_hf(kind, m, params, groups=groups, pad_id=ids.get("pad", 1))
+  return tensors, hf_encoder.hf_config(m.to_dict(), ids), specials
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -238,6 +238,13 @@ def check_tensors(kind, m, shapes, abstract_params, where):
   expected = {k: tuple(v.shape) for k, v in jax.eval_shape(
       lambda p: to_hf(kind, m, p), abstract_params).items()}
   tied_head = "lm_head.weight" if m["tie_embeddings"] else None
+  check_shapes(expected, shapes, where, "decoder",
+               lambda name: name == tied_head or IGNORED.search(name))
+
+
+def check_shapes(expected, shapes, where, family, allowed):
+  """Every expected tensor present with its shape, and no other but those `allowed(name)`
+  accepts; `family` ('decoder', 'encoder') for the message."""
   for name in sorted(expected):
     if name not in shapes:
       raise ConvertError(f"{where}: no tensor {name!r}; the file does not match config.json")
@@ -245,6 +252,6 @@ def check_tensors(kind, m, shapes, abstract_params, where):
       raise ConvertError(f"{where}: {name} has shape {tuple(shapes[name])} but config.json "
                          f"implies {expected[name]}")
   for name in sorted(shapes):
-    if name not in expected and name != tied_head and not IGNORED.search(name):
+    if name not in expected and not allowed(name):
       raise ConvertError(f"{where}: unexpected tensor {name!r}; the file does not match "
-                         "config.json or is not a supported decoder")
+                         f"config.json or is not a supported {family}")

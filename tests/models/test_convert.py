@@ -109,7 +109,7 @@ def test_workdir_reads_like_a_run(imported):
   from models import layers  # pylint: disable=g-import-not-at-top
   from pretrain import checkpointing, evaluate  # pylint: disable=g-import-not-at-top
   _, _, _, workdir = imported
-  config = evaluate.run_config(workdir)
+  config = checkpointing.run_config(workdir)
   tok = evaluate.run_tokenizer(workdir)
   ckpt = checkpointing.open_run(workdir, "config.init_from")
   try:
@@ -191,10 +191,10 @@ def test_refusals_write_nothing(tok, tmp_path):
   cfg.save_pretrained(no_weights)
   tok.model.save(str(no_weights))
   _refused(convert.import_hf, str(no_weights), str(run), match="no model.safetensors")
-  bert = tmp_path / "bert"
-  bert.mkdir()
-  (bert / "config.json").write_text(json.dumps({"model_type": "bert"}))
-  message = _refused(convert.import_hf, str(bert), str(run), match="model_type")
+  other = tmp_path / "t5"
+  other.mkdir()
+  (other / "config.json").write_text(json.dumps({"model_type": "t5"}))
+  message = _refused(convert.import_hf, str(other), str(run), match="model_type")
   assert "gpt2, llama" in message
   scaled = tmp_path / "scaled"
   scaled.mkdir()
