@@ -239,19 +239,16 @@ def _write_run(workdir, config, m, params, tok):
   """A workdir with config.json, tokenizer.json and `params` at step 0 (written whole)."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from input_pipeline import tokenized, tokenizer  # pylint: disable=g-import-not-at-top
+  from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
   from pretrain import checkpointing, optimizer  # pylint: disable=g-import-not-at-top
   tmp = _temporary_dir(workdir)
   try:
-    tok.save(os.path.join(tmp, "tokenizer.json"))
+    checkpointing.write_run_files(tmp, config, m, tok)
     tok_id = tokenizer.identity(type(tok).from_file(os.path.join(tmp, "tokenizer.json")))
-    tokenized.write_json(os.path.join(tmp, "config.json"),
-                         dict(config.to_dict(), resolved_model=m.to_dict()))
     tx, _ = optimizer.make(config.optimizer, config.train.total_steps)
     _, rng = jax.random.split(jax.random.PRNGKey(config.seed))
     state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=rng)
-    meta = {"model": m.to_dict(), "tokenizer": tok_id,
-            "data": {"step": 0, "seed": config.seed, "process_count": 1}}
+    meta = checkpointing.run_meta(m, tok_id, 0, config.seed)
     ckpt = checkpointing.Checkpointer(os.path.join(tmp, "checkpoints"))
     ckpt.save(0, state, meta, force=True)
     ckpt.close()

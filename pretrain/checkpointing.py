@@ -21,6 +21,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from configs import errors
+from input_pipeline import tokenized
 from models import layer_stack
 from pretrain import sharding, steps as steps_lib
 
@@ -184,6 +185,24 @@ def run_config(workdir):
     config = json.load(f)
   config.pop("resolved_model", None)
   return ml_collections.ConfigDict(config)
+
+
+def write_run_files(workdir, config, model_cfg, tok):
+  """config.json (the resolved config, with the resolved model) and tokenizer.json: what
+  run_config and `pretrain.evaluate` read back."""
+  os.makedirs(workdir, exist_ok=True)
+  resolved = dict(config.to_dict(), resolved_model=model_cfg.to_dict())
+  tokenized.write_json(os.path.join(workdir, "config.json"), resolved)
+  tokenized.write_atomic(os.path.join(workdir, "tokenizer.json"), tok.save)
+
+
+def run_meta(model_cfg, tok_id, step, seed, datasets=None):
+  """The 'meta' item of a checkpoint: the model, the tokenizer's identity, the data position
+  (and the datasets' sizes and weights, when known)."""
+  data = {"step": step, "seed": seed, "process_count": jax.process_count()}
+  if datasets is not None:
+    data["datasets"] = datasets
+  return {"model": model_cfg.to_dict(), "tokenizer": tok_id, "data": data}
 
 
 def check_step(ckpt, step):

@@ -22,7 +22,7 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from input_pipeline import batches, sources, tokenized, tokenizer
+from input_pipeline import batches, sources, tokenizer
 from models import layers
 from pretrain import (checkpointing, config_checks, data, durations, evaluator, metrics,
                       objectives, sharding, steps as steps_lib)
@@ -105,16 +105,6 @@ def setup(config, devices=None, tok=None, train=True):
                durations.total_steps(config))
 
 
-def write_run_files(run, workdir):
-  """config.json (the resolved config) and tokenizer.json (what `pretrain.evaluate` reads)."""
-  if jax.process_index() != 0:
-    return
-  os.makedirs(workdir, exist_ok=True)
-  resolved = dict(run.config.to_dict(), resolved_model=run.model_cfg.to_dict())
-  tokenized.write_json(os.path.join(workdir, "config.json"), resolved)
-  tokenized.write_atomic(os.path.join(workdir, "tokenizer.json"), lambda tmp: run.tok.save(tmp))
-
-
 def datasets_meta(run):
   """Example counts and mixture weights: enough to warn when a resumed run's data changed
   (say, new weights for the next stage of a curriculum)."""
@@ -135,7 +125,8 @@ def train_and_evaluate(config, workdir, devices=None):
   stop_at = min(run.total_steps, config.train.stop_at_step or run.total_steps)
   if start.latest is not None and start.latest >= stop_at:
     return _finished(run, start, workdir)
-  write_run_files(run, workdir)
+  if jax.process_index() == 0:
+    checkpointing.write_run_files(workdir, config, run.model_cfg, run.tok)
   steps = run.build_steps()
   state = checkpointing.restore_or_init(start, steps, run.objective, run.model_cfg)
   evaluate = run.evaluator(steps, config.train.eval_batches)
@@ -144,9 +135,7 @@ def train_and_evaluate(config, workdir, devices=None):
   log.header(start.describe(run.total_steps))
 
   def meta(step):
-    return {"model": run.model_cfg.to_dict(), "tokenizer": tok_id,
-            "data": {"step": step, "seed": config.seed, "process_count": jax.process_count(),
-                     "datasets": datasets_meta(run)}}
+    return checkpointing.run_meta(run.model_cfg, tok_id, step, config.seed, datasets_meta(run))
 
   step, rows, ckpt, last = int(state["step"]), run.rows, start.ckpt, {}
   preemption = Preemption()
