@@ -28,6 +28,19 @@ def _record_compiles():
 _record_compiles()
 
 
+def randomise_hf(model, seed):
+  """A `transformers` model with weights of order 1 (norm scales about 1, the rest about 0):
+  HF's initialisation is near zero, which would make any comparison of outputs easy."""
+  import torch  # pylint: disable=g-import-not-at-top
+  gen = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      noise = torch.randn(p.shape, generator=gen) * 0.2
+      is_norm = "ln_" in name or "norm" in name.lower()  # GPT-2's ln_*, *LayerNorm, *norm
+      p.copy_(1.0 + noise if is_norm else noise)
+  return model
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
   """One tfds data_dir (and tokenizer cache) shared by the whole session."""

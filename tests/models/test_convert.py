@@ -13,6 +13,7 @@ from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
 
 from configs import errors  # pylint: disable=g-import-not-at-top
 from models import convert, hf_decoder  # pylint: disable=g-import-not-at-top
+from tests.conftest import randomise_hf  # pylint: disable=g-import-not-at-top
 
 VOCAB = 300
 TEXT = ("The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. "
@@ -28,21 +29,11 @@ def tok():
   return t
 
 
-def _randomise(model, seed):
-  """Weights of order 1 (HF's init is near zero, which would make any comparison easy)."""
-  gen = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for name, p in model.named_parameters():
-      noise = torch.randn(p.shape, generator=gen) * 0.2
-      p.copy_(1.0 + noise if "ln" in name or "norm" in name else noise)
-  return model
-
-
 def _hf_gpt2(path, tok):
   eos = tok.token_to_id("<|endoftext|>")
   cfg = transformers.GPT2Config(n_layer=2, n_head=4, n_embd=64, vocab_size=VOCAB, n_positions=64,
                                 bos_token_id=eos, eos_token_id=eos)
-  model = _randomise(transformers.GPT2LMHeadModel(cfg), 0).eval()
+  model = randomise_hf(transformers.GPT2LMHeadModel(cfg), 0).eval()
   model.save_pretrained(path)
   tok.model.save(str(path))  # vocab.json + merges.txt: the tokenizer is rebuilt from them
   return model
@@ -54,7 +45,7 @@ def _hf_llama(path, tok):
       num_hidden_layers=2, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
       intermediate_size=128, vocab_size=VOCAB, max_position_embeddings=64, bos_token_id=eos,
       eos_token_id=eos, rope_parameters={"rope_type": "default", "rope_theta": 5e5})
-  model = _randomise(transformers.LlamaForCausalLM(cfg), 1).eval()
+  model = randomise_hf(transformers.LlamaForCausalLM(cfg), 1).eval()
   model.save_pretrained(path)
   tok.save(str(path / "tokenizer.json"))
   return model

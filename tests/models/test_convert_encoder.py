@@ -13,6 +13,7 @@ from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
 
 from configs import errors  # pylint: disable=g-import-not-at-top
 from models import convert  # pylint: disable=g-import-not-at-top
+from tests.conftest import randomise_hf  # pylint: disable=g-import-not-at-top
 
 VOCAB = 300
 TEXT = ("The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. "
@@ -42,16 +43,6 @@ def _roberta_tok():
   return tok
 
 
-def _randomise(model, seed):
-  """Weights of order 1 (HF's init is near zero, which would make any comparison easy)."""
-  gen = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for name, p in model.named_parameters():
-      noise = torch.randn(p.shape, generator=gen) * 0.2
-      p.copy_(1.0 + noise if "norm" in name.lower() else noise)
-  return model
-
-
 def _hf_model(path, arch, seed=0):
   if arch.startswith("Roberta"):
     cfg, tok = transformers.RobertaConfig(**SMALL, max_position_embeddings=66, pad_token_id=1,
@@ -59,7 +50,7 @@ def _hf_model(path, arch, seed=0):
                                           type_vocab_size=1), _roberta_tok()
   else:
     cfg, tok = transformers.BertConfig(**SMALL, max_position_embeddings=64), _bert_tok()
-  model = _randomise(getattr(transformers, arch)(cfg), seed).eval()
+  model = randomise_hf(getattr(transformers, arch)(cfg), seed).eval()
   model.save_pretrained(path)
   tok.save(str(path / "tokenizer.json"))
   return model
