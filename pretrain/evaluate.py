@@ -273,6 +273,9 @@ def parse_flags(argv):
   workdir = next((a.split("=", 1)[1] for a in argv if a.startswith("--workdir=")), None)
   if workdir is None and "--workdir" in argv[:-1]:
     workdir = argv[argv.index("--workdir") + 1]
+  if workdir is None and any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv):
+    print(__doc__)  # the flags depend on the run's config: --help with --workdir lists them
+    raise SystemExit(0)
   if workdir is None:
     errors.fail("--workdir: required; give the workdir of a pretrain.train run")
   try:

@@ -198,6 +198,9 @@ def test_watch_beside_a_running_job(data_dir, tmp_path):
   out, err = bad.communicate(timeout=120)
   assert bad.returncode == 2 and err.strip().count("\n") == 0, err
   assert err.startswith("error: --step: no checkpoint at step 7") and "5, 10" in err, err
+  usage = _cli("pretrain.evaluate", "--help")  # without a workdir: the usage, exit 0
+  out, _ = usage.communicate(timeout=120)
+  assert usage.returncode == 0 and "--watch" in out, out
 
 
 def test_another_corpus_is_tokenized_the_runs_way(gpt_run, data_dir, tmp_path):
