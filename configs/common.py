@@ -26,12 +26,13 @@ DEFAULT_RULES = (
 )
 
 
-def parse_arg(arg, **defaults):
-  """Parses 'small,key=value,...' (big_vision style) into a ConfigDict with `size`."""
+def parse_arg(arg, positional="size", **defaults):
+  """Parses 'small,key=value,...' (big_vision style) into a ConfigDict; a first part without
+  '=' sets `positional` (the size; a fine-tuning config's task)."""
   parts = [p for p in (arg or "").split(",") if p]
   out = dict(defaults)
   if parts and "=" not in parts[0]:
-    out["size"] = parts.pop(0)
+    out[positional] = parts.pop(0)
   for part in parts:
     key, sep, value = part.partition("=")
     if not sep or key not in defaults:
@@ -116,6 +117,7 @@ def optimizer_config():
   opt.min_lr = 6e-5
   opt.schedule = "cosine"          # 'cosine', 'linear' or 'constant' after warmup
   opt.warmup_steps = 100
+  opt.warmup_fraction = 0.0        # > 0: warm up over this fraction of the run instead
   opt.b1 = 0.9
   opt.b2 = 0.95
   opt.eps = 1e-8
@@ -150,17 +152,23 @@ def base_config():
   config.train = ml_collections.ConfigDict()
   config.train.total_steps = 1000  # or set total_tokens (> 0 wins)
   config.train.total_tokens = 0
+  config.train.epochs = 0.0        # > 0: this many passes over the training split (wins)
   config.train.stop_at_step = 0    # > 0: stop there with a checkpoint (jobs of fixed length)
   config.train.log_every = 10
-  config.train.eval_every = 200    # 0: only at the end
+  config.train.eval_every = 200    # 0: only at the end; -1: after every epoch
   config.train.eval_batches = 8    # batches of each validation split per evaluation; 0: all
   config.train.allow_nan = False   # stop with an error on a non-finite loss
   config.train.peak_flops = 0.0    # per-device peak FLOP/s for MFU; 0: look up or measure
+  # The eval metric that ranks checkpoints (results.json; the best checkpoint, if kept).
+  config.train.best_metric = "loss"
+  config.train.best_mode = "min"   # 'min' or 'max'
 
   config.checkpoint = ml_collections.ConfigDict()
-  config.checkpoint.every = 500
+  config.checkpoint.every = 500    # -1: after every epoch
   config.checkpoint.keep = 3
   config.checkpoint.async_save = True
+  config.checkpoint.keep_best = False  # also keep the best checkpoint by train.best_metric in
+                                       # <workdir>/best (a full second save when it improves)
 
   config.init_from = ""            # a checkpoint directory to start from when workdir has none
   config.seed = 0

@@ -1,10 +1,19 @@
-"""BERT-style bidirectional encoder with the pretraining heads (masked LM, next sentence).
+"""BERT-style bidirectional encoder: one backbone, and the models that put heads on it.
 
-Embeddings (token + position + token type, then LayerNorm and dropout), post-LN blocks as in
-the original BERT (`pre_norm=True` for the pre-LN variant, which adds a final LayerNorm), exact
-GELU, and a pooler (dense + tanh on [CLS]). The masked-LM head (dense, GELU, LayerNorm, the tied
-token embedding plus a bias) runs only at the masked positions, never over the full vocabulary
-at every position. The blocks, attention, MLP and norms are the decoder's (models/layers.py).
+`Backbone`: embeddings (token + position + token type, then LayerNorm and dropout), post-LN
+blocks as in the original BERT (`pre_norm=True` for the pre-LN variant, which adds a final
+LayerNorm) with exact GELU; it returns the hidden states. The blocks, attention, MLP and norms
+are the decoder's (models/layers.py).
+
+The models add their heads beside the backbone's parameters, so every model's parameter tree
+holds the backbone's entries (BACKBONE) under the same names, and a fine-tuning run loads them
+from a pretraining checkpoint (pretrain/checkpointing.py `init_from`):
+  * `Encoder` (pretraining): the pooler (dense + tanh on [CLS]), the masked-LM head (dense,
+    GELU, LayerNorm, the tied token embedding plus a bias; run only at the masked positions,
+    never over the full vocabulary at every position) and BERT's next-sentence head;
+  * `SequenceClassifier`: the pooler and a dense layer to `num_labels` (1: regression);
+  * `TokenClassifier`: a dense layer to `num_labels` at every position (NER);
+  * `SpanClassifier`: start and end logits at every position (extractive QA).
 """
 import jax
 import jax.numpy as jnp
@@ -35,16 +44,34 @@ DEFAULTS = dict(
     dropout=0.1, init_std=0.02, scale_residual_init=False,
     dtype="float32", param_dtype="float32", attention="",
     scan_layers=True, remat="none",
+    num_labels=0,          # the task head's outputs (fine-tuning); 1: a regression score
 )
 
 
-class Encoder(nnx.Module):
-  """tokens [b, t] (+ type ids, padding mask) -> hidden states [b, t, d]; heads on top."""
+# The parameter entries of the backbone, shared by every model of this file.
+BACKBONE = ("embed", "pos_embed", "type_embed", "embed_norm", "blocks", "final_norm")
+
+
+def norm(cfg, rngs):
+  return layers.Norm(cfg.d_model, kind=cfg.norm, eps=cfg.norm_eps, use_bias=cfg.use_bias,
+                     dtype=layers.dtype_of(cfg.dtype), rngs=rngs)
+
+
+def dense(cfg, n_out, names, rngs):
+  """A head's dense layer from the model width (weights N(0, init_std), zero bias)."""
+  init = layers.normal(cfg.init_std)
+  return nnx.Linear(cfg.d_model, n_out, dtype=layers.dtype_of(cfg.dtype),
+                    param_dtype=layers.dtype_of(cfg.param_dtype), rngs=rngs,
+                    kernel_init=layers.partitioned(init, names),
+                    bias_init=layers.partitioned(layers.zeros, names[1:]))
+
+
+class Backbone(nnx.Module):
+  """tokens [b, t] (+ type ids, padding mask) -> hidden states [b, t, d]."""
 
   def __init__(self, cfg, *, rngs):
     dtype, param_dtype = layers.dtype_of(cfg.dtype), layers.dtype_of(cfg.param_dtype)
     init = layers.normal(cfg.init_std)
-    norm = dict(kind=cfg.norm, eps=cfg.norm_eps, use_bias=cfg.use_bias, dtype=dtype, rngs=rngs)
     embed = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.rate, self.scan_layers, self.remat = cfg.dropout, cfg.scan_layers, cfg.remat
     self.embed = nnx.Embed(cfg.vocab_size, cfg.d_model, **embed,
@@ -54,21 +81,10 @@ class Encoder(nnx.Module):
         embedding_init=layers.partitioned(init, (axes.POSITIONS, axes.EMBED)))
     self.type_embed = nnx.Embed(cfg.type_vocab_size, cfg.d_model, **embed,
                                 embedding_init=layers.partitioned(init, (axes.TYPES, axes.EMBED)))
-    self.embed_norm = layers.Norm(cfg.d_model, **norm)
+    self.embed_norm = norm(cfg, rngs)
     self.dropout = nnx.Dropout(cfg.dropout)
     self.blocks = layers.make_blocks(cfg, causal=False, rngs=rngs)
-    self.final_norm = layers.Norm(cfg.d_model, **norm) if cfg.pre_norm else None
-
-    def dense(n_out, names):
-      return nnx.Linear(cfg.d_model, n_out, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
-                        kernel_init=layers.partitioned(init, names),
-                        bias_init=layers.partitioned(layers.zeros, names[1:]))
-
-    self.pooler = dense(cfg.d_model, (axes.EMBED, axes.MLP))
-    self.mlm_dense = dense(cfg.d_model, (axes.EMBED, axes.MLP))
-    self.mlm_norm = layers.Norm(cfg.d_model, **norm)
-    self.mlm_bias = nnx.Param(jnp.zeros((cfg.vocab_size,), param_dtype), out_sharding=(axes.VOCAB,))
-    self.nsp = dense(2, (axes.EMBED, axes.CLASSES)) if cfg.nsp_head else None
+    self.final_norm = norm(cfg, rngs) if cfg.pre_norm else None
 
   def __call__(self, tokens, *, type_ids=None, input_mask=None, dropout_key=None):
     b, t = tokens.shape
@@ -87,6 +103,25 @@ class Encoder(nnx.Module):
                           scan=self.scan_layers, remat=self.remat)
     return x if self.final_norm is None else self.final_norm(x)
 
+  def head_dropout(self, x, dropout_key):
+    """Dropout before a task head (BERT's hidden_dropout_prob), in training only."""
+    if dropout_key is None or not self.rate:
+      return x
+    return self.dropout(x, deterministic=False, rngs=jax.random.fold_in(dropout_key, 1))
+
+
+class Encoder(Backbone):
+  """The pretraining model: the backbone with the pooler, masked-LM and next-sentence heads."""
+
+  def __init__(self, cfg, *, rngs):
+    super().__init__(cfg, rngs=rngs)
+    self.pooler = dense(cfg, cfg.d_model, (axes.EMBED, axes.MLP), rngs)
+    self.mlm_dense = dense(cfg, cfg.d_model, (axes.EMBED, axes.MLP), rngs)
+    self.mlm_norm = norm(cfg, rngs)
+    self.mlm_bias = nnx.Param(jnp.zeros((cfg.vocab_size,), layers.dtype_of(cfg.param_dtype)),
+                              out_sharding=(axes.VOCAB,))
+    self.nsp = dense(cfg, 2, (axes.EMBED, axes.CLASSES), rngs) if cfg.nsp_head else None
+
   def pooled(self, hidden):
     return jnp.tanh(self.pooler(hidden[:, 0]))
 
@@ -102,6 +137,42 @@ class Encoder(nnx.Module):
 
   def nsp_logits(self, pooled):
     return self.nsp(pooled)
+
+
+class SequenceClassifier(Backbone):
+  """[CLS] -> pooler -> dropout -> `num_labels` logits (one output: a regression score)."""
+
+  def __init__(self, cfg, *, rngs):
+    super().__init__(cfg, rngs=rngs)
+    self.pooler = dense(cfg, cfg.d_model, (axes.EMBED, axes.MLP), rngs)
+    self.classifier = dense(cfg, cfg.num_labels, (axes.EMBED, axes.CLASSES), rngs)
+
+  def logits(self, hidden, dropout_key=None):
+    pooled = jnp.tanh(self.pooler(hidden[:, 0]))
+    return self.classifier(self.head_dropout(pooled, dropout_key)).astype(jnp.float32)
+
+
+class TokenClassifier(Backbone):
+  """Every position -> dropout -> `num_labels` logits [b, t, num_labels]."""
+
+  def __init__(self, cfg, *, rngs):
+    super().__init__(cfg, rngs=rngs)
+    self.classifier = dense(cfg, cfg.num_labels, (axes.EMBED, axes.CLASSES), rngs)
+
+  def logits(self, hidden, dropout_key=None):
+    return self.classifier(self.head_dropout(hidden, dropout_key)).astype(jnp.float32)
+
+
+class SpanClassifier(Backbone):
+  """Every position -> (start, end) logits, each [b, t] (BERT's qa_outputs)."""
+
+  def __init__(self, cfg, *, rngs):
+    super().__init__(cfg, rngs=rngs)
+    self.span = dense(cfg, 2, (axes.EMBED, axes.CLASSES), rngs)
+
+  def logits(self, hidden, dropout_key=None):
+    out = self.span(self.head_dropout(hidden, dropout_key)).astype(jnp.float32)
+    return out[..., 0], out[..., 1]
 
 
 def count_params(cfg, *, exclude_positions=True):

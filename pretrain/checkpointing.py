@@ -87,7 +87,11 @@ class Checkpointer:
 # error names the field that was changed.
 SHAPE_FIELDS = ("vocab_size", "num_layers", "d_model", "num_heads", "num_kv_heads", "head_dim",
                 "d_ff", "max_len", "position", "norm", "mlp", "use_bias", "tie_embeddings",
-                "scan_layers")
+                "scan_layers", "num_labels")
+# What a fine-tuning run keeps of its own when it takes the model of config.init_from
+# (config.model.size='from_init'): the task head and how the model runs, not its shape.
+OWN_FIELDS = ("num_labels", "dropout", "scan_layers", "remat", "dtype", "param_dtype",
+              "attention", "nsp_head")
 
 
 def check_compatible(saved_model, model, where, ignore=()):
@@ -102,13 +106,23 @@ def check_compatible(saved_model, model, where, ignore=()):
           f"the config has {model[field]!r}; match the checkpoint's model or use a fresh workdir")
 
 
-def restore_params(ckpt, step, steps, objective, model_cfg):
+def param_shapes(ckpt, step):
+  """{top-level parameter entry: {path: shape}} of a checkpoint, read from its metadata."""
+  tree = ckpt.manager.item_metadata(step)["state"]["params"]
+  return {k: {jax.tree_util.keystr(p): tuple(v.shape)
+              for p, v in jax.tree_util.tree_flatten_with_path(sub)[0]}
+          for k, sub in tree.items()}
+
+
+def restore_params(ckpt, step, steps, objective, model_cfg, keys=None):
   """The parameters of checkpoint `step`, in the shardings of `steps` (any mesh), converted
-  from the checkpoint's layer layout (scanned or not) to `model_cfg`'s."""
+  from the checkpoint's layer layout (scanned or not) to `model_cfg`'s. `keys`: only these
+  top-level entries (a fine-tuning model's backbone, from a pretraining checkpoint)."""
   saved = ckpt.meta(step)["model"]
-  check_compatible(saved, model_cfg, ckpt.directory, ignore=("scan_layers",))
+  check_compatible(saved, model_cfg, ckpt.directory, ignore=("scan_layers", "num_labels"))
   scan = saved.get("scan_layers", model_cfg.scan_layers)
-  target = steps.abstract_state["params"]
+  pick = (lambda tree: tree) if keys is None else (lambda tree: {k: tree[k] for k in keys})
+  target = pick(steps.abstract_state["params"])
   if scan == model_cfg.scan_layers:
     return ckpt.restore_params(step, target)
   saved_cfg = ml_collections.ConfigDict(dict(model_cfg.to_dict(), scan_layers=scan))
@@ -116,10 +130,10 @@ def restore_params(ckpt, step, steps, objective, model_cfg):
   shapes = jax.eval_shape(lambda: steps_lib.init_params(objective, saved_cfg, jax.random.PRNGKey(0)))
   shardings = sharding.tree_shardings(logical, steps.mesh, steps.rules)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          shapes, shardings)
+                          pick(shapes), pick(shardings))
   restored = ckpt.restore_params(step, abstract)
   convert = functools.partial(layer_stack.to_layout, scan=model_cfg.scan_layers)
-  return jax.jit(convert, out_shardings=steps.state_shardings["params"])(restored)
+  return jax.jit(convert, out_shardings=pick(steps.state_shardings["params"]))(restored)
 
 
 @dataclasses.dataclass
@@ -128,12 +142,15 @@ class Start:
   ckpt: Checkpointer                 # <workdir>/checkpoints
   latest: Optional[int]              # its latest step: resume from there
   init_from: Optional[Checkpointer]  # else config.init_from's checkpoints: parameters only
+  initialised: tuple = ()            # entries init_from lacks (a new task head): initialised
 
   def describe(self, total_steps):
     if self.latest is not None:
       return f"resumed from step {self.latest} of {total_steps}"
     source = ("initialised from scratch" if self.init_from is None else
               f"parameters from {self.init_from.directory} step {self.init_from.latest_step()}")
+    if self.initialised:
+      source += f" (initialised fresh: {', '.join(self.initialised)})"
     return f"{source}; training for {total_steps} steps"
 
   def close(self):
@@ -166,12 +183,59 @@ def find_start(config, workdir, model_cfg, tok_id, datasets_meta):
   elif config.init_from:
     init_from = open_run(config.init_from, "config.init_from")
     try:
-      check_compatible(init_from.meta(init_from.latest_step())["model"], model_cfg,
-                       config.init_from, ignore=("scan_layers",))
+      saved = init_from.meta(init_from.latest_step())["model"]
+      _check_family(saved, model_cfg, config)
+      check_compatible(saved, model_cfg, config.init_from, ignore=("scan_layers", "num_labels"))
     except CheckpointError:
       init_from.close()
       raise
   return Start(ckpt if ckpt is not None else make(), latest, init_from)
+
+
+def _family(model):
+  return "an encoder (BERT)" if "type_vocab_size" in model else "a decoder (GPT)"
+
+
+def _check_family(saved, model_cfg, config):
+  if _family(saved) != _family(model_cfg):
+    raise CheckpointError(
+        f"config.init_from: {config.init_from!r} holds {_family(saved)} checkpoint, but "
+        f"config.objective={config.objective!r} trains {_family(model_cfg)}; give a checkpoint "
+        "of the same kind of model")
+
+
+def run_dir(path):
+  """A run's workdir, given it or its checkpoints directory."""
+  path = path.rstrip("/")
+  return os.path.dirname(path) if os.path.basename(path) == "checkpoints" else path
+
+
+def run_tokenizer(path):
+  """The tokenizer a run trained with (<workdir>/tokenizer.json), or None for older runs."""
+  import tokenizers  # pylint: disable=g-import-not-at-top
+  file = os.path.join(run_dir(path), "tokenizer.json")
+  return tokenizers.Tokenizer.from_file(file) if os.path.isfile(file) else None
+
+
+def inherit_model(config):
+  """`config`, or a copy whose model is config.init_from's (the run's resolved model in its
+  config.json) when config.model.size is 'from_init', keeping OWN_FIELDS."""
+  if config.model.size != "from_init":
+    return config
+  if not config.init_from:
+    raise CheckpointError("config.model.size: 'from_init' takes the model of config.init_from, "
+                          "which is empty; set config.init_from=RUN or give a size (size=base)")
+  path = os.path.join(run_dir(config.init_from), "config.json")
+  if not os.path.isfile(path):
+    raise CheckpointError(f"config.init_from: {config.init_from!r} has no config.json to take "
+                          "the model from; give a run's workdir or a size (size=base)")
+  with open(path, encoding="utf-8") as f:
+    saved = json.load(f)["resolved_model"]
+  config = ml_collections.ConfigDict(config.to_dict())
+  for field, value in saved.items():
+    if field in config.model and field not in OWN_FIELDS:
+      config.model[field] = value
+  return config
 
 
 def run_config(workdir):
@@ -187,11 +251,14 @@ def run_config(workdir):
   return ml_collections.ConfigDict(config)
 
 
-def write_run_files(workdir, config, model_cfg, tok):
-  """config.json (the resolved config, with the resolved model) and tokenizer.json: what
-  run_config and `pretrain.evaluate` read back."""
+def write_run_files(workdir, config, model_cfg, tok, total_steps=None):
+  """config.json (the resolved config, with the resolved model and, when given, the run's
+  length in steps as train.total_steps) and tokenizer.json: what run_config and
+  `pretrain.evaluate` read back."""
   os.makedirs(workdir, exist_ok=True)
   resolved = dict(config.to_dict(), resolved_model=model_cfg.to_dict())
+  if total_steps is not None:  # an epoch-based run's length, for readers without its data
+    resolved["train"] = dict(resolved["train"], total_steps=total_steps)
   tokenized.write_json(os.path.join(workdir, "config.json"), resolved)
   tokenized.write_atomic(os.path.join(workdir, "tokenizer.json"), tok.save)
 
@@ -239,6 +306,21 @@ def restore_or_init(start, steps, objective, model_cfg):
   state = steps.init()
   if start.init_from is None:
     return state
-  params = restore_params(start.init_from, start.init_from.latest_step(), steps, objective,
-                          model_cfg)
-  return dict(state, params=params)
+  step = start.init_from.latest_step()
+  keys = loadable(param_shapes(start.init_from, step), steps.abstract_state["params"])
+  start.initialised = tuple(k for k in state["params"] if k not in keys)
+  params = restore_params(start.init_from, step, steps, objective, model_cfg, keys)
+  return dict(state, params=dict(state["params"], **params))
+
+
+def loadable(saved, target):
+  """The entries of the parameter tree `target` that a checkpoint with entries `saved`
+  ({entry: {path: shape}}) can fill: all that it has, but a task head of another shape (a
+  new label set). The layers' entry is converted between layouts, so its shapes may differ."""
+  keys = []
+  for key, sub in target.items():
+    shapes = {jax.tree_util.keystr(p): tuple(v.shape)
+              for p, v in jax.tree_util.tree_flatten_with_path(sub)[0]}
+    if key in saved and (key == layer_stack.BLOCKS or saved[key] == shapes):
+      keys.append(key)
+  return keys

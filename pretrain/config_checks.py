@@ -11,7 +11,7 @@ from configs import errors
 
 from input_pipeline import masking, sources, tokenizer
 from models import layers
-from pretrain import optimizer, sharding
+from pretrain import objectives, optimizer, sharding
 
 
 class ConfigError(errors.UserError):
@@ -81,14 +81,23 @@ def check(config, num_devices, num_processes=1):
   _require(0 <= opt.b1 < 1 and 0 <= opt.b2 < 1, "config.optimizer: b1 and b2 must be in [0, 1)")
   _require(opt.warmup_steps >= 0 and opt.weight_decay >= 0 and opt.grad_clip >= 0,
            "config.optimizer: warmup_steps, weight_decay and grad_clip must be >= 0")
-  _require(t.total_steps > 0 or t.total_tokens > 0,
-           "config.train: set total_steps or total_tokens to a positive number")
+  _require(t.total_steps > 0 or t.total_tokens > 0 or t.epochs > 0,
+           "config.train: set total_steps, total_tokens or epochs to a positive number")
+  _require(opt.warmup_fraction >= 0 and opt.warmup_fraction < 1,
+           "config.optimizer.warmup_fraction: must be in [0, 1)")
+  _require(t.best_mode in ("min", "max"),
+           f"config.train.best_mode: {t.best_mode!r}; use 'min' or 'max'")
+  _require(t.eval_every >= -1 and config.checkpoint.every >= -1,
+           "config.train.eval_every, config.checkpoint.every: -1 (each epoch), 0 or a step count")
   _require(t.eval_batches >= 0,
            "config.train.eval_batches: must be >= 0 (0 evaluates the whole validation split)")
   _require(config.checkpoint.keep > 0, "config.checkpoint.keep: must be at least 1")
   tokenizer.check_config(config.data.tokenizer)
   _require(config.data.prepare_pieces >= 0, "config.data.prepare_pieces: must be >= 0 (0: automatic)")
   sources.named(config.data)  # the mixture's entries and weights
+  _require(config.objective in objectives.all_objectives(),
+           f"config.objective: unknown {config.objective!r}; choose one of "
+           f"{', '.join(objectives.all_objectives())}")
   if config.objective in ("mlm", "mlm_nsp"):
     check_mlm(config)
   _require(not config.init_from or os.path.isdir(config.init_from),

@@ -19,6 +19,8 @@ def load_data(config, objective, tok=None, train=True):
   preparation, tokenizer training, manifests); the processes share out the pieces to tokenize
   (and BERT's pairs to build).
   """
+  if objective.load_data is not None:  # a fine-tuning task: labelled examples
+    return objective.load_data(config, tok, train)
   data, pidx, pcount = config.data, jax.process_index(), jax.process_count()
 
   def barrier(name):

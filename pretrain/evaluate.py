@@ -4,6 +4,8 @@ r"""Evaluates a run's checkpoints on the whole validation split (or another corp
   python -m pretrain.evaluate --workdir=runs/gpt --step=1000     # one checkpoint
   python -m pretrain.evaluate --workdir=runs/gpt --all           # every checkpoint kept, oldest first
   python -m pretrain.evaluate --workdir=runs/gpt --watch         # each new checkpoint once
+  python -m pretrain.evaluate --workdir=runs/sst2 --best --predict=sst2.tsv  # fine-tuning: the
+      # best checkpoint by the task's dev metric; its predictions in the task's submission format
   python -m pretrain.evaluate --workdir=runs/gpt --config.data.files='heldout/*.txt' --name=heldout \
       --config.data.split_by=tail --config.data.eval_split='train+validation'  # all of it
 
@@ -42,16 +44,13 @@ _MAX_BATCHES = flags.DEFINE_integer("max_batches", 0, "At most this many batches
 _NAME = flags.DEFINE_string("name", "eval", "Name of this evaluation: its TensorBoard run and its "
                             "rows in eval.jsonl (use one per corpus).")
 _POLL = flags.DEFINE_float("poll_seconds", 30.0, "--watch: seconds between looks for checkpoints.")
+_BEST = flags.DEFINE_bool("best", False, "Evaluate the best checkpoint (<workdir>/best, kept "
+                          "when config.checkpoint.keep_best) instead of the latest.")
+_PREDICT = flags.DEFINE_string("predict", "", "Fine-tuning tasks: write the predictions on the "
+                               "evaluation split to this file, in the task's submission format.")
 _TIMEOUT = flags.DEFINE_float("timeout", 0.0, "--watch: give up (exit 1) after this many seconds "
                               "without a new checkpoint (0: never).")
 flags.mark_flags_as_required(["workdir"])
-
-
-def run_tokenizer(workdir):
-  """The tokenizer the run trained with (<workdir>/tokenizer.json), or None for older runs."""
-  import tokenizers  # pylint: disable=g-import-not-at-top
-  path = os.path.join(workdir, "tokenizer.json")
-  return tokenizers.Tokenizer.from_file(path) if os.path.isfile(path) else None
 
 
 @dataclasses.dataclass
@@ -63,10 +62,14 @@ class Options:
   name: str = "eval"
   poll_seconds: float = 30.0
   timeout: float = 0.0
+  best: bool = False        # the best checkpoint (<workdir>/best) rather than the latest
+  predict: str = ""         # write the predictions here (fine-tuning tasks)
 
   def check(self):
-    if sum([self.step is not None, self.all, self.watch]) > 1:
-      raise CheckpointError("--step, --all and --watch: give at most one of them")
+    if sum([self.step is not None, self.all, self.watch, self.best]) > 1:
+      raise CheckpointError("--step, --all, --watch and --best: give at most one of them")
+    if self.predict and (self.all or self.watch):
+      raise CheckpointError("--predict: writes one checkpoint's predictions; drop --all/--watch")
     if self.max_batches < 0:
       raise CheckpointError("--max_batches: must be >= 0 (0 evaluates the whole split)")
     if not self.name or os.sep in self.name:
@@ -104,6 +107,9 @@ def evaluate_run(config, workdir, options=Options(), devices=None):
       _check_tokenizer_identity(ckpt, available[-1], run.tok, tokenizer_lib)
       checkpointing.check_compatible(ckpt.meta(available[-1])["model"], run.model_cfg,
                                      ckpt.directory, ignore=("scan_layers",))
+    if options.predict and run.objective.write_predictions is None:
+      raise CheckpointError(f"--predict: objective {run.objective.name!r} makes no predictions; "
+                            "it is for fine-tuning tasks")
     steps = run.build_steps()
     evaluator = run.evaluator(steps, options.max_batches, progress=True)
     record = Record(workdir, options.name, jax.process_index() == 0)
@@ -116,6 +122,9 @@ def evaluate_run(config, workdir, options=Options(), devices=None):
       per = evaluator.per_dataset(params)
       results[step] = evaluator.summarize(per)
       record.add(step, run.total_steps, per, evaluator)
+      if options.predict and jax.process_index() == 0:
+        run.objective.write_predictions(per[""][1], evaluator.loaders[""], options.predict)
+        record.print(f"wrote the predictions of step {step} to {options.predict}")
 
     if options.watch:
       _watch(ckpt, record, run.total_steps, evaluate, options)
@@ -135,6 +144,8 @@ def _open_checkpoints(workdir, options):
   waited_since = time.monotonic()
   while True:
     try:
+      if options.best:
+        return checkpointing.open_run(os.path.join(workdir, "best"), "--best")
       return checkpointing.open_run(workdir, "--workdir")
     except checkpointing.CheckpointError:
       if not options.watch:
@@ -165,7 +176,7 @@ def _checked_tokenizer(config, saved_config, workdir, ckpt, step, tokenizer_lib)
     raise tokenizer_lib.TokenizerError(
         "config.data.tokenizer: evaluation uses the run's own tokenizer; drop the "
         "--config.data.tokenizer overrides (other data is tokenized the run's way)")
-  tok = run_tokenizer(workdir)
+  tok = checkpointing.run_tokenizer(workdir)
   if tok is not None:
     _check_tokenizer_identity(ckpt, step, tok, tokenizer_lib)
   return tok
@@ -241,7 +252,8 @@ class Record:
     if not self.enabled:
       return
     rows = [dict(step=step, name=self.name, dataset=name, examples=self._examples(evaluator, name),
-                 **evaluator.objective.summarize(sums)) for name, sums in per.items() if name]
+                 **evaluator.objective.summarize(sums)) for name, (sums, _) in per.items()
+            if name]
     rows.append(dict(step=step, name=self.name, dataset="all",
                      examples=sum(self._examples(evaluator, n) for n in per),
                      **{k: v for k, v in together.items() if "/" not in k}))
@@ -293,7 +305,7 @@ def main(argv):
   cli.start_distributed()
   options = Options(step=_STEP.value, all=_ALL.value, watch=_WATCH.value,
                     max_batches=_MAX_BATCHES.value, name=_NAME.value, poll_seconds=_POLL.value,
-                    timeout=_TIMEOUT.value)
+                    timeout=_TIMEOUT.value, best=_BEST.value, predict=_PREDICT.value)
   try:
     cli.run_reporting_user_errors(evaluate_run, flags.FLAGS.config, _WORKDIR.value, options)
   except TimeoutError as e:

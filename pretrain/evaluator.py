@@ -37,28 +37,41 @@ class Evaluator:
     batch = self.objective.eval_batch(loader.eval_batch(i, self.rows), valid, self.token_bytes)
     return self.steps.to_global(batch)
 
-  def sums(self, params, name):
-    """Summed metrics and denominators of one dataset's split."""
-    loader, total = self.loaders[name], None
+  def run(self, params, name):
+    """(summed metrics and denominators, predictions of every example in order) of one
+    dataset's split; predictions only for objectives that make them (fine-tuning tasks)."""
+    loader, total, predictions = self.loaders[name], None, []
     batches = range(self.num_batches(loader))
     if self.progress:
       batches = tqdm.tqdm(batches, desc=f"eval {name}".strip(), leave=False, unit="batch")
     for i in batches:
-      out = self.steps.eval(params, self.batch(loader, i))
+      out, preds = self.steps.eval(params, self.batch(loader, i))
       total = out if total is None else jax.tree.map(jnp.add, total, out)
-    return jax.device_get(total)
+      if preds:
+        valid = min(loader.batch_size, loader.num_examples - i * loader.batch_size)
+        predictions.append(jax.tree.map(lambda x, n=valid: np.asarray(x)[:n], preds))
+    if predictions:
+      predictions = jax.tree.map(lambda *xs: np.concatenate(xs), *predictions)
+    return jax.device_get(total), predictions or None
+
+  def sums(self, params, name):
+    """Summed metrics and denominators of one dataset's split."""
+    return self.run(params, name)[0]
 
   def per_dataset(self, params):
-    """{name: summed metrics} for every dataset."""
-    return {name: self.sums(params, name) for name in self.loaders}
+    """{name: (summed metrics, predictions or None)} for every dataset."""
+    return {name: self.run(params, name) for name in self.loaders}
 
   def summarize(self, per):
-    """Metrics per dataset ('name/metric') and over all of them together."""
-    total = jax.tree.map(lambda *xs: np.sum(xs, axis=0), *per.values())
+    """Metrics per dataset ('name/metric') and over all of them together; a task's own
+    metrics (from the whole split's predictions) beside its loss."""
+    total = jax.tree.map(lambda *xs: np.sum(xs, axis=0), *(s for s, _ in per.values()))
     out = dict(self.objective.summarize(total))
-    for name, sums in per.items():
-      if name:
-        out.update({f"{name}/{k}": v for k, v in self.objective.summarize(sums).items()})
+    for name, (sums, predictions) in per.items():
+      metrics = dict(self.objective.summarize(sums))
+      if predictions is not None and self.objective.score is not None:
+        metrics.update(self.objective.score(predictions, self.loaders[name]))
+      out.update({f"{name}/{k}" if name else k: v for k, v in metrics.items()})
     return out
 
   def __call__(self, params):

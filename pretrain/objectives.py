@@ -10,7 +10,7 @@ Padding rows and tokens carry weight 0 and so contribute nothing.
 """
 import dataclasses
 import math
-from typing import Callable
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -36,9 +36,17 @@ class Objective:
   fake_batch: Callable     # (config, batch size, vocab size) -> a random batch of numpy arrays
   eval_batch: Callable     # (batch, valid rows, bytes per token id or None) -> the batch with
                            # padding rows weighted 0 and what evaluation needs beyond training
+  # Fine-tuning tasks (pretrain/tasks.py) also give:
+  load_data: Optional[Callable] = None  # (config, tok, train) -> as pretrain.data.load_data
+  evaluate: Optional[Callable] = None   # (model, batch, denominators) -> (sums, predictions
+                                        # per row): one forward pass for both
+  score: Optional[Callable] = None      # (predictions of the whole split, its loader) -> the
+                                        # task's metrics (accuracy, F1, EM, ...)
+  write_predictions: Optional[Callable] = None  # (predictions, loader, path): the task's
+                                                # submission format
 
 
-def _xent(logits, labels):
+def cross_entropy(logits, labels):
   """Per-position cross-entropy and correctness, always in float32.
 
   The label's logit is picked with a one-hot product rather than a gather: with the vocab
@@ -51,7 +59,7 @@ def _xent(logits, labels):
           (jnp.argmax(logits, -1) == labels).astype(jnp.float32))
 
 
-def _ratio(a, b):
+def ratio(a, b):
   return float(a) / max(float(b), 1.0)
 
 
@@ -65,7 +73,7 @@ def causal_lm_denominators(batch):
 def causal_lm_loss(model, batch, dropout_key, denominators):
   logits = model(batch["inputs"], positions=batch.get("positions"),
                  segment_ids=batch.get("segment_ids"), dropout_key=dropout_key)
-  xent, correct = _xent(logits, batch["targets"])
+  xent, correct = cross_entropy(logits, batch["targets"])
   weights = batch.get("weights", jnp.ones_like(xent))
   sums = {"loss_sum": jnp.sum(xent * weights), "correct": jnp.sum(correct * weights)}
   if "target_bytes" in batch:  # evaluation: bits per byte over the tokens that cover text
@@ -90,11 +98,11 @@ def causal_lm_fake_batch(config, batch, vocab):
 
 
 def causal_lm_summarize(s):
-  loss = _ratio(s["loss_sum"], s["tokens"])
+  loss = ratio(s["loss_sum"], s["tokens"])
   out = {"loss": loss, "perplexity": math.exp(min(loss, 80.0)),
-         "accuracy": _ratio(s["correct"], s["tokens"])}
+         "accuracy": ratio(s["correct"], s["tokens"])}
   if "bytes" in s:  # summed loss over text tokens, in bits, per UTF-8 byte of that text
-    out["bits_per_byte"] = _ratio(s["text_loss_sum"], s["bytes"]) / math.log(2)
+    out["bits_per_byte"] = ratio(s["text_loss_sum"], s["bytes"]) / math.log(2)
   return out
 
 
@@ -111,12 +119,12 @@ def mlm_loss(model, batch, dropout_key, denominators):
   batch has next-sentence labels."""
   hidden = model(batch["inputs"], type_ids=batch["type_ids"], input_mask=batch["input_mask"],
                  dropout_key=dropout_key)
-  xent, correct = _xent(model.mlm_logits(hidden, batch["masked_positions"]), batch["masked_ids"])
+  xent, correct = cross_entropy(model.mlm_logits(hidden, batch["masked_positions"]), batch["masked_ids"])
   w = batch["masked_weights"]
   sums = {"mlm_loss_sum": jnp.sum(xent * w), "mlm_correct": jnp.sum(correct * w)}
   loss = sums["mlm_loss_sum"] / jnp.maximum(denominators["mlm_tokens"], 1.0)
   if "nsp_labels" in batch:
-    nsp_xent, nsp_correct = _xent(model.nsp_logits(model.pooled(hidden)), batch["nsp_labels"])
+    nsp_xent, nsp_correct = cross_entropy(model.nsp_logits(model.pooled(hidden)), batch["nsp_labels"])
     ew = batch["example_weights"]
     sums.update(nsp_loss_sum=jnp.sum(nsp_xent * ew), nsp_correct=jnp.sum(nsp_correct * ew))
     loss = loss + sums["nsp_loss_sum"] / jnp.maximum(denominators["examples"], 1.0)
@@ -148,12 +156,12 @@ def mlm_eval_batch(batch, valid, token_bytes):
 
 
 def mlm_summarize(s):
-  out = {"mlm_loss": _ratio(s["mlm_loss_sum"], s["mlm_tokens"]),
-         "mlm_accuracy": _ratio(s["mlm_correct"], s["mlm_tokens"])}
+  out = {"mlm_loss": ratio(s["mlm_loss_sum"], s["mlm_tokens"]),
+         "mlm_accuracy": ratio(s["mlm_correct"], s["mlm_tokens"])}
   out["loss"] = out["mlm_loss"]
   if "nsp_loss_sum" in s:
-    out.update(nsp_loss=_ratio(s["nsp_loss_sum"], s["examples"]),
-               nsp_accuracy=_ratio(s["nsp_correct"], s["examples"]))
+    out.update(nsp_loss=ratio(s["nsp_loss_sum"], s["examples"]),
+               nsp_accuracy=ratio(s["nsp_correct"], s["examples"]))
     out["loss"] += out["nsp_loss"]
   return out
 
@@ -191,7 +199,14 @@ OBJECTIVES = {
 }
 
 
+def all_objectives():
+  """Pretraining's objectives and the fine-tuning tasks' (pretrain/tasks.py)."""
+  from pretrain import tasks  # pylint: disable=g-import-not-at-top
+  return {**OBJECTIVES, **tasks.OBJECTIVES}
+
+
 def get(name):
-  if name not in OBJECTIVES:
-    raise ValueError(f"config.objective: unknown {name!r}; choose one of {', '.join(OBJECTIVES)}")
-  return OBJECTIVES[name]
+  known = all_objectives()
+  if name not in known:
+    raise ValueError(f"config.objective: unknown {name!r}; choose one of {', '.join(known)}")
+  return known[name]

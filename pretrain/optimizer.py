@@ -13,10 +13,17 @@ def check_schedule(name):
                            f"{', '.join(map(repr, SCHEDULES))}")
 
 
+def warmup_steps(opt, total_steps):
+  """opt.warmup_fraction of the run when > 0 (fine-tuning's 10%), else opt.warmup_steps."""
+  if opt.warmup_fraction > 0:
+    return round(opt.warmup_fraction * total_steps)
+  return opt.warmup_steps
+
+
 def schedule(opt, total_steps):
   """Linear warmup from 0 to opt.lr, then cosine/linear decay to opt.min_lr (or constant)."""
   check_schedule(opt.schedule)
-  warmup = min(opt.warmup_steps, total_steps)
+  warmup = min(warmup_steps(opt, total_steps), total_steps)
   if opt.schedule == "cosine":
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=opt.lr, warmup_steps=warmup,

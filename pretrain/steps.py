@@ -54,10 +54,15 @@ def train_step(state, batch, *, graphdef, objective, tx, lr_fn, grad_accum, micr
 
 
 def eval_step(params, batch, *, graphdef, objective):
-  """Sums and denominators of one evaluation batch (no dropout)."""
+  """(sums and denominators, predictions per row) of one evaluation batch (no dropout); the
+  predictions are empty but for fine-tuning tasks, which score them on the host."""
   denominators = objective.denominators(batch)
-  _, sums = objective.loss(nnx.merge(graphdef, params), batch, None, denominators)
-  return dict(sums, **denominators)
+  model = nnx.merge(graphdef, params)
+  if objective.evaluate is not None:
+    sums, predictions = objective.evaluate(model, batch, denominators)
+  else:
+    (_, sums), predictions = objective.loss(model, batch, None, denominators), {}
+  return dict(sums, **denominators), predictions
 
 
 def init_params(objective, model_cfg, key):
@@ -133,7 +138,9 @@ def build_steps(config, objective, model_cfg, mesh, rules, batch_ndims, total_st
       donate_argnums=(0,))
   # Evaluation batches carry extra keys (padding weights, bytes per target), and arrive as
   # global arrays already split over the batch axes (Steps.to_global): jit takes their shardings.
-  eval_jit = jax.jit(functools.partial(eval_step, graphdef=graphdef, objective=objective))
+  # Its outputs are replicated, so that every process can read all the predictions.
+  eval_jit = jax.jit(functools.partial(eval_step, graphdef=graphdef, objective=objective),
+                     out_shardings=sharding.replicated(mesh))
   # Sharded initialisation: parameters are created in place, never whole on one host.
   init = lambda: jax.jit(init_fn, out_shardings=shardings)(key)
   return Steps(graphdef, abstract, shardings, data_sharding, train_jit, eval_jit, init, mesh,

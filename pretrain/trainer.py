@@ -25,7 +25,7 @@ from jax.experimental import multihost_utils
 from input_pipeline import batches, sources, tokenizer
 from models import layers
 from pretrain import (checkpointing, config_checks, data, durations, evaluator, metrics,
-                      objectives, sharding, steps as steps_lib)
+                      objectives, results as results_lib, sharding, steps as steps_lib)
 
 
 class Preemption:
@@ -72,6 +72,8 @@ class Setup:
   data_notes: list
   model_cfg: Any       # the resolved model section
   total_steps: int
+  eval_every: int      # config.train.eval_every, with -1 (each epoch) resolved
+  checkpoint_every: int
 
   @property
   def rows(self):
@@ -95,14 +97,30 @@ class Setup:
 def setup(config, devices=None, tok=None, train=True):
   """Validates `config` for `devices` (default: all), builds the mesh and loads the data."""
   devices = jax.devices() if devices is None else list(devices)
+  config = checkpointing.inherit_model(config)
   config_checks.check(config, len(devices), jax.process_count())
   rules = [tuple(r) for r in config.mesh.rules]
   mesh = sharding.make_mesh(config.mesh, devices)
   objective = objectives.get(config.objective)
+  if tok is None and objective.load_data is not None and config.init_from:
+    tok = _init_from_tokenizer(config.init_from)
   tok, train_data, val_data, notes = data.load_data(config, objective, tok, train)
   model_cfg = layers.resolve(config.model, tok.get_vocab_size())
+  n = train_data.num_examples if train_data is not None else None
   return Setup(config, mesh, rules, objective, tok, train_data, val_data, notes, model_cfg,
-               durations.total_steps(config))
+               durations.total_steps(config, n),
+               durations.cadence(config.train.eval_every, config, n),
+               durations.cadence(config.checkpoint.every, config, n))
+
+
+def _init_from_tokenizer(init_from):
+  """A fine-tuning run speaks the tokenizer of the checkpoint it starts from."""
+  tok = checkpointing.run_tokenizer(init_from)
+  if tok is None:
+    raise checkpointing.CheckpointError(
+        f"config.init_from: {init_from!r} has no tokenizer.json; give the workdir of a "
+        "pretrain.train run or of a models.convert import")
+  return tok
 
 
 def datasets_meta(run):
@@ -120,13 +138,14 @@ def train_and_evaluate(config, workdir, devices=None):
   """
   config_checks.check_workdir(workdir)
   run = setup(config, devices)
+  config = run.config  # with the model of config.init_from, when it takes it
   tok_id = tokenizer.identity(run.tok)
   start = checkpointing.find_start(config, workdir, run.model_cfg, tok_id, datasets_meta(run))
   stop_at = min(run.total_steps, config.train.stop_at_step or run.total_steps)
   if start.latest is not None and start.latest >= stop_at:
     return _finished(run, start, workdir)
   if jax.process_index() == 0:
-    checkpointing.write_run_files(workdir, config, run.model_cfg, run.tok)
+    checkpointing.write_run_files(workdir, run.config, run.model_cfg, run.tok, run.total_steps)
   steps = run.build_steps()
   state = checkpointing.restore_or_init(start, steps, run.objective, run.model_cfg)
   evaluate = run.evaluator(steps, config.train.eval_batches)
@@ -138,6 +157,7 @@ def train_and_evaluate(config, workdir, devices=None):
     return checkpointing.run_meta(run.model_cfg, tok_id, step, config.seed, datasets_meta(run))
 
   step, rows, ckpt, last = int(state["step"]), run.rows, start.ckpt, {}
+  results = results_lib.Results(config, workdir, start.latest, jax.process_index() == 0)
   preemption = Preemption()
   try:
     while step < stop_at:
@@ -146,9 +166,10 @@ def train_and_evaluate(config, workdir, devices=None):
       log.add(step, out)
       if durations.every(step, config.train.log_every) or step == stop_at:
         last.update(log.flush(step))
-      if durations.every(step, config.train.eval_every) or step == run.total_steps:
+      if durations.every(step, run.eval_every) or step == run.total_steps:
         with log.paused():
           ev = evaluate(state["params"])
+          results.add(step, run.train_data.epoch_of(step), ev, state, meta(step))
         log.eval(step, ev)
         last.update({f"eval_{k}": v for k, v in ev.items()})
       if preemption.should_stop():
@@ -157,11 +178,14 @@ def train_and_evaluate(config, workdir, devices=None):
         writer.print(f"preempted: saved a checkpoint at step {step}; rerun the same command to resume")
         last["preempted_at"] = step
         break
-      if durations.every(step, config.checkpoint.every) or step == stop_at:
+      if durations.every(step, run.checkpoint_every) or step == stop_at:
         ckpt.save(step, state, meta(step), force=True)
+    if step == run.total_steps:
+      writer.print(results.table())
   finally:
     preemption.restore()
     start.close()
+    results.close()
     writer.close()
   return TrainResult(step, state, last)
 

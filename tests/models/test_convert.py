@@ -86,8 +86,8 @@ def test_import_matches_hf_logits(imported, tok):
     assert m["gelu_approximate"] and m["tie_embeddings"] and m["use_bias"]
   assert saved["data"]["tokenizer"] == dict(saved["data"]["tokenizer"], kind="file",
                                             path=os.path.join(workdir, "tokenizer.json"))
-  from pretrain import evaluate  # pylint: disable=g-import-not-at-top
-  ours, theirs = evaluate.run_tokenizer(workdir), tok
+  from pretrain import checkpointing  # pylint: disable=g-import-not-at-top
+  ours, theirs = checkpointing.run_tokenizer(workdir), tok
   text = TEXT[:200] + " <|endoftext|> naïve"
   assert ours.encode(text).ids == theirs.encode(text).ids
   assert ours.decode(ours.encode(text).ids, skip_special_tokens=False) == text
@@ -98,10 +98,10 @@ def test_workdir_reads_like_a_run(imported):
   """What pretrain.evaluate and config.init_from check: the meta's model and tokenizer."""
   from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
   from models import layers  # pylint: disable=g-import-not-at-top
-  from pretrain import checkpointing, evaluate  # pylint: disable=g-import-not-at-top
+  from pretrain import checkpointing  # pylint: disable=g-import-not-at-top
   _, _, _, workdir = imported
   config = checkpointing.run_config(workdir)
-  tok = evaluate.run_tokenizer(workdir)
+  tok = checkpointing.run_tokenizer(workdir)
   ckpt = checkpointing.open_run(workdir, "config.init_from")
   try:
     assert ckpt.all_steps() == [0]

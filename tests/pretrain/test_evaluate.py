@@ -115,7 +115,7 @@ def _snapshot(workdir):
     ({"model.num_layers": 3}, {}, checkpointing.CheckpointError, ("config.model.num_layers",)),
     ({"data.tokenizer.vocab_size": 128}, {}, ValueError, ("config.data.tokenizer", "run's own")),
     ({}, {"step": 5}, evaluate.CheckpointError, ("--step", "step 5", "3, 6")),
-    ({}, {"step": 3, "all": True}, evaluate.CheckpointError, ("--step, --all and --watch",)),
+    ({}, {"step": 3, "all": True}, evaluate.CheckpointError, ("--step, --all, --watch and --best",)),
 ])
 def test_bad_input_fails_before_compiling_and_writes_nothing(gpt_run, overrides, options, error,
                                                              fields):
