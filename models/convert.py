@@ -14,10 +14,13 @@ check passes. Mappings: models/hf_decoder.py and models/hf_encoder.py.
 
 Encoders (model_type bert or roberta) import into a configs/bert.py smoke config (recipe bert,
 objective mlm_nsp when the file has BERT's next-sentence head or no heads at all, else mlm;
-recipe roberta for RoBERTa); heads the file lacks are initialised fresh, and task heads
-(classifier) are not imported; a line says which. They export as BertForPreTraining (with the
-NSP head), BertForMaskedLM, or RobertaForMaskedLM (runs imported from RoBERTa), without the
-pooler for the masked-LM classes. RoBERTa's tokenizer (<s> </s> <pad> <mask>) lacks BERT's
+recipe roberta for RoBERTa); heads the file lacks are initialised fresh, and other task heads
+(RoBERTa's classifier, qa_outputs) are not imported; a line says which.
+BertForSequenceClassification imports whole (encoder, pooler, classifier) into a
+configs/finetune/glue.py config (objective classification, its label count). They export as
+BertForPreTraining (with the NSP head), BertForMaskedLM, RobertaForMaskedLM (runs imported
+from RoBERTa), without the pooler for the masked-LM classes, or, from a GLUE fine-tuning run,
+BertForSequenceClassification. RoBERTa's tokenizer (<s> </s> <pad> <mask>) lacks BERT's
 [CLS] [SEP] [MASK], which the masked-LM data pipeline needs: its workdir is for load_model and
 export, not for pretrain.train / pretrain.evaluate.
 """
@@ -166,16 +169,18 @@ def _eos_token(hf, tok, hf_dir):
 # ----------------------------------------------------------------------------- from_hf
 
 
-def _model_class(is_encoder):
-  from models import decoder, encoder  # pylint: disable=g-import-not-at-top
-  return encoder.Encoder if is_encoder else decoder.Decoder
+def _make_model(objective, model_cfg, seed=0):
+  """The model a run of `objective` trains (pretrain/objectives.py, pretrain/tasks.py)."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from pretrain import objectives  # pylint: disable=g-import-not-at-top
+  return objectives.get(objective).make_model(model_cfg, nnx.Rngs(seed))
 
 
-def _abstract_params(model_cfg, is_encoder=False):
+def _abstract_params(model_cfg, objective="causal_lm"):
   import jax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
   return jax.eval_shape(lambda: nnx.to_pure_dict(nnx.state(
-      _model_class(is_encoder)(model_cfg, rngs=nnx.Rngs(0)), nnx.Param)))
+      _make_model(objective, model_cfg), nnx.Param)))
 
 
 def import_config(hf, hf_dir, workdir, tok_eos, scan_layers=True):
@@ -283,6 +288,20 @@ def import_encoder_config(hf, hf_dir, workdir, tok, nsp, scan_layers=True):
   return config
 
 
+def _classification_config(config, hf):
+  """configs/finetune/glue.py's config for an imported BertForSequenceClassification: its
+  label count, and the GLUE task with that many labels (sst2, mnli, stsb) as the data."""
+  from configs.finetune import glue  # pylint: disable=g-import-not-at-top
+  n = hf.get("num_labels") or len(hf.get("id2label") or {}) or 2
+  task = {1: "stsb", 3: "mnli"}.get(n, "sst2")
+  out = glue.get_config(task)
+  out.model = config.model
+  out.model.update(num_labels=n, nsp_head=False)
+  out.data.tokenizer = config.data.tokenizer
+  out.batch.seq_len = config.batch.seq_len
+  return out
+
+
 def _encoder_tokenizer(hf_dir, kind):
   """tokenizer.json, else (BERT) vocab.txt with tokenizer_config.json's do_lower_case."""
   from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
@@ -330,18 +349,20 @@ def _import_encoder(hf, hf_dir, workdir, scan_layers):
   present = hf_encoder.groups_present(kind, tensors)
   nsp = kind == "bert" and ("nsp" in present or "mlm" not in present)
   config = import_encoder_config(hf, hf_dir, workdir, tok, nsp, scan_layers)
+  if "classifier" in present:  # BertForSequenceClassification
+    config = _classification_config(config, hf)
   m = _resolved_model(config, tok, hf_dir)
   where = os.path.join(hf_dir, _weight_files(hf_dir)[1][0])
   pad_id = hf_encoder.pad_id(hf)
   unscanned = ml_collections.ConfigDict(dict(m.to_dict(), scan_layers=False))
   present, tied, extras = hf_encoder.check_tensors(
-      kind, m, {k: v.shape for k, v in tensors.items()}, _abstract_params(unscanned, True),
-      where, pad_id=pad_id)
+      kind, m, {k: v.shape for k, v in tensors.items()},
+      _abstract_params(unscanned, config.objective), where, pad_id=pad_id)
   for name, source in tied.items():
     if not np.array_equal(tensors[name], tensors[source]):
       raise ConvertError(f"{where}: {name} differs from {source}, which it is tied to; only "
                          "tied masked-LM decoders convert")
-  fresh = nnx.to_pure_dict(nnx.state(_model_class(True)(unscanned, rngs=nnx.Rngs(config.seed)),
+  fresh = nnx.to_pure_dict(nnx.state(_make_model(config.objective, unscanned, config.seed),
                                      nnx.Param))
   params = hf_encoder.from_hf(kind, m, tensors, jax.tree.map(np.asarray, fresh), pad_id=pad_id)
   params = jax.tree.map(lambda x: jnp.asarray(np.ascontiguousarray(x)), params)
@@ -370,18 +391,21 @@ def load_params(workdir, step=None):
   from models import layer_stack  # pylint: disable=g-import-not-at-top
   from pretrain import checkpointing  # pylint: disable=g-import-not-at-top
   config = checkpointing.run_config(workdir)
-  if config.objective not in ("causal_lm", "mlm", "mlm_nsp"):
+  if config.objective not in ("causal_lm", "mlm", "mlm_nsp", "classification"):
     raise ConvertError(f"config.objective: {config.objective!r}; only decoders (causal_lm) and "
-                       "encoders (mlm, mlm_nsp) convert to Hugging Face")
+                       "encoders (mlm, mlm_nsp, classification) convert to Hugging Face")
   is_encoder = config.objective != "causal_lm"
   ckpt = checkpointing.open_run(workdir, "--workdir")
   try:
     step = ckpt.latest_step() if step is None else checkpointing.check_step(ckpt, step)
     m = ml_collections.ConfigDict(ckpt.meta(step)["model"])
-    (hf_encoder if is_encoder else hf_decoder).hf_type(m)  # refuse before reading any array
+    if is_encoder:  # refuse before reading any array
+      hf_encoder.hf_type(m, config.objective)
+    else:
+      hf_decoder.hf_type(m)
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
-                            _abstract_params(m, is_encoder))
+                            _abstract_params(m, config.objective))
     params = ckpt.restore_params(step, abstract)
   finally:
     ckpt.close()
@@ -394,7 +418,7 @@ def load_model(workdir, step=None):
   """Our Decoder (or Encoder) with a run's checkpoint parameters (unscanned)."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
   m, params, config, _ = load_params(workdir, step)
-  model = _model_class(config.objective != "causal_lm")(m, rngs=nnx.Rngs(0))
+  model = _make_model(config.objective, m)
   state = nnx.state(model, nnx.Param)
   nnx.replace_by_pure_dict(state, params)
   nnx.update(model, state)
@@ -415,7 +439,7 @@ def export_hf(workdir, hf_dir, step=None, overwrite=False):
   eos = config.data.tokenizer.eos_token
   eos_id = tok.token_to_id(eos) if tok is not None else None
   if config.objective != "causal_lm":
-    tensors, hf, specials = _encoder_to_hf(m, params, tok)
+    tensors, hf, specials = _encoder_to_hf(m, params, tok, config.objective)
   else:
     kind = hf_decoder.hf_type(m)
     tensors = hf_decoder.to_hf(kind, m, params)
@@ -450,16 +474,18 @@ ENCODER_SPECIALS = {
 }
 
 
-def _encoder_to_hf(m, params, tok):
+def _encoder_to_hf(m, params, tok, objective):
   """(tensors, config.json dict, tokenizer_config specials) of an encoder run."""
-  kind, arch = hf_encoder.hf_type(m)
+  kind, arch = hf_encoder.hf_type(m, objective)
   specials = {k: v for k, v in ENCODER_SPECIALS[kind].items()
               if tok is not None and tok.token_to_id(v) is not None}
   ids = {k: tok.token_to_id(specials[k + "_token"]) for k in ("pad", "bos", "eos")
          if k + "_token" in specials}
-  groups = ("encoder", "mlm") + (("pooler", "nsp") if arch == "BertForPreTraining" else ())
+  groups = {"BertForPreTraining": ("encoder", "mlm", "pooler", "nsp"),
+            "BertForSequenceClassification": ("encoder", "pooler", "classifier")}.get(
+                arch, ("encoder", "mlm"))
   tensors = hf_encoder.to_hf(kind, m, params, groups=groups, pad_id=ids.get("pad", 1))
-  return tensors, hf_encoder.hf_config(m.to_dict(), ids), specials
+  return tensors, hf_encoder.hf_config(m.to_dict(), ids, objective), specials
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -24,8 +24,9 @@ ConvertError = hf_decoder.ConvertError
 SUPPORTED = ("bert", "roberta")
 # hidden_act -> our gelu_approximate.
 GELU = {"gelu": False, "gelu_new": True, "gelu_pytorch_tanh": True}
-GROUPS = ("encoder", "pooler", "mlm", "nsp")
-# Buffers and task heads some checkpoints carry that we do not import.
+GROUPS = ("encoder", "pooler", "mlm", "nsp", "classifier")
+# Buffers some checkpoints carry, and task heads we do not import (RoBERTa's two-layer
+# classifier, question answering's qa_outputs).
 IGNORED = re.compile(r"(\.position_ids|\.token_type_ids)$")
 CLASSIFIER = re.compile(r"^(classifier|qa_outputs)\.")
 
@@ -83,9 +84,13 @@ _FIXED = dict(position="learned", norm="layernorm", mlp="gelu", use_bias=True,
               tie_embeddings=True, pre_norm=False)
 
 
-def hf_type(m):
-  """(model_type, architecture) for a resolved encoder model: RoBERTa for runs imported from
-  RoBERTa (size 'roberta'), else BERT; an error naming the first field HF cannot express."""
+def hf_type(m, objective="mlm_nsp"):
+  """(model_type, architecture) for a resolved encoder model trained on `objective`: RoBERTa
+  for runs imported from RoBERTa (size 'roberta'), else BERT (BertForSequenceClassification
+  for the GLUE objective); an error naming the first field HF cannot express."""
+  if objective not in ("mlm", "mlm_nsp", "classification"):
+    raise ConvertError(f"config.objective: {objective!r} does not convert to Hugging Face yet; "
+                       "encoders convert for mlm, mlm_nsp and classification")
   for field, want in _FIXED.items():
     if m[field] != want:
       raise ConvertError(f"config.model.{field}: {m[field]!r} has no Hugging Face BERT "
@@ -94,13 +99,18 @@ def hf_type(m):
     raise ConvertError("config.model.num_kv_heads: BERT needs num_kv_heads == num_heads and "
                        "head_dim == d_model // num_heads")
   if m["size"] == "roberta":
+    if objective == "classification":
+      raise ConvertError("config.objective: RoBERTa's classification head (dense, tanh, "
+                         "projection) is not ours (pooler, projection); export its encoder")
     return "roberta", "RobertaForMaskedLM"
+  if objective == "classification":
+    return "bert", "BertForSequenceClassification"
   return "bert", "BertForPreTraining" if m["nsp_head"] else "BertForMaskedLM"
 
 
-def hf_config(m, specials):
+def hf_config(m, specials, objective="mlm_nsp"):
   """The config.json dict for resolved model `m`; `specials`: {'pad'|'bos'|'eos': id}."""
-  kind, arch = hf_type(m)
+  kind, arch = hf_type(m, objective)
   pad = specials.get("pad")
   pad = (1 if pad is None else pad) if kind == "roberta" else (pad or 0)
   out = dict(
@@ -115,6 +125,11 @@ def hf_config(m, specials):
       is_decoder=False, add_cross_attention=False, torch_dtype="float32", dtype="float32")
   if kind == "roberta":
     out.update(bos_token_id=specials.get("bos"), eos_token_id=specials.get("eos"))
+  if arch == "BertForSequenceClassification":
+    n = m["num_labels"]
+    out.update(num_labels=n, id2label={str(i): f"LABEL_{i}" for i in range(n)},
+               label2id={f"LABEL_{i}": i for i in range(n)},
+               problem_type="regression" if n == 1 else "single_label_classification")
   return out
 
 
@@ -125,8 +140,9 @@ def _names(kind):
   """(base prefix, {group: prefix of its HF names})."""
   if kind == "bert":
     return "bert.", {"pooler": "bert.pooler.", "mlm": "cls.predictions.",
-                     "nsp": "cls.seq_relationship."}
-  return "roberta.", {"pooler": "roberta.pooler.", "mlm": "lm_head.", "nsp": None}
+                     "nsp": "cls.seq_relationship.", "classifier": "classifier."}
+  return "roberta.", {"pooler": "roberta.pooler.", "mlm": "lm_head.", "nsp": None,
+                      "classifier": None}
 
 
 def group_of(kind, name):
@@ -177,6 +193,8 @@ def to_hf(kind, m, params, groups=GROUPS, pad_id=1):
       out["lm_head.bias"] = params["mlm_bias"]
   if "nsp" in groups and kind == "bert":
     _dense_to_hf(out, "cls.seq_relationship", params["nsp"])
+  if "classifier" in groups and kind == "bert":
+    _dense_to_hf(out, "classifier", params["classifier"])
   return out
 
 
@@ -234,6 +252,8 @@ def from_hf(kind, m, t, fresh, pad_id=1):
     params["mlm_bias"] = t[head + "bias"]
   if "nsp" in present and "nsp" in fresh:
     params["nsp"] = _dense(t, "cls.seq_relationship")
+  if "classifier" in present and "classifier" in fresh:
+    params["classifier"] = _dense(t, "classifier")
   return params
 
 
@@ -258,7 +278,7 @@ def split_extras(kind, names):
   tied = {head + "decoder.weight": base + "embeddings.word_embeddings.weight",
           head + "decoder.bias": head + "bias"}
   return ({k: v for k, v in tied.items() if k in names},
-          sorted(n for n in names if CLASSIFIER.search(n)))
+          sorted(n for n in names if CLASSIFIER.search(n) and group_of(kind, n) == "encoder"))
 
 
 def check_tensors(kind, m, shapes, abstract_params, where, pad_id=1):

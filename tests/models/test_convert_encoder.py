@@ -188,7 +188,6 @@ def test_export_loads_in_transformers_and_round_trips(imported):
 
 @pytest.mark.parametrize("arch,note", [
     ("BertModel", "initialised fresh (not in the file): mlm, nsp"),
-    ("BertForSequenceClassification", "not imported: the task head classifier"),
     ("BertForMaskedLM", None),
 ])
 def test_other_bert_classes(arch, note, tmp_path, capsys):
@@ -207,8 +206,6 @@ def test_other_bert_classes(arch, note, tmp_path, capsys):
   else:
     assert "initialised fresh (not in the file): pooler" in printed
   theirs = _hf_outputs(model, "bert")
-  if arch == "BertForSequenceClassification":
-    theirs.update(mlm=None, nsp=None)
   _compare(_our_outputs(str(tmp_path / "run"), "bert"), theirs, "bert")
   with open(tmp_path / "run" / "config.json") as f:
     saved = json.load(f)
@@ -223,6 +220,43 @@ def test_other_bert_classes(arch, note, tmp_path, capsys):
     _, info = transformers.BertForMaskedLM.from_pretrained(
         str(tmp_path / "export"), output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
+
+
+def _classifier_logits(model):
+  tokens, types, mask = _inputs("bert")
+  with torch.no_grad():
+    return model(torch.tensor(tokens), token_type_ids=torch.tensor(types),
+                 attention_mask=torch.tensor(mask)).logits.numpy()
+
+
+def test_sequence_classification_both_ways(tmp_path):
+  """BertForSequenceClassification: the encoder, pooler and classifier import into a
+  fine-tuning run (objective 'classification') with HF's logits, and export back whole."""
+  cfg = transformers.BertConfig(**SMALL, max_position_embeddings=64, num_labels=3)
+  model = randomise_hf(transformers.BertForSequenceClassification(cfg), 2).eval()
+  model.save_pretrained(tmp_path / "hf")
+  _bert_tok().save(str(tmp_path / "hf" / "tokenizer.json"))
+  convert.import_hf(str(tmp_path / "hf"), str(tmp_path / "run"))
+  with open(tmp_path / "run" / "config.json") as f:
+    saved = json.load(f)
+  assert saved["objective"] == "classification" and saved["model"]["num_labels"] == 3
+  assert saved["data"]["task"] == "mnli"  # the GLUE task with three labels
+  tokens, types, mask = _inputs("bert")
+  ours = convert.load_model(str(tmp_path / "run"))
+  logits = ours.logits(ours(jnp.asarray(tokens), type_ids=jnp.asarray(types),
+                            input_mask=jnp.asarray(mask)))
+  np.testing.assert_allclose(np.asarray(logits), _classifier_logits(model), atol=1e-4, rtol=0)
+  convert.export_hf(str(tmp_path / "run"), str(tmp_path / "export"))
+  loaded, info = transformers.BertForSequenceClassification.from_pretrained(
+      str(tmp_path / "export"), output_loading_info=True)
+  for key in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+    assert not info.get(key), (key, info[key])
+  assert loaded.config.num_labels == 3
+  np.testing.assert_allclose(_classifier_logits(loaded.eval()), _classifier_logits(model),
+                             atol=1e-5, rtol=0)
+  original = load_file(str(tmp_path / "hf" / "model.safetensors"))
+  for name, value in load_file(str(tmp_path / "export" / "model.safetensors")).items():
+    np.testing.assert_array_equal(value, original[name], err_msg=name)
 
 
 @pytest.mark.parametrize("field,value", [
