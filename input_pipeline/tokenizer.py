@@ -155,14 +155,25 @@ def identity(tok):
   return hashlib.sha256(tok.to_str().encode()).hexdigest()[:16]
 
 
+# RoBERTa's special tokens in the roles of BERT's: its vocabulary (a byte-level BPE) has these.
+ROBERTA_SPECIALS = {"[PAD]": "<pad>", "[UNK]": "<unk>", "[CLS]": "<s>", "[SEP]": "</s>",
+                    "[MASK]": "<mask>"}
+
+
 def check_bert_specials(tok):
-  """The ids of BERT's special tokens; a clear error if the vocabulary lacks any of them."""
+  """The ids of the encoder's special tokens, by BERT's names ([PAD] [UNK] [CLS] [SEP] [MASK]):
+  BERT's own, or RoBERTa's (<pad> <unk> <s> </s> <mask>) in a vocabulary that has those; a
+  clear error if the vocabulary has neither set."""
   ids = {t: tok.token_to_id(t) for t in BERT_SPECIALS}
+  roberta = {t: tok.token_to_id(r) for t, r in ROBERTA_SPECIALS.items()}
+  if None in ids.values() and None not in roberta.values():
+    return roberta
   missing = [t for t, i in ids.items() if i is None]
   if missing:
     raise TokenizerError(
         f"config.data.tokenizer: the vocabulary has no {' '.join(missing)}; masked-LM training "
-        f"needs {' '.join(BERT_SPECIALS)} (train one with kind='wordpiece' or add them)")
+        f"needs {' '.join(BERT_SPECIALS)} or RoBERTa's {' '.join(ROBERTA_SPECIALS.values())} "
+        "(train one with kind='wordpiece' or add them)")
   return ids
 
 

@@ -20,9 +20,9 @@ BertForSequenceClassification imports whole (encoder, pooler, classifier) into a
 configs/finetune/glue.py config (objective classification, its label count). They export as
 BertForPreTraining (with the NSP head), BertForMaskedLM, RobertaForMaskedLM (runs imported
 from RoBERTa), without the pooler for the masked-LM classes, or, from a GLUE fine-tuning run,
-BertForSequenceClassification. RoBERTa's tokenizer (<s> </s> <pad> <mask>) lacks BERT's
-[CLS] [SEP] [MASK], which the masked-LM data pipeline needs: its workdir is for load_model and
-export, not for pretrain.train / pretrain.evaluate.
+BertForSequenceClassification. RoBERTa's special tokens (<s> </s> <pad> <unk> <mask>) take
+the roles of BERT's in the masked-LM and fine-tuning data, so every workdir trains, evaluates
+and fine-tunes like a run of ours.
 """
 import json
 import os

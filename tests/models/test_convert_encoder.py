@@ -139,7 +139,7 @@ def test_import_matches_hf(imported):
   _compare(ours, theirs, kind)
 
 
-def test_bert_workdir_passes_the_run_checks(imported):
+def test_workdir_passes_the_run_checks(imported):
   from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
   from pretrain import config_checks  # pylint: disable=g-import-not-at-top
   import tokenizers  # pylint: disable=g-import-not-at-top
@@ -147,12 +147,22 @@ def test_bert_workdir_passes_the_run_checks(imported):
   kind, _, _, workdir = imported
   config = checkpointing.run_config(workdir)
   tok = tokenizers.Tokenizer.from_file(config.data.tokenizer.path)
-  if kind == "roberta":  # <s> </s> <mask>, not BERT's specials: load_model and export only
-    with pytest.raises(tokenizer.TokenizerError, match=r"\[CLS\]"):
-      tokenizer.check_bert_specials(tok)
-    return
   config_checks.check(config, 1)
-  tokenizer.check_bert_specials(tok)
+  ids = tokenizer.check_bert_specials(tok)  # RoBERTa: <s> </s> <mask> in BERT's roles
+  assert (ids["[CLS]"], ids["[SEP]"], ids["[MASK]"]) == ((2, 3, 4) if kind == "bert" else (0, 2, 4))
+
+
+def test_roberta_workdir_evaluates_on_a_corpus(imported, data_dir, sentence_corpus):
+  """A RoBERTa import runs through the masked-LM pipeline (full sentences, <s> ... </s>)."""
+  from pretrain import checkpointing, evaluate  # pylint: disable=g-import-not-at-top
+  kind, _, _, workdir = imported
+  if kind != "roberta":
+    pytest.skip("the BERT workdir is evaluated by the GLUE fine-tuning test's path")
+  config = checkpointing.run_config(workdir)
+  config.data.update(data_dir=data_dir, files=sentence_corpus, doc_split="blank_line")
+  config.batch.update(size=8, seq_len=32)
+  results = evaluate.evaluate_run(config, workdir, evaluate.Options(max_batches=1))
+  assert 0 < results[0]["mlm_loss"] < 20 and 0 <= results[0]["mlm_accuracy"] <= 1
 
 
 def _flatten(tree, prefix=""):
