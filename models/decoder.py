@@ -74,7 +74,9 @@ class Decoder(nnx.Module):
           kernel_init=layers.partitioned(layers.normal(cfg.init_std), (axes.EMBED, axes.VOCAB)),
           rngs=rngs)
 
-  def __call__(self, tokens, *, positions=None, segment_ids=None, dropout_key=None):
+  def __call__(self, tokens, *, positions=None, segment_ids=None, dropout_key=None, cache=None):
+    """With a KV cache (models/decode.py), `positions` are the tokens' absolute positions
+    (their cache slots) and the result is (logits, updated cache)."""
     b, t = tokens.shape
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
@@ -85,12 +87,19 @@ class Decoder(nnx.Module):
     mask = None
     if segment_ids is not None:  # packed documents attend only within themselves
       mask = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
+    if cache is not None:
+      x, cache = layers.run_blocks_cached(self.blocks, x, positions=positions, cache=cache,
+                                          scan=self.scan_layers)
+      return self.logits(x), cache
     block_key = None
     if dropout_key is not None and self.rate:
       dropout_key, block_key = jax.random.split(dropout_key)
       x = self.dropout(x, deterministic=False, rngs=dropout_key)
     x = layers.run_blocks(self.blocks, x, positions=positions, mask=mask, dropout_key=block_key,
                           scan=self.scan_layers, remat=self.remat)
+    return self.logits(x)
+
+  def logits(self, x):
     x = self.final_norm(x)
     logits = self.head(x) if self.head is not None else self.embed.attend(x)
     return axes.constrain(logits, (axes.BATCH, axes.LENGTH, axes.VOCAB))

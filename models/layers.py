@@ -94,11 +94,19 @@ class Attention(nnx.Module):
         kernel_init=partitioned(normal(out_std), (axes.HEADS, axes.HEAD_DIM, axes.EMBED)),
         bias_init=partitioned(zeros, (axes.EMBED,)), rngs=rngs)
 
-  def __call__(self, x, *, positions, causal, mask=None):
-    """x: [b, t, d]; mask: optional boolean [b, 1, t, t] (True = may attend)."""
+  def __call__(self, x, *, positions, causal, mask=None, cache=None):
+    """x: [b, t, d]; mask: optional boolean [b, 1, t, t] (True = may attend).
+
+    With a KV cache (k, v), each [b, cache length, kv_heads, head_dim], the new keys and
+    values are written at their positions (slot = position, per row) and the queries attend
+    to every slot up to their own position: prefill (t = the prompt) and decoding (t = 1) are
+    the same code. Returns (output, updated cache) then.
+    """
     q, k, v = self.query(x), self.key(x), self.value(x)
     if self.rope_theta:
       q, k = rope(q, positions, self.rope_theta), rope(k, positions, self.rope_theta)
+    if cache is not None:
+      return self._cached(q, k, v, positions, cache)
     implementation = self.implementation
     if implementation == "cudnn" and (jax.default_backend() != "gpu" or
                                       self.dtype not in (jnp.bfloat16, jnp.float16)):
@@ -107,6 +115,17 @@ class Attention(nnx.Module):
         q.astype(self.dtype), k.astype(self.dtype), v.astype(self.dtype),
         mask=mask, is_causal=causal, implementation=implementation)
     return self.out(y)
+
+  def _cached(self, q, k, v, positions, cache):
+    rows = jnp.arange(q.shape[0])[:, None]
+    cache_k = cache[0].at[rows, positions].set(k.astype(cache[0].dtype))
+    cache_v = cache[1].at[rows, positions].set(v.astype(cache[1].dtype))
+    cache_k, cache_v = (axes.constrain(c, CACHE[1:]) for c in (cache_k, cache_v))
+    slots = jnp.arange(cache_k.shape[1])
+    mask = slots[None, None, None, :] <= positions[:, None, :, None]  # [b, 1, t, slots]
+    y = jax.nn.dot_product_attention(q.astype(self.dtype), cache_k.astype(self.dtype),
+                                     cache_v.astype(self.dtype), mask=mask)
+    return self.out(y), (cache_k, cache_v)
 
 
 class MLP(nnx.Module):
@@ -172,10 +191,18 @@ class TransformerBlock(nnx.Module):
       return x
     return self.dropout(x, deterministic=False, rngs=key)
 
-  def __call__(self, x, *, positions, mask, key):
+  def __call__(self, x, *, positions, mask, key, cache=None):
     k1 = k2 = None
     if key is not None:
       k1, k2 = jax.random.split(key)
+    if cache is not None:  # decoding with a KV cache: returns (x, updated cache)
+      if self.pre_norm:
+        y, cache = self.attn(self.norm1(x), positions=positions, causal=True, cache=cache)
+        x = x + y
+        return x + self.mlp(self.norm2(x)), cache
+      y, cache = self.attn(x, positions=positions, causal=True, cache=cache)
+      x = self.norm1(x + y)
+      return self.norm2(x + self.mlp(x)), cache
     if self.pre_norm:
       x = x + self._drop(self.attn(self.norm1(x), positions=positions, causal=self.causal,
                                    mask=mask), k1)
@@ -188,6 +215,8 @@ class TransformerBlock(nnx.Module):
 
 
 ACTIVATION = (axes.BATCH, axes.LENGTH, axes.EMBED)
+# A KV cache: keys (or values) of every layer, slot and head; it shards like the activations.
+CACHE = (axes.LAYERS, axes.BATCH, axes.LENGTH, axes.KV_HEADS, axes.HEAD_DIM)
 
 REMAT_POLICIES = {
     "full": None,  # save nothing: recompute the whole block in the backward pass
@@ -276,6 +305,28 @@ def run_blocks(blocks, x, *, positions, mask, dropout_key, scan, remat):
     return apply(block, x, key)
 
   return run(blocks, x, layer_keys)
+
+
+def run_blocks_cached(blocks, x, *, positions, cache, scan):
+  """The blocks over x with a KV cache {'k', 'v'} (each [layers, b, slots, kv, head_dim]);
+  returns (x, updated cache)."""
+  if not scan:
+    ks, vs = [], []
+    for i, block in enumerate(blocks):
+      x, (k, v) = block(x, positions=positions, mask=None, key=None,
+                        cache=(cache["k"][i], cache["v"][i]))
+      ks.append(k)
+      vs.append(v)
+    return x, {"k": jnp.stack(ks), "v": jnp.stack(vs)}
+
+  @nnx.scan(in_axes=(0, nnx.Carry, 0, 0), out_axes=(nnx.Carry, 0, 0),
+            transform_metadata={nnx.PARTITION_NAME: axes.LAYERS})
+  def run(block, x, k, v):
+    x, (k, v) = block(x, positions=positions, mask=None, key=None, cache=(k, v))
+    return axes.constrain(x, ACTIVATION), k, v
+
+  x, k, v = run(blocks, x, cache["k"], cache["v"])
+  return x, {"k": k, "v": v}
 
 
 def count_params(make_model, exclude_positions=True):
