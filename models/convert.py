@@ -390,25 +390,17 @@ def load_params(workdir, step=None):
   import ml_collections  # pylint: disable=g-import-not-at-top
   from models import layer_stack  # pylint: disable=g-import-not-at-top
   from pretrain import checkpointing  # pylint: disable=g-import-not-at-top
-  config = checkpointing.run_config(workdir)
-  if config.objective not in ("causal_lm", "mlm", "mlm_nsp", "classification"):
-    raise ConvertError(f"config.objective: {config.objective!r}; only decoders (causal_lm) and "
-                       "encoders (mlm, mlm_nsp, classification) convert to Hugging Face")
-  is_encoder = config.objective != "causal_lm"
-  ckpt = checkpointing.open_run(workdir, "--workdir")
-  try:
-    step = ckpt.latest_step() if step is None else checkpointing.check_step(ckpt, step)
-    m = ml_collections.ConfigDict(ckpt.meta(step)["model"])
-    if is_encoder:  # refuse before reading any array
+
+  def check(config, m):  # before any array is read
+    if config.objective not in ("causal_lm", "mlm", "mlm_nsp", "classification"):
+      raise ConvertError(f"config.objective: {config.objective!r}; only decoders (causal_lm) "
+                         "and encoders (mlm, mlm_nsp, classification) convert to Hugging Face")
+    if config.objective != "causal_lm":
       hf_encoder.hf_type(m, config.objective)
     else:
       hf_decoder.hf_type(m)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
-                            _abstract_params(m, config.objective))
-    params = ckpt.restore_params(step, abstract)
-  finally:
-    ckpt.close()
+
+  m, params, config, step = checkpointing.load_params(workdir, step, check)
   params = layer_stack.to_layout(params, scan=False)
   m = ml_collections.ConfigDict(dict(m.to_dict(), scan_layers=False))
   return m, jax.tree.map(np.asarray, params), config, step
@@ -416,13 +408,9 @@ def load_params(workdir, step=None):
 
 def load_model(workdir, step=None):
   """Our Decoder (or Encoder) with a run's checkpoint parameters (unscanned)."""
-  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from pretrain import checkpointing  # pylint: disable=g-import-not-at-top
   m, params, config, _ = load_params(workdir, step)
-  model = _make_model(config.objective, m)
-  state = nnx.state(model, nnx.Param)
-  nnx.replace_by_pure_dict(state, params)
-  nnx.update(model, state)
-  return model
+  return checkpointing.with_params(config.objective, m, params)
 
 
 def export_hf(workdir, hf_dir, step=None, overwrite=False):

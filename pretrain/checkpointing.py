@@ -298,6 +298,40 @@ def open_run(path, field):
   return ckpt
 
 
+def load_params(workdir, step=None, check=None):
+  """(resolved model, parameters in the saved layout on one device, run config, step) of a
+  run's checkpoint (the latest by default), for inference and conversion; `check(config,
+  model)` runs before any array is read."""
+  from pretrain import objectives  # pylint: disable=g-import-not-at-top
+  config = run_config(workdir)
+  ckpt = open_run(workdir, "--workdir")
+  try:
+    step = ckpt.latest_step() if step is None else check_step(ckpt, step)
+    m = ml_collections.ConfigDict(ckpt.meta(step)["model"])
+    if check is not None:
+      check(config, m)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    objective = objectives.get(config.objective)
+    shapes = jax.eval_shape(lambda: steps_lib.init_params(objective, m, jax.random.PRNGKey(0)))
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+                            shapes)
+    params = ckpt.restore_params(step, abstract)
+  finally:
+    ckpt.close()
+  return m, params, config, step
+
+
+def with_params(objective_name, model_cfg, params):
+  """The model of `objective_name` for `model_cfg`, holding `params`."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from pretrain import objectives  # pylint: disable=g-import-not-at-top
+  model = objectives.get(objective_name).make_model(model_cfg, nnx.Rngs(0))
+  state = nnx.state(model, nnx.Param)
+  nnx.replace_by_pure_dict(state, params)
+  nnx.update(model, state)
+  return model
+
+
 def restore_or_init(start, steps, objective, model_cfg):
   """The state to train from: restored (resume), initialised with init_from's parameters, or
   freshly initialised."""

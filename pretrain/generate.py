@@ -1,0 +1,171 @@
+r"""Generates text from a GPT run's checkpoint, with a KV cache (models/decode.py).
+
+  python -m pretrain.generate --workdir=runs/gpt --prompt="def fib(n):" --max_new_tokens=64 \
+      --temperature=0.8 --top_p=0.95
+  python -m pretrain.generate --workdir=runs/gpt --prompts_file=prompts.txt --num_samples=4 \
+      --seed=0 --output=samples.jsonl
+
+One prompt with one sample streams its tokens to stdout as they come. Otherwise each
+completion is printed under a header (and written to --output as jsonl: prompt, sample,
+text). The checkpoint is the latest (or --step), loaded on one device in the layout it was
+saved in; the tokenizer is the run's own. An empty prompt starts a new document (the EOS
+token). A prompt must be shorter than the model's max_len (a longer one is refused, not
+truncated); --max_new_tokens is cut to what the longest prompt of a batch leaves, with a line
+saying so. Generation stops at --max_new_tokens, at EOS, or after any --stop string (cut off).
+"""
+import json
+
+from absl import app, flags, logging
+
+from configs import errors
+from pretrain import cli
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A GPT run's directory.")
+_STEP = flags.DEFINE_integer("step", None, "The checkpoint's step (default: the latest).")
+_PROMPT = flags.DEFINE_string("prompt", None, "The prompt ('' starts a new document).")
+_PROMPTS_FILE = flags.DEFINE_string("prompts_file", None, "One prompt per line.")
+_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 64, "Tokens to generate at most.")
+_TEMPERATURE = flags.DEFINE_float("temperature", 0.8, "0: greedy; higher: more random.")
+_TOP_K = flags.DEFINE_integer("top_k", 0, "Sample from the k most likely tokens (0: all).")
+_TOP_P = flags.DEFINE_float("top_p", 1.0, "Sample from the smallest set of this probability.")
+_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "Completions per prompt.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the sampling (same seed, same samples).")
+_STOP = flags.DEFINE_multi_string("stop", [], "Stop a completion after this string.")
+_BATCH = flags.DEFINE_integer("batch_size", 16, "Completions decoded together.")
+_OUTPUT = flags.DEFINE_string("output", "", "Also write the completions here (jsonl).")
+flags.mark_flags_as_required(["workdir"])
+
+
+class GenerateError(errors.UserError):
+  pass
+
+
+def load(workdir, step=None):
+  """(model, resolved model config, tokenizer, EOS id) of a GPT run; encoders are refused."""
+  from pretrain import checkpointing  # pylint: disable=g-import-not-at-top
+
+  def check(config, m):
+    del m
+    if config.objective != "causal_lm":
+      raise GenerateError(f"--workdir: {workdir!r} holds a {config.objective!r} run, an encoder; "
+                          "generation needs a decoder (causal_lm) checkpoint")
+
+  m, params, config, _ = checkpointing.load_params(workdir, step, check)
+  tok = checkpointing.run_tokenizer(workdir)
+  if tok is None:
+    raise GenerateError(f"--workdir: {workdir!r} has no tokenizer.json; give a run trained or "
+                        "imported by this version")
+  model = checkpointing.with_params(config.objective, m, params)
+  return model, m, tok, tok.token_to_id(config.data.tokenizer.eos_token)
+
+
+def encode_prompts(tok, prompts, eos_id, max_len):
+  """Token ids of each prompt ('' -> [EOS]); a one-line error for one that does not fit."""
+  out = []
+  for i, prompt in enumerate(prompts):
+    ids = tok.encode(prompt, add_special_tokens=False).ids if prompt else [eos_id]
+    if len(ids) >= max_len:
+      raise GenerateError(f"--prompt: prompt {i} has {len(ids)} tokens; the model's max_len is "
+                          f"{max_len}: shorten it to at most {max_len - 1} tokens")
+    out.append(ids or [eos_id])
+  return out
+
+
+def _stop_at(text, stops):
+  """`text` cut after the first stop string, and whether one was found."""
+  cuts = [text.index(s) + len(s) for s in stops if s in text]
+  return (text[:min(cuts)], True) if cuts else (text, False)
+
+
+def generate(workdir, prompts, *, step=None, max_new_tokens=64, temperature=0.8, top_k=0,
+             top_p=1.0, num_samples=1, seed=0, stop=(), batch_size=16, stream=None):
+  """Completions of `prompts` (num_samples each): a list of (prompt index, sample, text).
+  `stream(text)` receives the text as it is generated (one prompt, one sample)."""
+  from models import decode  # pylint: disable=g-import-not-at-top
+  model, m, tok, eos_id = load(workdir, step)
+  ids = encode_prompts(tok, prompts, eos_id, m.max_len)
+  jobs = [(i, s) for i in range(len(prompts)) for s in range(num_samples)]
+  results = []
+  for start in range(0, len(jobs), batch_size):
+    batch = jobs[start:start + batch_size]
+    rows = [ids[i] for i, _ in batch]
+    rows += [rows[0]] * (min(batch_size, len(jobs)) - len(rows))  # one shape for every batch
+    room = m.max_len - max(map(len, rows))
+    if room < max_new_tokens:
+      print(f"--max_new_tokens: {max_new_tokens} cut to {room}, what max_len={m.max_len} leaves "
+            "after the longest prompt", flush=True)
+    texts = {}
+
+    def stop_fn(row, new):
+      texts[row], found = _stop_at(tok.decode(new), stop)
+      return found
+
+    on_token = None
+    if stream is not None:
+      shown = [""]
+
+      def on_token(step_, new_ids):
+        del step_, new_ids
+        text = texts.get(0, "").rstrip("\ufffd")  # hold back a character still incomplete
+        stream(text[len(shown[0]):])
+        shown[0] = text
+
+    sampling = decode.Sampling(max_new_tokens=min(room, max_new_tokens), temperature=temperature,
+                               top_k=top_k, top_p=top_p, seed=seed + start, eos_id=eos_id,
+                               stop=stop_fn)
+    new = decode.generate(model, m, rows, sampling, on_token)
+    for row, (i, s) in enumerate(batch):
+      text = texts.get(row, tok.decode(new[row]))
+      results.append((i, s, _stop_at(text, stop)[0]))
+    if stream is not None:
+      stream(results[0][2][len(shown[0]):])
+  return results
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.WARNING)
+  cli.run_reporting_user_errors(_run)
+
+
+def _run():
+  if (_PROMPT.value is None) == (_PROMPTS_FILE.value is None):
+    raise GenerateError("--prompt, --prompts_file: give exactly one of them")
+  for flag, ok in ((_MAX_NEW, _MAX_NEW.value > 0), (_NUM_SAMPLES, _NUM_SAMPLES.value > 0),
+                   (_BATCH, _BATCH.value > 0), (_TEMPERATURE, _TEMPERATURE.value >= 0),
+                   (_TOP_K, _TOP_K.value >= 0), (_TOP_P, 0 < _TOP_P.value <= 1)):
+    if not ok:
+      raise GenerateError(f"--{flag.name}: {flag.value} is out of range")
+  if _PROMPT.value is not None:
+    prompts = [_PROMPT.value]
+  else:
+    with open(_PROMPTS_FILE.value, encoding="utf-8") as f:
+      prompts = [line.rstrip("\n") for line in f if line.strip()]
+  single = len(prompts) == 1 and _NUM_SAMPLES.value == 1
+  started = []
+
+  def stream(text):
+    if not started:  # the prompt, once the model is loaded
+      started.append(print(prompts[0], end="", flush=True))
+    print(text, end="", flush=True)
+
+  results = generate(
+      _WORKDIR.value, prompts, step=_STEP.value, max_new_tokens=_MAX_NEW.value,
+      temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value,
+      num_samples=_NUM_SAMPLES.value, seed=_SEED.value, stop=_STOP.value,
+      batch_size=_BATCH.value,
+      stream=stream if single else None)
+  if single:
+    print(flush=True)
+  else:
+    for i, s, text in results:
+      print(f"=== prompt {i} sample {s} ===\n{prompts[i]}{text}", flush=True)
+  if _OUTPUT.value:
+    with open(_OUTPUT.value, "w", encoding="utf-8") as f:
+      for i, s, text in results:
+        f.write(json.dumps(dict(prompt=prompts[i], sample=s, text=text)) + "\n")
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=errors.parse_flags)
