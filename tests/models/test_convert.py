@@ -237,3 +237,20 @@ def test_cli_reports_one_line(tmp_path):
   assert out.returncode == 2, out.stderr
   assert out.stderr.strip().startswith("error: --hf_dir:") and "\n" not in out.stderr.strip()
   assert not (tmp_path / "run").exists()
+
+
+def test_greedy_generation_matches_transformers(imported):
+  """The imported model continues a batch of prompts greedily with the KV cache exactly as
+  transformers' generate does (GPT-2: learned positions; Llama: RoPE, GQA)."""
+  from models import decode  # pylint: disable=g-import-not-at-top
+  from pretrain import checkpointing  # pylint: disable=g-import-not-at-top
+  _, model, _, workdir = imported
+  prompts = [list(TOKENS[0, :9]), list(TOKENS[1, :9])]
+  m, params, config, _ = checkpointing.load_params(workdir)
+  ours = decode.generate(checkpointing.with_params(config.objective, m, params), m, prompts,
+                         decode.Sampling(max_new_tokens=12))
+  with torch.no_grad():
+    ids = torch.tensor(prompts)
+    theirs = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
+                            do_sample=False, eos_token_id=None, pad_token_id=0)
+  assert ours == theirs[:, 9:].tolist()
