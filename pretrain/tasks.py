@@ -31,6 +31,23 @@ def _hidden(model, batch, dropout_key):
                dropout_key=dropout_key)
 
 
+def _mean_loss(outputs, denominator):
+  """The loss of a task whose `outputs` sum it: the mean over `denominator` (examples or
+  labelled tokens) of the whole batch."""
+  def loss(model, batch, dropout_key, denominators):
+    sums, _ = outputs(model, batch, dropout_key)
+    return sums["loss_sum"] / jnp.maximum(denominators[denominator], 1.0), sums
+  return loss
+
+
+def _means(denominator, accuracy):
+  """summarize: the mean loss and, as `accuracy`, the share of correct ones."""
+  def summarize(s):
+    return {"loss": objectives.ratio(s["loss_sum"], s[denominator]),
+            accuracy: objectives.ratio(s["correct"], s[denominator])}
+  return summarize
+
+
 def _examples_denominator(batch):
   return {"examples": jnp.sum(batch["example_weights"])}
 
@@ -94,11 +111,6 @@ def _classify_outputs(model, batch, dropout_key):
   xent, correct = objectives.cross_entropy(logits, batch["labels"])
   return ({"loss_sum": jnp.sum(xent * w), "correct": jnp.sum(correct * w)},
           {"labels": jnp.argmax(logits, -1).astype(jnp.int32)})
-
-
-def _classify_loss(model, batch, dropout_key, denominators):
-  sums, _ = _classify_outputs(model, batch, dropout_key)
-  return sums["loss_sum"] / jnp.maximum(denominators["examples"], 1.0), sums
 
 
 def _classify_summarize(s):
@@ -187,16 +199,6 @@ def _tag_outputs(model, batch, dropout_key):
           {"labels": jnp.argmax(logits, -1).astype(jnp.int32)})
 
 
-def _tag_loss(model, batch, dropout_key, denominators):
-  sums, _ = _tag_outputs(model, batch, dropout_key)
-  return sums["loss_sum"] / jnp.maximum(denominators["tokens"], 1.0), sums
-
-
-def _tag_summarize(s):
-  return {"loss": objectives.ratio(s["loss_sum"], s["tokens"]),
-          "token_accuracy": objectives.ratio(s["correct"], s["tokens"])}
-
-
 def _ner_tags(preds, loader):
   return conll.word_predictions(preds["labels"], loader.arrays, loader.source,
                                 ner_labels(loader.data))
@@ -263,16 +265,6 @@ def _span_outputs(model, batch, dropout_key):
           {"start_logits": start, "end_logits": end})
 
 
-def _span_loss(model, batch, dropout_key, denominators):
-  sums, _ = _span_outputs(model, batch, dropout_key)
-  return sums["loss_sum"] / jnp.maximum(denominators["examples"], 1.0), sums
-
-
-def _span_summarize(s):
-  return {"loss": objectives.ratio(s["loss_sum"], s["examples"]),
-          "span_accuracy": objectives.ratio(s["correct"], s["examples"])}
-
-
 def _squad_answers(preds, loader):
   cfg = loader.data.squad
   return squad.postprocess(preds["start_logits"], preds["end_logits"], loader.arrays,
@@ -325,12 +317,15 @@ def _task(name, model, load_data, outputs, loss, summarize, score, write, fake,
 OBJECTIVES = {
     "classification": _task(  # GLUE: sentence (pair) classification, STS-B regression
         "classification", encoder.SequenceClassifier, _glue_load, _classify_outputs,
-        _classify_loss, _classify_summarize, _glue_score, _glue_write, _classify_fake),
+        _mean_loss(_classify_outputs, "examples"), _classify_summarize, _glue_score,
+        _glue_write, _classify_fake),
     "token_classification": _task(  # NER
-        "token_classification", encoder.TokenClassifier, _ner_load, _tag_outputs, _tag_loss,
-        _tag_summarize, _ner_score, _ner_write, _tag_fake,
+        "token_classification", encoder.TokenClassifier, _ner_load, _tag_outputs,
+        _mean_loss(_tag_outputs, "tokens"), _means("tokens", "token_accuracy"), _ner_score,
+        _ner_write, _tag_fake,
         denominators=lambda batch: {"tokens": jnp.sum(_token_weights(batch))}),
     "span_extraction": _task(  # SQuAD v1.1 / v2.0
-        "span_extraction", encoder.SpanClassifier, _squad_load, _span_outputs, _span_loss,
-        _span_summarize, _squad_score, _squad_write, _span_fake),
+        "span_extraction", encoder.SpanClassifier, _squad_load, _span_outputs,
+        _mean_loss(_span_outputs, "examples"), _means("examples", "span_accuracy"),
+        _squad_score, _squad_write, _span_fake),
 }
