@@ -10,7 +10,8 @@ that compiles every function:
 
   cached      one `prefill` of the context (whose logits give the first new token), then
               `decode_step` per further token (models/decode.py, as `generate` does; the cache
-              has as many slots as `generate` gives it: the power of two >= context + new);
+              has as many slots as `generate` gives it, decode.cache_slots: context + new
+              rounded up to 128, or `--slots`);
   recomputed  per token, one jitted forward of the whole model over the current prefix,
               right-padded to a fixed context + new_tokens (one compile, not one per length:
               the model is causal, so padding on the right leaves the logits at the last real
@@ -41,6 +42,8 @@ _BATCH = flags.DEFINE_integer("batch", 1, "Rows generated at once.")
 _SIZE = flags.DEFINE_string("size", "small", "Decoder size (models/decoder.py SIZES).")
 _SCAN = flags.DEFINE_boolean("scan_layers", True, "Stack the layers in one lax.scan.")
 _DTYPE = flags.DEFINE_string("dtype", "float32", "Compute dtype (bfloat16 on accelerators).")
+_SLOTS = flags.DEFINE_integer("slots", 0, "Cache slots; 0: what `generate` allocates "
+                             "(decode.cache_slots: context + new_tokens rounded up to 128).")
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Timed runs per method; the best is reported.")
 _VOCAB = 50257  # GPT-2's tokenizer; resolve pads it to a multiple of 128
 
@@ -50,12 +53,16 @@ def _greedy(logits):
   return jnp.argmax(logits, -1).astype(jnp.int32)
 
 
+def cache_slots(cfg, length, new_tokens):
+  return _SLOTS.value or decode.cache_slots(cfg, length, new_tokens)
+
+
 def cached_generation(graphdef, params, cfg, context, new_tokens):
   """Prefill + (new_tokens - 1) decode steps; returns (tokens [b, new], seconds, decode s)."""
   batch, length = context.shape
-  slots = decode.bucket(length + new_tokens, cfg.max_len)
+  slots = cache_slots(cfg, length, _NEW.value)
   lengths = jnp.full((batch,), length, jnp.int32)
-  cache = decode.init_cache(cfg, batch, max(slots, length))
+  cache = decode.init_cache(cfg, batch, slots)
   jax.block_until_ready(cache)
   start = time.perf_counter()
   logits, cache = decode.prefill(graphdef, params, context, lengths, cache)
@@ -120,6 +127,8 @@ def main(argv):
   model_section = common.model_config(decoder, _SIZE.value)
   model_section.update(dtype=_DTYPE.value, scan_layers=_SCAN.value)
   cfg = layers.resolve(model_section, _VOCAB)
+  if _SLOTS.value and _SLOTS.value < context_len + new_tokens:
+    raise app.UsageError(f"--slots must hold --context + --new_tokens = {context_len + new_tokens}")
   if context_len + new_tokens > cfg.max_len:
     raise app.UsageError(f"--context + --new_tokens = {context_len + new_tokens} exceeds "
                          f"max_len {cfg.max_len}")
@@ -136,7 +145,7 @@ def main(argv):
   print(f"model: {_SIZE.value} ({n_params / 1e6:.2f}M parameters incl. positions, vocab "
         f"{cfg.vocab_size}), {cfg.dtype}, scan_layers={cfg.scan_layers}; batch {batch}, context "
         f"{context_len}, {new_tokens} new tokens, cache slots "
-        f"{decode.bucket(context_len + new_tokens, cfg.max_len)}, recompute padded to "
+        f"{cache_slots(cfg, context_len, new_tokens)}, recompute padded to "
         f"{context_len + new_tokens}")
 
   # Warm-up: compiles prefill, decode_step, the argmax and the full forward (one shape each).
@@ -157,7 +166,7 @@ def main(argv):
 
   # The two paths must agree: the first token's logits, and the greedy tokens (random weights
   # give near-ties, so a late token may differ by float rounding; the count is shown).
-  cache = decode.init_cache(cfg, batch, decode.bucket(context_len + new_tokens, cfg.max_len))
+  cache = decode.init_cache(cfg, batch, cache_slots(cfg, context_len, new_tokens))
   prefill_logits, _ = decode.prefill(graphdef, params, context,
                                      jnp.full((batch,), context_len, jnp.int32), cache)
   diff = float(jnp.max(jnp.abs(prefill_logits - first_logits)))

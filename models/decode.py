@@ -31,6 +31,14 @@ def bucket(n, limit, smallest=16):
   return min(size, limit)
 
 
+def cache_slots(cfg, longest, max_new_tokens):
+  """Cache slots for prompts of up to `longest` tokens and max_new_tokens more: in steps of
+  128 rather than powers of two (a decoding step reads every slot), and at least the prompts'
+  bucket (prefill writes all of it)."""
+  slots = min(cfg.max_len, -(-(longest + max_new_tokens) // 128) * 128)
+  return max(slots, bucket(longest, cfg.max_len))
+
+
 def init_cache(cfg, batch, slots):
   """A zero KV cache for resolved decoder config `cfg`."""
   shape = (cfg.num_layers, batch, slots, cfg.num_kv_heads, cfg.head_dim)
@@ -97,11 +105,11 @@ def generate(model, cfg, prompts, sampling, on_token=None):
     raise ValueError(f"prompts of {lengths.min()}-{lengths.max()} tokens plus "
                      f"{sampling.max_new_tokens} new ones do not fit max_len={cfg.max_len}")
   width = bucket(int(lengths.max()), cfg.max_len)
-  slots = bucket(int(lengths.max()) + sampling.max_new_tokens, cfg.max_len)
   tokens = np.zeros((len(prompts), width), np.int32)
   for i, p in enumerate(prompts):
     tokens[i, :len(p)] = p
-  cache = init_cache(cfg, len(prompts), max(slots, width))
+  cache = init_cache(cfg, len(prompts), cache_slots(cfg, int(lengths.max()),
+                                                   sampling.max_new_tokens))
   logits, cache = prefill(graphdef, params, jnp.asarray(tokens), jnp.asarray(lengths), cache)
   key = jax.random.PRNGKey(sampling.seed)
   out = [[] for _ in prompts]
