@@ -28,10 +28,13 @@ setuptools.setup(
     extras_require={
         # Hugging Face checkpoints (models/convert.py); torch only to read pytorch_model.bin
         "hf": ["safetensors>=0.4"],
-        # everything the tests need: CPU torch and transformers for the parity tests, and the
-        # reference implementations the fine-tuning metrics are checked against
+        # lm-evaluation-harness over our checkpoints (pretrain/lm_eval.py)
+        "eval": ["lm-eval>=0.4.5,<0.5"],
+        # everything the tests need: CPU torch and transformers for the parity tests, the
+        # reference implementations the fine-tuning metrics are checked against, and lm-eval
         "test": ["pytest>=8", "pytest-xdist>=3.5", "safetensors>=0.4", "transformers>=5,<6",
-                 "torch==2.13.0", "seqeval>=1.2.2", "scikit-learn>=1.3", "scipy>=1.10"],
+                 "torch==2.13.0", "seqeval>=1.2.2", "scikit-learn>=1.3", "scipy>=1.10",
+                 "lm-eval>=0.4.5,<0.5"],
         "cuda": ["jax[cuda12]>=0.10.0,<0.11"],
         "tpu": ["jax[tpu]>=0.10.0,<0.11"],
     },

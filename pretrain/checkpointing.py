@@ -321,15 +321,35 @@ def load_params(workdir, step=None, check=None):
   return m, params, config, step
 
 
+def load_decoder(workdir, step=None, purpose="generation"):
+  """(model, resolved model config, tokenizer, EOS id, step) of a GPT run's checkpoint (the
+  latest by default), on one device; an encoder run, or a run without its tokenizer.json, is a
+  one-line error."""
+
+  def check(config, m):
+    del m
+    if config.objective != "causal_lm":
+      raise CheckpointError(f"--workdir: {workdir!r} holds a {config.objective!r} run, an "
+                            f"encoder; {purpose} needs a decoder (causal_lm) checkpoint")
+
+  m, params, config, step = load_params(workdir, step, check)
+  tok = run_tokenizer(workdir)
+  if tok is None:
+    raise CheckpointError(f"--workdir: {workdir!r} has no tokenizer.json; give a run trained "
+                          "or imported by this version")
+  model = with_params(config.objective, m, params)
+  return model, m, tok, tok.token_to_id(config.data.tokenizer.eos_token), step
+
+
 def with_params(objective_name, model_cfg, params):
   """The model of `objective_name` for `model_cfg`, holding `params`."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from pretrain import objectives  # pylint: disable=g-import-not-at-top
-  model = objectives.get(objective_name).make_model(model_cfg, nnx.Rngs(0))
-  state = nnx.state(model, nnx.Param)
+  # Built abstract (shapes only), then given the parameters: nothing is initialised twice.
+  graphdef, state = nnx.split(nnx.eval_shape(
+      lambda: objectives.get(objective_name).make_model(model_cfg, nnx.Rngs(0))))
   nnx.replace_by_pure_dict(state, params)
-  nnx.update(model, state)
-  return model
+  return nnx.merge(graphdef, state)
 
 
 def restore_or_init(start, steps, objective, model_cfg):

@@ -20,20 +20,25 @@ from absl import app, flags, logging
 from configs import errors
 from pretrain import cli
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A GPT run's directory.")
-_STEP = flags.DEFINE_integer("step", None, "The checkpoint's step (default: the latest).")
-_PROMPT = flags.DEFINE_string("prompt", None, "The prompt ('' starts a new document).")
-_PROMPTS_FILE = flags.DEFINE_string("prompts_file", None, "One prompt per line.")
-_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 64, "Tokens to generate at most.")
-_TEMPERATURE = flags.DEFINE_float("temperature", 0.8, "0: greedy; higher: more random.")
-_TOP_K = flags.DEFINE_integer("top_k", 0, "Sample from the k most likely tokens (0: all).")
-_TOP_P = flags.DEFINE_float("top_p", 1.0, "Sample from the smallest set of this probability.")
-_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "Completions per prompt.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the sampling (same seed, same samples).")
-_STOP = flags.DEFINE_multi_string("stop", [], "Stop a completion after this string.")
-_BATCH = flags.DEFINE_integer("batch_size", 16, "Completions decoded together.")
-_OUTPUT = flags.DEFINE_string("output", "", "Also write the completions here (jsonl).")
-flags.mark_flags_as_required(["workdir"])
+
+
+def define_flags():
+  """The command line's flags (defined only when run as a program, so that importing this
+  module beside other entry points defines no flags twice)."""
+  flags.DEFINE_string("workdir", None, "A GPT run's directory.")
+  flags.DEFINE_integer("step", None, "The checkpoint's step (default: the latest).")
+  flags.DEFINE_string("prompt", None, "The prompt ('' starts a new document).")
+  flags.DEFINE_string("prompts_file", None, "One prompt per line.")
+  flags.DEFINE_integer("max_new_tokens", 64, "Tokens to generate at most.")
+  flags.DEFINE_float("temperature", 0.8, "0: greedy; higher: more random.")
+  flags.DEFINE_integer("top_k", 0, "Sample from the k most likely tokens (0: all).")
+  flags.DEFINE_float("top_p", 1.0, "Sample from the smallest set of this probability.")
+  flags.DEFINE_integer("num_samples", 1, "Completions per prompt.")
+  flags.DEFINE_integer("seed", 0, "Seed of the sampling (same seed, same samples).")
+  flags.DEFINE_multi_string("stop", [], "Stop a completion after this string.")
+  flags.DEFINE_integer("batch_size", 16, "Completions decoded together.")
+  flags.DEFINE_string("output", "", "Also write the completions here (jsonl).")
+  flags.mark_flags_as_required(["workdir"])
 
 
 class GenerateError(errors.UserError):
@@ -43,20 +48,7 @@ class GenerateError(errors.UserError):
 def load(workdir, step=None):
   """(model, resolved model config, tokenizer, EOS id) of a GPT run; encoders are refused."""
   from pretrain import checkpointing  # pylint: disable=g-import-not-at-top
-
-  def check(config, m):
-    del m
-    if config.objective != "causal_lm":
-      raise GenerateError(f"--workdir: {workdir!r} holds a {config.objective!r} run, an encoder; "
-                          "generation needs a decoder (causal_lm) checkpoint")
-
-  m, params, config, _ = checkpointing.load_params(workdir, step, check)
-  tok = checkpointing.run_tokenizer(workdir)
-  if tok is None:
-    raise GenerateError(f"--workdir: {workdir!r} has no tokenizer.json; give a run trained or "
-                        "imported by this version")
-  model = checkpointing.with_params(config.objective, m, params)
-  return model, m, tok, tok.token_to_id(config.data.tokenizer.eos_token)
+  return checkpointing.load_decoder(workdir, step, "generation")[:4]
 
 
 def encode_prompts(tok, prompts, eos_id, max_len):
@@ -130,19 +122,20 @@ def main(argv):
 
 
 def _run():
-  if (_PROMPT.value is None) == (_PROMPTS_FILE.value is None):
+  f = flags.FLAGS
+  if (f.prompt is None) == (f.prompts_file is None):
     raise GenerateError("--prompt, --prompts_file: give exactly one of them")
-  for flag, ok in ((_MAX_NEW, _MAX_NEW.value > 0), (_NUM_SAMPLES, _NUM_SAMPLES.value > 0),
-                   (_BATCH, _BATCH.value > 0), (_TEMPERATURE, _TEMPERATURE.value >= 0),
-                   (_TOP_K, _TOP_K.value >= 0), (_TOP_P, 0 < _TOP_P.value <= 1)):
+  for name, ok in (("max_new_tokens", f.max_new_tokens > 0), ("num_samples", f.num_samples > 0),
+                   ("batch_size", f.batch_size > 0), ("temperature", f.temperature >= 0),
+                   ("top_k", f.top_k >= 0), ("top_p", 0 < f.top_p <= 1)):
     if not ok:
-      raise GenerateError(f"--{flag.name}: {flag.value} is out of range")
-  if _PROMPT.value is not None:
-    prompts = [_PROMPT.value]
+      raise GenerateError(f"--{name}: {f[name].value} is out of range")
+  if f.prompt is not None:
+    prompts = [f.prompt]
   else:
-    with open(_PROMPTS_FILE.value, encoding="utf-8") as f:
-      prompts = [line.rstrip("\n") for line in f if line.strip()]
-  single = len(prompts) == 1 and _NUM_SAMPLES.value == 1
+    with open(f.prompts_file, encoding="utf-8") as file:
+      prompts = [line.rstrip("\n") for line in file if line.strip()]
+  single = len(prompts) == 1 and f.num_samples == 1
   started = []
 
   def stream(text):
@@ -151,21 +144,19 @@ def _run():
     print(text, end="", flush=True)
 
   results = generate(
-      _WORKDIR.value, prompts, step=_STEP.value, max_new_tokens=_MAX_NEW.value,
-      temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value,
-      num_samples=_NUM_SAMPLES.value, seed=_SEED.value, stop=_STOP.value,
-      batch_size=_BATCH.value,
-      stream=stream if single else None)
+      f.workdir, prompts, step=f.step, max_new_tokens=f.max_new_tokens,
+      temperature=f.temperature, top_k=f.top_k, top_p=f.top_p, num_samples=f.num_samples,
+      seed=f.seed, stop=f.stop, batch_size=f.batch_size, stream=stream if single else None)
   if single:
     print(flush=True)
   else:
     for i, s, text in results:
       print(f"=== prompt {i} sample {s} ===\n{prompts[i]}{text}", flush=True)
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, "w", encoding="utf-8") as f:
+  if f.output:
+    with open(f.output, "w", encoding="utf-8") as file:
       for i, s, text in results:
-        f.write(json.dumps(dict(prompt=prompts[i], sample=s, text=text)) + "\n")
+        file.write(json.dumps(dict(prompt=prompts[i], sample=s, text=text)) + "\n")
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=errors.parse_flags)
+  app.run(main, flags_parser=lambda argv: errors.parse_flags(argv, define_flags))

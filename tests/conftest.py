@@ -108,3 +108,28 @@ def sentence_corpus(tmp_path_factory):
 @pytest.fixture
 def tiny_bert(data_dir, sentence_corpus):
   return lambda **kw: tiny_bert_config(data_dir, sentence_corpus, **kw)
+
+
+@pytest.fixture(scope="session")
+def capitals_run(tmp_path_factory, data_dir):
+  """A tiny GPT that has memorised the facts of tests/fixtures/lm_eval/capitals.jsonl ("the
+  capital of france is paris.", shuffled in 200 documents): word-level BPE, 400 steps (about
+  10 s); checkpoints at steps 100 (near chance), 200, 300 and 400 (every fact).
+  Returns (workdir, path of the items)."""
+  import json  # pylint: disable=g-import-not-at-top
+  import random  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from pretrain import trainer  # pylint: disable=g-import-not-at-top
+  items = REPO / "tests" / "fixtures" / "lm_eval" / "capitals.jsonl"
+  facts = [f"{d['context']} {d['endings'][d['label']]}."
+           for d in map(json.loads, items.read_text().splitlines())]
+  r = random.Random(0)
+  corpus = tmp_path_factory.mktemp("capitals") / "capitals.txt"
+  corpus.write_text("\n\n".join(" ".join(r.sample(facts, len(facts))) for _ in range(200)))
+  config = tiny_gpt_config(data_dir, **{
+      "data.files": str(corpus), "data.tokenizer.vocab_size": 512, "model.d_model": 64,
+      "train.total_steps": 400, "train.log_every": 100, "checkpoint.every": 100,
+      "checkpoint.keep": 4})
+  workdir = str(tmp_path_factory.mktemp("capitals_run"))
+  trainer.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
+  return workdir, str(items)

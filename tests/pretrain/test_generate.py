@@ -58,14 +58,14 @@ def test_samples_reproduce_by_seed_and_stop_strings_cut(gpt_dir):
 
 def test_bad_input_is_one_line(gpt_dir, tmp_path):
   from configs import bert  # pylint: disable=g-import-not-at-top
-  from pretrain import generate  # pylint: disable=g-import-not-at-top
+  from pretrain import checkpointing, generate  # pylint: disable=g-import-not-at-top
   with pytest.raises(generate.GenerateError, match="max_len is 64") as e:
     generate.generate(gpt_dir, ["the cat " * 40])
   assert "\n" not in str(e.value)
   config = bert.get_config("smoke")
   config.model.update(num_layers=1, d_model=32, max_len=64)
   encoder_dir = _write_run(tmp_path / "bert", config)
-  with pytest.raises(generate.GenerateError, match="needs a decoder") as e:
+  with pytest.raises(checkpointing.CheckpointError, match="needs a decoder") as e:
     generate.generate(encoder_dir, ["the cat"])
   assert "\n" not in str(e.value)
 
