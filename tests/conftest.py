@@ -5,6 +5,17 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 
+import tempfile  # pylint: disable=g-import-not-at-top
+
+# One persistent compilation cache per test run, shared by the pytest-xdist workers and by the
+# subprocesses the tests start: the same tiny programs, compiled again by every resumed,
+# restarted or compared run, compile once. (A cache hit counts as a compile in COMPILES.)
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), f"pretrain-tests-jax-cache-{_RUN}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
 import pathlib  # pylint: disable=g-import-not-at-top
 
 import pytest  # pylint: disable=g-import-not-at-top
@@ -12,10 +23,12 @@ import pytest  # pylint: disable=g-import-not-at-top
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
-# Every XLA compilation of this process, by JAX's monitoring event for a backend compile: tests
-# that promise "fails before compiling" clear it and check it stays empty (and
-# tests/pretrain/test_errors.py checks that a valid run does record one here).
+# Every XLA compilation of this process, by JAX's monitoring events for a backend compile and
+# for a program found in the compilation cache: tests that promise "fails before compiling"
+# clear it and check it stays empty (and tests/pretrain/test_errors.py checks that a valid run
+# does record one here).
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
 COMPILES = []
 
 
@@ -23,6 +36,8 @@ def _record_compiles():
   import jax  # pylint: disable=g-import-not-at-top
   jax.monitoring.register_event_duration_secs_listener(
       lambda event, _, **kw: COMPILES.append(event) if event == COMPILE_EVENT else None)
+  jax.monitoring.register_event_listener(
+      lambda event, **kw: COMPILES.append(event) if event == CACHE_HIT_EVENT else None)
 
 
 _record_compiles()
@@ -133,3 +148,10 @@ def capitals_run(tmp_path_factory, data_dir):
   workdir = str(tmp_path_factory.mktemp("capitals_run"))
   trainer.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
   return workdir, str(items)
+
+
+def pytest_sessionfinish(session):
+  """The run's compilation cache goes with the run (removed by the process that named it)."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  if not hasattr(session.config, "workerinput") and _RUN == str(os.getpid()):
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)

@@ -15,6 +15,8 @@ from models import layer_stack
 from pretrain import checkpointing, evaluate, trainer
 from tests.conftest import COMPILES, REPO
 
+pytestmark = pytest.mark.xdist_group("evaluate")  # one worker builds the shared run
+
 EVAL_KEYS = ("loss", "perplexity", "accuracy", "bits_per_byte")
 
 

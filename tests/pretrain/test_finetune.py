@@ -11,6 +11,8 @@ import pytest
 
 from tests.conftest import COMPILES, tiny_bert_config
 
+pytestmark = pytest.mark.xdist_group("finetune")  # one worker builds the shared run
+
 NAMES = ["alice", "bob", "carol", "dave", "erin", "frank"]
 VERBS = ["likes", "sees", "paints", "buys", "finds", "wants"]
 ADJS = ["green", "red", "small", "big", "old", "new"]

@@ -45,8 +45,6 @@ def test_accumulation_gives_the_full_batch_gradient(model, tiny_config, tiny_ber
   make = tiny_config if model == "gpt" else tiny_bert
   common = {"batch.size": 16, "model.dropout": 0.0}
   full = _gradient(make(**common), devices=1)
-  for accum in (2, 4):
-    _assert_same(full, _gradient(make(**common, **{"batch.grad_accum": accum}), devices=1))
+  _assert_same(full, _gradient(make(**common, **{"batch.grad_accum": 2}), devices=1))
   # 8 devices (data x fsdp x tensor), microbatches still spread over the batch axes
-  _assert_same(full, _gradient(make(**common, **MESH, **{"batch.grad_accum": 2}), devices=8))
-  _assert_same(full, _gradient(make(**common, **MESH), devices=8))
+  _assert_same(full, _gradient(make(**common, **MESH, **{"batch.grad_accum": 4}), devices=8))

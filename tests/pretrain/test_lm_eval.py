@@ -15,6 +15,8 @@ from lm_eval.api import model as lm_model
 
 from pretrain import lm_eval as ours
 from pretrain import score
+
+pytestmark = pytest.mark.xdist_group("capitals")  # one worker builds the shared run
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 TASKS = REPO / "tests" / "fixtures" / "lm_eval"

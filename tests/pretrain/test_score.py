@@ -14,6 +14,8 @@ import pytest
 from pretrain import score
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.xdist_group("capitals")  # one worker builds the shared run
+
 
 def test_memorised_facts_beat_chance_and_an_untrained_model_does_not(capitals_run, tmp_path):
   workdir, items_file = capitals_run
