@@ -11,6 +11,7 @@ import tempfile  # pylint: disable=g-import-not-at-top
 # subprocesses the tests start: the same tiny programs, compiled again by every resumed,
 # restarted or compared run, compile once. (A cache hit counts as a compile in COMPILES.)
 _RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ  # else the user's: never removed
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), f"pretrain-tests-jax-cache-{_RUN}"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
@@ -153,5 +154,5 @@ def capitals_run(tmp_path_factory, data_dir):
 def pytest_sessionfinish(session):
   """The run's compilation cache goes with the run (removed by the process that named it)."""
   import shutil  # pylint: disable=g-import-not-at-top
-  if not hasattr(session.config, "workerinput") and _RUN == str(os.getpid()):
+  if _OWN_CACHE and not hasattr(session.config, "workerinput") and _RUN == str(os.getpid()):
     shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
