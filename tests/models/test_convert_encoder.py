@@ -152,12 +152,11 @@ def test_workdir_passes_the_run_checks(imported):
   assert (ids["[CLS]"], ids["[SEP]"], ids["[MASK]"]) == ((2, 3, 4) if kind == "bert" else (0, 2, 4))
 
 
-def test_roberta_workdir_evaluates_on_a_corpus(imported, data_dir, sentence_corpus):
-  """A RoBERTa import runs through the masked-LM pipeline (full sentences, <s> ... </s>)."""
+def test_workdir_evaluates_on_a_corpus(imported, data_dir, sentence_corpus):
+  """An import runs through the masked-LM pipeline: BERT's NSP pairs, RoBERTa's full
+  sentences (<s> ... </s> in the roles of [CLS] ... [SEP])."""
   from pretrain import checkpointing, evaluate  # pylint: disable=g-import-not-at-top
-  kind, _, _, workdir = imported
-  if kind != "roberta":
-    pytest.skip("the BERT workdir is evaluated by the GLUE fine-tuning test's path")
+  _, _, _, workdir = imported
   config = checkpointing.run_config(workdir)
   config.data.update(data_dir=data_dir, files=sentence_corpus, doc_split="blank_line")
   config.batch.update(size=8, seq_len=32)
