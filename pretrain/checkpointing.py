@@ -106,12 +106,16 @@ def check_compatible(saved_model, model, where, ignore=()):
           f"the config has {model[field]!r}; match the checkpoint's model or use a fresh workdir")
 
 
+def _leaf_shapes(tree):
+  """{path: shape} of a tree of arrays (or of their metadata)."""
+  return {jax.tree_util.keystr(p): tuple(v.shape)
+          for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
 def param_shapes(ckpt, step):
   """{top-level parameter entry: {path: shape}} of a checkpoint, read from its metadata."""
   tree = ckpt.manager.item_metadata(step)["state"]["params"]
-  return {k: {jax.tree_util.keystr(p): tuple(v.shape)
-              for p, v in jax.tree_util.tree_flatten_with_path(sub)[0]}
-          for k, sub in tree.items()}
+  return {k: _leaf_shapes(sub) for k, sub in tree.items()}
 
 
 def restore_params(ckpt, step, steps, objective, model_cfg, keys=None):
@@ -371,10 +375,5 @@ def loadable(saved, target):
   """The entries of the parameter tree `target` that a checkpoint with entries `saved`
   ({entry: {path: shape}}) can fill: all that it has, but a task head of another shape (a
   new label set). The layers' entry is converted between layouts, so its shapes may differ."""
-  keys = []
-  for key, sub in target.items():
-    shapes = {jax.tree_util.keystr(p): tuple(v.shape)
-              for p, v in jax.tree_util.tree_flatten_with_path(sub)[0]}
-    if key in saved and (key == layer_stack.BLOCKS or saved[key] == shapes):
-      keys.append(key)
-  return keys
+  return [key for key, sub in target.items()
+          if key in saved and (key == layer_stack.BLOCKS or saved[key] == _leaf_shapes(sub))]

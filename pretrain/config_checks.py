@@ -95,9 +95,9 @@ def check(config, num_devices, num_processes=1):
   tokenizer.check_config(config.data.tokenizer)
   _require(config.data.prepare_pieces >= 0, "config.data.prepare_pieces: must be >= 0 (0: automatic)")
   sources.named(config.data)  # the mixture's entries and weights
-  _require(config.objective in objectives.all_objectives(),
-           f"config.objective: unknown {config.objective!r}; choose one of "
-           f"{', '.join(objectives.all_objectives())}")
+  known = objectives.all_objectives()
+  _require(config.objective in known,
+           f"config.objective: unknown {config.objective!r}; choose one of {', '.join(known)}")
   if config.objective in ("mlm", "mlm_nsp"):
     check_mlm(config)
   _require(not config.init_from or os.path.isdir(config.init_from),

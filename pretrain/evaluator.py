@@ -54,10 +54,6 @@ class Evaluator:
       predictions = jax.tree.map(lambda *xs: np.concatenate(xs), *predictions)
     return jax.device_get(total), predictions or None
 
-  def sums(self, params, name):
-    """Summed metrics and denominators of one dataset's split."""
-    return self.run(params, name)[0]
-
   def per_dataset(self, params):
     """{name: (summed metrics, predictions or None)} for every dataset."""
     return {name: self.run(params, name) for name in self.loaders}

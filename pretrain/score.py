@@ -205,8 +205,8 @@ def score(workdir, tasks_file, *, step=None, batch_size=32, limit=0, output=""):
 
 
 def define_flags():
-  """The command line's flags (defined only when run as a program: pretrain.generate and
-  pretrain.evaluate define flags of the same names at import)."""
+  """The command line's flags (defined only when run as a program: pretrain.evaluate defines
+  flags of the same names at import)."""
   flags.DEFINE_string("workdir", None, "A GPT run's directory.")
   flags.DEFINE_string("tasks_file", None, "Items, one JSON object a line: context (or ctx), "
                       "endings, label.")
