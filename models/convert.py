@@ -391,10 +391,7 @@ def load_params(workdir, step=None):
   from models import layer_stack  # pylint: disable=g-import-not-at-top
   from pretrain import checkpointing  # pylint: disable=g-import-not-at-top
 
-  def check(config, m):  # before any array is read
-    if config.objective not in ("causal_lm", "mlm", "mlm_nsp", "classification"):
-      raise ConvertError(f"config.objective: {config.objective!r}; only decoders (causal_lm) "
-                         "and encoders (mlm, mlm_nsp, classification) convert to Hugging Face")
+  def check(config, m):  # before any array is read; hf_type refuses what does not convert
     if config.objective != "causal_lm":
       hf_encoder.hf_type(m, config.objective)
     else:
