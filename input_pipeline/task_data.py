@@ -134,7 +134,8 @@ def load(config, fmt, tok=None, train=True):
   which = (0, 1) if train else (1,)
   read = {w: read_split(data, fmt, w) for w in which}
   if tok is None:
-    tok = task_tokenizer(config, lambda: fmt.texts(read[0][0]))
+    train_split = read[0] if 0 in read else read_split(data, fmt, 0)
+    tok = task_tokenizer(config, lambda: fmt.texts(train_split[0]))
   tokenizer.check_bert_specials(tok)
   loaders, notes = {}, []
   for w in which:
