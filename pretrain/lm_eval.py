@@ -32,6 +32,7 @@ from lm_eval import utils as lm_utils
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
+from configs import errors
 from models import decode
 from pretrain import score
 
@@ -169,7 +170,10 @@ def main():
   if (args and args[0] not in ("ls", "list", "validate") and
       not any(a in ("--model", "-M") or a.startswith("--model=") for a in args)):
     sys.argv = [sys.argv[0]] + args + ["--model", "pretrain"]
-  cli.run_reporting_user_errors(lm_main.cli_evaluate)
+  try:
+    cli.run_reporting_user_errors(lm_main.cli_evaluate)
+  except ValueError as e:  # lm-eval's own usage errors (an unknown task, bad model_args)
+    errors.fail(f"lm-eval: {e}")
 
 
 if __name__ == "__main__":
