@@ -1,5 +1,6 @@
 """Where text comes from: our local-text builder or any tfds text dataset in data_dir."""
 import contextlib
+import fcntl
 import io
 import logging
 import os
@@ -78,10 +79,37 @@ def builders(data):
   """tfds builders of every dataset of `data`, our local-text ones prepared (a no-op if done)."""
   out = {}
   for name, src, _ in named(data):
-    out[name] = builder(src)
-    if src.dataset == "local_text":
+    if src.dataset != "local_text":
+      out[name] = builder(src)
+      continue
+    with preparation_lock(src.data_dir):  # built inside: it sees what another process prepared
+      out[name] = builder(src)
       prepare(out[name])
   return out
+
+
+_LOCKS_HELD = set()
+
+
+@contextlib.contextmanager
+def preparation_lock(data_dir):
+  """Holds an exclusive lock on <data_dir>/.prepare.lock (re-entrant within a process): runs
+  started together on one data_dir (a sweep's trials) prepare and tokenize a dataset once, one
+  after the other, instead of racing in tfds's rename of its incomplete directory or in the
+  clean-up of each other's temporary files."""
+  key = os.path.abspath(data_dir)
+  if key in _LOCKS_HELD:
+    yield
+    return
+  os.makedirs(data_dir, exist_ok=True)
+  with open(os.path.join(data_dir, ".prepare.lock"), "a", encoding="utf-8") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    _LOCKS_HELD.add(key)
+    try:
+      yield
+    finally:
+      _LOCKS_HELD.discard(key)
+      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def training_texts(datasets, builders, max_chars):

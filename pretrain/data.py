@@ -1,5 +1,7 @@
 """The datasets of a run: prepared, tokenized and turned into step-indexed loaders, shared out
 over the processes (the trainer and `pretrain.evaluate` both read their data through here)."""
+import contextlib
+
 import jax
 from jax.experimental import multihost_utils
 
@@ -34,14 +36,17 @@ def load_data(config, objective, tok=None, train=True):
     return out if pidx == 0 else fn()
 
   datasets = sources.named(data)
-  built = first_process_first(lambda: sources.builders(data))
-  if tok is None:
-    tok = first_process_first(lambda: tokenized.tokenizer_for(data, built))
   shared = dict(process_index=pidx, process_count=pcount)
   log = (lambda message: print(message, flush=True)) if pidx == 0 else (lambda message: None)
   eval_only, mode = not train, tokenized.mode_for(data)
-  tokenized.prepare_all(data, mode, tok, built, eval_only, write_manifest=pcount == 1,
-                        log=log, **shared)
+  # One process prepares under a lock, as other runs may share data_dir; a job's processes
+  # take turns through barriers instead.
+  with sources.preparation_lock(data.data_dir) if pcount == 1 else contextlib.nullcontext():
+    built = first_process_first(lambda: sources.builders(data))
+    if tok is None:
+      tok = first_process_first(lambda: tokenized.tokenizer_for(data, built))
+    tokenized.prepare_all(data, mode, tok, built, eval_only, write_manifest=pcount == 1,
+                          log=log, **shared)
   barrier("pieces tokenized")
   if pcount > 1:
     first_process_first(lambda: tokenized.prepare_all(data, mode, tok, built, eval_only))
