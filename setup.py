@@ -30,11 +30,17 @@ setuptools.setup(
         "hf": ["safetensors>=0.4"],
         # lm-evaluation-harness over our checkpoints (pretrain/lm_eval.py)
         "eval": ["lm-eval>=0.4.5,<0.5"],
+        # hyperparameter sweeps (launch/sweep.py): the Optuna study, the report's plot
+        "sweep": ["optuna>=4.5,<6", "matplotlib>=3.8"],
+        # optional logging to Weights & Biases (config.wandb)
+        "wandb": ["wandb>=0.19"],
         # everything the tests need: CPU torch and transformers for the parity tests, the
-        # reference implementations the fine-tuning metrics are checked against, and lm-eval
+        # reference implementations the fine-tuning metrics are checked against, lm-eval, the
+        # sweep's Optuna and matplotlib, TensorBoard's reader (HParams) and wandb (offline)
         "test": ["pytest>=8", "pytest-xdist>=3.5", "safetensors>=0.4", "transformers>=5,<6",
                  "torch==2.13.0", "seqeval>=1.2.2", "scikit-learn>=1.3", "scipy>=1.10",
-                 "lm-eval>=0.4.5,<0.5"],
+                 "lm-eval>=0.4.5,<0.5", "optuna>=4.5,<6", "matplotlib>=3.8", "tensorboard>=2.15",
+                 "wandb>=0.19"],
         "cuda": ["jax[cuda12]>=0.10.0,<0.11"],
         "tpu": ["jax[tpu]>=0.10.0,<0.11"],
     },

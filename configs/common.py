@@ -170,6 +170,17 @@ def base_config():
   config.checkpoint.keep_best = False  # also keep the best checkpoint by train.best_metric in
                                        # <workdir>/best (a full second save when it improves)
 
+  # Weights & Biases logging from process 0, besides metrics.jsonl and TensorBoard. The run id
+  # is kept in <workdir>/wandb_id.txt, so a resumed run continues the same W&B run.
+  config.wandb = ml_collections.ConfigDict()
+  config.wandb.enabled = False
+  config.wandb.project = "pretrain"
+  config.wandb.entity = ""         # '': the account's default entity
+  config.wandb.group = ""          # '': none, or WANDB_RUN_GROUP from the environment (sweeps)
+  config.wandb.name = ""           # '': the workdir's basename
+  config.wandb.mode = ""           # '': WANDB_MODE or wandb's default; 'offline' logs to
+                                   # <workdir>/wandb only (upload later with `wandb sync`)
+
   config.init_from = ""            # a checkpoint directory to start from when workdir has none
   config.seed = 0
   return config

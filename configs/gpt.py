@@ -11,10 +11,15 @@ declared in config.data.mixture; `mix=docs_code` is a runnable example (offline)
 documentation topics, 30% Python source from the standard library.
 
   python -m pretrain.train --config=configs/gpt.py:smoke,mix=docs_code --workdir=runs/mix
+
+Sweeps (launch/sweep.py) are the sweep_* functions at the end of this file:
+
+  python -m launch.sweep --config=configs/gpt.py:smoke --sweep=lr --sweepdir=sweeps/lr --parallel=2
+  python -m launch.sweep --config=configs/gpt.py:nano --sweep=tpe --sweepdir=sweeps/tpe --trials=32
 """
 import os
 
-from configs import common
+from configs import common, sweeps
 from models import decoder
 
 
@@ -67,3 +72,26 @@ def get_config(arg="smoke"):
   elif args.mix:
     raise ValueError(f"config arg mix={args.mix!r}: the example mixture is 'docs_code'")
   return config
+
+
+def sweep_lr():
+  """The peak learning rate: a 4-trial grid (about a minute on the smoke config)."""
+  return sweeps.grid({"optimizer.lr": [1e-3, 3e-3, 1e-2, 3e-2]})
+
+
+def sweep_random():
+  """Random search over the learning rate (log-uniform), its warmup and the weight decay."""
+  return sweeps.random({"optimizer.lr": sweeps.log_uniform(3e-4, 3e-2),
+                        "optimizer.warmup_steps": [10, 50, 100],
+                        "optimizer.weight_decay": sweeps.uniform(0.0, 0.2)}, trials=16)
+
+
+def sweep_tpe():
+  """Adaptive (TPE): the learning rate with its floor at a tenth of it, warmup and dropout;
+  trials behind the median at an evaluation are stopped."""
+  def suggest(trial):
+    lr = trial.suggest_float("optimizer.lr", 1e-4, 3e-2, log=True)
+    return {"optimizer.lr": lr, "optimizer.min_lr": lr / 10,
+            "optimizer.warmup_steps": trial.suggest_int("optimizer.warmup_steps", 10, 500, log=True),
+            "model.dropout": trial.suggest_float("model.dropout", 0.0, 0.2)}
+  return sweeps.tpe(suggest, trials=32, pruner="median")

@@ -3,6 +3,7 @@
 Each failure is one line that names the field and says how to fix it; the entry points turn
 it into a non-zero exit.
 """
+import importlib.util
 import os
 
 import jax.numpy as jnp
@@ -100,6 +101,9 @@ def check(config, num_devices, num_processes=1):
            f"config.objective: unknown {config.objective!r}; choose one of {', '.join(known)}")
   if config.objective in ("mlm", "mlm_nsp"):
     check_mlm(config)
+  _require(not config.wandb.enabled or importlib.util.find_spec("wandb") is not None,
+           "config.wandb.enabled: the wandb package is not installed; pip install wandb, or "
+           "set config.wandb.enabled=False")
   _require(not config.init_from or os.path.isdir(config.init_from),
            f"config.init_from: {config.init_from!r} is not a directory; give a run's "
            "checkpoints directory or leave it empty")

@@ -1,4 +1,4 @@
-"""Metrics: FLOP accounting for MFU, and the writers (stdout, metrics.jsonl, TensorBoard).
+"""Metrics: FLOP accounting for MFU, and the writers (stdout, metrics.jsonl, TensorBoard, W&B).
 
 MFU formula (PaLM appendix B / nanoGPT): training FLOPs per token = 6 * N + 12 * L * d * T,
 where N counts every parameter except the learned position table (the tied embedding counts
@@ -13,12 +13,15 @@ MFU = achieved FLOP/s per device / peak FLOP/s per device.
 import json
 import math
 import os
+import secrets
 import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from configs import errors
 
 # Dense peak FLOP/s per device in the accelerators' training dtype (bf16), from vendor sheets.
 PEAK_FLOPS = {
@@ -85,12 +88,16 @@ def format_duration(seconds):
 
 
 class Writer:
-  """Writes scalars to stdout, <workdir>/metrics.jsonl and TensorBoard, from process 0 only."""
+  """Writes scalars to stdout, <workdir>/metrics.jsonl and TensorBoard, from process 0 only;
+  also to a Weights & Biases run when wandb_config (config.wandb) is enabled, with run_config
+  (the whole config) as the run's config."""
 
-  def __init__(self, workdir, enabled=True):
+  def __init__(self, workdir, enabled=True, wandb_config=None, run_config=None):
     self.enabled = enabled
-    self.jsonl = self.tb = None
+    self.jsonl = self.tb = self.wandb = None
     if enabled:
+      if wandb_config is not None and wandb_config.enabled:
+        self.wandb = start_wandb(workdir, wandb_config, run_config)
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
       self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
@@ -101,10 +108,12 @@ class Writer:
     scalars = {prefix + k: float(v) for k, v in scalars.items()}
     self.jsonl.write(json.dumps({"step": int(step), **scalars}) + "\n")
     self.jsonl.flush()
-    for k, v in scalars.items():
-      if np.isfinite(v):
-        self.tb.add_scalar(k, v, int(step))
+    finite = {k: v for k, v in scalars.items() if np.isfinite(v)}
+    for k, v in finite.items():
+      self.tb.add_scalar(k, v, int(step))
     self.tb.flush()
+    if self.wandb is not None:
+      self.wandb.log(finite, step=int(step))
 
   def print(self, line):
     if self.enabled:
@@ -115,6 +124,33 @@ class Writer:
     if self.enabled:
       self.jsonl.close()
       self.tb.close()
+      if self.wandb is not None:
+        self.wandb.finish()
+
+
+def wandb_run_id(workdir):
+  """The W&B run id of this workdir, kept in <workdir>/wandb_id.txt (made by the first run)."""
+  path = os.path.join(workdir, "wandb_id.txt")
+  if not os.path.exists(path):
+    with open(path, "w", encoding="utf-8") as f:
+      f.write(secrets.token_hex(6) + "\n")
+  with open(path, encoding="utf-8") as f:
+    return f.read().strip()
+
+
+def start_wandb(workdir, wandb_config, run_config=None):
+  """A W&B run logging into <workdir>/wandb; a resumed run continues the workdir's run."""
+  try:
+    import wandb  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise errors.UserError("config.wandb.enabled: the wandb package is not installed; "
+                           "pip install wandb, or set config.wandb.enabled=False") from e
+  workdir = os.path.abspath(workdir)
+  return wandb.init(
+      project=wandb_config.project, entity=wandb_config.entity or None,
+      group=wandb_config.group or None, name=wandb_config.name or os.path.basename(workdir),
+      mode=wandb_config.mode or None, dir=workdir, id=wandb_run_id(workdir), resume="allow",
+      config=run_config.to_dict() if run_config is not None else None)
 
 
 def format_metrics(scalars):

@@ -149,7 +149,8 @@ def train_and_evaluate(config, workdir, devices=None):
   steps = run.build_steps()
   state = checkpointing.restore_or_init(start, steps, run.objective, run.model_cfg)
   evaluate = run.evaluator(steps, config.train.eval_batches)
-  writer = metrics.Writer(workdir, enabled=jax.process_index() == 0)
+  writer = metrics.Writer(workdir, enabled=jax.process_index() == 0, wandb_config=config.wandb,
+                          run_config=config)
   log = TrainLog(run, writer, len(run.mesh.devices.flat))
   log.header(start.describe(run.total_steps))
 
@@ -183,10 +184,10 @@ def train_and_evaluate(config, workdir, devices=None):
     if step == run.total_steps:
       writer.print(results.table())
   finally:
-    preemption.restore()
-    start.close()
+    start.close()  # waits for the last checkpoint's write, still under the SIGTERM handler
     results.close()
     writer.close()
+    preemption.restore()
   return TrainResult(step, state, last)
 
 

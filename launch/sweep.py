@@ -1,0 +1,702 @@
+r"""Hyperparameter sweeps: trials of `pretrain.train`, bookkept in an Optuna study.
+
+  python -m launch.sweep --config=configs/gpt.py:smoke --sweep=lr --sweepdir=sweeps/lr --parallel=2
+  python -m launch.sweep --config=configs/gpt.py:nano --sweep=tpe --sweepdir=sweeps/tpe --trials=32
+  python -m launch.sweep ... --executor=slurm --workers=16 --dry_run   # an sbatch array of workers
+  python -m launch.sweep ... --storage=postgresql://host/db --worker   # one more worker, anywhere
+  python -m launch.sweep --sweepdir=sweeps/lr --report                 # table, plot, best command
+
+The sweep is a function `sweep_<name>()` beside `get_config` in the config file
+(configs/sweeps.py says how to write one). `--config.<field>=<value>` overrides apply to every
+trial. Each trial is the ordinary training command, `python -m pretrain.train
+--config=<file:arg> <overrides> <trial's overrides> --workdir=<sweepdir>/trials/<n>`, started
+as a subprocess with an argument list and its log in <workdir>/train.log; its evaluations reach
+the study as the trainer writes them (results.json), so an Optuna pruner can stop it (SIGTERM:
+it checkpoints and exits).
+
+The study is the bookkeeping: Optuna's RDB storage, by default a SQLite file in the sweepdir
+(--storage=postgresql://... or mysql://... for many machines). Any number of workers on any
+machines take trials from it; Optuna hands each trial to one worker only. Workers record a
+heartbeat: the trial of a worker that died (kill -9, a lost node) goes stale and is queued
+again, and whoever runs it resumes its workdir's checkpoints. A worker that is stopped (SIGTERM,
+Ctrl-C) stops its trials with a checkpoint and queues them again at once. Rerunning the sweep
+command skips finished trials. A failed trial is reported with the end of its log; the sweep
+goes on.
+
+Executors: local (--parallel trials at a time, each on its own GPUs, TPU chips or CPU cores),
+slurm (an sbatch array whose tasks are `--worker`s; --dry_run prints it), and `--worker`, which
+any other launcher (a TPU VM, a GKE Job) can start. A trial that needs several hosts is started
+through launch.local (--processes_per_trial) or srun (slurm --nodes_per_worker).
+"""
+import copy
+import ctypes
+import dataclasses
+import fcntl
+import importlib.util
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import warnings
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from configs import errors, sweeps
+
+FLAGS = flags.FLAGS
+TRIAL_COMMAND = ["-m", "pretrain.train"]
+
+
+class SweepError(errors.UserError):
+  """A bad sweep, sweepdir or flag; reported as one line before any trial starts."""
+
+
+def define_flags():
+  """Command-line flags, defined only when this module is the program."""
+  config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py:arg).",
+                                  lock_config=True)
+  flags.DEFINE_string("sweep", None, "The sweep: a function sweep_<name>() of the config file.")
+  flags.DEFINE_string("sweepdir", None, "Directory of the sweep: study, trials, report.")
+  flags.DEFINE_string("storage", "", "Optuna RDB storage URL (default: SQLite in the sweepdir).")
+  flags.DEFINE_integer("trials", 0, "Random/adaptive sweeps: how many trials (default: the sweep's).")
+  flags.DEFINE_integer("parallel", 1, "Local: trials run at a time by this worker.")
+  flags.DEFINE_enum("executor", "local", ["local", "slurm"], "Where the workers run.")
+  flags.DEFINE_bool("worker", False, "Run trials until none is left to start; no report.")
+  flags.DEFINE_bool("report", False, "Only write and print the report of --sweepdir.")
+  flags.DEFINE_bool("dry_run", False, "Print the trials' commands (slurm: the sbatch script).")
+  flags.DEFINE_integer("gpus_per_trial", 0, "Local: GPUs given to each trial (CUDA_VISIBLE_DEVICES).")
+  flags.DEFINE_integer("tpu_chips_per_trial", 0, "Local: TPU chips given to each trial (1, 2 or 4).")
+  flags.DEFINE_integer("cpus_per_trial", 0, "Local: CPU cores pinned per trial (0: cores // parallel).")
+  flags.DEFINE_integer("processes_per_trial", 1, "Local: processes per trial, via launch.local.")
+  flags.DEFINE_integer("heartbeat", 60, "Seconds between a running trial's heartbeats; a trial "
+                       "silent for twice as long is stale and queued again.")
+  flags.DEFINE_integer("max_retry", 3, "Times a stale (or stopped) trial is queued again.")
+  flags.DEFINE_float("poll", 2.0, "Seconds between looks at a running trial's evaluations.")
+  # slurm
+  flags.DEFINE_integer("workers", 1, "Slurm: array tasks, each one worker.")
+  flags.DEFINE_integer("gpus_per_worker", 1, "Slurm: GPUs per worker.")
+  flags.DEFINE_integer("cpus_per_worker", 8, "Slurm: CPU cores per worker.")
+  flags.DEFINE_integer("nodes_per_worker", 1, "Slurm: nodes per worker (multi-host trials, srun).")
+  flags.DEFINE_string("time", "24:00:00", "Slurm: wall-clock limit of each worker.")
+  flags.DEFINE_string("partition", "", "Slurm: partition (default: the cluster's).")
+  flags.DEFINE_string("setup", "", "Slurm: shell lines run first (e.g. module load).")
+
+
+# ----------------------------------------------------------------------------- the sweep's spec
+
+
+def load_sweep(config_file, name):
+  """The Sweep of `sweep_<name>()` in the config file."""
+  where = importlib.util.spec_from_file_location("sweep_config", config_file)
+  module = importlib.util.module_from_spec(where)
+  where.loader.exec_module(module)
+  defined = sorted(n[len("sweep_"):] for n in dir(module) if n.startswith("sweep_"))
+  if not name or name not in defined:
+    raise SweepError(f"--sweep: {name!r} is not defined in {config_file}; it defines "
+                     f"{', '.join(defined) or 'no sweep (add a function sweep_<name>())'}")
+  sweep = getattr(module, "sweep_" + name)()
+  if not isinstance(sweep, sweeps.Sweep):
+    raise SweepError(f"{config_file}: sweep_{name}() must return a configs.sweeps.Sweep")
+  return sweep
+
+
+def resolve(sweep, config, trials=0):
+  """The sweep with its metric, mode and trial count filled in; checked against `config`."""
+  if sweep.sampler == "grid":
+    empty = [k for k, v in sweep.space.items() if not v]
+    if not sweep.space or empty:
+      raise SweepError(f"--sweep: the grid is empty ({', '.join(empty) or 'no fields'} has no "
+                       "values); give every field a list of values")
+    if trials:
+      raise SweepError("--trials: a grid runs every point of its product; drop --trials")
+  if sweep.pruner not in sweeps.PRUNERS:
+    raise SweepError(f"sweep pruner {sweep.pruner!r}; use one of {', '.join(sweeps.PRUNERS)}")
+  sweep = dataclasses.replace(sweep, metric=sweep.metric or config.train.best_metric,
+                              mode=sweep.mode or config.train.best_mode,
+                              trials=trials or sweep.trials)
+  if sweep.mode not in ("min", "max"):
+    raise SweepError(f"sweep mode {sweep.mode!r}; use 'min' or 'max'")
+  if sweep.trials < 1:
+    raise SweepError("--trials: give at least one trial")
+  for overrides in _sample_overrides(sweep):
+    check_overrides(config, overrides)
+  return sweep
+
+
+def _sample_overrides(sweep):
+  """Overrides to check before any trial: every grid point; the ends of each range; one call
+  of a define-by-run suggest on a throwaway study."""
+  if sweep.sampler == "grid":
+    return sweep.points()
+  if sweep.suggest is not None:
+    import optuna  # pylint: disable=g-import-not-at-top
+    return [sweep.suggest(optuna.create_study(sampler=optuna.samplers.RandomSampler(0)).ask())]
+  ends = {}
+  for field, r in sweep.space.items():
+    ends[field] = list(r.values) if r.kind == "choice" else [r.low, r.high]
+  return [{f: v[0] for f, v in ends.items()}, {f: v[-1] for f, v in ends.items()}]
+
+
+def check_overrides(config, overrides):
+  """A swept field the config lacks, or a value of the wrong type, is an error now."""
+  trial = copy.deepcopy(config)
+  trial.unlock()
+  for field, value in overrides.items():
+    node, *path = [trial] + field.split(".")
+    try:
+      for part in path[:-1]:
+        node = node[part]
+      if path[-1] not in node:
+        raise KeyError(path[-1])
+      node[path[-1]] = value
+    except (KeyError, AttributeError, TypeError) as e:
+      why = "the config has no such field" if isinstance(e, (KeyError, AttributeError)) else e
+      raise SweepError(f"sweep field {field} = {value!r}: {why}; sweep fields of the config "
+                       "(e.g. optimizer.lr)") from None
+
+
+def override_args(overrides):
+  """--config.<field>=<value> arguments (floats in full precision)."""
+  return [f"--config.{k}={v!r}" if isinstance(v, float) else f"--config.{k}={v}"
+          for k, v in overrides.items()]
+
+
+# ----------------------------------------------------------------------------- the study
+
+
+class Spec(dict):
+  """<sweepdir>/sweep.json: what the sweep is (config, sweep name, overrides, storage), so
+  that reruns, workers and --report find it and a different sweep is refused."""
+
+  IDENTITY = ("config", "config_path", "sweep", "overrides")
+
+  @classmethod
+  def path(cls, sweepdir):
+    return os.path.join(sweepdir, "sweep.json")
+
+  @classmethod
+  def read(cls, sweepdir):
+    if not os.path.exists(cls.path(sweepdir)):
+      raise SweepError(f"--sweepdir: {sweepdir} holds no sweep (no sweep.json); start one there "
+                       "with --config and --sweep")
+    with open(cls.path(sweepdir), encoding="utf-8") as f:
+      return cls(json.load(f))
+
+  def check_same(self, sweepdir):
+    """Refuses a sweepdir that holds a different sweep."""
+    if not os.path.exists(self.path(sweepdir)):
+      return
+    found = self.read(sweepdir)
+    if any(found[k] != self[k] for k in self.IDENTITY):
+      raise SweepError(
+          f"--sweepdir: {sweepdir} holds sweep {found['sweep']!r} of {found['config']} "
+          f"{' '.join(found['overrides'])}".rstrip() + "; give another --sweepdir, or rerun "
+          "that sweep's command to continue it")
+
+  def write(self, sweepdir):
+    tmp = self.path(sweepdir) + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+      json.dump(self, f, indent=1)
+    os.replace(tmp, self.path(sweepdir))
+
+
+class sweepdir_lock:  # pylint: disable=invalid-name
+  """An exclusive lock on <sweepdir>/sweep.lock: workers started together create the study once."""
+
+  def __init__(self, sweepdir):
+    self.path = os.path.join(sweepdir, "sweep.lock")
+
+  def __enter__(self):
+    self.file = open(self.path, "a", encoding="utf-8")  # pylint: disable=consider-using-with
+    fcntl.flock(self.file, fcntl.LOCK_EX)
+
+  def __exit__(self, *exc):
+    fcntl.flock(self.file, fcntl.LOCK_UN)
+    self.file.close()
+
+
+def storage(url, heartbeat, max_retry):
+  import optuna  # pylint: disable=g-import-not-at-top
+  warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+  engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+  return optuna.storages.RDBStorage(
+      url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
+      heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry))
+
+
+def sampler(sweep, seed):
+  import optuna  # pylint: disable=g-import-not-at-top
+  if sweep.sampler == "grid":
+    return optuna.samplers.GridSampler(sweep.space, seed=sweep.seed)
+  if sweep.sampler == "random":
+    return optuna.samplers.RandomSampler(seed=seed)
+  # constant_liar: parallel trials are not all drawn near the same point
+  return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+
+
+def pruner(sweep):
+  import optuna  # pylint: disable=g-import-not-at-top
+  return {"none": optuna.pruners.NopPruner(),
+          "median": optuna.pruners.MedianPruner(n_startup_trials=2),
+          "halving": optuna.pruners.SuccessiveHalvingPruner()}[sweep.pruner]
+
+
+def open_study(spec, sweep, sweepdir, heartbeat, max_retry):
+  """Creates or loads the study (under the sweepdir's lock). Each opening gets its own seed
+  for random and TPE sampling: the first the sweep's, so that two workers never draw alike."""
+  import optuna  # pylint: disable=g-import-not-at-top
+  optuna.logging.set_verbosity(optuna.logging.WARNING)
+  with sweepdir_lock(sweepdir):
+    spec.check_same(sweepdir)
+    spec.write(sweepdir)
+    study = optuna.create_study(
+        storage=storage(spec["storage"], heartbeat, max_retry), study_name=spec["study"],
+        direction="minimize" if sweep.mode == "min" else "maximize", load_if_exists=True)
+    openings = study.user_attrs.get("openings", 0)
+    study.set_user_attr("openings", openings + 1)
+  study.sampler = sampler(sweep, sweep.seed + 1_000_003 * openings)
+  study.pruner = pruner(sweep)
+  return study
+
+
+# ----------------------------------------------------------------------------- trials
+
+
+def trial_slots(parallel, gpus=0, tpu_chips=0, cpus=0):
+  """Per local slot: the environment and CPU cores its trials run with."""
+  cores = sorted(os.sched_getaffinity(0))
+  cpus = cpus or max(1, len(cores) // parallel)
+  slots = []
+  for k in range(parallel):
+    env = {}
+    if gpus:
+      env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in range(k * gpus, (k + 1) * gpus))
+    if tpu_chips:
+      bounds = {1: "1,1,1", 2: "1,2,1", 4: "2,2,1"}[tpu_chips]
+      env.update(TPU_VISIBLE_CHIPS=",".join(str(c) for c in range(k * tpu_chips, (k + 1) * tpu_chips)),
+                 TPU_CHIPS_PER_PROCESS_BOUNDS=bounds, TPU_PROCESS_BOUNDS="1,1,1",
+                 TPU_PROCESS_PORT=str(8476 + k))
+    mine = cores[k * cpus:(k + 1) * cpus] if (k + 1) * cpus <= len(cores) else cores
+    slots.append((env, mine))
+  return slots
+
+
+def trial_command(spec, overrides, workdir, processes=1):
+  """A trial's argv: the training command (through launch.local for several processes)."""
+  train = [sys.executable, *TRIAL_COMMAND, f"--config={spec['config']}", *spec["overrides"],
+           *spec["objective_overrides"], *override_args(overrides), f"--workdir={workdir}"]
+  if processes > 1:
+    return [sys.executable, "-m", "launch.local", f"--num_processes={processes}", "--"] + train
+  return train
+
+
+def _child_setup(cores):
+  """In the trial's process before exec: pinned to its cores, and SIGTERMed (checkpointing)
+  if this worker dies, so no orphan trains on while its trial is queued again."""
+  def setup():
+    if cores:
+      os.sched_setaffinity(0, cores)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+  return setup
+
+
+def read_results(workdir):
+  path = os.path.join(workdir, "results.json")
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)["history"]
+  except (OSError, ValueError, KeyError):
+    return []
+
+
+def total_steps(workdir):
+  try:
+    with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+      return json.load(f)["train"]["total_steps"]
+  except (OSError, ValueError, KeyError):
+    return None
+
+
+def log_tail(path, lines=15):
+  try:
+    with open(path, encoding="utf-8", errors="replace") as f:
+      return "".join(f.readlines()[-lines:])
+  except OSError:
+    return ""
+
+
+class TrialFailed(Exception):
+  pass
+
+
+class Requeued(Exception):
+  """The trial stopped with a checkpoint before its end (this worker is stopping)."""
+
+
+class Surplus(Exception):
+  """A trial beyond the sweep's budget (another worker took the last one at the same time)."""
+
+
+class Worker:
+  """Runs the study's trials in `slots` threads until none is left to start (and, unless
+  `leave_early`, until no trial is running anywhere, so that stale ones are taken over)."""
+
+  def __init__(self, spec, sweep, study, sweepdir, slots, poll, max_retry, leave_early=False,
+               processes_per_trial=1, out=print):
+    self.spec, self.sweep, self.study, self.sweepdir = spec, sweep, study, sweepdir
+    self.slots, self.poll, self.max_retry, self.leave_early = slots, poll, max_retry, leave_early
+    self.processes_per_trial, self.out = processes_per_trial, out
+    self.stopping = threading.Event()
+    self.lock = threading.Lock()
+    self.name = f"{socket.gethostname()}:{os.getpid()}"
+
+  # -- the budget
+
+  def _trials(self):
+    return self.study.get_trials(deepcopy=False)
+
+  @staticmethod
+  def is_fresh(t):
+    return "failed_trial" not in t.system_attrs and not t.user_attrs.get("surplus")
+
+  def _budget_left(self):
+    import optuna  # pylint: disable=g-import-not-at-top
+    trials = self._trials()
+    waiting = any(t.state == optuna.trial.TrialState.WAITING for t in trials)
+    return waiting or sum(map(self.is_fresh, trials)) < self.sweep.trials
+
+  def _unfinished(self):
+    return any(not t.state.is_finished() for t in self._trials())
+
+  def _is_surplus(self, number):
+    """A fresh trial past the budget, or a grid point another trial already holds."""
+    trials = self._trials()
+    me = next(t for t in trials if t.number == number)
+    if not self.is_fresh(me):
+      return False
+    earlier = [t for t in trials if t.number < number and self.is_fresh(t)]
+    if len(earlier) >= self.sweep.trials:
+      return True
+    grid_id = me.system_attrs.get("grid_id")
+    return grid_id is not None and any(
+        t.system_attrs.get("grid_id") == grid_id and t.number != number and
+        t.state.name != "FAIL" and (t.number < number or t.state.is_finished()) for t in trials)
+
+  # -- the loop
+
+  def run(self):
+    threads = [threading.Thread(target=self._work, args=(slot,), daemon=True)
+               for slot in self.slots]
+    for t in threads:
+      t.start()
+    for t in threads:
+      while t.is_alive():
+        t.join(0.5)
+
+  def stop(self, *_):
+    if not self.stopping.is_set():
+      self.out("stopping: running trials checkpoint and are queued again; rerun the same "
+               "command to continue")
+    self.stopping.set()
+
+  def _work(self, slot):
+    import optuna  # pylint: disable=g-import-not-at-top
+    while not self.stopping.is_set():
+      with self.lock:
+        optuna.storages.fail_stale_trials(self.study)
+        has_work = self._budget_left()
+      if not has_work:
+        if self.leave_early or not self._unfinished():
+          return
+        self.stopping.wait(self.poll)
+        continue
+      self.study.optimize(lambda trial: self._objective(trial, slot), n_trials=1,
+                          catch=(TrialFailed, Requeued, Surplus), callbacks=[self._after])
+
+  def _after(self, study, frozen):
+    """Queues a stopped trial again at once (a stale one is queued by Optuna's callback)."""
+    if frozen.user_attrs.get("requeue"):
+      import optuna  # pylint: disable=g-import-not-at-top
+      optuna.storages.RetryHeartbeatStaleTrialCallback(self.max_retry)(study, frozen)
+
+  def _overrides(self, trial):
+    if "overrides" in trial.user_attrs:  # a trial queued again: exactly what it ran with
+      return dict(trial.user_attrs["overrides"])
+    if self.sweep.suggest is not None:
+      return dict(self.sweep.suggest(trial))
+    out = {}
+    for field, r in self.sweep.space.items():
+      if self.sweep.sampler == "grid":
+        out[field] = trial.suggest_categorical(field, r)
+      elif r.kind == "choice":
+        out[field] = trial.suggest_categorical(field, list(r.values))
+      elif r.kind == "int":
+        out[field] = trial.suggest_int(field, int(r.low), int(r.high), log=r.log)
+      else:
+        out[field] = trial.suggest_float(field, r.low, r.high, log=r.log)
+    return out
+
+  def _objective(self, trial, slot):
+    import optuna  # pylint: disable=g-import-not-at-top
+    with self.lock:
+      if self._is_surplus(trial.number):
+        trial.set_user_attr("surplus", True)
+        raise Surplus()
+    frozen = next(t for t in self._trials() if t.number == trial.number)
+    number = frozen.system_attrs.get("failed_trial", trial.number)
+    overrides = self._overrides(trial)
+    workdir = os.path.join(self.sweepdir, "trials", str(number))
+    command = trial_command(self.spec, overrides, workdir, self.processes_per_trial)
+    os.makedirs(workdir, exist_ok=True)
+    for key, value in dict(trial=number, overrides=overrides, command=command,
+                           workdir=workdir, worker=self.name).items():
+      trial.set_user_attr(key, value)
+    with open(os.path.join(workdir, "trial.json"), "w", encoding="utf-8") as f:
+      json.dump(dict(trial=number, optuna_trial=trial.number, overrides=overrides,
+                     command=command), f, indent=1)
+    resumed = " (resuming its checkpoints)" if number != trial.number else ""
+    self.out(f"trial {number} started{resumed}: "
+             f"{' '.join(override_args(overrides)) or '(no overrides)'} -> {workdir}")
+    env, cores = slot
+    env = dict(env, WANDB_RUN_GROUP=self.spec["study"], WANDB_NAME=f"trial-{number}")
+    started, base = time.time(), frozen.user_attrs.get("wall_s", 0.0)
+    with open(os.path.join(workdir, "train.log"), "a", encoding="utf-8") as log:
+      log.write(f"$ {shlex.join(command)}\n")
+      log.flush()
+      proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,  # pylint: disable=subprocess-popen-preexec-fn
+                              env=dict(os.environ, **env), preexec_fn=_child_setup(cores),
+                              start_new_session=True)
+      pruned_at = self._follow(trial, proc, workdir, started, base)
+    trial.set_user_attr("wall_s", base + time.time() - started)
+    history = read_results(workdir)
+    self._record(trial, history)
+    if pruned_at is not None:
+      self.out(f"trial {number} pruned at step {pruned_at}")
+      raise optuna.TrialPruned(f"pruned at step {pruned_at}")
+    tail = log_tail(os.path.join(workdir, "train.log"))
+    done = history and history[-1]["step"] == total_steps(workdir)
+    if self.stopping.is_set() or (not proc.returncode and not done):
+      trial.set_user_attr("requeue", True)
+      self.out(f"trial {number} stopped at step {history[-1]['step'] if history else 0}; "
+               "queued again, to resume from its checkpoint")
+      raise Requeued()
+    if proc.returncode:
+      trial.set_user_attr("log_tail", tail)
+      self.out(f"trial {number} failed (exit {proc.returncode}); the end of its log "
+               f"({workdir}/train.log):\n{tail}")
+      raise TrialFailed(f"exit {proc.returncode}")
+    value = trial.user_attrs["best"] if "best" in trial.user_attrs else None
+    if value is None:
+      raise TrialFailed(f"no evaluation of {self.sweep.metric}")
+    self.out(f"trial {number} finished: {self.sweep.metric} {value:.4g} (best; final "
+             f"{history[-1][self.sweep.metric]:.4g} at step {history[-1]['step']}) in "
+             f"{base + time.time() - started:.0f} s")
+    return value
+
+  def _follow(self, trial, proc, workdir, started, base):
+    """Reports each new evaluation to the study while the trial runs; SIGTERMs it when the
+    pruner says so or this worker stops. Returns the step it was pruned at, or None."""
+    reported, pruned_at = set(), None
+    while proc.poll() is None:
+      try:
+        proc.wait(self.poll)
+      except subprocess.TimeoutExpired:
+        pass
+      if self.stopping.is_set():
+        proc.send_signal(signal.SIGTERM)
+        continue
+      new = [r for r in read_results(workdir) if r["step"] not in reported
+             and self.sweep.metric in r]
+      for row in new:
+        reported.add(row["step"])
+        trial.report(row[self.sweep.metric], row["step"])
+      if new:
+        trial.set_user_attr("wall_s", base + time.time() - started)
+      if new and pruned_at is None and proc.poll() is None and trial.should_prune():
+        pruned_at = new[-1]["step"]
+        proc.send_signal(signal.SIGTERM)
+    return pruned_at
+
+  def _record(self, trial, history):
+    rows = [r for r in history if self.sweep.metric in r]
+    if not rows:
+      return
+    pick = min if self.sweep.mode == "min" else max
+    trial.set_user_attr("steps", rows[-1]["step"])
+    trial.set_user_attr("final", rows[-1][self.sweep.metric])
+    trial.set_user_attr("best", pick(r[self.sweep.metric] for r in rows))
+
+
+# ----------------------------------------------------------------------------- records, report
+
+
+def records(study):
+  """One record per trial of the sweep (a trial queued again counts once: its latest attempt)."""
+  latest = {}
+  for t in study.get_trials(deepcopy=False):
+    if t.user_attrs.get("surplus"):
+      continue
+    number = t.system_attrs.get("failed_trial", t.number)
+    latest[number] = t
+  out = []
+  for number, t in sorted(latest.items()):
+    a = t.user_attrs
+    out.append(dict(trial=number, state=t.state.name, overrides=a.get("overrides", t.params),
+                    steps=a.get("steps"), final=a.get("final"), best=a.get("best"),
+                    wall_s=a.get("wall_s"), workdir=a.get("workdir", ""),
+                    command=a.get("command", []), log_tail=a.get("log_tail", "")))
+  return out
+
+
+def report(spec, sweepdir):
+  """Writes the report files and returns the text to print."""
+  import optuna  # pylint: disable=g-import-not-at-top
+  from launch import sweep_report  # pylint: disable=g-import-not-at-top
+  optuna.logging.set_verbosity(optuna.logging.WARNING)
+  study = optuna.load_study(study_name=spec["study"], storage=spec["storage"])
+  return sweep_report.write_report(records(study), spec["metric"], spec["mode"], sweepdir)
+
+
+# ----------------------------------------------------------------------------- slurm
+
+
+def slurm_script(spec, sweepdir, worker_args, workers, gpus, cpus, nodes, time_limit, partition,
+                 setup):
+  """An sbatch array job: each task is one `--worker` on the shared study."""
+  logs = os.path.join(sweepdir, "slurm")
+  lines = ["#!/bin/bash",
+           f"#SBATCH --job-name=sweep-{spec['sweep']}",
+           f"#SBATCH --array=0-{workers - 1}",
+           f"#SBATCH --nodes={nodes}",
+           "#SBATCH --ntasks-per-node=1",
+           f"#SBATCH --cpus-per-task={cpus}",
+           f"#SBATCH --time={time_limit}",
+           f"#SBATCH --output={logs}/%x-%A_%a.out",
+           # before the time limit the worker gets SIGTERM: its trial checkpoints and is queued
+           "#SBATCH --signal=B:TERM@120"]
+  if gpus:
+    lines.insert(5, f"#SBATCH --gpus-per-node={gpus}")
+  if partition:
+    lines.append(f"#SBATCH --partition={partition}")
+  lines += ["set -euo pipefail"] + ([setup] if setup else []) + [f"cd {shlex.quote(spec['cwd'])}"]
+  lines.append("exec " + shlex.join([sys.executable, "-m", "launch.sweep", *worker_args]))
+  return "\n".join(lines) + "\n"
+
+
+def worker_args(spec, sweepdir, trials, heartbeat, max_retry, nodes):
+  args = [f"--config={spec['config']}", f"--sweep={spec['sweep']}",
+          f"--sweepdir={os.path.abspath(sweepdir)}", f"--storage={spec['storage']}",
+          *spec["overrides"], "--worker", f"--heartbeat={heartbeat}", f"--max_retry={max_retry}"]
+  if trials:
+    args.append(f"--trials={trials}")
+  if nodes > 1:
+    args.append(f"--processes_per_trial={nodes}")
+  return args
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def make_spec(config, sweep, sweepdir, storage_url, argv):
+  config_file = config_flags.get_config_filename(FLAGS["config"]).split(":", 1)[0]
+  config_given = next(a.split("=", 1)[1] for a in argv if a.startswith("--config="))
+  objective = []
+  if sweep.metric != config.train.best_metric or sweep.mode != config.train.best_mode:
+    objective = [f"--config.train.best_metric={sweep.metric}",
+                 f"--config.train.best_mode={sweep.mode}"]
+  return Spec(config=config_given, config_path=os.path.abspath(config_file), sweep=FLAGS.sweep,
+              overrides=[a for a in argv if a.startswith("--config.")],
+              objective_overrides=objective, sampler=sweep.sampler, trials=sweep.trials,
+              fields=sweep.fields(), metric=sweep.metric, mode=sweep.mode, pruner=sweep.pruner,
+              storage=storage_url or "sqlite:///" + os.path.abspath(os.path.join(sweepdir, "study.db")),
+              study=FLAGS.sweep, cwd=os.getcwd())
+
+
+def prepare(argv):
+  """Checks everything a sweep needs before any trial starts; returns (spec, sweep)."""
+  if FLAGS.config is None or not FLAGS.sweep:
+    raise SweepError("give --config=configs/<file>.py:<arg> and --sweep=<name> (or --report)")
+  config_file = config_flags.get_config_filename(FLAGS["config"]).split(":", 1)[0]
+  sweep = resolve(load_sweep(config_file, FLAGS.sweep), FLAGS.config, FLAGS.trials)
+  if FLAGS.parallel < 1:
+    raise SweepError("--parallel: give at least 1")
+  if FLAGS.tpu_chips_per_trial not in (0, 1, 2, 4):
+    raise SweepError("--tpu_chips_per_trial: 1, 2 or 4")
+  spec = make_spec(FLAGS.config, sweep, FLAGS.sweepdir, FLAGS.storage, argv)
+  if os.path.exists(Spec.path(FLAGS.sweepdir)):
+    spec.check_same(FLAGS.sweepdir)
+  return spec, sweep
+
+
+def run_local(spec, sweep):
+  slots = trial_slots(FLAGS.parallel, FLAGS.gpus_per_trial, FLAGS.tpu_chips_per_trial,
+                      FLAGS.cpus_per_trial)
+  if FLAGS.dry_run:  # the trials' commands (a random or adaptive sweep: one example)
+    for k, point in enumerate(sweep.points() if sweep.sampler == "grid"
+                              else _sample_overrides(sweep)[:1]):
+      workdir = os.path.join(FLAGS.sweepdir, "trials", str(k))
+      env = slots[k % len(slots)][0]
+      print("".join(f"{name}={shlex.quote(value)} " for name, value in env.items()) +
+            shlex.join(trial_command(spec, point, workdir, FLAGS.processes_per_trial)))
+    return
+  os.makedirs(FLAGS.sweepdir, exist_ok=True)
+  study = open_study(spec, sweep, FLAGS.sweepdir, FLAGS.heartbeat, FLAGS.max_retry)
+  worker = Worker(spec, sweep, study, FLAGS.sweepdir, slots, FLAGS.poll, FLAGS.max_retry,
+                  leave_early=FLAGS.worker, processes_per_trial=FLAGS.processes_per_trial,
+                  out=lambda line: print(line, flush=True))
+  previous = {s: signal.signal(s, worker.stop) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    worker.run()
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+  if not FLAGS.worker:
+    print(report(spec, FLAGS.sweepdir), flush=True)
+
+
+def run_slurm(spec, sweep):
+  args = worker_args(spec, FLAGS.sweepdir, FLAGS.trials, FLAGS.heartbeat, FLAGS.max_retry,
+                     FLAGS.nodes_per_worker)
+  text = slurm_script(spec, FLAGS.sweepdir, args, FLAGS.workers, FLAGS.gpus_per_worker,
+                      FLAGS.cpus_per_worker, FLAGS.nodes_per_worker, FLAGS.time, FLAGS.partition,
+                      FLAGS.setup)
+  script = os.path.join(FLAGS.sweepdir, "sweep.sbatch")
+  submit = ["sbatch", script]
+  if FLAGS.dry_run:
+    print(text + "# submit with:\n" + shlex.join(submit))
+    return
+  os.makedirs(os.path.join(FLAGS.sweepdir, "slurm"), exist_ok=True)
+  open_study(spec, sweep, FLAGS.sweepdir, FLAGS.heartbeat, FLAGS.max_retry)  # before the workers
+  with open(script, "w", encoding="utf-8") as f:
+    f.write(text)
+  sys.exit(subprocess.call(submit))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.WARNING)
+  try:
+    if not FLAGS.sweepdir:
+      raise SweepError("--sweepdir is required")
+    if FLAGS.report:
+      print(report(Spec.read(FLAGS.sweepdir), FLAGS.sweepdir), flush=True)
+      return
+    spec, sweep = prepare(sys.argv)
+    if FLAGS.executor == "slurm":
+      run_slurm(spec, sweep)
+    else:
+      run_local(spec, sweep)
+  except errors.UserError as e:
+    errors.fail(str(e))
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=lambda argv: errors.parse_flags(argv, define_flags))
