@@ -251,7 +251,7 @@ def open_study(spec, sweep, sweepdir, heartbeat, max_retry):
   """Creates or loads the study (under the sweepdir's lock). Each opening gets its own seed
   for random and TPE sampling: the first the sweep's, so that two workers never draw alike."""
   import optuna  # pylint: disable=g-import-not-at-top
-  optuna.logging.set_verbosity(optuna.logging.WARNING)
+  optuna.logging.set_verbosity(optuna.logging.ERROR)  # we say what happens
   with sweepdir_lock(sweepdir):
     spec.check_same(sweepdir)
     spec.write(sweepdir)
@@ -389,6 +389,13 @@ class Worker:
         t.system_attrs.get("grid_id") == grid_id and t.number != number and
         t.state.name != "FAIL" and (t.number < number or t.state.is_finished()) for t in trials)
 
+  def _index(self, frozen):
+    """The sweep's own number of a trial: 0, 1, ... in the order fresh trials started (a
+    trial queued again keeps its number, and its workdir)."""
+    if "trial" in frozen.user_attrs:
+      return frozen.user_attrs["trial"]
+    return sum(1 for t in self._trials() if t.number < frozen.number and self.is_fresh(t))
+
   # -- the loop
 
   def run(self):
@@ -450,7 +457,7 @@ class Worker:
         trial.set_user_attr("surplus", True)
         raise Surplus()
     frozen = next(t for t in self._trials() if t.number == trial.number)
-    number = frozen.system_attrs.get("failed_trial", trial.number)
+    number = self._index(frozen)
     overrides = self._overrides(trial)
     workdir = os.path.join(self.sweepdir, "trials", str(number))
     command = trial_command(self.spec, overrides, workdir, self.processes_per_trial)
@@ -461,7 +468,7 @@ class Worker:
     with open(os.path.join(workdir, "trial.json"), "w", encoding="utf-8") as f:
       json.dump(dict(trial=number, optuna_trial=trial.number, overrides=overrides,
                      command=command), f, indent=1)
-    resumed = " (resuming its checkpoints)" if number != trial.number else ""
+    resumed = " (resuming its checkpoints)" if not self.is_fresh(frozen) else ""
     self.out(f"trial {number} started{resumed}: "
              f"{' '.join(override_args(overrides)) or '(no overrides)'} -> {workdir}")
     env, cores = slot
@@ -541,10 +548,8 @@ def records(study):
   """One record per trial of the sweep (a trial queued again counts once: its latest attempt)."""
   latest = {}
   for t in study.get_trials(deepcopy=False):
-    if t.user_attrs.get("surplus"):
-      continue
-    number = t.system_attrs.get("failed_trial", t.number)
-    latest[number] = t
+    if "trial" in t.user_attrs and not t.user_attrs.get("surplus"):  # (it started)
+      latest[t.user_attrs["trial"]] = t
   out = []
   for number, t in sorted(latest.items()):
     a = t.user_attrs
@@ -559,7 +564,7 @@ def report(spec, sweepdir):
   """Writes the report files and returns the text to print."""
   import optuna  # pylint: disable=g-import-not-at-top
   from launch import sweep_report  # pylint: disable=g-import-not-at-top
-  optuna.logging.set_verbosity(optuna.logging.WARNING)
+  optuna.logging.set_verbosity(optuna.logging.ERROR)  # we say what happens
   study = optuna.load_study(study_name=spec["study"], storage=spec["storage"])
   return sweep_report.write_report(records(study), spec["metric"], spec["mode"], sweepdir)
 

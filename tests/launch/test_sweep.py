@@ -1,0 +1,221 @@
+"""launch.sweep end to end: real Optuna studies in SQLite, real trials of pretrain.train as
+subprocesses, real signals (kill -9 of the sweep, SIGTERM of a pruned trial)."""
+import csv
+import json
+import os
+import pathlib
+import random
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO
+
+optuna = pytest.importorskip("optuna")
+
+from configs import sweeps  # pylint: disable=g-import-not-at-top,wrong-import-position
+from launch import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+CONFIG = "tests/fixtures/sweep/config.py"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+  """A small text corpus: its preparation and tokenizer training take a second."""
+  path = tmp_path_factory.mktemp("sweep_corpus") / "corpus.txt"
+  words = ("the quick brown fox jumps over a lazy dog while seven birds sing of rivers and "
+           "mountains under a pale winter sky").split()
+  rng = random.Random(0)
+  paragraphs = [" ".join(rng.choice(words) for _ in range(40)) for _ in range(300)]
+  path.write_text("\n\n".join(paragraphs))
+  return str(path)
+
+
+def _env():
+  """One CPU device per trial (the tests' 8 fake devices would only slow the trials down)."""
+  return dict(os.environ, JAX_PLATFORMS="cpu",
+              XLA_FLAGS="--xla_force_host_platform_device_count=1")
+
+
+def _argv(sweepdir, name, data_dir, corpus, *extra):
+  return [sys.executable, "-m", "launch.sweep", f"--config={CONFIG}", f"--sweep={name}",
+          f"--sweepdir={sweepdir}", "--poll=0.3", "--heartbeat=1",
+          f"--config.data.data_dir={data_dir}", f"--config.data.files={corpus}", *extra]
+
+
+def _commands_run(workdir):
+  """How many times the trial's training command was started in `workdir`."""
+  return (pathlib.Path(workdir) / "train.log").read_text().count("\n$ ") + 1
+
+
+def _wait_for(predicate, timeout, what):
+  deadline = time.time() + timeout
+  while not predicate():
+    assert time.time() < deadline, f"timed out waiting for {what}"
+    time.sleep(0.2)
+
+
+def test_grid_order_the_prune_sweep_relies_on():
+  """GridSampler(seed=0) runs a 3-point grid in the order of indices 2, 1, 0."""
+  optuna.logging.set_verbosity(optuna.logging.WARNING)
+  study = optuna.create_study(sampler=optuna.samplers.GridSampler({"x": [0, 1, 2]}, seed=0))
+  study.optimize(lambda t: t.suggest_categorical("x", [0, 1, 2]), n_trials=3)
+  assert [t.params["x"] for t in study.trials] == [2, 1, 0]
+
+
+def test_sweep_killed_resumes_prunes_and_reports(tmp_path, corpus):
+  """A 3-trial grid with the median pruner. The sweep is killed with SIGKILL during its second
+  trial; rerun, it skips the finished trial, resumes the interrupted one from its checkpoint,
+  prunes the hopeless third, and ranks them."""
+  sweepdir, data_dir = tmp_path / "sweep", tmp_path / "data"
+  argv = _argv(sweepdir, "prune", data_dir, corpus)
+  first = subprocess.Popen(argv, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+  second_trial = sweepdir / "trials" / "1"
+  _wait_for(lambda: (second_trial / "checkpoints" / "100").is_dir() or first.poll() is not None,
+            240, "the second trial's first checkpoint")
+  assert first.poll() is None, first.stdout.read()
+  first.send_signal(signal.SIGKILL)
+  first.wait()
+  # the orphaned trial got SIGTERM from the kernel: it checkpointed and left
+  _wait_for(lambda: "preempted: saved a checkpoint" in (second_trial / "train.log").read_text(),
+            60, "the interrupted trial to checkpoint")
+  time.sleep(2.5)  # its heartbeat goes stale (2 x --heartbeat)
+
+  rerun = subprocess.run(argv, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+  out = rerun.stdout + rerun.stderr
+  assert rerun.returncode == 0, out
+  trials = {n: json.loads((sweepdir / "trials" / str(n) / "trial.json").read_text())
+            for n in range(3)}
+  assert [trials[n]["overrides"]["optimizer.lr"] for n in range(3)] == [3e-2, 1e-2, 1e-7]
+  assert _commands_run(sweepdir / "trials" / "0") == 1           # finished: not rerun
+  assert _commands_run(second_trial) == 2                         # resumed, not restarted
+  assert "trial 1 started (resuming its checkpoints)" in out
+  assert "resumed from step" in (second_trial / "train.log").read_text()
+  pruned_at = int(re.search(r"trial 2 pruned at step (\d+)", out).group(1))
+  assert 100 <= pruned_at < 600  # at an evaluation, long before the end
+  log2 = (sweepdir / "trials" / "2" / "train.log").read_text()
+  assert "preempted: saved a checkpoint at step" in log2          # SIGTERM: it checkpointed
+  leftovers = [p for p in sweepdir.glob("trials/*/checkpoints/*") if "tmp" in p.name]
+  assert not leftovers
+
+  # the table: every trial, ranked by its best eval loss, the pruned one said to be so
+  with open(sweepdir / "results.csv", encoding="utf-8") as f:
+    rows = list(csv.DictReader(f))
+  best = {n: min(r["loss"] for r in json.loads(
+      (sweepdir / "trials" / str(n) / "results.json").read_text())["history"]) for n in range(3)}
+  assert [int(r["trial"]) for r in rows] == sorted(best, key=best.get)
+  assert {int(r["trial"]): r["state"] for r in rows} == {0: "COMPLETE", 1: "COMPLETE", 2: "PRUNED"}
+  for r in rows:
+    assert float(r["best"]) == pytest.approx(best[int(r["trial"])])
+  assert int(next(r for r in rows if r["trial"] == "2")["steps"]) == pruned_at
+  assert "| PRUNED |" in (sweepdir / "results.md").read_text()
+  # the best trial's full command, printed and recorded
+  winner = rows[0]["trial"]
+  assert shlex.join(trials[int(winner)]["command"]) in out
+
+  # the plot: a valid PNG; one curve per trial
+  from matplotlib import image  # pylint: disable=g-import-not-at-top
+  assert image.imread(sweepdir / "sweep.png").ndim == 3
+  from launch import sweep_report  # pylint: disable=g-import-not-at-top
+  study = optuna.load_study(study_name="prune", storage=f"sqlite:///{sweepdir}/study.db")
+  fig = sweep_report.plot(sweep.records(study), "loss", "min", str(tmp_path / "again.png"))
+  assert len(fig.axes[0].get_lines()) == 3
+  # the HParams summary beside each trial's own scalars: one TensorBoard logdir for all
+  for n in range(3):
+    assert list((sweepdir / "trials" / str(n) / "tensorboard").glob("*.hparams"))
+
+
+def test_two_workers_split_the_trials(tmp_path, corpus):
+  """Two workers started at once on one SQLite study and one fresh data_dir: every trial runs
+  exactly once, both workers take some, and the data is prepared once."""
+  sweepdir, data_dir = tmp_path / "sweep", tmp_path / "data"
+  argv = _argv(sweepdir, "pair", data_dir, corpus, "--worker")
+  procs = [subprocess.Popen(argv, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+  outs = [p.communicate(timeout=300)[0] for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], outs
+  study = optuna.load_study(study_name="pair", storage=f"sqlite:///{sweepdir}/study.db")
+  records = sweep.records(study)
+  assert [(r["trial"], r["state"]) for r in records] == [(0, "COMPLETE"), (1, "COMPLETE"),
+                                                         (2, "COMPLETE")]
+  assert sorted(r["overrides"]["optimizer.lr"] for r in records) == [3e-3, 1e-2, 3e-2]
+  for r in records:
+    assert _commands_run(r["workdir"]) == 1
+  workers = {t.user_attrs["worker"] for t in study.trials}
+  assert len(workers) == 2
+  for out in outs:  # each worker says which trials it ran; none ran one twice
+    assert out.count("started") == out.count("finished") >= 1
+  logs = [pathlib.Path(r["workdir"], "train.log").read_text() for r in records]
+  assert sum("prepared local_text" in log for log in logs) == 1
+
+
+def test_slurm_dry_run_prints_the_array_job(tmp_path):
+  sweepdir = tmp_path / "sweep"
+  out = subprocess.run(
+      [sys.executable, "-m", "launch.sweep", f"--config={CONFIG}", "--sweep=pair",
+       f"--sweepdir={sweepdir}", "--executor=slurm", "--workers=16", "--gpus_per_worker=2",
+       "--storage=postgresql://db.example/sweeps", "--partition=gpu", "--dry_run",
+       "--config.optimizer.warmup_steps=5"],
+      cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr
+  script, submit = out.stdout.split("# submit with:\n")
+  lines = script.splitlines()
+  assert lines[0] == "#!/bin/bash"
+  for directive in ("--job-name=sweep-pair", "--array=0-15", "--nodes=1", "--ntasks-per-node=1",
+                    "--gpus-per-node=2", "--partition=gpu", "--signal=B:TERM@120",
+                    f"--output={sweepdir}/slurm/%x-%A_%a.out"):
+    assert f"#SBATCH {directive}" in lines
+  assert lines.index("set -euo pipefail") > max(i for i, l in enumerate(lines) if l.startswith("#SBATCH"))
+  assert lines[-2] == f"cd {shlex.quote(str(REPO))}"
+  worker = shlex.split(lines[-1])
+  assert worker[:4] == ["exec", sys.executable, "-m", "launch.sweep"]
+  assert set(worker[4:]) == {f"--config={CONFIG}", "--sweep=pair", f"--sweepdir={sweepdir}",
+                             "--storage=postgresql://db.example/sweeps",
+                             "--config.optimizer.warmup_steps=5", "--worker", "--heartbeat=60",
+                             "--max_retry=3"}
+  assert submit.strip() == f"sbatch {sweepdir}/sweep.sbatch"
+  assert not sweepdir.exists()  # a dry run creates nothing
+
+
+def test_bad_sweeps_are_refused_before_any_trial(tmp_path):
+  from tests.fixtures.sweep import config as sweep_config  # pylint: disable=g-import-not-at-top
+  config = sweep_config.get_config()
+  with pytest.raises(sweep.SweepError, match=r"'nope' is not defined in .*; it defines accuracy, pair, prune$"):
+    sweep.load_sweep(CONFIG, "nope")
+  with pytest.raises(sweep.SweepError, match=r"sweep field optimizer\.lrr = 0\.1: the config has no such field"):
+    sweep.resolve(sweeps.grid({"optimizer.lrr": [0.1]}), config)
+  with pytest.raises(sweep.SweepError, match=r"sweep field optimizer\.lr = 'high'"):
+    sweep.resolve(sweeps.random({"optimizer.lr": ["high", 0.1]}, trials=2), config)
+  with pytest.raises(sweep.SweepError, match="the grid is empty .optimizer.lr has no values"):
+    sweep.resolve(sweeps.grid({"optimizer.lr": []}), config)
+  def suggest(trial):
+    return {"model.widthh": trial.suggest_int("w", 1, 4)}
+  with pytest.raises(sweep.SweepError, match="model.widthh"):
+    sweep.resolve(sweeps.tpe(suggest, trials=4), config)
+  # the objective: the config's best_metric by default, or the sweep's, passed to each trial
+  resolved = sweep.resolve(sweep.load_sweep(CONFIG, "accuracy"), config)
+  assert (resolved.metric, resolved.mode, resolved.trials) == ("accuracy", "max", 2)
+  assert sweep.resolve(sweep.load_sweep(CONFIG, "pair"), config).trials == 3
+  # a sweepdir holding another sweep
+  spec = sweep.Spec(config=CONFIG + ":smoke", config_path="/c.py", sweep="pair", overrides=[])
+  spec.write(str(tmp_path))
+  other = sweep.Spec(spec, sweep="prune")
+  with pytest.raises(sweep.SweepError, match="holds sweep 'pair' of .*; give another --sweepdir"):
+    other.check_same(str(tmp_path))
+  spec.check_same(str(tmp_path))  # the same sweep: continued
+
+  # the command line: one error line, exit 2, nothing created
+  sweepdir = tmp_path / "new"
+  out = subprocess.run([sys.executable, "-m", "launch.sweep", f"--config={CONFIG}",
+                        "--sweep=nope", f"--sweepdir={sweepdir}"],
+                       cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+  assert out.returncode == 2 and not out.stdout
+  assert out.stderr.strip().splitlines() == [
+      f"error: --sweep: 'nope' is not defined in {CONFIG}; it defines accuracy, pair, prune"]
+  assert not sweepdir.exists()
