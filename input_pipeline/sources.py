@@ -101,12 +101,19 @@ def preparation_lock(data_dir):
   if key in _LOCKS_HELD:
     yield
     return
+  created = not os.path.exists(data_dir)
   os.makedirs(data_dir, exist_ok=True)
-  with open(os.path.join(data_dir, ".prepare.lock"), "a", encoding="utf-8") as f:
+  path = os.path.join(data_dir, ".prepare.lock")
+  with open(path, "a", encoding="utf-8") as f:
     fcntl.flock(f, fcntl.LOCK_EX)
     _LOCKS_HELD.add(key)
     try:
       yield
+    except BaseException:
+      if created:  # a failed preparation in a new data_dir leaves nothing behind
+        os.remove(path)
+        _remove_empty_dirs(data_dir)
+      raise
     finally:
       _LOCKS_HELD.discard(key)
       fcntl.flock(f, fcntl.LOCK_UN)

@@ -29,7 +29,6 @@ any other launcher (a TPU VM, a GKE Job) can start. A trial that needs several h
 through launch.local (--processes_per_trial) or srun (slurm --nodes_per_worker).
 """
 import copy
-import ctypes
 import dataclasses
 import fcntl
 import importlib.util
@@ -37,20 +36,17 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
 import warnings
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from configs import errors, sweeps
+from launch import sweep_trials
 
 FLAGS = flags.FLAGS
-TRIAL_COMMAND = ["-m", "pretrain.train"]
 
 
 class SweepError(errors.UserError):
@@ -161,12 +157,6 @@ def check_overrides(config, overrides):
                        "(e.g. optimizer.lr)") from None
 
 
-def override_args(overrides):
-  """--config.<field>=<value> arguments (floats in full precision)."""
-  return [f"--config.{k}={v!r}" if isinstance(v, float) else f"--config.{k}={v}"
-          for k, v in overrides.items()]
-
-
 # ----------------------------------------------------------------------------- the study
 
 
@@ -265,299 +255,7 @@ def open_study(spec, sweep, sweepdir, heartbeat, max_retry):
   return study
 
 
-# ----------------------------------------------------------------------------- trials
-
-
-def trial_slots(parallel, gpus=0, tpu_chips=0, cpus=0):
-  """Per local slot: the environment and CPU cores its trials run with."""
-  cores = sorted(os.sched_getaffinity(0))
-  cpus = cpus or max(1, len(cores) // parallel)
-  slots = []
-  for k in range(parallel):
-    env = {}
-    if gpus:
-      env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in range(k * gpus, (k + 1) * gpus))
-    if tpu_chips:
-      bounds = {1: "1,1,1", 2: "1,2,1", 4: "2,2,1"}[tpu_chips]
-      env.update(TPU_VISIBLE_CHIPS=",".join(str(c) for c in range(k * tpu_chips, (k + 1) * tpu_chips)),
-                 TPU_CHIPS_PER_PROCESS_BOUNDS=bounds, TPU_PROCESS_BOUNDS="1,1,1",
-                 TPU_PROCESS_PORT=str(8476 + k))
-    mine = cores[k * cpus:(k + 1) * cpus] if (k + 1) * cpus <= len(cores) else cores
-    slots.append((env, mine))
-  return slots
-
-
-def trial_command(spec, overrides, workdir, processes=1):
-  """A trial's argv: the training command (through launch.local for several processes)."""
-  train = [sys.executable, *TRIAL_COMMAND, f"--config={spec['config']}", *spec["overrides"],
-           *spec["objective_overrides"], *override_args(overrides), f"--workdir={workdir}"]
-  if processes > 1:
-    return [sys.executable, "-m", "launch.local", f"--num_processes={processes}", "--"] + train
-  return train
-
-
-def _child_setup(cores):
-  """In the trial's process before exec: pinned to its cores, and SIGTERMed (checkpointing)
-  if this worker dies, so no orphan trains on while its trial is queued again."""
-  def setup():
-    if cores:
-      os.sched_setaffinity(0, cores)
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-  return setup
-
-
-def read_results(workdir):
-  path = os.path.join(workdir, "results.json")
-  try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)["history"]
-  except (OSError, ValueError, KeyError):
-    return []
-
-
-def total_steps(workdir):
-  try:
-    with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
-      return json.load(f)["train"]["total_steps"]
-  except (OSError, ValueError, KeyError):
-    return None
-
-
-def log_tail(path, lines=15):
-  try:
-    with open(path, encoding="utf-8", errors="replace") as f:
-      return "".join(f.readlines()[-lines:])
-  except OSError:
-    return ""
-
-
-class TrialFailed(Exception):
-  pass
-
-
-class Requeued(Exception):
-  """The trial stopped with a checkpoint before its end (this worker is stopping)."""
-
-
-class Surplus(Exception):
-  """A trial beyond the sweep's budget (another worker took the last one at the same time)."""
-
-
-class Worker:
-  """Runs the study's trials in `slots` threads until none is left to start (and, unless
-  `leave_early`, until no trial is running anywhere, so that stale ones are taken over)."""
-
-  def __init__(self, spec, sweep, study, sweepdir, slots, poll, max_retry, leave_early=False,
-               processes_per_trial=1, out=print):
-    self.spec, self.sweep, self.study, self.sweepdir = spec, sweep, study, sweepdir
-    self.slots, self.poll, self.max_retry, self.leave_early = slots, poll, max_retry, leave_early
-    self.processes_per_trial, self.out = processes_per_trial, out
-    self.stopping = threading.Event()
-    self.lock = threading.Lock()
-    self.name = f"{socket.gethostname()}:{os.getpid()}"
-
-  # -- the budget
-
-  def _trials(self):
-    return self.study.get_trials(deepcopy=False)
-
-  @staticmethod
-  def is_fresh(t):
-    return "failed_trial" not in t.system_attrs and not t.user_attrs.get("surplus")
-
-  def _budget_left(self):
-    import optuna  # pylint: disable=g-import-not-at-top
-    trials = self._trials()
-    waiting = any(t.state == optuna.trial.TrialState.WAITING for t in trials)
-    return waiting or sum(map(self.is_fresh, trials)) < self.sweep.trials
-
-  def _unfinished(self):
-    return any(not t.state.is_finished() for t in self._trials())
-
-  def _is_surplus(self, number):
-    """A fresh trial past the budget, or a grid point another trial already holds."""
-    trials = self._trials()
-    me = next(t for t in trials if t.number == number)
-    if not self.is_fresh(me):
-      return False
-    earlier = [t for t in trials if t.number < number and self.is_fresh(t)]
-    if len(earlier) >= self.sweep.trials:
-      return True
-    grid_id = me.system_attrs.get("grid_id")
-    return grid_id is not None and any(
-        t.system_attrs.get("grid_id") == grid_id and t.number != number and
-        t.state.name != "FAIL" and (t.number < number or t.state.is_finished()) for t in trials)
-
-  def _index(self, frozen):
-    """The sweep's own number of a trial: 0, 1, ... in the order fresh trials started (a
-    trial queued again keeps its number, and its workdir)."""
-    if "trial" in frozen.user_attrs:
-      return frozen.user_attrs["trial"]
-    return sum(1 for t in self._trials() if t.number < frozen.number and self.is_fresh(t))
-
-  # -- the loop
-
-  def run(self):
-    threads = [threading.Thread(target=self._work, args=(slot,), daemon=True)
-               for slot in self.slots]
-    for t in threads:
-      t.start()
-    for t in threads:
-      while t.is_alive():
-        t.join(0.5)
-
-  def stop(self, *_):
-    if not self.stopping.is_set():
-      self.out("stopping: running trials checkpoint and are queued again; rerun the same "
-               "command to continue")
-    self.stopping.set()
-
-  def _work(self, slot):
-    import optuna  # pylint: disable=g-import-not-at-top
-    while not self.stopping.is_set():
-      with self.lock:
-        optuna.storages.fail_stale_trials(self.study)
-        has_work = self._budget_left()
-      if not has_work:
-        if self.leave_early or not self._unfinished():
-          return
-        self.stopping.wait(self.poll)
-        continue
-      self.study.optimize(lambda trial: self._objective(trial, slot), n_trials=1,
-                          catch=(TrialFailed, Requeued, Surplus), callbacks=[self._after])
-
-  def _after(self, study, frozen):
-    """Queues a stopped trial again at once (a stale one is queued by Optuna's callback)."""
-    if frozen.user_attrs.get("requeue"):
-      import optuna  # pylint: disable=g-import-not-at-top
-      optuna.storages.RetryHeartbeatStaleTrialCallback(self.max_retry)(study, frozen)
-
-  def _overrides(self, trial):
-    if "overrides" in trial.user_attrs:  # a trial queued again: exactly what it ran with
-      return dict(trial.user_attrs["overrides"])
-    if self.sweep.suggest is not None:
-      return dict(self.sweep.suggest(trial))
-    out = {}
-    for field, r in self.sweep.space.items():
-      if self.sweep.sampler == "grid":
-        out[field] = trial.suggest_categorical(field, r)
-      elif r.kind == "choice":
-        out[field] = trial.suggest_categorical(field, list(r.values))
-      elif r.kind == "int":
-        out[field] = trial.suggest_int(field, int(r.low), int(r.high), log=r.log)
-      else:
-        out[field] = trial.suggest_float(field, r.low, r.high, log=r.log)
-    return out
-
-  def _objective(self, trial, slot):
-    import optuna  # pylint: disable=g-import-not-at-top
-    with self.lock:
-      if self._is_surplus(trial.number):
-        trial.set_user_attr("surplus", True)
-        raise Surplus()
-    frozen = next(t for t in self._trials() if t.number == trial.number)
-    number = self._index(frozen)
-    overrides = self._overrides(trial)
-    workdir = os.path.join(self.sweepdir, "trials", str(number))
-    command = trial_command(self.spec, overrides, workdir, self.processes_per_trial)
-    os.makedirs(workdir, exist_ok=True)
-    for key, value in dict(trial=number, overrides=overrides, command=command,
-                           workdir=workdir, worker=self.name).items():
-      trial.set_user_attr(key, value)
-    with open(os.path.join(workdir, "trial.json"), "w", encoding="utf-8") as f:
-      json.dump(dict(trial=number, optuna_trial=trial.number, overrides=overrides,
-                     command=command), f, indent=1)
-    resumed = " (resuming its checkpoints)" if not self.is_fresh(frozen) else ""
-    self.out(f"trial {number} started{resumed}: "
-             f"{' '.join(override_args(overrides)) or '(no overrides)'} -> {workdir}")
-    env, cores = slot
-    env = dict(env, WANDB_RUN_GROUP=self.spec["study"], WANDB_NAME=f"trial-{number}")
-    started, base = time.time(), frozen.user_attrs.get("wall_s", 0.0)
-    with open(os.path.join(workdir, "train.log"), "a", encoding="utf-8") as log:
-      log.write(f"$ {shlex.join(command)}\n")
-      log.flush()
-      proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,  # pylint: disable=subprocess-popen-preexec-fn
-                              env=dict(os.environ, **env), preexec_fn=_child_setup(cores),
-                              start_new_session=True)
-      pruned_at = self._follow(trial, proc, workdir, started, base)
-    trial.set_user_attr("wall_s", base + time.time() - started)
-    history = read_results(workdir)
-    self._record(trial, history)
-    if pruned_at is not None:
-      self.out(f"trial {number} pruned at step {pruned_at}")
-      raise optuna.TrialPruned(f"pruned at step {pruned_at}")
-    tail = log_tail(os.path.join(workdir, "train.log"))
-    done = history and history[-1]["step"] == total_steps(workdir)
-    if self.stopping.is_set() or (not proc.returncode and not done):
-      trial.set_user_attr("requeue", True)
-      self.out(f"trial {number} stopped at step {history[-1]['step'] if history else 0}; "
-               "queued again, to resume from its checkpoint")
-      raise Requeued()
-    if proc.returncode:
-      trial.set_user_attr("log_tail", tail)
-      self.out(f"trial {number} failed (exit {proc.returncode}); the end of its log "
-               f"({workdir}/train.log):\n{tail}")
-      raise TrialFailed(f"exit {proc.returncode}")
-    value = trial.user_attrs["best"] if "best" in trial.user_attrs else None
-    if value is None:
-      raise TrialFailed(f"no evaluation of {self.sweep.metric}")
-    self.out(f"trial {number} finished: {self.sweep.metric} {value:.4g} (best; final "
-             f"{history[-1][self.sweep.metric]:.4g} at step {history[-1]['step']}) in "
-             f"{base + time.time() - started:.0f} s")
-    return value
-
-  def _follow(self, trial, proc, workdir, started, base):
-    """Reports each new evaluation to the study while the trial runs; SIGTERMs it when the
-    pruner says so or this worker stops. Returns the step it was pruned at, or None."""
-    reported, pruned_at = set(), None
-    while proc.poll() is None:
-      try:
-        proc.wait(self.poll)
-      except subprocess.TimeoutExpired:
-        pass
-      if self.stopping.is_set():
-        proc.send_signal(signal.SIGTERM)
-        continue
-      new = [r for r in read_results(workdir) if r["step"] not in reported
-             and self.sweep.metric in r]
-      for row in new:
-        reported.add(row["step"])
-        trial.report(row[self.sweep.metric], row["step"])
-      if new:
-        trial.set_user_attr("wall_s", base + time.time() - started)
-      if new and pruned_at is None and proc.poll() is None and trial.should_prune():
-        pruned_at = new[-1]["step"]
-        proc.send_signal(signal.SIGTERM)
-    return pruned_at
-
-  def _record(self, trial, history):
-    rows = [r for r in history if self.sweep.metric in r]
-    if not rows:
-      return
-    pick = min if self.sweep.mode == "min" else max
-    trial.set_user_attr("steps", rows[-1]["step"])
-    trial.set_user_attr("final", rows[-1][self.sweep.metric])
-    trial.set_user_attr("best", pick(r[self.sweep.metric] for r in rows))
-
-
-# ----------------------------------------------------------------------------- records, report
-
-
-def records(study):
-  """One record per trial of the sweep (a trial queued again counts once: its latest attempt)."""
-  latest = {}
-  for t in study.get_trials(deepcopy=False):
-    if "trial" in t.user_attrs and not t.user_attrs.get("surplus"):  # (it started)
-      latest[t.user_attrs["trial"]] = t
-  out = []
-  for number, t in sorted(latest.items()):
-    a = t.user_attrs
-    out.append(dict(trial=number, state=t.state.name, overrides=a.get("overrides", t.params),
-                    steps=a.get("steps"), final=a.get("final"), best=a.get("best"),
-                    wall_s=a.get("wall_s"), workdir=a.get("workdir", ""),
-                    command=a.get("command", []), log_tail=a.get("log_tail", "")))
-  return out
+# ----------------------------------------------------------------------------- report
 
 
 def report(spec, sweepdir):
@@ -566,7 +264,8 @@ def report(spec, sweepdir):
   from launch import sweep_report  # pylint: disable=g-import-not-at-top
   optuna.logging.set_verbosity(optuna.logging.ERROR)  # we say what happens
   study = optuna.load_study(study_name=spec["study"], storage=spec["storage"])
-  return sweep_report.write_report(records(study), spec["metric"], spec["mode"], sweepdir)
+  return sweep_report.write_report(sweep_trials.records(study), spec["metric"], spec["mode"],
+                                   sweepdir)
 
 
 # ----------------------------------------------------------------------------- slurm
@@ -641,21 +340,23 @@ def prepare(argv):
 
 
 def run_local(spec, sweep):
-  slots = trial_slots(FLAGS.parallel, FLAGS.gpus_per_trial, FLAGS.tpu_chips_per_trial,
-                      FLAGS.cpus_per_trial)
+  slots = sweep_trials.trial_slots(FLAGS.parallel, FLAGS.gpus_per_trial,
+                                   FLAGS.tpu_chips_per_trial, FLAGS.cpus_per_trial)
   if FLAGS.dry_run:  # the trials' commands (a random or adaptive sweep: one example)
     for k, point in enumerate(sweep.points() if sweep.sampler == "grid"
                               else _sample_overrides(sweep)[:1]):
       workdir = os.path.join(FLAGS.sweepdir, "trials", str(k))
       env = slots[k % len(slots)][0]
       print("".join(f"{name}={shlex.quote(value)} " for name, value in env.items()) +
-            shlex.join(trial_command(spec, point, workdir, FLAGS.processes_per_trial)))
+            shlex.join(sweep_trials.trial_command(spec, point, workdir,
+                                                  FLAGS.processes_per_trial)))
     return
   os.makedirs(FLAGS.sweepdir, exist_ok=True)
   study = open_study(spec, sweep, FLAGS.sweepdir, FLAGS.heartbeat, FLAGS.max_retry)
-  worker = Worker(spec, sweep, study, FLAGS.sweepdir, slots, FLAGS.poll, FLAGS.max_retry,
-                  leave_early=FLAGS.worker, processes_per_trial=FLAGS.processes_per_trial,
-                  out=lambda line: print(line, flush=True))
+  worker = sweep_trials.Worker(spec, sweep, study, FLAGS.sweepdir, slots, FLAGS.poll,
+                               FLAGS.max_retry, leave_early=FLAGS.worker,
+                               processes_per_trial=FLAGS.processes_per_trial,
+                               out=lambda line: print(line, flush=True))
   previous = {s: signal.signal(s, worker.stop) for s in (signal.SIGTERM, signal.SIGINT)}
   try:
     worker.run()
@@ -691,6 +392,9 @@ def main(argv):
   try:
     if not FLAGS.sweepdir:
       raise SweepError("--sweepdir is required")
+    missing = [m for m in ("optuna", "matplotlib") if importlib.util.find_spec(m) is None]
+    if missing:
+      raise SweepError(f"sweeps need {' and '.join(missing)}: pip install -e '.[sweep]'")
     if FLAGS.report:
       print(report(Spec.read(FLAGS.sweepdir), FLAGS.sweepdir), flush=True)
       return

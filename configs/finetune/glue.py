@@ -13,10 +13,15 @@ Tasks (input_pipeline/glue.py TASKS): cola, sst2, mrpc, qqp, stsb, mnli, qnli, r
 from tfds `glue/<task>` in config.data.data_dir, or config.data.files. The checkpoint is ranked
 by the task's metric: Matthews correlation (CoLA), Pearson (STS-B), accuracy (the rest; F1 is
 reported beside it for MRPC and QQP).
+
+The BERT paper's fine-tuning grid, ranked by that metric (launch/sweep.py):
+
+  python -m launch.sweep --config=configs/finetune/glue.py:mrpc --sweep=bert \
+      --config.init_from=runs/bert --sweepdir=sweeps/mrpc
 """
+from configs import common, sweeps
 from configs.finetune import recipe
 from input_pipeline import glue
-from configs import common
 
 
 def get_config(arg="sst2"):
@@ -27,3 +32,9 @@ def get_config(arg="sst2"):
   config.data.update(task=task.name, dataset=f"glue/{task.name}", eval_split=task.eval_split)
   config.train.best_metric = task.metrics[0]
   return config
+
+
+def sweep_bert():
+  """Learning rate x batch size, as the BERT paper tuned on each task's dev set; ranked by
+  the task's metric (config.train.best_metric, maximised)."""
+  return sweeps.grid({"optimizer.lr": [2e-5, 3e-5, 5e-5], "batch.size": [16, 32]})

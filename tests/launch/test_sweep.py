@@ -19,7 +19,7 @@ from tests.conftest import REPO
 optuna = pytest.importorskip("optuna")
 
 from configs import sweeps  # pylint: disable=g-import-not-at-top,wrong-import-position
-from launch import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
+from launch import sweep, sweep_trials  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 CONFIG = "tests/fixtures/sweep/config.py"
 
@@ -113,7 +113,7 @@ def test_sweep_killed_resumes_prunes_and_reports(tmp_path, corpus):
   assert {int(r["trial"]): r["state"] for r in rows} == {0: "COMPLETE", 1: "COMPLETE", 2: "PRUNED"}
   for r in rows:
     assert float(r["best"]) == pytest.approx(best[int(r["trial"])])
-  assert int(next(r for r in rows if r["trial"] == "2")["steps"]) == pruned_at
+  assert pruned_at <= int(next(r for r in rows if r["trial"] == "2")["steps"]) < 600
   assert "| PRUNED |" in (sweepdir / "results.md").read_text()
   # the best trial's full command, printed and recorded
   winner = rows[0]["trial"]
@@ -124,7 +124,7 @@ def test_sweep_killed_resumes_prunes_and_reports(tmp_path, corpus):
   assert image.imread(sweepdir / "sweep.png").ndim == 3
   from launch import sweep_report  # pylint: disable=g-import-not-at-top
   study = optuna.load_study(study_name="prune", storage=f"sqlite:///{sweepdir}/study.db")
-  fig = sweep_report.plot(sweep.records(study), "loss", "min", str(tmp_path / "again.png"))
+  fig = sweep_report.plot(sweep_trials.records(study), "loss", "min", str(tmp_path / "again.png"))
   assert len(fig.axes[0].get_lines()) == 3
   # the HParams summary beside each trial's own scalars: one TensorBoard logdir for all
   for n in range(3):
@@ -132,8 +132,8 @@ def test_sweep_killed_resumes_prunes_and_reports(tmp_path, corpus):
 
 
 def test_two_workers_split_the_trials(tmp_path, corpus):
-  """Two workers started at once on one SQLite study and one fresh data_dir: every trial runs
-  exactly once, both workers take some, and the data is prepared once."""
+  """Two workers started at once on one SQLite study and one fresh data_dir: each trial runs
+  exactly once, each worker takes one, and the data is prepared once."""
   sweepdir, data_dir = tmp_path / "sweep", tmp_path / "data"
   argv = _argv(sweepdir, "pair", data_dir, corpus, "--worker")
   procs = [subprocess.Popen(argv, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
@@ -141,18 +141,27 @@ def test_two_workers_split_the_trials(tmp_path, corpus):
   outs = [p.communicate(timeout=300)[0] for p in procs]
   assert [p.returncode for p in procs] == [0, 0], outs
   study = optuna.load_study(study_name="pair", storage=f"sqlite:///{sweepdir}/study.db")
-  records = sweep.records(study)
-  assert [(r["trial"], r["state"]) for r in records] == [(0, "COMPLETE"), (1, "COMPLETE"),
-                                                         (2, "COMPLETE")]
-  assert sorted(r["overrides"]["optimizer.lr"] for r in records) == [3e-3, 1e-2, 3e-2]
+  records = sweep_trials.records(study)
+  assert [(r["trial"], r["state"]) for r in records] == [(0, "COMPLETE"), (1, "COMPLETE")]
+  assert sorted(r["overrides"]["optimizer.lr"] for r in records) == [3e-3, 3e-2]
   for r in records:
     assert _commands_run(r["workdir"]) == 1
   workers = {t.user_attrs["worker"] for t in study.trials}
   assert len(workers) == 2
-  for out in outs:  # each worker says which trials it ran; none ran one twice
-    assert out.count("started") == out.count("finished") >= 1
+  for out in outs:  # each worker ran one trial
+    assert out.count("started") == out.count("finished") == 1
   logs = [pathlib.Path(r["workdir"], "train.log").read_text() for r in records]
   assert sum("prepared local_text" in log for log in logs) == 1
+  # workers print no report; --report, given only the sweepdir, does
+  assert not any("objective:" in out for out in outs)
+  report = subprocess.run([sys.executable, "-m", "launch.sweep", f"--sweepdir={sweepdir}",
+                           "--report"], cwd=REPO, env=_env(), capture_output=True, text=True,
+                          timeout=120)
+  assert report.returncode == 0, report.stderr
+  assert report.stdout.startswith("objective: eval loss (min)")
+  best = min(records, key=lambda r: r["best"])
+  assert f"best trial {best['trial']}: loss {best['best']:.4g}" in report.stdout
+  assert shlex.join(best["command"]) in report.stdout
 
 
 def test_slurm_dry_run_prints_the_array_job(tmp_path):
@@ -201,7 +210,7 @@ def test_bad_sweeps_are_refused_before_any_trial(tmp_path):
   # the objective: the config's best_metric by default, or the sweep's, passed to each trial
   resolved = sweep.resolve(sweep.load_sweep(CONFIG, "accuracy"), config)
   assert (resolved.metric, resolved.mode, resolved.trials) == ("accuracy", "max", 2)
-  assert sweep.resolve(sweep.load_sweep(CONFIG, "pair"), config).trials == 3
+  assert sweep.resolve(sweep.load_sweep(CONFIG, "pair"), config).trials == 2
   # a sweepdir holding another sweep
   spec = sweep.Spec(config=CONFIG + ":smoke", config_path="/c.py", sweep="pair", overrides=[])
   spec.write(str(tmp_path))
@@ -219,3 +228,15 @@ def test_bad_sweeps_are_refused_before_any_trial(tmp_path):
   assert out.stderr.strip().splitlines() == [
       f"error: --sweep: 'nope' is not defined in {CONFIG}; it defines accuracy, pair, prune"]
   assert not sweepdir.exists()
+
+
+def test_local_slots_give_each_trial_its_own_devices(monkeypatch):
+  monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7})
+  gpus = sweep_trials.trial_slots(2, gpus=4)
+  assert [env["CUDA_VISIBLE_DEVICES"] for env, _ in gpus] == ["0,1,2,3", "4,5,6,7"]
+  assert [cores for _, cores in gpus] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+  chips = sweep_trials.trial_slots(4, tpu_chips=1)
+  assert [env["TPU_VISIBLE_CHIPS"] for env, _ in chips] == ["0", "1", "2", "3"]
+  assert {env["TPU_CHIPS_PER_PROCESS_BOUNDS"] for env, _ in chips} == {"1,1,1"}
+  assert len({env["TPU_PROCESS_PORT"] for env, _ in chips}) == 4  # one runtime each
+  assert [cores for _, cores in sweep_trials.trial_slots(3, cpus=2)] == [[0, 1], [2, 3], [4, 5]]
