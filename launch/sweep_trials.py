@@ -221,8 +221,8 @@ class Worker:
     workdir = os.path.join(self.sweepdir, "trials", str(number))
     command = trial_command(self.spec, overrides, workdir, self.processes_per_trial)
     os.makedirs(workdir, exist_ok=True)
-    for key, value in dict(trial=number, overrides=overrides, command=command,
-                           workdir=workdir, worker=self.name).items():
+    for key, value in dict(trial=number, overrides=overrides, command=command, workdir=workdir,
+                           worker=self.name, requeue=False).items():  # (an attempt's own)
       trial.set_user_attr(key, value)
     with open(os.path.join(workdir, "trial.json"), "w", encoding="utf-8") as f:
       json.dump(dict(trial=number, optuna_trial=trial.number, overrides=overrides,

@@ -68,20 +68,28 @@ def test_grid_order_the_prune_sweep_relies_on():
   assert [t.params["x"] for t in study.trials] == [2, 1, 0]
 
 
-def test_sweep_killed_resumes_prunes_and_reports(tmp_path, corpus):
-  """A 3-trial grid with the median pruner. The sweep is killed with SIGKILL during its second
-  trial; rerun, it skips the finished trial, resumes the interrupted one from its checkpoint,
-  prunes the hopeless third, and ranks them."""
+def _interrupt(argv, trial_dir, sig):
+  """Starts the sweep and sends it `sig` once the trial in `trial_dir` has checkpointed."""
+  proc = subprocess.Popen(argv, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+  _wait_for(lambda: (trial_dir / "checkpoints" / "100").is_dir() or proc.poll() is not None,
+            240, f"{trial_dir}'s first checkpoint")
+  assert proc.poll() is None, proc.stdout.read()
+  proc.send_signal(sig)
+  return proc.communicate(timeout=120)[0], proc.returncode
+
+
+def test_sweep_stopped_killed_resumes_prunes_and_reports(tmp_path, corpus):
+  """A 3-trial grid with the median pruner. The sweep is stopped with SIGTERM during its first
+  trial, then killed with SIGKILL during its second; rerun, it skips the finished trial,
+  resumes each interrupted one from its checkpoint, prunes the hopeless third, and ranks them."""
   sweepdir, data_dir = tmp_path / "sweep", tmp_path / "data"
   argv = _argv(sweepdir, "prune", data_dir, corpus)
-  first = subprocess.Popen(argv, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
+  out, code = _interrupt(argv, sweepdir / "trials" / "0", signal.SIGTERM)
+  assert code == 0, out  # stopped cleanly: its trial checkpointed and is queued again
+  assert re.search(r"trial 0 stopped at step \d+; queued again", out), out
   second_trial = sweepdir / "trials" / "1"
-  _wait_for(lambda: (second_trial / "checkpoints" / "100").is_dir() or first.poll() is not None,
-            240, "the second trial's first checkpoint")
-  assert first.poll() is None, first.stdout.read()
-  first.send_signal(signal.SIGKILL)
-  first.wait()
+  _interrupt(argv, second_trial, signal.SIGKILL)
   # the orphaned trial got SIGTERM from the kernel: it checkpointed and left
   _wait_for(lambda: "preempted: saved a checkpoint" in (second_trial / "train.log").read_text(),
             60, "the interrupted trial to checkpoint")
@@ -93,10 +101,11 @@ def test_sweep_killed_resumes_prunes_and_reports(tmp_path, corpus):
   trials = {n: json.loads((sweepdir / "trials" / str(n) / "trial.json").read_text())
             for n in range(3)}
   assert [trials[n]["overrides"]["optimizer.lr"] for n in range(3)] == [3e-2, 1e-2, 1e-7]
-  assert _commands_run(sweepdir / "trials" / "0") == 1           # finished: not rerun
-  assert _commands_run(second_trial) == 2                         # resumed, not restarted
+  for n in (0, 1):  # each resumed once, not restarted; finished, not rerun
+    assert _commands_run(sweepdir / "trials" / str(n)) == 2
+    assert "resumed from step" in (sweepdir / "trials" / str(n) / "train.log").read_text()
   assert "trial 1 started (resuming its checkpoints)" in out
-  assert "resumed from step" in (second_trial / "train.log").read_text()
+  assert "trial 0 started" not in out
   pruned_at = int(re.search(r"trial 2 pruned at step (\d+)", out).group(1))
   assert 100 <= pruned_at < 600  # at an evaluation, long before the end
   log2 = (sweepdir / "trials" / "2" / "train.log").read_text()
