@@ -43,9 +43,14 @@ def script(nodes, gpus_per_node, time, job_name, partition, setup, train_args):
   if partition:
     lines.append(f"#SBATCH --partition={partition}")
   lines += ["set -euo pipefail"] + ([setup] if setup else [])
-  lines.append("srun --kill-on-bad-exit=1 env PRETRAIN_DISTRIBUTED=1 python -m pretrain.train " +
-               " ".join(shlex.quote(a) for a in train_args))
+  lines.append(shlex.join(srun(["python", "-m", "pretrain.train", *train_args])))
   return "\n".join(lines) + "\n"
+
+
+def srun(command):
+  """`command` as a job step on every node of the allocation, one process each, wired together
+  by jax.distributed from SLURM's variables (a sweep's multi-node trials start this way too)."""
+  return ["srun", "--kill-on-bad-exit=1", "env", "PRETRAIN_DISTRIBUTED=1", *command]
 
 
 def main(argv):

@@ -25,8 +25,9 @@ goes on.
 
 Executors: local (--parallel trials at a time, each on its own GPUs, TPU chips or CPU cores),
 slurm (an sbatch array whose tasks are `--worker`s; --dry_run prints it), and `--worker`, which
-any other launcher (a TPU VM, a GKE Job) can start. A trial that needs several hosts is started
-through launch.local (--processes_per_trial) or srun (slurm --nodes_per_worker).
+any other launcher (a TPU VM, a GKE Job) can start. A trial of several processes is started
+through our launchers: launch.local (--processes_per_trial=N) or, on SLURM, srun over the
+nodes of a worker's allocation (--nodes_per_worker=N).
 """
 import copy
 import dataclasses
@@ -69,7 +70,10 @@ def define_flags():
   flags.DEFINE_integer("gpus_per_trial", 0, "Local: GPUs given to each trial (CUDA_VISIBLE_DEVICES).")
   flags.DEFINE_integer("tpu_chips_per_trial", 0, "Local: TPU chips given to each trial (1, 2 or 4).")
   flags.DEFINE_integer("cpus_per_trial", 0, "Local: CPU cores pinned per trial (0: cores // parallel).")
-  flags.DEFINE_integer("processes_per_trial", 1, "Local: processes per trial, via launch.local.")
+  flags.DEFINE_integer("processes_per_trial", 1, "Processes (hosts) per trial, started by "
+                       "--trial_launcher.")
+  flags.DEFINE_enum("trial_launcher", "local", ["local", "srun"], "How a trial of several "
+                    "processes starts: launch.local on this machine, or srun (slurm).")
   flags.DEFINE_integer("heartbeat", 60, "Seconds between a running trial's heartbeats; a trial "
                        "silent for twice as long is stale and queued again.")
   flags.DEFINE_integer("max_retry", 3, "Times a stale (or stopped) trial is queued again.")
@@ -300,8 +304,8 @@ def worker_args(spec, sweepdir, trials, heartbeat, max_retry, nodes):
           *spec["overrides"], "--worker", f"--heartbeat={heartbeat}", f"--max_retry={max_retry}"]
   if trials:
     args.append(f"--trials={trials}")
-  if nodes > 1:
-    args.append(f"--processes_per_trial={nodes}")
+  if nodes > 1:  # each trial: one process on every node of the worker's allocation
+    args += [f"--processes_per_trial={nodes}", "--trial_launcher=srun"]
   return args
 
 
@@ -348,14 +352,14 @@ def run_local(spec, sweep):
       workdir = os.path.join(FLAGS.sweepdir, "trials", str(k))
       env = slots[k % len(slots)][0]
       print("".join(f"{name}={shlex.quote(value)} " for name, value in env.items()) +
-            shlex.join(sweep_trials.trial_command(spec, point, workdir,
-                                                  FLAGS.processes_per_trial)))
+            shlex.join(sweep_trials.trial_command(spec, point, workdir, FLAGS.processes_per_trial,
+                                                  FLAGS.trial_launcher)))
     return
   os.makedirs(FLAGS.sweepdir, exist_ok=True)
   study = open_study(spec, sweep, FLAGS.sweepdir, FLAGS.heartbeat, FLAGS.max_retry)
   worker = sweep_trials.Worker(spec, sweep, study, FLAGS.sweepdir, slots, FLAGS.poll,
                                FLAGS.max_retry, leave_early=FLAGS.worker,
-                               processes_per_trial=FLAGS.processes_per_trial,
+                               launch=(FLAGS.processes_per_trial, FLAGS.trial_launcher),
                                out=lambda line: print(line, flush=True))
   previous = {s: signal.signal(s, worker.stop) for s in (signal.SIGTERM, signal.SIGINT)}
   try:

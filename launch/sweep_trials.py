@@ -18,6 +18,8 @@ import sys
 import threading
 import time
 
+from launch import slurm
+
 TRIAL_COMMAND = ["-m", "pretrain.train"]
 
 
@@ -46,13 +48,16 @@ def trial_slots(parallel, gpus=0, tpu_chips=0, cpus=0):
   return slots
 
 
-def trial_command(spec, overrides, workdir, processes=1):
-  """A trial's argv: the training command (through launch.local for several processes)."""
+def trial_command(spec, overrides, workdir, processes=1, launcher="local"):
+  """A trial's argv: the training command; with several processes, through our launchers
+  (launch.local on this machine, or srun across the nodes of a SLURM worker's allocation)."""
   train = [sys.executable, *TRIAL_COMMAND, f"--config={spec['config']}", *spec["overrides"],
            *spec["objective_overrides"], *override_args(overrides), f"--workdir={workdir}"]
-  if processes > 1:
-    return [sys.executable, "-m", "launch.local", f"--num_processes={processes}", "--"] + train
-  return train
+  if processes == 1:
+    return train
+  if launcher == "srun":
+    return slurm.srun(train)
+  return [sys.executable, "-m", "launch.local", f"--num_processes={processes}", "--"] + train
 
 
 def _child_setup(cores):
@@ -108,10 +113,10 @@ class Worker:
   `leave_early`, until no trial is running anywhere, so that stale ones are taken over)."""
 
   def __init__(self, spec, sweep, study, sweepdir, slots, poll, max_retry, leave_early=False,
-               processes_per_trial=1, out=print):
+               launch=(1, "local"), out=print):
     self.spec, self.sweep, self.study, self.sweepdir = spec, sweep, study, sweepdir
     self.slots, self.poll, self.max_retry, self.leave_early = slots, poll, max_retry, leave_early
-    self.processes_per_trial, self.out = processes_per_trial, out
+    self.launch, self.out = launch, out  # (processes per trial, launcher)
     self.stopping = threading.Event()
     self.lock = threading.Lock()
     self.name = f"{socket.gethostname()}:{os.getpid()}"
@@ -219,7 +224,7 @@ class Worker:
     number = self._index(frozen)
     overrides = self._overrides(trial)
     workdir = os.path.join(self.sweepdir, "trials", str(number))
-    command = trial_command(self.spec, overrides, workdir, self.processes_per_trial)
+    command = trial_command(self.spec, overrides, workdir, *self.launch)
     os.makedirs(workdir, exist_ok=True)
     for key, value in dict(trial=number, overrides=overrides, command=command, workdir=workdir,
                            worker=self.name, requeue=False).items():  # (an attempt's own)

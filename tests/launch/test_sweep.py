@@ -199,6 +199,16 @@ def test_slurm_dry_run_prints_the_array_job(tmp_path):
                              "--max_retry=3"}
   assert submit.strip() == f"sbatch {sweepdir}/sweep.sbatch"
   assert not sweepdir.exists()  # a dry run creates nothing
+  # a worker of several nodes starts each trial on all of them through srun, as launch.slurm
+  args = sweep.worker_args({"config": CONFIG, "sweep": "pair", "storage": "sqlite:///s.db",
+                            "overrides": []}, str(sweepdir), 0, 60, 3, nodes=2)
+  assert args[-2:] == ["--processes_per_trial=2", "--trial_launcher=srun"]
+  spec = {"config": CONFIG, "overrides": [], "objective_overrides": []}
+  trial = sweep_trials.trial_command(spec, {"optimizer.lr": 0.1}, "w", 2, "srun")
+  assert trial[:4] == ["srun", "--kill-on-bad-exit=1", "env", "PRETRAIN_DISTRIBUTED=1"]
+  assert trial[4:] == sweep_trials.trial_command(spec, {"optimizer.lr": 0.1}, "w")
+  local = sweep_trials.trial_command(spec, {}, "w", 2, "local")
+  assert local[1:5] == ["-m", "launch.local", "--num_processes=2", "--"]
 
 
 def test_bad_sweeps_are_refused_before_any_trial(tmp_path):
