@@ -142,7 +142,8 @@ def test_sweep_stopped_killed_resumes_prunes_and_reports(tmp_path, corpus):
 
 def test_two_workers_split_the_trials(tmp_path, corpus):
   """Two workers started at once on one SQLite study and one fresh data_dir: each trial runs
-  exactly once, each worker takes one, and the data is prepared once."""
+  exactly once, both workers take some, the data is prepared once, and a trial that fails is
+  reported with the end of its log without stopping the sweep."""
   sweepdir, data_dir = tmp_path / "sweep", tmp_path / "data"
   argv = _argv(sweepdir, "pair", data_dir, corpus, "--worker")
   procs = [subprocess.Popen(argv, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
@@ -151,16 +152,20 @@ def test_two_workers_split_the_trials(tmp_path, corpus):
   assert [p.returncode for p in procs] == [0, 0], outs
   study = optuna.load_study(study_name="pair", storage=f"sqlite:///{sweepdir}/study.db")
   records = sweep_trials.records(study)
-  assert [(r["trial"], r["state"]) for r in records] == [(0, "COMPLETE"), (1, "COMPLETE")]
-  assert sorted(r["overrides"]["optimizer.lr"] for r in records) == [3e-3, 3e-2]
+  assert [(r["trial"], r["state"], r["overrides"]["optimizer.lr"]) for r in records] == [
+      (0, "COMPLETE", 3e-2), (1, "COMPLETE", 3e-3), (2, "FAIL", -1.0)]
   for r in records:
     assert _commands_run(r["workdir"]) == 1
-  workers = {t.user_attrs["worker"] for t in study.trials}
-  assert len(workers) == 2
-  for out in outs:  # each worker ran one trial
-    assert out.count("started") == out.count("finished") == 1
+  assert len({t.user_attrs["worker"] for t in study.trials}) == 2
+  assert sum(out.count("started") for out in outs) == 3
+  assert all(out.count("started") >= 1 for out in outs)
   logs = [pathlib.Path(r["workdir"], "train.log").read_text() for r in records]
   assert sum("prepared local_text" in log for log in logs) == 1
+  # the failure, with the end of the trial's log, in the worker's output and the study
+  error = "error: config.optimizer: need lr > 0 and 0 <= min_lr <= lr"
+  failed = next(out for out in outs if "trial 2 failed" in out)
+  assert re.search(r"trial 2 failed \(exit 2\); the end of its log \(.*train\.log\):\n", failed)
+  assert error in failed and error in records[2]["log_tail"]
   # workers print no report; --report, given only the sweepdir, does
   assert not any("objective:" in out for out in outs)
   report = subprocess.run([sys.executable, "-m", "launch.sweep", f"--sweepdir={sweepdir}",
@@ -168,7 +173,8 @@ def test_two_workers_split_the_trials(tmp_path, corpus):
                           timeout=120)
   assert report.returncode == 0, report.stderr
   assert report.stdout.startswith("objective: eval loss (min)")
-  best = min(records, key=lambda r: r["best"])
+  assert "| FAIL |" in report.stdout
+  best = min(records[:2], key=lambda r: r["best"])
   assert f"best trial {best['trial']}: loss {best['best']:.4g}" in report.stdout
   assert shlex.join(best["command"]) in report.stdout
 
@@ -229,7 +235,7 @@ def test_bad_sweeps_are_refused_before_any_trial(tmp_path):
   # the objective: the config's best_metric by default, or the sweep's, passed to each trial
   resolved = sweep.resolve(sweep.load_sweep(CONFIG, "accuracy"), config)
   assert (resolved.metric, resolved.mode, resolved.trials) == ("accuracy", "max", 2)
-  assert sweep.resolve(sweep.load_sweep(CONFIG, "pair"), config).trials == 2
+  assert sweep.resolve(sweep.load_sweep(CONFIG, "pair"), config).trials == 3
   # a sweepdir holding another sweep
   spec = sweep.Spec(config=CONFIG + ":smoke", config_path="/c.py", sweep="pair", overrides=[])
   spec.write(str(tmp_path))
