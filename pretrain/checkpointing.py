@@ -13,21 +13,61 @@ import dataclasses
 import functools
 import json
 import os
+import sys
 from typing import Optional
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
 from configs import errors
 from input_pipeline import tokenized
 from models import layer_stack
-from pretrain import sharding, steps as steps_lib
+from pretrain import checksums, sharding, steps as steps_lib
 
 
 class CheckpointError(errors.UserError):
   pass
+
+
+class CorruptCheckpoint(Exception):
+  """A checkpoint step that cannot be used: a file is damaged, truncated or missing."""
+
+  def __init__(self, step, reason):
+    super().__init__(f"step {step}: {reason}")
+    self.step, self.reason = step, reason
+
+
+def _first_line(error):
+  """The first line of the innermost cause of `error` (TensorStore's own words)."""
+  while error.__cause__ is not None or error.__context__ is not None:
+    error = error.__cause__ or error.__context__
+  text = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _quiet_late_callbacks():
+  """After a failed read, the reads still in flight end in orbax's closed event loop, and
+  Python reports each as an unraisable error ('Event loop is closed', or the read's own
+  exception). They say nothing the one-line warning has not said: drop them."""
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    late = (str(unraisable.exc_value) == "Event loop is closed"
+            or "_read_array" in repr(unraisable.object))
+    if not late:
+      previous(unraisable)
+  sys.unraisablehook = hook
+
+
+def _agree(ok):
+  """Whether every process's `ok` holds (restores are judged by all processes together)."""
+  if jax.process_count() == 1:
+    return ok
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(multihost_utils.process_allgather(np.int32(ok)).all())
 
 
 class Checkpointer:
@@ -56,6 +96,8 @@ class Checkpointer:
     return sorted(self.manager.all_steps())
 
   def save(self, step, state, meta, *, force=False):
+    """Saves `state` with `meta` and the checksums of its arrays (checked at restore)."""
+    meta = dict(meta, checksums=checksums.of(state))
     return self.manager.save(
         step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                       meta=ocp.args.JsonSave(meta)), force=force)
@@ -64,16 +106,50 @@ class Checkpointer:
     return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
   def restore(self, step, abstract_state):
-    """Restores 'state' into the shardings of `abstract_state` (ShapeDtypeStructs)."""
-    return self.manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))["state"]
+    """Restores 'state' into the shardings of `abstract_state` (ShapeDtypeStructs), checked
+    against the checksums saved with it; CorruptCheckpoint if it cannot be used."""
+    return self._verified(step, lambda: self.manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))["state"])
 
   def restore_params(self, step, abstract_params):
     """Restores only state['params'] (for config.init_from), into the given shardings."""
     item = {"params": abstract_params}
-    return self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-        partial_restore=True)))["state"]["params"]
+    restore = lambda: self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore(item=item, partial_restore=True,
+                                     restore_args=ocp.checkpoint_utils.construct_restore_args(item)
+                                     )))["state"]["params"]
+    return self._verified(step, restore, prefix="['params']")
+
+  def _verified(self, step, restore, prefix=""):
+    """Reads with `restore` (on every process), then compares the checksums (a collective)."""
+    try:
+      recorded, out, error = self.meta(step).get("checksums", {}), restore(), None
+    except Exception as e:  # pylint: disable=broad-except
+      error = CorruptCheckpoint(step, "unreadable: " + _first_line(e))
+      _quiet_late_callbacks()
+    if not _agree(error is None):
+      raise error or CorruptCheckpoint(step, "unreadable on another process")
+    bad = checksums.mismatches(out, recorded, prefix)
+    if bad:
+      more = f" and {len(bad) - 1} more arrays" if len(bad) > 1 else ""
+      raise CorruptCheckpoint(step, f"checksum mismatch in {prefix}{bad[0]}{more}")
+    return out
+
+  def set_aside(self, step):
+    """Moves a corrupt step out of the way, to <workdir>/checkpoints-corrupt/<step> (kept for
+    inspection, never deleted); returns where."""
+    target = os.path.join(os.path.dirname(self.directory),
+                          os.path.basename(self.directory) + "-corrupt", str(step))
+    while os.path.exists(target):
+      target += "+"
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      os.rename(os.path.join(self.directory, str(step)), target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices(f"set aside {step}")
+    self.manager.reload()
+    return target
 
   def wait(self):
     self.manager.wait_until_finished()
@@ -173,8 +249,8 @@ def find_start(config, workdir, model_cfg, tok_id, datasets_meta):
   ckpt = make() if os.path.isdir(directory) else None
   latest = ckpt.latest_step() if ckpt is not None else None
   init_from = None
-  if latest is not None:
-    meta = ckpt.meta(latest)
+  meta = _newest_readable_meta(ckpt) if latest is not None else None
+  if meta is not None:  # (none readable: restore_usable says so)
     check_compatible(meta["model"], model_cfg, ckpt.directory)
     if meta["tokenizer"] != tok_id:
       raise CheckpointError(
@@ -184,7 +260,7 @@ def find_start(config, workdir, model_cfg, tok_id, datasets_meta):
     if saved is not None and saved != datasets_meta:
       logging.warning("resuming with other data than the checkpoint's (%s, now %s): the batches "
                       "from here on differ from the original run's", saved, datasets_meta)
-  elif config.init_from:
+  elif latest is None and config.init_from:
     init_from = open_run(config.init_from, "config.init_from")
     try:
       saved = init_from.meta(init_from.latest_step())["model"]
@@ -194,6 +270,17 @@ def find_start(config, workdir, model_cfg, tok_id, datasets_meta):
       init_from.close()
       raise
   return Start(ckpt if ckpt is not None else make(), latest, init_from)
+
+
+def _newest_readable_meta(ckpt):
+  """The meta of the newest checkpoint whose meta can be read (a damaged one is judged, and set
+  aside, when the state is restored)."""
+  for step in reversed(ckpt.all_steps()):
+    try:
+      return ckpt.meta(step)
+    except Exception:  # pylint: disable=broad-except
+      continue
+  return None
 
 
 def _family(model):
@@ -360,7 +447,8 @@ def restore_or_init(start, steps, objective, model_cfg):
   """The state to train from: restored (resume), initialised with init_from's parameters, or
   freshly initialised."""
   if start.latest is not None:
-    return start.ckpt.restore(start.latest, steps.abstract_state)
+    start.latest, state = restore_usable(start.ckpt, start.latest, steps.abstract_state)
+    return state
   state = steps.init()
   if start.init_from is None:
     return state
@@ -369,6 +457,29 @@ def restore_or_init(start, steps, objective, model_cfg):
   start.initialised = tuple(k for k in state["params"] if k not in keys)
   params = restore_params(start.init_from, step, steps, objective, model_cfg, keys)
   return dict(state, params=dict(state["params"], **params))
+
+
+def restore_usable(ckpt, latest, abstract_state, warn=print):
+  """(step, state) of the newest checkpoint up to `latest` that restores whole. A corrupt one
+  is reported in one line and set aside (never deleted) once an older one is found good; when
+  none is, nothing is moved and the error says what to do."""
+  bad = []
+  for step in reversed([s for s in ckpt.all_steps() if s <= latest]):
+    try:
+      state = ckpt.restore(step, abstract_state)
+    except CorruptCheckpoint as e:
+      bad.append(e)
+      continue
+    for e in bad:
+      where = ckpt.set_aside(e.step)
+      if jax.process_index() == 0:
+        warn(f"warning: checkpoint step {e.step} in {ckpt.directory} is unusable ({e.reason}); "
+             f"moved to {where}; resuming from step {step}")
+    return step, state
+  found = "; ".join(str(e) for e in bad)
+  raise CheckpointError(
+      f"no usable checkpoint in {ckpt.directory} ({found}); nothing was moved or deleted: "
+      "restore the files from a copy, or move the checkpoints directory aside to start over")
 
 
 def loadable(saved, target):
