@@ -108,7 +108,7 @@ class Checkpointer:
   def restore(self, step, abstract_state):
     """Restores 'state' into the shardings of `abstract_state` (ShapeDtypeStructs), checked
     against the checksums saved with it; CorruptCheckpoint if it cannot be used."""
-    return self._verified(step, lambda: self.manager.restore(
+    return self.verified(step, lambda: self.manager.restore(
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))["state"])
 
   def restore_params(self, step, abstract_params):
@@ -118,9 +118,9 @@ class Checkpointer:
         state=ocp.args.PyTreeRestore(item=item, partial_restore=True,
                                      restore_args=ocp.checkpoint_utils.construct_restore_args(item)
                                      )))["state"]["params"]
-    return self._verified(step, restore, prefix="['params']")
+    return self.verified(step, restore, prefix="['params']")
 
-  def _verified(self, step, restore, prefix=""):
+  def verified(self, step, restore, prefix=""):
     """Reads with `restore` (on every process), then compares the checksums (a collective)."""
     try:
       recorded, out, error = self.meta(step).get("checksums", {}), restore(), None

@@ -1,0 +1,114 @@
+"""Damaged checkpoints: flipped bytes, a truncated file, a deleted file and an empty step
+directory in the latest checkpoint are each detected, reported in one line, set aside (never
+deleted) and fallen back from; with none usable the run stops and moves nothing."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from pretrain import checkpointing, trainer
+from tests.conftest import REPO, tiny_gpt_config
+
+MODES = ("flipped", "truncated", "deleted", "emptied")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, data_dir):
+  """A finished 6-step run with asynchronous checkpoints at steps 2, 4 and 6."""
+  workdir = tmp_path_factory.mktemp("corruption") / "run"
+  trainer.train_and_evaluate(_config(data_dir, 6), str(workdir))
+  return workdir
+
+
+def _config(data_dir, steps):
+  return tiny_gpt_config(data_dir, **{"train.total_steps": steps, "checkpoint.every": 2,
+                                      "checkpoint.async_save": True})
+
+
+def _largest_file(step_dir):
+  files = [os.path.join(d, f) for d, _, fs in os.walk(step_dir / "state") for f in fs]
+  return max(files, key=os.path.getsize)
+
+
+def damage(step_dir, mode):
+  """Damages one checkpoint step directory as a failing disk or a careless hand would."""
+  if mode == "emptied":
+    for entry in step_dir.iterdir():
+      shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    return
+  path = _largest_file(step_dir)
+  if mode == "deleted":
+    os.remove(path)
+    return
+  data = bytearray(open(path, "rb").read())
+  if mode == "truncated":
+    data = data[:len(data) // 2]
+  else:  # 64 bytes flipped in the middle
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+  with open(path, "wb") as f:
+    f.write(data)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", MODES)
+def test_a_damaged_latest_checkpoint_is_set_aside_and_fallen_back_from(run, tmp_path, data_dir,
+                                                                       mode, capsys):
+  workdir = tmp_path / "run"
+  shutil.copytree(run, workdir)
+  damage(workdir / "checkpoints" / "6", mode)
+  capsys.readouterr()
+  result = trainer.train_and_evaluate(_config(data_dir, 8), str(workdir))
+  out = capsys.readouterr().out
+  warnings = [l for l in out.splitlines() if l.startswith("warning: checkpoint step 6")]
+  assert len(warnings) == 1, out
+  assert "is unusable (" in warnings[0] and warnings[0].endswith("resuming from step 4")
+  if mode == "flipped":
+    assert "checksum mismatch in ['" in warnings[0]
+  assert "resumed from step 4 of 8" in out
+  assert result.step == 8
+  # kept for inspection, out of the way of the new step-6 save
+  assert (workdir / "checkpoints-corrupt" / "6").is_dir()
+  assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [4, 6, 8]
+
+
+@pytest.mark.slow
+def test_no_usable_checkpoint_stops_and_moves_nothing(run, tmp_path, data_dir):
+  workdir = tmp_path / "run"
+  shutil.copytree(run, workdir)
+  for step, mode in zip((2, 4, 6), MODES):
+    damage(workdir / "checkpoints" / str(step), mode)
+  before = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*"))
+  with pytest.raises(checkpointing.CheckpointError,
+                     match=r"no usable checkpoint in .*checkpoints \(step 6: .*step 4: .*step 2: "
+                           r".*\); nothing was moved or deleted"):
+    trainer.train_and_evaluate(_config(data_dir, 8), str(workdir))
+  assert sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*")) == before
+
+
+@pytest.mark.slow
+def test_verify_lists_and_checks_every_checkpoint(run, tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(run, workdir)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  cmd = [sys.executable, "-m", "pretrain.checkpoints", f"--workdir={workdir}", "--verify"]
+  good = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert good.returncode == 0, good.stderr
+  lines = good.stdout.splitlines()
+  assert lines[0].split() == ["step", "saved", "size", "model"]
+  for k, step in enumerate((2, 4, 6)):
+    row = lines[1 + 2 * k].split()
+    assert row[0] == str(step) and row[4] == "MiB" and "2 layers x 32" in lines[1 + 2 * k]
+    assert lines[2 + 2 * k].strip() == "ok: complete, checksums match, finite, agrees with config.json"
+  damage(workdir / "checkpoints" / "4", "flipped")
+  bad = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert bad.returncode == 1
+  lines = bad.stdout.splitlines()
+  assert lines[4].strip().startswith(("checksum mismatch in ['", "unreadable: "))
+  assert lines[2].strip().startswith("ok") and lines[6].strip().startswith("ok")
+  assert lines[-1].startswith("1 bad checkpoint(s)")
+  # without --verify: the listing only
+  listing = subprocess.run(cmd[:-1], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert listing.returncode == 0 and len(listing.stdout.splitlines()) == 4
