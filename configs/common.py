@@ -157,7 +157,10 @@ def base_config():
   config.train.log_every = 10
   config.train.eval_every = 200    # 0: only at the end; -1: after every epoch
   config.train.eval_batches = 8    # batches of each validation split per evaluation; 0: all
-  config.train.allow_nan = False   # stop with an error on a non-finite loss
+  # A non-finite loss or gradient: 'stop' with an error naming the step and the checkpoint to
+  # resume from (nothing non-finite is ever saved), or 'skip' the update (counted as 'skipped').
+  config.train.nan_policy = "stop"
+  config.train.inject_nan_at_step = 0  # fault injection, for tests: poison this step's update
   config.train.peak_flops = 0.0    # per-device peak FLOP/s for MFU; 0: look up or measure
   # The eval metric that ranks checkpoints (results.json; the best checkpoint, if kept).
   config.train.best_metric = "loss"

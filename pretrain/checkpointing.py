@@ -9,10 +9,13 @@ directory and renamed when complete, so a crash never leaves a half checkpoint a
 Resume order (see pretrain/trainer.py): <workdir>/checkpoints, then config.init_from
 (parameters only), then a fresh initialisation.
 """
+import contextlib
 import dataclasses
+import fcntl
 import functools
 import json
 import os
+import socket
 import sys
 from typing import Optional
 
@@ -293,6 +296,42 @@ def _check_family(saved, model_cfg, config):
         f"config.init_from: {config.init_from!r} holds {_family(saved)} checkpoint, but "
         f"config.objective={config.objective!r} trains {_family(model_cfg)}; give a checkpoint "
         "of the same kind of model")
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir):
+  """Process 0 holds an exclusive lock on <workdir>/.lock while it trains there: a second
+  trainer started on the same workdir refuses at once, and the lock of a process that dies
+  (even by kill -9) goes with it. A run that fails before writing anything leaves nothing."""
+  if jax.process_index() != 0:
+    yield
+    return
+  created = not os.path.exists(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, ".lock")
+  f = open(path, "a+", encoding="utf-8")  # pylint: disable=consider-using-with
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    f.seek(0)
+    holder = f.read().strip() or "another process"
+    f.close()
+    raise CheckpointError(f"--workdir: another trainer is running in {workdir} ({holder}); wait "
+                          "for it or stop it, or give another workdir") from None
+  f.seek(0)
+  f.truncate()
+  f.write(f"pid {os.getpid()} on {socket.gethostname()}")
+  f.flush()
+  try:
+    yield
+  except BaseException:
+    if created and os.listdir(workdir) == [".lock"]:
+      os.remove(path)
+      os.rmdir(workdir)
+    raise
+  finally:
+    fcntl.flock(f, fcntl.LOCK_UN)
+    f.close()
 
 
 def run_dir(path):

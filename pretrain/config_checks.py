@@ -86,6 +86,9 @@ def check(config, num_devices, num_processes=1):
            "config.train: set total_steps, total_tokens or epochs to a positive number")
   _require(opt.warmup_fraction >= 0 and opt.warmup_fraction < 1,
            "config.optimizer.warmup_fraction: must be in [0, 1)")
+  _require(t.nan_policy in ("stop", "skip"),
+           f"config.train.nan_policy: {t.nan_policy!r}; use 'stop' or 'skip'")
+  _require(t.inject_nan_at_step >= 0, "config.train.inject_nan_at_step: must be >= 0 (0: off)")
   _require(t.best_mode in ("min", "max"),
            f"config.train.best_mode: {t.best_mode!r}; use 'min' or 'max'")
   _require(t.eval_every >= -1 and config.checkpoint.every >= -1,

@@ -17,8 +17,14 @@ from flax import nnx
 from pretrain import optimizer, sharding
 
 
-def train_step(state, batch, *, graphdef, objective, tx, lr_fn, grad_accum, micro_sharding):
-  """One optimizer update over `grad_accum` microbatches; returns (state, metric sums)."""
+def train_step(state, batch, *, graphdef, objective, tx, lr_fn, grad_accum, micro_sharding,
+               nan_policy="stop", inject_nan_at=0):
+  """One optimizer update over `grad_accum` microbatches; returns (state, metric sums).
+
+  'nonfinite' in the sums is 1 when the loss or the gradients are not finite. With nan_policy
+  'skip' such an update is not applied (parameters and optimizer state stay as they were) and
+  its sums are zeroed; with 'stop' the trainer stops before that state is saved.
+  `inject_nan_at` (tests only) poisons the gradients and sums of that step."""
   params = state["params"]
   rng = jax.random.fold_in(state["rng"], state["step"])
   denominators = objective.denominators(batch)  # of the whole batch: exact accumulation
@@ -44,11 +50,22 @@ def train_step(state, batch, *, graphdef, objective, tx, lr_fn, grad_accum, micr
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
                          jax.eval_shape(grad_fn, params, first, rng))
     (grads, sums), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(grad_accum)))
+  if inject_nan_at:
+    poison = jnp.where(state["step"] + 1 == inject_nan_at, jnp.nan, 1.0)
+    grads, sums = jax.tree.map(lambda x: x * poison.astype(x.dtype), (grads, sums))
+  grad_norm = optax.tree.norm(grads)
+  finite = jnp.isfinite(grad_norm) & jnp.all(jnp.stack(
+      [jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(sums)]))
   updates, opt_state = tx.update(grads, state["opt_state"], params)
   new_params = optax.apply_updates(params, updates)
-  out = dict(sums, **denominators, grad_norm=optax.tree.norm(grads),
-             update_norm=optax.tree.norm(updates), param_norm=optax.tree.norm(new_params),
-             lr=lr_fn(state["step"]))
+  if nan_policy == "skip":
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_params, opt_state = keep(new_params, params), keep(opt_state, state["opt_state"])
+    sums, denominators = jax.tree.map(lambda v: jnp.where(finite, v, jnp.zeros_like(v)),
+                                      (sums, denominators))
+  out = dict(sums, **denominators, grad_norm=grad_norm, update_norm=optax.tree.norm(updates),
+             param_norm=optax.tree.norm(new_params), lr=lr_fn(state["step"]),
+             nonfinite=1 - finite.astype(jnp.int32))
   new_state = dict(step=state["step"] + 1, params=new_params, opt_state=opt_state, rng=state["rng"])
   return new_state, out
 
@@ -133,7 +150,9 @@ def build_steps(config, objective, model_cfg, mesh, rules, batch_ndims, total_st
   data_sharding = {k: sharding.batch_sharding(mesh, rules, n) for k, n in batch_ndims.items()}
   train_jit = jax.jit(
       functools.partial(train_step, graphdef=graphdef, objective=objective, tx=tx, lr_fn=lr_fn,
-                        grad_accum=config.batch.grad_accum, micro_sharding=data_sharding),
+                        grad_accum=config.batch.grad_accum, micro_sharding=data_sharding,
+                        nan_policy=config.train.nan_policy,
+                        inject_nan_at=config.train.inject_nan_at_step),
       in_shardings=(shardings, data_sharding), out_shardings=(shardings, None),
       donate_argnums=(0,))
   # Evaluation batches carry extra keys (padding weights, bytes per target), and arrive as

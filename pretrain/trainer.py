@@ -12,7 +12,6 @@ scratch), the evaluator in pretrain/evaluator.py.
 """
 import contextlib
 import dataclasses
-import os
 import signal
 import time
 from typing import Any
@@ -134,9 +133,15 @@ def datasets_meta(run):
 def train_and_evaluate(config, workdir, devices=None):
   """Trains `config` in `workdir`, resuming if it holds a checkpoint; returns a TrainResult.
 
-  `devices` restricts the mesh to a subset of the devices (default: all of them).
+  `devices` restricts the mesh to a subset of the devices (default: all of them). A second
+  trainer on the same workdir is refused (checkpointing.workdir_lock).
   """
   config_checks.check_workdir(workdir)
+  with checkpointing.workdir_lock(workdir):
+    return _train(config, workdir, devices)
+
+
+def _train(config, workdir, devices):
   run = setup(config, devices)
   config = run.config  # with the model of config.init_from, when it takes it
   tok_id = tokenizer.identity(run.tok)
@@ -166,20 +171,23 @@ def train_and_evaluate(config, workdir, devices=None):
       step += 1
       log.add(step, out)
       if durations.every(step, config.train.log_every) or step == stop_at:
-        last.update(log.flush(step))
+        last.update(log.flush(step, ckpt))
       if durations.every(step, run.eval_every) or step == run.total_steps:
+        log.check_finite(ckpt)
         with log.paused():
           ev = evaluate(state["params"])
           results.add(step, run.train_data.epoch_of(step), ev, state, meta(step))
         log.eval(step, ev)
         last.update({f"eval_{k}": v for k, v in ev.items()})
       if preemption.should_stop():
+        log.check_finite(ckpt)
         ckpt.save(step, state, meta(step), force=True)
         ckpt.wait()
         writer.print(f"preempted: saved a checkpoint at step {step}; rerun the same command to resume")
         last["preempted_at"] = step
         break
       if durations.every(step, run.checkpoint_every) or step == stop_at:
+        log.check_finite(ckpt)  # nothing non-finite is ever saved
         ckpt.save(step, state, meta(step), force=True)
     if step == run.total_steps:
       writer.print(results.table())
@@ -216,6 +224,7 @@ class TrainLog:
     self.peak, self.peak_source = metrics.peak_flops(run.config.train.peak_flops)
     self.peak_total = self.peak * num_devices
     self.pending, self.window_start, self.window_steps = [], None, 0
+    self.checked = 0  # pending steps already checked for non-finite values
     self.objective_keys = ()  # known once the first window is summarised
 
   def header(self, how):
@@ -234,12 +243,28 @@ class TrainLog:
     self.writer.print(how)
 
   def add(self, step, out):
-    self.pending.append(out)
+    self.pending.append((step, out))
     if self.window_start is None:  # the first step includes compilation: time from its end
-      _check_finite(self.run.objective.summarize(jax.device_get(out)), step, self.config)
       self.window_start, self.window_steps = time.perf_counter(), 0
     else:
       self.window_steps += 1
+
+  def check_finite(self, ckpt):
+    """With nan_policy 'stop': an error naming the first step since the last check whose loss
+    or gradients were not finite, and the checkpoint to resume from."""
+    if self.config.train.nan_policy != "stop" or self.checked == len(self.pending):
+      return
+    flags = jax.device_get([out["nonfinite"] for _, out in self.pending[self.checked:]])
+    bad = [step for (step, _), flag in zip(self.pending[self.checked:], flags) if flag]
+    self.checked = len(self.pending)
+    if bad:
+      ckpt.wait()
+      latest = ckpt.all_steps(reload=True)
+      resume = (f"the last checkpoint is step {latest[-1]} in {ckpt.directory}: rerun the same "
+                "command to resume from it" if latest else "no checkpoint was saved yet")
+      raise FloatingPointError(
+          f"loss or gradients not finite at step {bad[0]}; {resume} (lower "
+          "config.optimizer.lr first), or set config.train.nan_policy='skip'")
 
   @contextlib.contextmanager
   def paused(self):
@@ -249,14 +274,14 @@ class TrainLog:
     if self.window_start is not None:
       self.window_start += time.perf_counter() - paused_at
 
-  def flush(self, step):
+  def flush(self, step, ckpt):
     if not self.pending:
       return {}
-    fetched = jax.device_get(self.pending)
+    self.check_finite(ckpt)
+    fetched = jax.device_get([out for _, out in self.pending])
     elapsed = time.perf_counter() - self.window_start
     out = _summarise(self.run.objective, fetched, elapsed, self.window_steps,
                      self.tokens_per_step, self.flops_per_step, self.peak_total)
-    _check_finite(out, step, self.config)
     self.objective_keys = [k for k in self.run.objective.summarize(fetched[-1])
                            if k not in ("loss", "perplexity")]
     train_data = self.run.train_data
@@ -273,19 +298,13 @@ class TrainLog:
         f"gnorm {out['grad_norm']:.3f} | {out['tokens_per_s']:,.0f} tok/s | "
         f"{out['step_time_s'] * 1e3:.1f} ms/step | MFU {100 * out['mfu']:.2f}% | "
         f"ETA {metrics.format_duration((total - step) * out['step_time_s'])}")
-    self.pending, self.window_start, self.window_steps = [], time.perf_counter(), 0
+    self.pending, self.checked = [], 0
+    self.window_start, self.window_steps = time.perf_counter(), 0
     return out
 
   def eval(self, step, ev):
     self.writer.write(step, ev, prefix="eval/")
     self.writer.print(f"step {step}/{self.run.total_steps} | eval " + metrics.format_metrics(ev))
-
-
-def _check_finite(out, step, config):
-  if not config.train.allow_nan and not np.isfinite(out["loss"]):
-    raise FloatingPointError(
-        f"loss is {out['loss']} at step {step}; lower config.optimizer.lr, or set "
-        "config.train.allow_nan=True to continue")
 
 
 def _summarise(objective, fetched, elapsed, steps, tokens_per_step, flops_per_step, peak_total):
@@ -297,5 +316,5 @@ def _summarise(objective, fetched, elapsed, steps, tokens_per_step, flops_per_st
       objective.summarize(totals),
       grad_norm=float(fetched[-1]["grad_norm"]), param_norm=float(fetched[-1]["param_norm"]),
       update_norm=float(fetched[-1]["update_norm"]), lr=float(fetched[-1]["lr"]),
-      step_time_s=step_time, tokens_per_s=tokens_per_step / step_time,
+      skipped=int(totals["nonfinite"]), step_time_s=step_time, tokens_per_s=tokens_per_step / step_time,
       mfu=flops_per_step / step_time / peak_total)

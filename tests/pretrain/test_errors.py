@@ -150,7 +150,7 @@ def test_init_from_without_checkpoint_or_of_another_model(tiny_config, tmp_path)
 
 
 def test_nan_loss_stops_the_run(tiny_config, tmp_path):
-  with pytest.raises(FloatingPointError, match="allow_nan"):
+  with pytest.raises(FloatingPointError, match="nan_policy"):
     trainer.train_and_evaluate(tiny_config(**{"optimizer.lr": 1e30, "optimizer.warmup_steps": 0,
                                               "optimizer.grad_clip": 0.0}), str(tmp_path))
 
