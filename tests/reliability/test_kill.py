@@ -1,0 +1,135 @@
+"""kill -9 at any moment, restart until done: the final parameters and optimizer state are
+bitwise those of a run that never stopped (dropout and gradient accumulation on, asynchronous
+checkpoints), no partial checkpoint is ever restored, and nothing temporary is left behind.
+A second trainer on the same workdir is refused, and the lock of a killed one is not stuck."""
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import jax
+import numpy as np
+import pytest
+from orbax import checkpoint as ocp
+
+from pretrain import checkpointing
+from tests.conftest import REPO
+
+STEPS = 60
+
+
+def _command(workdir, data_dir):
+  overrides = {
+      "data.tokenizer.vocab_size": 256, "model.num_layers": 2, "model.num_heads": 4,
+      "model.d_model": 32, "model.max_len": 32, "model.dropout": 0.1, "batch.size": 8,
+      "batch.seq_len": 32, "batch.grad_accum": 2, "train.total_steps": STEPS,
+      "train.log_every": 5, "train.eval_every": 0, "train.eval_batches": 1,
+      "train.peak_flops": 1e12, "checkpoint.every": 10, "checkpoint.async_save": True,
+      "data.data_dir": data_dir}
+  return [sys.executable, "-m", "pretrain.train", "--config=configs/gpt.py:smoke",
+          f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in overrides.items()]
+
+
+def _env():
+  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+
+
+class Trainer:
+  """A trainer subprocess whose output is collected as it comes."""
+
+  def __init__(self, cmd):
+    self.proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+    self.lines = []
+    self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
+    self.reader.start()
+
+  def caught(self, predicate, timeout=180):
+    """Waits until `predicate()` holds while the process runs; False if it ended first."""
+    deadline = time.time() + timeout
+    while self.proc.poll() is None:
+      if predicate():
+        return True
+      assert time.time() < deadline, "".join(self.lines)
+      time.sleep(0.003)
+    return False
+
+  def signal(self, sig):
+    self.proc.send_signal(sig)
+
+  def finish(self):
+    self.proc.wait(timeout=300)
+    self.reader.join()
+    return "".join(self.lines)
+
+
+def _state(workdir, step):
+  ckpt = checkpointing.Checkpointer(str(workdir / "checkpoints"), read_only=True)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  meta = ckpt.manager.item_metadata(step)["state"]
+  item = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
+  state = ckpt.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+      item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item))))["state"]
+  ckpt.close()
+  return jax.tree.map(np.asarray, state)
+
+
+def _temporary(workdir):
+  return [str(p) for p in (workdir / "checkpoints").rglob("*") if "tmp" in p.name]
+
+
+@pytest.mark.slow
+def test_kill_9_anywhere_then_restart_ends_bitwise_equal(tmp_path, data_dir):
+  reference = tmp_path / "reference"
+  done = subprocess.run(_command(reference, data_dir), cwd=REPO, env=_env(),
+                        capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+  workdir = tmp_path / "killed"
+  cmd = _command(workdir, data_dir)
+  ckpts, metrics = workdir / "checkpoints", workdir / "metrics.jsonl"
+  logged = lambda: metrics.exists() and metrics.stat().st_size > 0
+  saving = lambda: ckpts.is_dir() and any("tmp" in p.name for p in ckpts.iterdir())
+  final_save = lambda: ckpts.is_dir() and any(p.name.startswith(f"{STEPS}.") and "tmp" in p.name
+                                              for p in ckpts.iterdir())
+  points = {  # when to kill, in order
+      "compiling the first step": lambda t: any(l.startswith(("resumed", "initialised"))
+                                                for l in t.lines),
+      "training": logged,
+      "writing a checkpoint": saving,
+      "writing the final checkpoint": final_save,
+  }
+  hit, resumed_from = [], []
+  for name, when in points.items():
+    trainer = Trainer(cmd)
+    if trainer.caught(lambda: when(trainer) if name.startswith("compiling") else when()):
+      if name == "training":  # held still: a second trainer on its workdir is refused
+        trainer.signal(signal.SIGSTOP)
+        _second_is_refused(cmd)
+      trainer.signal(signal.SIGKILL)
+      hit.append(name)
+    out = trainer.finish()
+    assert "warning: checkpoint" not in out  # a killed save is never taken for a checkpoint
+    resumed_from += [int(l.split()[3]) for l in out.splitlines() if l.startswith("resumed from step")]
+  assert len(hit) >= 3, hit  # the moments were caught (the run may end before the last)
+
+  final = Trainer(cmd).finish()
+  assert "warning: checkpoint" not in final
+  assert all(s % 10 == 0 for s in resumed_from), resumed_from  # only whole checkpoints
+  assert not _temporary(workdir)
+  assert max(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) == STEPS
+  ours, theirs = _state(workdir, STEPS), _state(reference, STEPS)
+  equal = jax.tree.map(np.array_equal, ours, theirs)
+  assert all(jax.tree.leaves(equal)), "the restarted run's final state differs"
+
+
+def _second_is_refused(cmd):
+  """Starts a second trainer on the running one's workdir: it must refuse, in one line."""
+  second = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+  assert second.returncode == 2, second.stdout[-2000:] + second.stderr[-2000:]
+  assert second.stderr.strip().splitlines() == [second.stderr.strip()]
+  assert "another trainer is running in" in second.stderr
+  return True
