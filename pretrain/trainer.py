@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 from flax import nnx
+from jax._src import distributed as jax_distributed  # the preemption service's state
 from jax.experimental import multihost_utils
 
 from input_pipeline import batches, sources, tokenizer
@@ -28,23 +29,32 @@ from pretrain import (checkpointing, config_checks, data, durations, evaluator, 
 
 
 class Preemption:
-  """Turns SIGTERM into a flag the loop checks after each step (agreed across processes)."""
+  """SIGTERM (preemption) -> a checkpoint at a step all processes agree on, then exit 0.
+
+  One process: our handler sets a flag the loop reads after each step. Several: JAX's
+  preemption service (started by jax.distributed) catches SIGTERM on any process and agrees on
+  the step to stop at (multihost_utils.reached_preemption_sync_point) in the background, so
+  no step waits on a collective and input loading keeps running ahead of compute."""
 
   def __init__(self):
     self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    self.synced = (jax.process_count() > 1 and
+                   jax_distributed.global_state.preemption_sync_manager is not None)
+    if not self.synced:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):
     del signum, frame
     self.requested = True
 
-  def should_stop(self):
-    if jax.process_count() > 1:
-      return bool(multihost_utils.process_allgather(np.int32(self.requested)).any())
+  def should_stop(self, step):
+    if self.synced:
+      return multihost_utils.reached_preemption_sync_point(step)
     return self.requested
 
   def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
+    if not self.synced:
+      signal.signal(signal.SIGTERM, self._previous)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -137,11 +147,15 @@ def train_and_evaluate(config, workdir, devices=None):
   trainer on the same workdir is refused (checkpointing.workdir_lock).
   """
   config_checks.check_workdir(workdir)
-  with checkpointing.workdir_lock(workdir):
-    return _train(config, workdir, devices)
+  preemption = Preemption()  # from the start: a SIGTERM while setting up stops at step one
+  try:
+    with checkpointing.workdir_lock(workdir):
+      return _train(config, workdir, devices, preemption)
+  finally:
+    preemption.restore()
 
 
-def _train(config, workdir, devices):
+def _train(config, workdir, devices, preemption):
   run = setup(config, devices)
   config = run.config  # with the model of config.init_from, when it takes it
   tok_id = tokenizer.identity(run.tok)
@@ -164,7 +178,6 @@ def _train(config, workdir, devices):
 
   step, rows, ckpt, last = int(state["step"]), run.rows, start.ckpt, {}
   results = results_lib.Results(config, workdir, start.latest, jax.process_index() == 0)
-  preemption = Preemption()
   try:
     while step < stop_at:
       state, out = steps.train(state, steps.to_global(run.train_data.batch(step, rows)))
@@ -179,7 +192,7 @@ def _train(config, workdir, devices):
           results.add(step, run.train_data.epoch_of(step), ev, state, meta(step))
         log.eval(step, ev)
         last.update({f"eval_{k}": v for k, v in ev.items()})
-      if preemption.should_stop():
+      if preemption.should_stop(step):
         log.check_finite(ckpt)
         ckpt.save(step, state, meta(step), force=True)
         ckpt.wait()
@@ -195,7 +208,6 @@ def _train(config, workdir, devices):
     start.close()  # waits for the last checkpoint's write, still under the SIGTERM handler
     results.close()
     writer.close()
-    preemption.restore()
   return TrainResult(step, state, last)
 
 

@@ -95,30 +95,35 @@ def test_kill_9_anywhere_then_restart_ends_bitwise_equal(tmp_path, data_dir):
   saving = lambda: ckpts.is_dir() and any("tmp" in p.name for p in ckpts.iterdir())
   final_save = lambda: ckpts.is_dir() and any(p.name.startswith(f"{STEPS}.") and "tmp" in p.name
                                               for p in ckpts.iterdir())
-  points = {  # when to kill, in order
-      "compiling the first step": lambda t: any(l.startswith(("resumed", "initialised"))
-                                                for l in t.lines),
-      "training": logged,
-      "writing a checkpoint": saving,
-      "writing the final checkpoint": final_save,
-  }
+  points = [  # when to interrupt, and how, in order
+      ("compiling the first step", lambda t: any(l.startswith(("resumed", "initialised"))
+                                                 for l in t.lines), signal.SIGKILL),
+      ("training", lambda t: logged(), signal.SIGKILL),
+      ("writing a checkpoint", lambda t: saving(), signal.SIGKILL),
+      ("training (preempted)", lambda t: logged(), signal.SIGTERM),
+      ("writing a checkpoint (preempted)", lambda t: saving(), signal.SIGTERM),
+      ("writing the final checkpoint", lambda t: final_save(), signal.SIGKILL),
+  ]
   hit, resumed_from = [], []
-  for name, when in points.items():
+  for name, when, sig in points:
+    metrics.unlink(missing_ok=True)  # (each attempt's own log lines decide when)
     trainer = Trainer(cmd)
-    if trainer.caught(lambda: when(trainer) if name.startswith("compiling") else when()):
+    if trainer.caught(lambda: when(trainer)):
       if name == "training":  # held still: a second trainer on its workdir is refused
         trainer.signal(signal.SIGSTOP)
         _second_is_refused(cmd)
-      trainer.signal(signal.SIGKILL)
+      trainer.signal(sig)
       hit.append(name)
     out = trainer.finish()
     assert "warning: checkpoint" not in out  # a killed save is never taken for a checkpoint
+    if sig == signal.SIGTERM and name in hit:  # a checkpoint at the current step, exit 0
+      assert trainer.proc.returncode == 0 and "preempted: saved a checkpoint at step" in out, out
     resumed_from += [int(l.split()[3]) for l in out.splitlines() if l.startswith("resumed from step")]
-  assert len(hit) >= 3, hit  # the moments were caught (the run may end before the last)
+  assert len(hit) >= 5, hit  # the moments were caught (the run may end before the last)
 
   final = Trainer(cmd).finish()
   assert "warning: checkpoint" not in final
-  assert all(s % 10 == 0 for s in resumed_from), resumed_from  # only whole checkpoints
+  assert resumed_from == sorted(resumed_from), resumed_from  # never back past a checkpoint
   assert not _temporary(workdir)
   assert max(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) == STEPS
   ours, theirs = _state(workdir, STEPS), _state(reference, STEPS)
