@@ -125,7 +125,12 @@ class Steps:
 
   def train(self, state, batch):
     with sharding.context(self.mesh, self.rules):  # for activation constraints in the model
-      return self.train_jit(state, batch)
+      out = self.train_jit(state, batch)
+    if jax.process_count() > 1 and jax.default_backend() == "cpu":
+      # CPU collectives between processes (gloo) deadlock when two steps are in flight at
+      # once: on CPU (multi-host rehearsal) each step finishes before the next is dispatched.
+      jax.block_until_ready(out)
+    return out
 
   def eval(self, params, batch):
     with sharding.context(self.mesh, self.rules):
