@@ -15,7 +15,6 @@ import fcntl
 import functools
 import json
 import os
-import socket
 import sys
 from typing import Optional
 
@@ -309,19 +308,13 @@ def workdir_lock(workdir):
   created = not os.path.exists(workdir)
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, ".lock")
-  f = open(path, "a+", encoding="utf-8")  # pylint: disable=consider-using-with
+  f = open(path, "a", encoding="utf-8")  # pylint: disable=consider-using-with
   try:
     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except BlockingIOError:
-    f.seek(0)
-    holder = f.read().strip() or "another process"
     f.close()
-    raise CheckpointError(f"--workdir: another trainer is running in {workdir} ({holder}); wait "
-                          "for it or stop it, or give another workdir") from None
-  f.seek(0)
-  f.truncate()
-  f.write(f"pid {os.getpid()} on {socket.gethostname()}")
-  f.flush()
+    raise CheckpointError(f"--workdir: another trainer is running in {workdir} (it holds "
+                          f"{path}); wait for it or stop it, or give another workdir") from None
   try:
     yield
   except BaseException:

@@ -1,5 +1,7 @@
 """What the pretrain entry points share: multi-host flags, and user errors (configs/errors.py)
 reported as one `error: ...` line with exit status 2; anything else keeps its traceback."""
+import errno
+
 from absl import flags
 
 from configs import errors
@@ -18,9 +20,26 @@ def start_distributed():
                          DISTRIBUTED.value)
 
 
-def run_reporting_user_errors(fn, *args, **kwargs):
-  """Calls fn; a user error (or a non-finite loss) becomes one `error:` line and exit 2."""
+def run_reporting_user_errors(fn, *args, where=None, **kwargs):
+  """Calls fn; a user error (or a non-finite loss) becomes one `error:` line and exit 2, and
+  so does a full disk (`where`: the directory being written, named in the message)."""
   try:
     return fn(*args, **kwargs)
   except (errors.UserError, FloatingPointError) as e:
     errors.fail(str(e))
+  except Exception as e:  # pylint: disable=broad-except
+    if not _no_space(e):
+      raise
+    errors.fail(f"no space left on the device of {where or 'the run'} ({type(e).__name__}); "
+                "the checkpoints saved before are intact: free space and rerun the same command "
+                "to resume")
+
+
+def _no_space(error):
+  """Whether `error`, or what caused it, is a write that found the disk full."""
+  while error is not None:
+    if (isinstance(error, OSError) and error.errno == errno.ENOSPC) or \
+        "No space left on device" in str(error):
+      return True
+    error = error.__cause__ or error.__context__
+  return False

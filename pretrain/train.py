@@ -22,7 +22,8 @@ def main(argv):
   from pretrain import trainer  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)  # orbax and tfds log every step of a save at INFO
   cli.start_distributed()
-  cli.run_reporting_user_errors(trainer.train_and_evaluate, _CONFIG.value, _WORKDIR.value)
+  cli.run_reporting_user_errors(trainer.train_and_evaluate, _CONFIG.value, _WORKDIR.value,
+                               where=_WORKDIR.value)
 
 
 if __name__ == "__main__":

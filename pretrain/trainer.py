@@ -24,7 +24,7 @@ from jax.experimental import multihost_utils
 
 from input_pipeline import batches, sources, tokenizer
 from models import layers
-from pretrain import (checkpointing, config_checks, data, durations, evaluator, metrics,
+from pretrain import (checkpointing, config_checks, data, durations, evaluator, goodput, metrics,
                       objectives, results as results_lib, sharding, steps as steps_lib)
 
 
@@ -156,6 +156,7 @@ def train_and_evaluate(config, workdir, devices=None):
 
 
 def _train(config, workdir, devices, preemption):
+  good = goodput.Goodput(workdir, enabled=jax.process_index() == 0)
   run = setup(config, devices)
   config = run.config  # with the model of config.init_from, when it takes it
   tok_id = tokenizer.identity(run.tok)
@@ -178,35 +179,51 @@ def _train(config, workdir, devices, preemption):
 
   step, rows, ckpt, last = int(state["step"]), run.rows, start.ckpt, {}
   results = results_lib.Results(config, workdir, start.latest, jax.process_index() == 0)
+  good.resumed(step)
+  good.add("startup", time.perf_counter() - good.began)
   try:
     while step < stop_at:
-      state, out = steps.train(state, steps.to_global(run.train_data.batch(step, rows)))
+      with good.timed("data"):
+        batch = steps.to_global(run.train_data.batch(step, rows))
+      with good.timed("compile") if step == int(start.latest or 0) else contextlib.nullcontext():
+        state, out = steps.train(state, batch)
+        if step == int(start.latest or 0):
+          jax.block_until_ready(out)
       step += 1
       log.add(step, out)
       if durations.every(step, config.train.log_every) or step == stop_at:
         last.update(log.flush(step, ckpt))
+        good.reached(step, last.get("step_time_s", float("nan")))
+        writer.write(step, good.shares(), prefix="goodput/")
+        good.save()
       if durations.every(step, run.eval_every) or step == run.total_steps:
         log.check_finite(ckpt)
-        with log.paused():
+        with log.paused(), good.timed("eval"):
           ev = evaluate(state["params"])
           results.add(step, run.train_data.epoch_of(step), ev, state, meta(step))
         log.eval(step, ev)
         last.update({f"eval_{k}": v for k, v in ev.items()})
       if preemption.should_stop(step):
         log.check_finite(ckpt)
-        ckpt.save(step, state, meta(step), force=True)
-        ckpt.wait()
+        with good.timed("checkpoint"):
+          ckpt.save(step, state, meta(step), force=True)
+          ckpt.wait()
         writer.print(f"preempted: saved a checkpoint at step {step}; rerun the same command to resume")
         last["preempted_at"] = step
         break
       if durations.every(step, run.checkpoint_every) or step == stop_at:
         log.check_finite(ckpt)  # nothing non-finite is ever saved
-        ckpt.save(step, state, meta(step), force=True)
+        with good.timed("checkpoint"):
+          ckpt.save(step, state, meta(step), force=True)
     if step == run.total_steps:
       writer.print(results.table())
   finally:
-    start.close()  # waits for the last checkpoint's write, still under the SIGTERM handler
+    with good.timed("checkpoint"):
+      start.close()  # waits for the last checkpoint's write, still under the SIGTERM handler
     results.close()
+    good.reached(step, float("nan"))
+    good.save()
+    writer.print(good.describe())
     writer.close()
   return TrainResult(step, state, last)
 

@@ -2,8 +2,10 @@
 bitwise those of a run that never stopped (dropout and gradient accumulation on, asynchronous
 checkpoints), no partial checkpoint is ever restored, and nothing temporary is left behind.
 A second trainer on the same workdir is refused, and the lock of a killed one is not stuck."""
+import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -126,6 +128,11 @@ def test_kill_9_anywhere_then_restart_ends_bitwise_equal(tmp_path, data_dir):
   assert resumed_from == sorted(resumed_from), resumed_from  # never back past a checkpoint
   assert not _temporary(workdir)
   assert max(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) == STEPS
+  # goodput, cumulative over the restarts: the steps a killed run did past its checkpoint count
+  record = json.loads((workdir / "goodput.json").read_text())
+  assert record["runs"] >= 4 and record["redone"] > 0 and record["step"] == STEPS
+  [line] = [l for l in final.splitlines() if l.startswith("goodput ")]
+  assert re.fullmatch(r"goodput \d+\.\d% of \d+ s over \d+ runs \(startup .*redone \d+\.\d%\)", line)
   ours, theirs = _state(workdir, STEPS), _state(reference, STEPS)
   equal = jax.tree.map(np.array_equal, ours, theirs)
   assert all(jax.tree.leaves(equal)), "the restarted run's final state differs"
