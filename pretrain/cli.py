@@ -1,6 +1,8 @@
 """What the pretrain entry points share: multi-host flags, and user errors (configs/errors.py)
 reported as one `error: ...` line with exit status 2; anything else keeps its traceback."""
 import errno
+import os
+import sys
 
 from absl import flags
 
@@ -30,9 +32,10 @@ def run_reporting_user_errors(fn, *args, where=None, **kwargs):
   except Exception as e:  # pylint: disable=broad-except
     if not _no_space(e):
       raise
-    errors.fail(f"no space left on the device of {where or 'the run'} ({type(e).__name__}); "
-                "the checkpoints saved before are intact: free space and rerun the same command "
-                "to resume")
+    print(f"error: no space left on the device of {where or 'the run'}; the checkpoints saved "
+          "before are intact: free space and rerun the same command to resume",
+          file=sys.stderr, flush=True)
+    os._exit(2)  # now: exit handlers would only fail again writing to the full disk
 
 
 def _no_space(error):
