@@ -36,11 +36,12 @@ setuptools.setup(
         "wandb": ["wandb>=0.19"],
         # everything the tests need: CPU torch and transformers for the parity tests, the
         # reference implementations the fine-tuning metrics are checked against, lm-eval, the
-        # sweep's Optuna and matplotlib, TensorBoard's reader (HParams) and wandb (offline)
+        # sweep's Optuna and matplotlib, TensorBoard's reader (HParams), wandb (offline) and
+        # hypothesis (config fuzzing)
         "test": ["pytest>=8", "pytest-xdist>=3.5", "safetensors>=0.4", "transformers>=5,<6",
                  "torch==2.13.0", "seqeval>=1.2.2", "scikit-learn>=1.3", "scipy>=1.10",
                  "lm-eval>=0.4.5,<0.5", "optuna>=4.5,<6", "matplotlib>=3.8", "tensorboard>=2.15",
-                 "wandb>=0.19"],
+                 "wandb>=0.19", "hypothesis>=6.100"],
         "cuda": ["jax[cuda12]>=0.10.0,<0.11"],
         "tpu": ["jax[tpu]>=0.10.0,<0.11"],
     },

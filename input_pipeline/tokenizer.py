@@ -103,6 +103,9 @@ def check_config(cfg):
   if cfg.kind not in KINDS:
     raise TokenizerError(f"config.data.tokenizer.kind: unknown {cfg.kind!r}; use one of "
                          f"{', '.join(map(repr, KINDS))}")
+  if cfg.kind in ("bpe", "wordpiece") and not cfg.vocab_size > 0:
+    raise TokenizerError(f"config.data.tokenizer.vocab_size: {cfg.vocab_size}; give the size "
+                         "to train the tokenizer to (> 0)")
   if cfg.kind == "file" and (not cfg.path or not os.path.isfile(cfg.path)):
     raise TokenizerError(f"config.data.tokenizer.path: {cfg.path!r} is not a file; give a HF "
                          "tokenizer.json or a BERT vocab.txt")

@@ -39,10 +39,11 @@ def check_model(m):
     layers.check_option(field, m[field])
   for field in ("dtype", "param_dtype"):
     try:
-      jnp.dtype(m[field])
-    except TypeError:
-      raise ConfigError(f"config.model.{field}: {m[field]!r} is not a dtype; use 'float32' or "
-                        "'bfloat16'") from None
+      floating = jnp.issubdtype(jnp.dtype(m[field]), jnp.floating)
+    except (TypeError, ValueError, SyntaxError):  # what numpy raises for a bad name varies
+      floating = False
+    _require(floating, f"config.model.{field}: {m[field]!r} is not a floating dtype; use "
+             "'float32' or 'bfloat16'")
   _require(0 <= m.dropout < 1, f"config.model.dropout: {m.dropout} must be in [0, 1)")
 
 
@@ -89,6 +90,11 @@ def check(config, num_devices, num_processes=1):
   _require(t.nan_policy in ("stop", "skip"),
            f"config.train.nan_policy: {t.nan_policy!r}; use 'stop' or 'skip'")
   _require(t.inject_nan_at_step >= 0, "config.train.inject_nan_at_step: must be >= 0 (0: off)")
+  _require(t.log_every >= 0 and t.stop_at_step >= 0 and t.peak_flops >= 0,
+           "config.train: log_every, stop_at_step and peak_flops must be >= 0 (0: never / off "
+           "/ look up)")
+  _require(0 <= config.data.validation_fraction < 1,
+           f"config.data.validation_fraction: {config.data.validation_fraction} must be in [0, 1)")
   _require(t.best_mode in ("min", "max"),
            f"config.train.best_mode: {t.best_mode!r}; use 'min' or 'max'")
   _require(t.eval_every >= -1 and config.checkpoint.every >= -1,
