@@ -309,6 +309,8 @@ def write_hparams(record, metric, directory):
   with none, TensorBoard builds the experiment from all the sessions, so the hparams columns
   are the union over the trials and the metrics are every scalar of their runs (eval/loss,
   sweep/loss, ...), rather than the one trial's experiment it would pick."""
+  from pretrain import metrics  # pylint: disable=g-import-not-at-top
+  metrics.import_tensorboardx()  # (without torch)
   from tensorboardX import summary, writer  # pylint: disable=g-import-not-at-top
   if os.path.isdir(directory) and any(
       f.endswith(HPARAMS_SUFFIX) for f in os.listdir(directory)):

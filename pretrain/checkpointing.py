@@ -34,11 +34,12 @@ class CheckpointError(errors.UserError):
   pass
 
 
-class CorruptCheckpoint(Exception):
+class CorruptCheckpoint(CheckpointError):
   """A checkpoint step that cannot be used: a file is damaged, truncated or missing."""
 
   def __init__(self, step, reason):
-    super().__init__(f"step {step}: {reason}")
+    super().__init__(f"checkpoint step {step} is unusable ({reason}); `python -m "
+                     "pretrain.checkpoints --workdir=RUN --verify` lists the good ones")
     self.step, self.reason = step, reason
 
 
@@ -508,7 +509,7 @@ def restore_usable(ckpt, latest, abstract_state, warn=print):
         warn(f"warning: checkpoint step {e.step} in {ckpt.directory} is unusable ({e.reason}); "
              f"moved to {where}; resuming from step {step}")
     return step, state
-  found = "; ".join(str(e) for e in bad)
+  found = "; ".join(f"step {e.step}: {e.reason}" for e in bad)
   raise CheckpointError(
       f"no usable checkpoint in {ckpt.directory} ({found}); nothing was moved or deleted: "
       "restore the files from a copy, or move the checkpoints directory aside to start over")

@@ -87,6 +87,18 @@ def format_duration(seconds):
   return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
+def import_tensorboardx():
+  """tensorboardX, imported without torch: it imports torch only to accept torch tensors,
+  which costs every run about 2 s of start-up where torch is installed."""
+  if "tensorboardX" not in sys.modules and "torch" not in sys.modules:
+    sys.modules["torch"] = None  # `import torch` raises ImportError, which tensorboardX expects
+    try:
+      import tensorboardX  # pylint: disable=g-import-not-at-top,unused-import
+    finally:
+      del sys.modules["torch"]
+  return sys.modules.get("tensorboardX") or __import__("tensorboardX")
+
+
 class Writer:
   """Writes scalars to stdout, <workdir>/metrics.jsonl and TensorBoard, from process 0 only;
   also to a Weights & Biases run when wandb_config (config.wandb) is enabled, with run_config
@@ -98,7 +110,7 @@ class Writer:
     if enabled:
       if wandb_config is not None and wandb_config.enabled:
         self.wandb = start_wandb(workdir, wandb_config, run_config)
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      SummaryWriter = import_tensorboardx().SummaryWriter  # pylint: disable=invalid-name
       self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
       self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
