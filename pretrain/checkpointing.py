@@ -121,7 +121,7 @@ class Checkpointer:
         state=ocp.args.PyTreeRestore(item=item, partial_restore=True,
                                      restore_args=ocp.checkpoint_utils.construct_restore_args(item)
                                      )))["state"]["params"]
-    return self.verified(step, restore, prefix="['params']")
+    return self.verified(step, restore, prefix="params/")
 
   def verified(self, step, restore, prefix=""):
     """Reads with `restore` (on every process), then compares the checksums (a collective)."""

@@ -43,10 +43,16 @@ def _sums(tree):
   return jax.tree.map(one, tree)
 
 
+def path_name(path):
+  """'opt_state/1/0/nu/embed/embedding': a leaf's path, the same whether the containers are
+  dicts, lists or named tuples (as a restore without the optimizer's types returns them)."""
+  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
 def of(tree):
   """{path: [sum, weighted sum]} of every array in `tree` (JSON-ready)."""
   sums = jax.device_get(_sums(tree))
-  return {jax.tree_util.keystr(p): [int(v) for v in np.asarray(s)]
+  return {path_name(p): [int(v) for v in np.asarray(s)]
           for p, s in jax.tree_util.tree_flatten_with_path(sums)[0]}
 
 
@@ -67,5 +73,4 @@ def _non_finite(tree):
 def non_finite(tree):
   """The paths of `tree` holding a NaN or an infinity."""
   flags = jax.device_get(_non_finite(tree))
-  return [jax.tree_util.keystr(p) for p, bad in jax.tree_util.tree_flatten_with_path(flags)[0]
-          if bad]
+  return [path_name(p) for p, bad in jax.tree_util.tree_flatten_with_path(flags)[0] if bad]
