@@ -54,14 +54,18 @@ def _first_line(error):
 def _quiet_late_callbacks():
   """After a failed read, the reads still in flight end in orbax's closed event loop, and
   Python reports each as an unraisable error ('Event loop is closed', or the read's own
-  exception). They say nothing the one-line warning has not said: drop them."""
+  exception). They say nothing the one-line warning has not said: drop them (the filter is
+  installed once)."""
   previous = sys.unraisablehook
+  if getattr(previous, "drops_late_reads", False):
+    return
 
   def hook(unraisable):
     late = (str(unraisable.exc_value) == "Event loop is closed"
             or "_read_array" in repr(unraisable.object))
     if not late:
       previous(unraisable)
+  hook.drops_late_reads = True
   sys.unraisablehook = hook
 
 
@@ -122,6 +126,19 @@ class Checkpointer:
                                      restore_args=ocp.checkpoint_utils.construct_restore_args(item)
                                      )))["state"]["params"]
     return self.verified(step, restore, prefix="params/")
+
+  def saved_shapes(self, step):
+    """The saved state's shapes and dtypes (ShapeDtypeStructs) on this process's first device."""
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        self.manager.item_metadata(step)["state"])
+
+  def read_as_saved(self, step):
+    """The saved state, unchecked, on one device in the saved containers (dicts and lists
+    where the optimizer had its own types): for tools that need no model, e.g. --verify."""
+    item = self.saved_shapes(step)
+    return self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item))))["state"]
 
   def verified(self, step, restore, prefix=""):
     """Reads with `restore` (on every process), then compares the checksums (a collective)."""

@@ -14,7 +14,6 @@ import os
 
 import jax
 from absl import app, flags, logging
-from orbax import checkpoint as ocp
 
 from configs import errors
 from input_pipeline import tokenizer
@@ -29,20 +28,13 @@ def _size(path):
   return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
 
 
-def _abstract_state(ckpt, step):
-  """The saved state's shapes and dtypes, on this process's first device."""
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  tree = ckpt.manager.item_metadata(step)["state"]
-  return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
-
-
 def summary(ckpt, step):
   """'<step>  <time>  <size>  <model>' for one checkpoint."""
   path = os.path.join(ckpt.directory, str(step))
   when = datetime.datetime.fromtimestamp(os.path.getmtime(path)).strftime("%Y-%m-%d %H:%M:%S")
   try:
     m = ckpt.meta(step)["model"]
-    params = sum(a.size for a in jax.tree.leaves(_abstract_state(ckpt, step)["params"]))
+    params = sum(a.size for a in jax.tree.leaves(ckpt.saved_shapes(step)["params"]))
     model = (f"{m.get('size', '?')}: {m['num_layers']} layers x {m['d_model']}, vocab "
              f"{m['vocab_size']}, {params / 1e6:.2f}M params")
   except Exception as e:  # pylint: disable=broad-except
@@ -52,11 +44,8 @@ def summary(ckpt, step):
 
 def problems(ckpt, step, workdir):
   """What makes checkpoint `step` unusable ([] if nothing)."""
-  abstract = _abstract_state(ckpt, step)
-  restore = lambda: ckpt.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-      item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract))))["state"]
   try:
-    state = ckpt.verified(step, restore)
+    state = ckpt.verified(step, lambda: ckpt.read_as_saved(step))
   except checkpointing.CorruptCheckpoint as e:
     return [e.reason]
   found = [f"non-finite values in {path}" for path in checksums.non_finite(state)]

@@ -181,13 +181,14 @@ def _train(config, workdir, devices, preemption):
   results = results_lib.Results(config, workdir, start.latest, jax.process_index() == 0)
   good.resumed(step)
   good.add("startup", time.perf_counter() - good.began)
+  first = step  # its step compiles
   try:
     while step < stop_at:
       with good.timed("data"):
         batch = steps.to_global(run.train_data.batch(step, rows))
-      with good.timed("compile") if step == int(start.latest or 0) else contextlib.nullcontext():
+      with good.timed("compile") if step == first else contextlib.nullcontext():
         state, out = steps.train(state, batch)
-        if step == int(start.latest or 0):
+        if step == first:
           jax.block_until_ready(out)
       step += 1
       log.add(step, out)

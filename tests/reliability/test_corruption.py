@@ -118,15 +118,9 @@ def test_arrays_that_differ_from_their_checksums_are_refused(run):
   from those saved. (Which of a file's bytes hold array data varies from save to save.)"""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from orbax import checkpoint as ocp  # pylint: disable=g-import-not-at-top
   from pretrain import checksums  # pylint: disable=g-import-not-at-top
   ckpt = checkpointing.Checkpointer(str(run / "checkpoints"), read_only=True)
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  item = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                      ckpt.manager.item_metadata(6)["state"])
-  read = lambda: ckpt.manager.restore(6, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-      item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item))))["state"]
-  state = ckpt.verified(6, read)  # whole: it passes
+  state = ckpt.verified(6, lambda: ckpt.read_as_saved(6))  # whole: it passes
   kernel = np.array(state["params"]["blocks"]["mlp"]["fc"]["kernel"])
   for change in ("flip", "swap"):
     bad = kernel.copy()

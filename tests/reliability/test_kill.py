@@ -4,7 +4,6 @@ checkpoints), no partial checkpoint is ever restored, and nothing temporary is l
 A second trainer on the same workdir is refused, and the lock of a killed one is not stuck."""
 import json
 import os
-import pathlib
 import re
 import signal
 import subprocess
@@ -15,7 +14,6 @@ import time
 import jax
 import numpy as np
 import pytest
-from orbax import checkpoint as ocp
 
 from pretrain import checkpointing
 from tests.conftest import REPO
@@ -70,11 +68,7 @@ class Trainer:
 
 def _state(workdir, step):
   ckpt = checkpointing.Checkpointer(str(workdir / "checkpoints"), read_only=True)
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  meta = ckpt.manager.item_metadata(step)["state"]
-  item = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
-  state = ckpt.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-      item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item))))["state"]
+  state = ckpt.read_as_saved(step)
   ckpt.close()
   return jax.tree.map(np.asarray, state)
 
