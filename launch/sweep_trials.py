@@ -19,6 +19,7 @@ import threading
 import time
 
 from launch import slurm
+from pretrain import results
 
 TRIAL_COMMAND = ["-m", "pretrain.train"]
 
@@ -69,15 +70,6 @@ def _child_setup(cores):
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
   return setup
-
-
-def read_results(workdir):
-  path = os.path.join(workdir, "results.json")
-  try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)["history"]
-  except (OSError, ValueError, KeyError):
-    return []
 
 
 def total_steps(workdir):
@@ -246,7 +238,7 @@ class Worker:
                               start_new_session=True)
       pruned_at = self._follow(trial, proc, workdir, started, base)
     trial.set_user_attr("wall_s", base + time.time() - started)
-    history = read_results(workdir)
+    history = results.read_history(workdir)
     self._record(trial, history)
     if pruned_at is not None:
       self.out(f"trial {number} pruned at step {pruned_at}")
@@ -283,7 +275,7 @@ class Worker:
       if self.stopping.is_set():
         proc.send_signal(signal.SIGTERM)
         continue
-      new = [r for r in read_results(workdir) if r["step"] not in reported
+      new = [r for r in results.read_history(workdir) if r["step"] not in reported
              and self.sweep.metric in r]
       for row in new:
         reported.add(row["step"])

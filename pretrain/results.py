@@ -17,6 +17,16 @@ from input_pipeline import tokenized
 from pretrain import checkpointing, metrics
 
 
+def read_history(workdir):
+  """The evaluations recorded in <workdir>/results.json so far ([] before the first; the file
+  is replaced whole, so a reader beside a running job never sees half of it)."""
+  path = os.path.join(workdir, "results.json")
+  if not os.path.exists(path):
+    return []
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)["history"]
+
+
 class Results:
 
   def __init__(self, config, workdir, resumed_step, enabled):
@@ -25,9 +35,8 @@ class Results:
     self.metric, self.mode, self.enabled = config.train.best_metric, config.train.best_mode, enabled
     self.path = os.path.join(workdir, "results.json")
     self.history = []
-    if resumed_step is not None and os.path.exists(self.path):
-      with open(self.path, encoding="utf-8") as f:
-        self.history = [r for r in json.load(f)["history"] if r["step"] <= resumed_step]
+    if resumed_step is not None:
+      self.history = [r for r in read_history(workdir) if r["step"] <= resumed_step]
     self.best_ckpt = None
     if config.checkpoint.keep_best:
       self.best_ckpt = checkpointing.Checkpointer(
