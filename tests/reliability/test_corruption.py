@@ -27,28 +27,31 @@ def _config(data_dir, steps):
                                       "checkpoint.async_save": True})
 
 
-def _largest_file(step_dir):
-  files = [os.path.join(d, f) for d, _, fs in os.walk(step_dir / "state") for f in fs]
-  return max(files, key=os.path.getsize)
-
-
 def damage(step_dir, mode):
   """Damages one checkpoint step directory as a failing disk or a careless hand would."""
   if mode == "emptied":
     for entry in step_dir.iterdir():
       shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     return
-  path = _largest_file(step_dir)
-  if mode == "deleted":
-    os.remove(path)
-    return
-  data = bytearray(open(path, "rb").read())
-  if mode == "truncated":
-    data = data[:len(data) // 2]
-  else:  # 64 bytes flipped at each of 16 places (one place may hold only an old B-tree node)
-    for k in range(16):
-      at = len(data) * (2 * k + 1) // 32
-      data[at:at + 64] = bytes(b ^ 0xFF for b in data[at:at + 64])
+  # every data file: a step's files can hold bytes no restore reads (superseded B-tree nodes)
+  for path in (step_dir / "state").glob("ocdbt.process_*/d/*"):
+    if mode == "deleted":
+      os.remove(path)
+    elif mode == "truncated":
+      _rewrite(path, lambda data: data[:len(data) // 2])
+    else:  # 64 bytes flipped at 16 places
+      _rewrite(path, _flip)
+
+
+def _flip(data):
+  for k in range(16):
+    at = len(data) * (2 * k + 1) // 32
+    data[at:at + 64] = bytes(b ^ 0xFF for b in data[at:at + 64])
+  return data
+
+
+def _rewrite(path, change):
+  data = change(bytearray(open(path, "rb").read()))
   with open(path, "wb") as f:
     f.write(data)
 
