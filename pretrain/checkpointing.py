@@ -25,9 +25,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from configs import errors
-from input_pipeline import tokenized
 from models import layer_stack
-from pretrain import checksums, sharding, steps as steps_lib
+from pretrain import checksums, sharding, steps as steps_lib, storage
 
 
 class CheckpointError(errors.UserError):
@@ -80,7 +79,7 @@ def _agree(ok):
 class Checkpointer:
 
   def __init__(self, directory, *, keep=1, async_save=False, read_only=False):
-    self.directory = os.path.abspath(directory)
+    self.directory = storage.absolute(directory)
     # The trainer decides when to save (durations.every) and always passes force=True.
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, enable_async_checkpointing=async_save, create=not read_only,
@@ -160,11 +159,10 @@ class Checkpointer:
     inspection, never deleted); returns where."""
     target = os.path.join(os.path.dirname(self.directory),
                           os.path.basename(self.directory) + "-corrupt", str(step))
-    while os.path.exists(target):
+    while storage.exists(target):
       target += "+"
     if jax.process_index() == 0:
-      os.makedirs(os.path.dirname(target), exist_ok=True)
-      os.rename(os.path.join(self.directory, str(step)), target)
+      storage.move_dir(os.path.join(self.directory, str(step)), target)
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       multihost_utils.sync_global_devices(f"set aside {step}")
@@ -266,7 +264,7 @@ def find_start(config, workdir, model_cfg, tok_id, datasets_meta):
   directory = os.path.join(workdir, "checkpoints")
   make = lambda: Checkpointer(directory, keep=config.checkpoint.keep,
                               async_save=config.checkpoint.async_save)
-  ckpt = make() if os.path.isdir(directory) else None
+  ckpt = make() if storage.isdir(directory) else None
   latest = ckpt.latest_step() if ckpt is not None else None
   init_from = None
   meta = _newest_readable_meta(ckpt) if latest is not None else None
@@ -319,8 +317,9 @@ def _check_family(saved, model_cfg, config):
 def workdir_lock(workdir):
   """Process 0 holds an exclusive lock on <workdir>/.lock while it trains there: a second
   trainer started on the same workdir refuses at once, and the lock of a process that dies
-  (even by kill -9) goes with it. A run that fails before writing anything leaves nothing."""
-  if jax.process_index() != 0:
+  (even by kill -9) goes with it. A run that fails before writing anything leaves nothing.
+  Object storage has no locks: there, no lock is taken (one trainer per workdir is up to you)."""
+  if jax.process_index() != 0 or storage.is_remote(workdir):
     yield
     return
   created = not os.path.exists(workdir)
@@ -355,7 +354,7 @@ def run_tokenizer(path):
   """The tokenizer a run trained with (<workdir>/tokenizer.json), or None for older runs."""
   import tokenizers  # pylint: disable=g-import-not-at-top
   file = os.path.join(run_dir(path), "tokenizer.json")
-  return tokenizers.Tokenizer.from_file(file) if os.path.isfile(file) else None
+  return tokenizers.Tokenizer.from_str(storage.read_text(file)) if storage.isfile(file) else None
 
 
 def inherit_model(config):
@@ -367,11 +366,10 @@ def inherit_model(config):
     raise CheckpointError("config.model.size: 'from_init' takes the model of config.init_from, "
                           "which is empty; set config.init_from=RUN or give a size (size=base)")
   path = os.path.join(run_dir(config.init_from), "config.json")
-  if not os.path.isfile(path):
+  if not storage.isfile(path):
     raise CheckpointError(f"config.init_from: {config.init_from!r} has no config.json to take "
                           "the model from; give a run's workdir or a size (size=base)")
-  with open(path, encoding="utf-8") as f:
-    saved = json.load(f)["resolved_model"]
+  saved = json.loads(storage.read_text(path))["resolved_model"]
   config = ml_collections.ConfigDict(config.to_dict())
   for field, value in saved.items():
     if field in config.model and field not in OWN_FIELDS:
@@ -383,11 +381,10 @@ def run_config(workdir):
   """A run's resolved config (<workdir>/config.json) as a ConfigDict, without the derived
   model (config.json's 'resolved_model')."""
   path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
+  if not storage.isfile(path):
     raise CheckpointError(f"--workdir: {workdir!r} has no config.json; give the workdir of a "
                           "pretrain.train run")
-  with open(path, encoding="utf-8") as f:
-    config = json.load(f)
+  config = json.loads(storage.read_text(path))
   config.pop("resolved_model", None)
   return ml_collections.ConfigDict(config)
 
@@ -396,12 +393,12 @@ def write_run_files(workdir, config, model_cfg, tok, total_steps=None):
   """config.json (the resolved config, with the resolved model and, when given, the run's
   length in steps as train.total_steps) and tokenizer.json: what run_config and
   `pretrain.evaluate` read back."""
-  os.makedirs(workdir, exist_ok=True)
+  storage.makedirs(workdir)
   resolved = dict(config.to_dict(), resolved_model=model_cfg.to_dict())
   if total_steps is not None:  # an epoch-based run's length, for readers without its data
     resolved["train"] = dict(resolved["train"], total_steps=total_steps)
-  tokenized.write_json(os.path.join(workdir, "config.json"), resolved)
-  tokenized.write_atomic(os.path.join(workdir, "tokenizer.json"), tok.save)
+  storage.write_json(os.path.join(workdir, "config.json"), resolved)
+  storage.write_atomic(os.path.join(workdir, "tokenizer.json"), tok.save)
 
 
 def run_meta(model_cfg, tok_id, step, seed, datasets=None):
@@ -426,9 +423,9 @@ def open_run(path, field):
   """A read-only Checkpointer over a run's workdir or its checkpoints directory; an error
   naming `field` when it holds no checkpoint."""
   source = path
-  if os.path.isdir(os.path.join(source, "checkpoints")):  # a run's workdir
+  if storage.isdir(os.path.join(source, "checkpoints")):  # a run's workdir
     source = os.path.join(source, "checkpoints")
-  if not os.path.isdir(source):
+  if not storage.isdir(source):
     raise CheckpointError(f"{field}: no checkpoints in {path!r}; give a run's workdir or its "
                           "checkpoints directory")
   ckpt = Checkpointer(source, read_only=True)

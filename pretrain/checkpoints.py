@@ -17,21 +17,18 @@ from absl import app, flags, logging
 
 from configs import errors
 from input_pipeline import tokenizer
-from pretrain import checkpointing, checksums
+from pretrain import checkpointing, checksums, storage
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory.")
 _VERIFY = flags.DEFINE_bool("verify", False, "Restore and check every checkpoint.")
 flags.mark_flags_as_required(["workdir"])
 
 
-def _size(path):
-  return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
-
-
 def summary(ckpt, step):
   """'<step>  <time>  <size>  <model>' for one checkpoint."""
   path = os.path.join(ckpt.directory, str(step))
-  when = datetime.datetime.fromtimestamp(os.path.getmtime(path)).strftime("%Y-%m-%d %H:%M:%S")
+  saved = (ckpt.manager.metadata(step).commit_timestamp_nsecs or 0) / 1e9
+  when = datetime.datetime.fromtimestamp(saved).strftime("%Y-%m-%d %H:%M:%S")
   try:
     m = ckpt.meta(step)["model"]
     params = sum(a.size for a in jax.tree.leaves(ckpt.saved_shapes(step)["params"]))
@@ -39,7 +36,7 @@ def summary(ckpt, step):
              f"{m['vocab_size']}, {params / 1e6:.2f}M params")
   except Exception as e:  # pylint: disable=broad-except
     model = f"(meta unreadable: {checkpointing._first_line(e)})"  # pylint: disable=protected-access
-  return f"{step:>8}  {when}  {_size(path) / 2**20:9.2f} MiB  {model}"
+  return f"{step:>8}  {when}  {storage.size(path) / 2**20:9.2f} MiB  {model}"
 
 
 def problems(ckpt, step, workdir):
@@ -52,8 +49,8 @@ def problems(ckpt, step, workdir):
   meta = ckpt.meta(step)
   if "checksums" not in meta:
     found.append("no checksums recorded (saved by an older version): integrity unknown")
-  with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
-    saved_model = json.load(f).get("resolved_model", {})
+  saved_model = json.loads(storage.read_text(os.path.join(workdir, "config.json"))).get(
+      "resolved_model", {})
   for field in checkpointing.SHAPE_FIELDS:
     if field in meta["model"] and field in saved_model and meta["model"][field] != saved_model[field]:
       found.append(f"model.{field}={meta['model'][field]!r} but config.json has {saved_model[field]!r}")

@@ -12,7 +12,7 @@ from configs import errors
 
 from input_pipeline import masking, sources, tokenizer
 from models import layers
-from pretrain import objectives, optimizer, sharding
+from pretrain import objectives, optimizer, sharding, storage
 
 
 class ConfigError(errors.UserError):
@@ -113,14 +113,19 @@ def check(config, num_devices, num_processes=1):
   _require(not config.wandb.enabled or importlib.util.find_spec("wandb") is not None,
            "config.wandb.enabled: the wandb package is not installed; pip install wandb, or "
            "set config.wandb.enabled=False")
-  _require(not config.init_from or os.path.isdir(config.init_from),
+  storage.check(config.init_from, "config.init_from")
+  _require(not config.init_from or storage.isdir(config.init_from),
            f"config.init_from: {config.init_from!r} is not a directory; give a run's "
            "checkpoints directory or leave it empty")
 
 
 def check_workdir(workdir):
   """Proves that workdir can be written (it, or the nearest directory above it that exists)
-  without creating anything: a run that fails validation leaves nothing behind."""
+  without creating anything: a run that fails validation leaves nothing behind. On object
+  storage: that its bucket exists and credentials are at hand."""
+  if storage.is_remote(workdir):
+    storage.check(workdir, "--workdir")
+    return
   path = os.path.abspath(workdir)
   while not os.path.exists(path):
     path = os.path.dirname(path)

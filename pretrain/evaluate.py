@@ -32,7 +32,7 @@ from ml_collections import config_flags
 import ml_collections
 
 from configs import errors
-from pretrain import checkpointing, cli
+from pretrain import checkpointing, cli, storage
 
 CheckpointError = checkpointing.CheckpointError
 
@@ -229,15 +229,14 @@ class Record:
 
   def _read_done(self):
     done = set()
-    if os.path.exists(self.path):
-      with open(self.path, encoding="utf-8") as f:
-        for line in f:
-          try:
-            row = json.loads(line)
-          except json.JSONDecodeError:  # a line cut short by a crash
-            continue
-          if row.get("name") == self.name:
-            done.add(int(row["step"]))
+    if storage.exists(self.path):
+      for line in storage.read_text(self.path).splitlines():
+        try:
+          row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a crash
+          continue
+        if row.get("name") == self.name:
+          done.add(int(row["step"]))
     return done
 
   def print(self, line):
@@ -257,10 +256,9 @@ class Record:
     rows.append(dict(step=step, name=self.name, dataset="all",
                      examples=sum(self._examples(evaluator, n) for n in per),
                      **{k: v for k, v in together.items() if "/" not in k}))
-    with open(self.path, "a", encoding="utf-8") as f:  # one write per checkpoint
-      f.write("".join(json.dumps(r) + "\n" for r in rows))
-      f.flush()
-      os.fsync(f.fileno())
+    log = storage.AppendLog(self.path)  # one write per checkpoint
+    log.write("".join(json.dumps(r) + "\n" for r in rows))
+    log.close()
     if self.tb is None:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self.tb = SummaryWriter(self.tb_dir)

@@ -18,7 +18,7 @@ import json
 from absl import app, flags, logging
 
 from configs import errors
-from pretrain import cli
+from pretrain import cli, storage
 
 
 
@@ -133,7 +133,7 @@ def _run():
   if f.prompt is not None:
     prompts = [f.prompt]
   else:
-    with open(f.prompts_file, encoding="utf-8") as file:
+    with storage.path(f.prompts_file).open(encoding="utf-8") as file:
       prompts = [line.rstrip("\n") for line in file if line.strip()]
   single = len(prompts) == 1 and f.num_samples == 1
   started = []
@@ -153,7 +153,7 @@ def _run():
     for i, s, text in results:
       print(f"=== prompt {i} sample {s} ===\n{prompts[i]}{text}", flush=True)
   if f.output:
-    with open(f.output, "w", encoding="utf-8") as file:
+    with storage.path(f.output).open("w", encoding="utf-8") as file:
       for i, s, text in results:
         file.write(json.dumps(dict(prompt=prompts[i], sample=s, text=text)) + "\n")
 

@@ -11,7 +11,7 @@ import json
 import os
 import time
 
-from input_pipeline import tokenized
+from pretrain import storage
 
 KINDS = ("startup", "compile", "data", "eval", "checkpoint", "redone")
 
@@ -25,9 +25,8 @@ class Goodput:
     self.seconds = dict.fromkeys(KINDS, 0.0)
     self.earlier = {"runs": 0, "wall": 0.0, "step": 0, "step_time": 0.0,
                     **dict.fromkeys(KINDS, 0.0)}
-    if os.path.exists(self.path):
-      with open(self.path, encoding="utf-8") as f:
-        self.earlier.update(json.load(f))
+    if storage.exists(self.path):
+      self.earlier.update(json.loads(storage.read_text(self.path)))
     self.step, self.step_time = 0, 0.0
 
   def resumed(self, step):
@@ -65,7 +64,7 @@ class Goodput:
     """Writes the cumulative record (after each log window and at the end)."""
     if self.enabled:
       t = self.totals()
-      tokenized.write_json(self.path, dict(t, step=self.step, step_time=self.step_time))
+      storage.write_json(self.path, dict(t, step=self.step, step_time=self.step_time))
 
   def describe(self):
     t, s = self.totals(), self.shares()

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import errors
+from pretrain import storage
 
 # Dense peak FLOP/s per device in the accelerators' training dtype (bf16), from vendor sheets.
 PEAK_FLOPS = {
@@ -111,7 +112,7 @@ class Writer:
       if wandb_config is not None and wandb_config.enabled:
         self.wandb = start_wandb(workdir, wandb_config, run_config)
       SummaryWriter = import_tensorboardx().SummaryWriter  # pylint: disable=invalid-name
-      self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+      self.jsonl = storage.AppendLog(os.path.join(workdir, "metrics.jsonl"))
       self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step, scalars, prefix=""):
@@ -143,25 +144,25 @@ class Writer:
 def wandb_run_id(workdir):
   """The W&B run id of this workdir, kept in <workdir>/wandb_id.txt (made by the first run)."""
   path = os.path.join(workdir, "wandb_id.txt")
-  if not os.path.exists(path):
-    with open(path, "w", encoding="utf-8") as f:
-      f.write(secrets.token_hex(6) + "\n")
-  with open(path, encoding="utf-8") as f:
-    return f.read().strip()
+  if not storage.exists(path):
+    storage.write_text(path, secrets.token_hex(6) + "\n")
+  return storage.read_text(path).strip()
 
 
 def start_wandb(workdir, wandb_config, run_config=None):
-  """A W&B run logging into <workdir>/wandb; a resumed run continues the workdir's run."""
+  """A W&B run logging into <workdir>/wandb (W&B's default local directory when the workdir
+  is on object storage); a resumed run continues the workdir's run."""
   try:
     import wandb  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise errors.UserError("config.wandb.enabled: the wandb package is not installed; "
                            "pip install wandb, or set config.wandb.enabled=False") from e
-  workdir = os.path.abspath(workdir)
+  workdir = storage.absolute(workdir)
   return wandb.init(
       project=wandb_config.project, entity=wandb_config.entity or None,
       group=wandb_config.group or None, name=wandb_config.name or os.path.basename(workdir),
-      mode=wandb_config.mode or None, dir=workdir, id=wandb_run_id(workdir), resume="allow",
+      mode=wandb_config.mode or None,
+      dir=None if storage.is_remote(workdir) else workdir, id=wandb_run_id(workdir), resume="allow",
       config=run_config.to_dict() if run_config is not None else None)
 
 

@@ -13,18 +13,16 @@ import json
 import os
 
 from configs import errors
-from input_pipeline import tokenized
-from pretrain import checkpointing, metrics
+from pretrain import checkpointing, metrics, storage
 
 
 def read_history(workdir):
   """The evaluations recorded in <workdir>/results.json so far ([] before the first; the file
   is replaced whole, so a reader beside a running job never sees half of it)."""
   path = os.path.join(workdir, "results.json")
-  if not os.path.exists(path):
+  if not storage.exists(path):
     return []
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)["history"]
+  return json.loads(storage.read_text(path))["history"]
 
 
 class Results:
@@ -64,7 +62,7 @@ class Results:
     if self.best is row and self.best_ckpt is not None:
       self.best_ckpt.save(step, state, meta, force=True)
     if self.enabled:
-      tokenized.write_json(self.path, dict(best_metric=self.metric, best_mode=self.mode,
+      storage.write_json(self.path, dict(best_metric=self.metric, best_mode=self.mode,
                                            best=self.best, history=self.history))
 
   def table(self):

@@ -40,7 +40,7 @@ import numpy as np
 
 from configs import errors
 from models import decode
-from pretrain import checkpointing, cli
+from pretrain import checkpointing, cli, storage
 
 
 class ScoreError(errors.UserError):
@@ -52,10 +52,10 @@ class ScoreError(errors.UserError):
 def read_items(path, limit=0):
   """[(context, endings, label)] of a HellaSwag-style jsonl file (blank lines skipped); a
   malformed line is a one-line ScoreError naming the file and line."""
-  if not os.path.isfile(path):
+  if not storage.isfile(path):
     raise ScoreError(f"--tasks_file: {path!r} does not exist")
   items = []
-  with open(path, encoding="utf-8") as f:
+  with storage.path(path).open(encoding="utf-8") as f:
     for number, line in enumerate(f, 1):
       if not line.strip():
         continue
@@ -199,8 +199,9 @@ def score(workdir, tasks_file, *, step=None, batch_size=32, limit=0, output=""):
   model, cfg, tok, eos_id, step = load(workdir, step)
   row = dict(step=step, file=tasks_file, **score_items(model, cfg, tok, eos_id, items,
                                                        batch_size))
-  with open(output or os.path.join(workdir, "score.jsonl"), "a", encoding="utf-8") as f:
-    f.write(json.dumps(row) + "\n")
+  log = storage.AppendLog(output or os.path.join(workdir, "score.jsonl"))
+  log.write(json.dumps(row) + "\n")
+  log.close()
   return row
 
 

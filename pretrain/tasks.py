@@ -17,7 +17,7 @@ import numpy as np
 from configs import errors
 from input_pipeline import conll, glue, squad, task_data
 from models import encoder
-from pretrain import objectives, task_metrics
+from pretrain import objectives, storage, task_metrics
 
 Objective = objectives.Objective
 
@@ -137,7 +137,7 @@ def _glue_write(preds, loader, path):
   name them (MNLI, QNLI, RTE, AX)."""
   task = glue.get_task(loader.data.task)
   values = _glue_predictions(preds)
-  with open(path, "w", encoding="utf-8") as f:
+  with storage.path(path).open("w", encoding="utf-8") as f:
     f.write("index\tprediction\n")
     for example, value in zip(loader.source, values):
       if task.is_regression:
@@ -211,7 +211,7 @@ def _ner_score(preds, loader):
 
 def _ner_write(preds, loader, path):
   """CoNLL lines 'word gold predicted', a blank line after each sentence."""
-  with open(path, "w", encoding="utf-8") as f:
+  with storage.path(path).open("w", encoding="utf-8") as f:
     for example, tags in zip(loader.source, _ner_tags(preds, loader)):
       for word, gold, tag in zip(example["tokens"], example["ner_tags"], tags):
         f.write(f"{word} {gold} {tag}\n")
@@ -286,10 +286,10 @@ def _squad_write(preds, loader, path):
   """SQuAD's submission format: {question id: answer text} (v2.0: beside it, the null odds
   in <path>.null_odds.json, as the official evaluation script reads them)."""
   predictions, null_scores = _squad_answers(preds, loader)
-  with open(path, "w", encoding="utf-8") as f:
+  with storage.path(path).open("w", encoding="utf-8") as f:
     json.dump(predictions, f, indent=1, ensure_ascii=False)
   if loader.data.squad.version_2:
-    with open(path + ".null_odds.json", "w", encoding="utf-8") as f:
+    with storage.path(path + ".null_odds.json").open("w", encoding="utf-8") as f:
       json.dump(null_scores, f, indent=1)
 
 

@@ -151,6 +151,48 @@ def capitals_run(tmp_path_factory, data_dir):
   return workdir, str(items)
 
 
+@pytest.fixture(scope="session")
+def gcs():
+  """A local GCS emulator (tests/gcs_emulator.py: the gcp-storage-emulator package) holding the bucket
+  gs://test-bucket, and this process's environment pointed at it (STORAGE_EMULATOR_HOST; see
+  pretrain/storage.py for what it sets): the subprocesses tests start inherit it. Yields a
+  function giving a fresh gs:// URL under the bucket. Skips when the emulator is absent."""
+  import itertools  # pylint: disable=g-import-not-at-top
+  import socket  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  pytest.importorskip("gcp_storage_emulator")
+  pytest.importorskip("gcsfs")
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  server = subprocess.Popen(  # pylint: disable=consider-using-with
+      [sys.executable, str(REPO / "tests" / "gcs_emulator.py"), str(port), "test-bucket"],
+      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 30
+  while True:
+    try:
+      socket.create_connection(("127.0.0.1", port), timeout=1).close()
+      break
+    except OSError:
+      if time.time() > deadline or server.poll() is not None:
+        server.kill()
+        pytest.fail("the GCS emulator did not start")
+      time.sleep(0.1)
+  url = f"http://127.0.0.1:{port}"
+  previous = dict(os.environ)
+  os.environ.update(STORAGE_EMULATOR_HOST=url, TENSORSTORE_GCS_HTTP_URL=url,
+                    GOOGLE_AUTH_TOKEN_FOR_TESTING="emulator", FSSPEC_GS_TOKEN="anon",
+                    GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT="false", EPATH_USE_TF="false")
+  counter = itertools.count()
+  yield lambda name="run": f"gs://test-bucket/{name}-{os.getpid()}-{next(counter)}"
+  os.environ.clear()
+  os.environ.update(previous)
+  server.kill()
+  server.wait()
+
+
 def pytest_sessionfinish(session):
   """The run's compilation cache goes with the run (removed by the process that named it)."""
   import shutil  # pylint: disable=g-import-not-at-top
