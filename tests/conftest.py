@@ -162,8 +162,10 @@ def gcs():
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   import time  # pylint: disable=g-import-not-at-top
-  pytest.importorskip("gcp_storage_emulator")
-  pytest.importorskip("gcsfs")
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  for package in ("gcp_storage_emulator", "gcsfs"):  # (not imported: gcsfs reads the env then)
+    if importlib.util.find_spec(package) is None:
+      pytest.skip(f"{package} is not installed")
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
