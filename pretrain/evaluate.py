@@ -260,8 +260,7 @@ class Record:
     log.write("".join(json.dumps(r) + "\n" for r in rows))
     log.close()
     if self.tb is None:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self.tb = SummaryWriter(self.tb_dir)
+      self.tb = metrics.import_tensorboardx().SummaryWriter(self.tb_dir)
     for k, v in together.items():
       self.tb.add_scalar(f"eval/{k}", float(v), step)
     self.tb.flush()
@@ -276,6 +275,7 @@ class Record:
   def close(self):
     if self.tb is not None:
       self.tb.close()
+      self.tb = None  # freed now: a gs:// event writer uploads once more when deleted
 
 
 def parse_flags(argv):

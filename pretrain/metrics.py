@@ -88,6 +88,18 @@ def format_duration(seconds):
   return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
+class _EventFiles:
+  """tensorboardX's writer of gs:// event files: through pretrain.storage (the clients every
+  other file of a run goes through), rewritten whole on each flush as tensorboardX's own does,
+  but without its upload again on garbage collection (which outlives the process's storage)."""
+
+  def open(self, path):
+    return storage.AppendLog(path, binary=True)
+
+  def directory_check(self, path):
+    pass  # object storage has no directories to create
+
+
 def import_tensorboardx():
   """tensorboardX, imported without torch: it imports torch only to accept torch tensors,
   which costs every run about 2 s of start-up where torch is installed."""
@@ -97,7 +109,9 @@ def import_tensorboardx():
       import tensorboardX  # pylint: disable=g-import-not-at-top,unused-import
     finally:
       del sys.modules["torch"]
-  return sys.modules.get("tensorboardX") or __import__("tensorboardX")
+  tensorboardx = sys.modules.get("tensorboardX") or __import__("tensorboardX")
+  tensorboardx.record_writer.register_writer_factory("gs", _EventFiles())
+  return tensorboardx
 
 
 class Writer:
@@ -137,6 +151,7 @@ class Writer:
     if self.enabled:
       self.jsonl.close()
       self.tb.close()
+      self.tb = None  # freed now: a gs:// event writer uploads once more when deleted
       if self.wandb is not None:
         self.wandb.finish()
 

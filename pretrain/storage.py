@@ -114,30 +114,33 @@ def write_json(p, obj):
 
 
 class AppendLog:
-  """A text file lines are appended to (metrics.jsonl, eval.jsonl): appended in place on a
-  local disk; on object storage, which cannot append, the object is rewritten whole on every
-  flush (such logs hold a line per evaluation or log step: kilobytes to a few megabytes)."""
+  """A file appended to (metrics.jsonl, eval.jsonl, TensorBoard's events; text, or `binary`):
+  appended in place on a local disk; on object storage, which cannot append, the object is
+  rewritten whole on every flush (such logs hold a record per evaluation or log step:
+  kilobytes to a few megabytes)."""
 
-  def __init__(self, p):
+  def __init__(self, p, binary=False):
     self.p, self.remote = str(p), is_remote(p)
     if self.remote:
-      self.text = read_text(p) if exists(p) else ""
-      self.written = self.text
+      self.data = path(p).read_bytes() if exists(p) else b""
+      self.written = len(self.data)
+      self.encode = (lambda x: x) if binary else (lambda x: x.encode("utf-8"))
     else:
-      self.file = open(p, "a", encoding="utf-8")  # pylint: disable=consider-using-with
+      self.file = open(p, "ab" if binary else "a",  # pylint: disable=consider-using-with
+                       encoding=None if binary else "utf-8")
 
-  def write(self, text):
+  def write(self, data):
     if self.remote:
-      self.text += text
+      self.data += self.encode(data)
     else:
-      self.file.write(text)
+      self.file.write(data)
 
   def flush(self):
     if not self.remote:
       self.file.flush()
-    elif self.text != self.written:
-      path(self.p).write_text(self.text, encoding="utf-8")
-      self.written = self.text
+    elif len(self.data) != self.written:
+      path(self.p).write_bytes(self.data)
+      self.written = len(self.data)
 
   def close(self):
     self.flush()

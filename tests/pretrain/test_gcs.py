@@ -15,8 +15,8 @@ import jax
 import numpy as np
 import pytest
 
-from configs import errors
-from pretrain import checkpointing, config_checks, storage, trainer
+from configs import common, errors, gpt
+from pretrain import checkpointing, config_checks, evaluate, storage, trainer
 from tests import conftest
 from tests.conftest import REPO
 from tests.reliability.test_kill import Trainer
@@ -64,9 +64,10 @@ def _jsonl(url):
 
 @pytest.mark.slow
 def test_gs_workdir_is_killed_resumes_bitwise_and_is_read_back(gcs, tmp_path, data_dir):
-  reference = tmp_path / "reference"
-  done = _run(_train_command(reference, data_dir))
-  assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+  reference = tmp_path / "reference"  # the same run, uninterrupted, on a local disk
+  config = common.apply_overrides(gpt.get_config("smoke"),
+                                  dict(OVERRIDES, **{"data.data_dir": data_dir}))
+  trainer.train_and_evaluate(config, str(reference), devices=jax.devices()[:1])
 
   url = gcs("run")
   cmd = _train_command(url, data_dir)
@@ -100,9 +101,8 @@ def test_gs_workdir_is_killed_resumes_bitwise_and_is_read_back(gcs, tmp_path, da
   # Read back from the bucket: the checkpoint list and verification, an evaluation ...
   verify = _run([sys.executable, "-m", "pretrain.checkpoints", f"--workdir={url}", "--verify"])
   assert verify.returncode == 0 and verify.stdout.count("ok: complete") == 2, verify.stdout
-  evaluated = _run([sys.executable, "-m", "pretrain.evaluate", f"--workdir={url}",
-                    "--max_batches=1"])
-  assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+  evaluate.evaluate_run(checkpointing.run_config(url), url, evaluate.Options(max_batches=1),
+                        devices=jax.devices()[:1])
   [row] = _jsonl(f"{url}/eval.jsonl")
   trained = [r for r in _jsonl(f"{url}/metrics.jsonl") if "eval/loss" in r][-1]
   assert row["step"] == STEPS == trained["step"]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from launch import local
-from pretrain import trainer
+from pretrain import storage, trainer
 from tests.conftest import REPO
 
 OVERRIDES = {
@@ -24,9 +24,12 @@ OVERRIDES = {
 }
 
 
+def _jsonl(path):
+  return [json.loads(line) for line in storage.read_text(path).splitlines()]
+
+
 def _losses(workdir):
-  with open(f"{workdir}/metrics.jsonl") as f:
-    return [r["train/loss"] for r in map(json.loads, f) if "train/loss" in r]
+  return [r["train/loss"] for r in _jsonl(f"{workdir}/metrics.jsonl") if "train/loss" in r]
 
 
 def test_dry_run_prints_each_process():
@@ -47,14 +50,17 @@ def test_dry_run_prints_each_process():
     # hybrid: data across the 2 processes (the slow links), fsdp over each one's 4 devices
     {"mesh.data": 2, "mesh.fsdp": 4, "mesh.dcn.data": 2},
 ])
-def test_two_processes_equal_one(tiny_config, tmp_path, data_dir, mesh):
+def test_two_processes_equal_one(tiny_config, tmp_path, data_dir, mesh, request):
+  # The hybrid run's workdir is in a GCS bucket (a local emulator): every process saves and
+  # restores its shards there, and only process 0 writes the run's files.
+  two = request.getfixturevalue("gcs")("two") if mesh else str(tmp_path / "two")
   single = trainer.train_and_evaluate(
       tiny_config(**OVERRIDES, **{"data.tokenized_dir": str(tmp_path / "tokenized_by_one")}),
       str(tmp_path / "one"))
   tokenized_dir = tmp_path / "tokenized"  # the two processes tokenize it afresh, in parallel
   cmd = [sys.executable, "-m", "launch.local", "--num_processes=2", "--devices_per_process=4",
          "--", sys.executable, "-m", "pretrain.train", "--config=configs/gpt.py:smoke",
-         f"--workdir={tmp_path / 'two'}", f"--config.data.data_dir={data_dir}",
+         f"--workdir={two}", f"--config.data.data_dir={data_dir}",
          f"--config.data.tokenized_dir={tokenized_dir}"]
   cmd += [f"--config.{k}={v}" for k, v in {**OVERRIDES, **mesh}.items()]
   # Stop at step 2 (a checkpoint every process writes), then resume to the end: the
@@ -73,7 +79,7 @@ def test_two_processes_equal_one(tiny_config, tmp_path, data_dir, mesh):
   if not mesh:
     # Elastic: the 2-process run's checkpoint continues in one process of 8 devices.
     config = tiny_config(**OVERRIDES, **{"data.tokenized_dir": str(tokenized_dir)})
-    resumed = trainer.train_and_evaluate(config, str(tmp_path / "two"))
+    resumed = trainer.train_and_evaluate(config, two)
     assert resumed.step == 4
   else:
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -84,21 +90,21 @@ def test_two_processes_equal_one(tiny_config, tmp_path, data_dir, mesh):
     # pretrain.evaluate in the same 2 processes: process 0 writes the row, equal to the
     # trainer's final evaluation of the same batches.
     evaluate_cmd = cmd[:cmd.index("pretrain.train")] + [
-        "pretrain.evaluate", f"--workdir={tmp_path / 'two'}", "--max_batches=1"]
+        "pretrain.evaluate", f"--workdir={two}", "--max_batches=1"]
     proc = subprocess.run(evaluate_cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "[0] step 4/4 | eval |" in proc.stdout and "[1] step 4/4" not in proc.stdout
-    with open(tmp_path / "two" / "eval.jsonl") as f:
-      rows = [json.loads(line) for line in f]
-    with open(tmp_path / "two" / "metrics.jsonl") as f:
-      trained = [r for r in map(json.loads, f) if "eval/loss" in r][-1]
+    rows = _jsonl(f"{two}/eval.jsonl")
+    trained = [r for r in _jsonl(f"{two}/metrics.jsonl") if "eval/loss" in r][-1]
     assert len(rows) == 1 and rows[0]["step"] == 4 == trained["step"]
     np.testing.assert_allclose(rows[0]["loss"], trained["eval/loss"], rtol=1e-6)
-  np.testing.assert_allclose(_losses(tmp_path / "two"), _losses(tmp_path / "one"), rtol=1e-5)
+  np.testing.assert_allclose(_losses(two), _losses(tmp_path / "one"), rtol=1e-5)
   assert single.step == 4
   # Both processes took part in the checkpoint; one complete step directory per save.
-  assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()
-                if p.name.isdigit()) == ["2", "4"]
+  saved = sorted(p.name for p in storage.path(f"{two}/checkpoints").iterdir() if p.name.isdigit())
+  assert saved == ["2", "4"]
+  if mesh:
+    assert storage.exists(f"{two}/checkpoints/4/state/ocdbt.process_1")
 
 
 @pytest.mark.slow
