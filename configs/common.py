@@ -69,6 +69,10 @@ def data_config():
   # any other name is a tfds dataset already prepared in `data_dir` (lm1b, wikipedia/..., c4/...).
   data.dataset = "local_text"
   data.data_dir = "data"           # tfds data_dir; tokenizers are cached under <data_dir>/tokenizers
+  # A gs:// data_dir (or tokenized_dir) is used through a local mirror in
+  # <cache_dir>/gs/<bucket>/<path>: what a run needs is downloaded, what it prepares uploaded
+  # (input_pipeline/mirror.py). '': $PRETRAIN_CACHE_DIR, else ~/.cache/pretrain.
+  data.cache_dir = ""
   data.files = ""                  # local_text: comma-separated paths or globs (.txt, .jsonl, .gz)
   data.doc_split = "file"          # local_text: a document is a 'file' or a 'blank_line' block
   data.validation_fraction = 0.05  # local_text: share of documents (or text) held out

@@ -12,13 +12,16 @@ command is only needed to do the work ahead of time, or on other machines:
   python -m input_pipeline.prepare --config=... --process_count=N --process_index=$i
 
 Worker i tokenizes pieces i, i + N, ...; whichever worker finds every piece done writes the
-manifest, and only then can training read the split.
+manifest, and only then can training read the split. A gs:// data_dir is shared through local
+mirrors (input_pipeline/mirror.py): each worker uploads its pieces, then downloads the others'
+and writes the manifest if it finds them all (if workers finish together and none does,
+training's first run writes it).
 """
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from configs import errors
-from input_pipeline import sources, tokenized
+from input_pipeline import mirror, sources, tokenized
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _PROCESS_INDEX = flags.DEFINE_integer("process_index", 0, "This worker's index.")
@@ -32,23 +35,27 @@ def main(argv):
     raise app.UsageError("--config is required, e.g. --config=configs/gpt.py:small")
   if not 0 <= _PROCESS_INDEX.value < _PROCESS_COUNT.value:
     raise app.UsageError("--process_index must be in [0, --process_count)")
-  data = config.data
-  mode = tokenized.mode_for(data)
   try:
-    built = sources.builders(data)
-    tok = tokenized.tokenizer_for(data, built)
-    dirs = tokenized.prepare_all(data, mode, tok, built,
-                       process_index=_PROCESS_INDEX.value, process_count=_PROCESS_COUNT.value)
+    remote = mirror.Mirror(config.data)  # unusable URLs fail here, before any work
+    data, mode = remote.data, tokenized.mode_for(config.data)
+    built = remote.synced(remote.source_dirs(), lambda: sources.builders(data))
+    tok = remote.synced(remote.tokenizer_dirs(), lambda: tokenized.tokenizer_for(data, built))
+    worker = dict(process_index=_PROCESS_INDEX.value, process_count=_PROCESS_COUNT.value)
+    prepare = lambda: tokenized.prepare_all(data, mode, tok, built, **worker)
+    split_dirs = remote.tokenized_dirs(built, tok, mode)
+    dirs = remote.synced(split_dirs, prepare)
+    if remote.roots and _PROCESS_COUNT.value > 1:  # the others' pieces, uploaded meanwhile
+      dirs = remote.synced(split_dirs, prepare)
   except errors.UserError as e:
     errors.fail(str(e))
   srcs = {name: src for name, src, _ in sources.named(data)}
   for (name, split), path in dirs.items():
     try:
       opened = tokenized.open_split(srcs[name], built[name], split, tok, mode)
-      print(f"{name or 'data'} {split}: {opened.summary()} -> {path}")
+      print(f"{name or 'data'} {split}: {opened.summary()} -> {remote.url(path)}")
     except sources.DataError:
       print(f"{name or 'data'} {split}: this worker's pieces are done; the manifest waits for the "
-            f"other workers -> {path}")
+            f"other workers -> {remote.url(path)}")
   logging.flush()
 
 

@@ -10,6 +10,7 @@ import ml_collections
 import tensorflow_datasets as tfds
 
 from input_pipeline import local_text, tokenizer
+from pretrain import storage
 
 DataError = local_text.DataError
 
@@ -28,6 +29,10 @@ logging.getLogger("absl").addFilter(_QuietTfds())
 
 def builder(data):
   """The tfds builder named by config.data (`data`); errors if it is not prepared/preparable."""
+  if storage.is_remote(data.data_dir):  # entry points read a remote one through its mirror
+    raise DataError(f"config.data.data_dir: {data.data_dir!r} is a URL, which this command "
+                    "does not mirror; give a local directory (pretrain.train and "
+                    "input_pipeline.prepare take a gs:// data_dir)")
   if data.dataset == "local_text":
     return local_text.LocalText(
         config=local_text.make_config(data.files, data.doc_split, data.validation_fraction,

@@ -97,7 +97,7 @@ def read_split(data, fmt, which):
 
 def cache_path(data, identity, tok, seq_len, train):
   settings = {k: v for k, v in data.to_dict().items()
-              if k not in ("data_dir", "shuffle", "tokenizer", "mixture")}
+              if k not in ("data_dir", "cache_dir", "shuffle", "tokenizer", "mixture")}
   key = json.dumps([FORMAT, identity, tokenizer.identity(tok), seq_len, train, settings],
                    sort_keys=True, default=str)
   digest = hashlib.sha256(key.encode()).hexdigest()[:16]

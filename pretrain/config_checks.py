@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from configs import errors
 
-from input_pipeline import masking, sources, tokenizer
+from input_pipeline import masking, mirror, sources, tokenizer
 from models import layers
 from pretrain import objectives, optimizer, sharding, storage
 
@@ -114,6 +114,7 @@ def check(config, num_devices, num_processes=1):
            "config.wandb.enabled: the wandb package is not installed; pip install wandb, or "
            "set config.wandb.enabled=False")
   storage.check(config.init_from, "config.init_from")
+  mirror.check(config.data)  # a gs:// data_dir or tokenized_dir: its bucket and credentials
   _require(not config.init_from or storage.isdir(config.init_from),
            f"config.init_from: {config.init_from!r} is not a directory; give a run's "
            "checkpoints directory or leave it empty")

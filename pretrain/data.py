@@ -1,11 +1,13 @@
 """The datasets of a run: prepared, tokenized and turned into step-indexed loaders, shared out
 over the processes (the trainer and `pretrain.evaluate` both read their data through here)."""
 import contextlib
+import os
 
 import jax
+import ml_collections
 from jax.experimental import multihost_utils
 
-from input_pipeline import batches, sources, tokenized
+from input_pipeline import batches, mirror, sources, tokenized
 
 
 def load_data(config, objective, tok=None, train=True):
@@ -21,9 +23,11 @@ def load_data(config, objective, tok=None, train=True):
   preparation, tokenizer training, manifests); the processes share out the pieces to tokenize
   (and BERT's pairs to build).
   """
+  pidx, pcount = jax.process_index(), jax.process_count()
+  remote = mirror.Mirror(config.data)  # unusable URLs fail here, before any work
   if objective.load_data is not None:  # a fine-tuning task: labelled examples
-    return objective.load_data(config, tok, train)
-  data, pidx, pcount = config.data, jax.process_index(), jax.process_count()
+    return _task_data(config, objective, tok, train, remote, push=pidx == 0)
+  data = remote.data  # a gs:// data_dir or tokenized_dir replaced by its local mirror
 
   def barrier(name):
     if pcount > 1:
@@ -35,28 +39,40 @@ def load_data(config, objective, tok=None, train=True):
     barrier(fn.__name__)
     return out if pidx == 0 else fn()
 
+  def synced(dirs, fn, push=pidx == 0):
+    """fn, run between a download of dirs() from a remote data_dir (every process: each host
+    has its own disk) and an upload back (by process 0, which prepares first)."""
+    return lambda: remote.synced(dirs(), fn, push)
+
   datasets = sources.named(data)
   shared = dict(process_index=pidx, process_count=pcount)
   log = (lambda message: print(message, flush=True)) if pidx == 0 else (lambda message: None)
   eval_only, mode = not train, tokenized.mode_for(data)
+  split_dirs = lambda: remote.tokenized_dirs(built, tok, mode, eval_only)
   # One process prepares under a lock, as other runs may share data_dir; a job's processes
   # take turns through barriers instead.
   with sources.preparation_lock(data.data_dir) if pcount == 1 else contextlib.nullcontext():
-    built = first_process_first(lambda: sources.builders(data))
+    built = first_process_first(synced(remote.source_dirs, lambda: sources.builders(data)))
     if tok is None:
-      tok = first_process_first(lambda: tokenized.tokenizer_for(data, built))
-    tokenized.prepare_all(data, mode, tok, built, eval_only, write_manifest=pcount == 1,
-                          log=log, **shared)
+      tok = first_process_first(synced(remote.tokenizer_dirs,
+                                       lambda: tokenized.tokenizer_for(data, built)))
+    synced(split_dirs, lambda: tokenized.prepare_all(  # each uploads the pieces it tokenized
+        data, mode, tok, built, eval_only, write_manifest=pcount == 1, log=log, **shared),
+           push=True)()
   barrier("pieces tokenized")
   if pcount > 1:
-    first_process_first(lambda: tokenized.prepare_all(data, mode, tok, built, eval_only))
+    first_process_first(synced(split_dirs,
+                               lambda: tokenized.prepare_all(data, mode, tok, built, eval_only)))
   opened = {(name, split): tokenized.open_split(src, built[name], split, tok, mode)
             for name, src, split in tokenized.splits(data, eval_only)}
   index = {name: k for k, (name, _, _) in enumerate(datasets)}
-  for name, src, split in tokenized.splits(data, eval_only):
-    objective.build(opened[name, split], src, tok, seq_len=config.batch.seq_len,
-                    seed=[config.seed, index[name]], **shared)
+  synced(split_dirs, lambda: [  # BERT's pairs, each process its pieces, beside the splits
+      objective.build(opened[name, split], src, tok, seq_len=config.batch.seq_len,
+                      seed=[config.seed, index[name]], **shared)
+      for name, src, split in tokenized.splits(data, eval_only)], push=True)()
   barrier("examples built")
+  if pcount > 1:  # the other processes' pieces
+    synced(split_dirs, lambda: None, push=False)()
 
   train_loaders, val, notes = {}, {}, []
   for k, (name, src, _) in enumerate(datasets):
@@ -72,3 +88,15 @@ def load_data(config, objective, tok=None, train=True):
     return tok, batches.Mixture(train_loaders, {name: w for name, _, w in datasets},
                                 config.batch.size), val, notes
   return tok, train_loaders[""], val, notes
+
+
+def _task_data(config, objective, tok, train, remote, push):
+  """A fine-tuning task's data (objective.load_data); a remote data_dir through its mirror:
+  the task's tfds dataset, tokenizers/ and the encoded examples' cache (finetune/)."""
+  if not remote.roots:
+    return objective.load_data(config, tok, train)
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.data = remote.data
+  dirs = remote.source_dirs() + remote.tokenizer_dirs() + [
+      (os.path.join(remote.data.data_dir, "finetune"), None)]
+  return remote.synced(dirs, lambda: objective.load_data(config, tok, train), push)
