@@ -14,6 +14,8 @@ import sys
 
 from absl import app, flags
 
+from launch import shared_storage
+
 FLAGS = flags.FLAGS
 
 
@@ -58,6 +60,7 @@ def manifest(name, image, tpu_type, topology, hosts, chips_per_host, train_args)
 def main(argv):
   if not FLAGS.image:
     raise app.UsageError("--image is required")
+  shared_storage.require_bucket(argv[1:], "a GKE job's pods")
   text = json.dumps(manifest(FLAGS.name, FLAGS.image, FLAGS.tpu_type, FLAGS.topology,
                              FLAGS.hosts, FLAGS.chips_per_host, argv[1:]), indent=2)
   apply = ["kubectl", "apply", "-f", "-"]

@@ -16,6 +16,8 @@ import sys
 
 from absl import app, flags
 
+from launch import shared_storage
+
 FLAGS = flags.FLAGS
 
 
@@ -65,6 +67,7 @@ def commands(name, zone, accelerator_type, version, project, spot, train_args, s
 def main(argv):
   if not FLAGS.name or not FLAGS.zone:
     raise app.UsageError("--name and --zone are required")
+  shared_storage.require_bucket(argv[1:], "a TPU slice's workers")
   cmds = commands(FLAGS.name, FLAGS.zone, FLAGS.accelerator_type, FLAGS.version, FLAGS.project,
                   FLAGS.spot, argv[1:], FLAGS.steps)
   for cmd in cmds:

@@ -116,6 +116,20 @@ def test_gke_requires_an_image():
   assert not proc.stdout
 
 
+@pytest.mark.parametrize("launcher", [["launch.tpu_vm", "--name=n", "--zone=z"],
+                                      ["launch.gke", "--image=i"]])
+def test_cloud_launchers_refuse_a_local_workdir(launcher):
+  """A slice's workers and a job's pods lose their disks with the machine: a local workdir is
+  refused before anything is created (checkpoints would be scattered and lost)."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-m", *launcher, "--dry_run", "--",
+                         "--config=configs/gpt.py:small", "--workdir", "runs/gpt2"], cwd=REPO,
+                        env=env, capture_output=True, text=True, timeout=60)
+  assert proc.returncode != 0 and not proc.stdout
+  assert "--workdir: 'runs/gpt2' is a local path" in proc.stderr
+  assert "--workdir=gs://BUCKET/run" in proc.stderr
+
+
 def test_local_dry_run():
   out = _run("launch.local", "--num_processes=2", "--devices_per_process=4", "--port=5555",
              "--dry_run", "--", "python", "-m", "pretrain.train", "--workdir=w")
