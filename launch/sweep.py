@@ -10,9 +10,11 @@ The sweep is a function `sweep_<name>()` beside `get_config` in the config file
 (configs/sweeps.py says how to write one). `--config.<field>=<value>` overrides apply to every
 trial. Each trial is the ordinary training command, `python -m pretrain.train
 --config=<file:arg> <overrides> <trial's overrides> --workdir=<sweepdir>/trials/<n>`, started
-as a subprocess with an argument list and its log in <workdir>/train.log; its evaluations reach
-the study as the trainer writes them (results.json), so an Optuna pruner can stop it (SIGTERM:
-it checkpoints and exits).
+as a subprocess with an argument list and its log in <sweepdir>/trials/<n>/train.log; its
+evaluations reach the study as the trainer writes them (results.json), so an Optuna pruner can
+stop it (SIGTERM: it checkpoints and exits). --trials_dir=gs://BUCKET/path puts the trials'
+workdirs (checkpoints, metrics, results) in a bucket instead; the study, logs and report stay
+in the sweepdir.
 
 The study is the bookkeeping: Optuna's RDB storage, by default a SQLite file in the sweepdir
 (--storage=postgresql://... or mysql://... for many machines). Any number of workers on any
@@ -46,6 +48,7 @@ from ml_collections import config_flags
 
 from configs import errors, sweeps
 from launch import sweep_trials
+from pretrain import storage
 
 FLAGS = flags.FLAGS
 
@@ -61,6 +64,8 @@ def define_flags():
   flags.DEFINE_string("sweep", None, "The sweep: a function sweep_<name>() of the config file.")
   flags.DEFINE_string("sweepdir", None, "Directory of the sweep: study, trials, report.")
   flags.DEFINE_string("storage", "", "Optuna RDB storage URL (default: SQLite in the sweepdir).")
+  flags.DEFINE_string("trials_dir", "", "Where the trials' workdirs go (default: <sweepdir>/trials); "
+                      "may be a bucket, gs://BUCKET/path (logs stay in the sweepdir).")
   flags.DEFINE_integer("trials", 0, "Random/adaptive sweeps: how many trials (default: the sweep's).")
   flags.DEFINE_integer("parallel", 1, "Local: trials run at a time by this worker.")
   flags.DEFINE_enum("executor", "local", ["local", "slurm"], "Where the workers run.")
@@ -193,6 +198,15 @@ class Spec(dict):
           f"{' '.join(found['overrides'])}".rstrip() + "; give another --sweepdir, or rerun "
           "that sweep's command to continue it")
 
+  def check_trials_dir(self, sweepdir):
+    """The trials_dir of the sweep in `sweepdir` (a rerun need not repeat it; another one is
+    refused: the trials there would start afresh)."""
+    found = self.read(sweepdir).get("trials_dir", "")
+    if self["trials_dir"] and self["trials_dir"] != found:
+      raise SweepError(f"--trials_dir: the sweep in {sweepdir} keeps its trials in "
+                       f"{found or os.path.join(sweepdir, 'trials')}; drop --trials_dir or give that")
+    return found
+
   def write(self, sweepdir):
     tmp = self.path(sweepdir) + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -215,7 +229,7 @@ class sweepdir_lock:  # pylint: disable=invalid-name
     self.file.close()
 
 
-def storage(url, heartbeat, max_retry):
+def rdb_storage(url, heartbeat, max_retry):
   import optuna  # pylint: disable=g-import-not-at-top
   warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
   engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
@@ -250,7 +264,7 @@ def open_study(spec, sweep, sweepdir, heartbeat, max_retry):
     spec.check_same(sweepdir)
     spec.write(sweepdir)
     study = optuna.create_study(
-        storage=storage(spec["storage"], heartbeat, max_retry), study_name=spec["study"],
+        storage=rdb_storage(spec["storage"], heartbeat, max_retry), study_name=spec["study"],
         direction="minimize" if sweep.mode == "min" else "maximize", load_if_exists=True)
     openings = study.user_attrs.get("openings", 0)
     study.set_user_attr("openings", openings + 1)
@@ -269,7 +283,7 @@ def report(spec, sweepdir):
   optuna.logging.set_verbosity(optuna.logging.ERROR)  # we say what happens
   study = optuna.load_study(study_name=spec["study"], storage=spec["storage"])
   return sweep_report.write_report(sweep_trials.records(study), spec["metric"], spec["mode"],
-                                   sweepdir)
+                                   sweepdir, sweep_trials.trials_dir(spec, sweepdir))
 
 
 # ----------------------------------------------------------------------------- slurm
@@ -304,6 +318,8 @@ def worker_args(spec, sweepdir, trials, heartbeat, max_retry, nodes):
           *spec["overrides"], "--worker", f"--heartbeat={heartbeat}", f"--max_retry={max_retry}"]
   if trials:
     args.append(f"--trials={trials}")
+  if spec.get("trials_dir"):
+    args.append(f"--trials_dir={spec['trials_dir']}")
   if nodes > 1:  # each trial: one process on every node of the worker's allocation
     args += [f"--processes_per_trial={nodes}", "--trial_launcher=srun"]
   return args
@@ -324,7 +340,8 @@ def make_spec(config, sweep, sweepdir, storage_url, argv):
               objective_overrides=objective, sampler=sweep.sampler, trials=sweep.trials,
               fields=sweep.fields(), metric=sweep.metric, mode=sweep.mode, pruner=sweep.pruner,
               storage=storage_url or "sqlite:///" + os.path.abspath(os.path.join(sweepdir, "study.db")),
-              study=FLAGS.sweep, cwd=os.getcwd())
+              study=FLAGS.sweep, cwd=os.getcwd(),
+              trials_dir=storage.absolute(FLAGS.trials_dir) if FLAGS.trials_dir else "")
 
 
 def prepare(argv):
@@ -340,6 +357,8 @@ def prepare(argv):
   spec = make_spec(FLAGS.config, sweep, FLAGS.sweepdir, FLAGS.storage, argv)
   if os.path.exists(Spec.path(FLAGS.sweepdir)):
     spec.check_same(FLAGS.sweepdir)
+    spec["trials_dir"] = spec.check_trials_dir(FLAGS.sweepdir)
+  storage.check(spec["trials_dir"], "--trials_dir")
   return spec, sweep
 
 
@@ -349,7 +368,7 @@ def run_local(spec, sweep):
   if FLAGS.dry_run:  # the trials' commands (a random or adaptive sweep: one example)
     for k, point in enumerate(sweep.points() if sweep.sampler == "grid"
                               else _sample_overrides(sweep)[:1]):
-      workdir = os.path.join(FLAGS.sweepdir, "trials", str(k))
+      workdir = os.path.join(sweep_trials.trials_dir(spec, FLAGS.sweepdir), str(k))
       env = slots[k % len(slots)][0]
       print("".join(f"{name}={shlex.quote(value)} " for name, value in env.items()) +
             shlex.join(sweep_trials.trial_command(spec, point, workdir, FLAGS.processes_per_trial,

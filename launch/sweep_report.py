@@ -38,6 +38,8 @@ import numbers
 import os
 import shlex
 
+from pretrain import storage
+
 MODES = ("min", "max")
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")
 HPARAMS_SUFFIX = ".hparams"  # the event file holding a trial's HParams session; marks it written
@@ -170,20 +172,19 @@ def read_metrics(workdir):
   (a resumed run appends) keeps its last row. Missing file: two empty lists."""
   by_prefix = {"train/": {}, "eval/": {}}
   path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
+  if not storage.exists(path):
     return [], []
-  with open(path, encoding="utf-8") as f:
-    for line in f:
-      line = line.strip()
-      if not line:
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError:  # a line cut short by a kill
-        continue
-      for prefix, rows in by_prefix.items():
-        if "step" in row and any(k.startswith(prefix) for k in row):
-          rows[int(row["step"])] = row
+  for line in storage.read_text(path).splitlines():
+    line = line.strip()
+    if not line:
+      continue
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError:  # a line cut short by a kill
+      continue
+    for prefix, rows in by_prefix.items():
+      if "step" in row and any(k.startswith(prefix) for k in row):
+        rows[int(row["step"])] = row
   return tuple([rows[s] for s in sorted(rows)] for rows in by_prefix.values())
 
 
@@ -312,8 +313,8 @@ def write_hparams(record, metric, directory):
   from pretrain import metrics  # pylint: disable=g-import-not-at-top
   metrics.import_tensorboardx()  # (without torch)
   from tensorboardX import summary, writer  # pylint: disable=g-import-not-at-top
-  if os.path.isdir(directory) and any(
-      f.endswith(HPARAMS_SUFFIX) for f in os.listdir(directory)):
+  if storage.isdir(directory) and any(
+      f.name.endswith(HPARAMS_SUFFIX) for f in storage.path(directory).iterdir()):
     return False
   hparams = {k: _hparam(v) for k, v in (record.get("overrides") or {}).items()}
   hparams.update(trial=int(record["trial"]), state=str(record["state"]))
@@ -331,9 +332,10 @@ def write_hparams(record, metric, directory):
   return True
 
 
-def write_report(records, metric, mode, sweepdir):
+def write_report(records, metric, mode, sweepdir, trials_dir=None):
   """Writes results.csv, results.md and sweep.png into `sweepdir` and the HParams of every
-  finished trial into its tensorboard/; returns the text to print."""
+  finished trial into its tensorboard/ (in `trials_dir`, by default <sweepdir>/trials);
+  returns the text to print."""
   rows = table(records, metric, mode)
   csv_path = os.path.join(sweepdir, "results.csv")
   md_path = os.path.join(sweepdir, "results.md")
@@ -354,5 +356,6 @@ def write_report(records, metric, mode, sweepdir):
     lines.append(f"best trial {best['trial']}: {_metric_name(metric)} {_value(best['best']):.4g}")
     lines.append(shlex.join(best["command"]))
   lines += ["", f"table: {csv_path} (and {md_path})", f"plot: {png_path}",
-            f"side by side: tensorboard --logdir {os.path.join(sweepdir, 'trials')}"]
+            "side by side: tensorboard --logdir "
+            f"{trials_dir or os.path.join(sweepdir, 'trials')}"]
   return "\n".join(lines) + "\n"

@@ -19,7 +19,7 @@ import threading
 import time
 
 from launch import slurm
-from pretrain import results
+from pretrain import results, storage
 
 TRIAL_COMMAND = ["-m", "pretrain.train"]
 
@@ -74,10 +74,15 @@ def _child_setup(cores):
 
 def total_steps(workdir):
   try:
-    with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
-      return json.load(f)["train"]["total_steps"]
+    return json.loads(storage.read_text(os.path.join(workdir, "config.json")))["train"]["total_steps"]
   except (OSError, ValueError, KeyError):
     return None
+
+
+def trials_dir(spec, sweepdir):
+  """Where the trials' workdirs go: --trials_dir (a local directory or a bucket), by default
+  <sweepdir>/trials."""
+  return spec.get("trials_dir") or os.path.join(sweepdir, "trials")
 
 
 def log_tail(path, lines=15):
@@ -215,13 +220,17 @@ class Worker:
     frozen = next(t for t in self._trials() if t.number == trial.number)
     number = self._index(frozen)
     overrides = self._overrides(trial)
-    workdir = os.path.join(self.sweepdir, "trials", str(number))
+    # The run's workdir (in --trials_dir, which may be a bucket), and a local directory in the
+    # sweepdir for the trial's record and log (the same one by default).
+    workdir = os.path.join(trials_dir(self.spec, self.sweepdir), str(number))
+    local = os.path.join(self.sweepdir, "trials", str(number))
+    log_path = os.path.join(local, "train.log")
     command = trial_command(self.spec, overrides, workdir, *self.launch)
-    os.makedirs(workdir, exist_ok=True)
+    os.makedirs(local, exist_ok=True)
     for key, value in dict(trial=number, overrides=overrides, command=command, workdir=workdir,
-                           worker=self.name, requeue=False).items():  # (an attempt's own)
-      trial.set_user_attr(key, value)
-    with open(os.path.join(workdir, "trial.json"), "w", encoding="utf-8") as f:
+                           log=log_path, worker=self.name, requeue=False).items():
+      trial.set_user_attr(key, value)  # (an attempt's own)
+    with open(os.path.join(local, "trial.json"), "w", encoding="utf-8") as f:
       json.dump(dict(trial=number, optuna_trial=trial.number, overrides=overrides,
                      command=command), f, indent=1)
     resumed = " (resuming its checkpoints)" if not self.is_fresh(frozen) else ""
@@ -230,7 +239,7 @@ class Worker:
     env, cores = slot
     env = dict(env, WANDB_RUN_GROUP=self.spec["study"], WANDB_NAME=f"trial-{number}")
     started, base = time.time(), frozen.user_attrs.get("wall_s", 0.0)
-    with open(os.path.join(workdir, "train.log"), "a", encoding="utf-8") as log:
+    with open(log_path, "a", encoding="utf-8") as log:
       log.write(f"$ {shlex.join(command)}\n")
       log.flush()
       proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,  # pylint: disable=subprocess-popen-preexec-fn
@@ -243,7 +252,7 @@ class Worker:
     if pruned_at is not None:
       self.out(f"trial {number} pruned at step {pruned_at}")
       raise optuna.TrialPruned(f"pruned at step {pruned_at}")
-    tail = log_tail(os.path.join(workdir, "train.log"))
+    tail = log_tail(log_path)
     done = history and history[-1]["step"] == total_steps(workdir)
     if self.stopping.is_set() or (not proc.returncode and not done):
       trial.set_user_attr("requeue", True)
@@ -253,7 +262,7 @@ class Worker:
     if proc.returncode:
       trial.set_user_attr("log_tail", tail)
       self.out(f"trial {number} failed (exit {proc.returncode}); the end of its log "
-               f"({workdir}/train.log):\n{tail}")
+               f"({log_path}):\n{tail}")
       raise TrialFailed(f"exit {proc.returncode}")
     value = trial.user_attrs["best"] if "best" in trial.user_attrs else None
     if value is None:
@@ -309,5 +318,6 @@ def records(study):
     out.append(dict(trial=number, state=t.state.name, overrides=a.get("overrides", t.params),
                     steps=a.get("steps"), final=a.get("final"), best=a.get("best"),
                     wall_s=a.get("wall_s"), workdir=a.get("workdir", ""),
+                    log=a.get("log", os.path.join(a.get("workdir", ""), "train.log")),
                     command=a.get("command", []), log_tail=a.get("log_tail", "")))
   return out

@@ -20,6 +20,7 @@ optuna = pytest.importorskip("optuna")
 
 from configs import sweeps  # pylint: disable=g-import-not-at-top,wrong-import-position
 from launch import sweep, sweep_trials  # pylint: disable=g-import-not-at-top,wrong-import-position
+from pretrain import results, storage  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 CONFIG = "tests/fixtures/sweep/config.py"
 
@@ -48,9 +49,9 @@ def _argv(sweepdir, name, data_dir, corpus, *extra):
           f"--config.data.data_dir={data_dir}", f"--config.data.files={corpus}", *extra]
 
 
-def _commands_run(workdir):
-  """How many times the trial's training command was started in `workdir`."""
-  return (pathlib.Path(workdir) / "train.log").read_text().count("\n$ ") + 1
+def _commands_run(log):
+  """How many times the trial's training command was started (its train.log)."""
+  return pathlib.Path(log).read_text().count("\n$ ") + 1
 
 
 def _wait_for(predicate, timeout, what):
@@ -102,7 +103,7 @@ def test_sweep_stopped_killed_resumes_prunes_and_reports(tmp_path, corpus):
             for n in range(3)}
   assert [trials[n]["overrides"]["optimizer.lr"] for n in range(3)] == [3e-2, 1e-2, 1e-7]
   for n in (0, 1):  # each resumed once, not restarted; finished, not rerun
-    assert _commands_run(sweepdir / "trials" / str(n)) == 2
+    assert _commands_run(sweepdir / "trials" / str(n) / "train.log") == 2
     assert "resumed from step" in (sweepdir / "trials" / str(n) / "train.log").read_text()
   assert "trial 1 started (resuming its checkpoints)" in out
   assert "trial 0 started" not in out
@@ -140,12 +141,13 @@ def test_sweep_stopped_killed_resumes_prunes_and_reports(tmp_path, corpus):
     assert list((sweepdir / "trials" / str(n) / "tensorboard").glob("*.hparams"))
 
 
-def test_two_workers_split_the_trials(tmp_path, corpus):
+def test_two_workers_split_the_trials(tmp_path, corpus, gcs):
   """Two workers started at once on one SQLite study and one fresh data_dir: each trial runs
   exactly once, both workers take some, the data is prepared once, and a trial that fails is
-  reported with the end of its log without stopping the sweep."""
-  sweepdir, data_dir = tmp_path / "sweep", tmp_path / "data"
-  argv = _argv(sweepdir, "pair", data_dir, corpus, "--worker")
+  reported with the end of its log without stopping the sweep. The trials' workdirs are in a
+  bucket (--trials_dir, a local GCS emulator); their logs stay in the sweepdir."""
+  sweepdir, data_dir, trials = tmp_path / "sweep", tmp_path / "data", gcs("trials")
+  argv = _argv(sweepdir, "pair", data_dir, corpus, "--worker", f"--trials_dir={trials}")
   procs = [subprocess.Popen(argv, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True) for _ in range(2)]
   outs = [p.communicate(timeout=300)[0] for p in procs]
@@ -155,11 +157,17 @@ def test_two_workers_split_the_trials(tmp_path, corpus):
   assert [(r["trial"], r["state"], r["overrides"]["optimizer.lr"]) for r in records] == [
       (0, "COMPLETE", 3e-2), (1, "COMPLETE", 3e-3), (2, "FAIL", -1.0)]
   for r in records:
-    assert _commands_run(r["workdir"]) == 1
+    assert r["workdir"] == f"{trials}/{r['trial']}"
+    assert r["log"] == str(sweepdir / "trials" / str(r["trial"]) / "train.log")
+    assert _commands_run(r["log"]) == 1
+  for r in records[:2]:  # the finished trials' runs, with the values the study holds
+    history = results.read_history(r["workdir"])
+    assert r["best"] == min(h["loss"] for h in history)
+    assert storage.exists(f"{r['workdir']}/checkpoints")
   assert len({t.user_attrs["worker"] for t in study.trials}) == 2
   assert sum(out.count("started") for out in outs) == 3
   assert all(out.count("started") >= 1 for out in outs)
-  logs = [pathlib.Path(r["workdir"], "train.log").read_text() for r in records]
+  logs = [pathlib.Path(r["log"]).read_text() for r in records]
   assert sum("prepared local_text" in log for log in logs) == 1
   # the failure, with the end of the trial's log, in the worker's output and the study
   error = "error: config.optimizer: need lr > 0 and 0 <= min_lr <= lr"
@@ -177,6 +185,9 @@ def test_two_workers_split_the_trials(tmp_path, corpus):
   best = min(records[:2], key=lambda r: r["best"])
   assert f"best trial {best['trial']}: loss {best['best']:.4g}" in report.stdout
   assert shlex.join(best["command"]) in report.stdout
+  assert f"tensorboard --logdir {trials}" in report.stdout
+  assert any(p.name.endswith(".hparams") for p in storage.path(
+      f"{best['workdir']}/tensorboard").iterdir())  # the HParams session, in the bucket
 
 
 def test_slurm_dry_run_prints_the_array_job(tmp_path):
