@@ -171,6 +171,8 @@ def check_remote(url, field):
     _check_credentials(url, field)
   try:
     found = exists(bucket(url))
+  except PermissionError:  # may use objects without reading the bucket's own metadata
+    return
   except Exception as e:  # pylint: disable=broad-except
     raise errors.UserError(f"{field}: cannot reach {bucket(url)} ({type(e).__name__}: "
                            f"{str(e).splitlines()[0] if str(e) else ''}); check the URL and "
