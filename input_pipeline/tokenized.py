@@ -30,13 +30,13 @@ import math
 import os
 import re
 import urllib.parse
-import tempfile
 
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
 from input_pipeline import sources, tokenizer
+from pretrain.storage import write_atomic, write_json  # (also used as tokenized.write_*)
 
 FORMAT = 1
 MODES = ("documents", "sentences")
@@ -99,25 +99,6 @@ def _piece_name(k, n):
 def _read_json(path):
   with open(path, encoding="utf-8") as f:
     return json.load(f)
-
-
-def write_atomic(path, write):
-  """Writes through a temporary file in the same directory, renamed into place when complete."""
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix="-" + os.path.basename(path))
-  os.close(fd)
-  try:
-    write(tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
-def write_json(path, obj):
-  def write(tmp):
-    with open(tmp, "w", encoding="utf-8") as f:
-      json.dump(obj, f, indent=1, sort_keys=True)
-  write_atomic(path, write)
 
 
 def _token_dtype(tok):

@@ -137,12 +137,12 @@ def check_workdir(workdir):
 
 def check_mlm(config):
   mlm, seq_len = config.data.mlm, config.batch.seq_len
+  _require(0 < mlm.mask_prob < 1 and mlm.mask_token_prob + mlm.random_token_prob <= 1,
+           "config.data.mlm: need 0 < mask_prob < 1 and mask_token_prob + random_token_prob <= 1")
   need = masking.required_predictions(seq_len, mlm.mask_prob)
   _require(mlm.max_predictions >= need,
            f"config.data.mlm.max_predictions: {mlm.max_predictions} is fewer than the {need} that "
            f"{mlm.mask_prob:.0%} of seq_len={seq_len} needs; raise it to at least {need}")
-  _require(0 < mlm.mask_prob < 1 and mlm.mask_token_prob + mlm.random_token_prob <= 1,
-           "config.data.mlm: need 0 < mask_prob < 1 and mask_token_prob + random_token_prob <= 1")
   _require(mlm.nsp == (config.objective == "mlm_nsp"),
            f"config.data.mlm.nsp: {mlm.nsp} does not match objective {config.objective!r}; NSP "
            "pairs go with 'mlm_nsp', full-sentence packing with 'mlm'")

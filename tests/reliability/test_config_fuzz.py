@@ -85,6 +85,7 @@ INVALID = {
     "mesh.tensor": [-2], "objective": ["xyz"], "data.tokenizer.kind": ["sentencepiece"],
     "data.tokenizer.vocab_size": [0, -5], "data.prepare_pieces": [-1],
     "data.validation_fraction": [1.5, -0.1, math.nan],
+    "data.mlm.mask_prob": [math.nan, 1e306, 0.0],
 }
 
 
@@ -92,6 +93,8 @@ INVALID = {
 def test_invalid_values_are_refused_naming_the_field(name):
   missed = []
   for path, values in INVALID.items():
+    if path not in [p for p, _ in _leaves(CONFIGS[name]())]:
+      continue  # (a BERT-only field)
     for value in values:
       config = CONFIGS[name]()
       _set(config, path, value)
