@@ -27,12 +27,17 @@ class _QuietTfds(logging.Filter):
 logging.getLogger("absl").addFilter(_QuietTfds())
 
 
-def builder(data):
-  """The tfds builder named by config.data (`data`); errors if it is not prepared/preparable."""
-  if storage.is_remote(data.data_dir):  # entry points read a remote one through its mirror
+def _local(data):
+  """Refuses a URL: entry points read a remote data_dir through its mirror (mirror.py)."""
+  if storage.is_remote(data.data_dir):
     raise DataError(f"config.data.data_dir: {data.data_dir!r} is a URL, which this command "
                     "does not mirror; give a local directory (pretrain.train and "
                     "input_pipeline.prepare take a gs:// data_dir)")
+
+
+def builder(data):
+  """The tfds builder named by config.data (`data`); errors if it is not prepared/preparable."""
+  _local(data)
   if data.dataset == "local_text":
     return local_text.LocalText(
         config=local_text.make_config(data.files, data.doc_split, data.validation_fraction,
@@ -82,6 +87,7 @@ def named(data):
 
 def builders(data):
   """tfds builders of every dataset of `data`, our local-text ones prepared (a no-op if done)."""
+  _local(data)  # before the lock would make a directory of it
   out = {}
   for name, src, _ in named(data):
     if src.dataset != "local_text":

@@ -21,6 +21,10 @@ from configs import errors
 def configure():
   """Environment defaults, set before any storage client reads them."""
   os.environ.setdefault("EPATH_USE_TF", "false")  # gs:// through gcsfs: see the module doc
+  # No cached listings: files appear while a run goes on (another process's checkpoint, a
+  # trial's results), and a stale listing would say they do not exist.
+  import fsspec.config  # pylint: disable=g-import-not-at-top
+  fsspec.config.conf.setdefault("gs", {}).setdefault("use_listings_cache", False)
   emulator = os.environ.get("STORAGE_EMULATOR_HOST")
   if emulator:
     if "://" not in emulator:
@@ -81,8 +85,19 @@ def size(p):
   return fs.du(where)
 
 
+def read_bytes(p):
+  """A file's bytes; a remote one in one request, so that an object replaced meanwhile (a
+  results.json another process rewrites) is read whole, old or new, never a mix."""
+  if not is_remote(p):
+    with open(p, "rb") as f:
+      return f.read()
+  import fsspec  # pylint: disable=g-import-not-at-top
+  fs, where = fsspec.core.url_to_fs(str(p))
+  return fs.cat_file(where)
+
+
 def read_text(p):
-  return path(p).read_text(encoding="utf-8")
+  return read_bytes(p).decode("utf-8")
 
 
 def write_atomic(p, write):
@@ -122,7 +137,7 @@ class AppendLog:
   def __init__(self, p, binary=False):
     self.p, self.remote = str(p), is_remote(p)
     if self.remote:
-      self.data = path(p).read_bytes() if exists(p) else b""
+      self.data = read_bytes(p) if exists(p) else b""
       self.written = len(self.data)
       self.encode = (lambda x: x) if binary else (lambda x: x.encode("utf-8"))
     else:

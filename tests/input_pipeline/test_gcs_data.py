@@ -213,3 +213,4 @@ def test_entry_points_without_a_mirror_refuse_a_url(tmp_path):
   config = _gpt("gs://bucket/data", _corpus(tmp_path), tmp_path / "cache")
   with pytest.raises(sources.DataError, match=r"^config\.data\.data_dir: 'gs://bucket/data' is a"):
     sources.builders(config.data)
+  assert not os.path.exists("gs:")  # nothing made of the URL as a local path

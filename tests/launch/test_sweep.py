@@ -164,7 +164,8 @@ def test_two_workers_split_the_trials(tmp_path, corpus, gcs):
     history = results.read_history(r["workdir"])
     assert r["best"] == min(h["loss"] for h in history)
     assert storage.exists(f"{r['workdir']}/checkpoints")
-  assert len({t.user_attrs["worker"] for t in study.trials}) == 2
+  # (a surplus trial, created by both workers' race for the last one, never started)
+  assert len({t.user_attrs["worker"] for t in study.trials if "trial" in t.user_attrs}) == 2
   assert sum(out.count("started") for out in outs) == 3
   assert all(out.count("started") >= 1 for out in outs)
   logs = [pathlib.Path(r["log"]).read_text() for r in records]
