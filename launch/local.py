@@ -44,9 +44,11 @@ def process_envs(num_processes, port, devices_per_process=0, gpus_per_process=0)
   for i in range(num_processes):
     env = {"JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": str(num_processes),
            "JAX_PROCESS_ID": str(i)}
-    if devices_per_process:
-      env.update(JAX_PLATFORMS="cpu", JAX_CPU_COLLECTIVES="gloo",
-                 XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}")
+    if devices_per_process:  # (the environment's other XLA flags are kept)
+      kept = [f for f in os.environ.get("XLA_FLAGS", "").split()
+              if not f.startswith("--xla_force_host_platform_device_count")]
+      env.update(JAX_PLATFORMS="cpu", JAX_CPU_COLLECTIVES="gloo", XLA_FLAGS=" ".join(
+          [f"--xla_force_host_platform_device_count={devices_per_process}"] + kept))
     if gpus_per_process:
       env["CUDA_VISIBLE_DEVICES"] = ",".join(
           str(g) for g in range(i * gpus_per_process, (i + 1) * gpus_per_process))

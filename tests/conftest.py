@@ -2,8 +2,18 @@
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The tests compile many small programs and run each for a few steps: LLVM's optimisation of
+# the generated CPU code costs more than it saves (about a quarter of the suite's time). Every
+# run a test compares with another is compiled the same way (subprocesses: xla_flags()).
+FAST_COMPILE = "--xla_backend_optimization_level=0"
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_force_host_platform_device_count=8").strip()
+                           " --xla_force_host_platform_device_count=8 " + FAST_COMPILE).strip()
+
+
+def xla_flags(devices):
+  """XLA_FLAGS for a test's subprocess with `devices` CPU devices (0: the real one)."""
+  count = f"--xla_force_host_platform_device_count={devices} " if devices else ""
+  return count + FAST_COMPILE
 
 import tempfile  # pylint: disable=g-import-not-at-top
 

@@ -14,7 +14,7 @@ TRAIN = ["--config=configs/gpt.py:small", "--workdir=gs://bucket/runs/gpt2"]
 
 
 def _run(module, *args):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
   proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=60)
   assert proc.returncode == 0, proc.stderr

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, xla_flags
 
 optuna = pytest.importorskip("optuna")
 
@@ -40,7 +40,7 @@ def corpus(tmp_path_factory):
 def _env():
   """One CPU device per trial (the tests' 8 fake devices would only slow the trials down)."""
   return dict(os.environ, JAX_PLATFORMS="cpu",
-              XLA_FLAGS="--xla_force_host_platform_device_count=1")
+              XLA_FLAGS=xla_flags(1))
 
 
 def _argv(sweepdir, name, data_dir, corpus, *extra):

@@ -9,7 +9,7 @@ import pytest
 from configs import bert, common, gpt
 from models import encoder, layers
 from pretrain import aot, metrics, objectives, sharding
-from tests.conftest import REPO
+from tests.conftest import REPO, xla_flags
 
 
 def test_gpt2_xl_fsdp8_holds_an_eighth_of_the_state_per_device():
@@ -80,7 +80,7 @@ def test_mesh_errors_are_reported():
 
 @pytest.mark.slow
 def test_command_line_on_fake_devices():
-  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  env = dict(os.environ, XLA_FLAGS=xla_flags(0), JAX_PLATFORMS="cpu")
   cmd = [sys.executable, "-m", "pretrain.aot", "--config=configs/gpt.py:medium", "--devices=4",
          "--config.mesh.fsdp=4", "--config.mesh.data=1", "--config.batch.size=4"]
   ok = subprocess.run(cmd + ["--memory_per_device=80e9"], cwd=REPO, env=env, capture_output=True,

@@ -11,7 +11,7 @@ import pytest
 from configs import common, gpt
 from input_pipeline import local_text, tokenizer
 from pretrain import checkpointing, config_checks, sharding, trainer
-from tests.conftest import COMPILES, REPO
+from tests.conftest import COMPILES, REPO, xla_flags
 
 
 def _fails_before_compiling(config, workdir, error, *fields):
@@ -157,7 +157,7 @@ def test_nan_loss_stops_the_run(tiny_config, tmp_path):
 
 @pytest.mark.slow
 def test_command_line_errors_are_one_line(tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(0))
   for args, expected in [
       (["--config=configs/gpt.py:nope"], "unknown size 'nope'"),
       (["--config=configs/gpt.py:smoke", "--config.mesh.tensor=2"], "config.mesh"),

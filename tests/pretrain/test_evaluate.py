@@ -13,7 +13,7 @@ import pytest
 from configs import common
 from models import layer_stack
 from pretrain import checkpointing, evaluate, trainer
-from tests.conftest import COMPILES, REPO
+from tests.conftest import COMPILES, REPO, xla_flags
 
 pytestmark = pytest.mark.xdist_group("evaluate")  # one worker builds the shared run
 
@@ -167,7 +167,7 @@ def test_trainer_says_when_it_resumes_and_when_it_is_done(tiny_config, tmp_path,
 
 
 def _cli(module, *args, **kw):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(0))
   return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, env=env, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 

@@ -18,7 +18,7 @@ import pytest
 from configs import common, errors, gpt
 from pretrain import checkpointing, config_checks, evaluate, storage, trainer
 from tests import conftest
-from tests.conftest import REPO
+from tests.conftest import REPO, xla_flags
 from tests.reliability.test_kill import Trainer
 
 STEPS = 300
@@ -37,7 +37,7 @@ def _train_command(workdir, data_dir, **more):
 
 
 def _env():
-  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(1))
 
 
 def _run(cmd, env=None):

@@ -32,14 +32,16 @@ def _losses(workdir):
   return [r["train/loss"] for r in _jsonl(f"{workdir}/metrics.jsonl") if "train/loss" in r]
 
 
-def test_dry_run_prints_each_process():
+def test_dry_run_prints_each_process(monkeypatch):
+  # the device count is the launcher's; the environment's other XLA flags are kept
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_dump_to=d")
   envs = local.process_envs(2, 4321, devices_per_process=4)
   lines = local.render(envs, ["python", "-m", "pretrain.train", "--workdir=w"])
   assert lines == [
       f"JAX_COORDINATOR_ADDRESS=localhost:4321 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID={i} "
       "JAX_PLATFORMS=cpu JAX_CPU_COLLECTIVES=gloo "
-      "XLA_FLAGS=--xla_force_host_platform_device_count=4 python -m pretrain.train --workdir=w"
-      for i in range(2)]
+      "XLA_FLAGS='--xla_force_host_platform_device_count=4 --xla_dump_to=d' "
+      "python -m pretrain.train --workdir=w" for i in range(2)]
   gpus = local.process_envs(2, 1, gpus_per_process=4)
   assert [e["CUDA_VISIBLE_DEVICES"] for e in gpus] == ["0,1,2,3", "4,5,6,7"]
 

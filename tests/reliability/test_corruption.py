@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from pretrain import checkpointing, trainer
-from tests.conftest import REPO, tiny_gpt_config
+from tests.conftest import REPO, tiny_gpt_config, xla_flags
 
 MODES = ("flipped", "truncated", "deleted", "emptied")
 
@@ -94,7 +94,7 @@ def test_no_usable_checkpoint_stops_and_moves_nothing(run, tmp_path, data_dir):
 def test_verify_lists_and_checks_every_checkpoint(run, tmp_path):
   workdir = tmp_path / "run"
   shutil.copytree(run, workdir)
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = dict(os.environ, XLA_FLAGS=xla_flags(1))
   cmd = [sys.executable, "-m", "pretrain.checkpoints", f"--workdir={workdir}", "--verify"]
   good = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
   assert good.returncode == 0, good.stderr

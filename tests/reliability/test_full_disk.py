@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, xla_flags
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def test_a_full_disk_during_a_save(small_disk, data_dir):
          "--config.train.log_every=5", "--config.train.eval_every=0",
          "--config.checkpoint.every=5", "--config.checkpoint.keep=100",
          "--config.train.peak_flops=1e12"]
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = dict(os.environ, XLA_FLAGS=xla_flags(1))
   full = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
   assert full.returncode == 2, full.stdout[-2000:] + full.stderr[-3000:]
   line = full.stderr.strip().splitlines()[-1]  # (after what the libraries log as they fail)

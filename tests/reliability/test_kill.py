@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from pretrain import checkpointing
-from tests.conftest import REPO
+from tests.conftest import REPO, xla_flags
 
 STEPS = 60
 
@@ -34,7 +34,7 @@ def _command(workdir, data_dir):
 
 
 def _env():
-  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(1))
 
 
 class Trainer:
