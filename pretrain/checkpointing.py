@@ -380,6 +380,7 @@ def inherit_model(config):
 def run_config(workdir):
   """A run's resolved config (<workdir>/config.json) as a ConfigDict, without the derived
   model (config.json's 'resolved_model')."""
+  storage.check(workdir, "--workdir")  # a bucket that is missing or out of reach: one line
   path = os.path.join(workdir, "config.json")
   if not storage.isfile(path):
     raise CheckpointError(f"--workdir: {workdir!r} has no config.json; give the workdir of a "
@@ -423,6 +424,7 @@ def open_run(path, field):
   """A read-only Checkpointer over a run's workdir or its checkpoints directory; an error
   naming `field` when it holds no checkpoint."""
   source = path
+  storage.check(source, field)
   if storage.isdir(os.path.join(source, "checkpoints")):  # a run's workdir
     source = os.path.join(source, "checkpoints")
   if not storage.isdir(source):

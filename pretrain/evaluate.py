@@ -290,7 +290,7 @@ def parse_flags(argv):
     errors.fail("--workdir: required; give the workdir of a pretrain.train run")
   try:
     config = checkpointing.run_config(workdir)
-  except CheckpointError as e:
+  except errors.UserError as e:  # (a CheckpointError, or a bucket out of reach)
     errors.fail(str(e))
   return errors.parse_flags(argv, lambda: config_flags.DEFINE_config_dict(
       "config", config, "The run's config (overridable).", lock_config=True))

@@ -92,7 +92,8 @@ def test_gs_workdir_is_killed_resumes_bitwise_and_is_read_back(gcs, tmp_path, da
   assert not [o for o in objects if "orbax-checkpoint-tmp" in o], objects
   assert not (REPO / "gs:").exists()
   steps = [r["step"] for r in _jsonl(f"{url}/metrics.jsonl") if "train/loss" in r]
-  assert steps[-1] == STEPS and steps.count(again + 10) == 2  # by both attempts, appended
+  # the first attempt's lines (step 10 is before any checkpoint), then the second's, appended
+  assert steps[0] == 10 and sorted(set(steps)) == list(range(10, STEPS + 1, 10)) and again >= 50
   assert json.loads(storage.read_text(f"{url}/goodput.json"))["runs"] == 2
 
   ours, theirs = _state(f"{url}/checkpoints", STEPS), _state(str(reference / "checkpoints"), STEPS)
@@ -134,6 +135,13 @@ def test_missing_bucket_fails_in_one_line_before_compiling(gcs, tmp_path, data_d
   assert proc.returncode == 2, proc.stderr[-2000:]
   [line] = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
   assert "gs://no-such-bucket does not exist" in line and "Traceback" not in proc.stderr
+  # the tools that read a run say the same
+  for tool in ("pretrain.evaluate", "pretrain.checkpoints"):
+    proc = _run([sys.executable, "-m", tool, "--workdir=gs://no-such-bucket/run"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip() == ("error: --workdir: bucket gs://no-such-bucket does not exist; "
+                                   "create it (gcloud storage buckets create gs://no-such-bucket) "
+                                   "or fix the URL"), proc.stderr
 
 
 def test_missing_credentials_fail_in_one_line(tmp_path, data_dir):
