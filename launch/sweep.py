@@ -415,6 +415,10 @@ def main(argv):
   try:
     if not FLAGS.sweepdir:
       raise SweepError("--sweepdir is required")
+    if storage.is_remote(FLAGS.sweepdir):
+      raise SweepError(f"--sweepdir: {FLAGS.sweepdir} is a URL, but the sweepdir holds the study's "
+                       "lock and logs; give a local or shared directory, and put the trials in "
+                       "a bucket with --trials_dir=gs://BUCKET/path")
     missing = [m for m in ("optuna", "matplotlib") if importlib.util.find_spec(m) is None]
     if missing:
       raise SweepError(f"sweeps need {' and '.join(missing)}: pip install -e '.[sweep]'")

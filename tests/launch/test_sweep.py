@@ -265,6 +265,17 @@ def test_bad_sweeps_are_refused_before_any_trial(tmp_path):
   assert out.stderr.strip().splitlines() == [
       f"error: --sweep: 'nope' is not defined in {CONFIG}; it defines accuracy, pair, prune"]
   assert not sweepdir.exists()
+  # a sweepdir in a bucket (the trials may be there: --trials_dir), and another trials_dir
+  out = subprocess.run([sys.executable, "-m", "launch.sweep", f"--config={CONFIG}",
+                        "--sweep=pair", "--sweepdir=gs://bucket/sweep"],
+                       cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+  assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+  assert out.stderr.startswith("error: --sweepdir: gs://bucket/sweep is a URL") and (
+      "--trials_dir=gs://BUCKET/path" in out.stderr) and not os.path.exists(REPO / "gs:")
+  spec = sweep.Spec(spec, trials_dir="")
+  with pytest.raises(sweep.SweepError, match=r"--trials_dir: the sweep in .* keeps its trials in "):
+    sweep.Spec(spec, trials_dir="gs://b/elsewhere").check_trials_dir(str(tmp_path))
+  assert sweep.Spec(spec, trials_dir="").check_trials_dir(str(tmp_path)) == ""
 
 
 def test_local_slots_give_each_trial_its_own_devices(monkeypatch):
