@@ -117,9 +117,12 @@ def mixture_source(weight, **fields):
 
 def optimizer_config():
   opt = ml_collections.ConfigDict()
+  opt.name = "adamw"               # 'adamw' or 'lion' (b1, b2; a 3-10x smaller lr)
   opt.lr = 6e-4
   opt.min_lr = 6e-5
-  opt.schedule = "cosine"          # 'cosine', 'linear' or 'constant' after warmup
+  opt.schedule = "cosine"          # 'cosine', 'linear', 'constant' or 'wsd' after warmup
+  opt.decay_fraction = 0.2         # wsd: cool down over this last share of the run ...
+  opt.decay_shape = "linear"       # ... to min_lr, 'linear' or '1-sqrt'
   opt.warmup_steps = 100
   opt.warmup_fraction = 0.0        # > 0: warm up over this fraction of the run instead
   opt.b1 = 0.9

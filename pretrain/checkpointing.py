@@ -26,7 +26,7 @@ from absl import logging
 
 from configs import errors
 from models import layer_stack
-from pretrain import checksums, sharding, steps as steps_lib, storage
+from pretrain import checksums, optimizer, sharding, steps as steps_lib, storage
 
 
 class CheckpointError(errors.UserError):
@@ -274,6 +274,12 @@ def find_start(config, workdir, model_cfg, tok_id, datasets_meta):
       raise CheckpointError(
           f"config.data.tokenizer: the checkpoint in {ckpt.directory} was trained with another "
           "tokenizer; use the same data and tokenizer settings or a fresh workdir")
+    saved_opt, opt = meta.get("optimizer", "adamw"), optimizer.name(config.optimizer)
+    if saved_opt != opt:
+      raise CheckpointError(
+          f"config.optimizer.name: the checkpoint in {ckpt.directory} holds {saved_opt!r} "
+          f"state, not {opt!r}; use {saved_opt!r}, or a fresh workdir with "
+          "config.init_from=<this run> (parameters only)")
     saved = meta["data"].get("datasets")
     if saved is not None and saved != datasets_meta:
       logging.warning("resuming with other data than the checkpoint's (%s, now %s): the batches "
@@ -402,13 +408,14 @@ def write_run_files(workdir, config, model_cfg, tok, total_steps=None):
   storage.write_atomic(os.path.join(workdir, "tokenizer.json"), tok.save)
 
 
-def run_meta(model_cfg, tok_id, step, seed, datasets=None):
-  """The 'meta' item of a checkpoint: the model, the tokenizer's identity, the data position
-  (and the datasets' sizes and weights, when known)."""
+def run_meta(model_cfg, tok_id, step, seed, datasets=None, optimizer_name="adamw"):
+  """The 'meta' item of a checkpoint: the model, the tokenizer's identity, the optimizer (its
+  state's layout), the data position (and the datasets' sizes and weights, when known)."""
   data = {"step": step, "seed": seed, "process_count": jax.process_count()}
   if datasets is not None:
     data["datasets"] = datasets
-  return {"model": model_cfg.to_dict(), "tokenizer": tok_id, "data": data}
+  return {"model": model_cfg.to_dict(), "tokenizer": tok_id, "optimizer": optimizer_name,
+          "data": data}
 
 
 def check_step(ckpt, step):

@@ -79,7 +79,7 @@ def check(config, num_devices, num_processes=1):
            "config.optimizer: need lr > 0 and 0 <= min_lr <= lr")
   _require(opt.mu_dtype in ("", "float32", "bfloat16"),
            f"config.optimizer.mu_dtype: {opt.mu_dtype!r}; use '', 'float32' or 'bfloat16'")
-  optimizer.check_schedule(opt.schedule)
+  optimizer.check(opt)
   _require(0 <= opt.b1 < 1 and 0 <= opt.b2 < 1, "config.optimizer: b1 and b2 must be in [0, 1)")
   _require(opt.warmup_steps >= 0 and opt.weight_decay >= 0 and opt.grad_clip >= 0,
            "config.optimizer: warmup_steps, weight_decay and grad_clip must be >= 0")

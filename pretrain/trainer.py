@@ -25,7 +25,8 @@ from jax.experimental import multihost_utils
 from input_pipeline import batches, sources, tokenizer
 from models import layers
 from pretrain import (checkpointing, config_checks, data, durations, evaluator, goodput, metrics,
-                      objectives, results as results_lib, sharding, steps as steps_lib)
+                      objectives, optimizer, results as results_lib, sharding,
+                      steps as steps_lib)
 
 
 class Preemption:
@@ -175,7 +176,8 @@ def _train(config, workdir, devices, preemption):
   log.header(start.describe(run.total_steps))
 
   def meta(step):
-    return checkpointing.run_meta(run.model_cfg, tok_id, step, config.seed, datasets_meta(run))
+    return checkpointing.run_meta(run.model_cfg, tok_id, step, config.seed, datasets_meta(run),
+                                  optimizer.name(config.optimizer))
 
   step, rows, ckpt, last = int(state["step"]), run.rows, start.ckpt, {}
   results = results_lib.Results(config, workdir, start.latest, jax.process_index() == 0)
