@@ -117,7 +117,8 @@ def mixture_source(weight, **fields):
 
 def optimizer_config():
   opt = ml_collections.ConfigDict()
-  opt.name = "adamw"               # 'adamw' or 'lion' (b1, b2; a 3-10x smaller lr)
+  opt.name = "adamw"               # 'adamw', 'lion' (b1, b2; a 3-10x smaller lr) or 'muon'
+  opt.muon_momentum = 0.95         # muon: Nesterov momentum of the hidden matrices (the rest: AdamW)
   opt.lr = 6e-4
   opt.min_lr = 6e-5
   opt.schedule = "cosine"          # 'cosine', 'linear', 'constant' or 'wsd' after warmup

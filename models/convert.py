@@ -245,15 +245,17 @@ def _write_run(workdir, config, m, params, tok):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
-  from pretrain import checkpointing, optimizer  # pylint: disable=g-import-not-at-top
+  from pretrain import checkpointing, objectives, optimizer, steps  # pylint: disable=g-import-not-at-top
   tmp = _temporary_dir(workdir)
   try:
     checkpointing.write_run_files(tmp, config, m, tok)
     tok_id = tokenizer.identity(type(tok).from_file(os.path.join(tmp, "tokenizer.json")))
-    tx, _ = optimizer.make(config.optimizer, config.train.total_steps)
+    _, logical = steps.model_logical_specs(objectives.get(config.objective), m)
+    tx, _ = optimizer.make(config.optimizer, config.train.total_steps, logical)
     _, rng = jax.random.split(jax.random.PRNGKey(config.seed))
     state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=rng)
-    meta = checkpointing.run_meta(m, tok_id, 0, config.seed)
+    meta = checkpointing.run_meta(m, tok_id, 0, config.seed,
+                                  optimizer_name=optimizer.name(config.optimizer))
     ckpt = checkpointing.Checkpointer(os.path.join(tmp, "checkpoints"))
     ckpt.save(0, state, meta, force=True)
     ckpt.close()

@@ -1,7 +1,13 @@
-"""The optimizer (config.optimizer.name: AdamW or Lion, from optax) with weight
+"""The optimizer (config.optimizer.name: AdamW, Lion or Muon, from optax) with weight
 decay on matrices only, global-norm clipping and a warmup+decay schedule: cosine, linear,
 constant, or warmup-stable-decay (WSD: the peak lr until the last `decay_fraction` of the run,
-then a linear or 1-sqrt cooldown to min_lr)."""
+then a linear or 1-sqrt cooldown to min_lr).
+
+Muon (optax.contrib.muon) orthogonalises the momentum of the hidden matrices by Newton-Schulz
+iterations; the embeddings, the head, norms and biases take AdamW (b1, b2). Which axes of a
+parameter form the matrix comes from its logical axis names: 'embed' against the hidden axes
+(heads x head_dim, mlp), with a scanned stack's 'layers' axis a batch of matrices. Updates are
+scaled to AdamW's RMS (consistent_rms=0.2), so that one lr serves both."""
 import jax
 import jax.numpy as jnp
 import optax
@@ -10,7 +16,8 @@ from configs import errors
 
 SCHEDULES = ("cosine", "linear", "constant", "wsd")  # after a linear warmup
 DECAY_SHAPES = ("linear", "1-sqrt")  # WSD's cooldown
-NAMES = ("adamw", "lion")
+NAMES = ("adamw", "lion", "muon")
+HIDDEN_AXES = ("heads", "kv_heads", "head_dim", "mlp")  # with 'embed': a hidden matrix
 
 
 def check_schedule(name):
@@ -84,15 +91,40 @@ def decay_mask(params):
   return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
-def make(opt, total_steps):
-  """(the gradient transformation, the lr schedule) of config.optimizer (`opt`)."""
+def muon_dimensions(logical):
+  """optax's MuonDimensionNumbers for each hidden matrix of a tree of logical axis names
+  (PartitionSpecs), None for the parameters AdamW takes."""
+  from optax.contrib import MuonDimensionNumbers  # pylint: disable=g-import-not-at-top
+
+  def dims(spec):
+    axes = tuple(spec)
+    if "embed" not in axes or not any(a in HIDDEN_AXES for a in axes):
+      return None  # embeddings and head (vocab x embed), norms, biases
+    embed = axes.index("embed")
+    hidden = tuple(i for i, a in enumerate(axes) if a not in ("layers", "embed"))
+    if embed < hidden[0]:  # embed -> hidden (query, key, value, mlp in)
+      return MuonDimensionNumbers(reduction_axis=embed, output_axis=hidden)
+    return MuonDimensionNumbers(reduction_axis=hidden, output_axis=embed)  # back to embed
+
+  return jax.tree.map(dims, logical, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+
+
+def make(opt, total_steps, logical=None):
+  """(the gradient transformation, the lr schedule) of config.optimizer (`opt`); `logical`:
+  the parameters' logical axis names (Muon needs them)."""
   check(opt)
   lr = schedule(opt, total_steps)
   parts = [optax.clip_by_global_norm(opt.grad_clip)] if opt.grad_clip else []
   if name(opt) == "adamw":
     parts.append(optax.adamw(lr, b1=opt.b1, b2=opt.b2, eps=opt.eps, mu_dtype=opt.mu_dtype or None,
                              weight_decay=opt.weight_decay, mask=decay_mask))
-  else:  # lion: sign updates, so its lr is usually 3-10x smaller than AdamW's
+  elif name(opt) == "lion":  # sign updates, so its lr is usually 3-10x smaller than AdamW's
     parts.append(optax.lion(lr, b1=opt.b1, b2=opt.b2, mu_dtype=opt.mu_dtype or None,
                             weight_decay=opt.weight_decay, mask=decay_mask))
+  else:
+    parts.append(optax.contrib.muon(
+        lr, beta=opt.muon_momentum, weight_decay=opt.weight_decay, weight_decay_mask=decay_mask,
+        mu_dtype=opt.mu_dtype or None, adam_b1=opt.b1, adam_b2=opt.b2,
+        adam_weight_decay=opt.weight_decay, muon_weight_dimension_numbers=muon_dimensions(logical),
+        consistent_rms=0.2))
   return optax.chain(*parts), lr

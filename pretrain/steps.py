@@ -94,13 +94,23 @@ def init_state(key, *, objective, model_cfg, tx):
   return dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=rng)
 
 
-def state_shardings(abstract_state, logical_specs, tx, mesh, rules):
-  """Params by their logical names; optimizer moments like their params; the rest replicated."""
+def state_shardings(abstract_state, logical_specs, mesh, rules):
+  """Params by their logical names; an optimizer state leaf like the parameter it tracks (one
+  whose key path ends its own, of the same shape: AdamW's moments, Muon's momentum, inside
+  whatever containers the optimizer keeps them); the rest (counts) replicated."""
   params = sharding.tree_shardings(logical_specs, mesh, rules)
   rep = sharding.replicated(mesh)
-  opt = optax.tree_utils.tree_map_params(
-      tx, lambda _, s: s, abstract_state["opt_state"], params,
-      transform_non_params=lambda _: rep)
+  shapes = {path: leaf.shape for path, leaf in
+            jax.tree_util.tree_flatten_with_path(abstract_state["params"])[0]}
+  by_path = dict(jax.tree_util.tree_flatten_with_path(params)[0])
+
+  def like_its_param(path, leaf):
+    for k in range(len(path)):
+      if shapes.get(path[k:]) == leaf.shape:
+        return by_path[path[k:]]
+    return rep
+
+  opt = jax.tree_util.tree_map_with_path(like_its_param, abstract_state["opt_state"])
   return dict(step=rep, params=params, opt_state=opt, rng=rep)
 
 
@@ -144,12 +154,12 @@ class Steps:
 
 def build_steps(config, objective, model_cfg, mesh, rules, batch_ndims, total_steps):
   """Sharded init and the jitted train/eval steps for `batch_ndims` (batch key -> ndim)."""
-  tx, lr_fn = optimizer.make(config.optimizer, total_steps)
   graphdef, logical = model_logical_specs(objective, model_cfg)
+  tx, lr_fn = optimizer.make(config.optimizer, total_steps, logical)
   init_fn = functools.partial(init_state, objective=objective, model_cfg=model_cfg, tx=tx)
   key = jax.random.PRNGKey(config.seed)
   abstract = jax.eval_shape(init_fn, key)
-  shardings = state_shardings(abstract, logical, tx, mesh, rules)
+  shardings = state_shardings(abstract, logical, mesh, rules)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract, shardings)
   data_sharding = {k: sharding.batch_sharding(mesh, rules, n) for k, n in batch_ndims.items()}

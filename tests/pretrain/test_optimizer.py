@@ -1,8 +1,10 @@
-"""config.optimizer: the optimizers (AdamW, Lion from optax) and the schedules
-(cosine, linear, constant, warmup-stable-decay), and a resume with another optimizer refused."""
+"""config.optimizer: the optimizers (AdamW, Lion, Muon from optax) and the schedules
+(cosine, linear, constant, warmup-stable-decay); Muon's orthogonalised updates of stacked and
+sharded matrices, its exact resume, and a resume with another optimizer refused."""
 import json
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -10,6 +12,8 @@ import pytest
 from configs import common, errors
 from pretrain import checkpointing, optimizer, trainer
 from tests.conftest import COMPILES
+
+P = jax.sharding.PartitionSpec
 
 
 def _opt(**fields):
@@ -33,7 +37,7 @@ def test_wsd_warms_up_holds_the_peak_then_cools_down_to_min_lr():
 
 
 @pytest.mark.parametrize("fields,message", [
-    (dict(name="sgdd"), "config.optimizer.name: 'sgdd'; use one of 'adamw', 'lion'"),
+    (dict(name="sgdd"), "config.optimizer.name: 'sgdd'; use one of 'adamw', 'lion', 'muon'"),
     (dict(schedule="wsd", decay_shape="cubic"), "config.optimizer.decay_shape: 'cubic'"),
     (dict(schedule="wsd", decay_fraction=0.0), "config.optimizer.decay_fraction: must be in"),
     (dict(schedule="wsd", decay_fraction=float("nan")), "config.optimizer.decay_fraction"),
@@ -43,7 +47,7 @@ def test_bad_optimizer_fields_are_refused_in_one_line(fields, message):
     optimizer.check(_opt(**fields))
 
 
-@pytest.mark.parametrize("name,lr", [("lion", 2e-3)])
+@pytest.mark.parametrize("name,lr", [("lion", 2e-3), ("muon", 1e-2)])
 def test_each_optimizer_trains_with_falling_loss(tiny_config, tmp_path, name, lr):
   config = tiny_config(**{"optimizer.name": name, "optimizer.lr": lr, "optimizer.min_lr": lr / 10,
                           "optimizer.schedule": "wsd", "optimizer.warmup_steps": 5,
@@ -64,3 +68,58 @@ def test_each_optimizer_trains_with_falling_loss(tiny_config, tmp_path, name, lr
                            "not 'adamw'"):
     trainer.train_and_evaluate(other, str(tmp_path), devices=jax.devices()[:1])
   assert not COMPILES
+
+
+def test_muon_orthogonalises_each_hidden_matrix_of_a_stack():
+  """A scanned stack of 3 layers: each layer's update of an embed x (heads, head_dim) and an
+  mlp x embed matrix has singular values near one another (those of a random 32 x 128 matrix
+  spread over a factor of 3); the embedding (vocab x embed) and a bias take AdamW."""
+  logical = {"query": P("layers", "embed", "heads", "head_dim"), "proj": P("layers", "mlp", "embed"),
+             "embedding": P("vocab", "embed"), "bias": P("layers", "embed")}
+  dims = optimizer.muon_dimensions(logical)
+  assert (dims["query"].reduction_axis, dims["query"].output_axis) == (1, (2, 3))
+  assert (dims["proj"].reduction_axis, dims["proj"].output_axis) == ((1,), 2)
+  assert dims["embedding"] is None and dims["bias"] is None
+  keys = jax.random.split(jax.random.PRNGKey(0), 4)
+  shapes = {"query": (3, 32, 4, 32), "proj": (3, 128, 32), "embedding": (100, 32), "bias": (3, 32)}
+  params = {k: jax.random.normal(key, shape) for key, (k, shape) in zip(keys, shapes.items())}
+  grads = jax.tree.map(lambda p: jax.random.normal(jax.random.PRNGKey(1), p.shape), params)
+  tx, _ = optimizer.make(_opt(name="muon", schedule="constant", warmup_steps=0, grad_clip=0.0,
+                              weight_decay=0.0, lr=1.0), 10, logical)
+  updates, _ = tx.update(grads, tx.init(params), params)
+
+  def spread(matrix):
+    s = np.linalg.svd(np.asarray(matrix), compute_uv=False)
+    return s.min() / s.max()
+
+  for layer in range(3):
+    assert spread(updates["query"][layer].reshape(32, 128)) > 0.6
+    assert spread(updates["proj"][layer]) > 0.6
+    assert spread(grads["proj"][layer]) < 0.45  # (what the gradient itself looks like)
+  assert spread(updates["embedding"]) < 0.45  # AdamW's update: not orthogonalised
+  assert jnp.all(jnp.isfinite(updates["bias"]))
+
+
+def _train(tiny_config, workdir, devices=1, **overrides):
+  config = tiny_config(**{"optimizer.name": "muon", "optimizer.lr": 1e-2, "train.log_every": 1,
+                          **overrides})
+  return trainer.train_and_evaluate(config, str(workdir),
+                                    devices=jax.devices()[:devices] if devices else None)
+
+
+def _params(result):
+  return jax.tree.map(np.asarray, jax.device_get(result.state["params"]))
+
+
+def test_muon_sharded_equals_one_device_and_resumes_exactly(tiny_config, tmp_path):
+  one = _train(tiny_config, tmp_path / "one", **{"train.total_steps": 4})
+  sharded = _train(tiny_config, tmp_path / "sharded", devices=0, **{
+      "train.total_steps": 4, "mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2})
+  # (atol: the key bias, whose gradient is rounding noise, moves by noise)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
+               _params(one), _params(sharded))
+  # stopped at step 2 with Muon's momentum in the checkpoint, then resumed: bitwise the same
+  _train(tiny_config, tmp_path / "split", **{"train.total_steps": 4, "train.stop_at_step": 2})
+  resumed = _train(tiny_config, tmp_path / "split", **{"train.total_steps": 4})
+  assert resumed.step == 4
+  jax.tree.map(np.testing.assert_array_equal, _params(one), _params(resumed))
