@@ -4,10 +4,10 @@ constant, or warmup-stable-decay (WSD: the peak lr until the last `decay_fractio
 then a linear or 1-sqrt cooldown to min_lr).
 
 Muon (optax.contrib.muon) orthogonalises the momentum of the hidden matrices by Newton-Schulz
-iterations; the embeddings, the head, norms and biases take AdamW (b1, b2). Which axes of a
-parameter form the matrix comes from its logical axis names: 'embed' against the hidden axes
-(heads x head_dim, mlp), with a scanned stack's 'layers' axis a batch of matrices. Updates are
-scaled to AdamW's RMS (consistent_rms=0.2), so that one lr serves both."""
+iterations; the embeddings, the head, norms and biases take AdamW (b1, b2; no weight decay).
+Which axes of a parameter form the matrix comes from its logical axis names: 'embed' against
+the hidden axes (heads x head_dim, mlp), with a scanned stack's 'layers' axis a batch of
+matrices. Updates are scaled to AdamW's RMS (consistent_rms=0.2), so that one lr serves both."""
 import jax
 import jax.numpy as jnp
 import optax
@@ -125,6 +125,8 @@ def make(opt, total_steps, logical=None):
     parts.append(optax.contrib.muon(
         lr, beta=opt.muon_momentum, weight_decay=opt.weight_decay, weight_decay_mask=decay_mask,
         mu_dtype=opt.mu_dtype or None, adam_b1=opt.b1, adam_b2=opt.b2,
-        adam_weight_decay=opt.weight_decay, muon_weight_dimension_numbers=muon_dimensions(logical),
+        # optax applies its AdamW part's decay to every leaf (norms and biases too): none, as
+        # in modded-nanogpt; the hidden matrices take weight_decay
+        adam_weight_decay=0.0, muon_weight_dimension_numbers=muon_dimensions(logical),
         consistent_rms=0.2))
   return optax.chain(*parts), lr

@@ -47,7 +47,7 @@ def test_bad_optimizer_fields_are_refused_in_one_line(fields, message):
     optimizer.check(_opt(**fields))
 
 
-@pytest.mark.parametrize("name,lr", [("lion", 2e-3), ("muon", 1e-2)])
+@pytest.mark.parametrize("name,lr", [("lion", 2e-3)])  # (muon: below)
 def test_each_optimizer_trains_with_falling_loss(tiny_config, tmp_path, name, lr):
   config = tiny_config(**{"optimizer.name": name, "optimizer.lr": lr, "optimizer.min_lr": lr / 10,
                           "optimizer.schedule": "wsd", "optimizer.warmup_steps": 5,
@@ -111,15 +111,18 @@ def _params(result):
   return jax.tree.map(np.asarray, jax.device_get(result.state["params"]))
 
 
-def test_muon_sharded_equals_one_device_and_resumes_exactly(tiny_config, tmp_path):
-  one = _train(tiny_config, tmp_path / "one", **{"train.total_steps": 4})
+def test_muon_trains_sharded_equals_one_device_and_resumes_exactly(tiny_config, tmp_path):
+  one = _train(tiny_config, tmp_path / "one", **{"train.total_steps": 12})
+  rows = [json.loads(line) for line in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+  losses = [r["train/loss"] for r in rows if "train/loss" in r]
+  assert losses[-1] < losses[0] - 0.5, losses
   sharded = _train(tiny_config, tmp_path / "sharded", devices=0, **{
-      "train.total_steps": 4, "mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2})
+      "train.total_steps": 12, "mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2})
   # (atol: the key bias, whose gradient is rounding noise, moves by noise)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
                _params(one), _params(sharded))
-  # stopped at step 2 with Muon's momentum in the checkpoint, then resumed: bitwise the same
-  _train(tiny_config, tmp_path / "split", **{"train.total_steps": 4, "train.stop_at_step": 2})
-  resumed = _train(tiny_config, tmp_path / "split", **{"train.total_steps": 4})
-  assert resumed.step == 4
+  # stopped at step 6 with Muon's momentum in the checkpoint, then resumed: bitwise the same
+  _train(tiny_config, tmp_path / "split", **{"train.total_steps": 12, "train.stop_at_step": 6})
+  resumed = _train(tiny_config, tmp_path / "split", **{"train.total_steps": 12})
+  assert resumed.step == 12
   jax.tree.map(np.testing.assert_array_equal, _params(one), _params(resumed))
