@@ -28,7 +28,6 @@ Local directories have no mirror: `Mirror(data).data` is `data` itself and nothi
 import os
 import re
 
-import fsspec
 import ml_collections
 
 from configs import errors
@@ -149,8 +148,7 @@ def _order(path):
 
 def _listing(url):
   """(filesystem, root, {object path: size}) of the files under `url`."""
-  fs, root = fsspec.core.url_to_fs(url)
-  fs.invalidate_cache(root)  # other processes may have uploaded since the last listing
+  fs, root = storage.filesystem(url)  # (uncached listings: storage.configure)
   return fs, root, {p: info["size"] for p, info in fs.find(root, detail=True).items()}
 
 

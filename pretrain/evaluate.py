@@ -275,7 +275,6 @@ class Record:
   def close(self):
     if self.tb is not None:
       self.tb.close()
-      self.tb = None  # freed now: a gs:// event writer uploads once more when deleted
 
 
 def parse_flags(argv):

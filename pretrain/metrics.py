@@ -151,7 +151,6 @@ class Writer:
     if self.enabled:
       self.jsonl.close()
       self.tb.close()
-      self.tb = None  # freed now: a gs:// event writer uploads once more when deleted
       if self.wandb is not None:
         self.wandb.finish()
 

@@ -66,6 +66,12 @@ def makedirs(p):
   path(p).mkdir(parents=True, exist_ok=True)
 
 
+def filesystem(p):
+  """(the fsspec filesystem of `p`, `p` as that filesystem names it)."""
+  import fsspec  # pylint: disable=g-import-not-at-top
+  return fsspec.core.url_to_fs(str(p))
+
+
 def move_dir(src, dst):
   """Moves a directory (creating dst's parent): a rename on a local disk; on object storage a
   copy of every object, then the deletion of the originals."""
@@ -73,15 +79,13 @@ def move_dir(src, dst):
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     os.rename(src, dst)
     return
-  import fsspec  # pylint: disable=g-import-not-at-top
-  fs, source = fsspec.core.url_to_fs(src)
-  fs.mv(source, fsspec.core.url_to_fs(dst)[1], recursive=True)
+  fs, source = filesystem(src)
+  fs.mv(source, filesystem(dst)[1], recursive=True)
 
 
 def size(p):
   """Bytes under `p` (a file, or a directory and everything in it)."""
-  import fsspec  # pylint: disable=g-import-not-at-top
-  fs, where = fsspec.core.url_to_fs(str(p))
+  fs, where = filesystem(p)
   return fs.du(where)
 
 
@@ -91,8 +95,7 @@ def read_bytes(p):
   if not is_remote(p):
     with open(p, "rb") as f:
       return f.read()
-  import fsspec  # pylint: disable=g-import-not-at-top
-  fs, where = fsspec.core.url_to_fs(str(p))
+  fs, where = filesystem(p)
   return fs.cat_file(where)
 
 

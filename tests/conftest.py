@@ -194,9 +194,9 @@ def gcs():
       time.sleep(0.1)
   url = f"http://127.0.0.1:{port}"
   previous = dict(os.environ)
-  os.environ.update(STORAGE_EMULATOR_HOST=url, TENSORSTORE_GCS_HTTP_URL=url,
-                    GOOGLE_AUTH_TOKEN_FOR_TESTING="emulator", FSSPEC_GS_TOKEN="anon",
-                    GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT="false", EPATH_USE_TF="false")
+  os.environ["STORAGE_EMULATOR_HOST"] = url
+  from pretrain import storage  # pylint: disable=g-import-not-at-top
+  storage.configure()  # every client's settings for it, as a run started with it has them
   counter = itertools.count()
   yield lambda name="run": f"gs://test-bucket/{name}-{os.getpid()}-{next(counter)}"
   os.environ.clear()
