@@ -4,6 +4,7 @@ import json
 import os
 import struct
 import sys
+import time
 
 import pytest
 
@@ -38,6 +39,8 @@ def _records(path):
   """The protobuf records of a .wandb file: a ':W&B' header, then blocks of records each with
   a 7-byte header (checksum, length, type: 1 full, 2 first, 3 middle, 4 last)."""
   data = open(path, "rb").read()
+  if len(data) < 7:  # the header not written yet
+    return
   assert data[:4] == b":W&B", data[:7]
   pos, chunks = 7, b""
   while pos + 7 <= len(data):
@@ -45,6 +48,8 @@ def _records(path):
       pos += BLOCK - pos % BLOCK
       continue
     _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+    if pos + 7 + length > len(data):  # a record still being written
+      return
     chunks += data[pos + 7:pos + 7 + length]
     pos += 7 + length
     if kind in (1, 4):
@@ -54,11 +59,22 @@ def _records(path):
       yield record
 
 
+def _complete_records(path, timeout=60):
+  """The records of a finished run's log. W&B's service may still be writing the file when
+  wandb.finish() returns, so wait (a bounded time) for the run's closing 'exit' record."""
+  deadline = time.monotonic() + timeout
+  while True:
+    records = list(_records(path))
+    if any(r.HasField("exit") for r in records) or time.monotonic() > deadline:
+      return records
+    time.sleep(0.2)
+
+
 def _logged(run_dir):
   """(history rows as {key: value} without W&B's own '_' keys, the run's config, its id)."""
   (path,) = glob.glob(os.path.join(run_dir, "run-*.wandb"))
   rows, config, run_id = [], {}, None
-  for record in _records(path):
+  for record in _complete_records(path):
     if record.HasField("history"):
       row = {item.key or "/".join(item.nested_key): json.loads(item.value_json)
              for item in record.history.item}
