@@ -2,8 +2,9 @@
 
 GPT-2: learned positions, pre-LayerNorm, GELU MLP, tied input/output embeddings, dropout and
 GPT-2 initialisation (N(0, 0.02), residual projections scaled by 1/sqrt(2 * layers)).
-Switches: position='rope', norm='rmsnorm', mlp='swiglu', num_kv_heads < num_heads (GQA),
-use_bias=False, tie_embeddings=False, scan_layers with a remat policy.
+Switches: position='rope', norm='rmsnorm', mlp='swiglu' or 'relu2', num_kv_heads < num_heads
+(GQA), qk_norm, logit_softcap, zero_init_proj, z_loss, use_bias=False, tie_embeddings=False,
+scan_layers with a remat policy.
 """
 import jax
 import jax.numpy as jnp
@@ -33,8 +34,12 @@ DEFAULTS = dict(
     rope_theta=10000.0,
     norm="layernorm",      # 'layernorm' or 'rmsnorm'
     norm_eps=1e-5,
-    mlp="gelu",            # 'gelu' or 'swiglu'
+    mlp="gelu",            # 'gelu', 'swiglu' or 'relu2' (relu(x)^2, same shapes as gelu)
     gelu_approximate=True, # GPT-2's tanh approximation; False: exact erf GELU
+    qk_norm=False,         # RMSNorm on each head's queries and keys, before RoPE
+    logit_softcap=0.0,     # > 0: logits = cap * tanh(logits / cap) (Gemma 2 uses 30)
+    zero_init_proj=False,  # attention's output and the MLP's last layer start at zero
+    z_loss=0.0,            # training loss + z_loss * mean(logsumexp(logits)^2) (PaLM: 1e-4)
     use_bias=True,
     tie_embeddings=True,
     pre_norm=True,
@@ -56,6 +61,8 @@ class Decoder(nnx.Module):
     self.scan_layers = cfg.scan_layers
     self.remat = cfg.remat
     self.rate = cfg.dropout
+    self.logit_softcap = layers.switch(cfg, "logit_softcap")
+    self.z_loss = layers.switch(cfg, "z_loss")
     self.embed = nnx.Embed(
         cfg.vocab_size, cfg.d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
         embedding_init=layers.partitioned(layers.normal(cfg.init_std), (axes.VOCAB, axes.EMBED)))
@@ -102,6 +109,7 @@ class Decoder(nnx.Module):
   def logits(self, x):
     x = self.final_norm(x)
     logits = self.head(x) if self.head is not None else self.embed.attend(x)
+    logits = layers.soft_cap(logits, self.logit_softcap)
     return axes.constrain(logits, (axes.BATCH, axes.LENGTH, axes.VOCAB))
 
 

@@ -38,6 +38,8 @@ DEFAULTS = dict(
     position="learned", rope_theta=10000.0,
     norm="layernorm", norm_eps=1e-12,
     mlp="gelu", gelu_approximate=False,
+    qk_norm=False, zero_init_proj=False,  # as the decoder's
+    logit_softcap=0.0, z_loss=0.0,        # on the masked-LM logits
     use_bias=True, tie_embeddings=True,
     pre_norm=False,        # BERT is post-LN; True: pre-LN blocks and a final LayerNorm
     nsp_head=True,         # the next-sentence head (BERT); RoBERTa has none
@@ -121,6 +123,8 @@ class Encoder(Backbone):
     self.mlm_bias = nnx.Param(jnp.zeros((cfg.vocab_size,), layers.dtype_of(cfg.param_dtype)),
                               out_sharding=(axes.VOCAB,))
     self.nsp = dense(cfg, 2, (axes.EMBED, axes.CLASSES), rngs) if cfg.nsp_head else None
+    self.logit_softcap = layers.switch(cfg, "logit_softcap")
+    self.z_loss = layers.switch(cfg, "z_loss")
 
   def pooled(self, hidden):
     return jnp.tanh(self.pooler(hidden[:, 0]))
@@ -133,7 +137,7 @@ class Encoder(Backbone):
     picked = jnp.einsum("bpt,btd->bpd", select, hidden)
     h = self.mlm_norm(jax.nn.gelu(self.mlm_dense(picked), approximate=False))
     logits = self.embed.attend(h) + self.mlm_bias[...].astype(h.dtype)
-    return layers.replicate_last_axis(logits)
+    return layers.replicate_last_axis(layers.soft_cap(logits, self.logit_softcap))
 
   def nsp_logits(self, pooled):
     return self.nsp(pooled)

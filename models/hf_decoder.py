@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from configs import errors
+from models import layers
 
 SUPPORTED = ("gpt2", "llama")
 ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM"}
@@ -107,6 +108,7 @@ def hf_type(m):
       raise ConvertError(
           f"config.model.{field}: {m[field]!r} with position={m['position']!r} has no Hugging "
           f"Face equivalent ({ARCHITECTURES[kind]} needs {field}={want!r})")
+  layers.refuse_switches(m, ConvertError, f"{ARCHITECTURES[kind]} has none")
   if kind == "gpt2" and (m["num_kv_heads"] != m["num_heads"] or
                          m["num_heads"] * m["head_dim"] != m["d_model"]):
     raise ConvertError("config.model.num_kv_heads: GPT-2 needs num_kv_heads == num_heads and "

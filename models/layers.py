@@ -73,7 +73,7 @@ class Attention(nnx.Module):
   """
 
   def __init__(self, *, d_model, num_heads, num_kv_heads, head_dim, use_bias, rope_theta,
-               init_std, out_std, dtype, param_dtype, implementation, rngs):
+               init_std, out_init, dtype, param_dtype, implementation, rngs, qk_norm=False, norm_eps=1e-6):
     self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
     self.rope_theta = rope_theta
     self.implementation = implementation
@@ -91,8 +91,15 @@ class Attention(nnx.Module):
     self.out = nnx.LinearGeneral(
         (num_heads, head_dim), d_model, axis=(-2, -1), use_bias=use_bias, dtype=dtype,
         param_dtype=param_dtype,
-        kernel_init=partitioned(normal(out_std), (axes.HEADS, axes.HEAD_DIM, axes.EMBED)),
+        kernel_init=partitioned(out_init, (axes.HEADS, axes.HEAD_DIM, axes.EMBED)),
         bias_init=partitioned(zeros, (axes.EMBED,)), rngs=rngs)
+    # QK-norm: RMSNorm over each head's queries and keys (one scale per head_dim entry, shared
+    # by the heads), before RoPE; bounds the attention logits
+    def qk_norm_layer():
+      return nnx.RMSNorm(head_dim, epsilon=norm_eps, dtype=dtype, param_dtype=param_dtype,
+                         rngs=rngs, scale_init=partitioned(ones, (axes.HEAD_DIM,)))
+    self.q_norm = qk_norm_layer() if qk_norm else None
+    self.k_norm = qk_norm_layer() if qk_norm else None
 
   def __call__(self, x, *, positions, causal, mask=None, cache=None):
     """x: [b, t, d]; mask: optional boolean [b, 1, t, t] (True = may attend).
@@ -103,6 +110,8 @@ class Attention(nnx.Module):
     the same code. Returns (output, updated cache) then.
     """
     q, k, v = self.query(x), self.key(x), self.value(x)
+    if self.q_norm is not None:
+      q, k = self.q_norm(q), self.k_norm(k)
     if self.rope_theta:
       q, k = rope(q, positions, self.rope_theta), rope(k, positions, self.rope_theta)
     if cache is not None:
@@ -129,29 +138,32 @@ class Attention(nnx.Module):
 
 
 class MLP(nnx.Module):
-  """GELU MLP (GPT-2/BERT) or SwiGLU (gated SiLU, LLaMA-style)."""
+  """GELU MLP (GPT-2/BERT), SwiGLU (gated SiLU, LLaMA-style) or ReLU² (relu(x)^2: Primer,
+  modded-nanogpt)."""
 
-  def __init__(self, *, d_model, d_ff, kind, use_bias, init_std, out_std, dtype, param_dtype,
+  def __init__(self, *, d_model, d_ff, kind, use_bias, init_std, out_init, dtype, param_dtype,
                rngs, gelu_approximate=True):
     check_option("mlp", kind)
     self.kind = kind
     self.gelu_approximate = gelu_approximate
 
-    def dense(n_in, n_out, names, std):
+    def dense(n_in, n_out, names, init):
       return nnx.Linear(
           n_in, n_out, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
-          kernel_init=partitioned(normal(std), names),
+          kernel_init=partitioned(init, names),
           bias_init=partitioned(zeros, names[1:]), rngs=rngs)
 
-    self.fc = dense(d_model, d_ff, (axes.EMBED, axes.MLP), init_std)
+    self.fc = dense(d_model, d_ff, (axes.EMBED, axes.MLP), normal(init_std))
     if kind == "swiglu":
-      self.gate = dense(d_model, d_ff, (axes.EMBED, axes.MLP), init_std)
-    self.proj = dense(d_ff, d_model, (axes.MLP, axes.EMBED), out_std)
+      self.gate = dense(d_model, d_ff, (axes.EMBED, axes.MLP), normal(init_std))
+    self.proj = dense(d_ff, d_model, (axes.MLP, axes.EMBED), out_init)
 
   def __call__(self, x):
     h = self.fc(x)
     if self.kind == "swiglu":
       h = jax.nn.silu(self.gate(x)) * h
+    elif self.kind == "relu2":
+      h = jnp.square(jax.nn.relu(h))
     else:
       h = jax.nn.gelu(h, approximate=self.gelu_approximate)
     return self.proj(h)
@@ -162,13 +174,51 @@ def residual_std(init_std, num_layers):
   return init_std / math.sqrt(2 * num_layers)
 
 
+# Switches added after the first checkpoints were written: a model config without them (an
+# older run's config.json or checkpoint) reads as these values, the architecture it had.
+SWITCH_DEFAULTS = dict(qk_norm=False, logit_softcap=0.0, zero_init_proj=False, z_loss=0.0)
+
+
+def switch(cfg, field):
+  return cfg.get(field, SWITCH_DEFAULTS[field])
+
+
+# Switches no Hugging Face class we convert to expresses, at the value that means "off"
+# (zero_init_proj and z_loss change only training, so they export).
+NOT_IN_HF = dict(qk_norm=False, logit_softcap=0.0)
+
+
+def refuse_switches(m, error, why):
+  """Raises `error` naming the first switch of NOT_IN_HF that is on in model `m`."""
+  for field, off in NOT_IN_HF.items():
+    if switch(m, field) != off:
+      raise error(f"config.model.{field}: {switch(m, field)!r} has no Hugging Face equivalent "
+                  f"({why}); export a model with {field}={off!r}")
+
+
+def out_init(cfg):
+  """The init of the projections that write into the residual stream (attention's output, the
+  MLP's last layer): zero with zero_init_proj (each block starts as the identity), else
+  N(0, init_std), scaled by 1/sqrt(2 * layers) with scale_residual_init (GPT-2)."""
+  if switch(cfg, "zero_init_proj"):
+    return zeros
+  if cfg.scale_residual_init:
+    return normal(residual_std(cfg.init_std, cfg.num_layers))
+  return normal(cfg.init_std)
+
+
+def soft_cap(logits, cap):
+  """cap * tanh(logits / cap) in float32 (Gemma 2's logit soft-capping); cap 0: unchanged."""
+  if not cap:
+    return logits
+  return cap * jnp.tanh(logits.astype(jnp.float32) / cap)
+
+
 class TransformerBlock(nnx.Module):
   """Attention + MLP with residuals; pre-LN (GPT-2) or post-LN (original BERT)."""
 
   def __init__(self, cfg, *, causal, rngs):
     dtype, param_dtype = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
-    out_std = (residual_std(cfg.init_std, cfg.num_layers) if cfg.scale_residual_init
-               else cfg.init_std)
     norm = dict(kind=cfg.norm, eps=cfg.norm_eps, use_bias=cfg.use_bias, dtype=dtype)
     self.causal = causal
     self.pre_norm = cfg.pre_norm
@@ -178,11 +228,13 @@ class TransformerBlock(nnx.Module):
         d_model=cfg.d_model, num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads,
         head_dim=cfg.head_dim, use_bias=cfg.use_bias,
         rope_theta=cfg.rope_theta if cfg.position == "rope" else 0.0, init_std=cfg.init_std,
-        out_std=out_std, dtype=dtype, param_dtype=param_dtype,
-        implementation=cfg.attention or None, rngs=rngs)
+        out_init=out_init(cfg), dtype=dtype, param_dtype=param_dtype,
+        implementation=cfg.attention or None, rngs=rngs,
+        qk_norm=switch(cfg, "qk_norm"), norm_eps=cfg.norm_eps)
     self.norm2 = Norm(cfg.d_model, **norm, rngs=rngs)
     self.mlp = MLP(d_model=cfg.d_model, d_ff=cfg.d_ff, kind=cfg.mlp, use_bias=cfg.use_bias,
-                   init_std=cfg.init_std, out_std=out_std, dtype=dtype, param_dtype=param_dtype,
+                   init_std=cfg.init_std, out_init=out_init(cfg), dtype=dtype,
+                   param_dtype=param_dtype,
                    rngs=rngs, gelu_approximate=cfg.gelu_approximate)
     self.dropout = nnx.Dropout(cfg.dropout)
 
@@ -232,7 +284,7 @@ REMAT_POLICIES = {
 OPTIONS = {
     "position": ("learned", "rope"),
     "norm": ("layernorm", "rmsnorm"),
-    "mlp": ("gelu", "swiglu"),
+    "mlp": ("gelu", "swiglu", "relu2"),
     "attention": ("", "xla", "cudnn"),
     "remat": ("none",) + tuple(REMAT_POLICIES),
 }

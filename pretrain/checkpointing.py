@@ -25,7 +25,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from configs import errors
-from models import layer_stack
+from models import layer_stack, layers
 from pretrain import checksums, optimizer, sharding, steps as steps_lib, storage
 
 
@@ -181,7 +181,11 @@ class Checkpointer:
 # error names the field that was changed.
 SHAPE_FIELDS = ("vocab_size", "num_layers", "d_model", "num_heads", "num_kv_heads", "head_dim",
                 "d_ff", "max_len", "position", "norm", "mlp", "use_bias", "tie_embeddings",
-                "scan_layers", "num_labels")
+                "qk_norm", "scan_layers", "num_labels")
+# Values of a shape field that give the same parameters: an ungated MLP's activation. The
+# other switches (logit_softcap, zero_init_proj, z_loss, dropout, ...) change no shapes, so a
+# run may resume or start from a checkpoint with them changed.
+SAME_SHAPES = {"mlp": {"relu2": "gelu"}}
 # What a fine-tuning run keeps of its own when it takes the model of config.init_from
 # (config.model.size='from_init'): the task head and how the model runs, not its shape.
 OWN_FIELDS = ("num_labels", "dropout", "scan_layers", "remat", "dtype", "param_dtype",
@@ -191,13 +195,20 @@ OWN_FIELDS = ("num_labels", "dropout", "scan_layers", "remat", "dtype", "param_d
 def check_compatible(saved_model, model, where, ignore=()):
   """Errors (one line, naming the field) if a checkpoint's model differs in any shape field
   (but those in `ignore`)."""
+  def value(field, m):
+    return layers.switch(m, field) if field in layers.SWITCH_DEFAULTS else m.get(field)
+
+  def shapes_of(field, m):
+    return SAME_SHAPES.get(field, {}).get(value(field, m), value(field, m))
+
   for field in SHAPE_FIELDS:
-    if field in ignore:
+    if field in ignore or (field not in saved_model and field not in layers.SWITCH_DEFAULTS):
       continue
-    if field in saved_model and saved_model[field] != model[field]:
+    if shapes_of(field, saved_model) != shapes_of(field, model):
+      saved = value(field, saved_model)
       raise CheckpointError(
-          f"config.model.{field}: the checkpoint in {where} has {field}={saved_model[field]!r} but "
-          f"the config has {model[field]!r}; match the checkpoint's model or use a fresh workdir")
+          f"config.model.{field}: the checkpoint in {where} has {field}={saved!r} but "
+          f"the config has {value(field, model)!r}; match the checkpoint's model or use a fresh workdir")
 
 
 def _leaf_shapes(tree):

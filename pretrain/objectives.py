@@ -53,10 +53,27 @@ def cross_entropy(logits, labels):
   axis sharded (tensor parallel) XLA's partitioner mis-partitioned the gather's gradient for
   some shapes on 3-axis meshes, while the one-hot form partitions like any elementwise op.
   """
+  xent, correct, _ = cross_entropy_lse(logits, labels)
+  return xent, correct
+
+
+def cross_entropy_lse(logits, labels):
+  """cross_entropy's (cross-entropy, correctness), and the log-partition logsumexp(logits)."""
   logits = logits.astype(jnp.float32)
   label_logit = jnp.sum(logits * jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype), -1)
-  return (jax.nn.logsumexp(logits, axis=-1) - label_logit,
-          (jnp.argmax(logits, -1) == labels).astype(jnp.float32))
+  lse = jax.nn.logsumexp(logits, axis=-1)
+  return lse - label_logit, (jnp.argmax(logits, -1) == labels).astype(jnp.float32), lse
+
+
+def with_z_loss(model, loss, sums, lse, weights, denominator):
+  """The loss plus model.z_loss * the weighted mean of logsumexp(logits)^2 (PaLM's z-loss: it
+  keeps the softmax normaliser near 1), with that mean in the sums as 'z_sum'. Reported
+  losses stay the plain cross-entropy."""
+  coef = getattr(model, "z_loss", 0.0)
+  if not coef:
+    return loss, sums
+  z_sum = jnp.sum(jnp.square(lse) * weights)
+  return loss + coef * z_sum / jnp.maximum(denominator, 1.0), dict(sums, z_sum=z_sum)
 
 
 def ratio(a, b):
@@ -73,13 +90,14 @@ def causal_lm_denominators(batch):
 def causal_lm_loss(model, batch, dropout_key, denominators):
   logits = model(batch["inputs"], positions=batch.get("positions"),
                  segment_ids=batch.get("segment_ids"), dropout_key=dropout_key)
-  xent, correct = cross_entropy(logits, batch["targets"])
+  xent, correct, lse = cross_entropy_lse(logits, batch["targets"])
   weights = batch.get("weights", jnp.ones_like(xent))
   sums = {"loss_sum": jnp.sum(xent * weights), "correct": jnp.sum(correct * weights)}
   if "target_bytes" in batch:  # evaluation: bits per byte over the tokens that cover text
     text = weights * (batch["target_bytes"] > 0)
     sums.update(text_loss_sum=jnp.sum(xent * text), bytes=jnp.sum(batch["target_bytes"] * weights))
-  return sums["loss_sum"] / jnp.maximum(denominators["tokens"], 1.0), sums
+  loss = sums["loss_sum"] / jnp.maximum(denominators["tokens"], 1.0)
+  return with_z_loss(model, loss, sums, lse, weights, denominators["tokens"])
 
 
 def causal_lm_eval_batch(batch, valid, token_bytes):
@@ -103,6 +121,8 @@ def causal_lm_summarize(s):
          "accuracy": ratio(s["correct"], s["tokens"])}
   if "bytes" in s:  # summed loss over text tokens, in bits, per UTF-8 byte of that text
     out["bits_per_byte"] = ratio(s["text_loss_sum"], s["bytes"]) / math.log(2)
+  if "z_sum" in s:
+    out["z_loss"] = ratio(s["z_sum"], s["tokens"])  # mean logsumexp^2, before its coefficient
   return out
 
 
@@ -119,10 +139,12 @@ def mlm_loss(model, batch, dropout_key, denominators):
   batch has next-sentence labels."""
   hidden = model(batch["inputs"], type_ids=batch["type_ids"], input_mask=batch["input_mask"],
                  dropout_key=dropout_key)
-  xent, correct = cross_entropy(model.mlm_logits(hidden, batch["masked_positions"]), batch["masked_ids"])
+  xent, correct, lse = cross_entropy_lse(model.mlm_logits(hidden, batch["masked_positions"]),
+                                         batch["masked_ids"])
   w = batch["masked_weights"]
   sums = {"mlm_loss_sum": jnp.sum(xent * w), "mlm_correct": jnp.sum(correct * w)}
   loss = sums["mlm_loss_sum"] / jnp.maximum(denominators["mlm_tokens"], 1.0)
+  loss, sums = with_z_loss(model, loss, sums, lse, w, denominators["mlm_tokens"])
   if "nsp_labels" in batch:
     nsp_xent, nsp_correct = cross_entropy(model.nsp_logits(model.pooled(hidden)), batch["nsp_labels"])
     ew = batch["example_weights"]
@@ -159,6 +181,8 @@ def mlm_summarize(s):
   out = {"mlm_loss": ratio(s["mlm_loss_sum"], s["mlm_tokens"]),
          "mlm_accuracy": ratio(s["mlm_correct"], s["mlm_tokens"])}
   out["loss"] = out["mlm_loss"]
+  if "z_sum" in s:
+    out["z_loss"] = ratio(s["z_sum"], s["mlm_tokens"])
   if "nsp_loss_sum" in s:
     out.update(nsp_loss=ratio(s["nsp_loss_sum"], s["examples"]),
                nsp_accuracy=ratio(s["nsp_correct"], s["examples"]))

@@ -25,10 +25,12 @@ SWITCHES = [
          tie_embeddings=False),                                 # Llama-style, GQA
     dict(position="rope", num_kv_heads=1, scan_layers=False),   # multi-query, unscanned
     dict(pre_norm=False, scan_layers=False),                    # post-LN
+    dict(position="rope", qk_norm=True, mlp="relu2", logit_softcap=5.0),  # modded-nanogpt-like
 ]
 
 
-@pytest.mark.parametrize("fields", SWITCHES, ids=["gpt2", "llama_gqa", "mqa_unscanned", "postln"])
+@pytest.mark.parametrize("fields", SWITCHES,
+                         ids=["gpt2", "llama_gqa", "mqa_unscanned", "postln", "qknorm_softcap"])
 def test_cached_logits_equal_the_full_forward_pass(fields):
   model, cfg = _model(**fields)
   graphdef, params = nnx.split(model)
