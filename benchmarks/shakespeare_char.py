@@ -16,35 +16,16 @@ whole validation split instead of 20 random batches.
 """
 import json
 import os
-import pathlib
 import time
 
 from absl import app, flags
 
-from configs import gpt
+from benchmarks import shakespeare_config
 from pretrain import trainer
 
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/shakespeare_char", "Run directory (wiped).")
-_DATA = flags.DEFINE_string(
-    "data", str(pathlib.Path(__file__).resolve().parents[2] / "shared/data/tinyshakespeare/input.txt"),
-    "tinyshakespeare input.txt")
+_DATA = flags.DEFINE_string("data", shakespeare_config.DEFAULT_DATA, "tinyshakespeare input.txt")
 _STEPS = flags.DEFINE_integer("steps", 2000, "Training steps.")
-
-
-def get_config(data, data_dir, steps):
-  config = gpt.get_config("nano")
-  config.model.update(num_layers=4, num_heads=4, d_model=128, max_len=64, dropout=0.0,
-                      use_bias=False, vocab_multiple=1)
-  config.data.update(files=data, data_dir=data_dir, doc_split="file", split_by="tail",
-                     validation_fraction=0.1)
-  config.data.tokenizer.kind = "char"
-  config.batch.update(size=12, seq_len=64)
-  config.optimizer.update(lr=1e-3, min_lr=1e-4, warmup_steps=100, schedule="cosine", b1=0.9,
-                          b2=0.99, weight_decay=0.1, grad_clip=1.0)
-  config.train.update(total_steps=steps, log_every=250, eval_every=500,
-                      eval_batches=0)  # the whole validation split
-  config.checkpoint.update(every=0, async_save=True)
-  return config
 
 
 def main(argv):
@@ -53,7 +34,7 @@ def main(argv):
     raise app.UsageError(f"--data: {_DATA.value} not found (tinyshakespeare input.txt)")
   import shutil  # pylint: disable=g-import-not-at-top
   shutil.rmtree(_WORKDIR.value, ignore_errors=True)
-  config = get_config(_DATA.value, os.path.join(_WORKDIR.value, "data"), _STEPS.value)
+  config = shakespeare_config.get_config(_DATA.value, os.path.join(_WORKDIR.value, "data"), _STEPS.value)
   start = time.perf_counter()
   result = trainer.train_and_evaluate(config, os.path.join(_WORKDIR.value, "run"))
   wall = time.perf_counter() - start

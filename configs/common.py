@@ -117,8 +117,12 @@ def mixture_source(weight, **fields):
 
 def optimizer_config():
   opt = ml_collections.ConfigDict()
-  opt.name = "adamw"               # 'adamw', 'lion' (b1, b2; a 3-10x smaller lr) or 'muon'
+  opt.name = "adamw"               # 'adamw', 'lion' (b1, b2; a 3-10x smaller lr), 'muon' or
+                                   # 'adafactor' (factored second moments, no momentum)
   opt.muon_momentum = 0.95         # muon: Nesterov momentum of the hidden matrices (the rest: AdamW)
+  # lr multipliers per parameter group: token/position tables, the output head (vocabulary or
+  # classes), hidden matrices (attention, MLP) and scalars (norm scales, biases)
+  opt.lr_scale = ml_collections.ConfigDict(dict(embed=1.0, head=1.0, hidden=1.0, scalar=1.0))
   opt.lr = 6e-4
   opt.min_lr = 6e-5
   opt.schedule = "cosine"          # 'cosine', 'linear', 'constant' or 'wsd' after warmup

@@ -1,13 +1,22 @@
-"""The optimizer (config.optimizer.name: AdamW, Lion or Muon, from optax) with weight
-decay on matrices only, global-norm clipping and a warmup+decay schedule: cosine, linear,
-constant, or warmup-stable-decay (WSD: the peak lr until the last `decay_fraction` of the run,
-then a linear or 1-sqrt cooldown to min_lr).
+"""The optimizer (config.optimizer.name: AdamW, Lion, Muon or Adafactor, from optax) with
+weight decay on matrices only, global-norm clipping and a warmup+decay schedule: cosine,
+linear, constant, or warmup-stable-decay (WSD: the peak lr until the last `decay_fraction` of
+the run, then a linear or 1-sqrt cooldown to min_lr). Per-group lr multipliers
+(config.optimizer.lr_scale) scale the updates of the embeddings, the output head, the hidden
+matrices and the scalars (norms, biases) apart.
 
 Muon (optax.contrib.muon) orthogonalises the momentum of the hidden matrices by Newton-Schulz
 iterations; the embeddings, the head, norms and biases take AdamW (b1, b2; no weight decay).
 Which axes of a parameter form the matrix comes from its logical axis names: 'embed' against
 the hidden axes (heads x head_dim, mlp), with a scanned stack's 'layers' axis a batch of
-matrices. Updates are scaled to AdamW's RMS (consistent_rms=0.2), so that one lr serves both."""
+matrices. Updates are scaled to AdamW's RMS (consistent_rms=0.2), so that one lr serves both.
+
+Adafactor keeps, for a matrix of at least 128 x 128, only the row and column means of the
+squared gradients (factored over its two largest axes; a scanned stack per layer), without
+momentum: optimizer state of O(rows + cols) instead of AdamW's 2x the parameters. Updates are
+clipped to RMS 1 per parameter (Shazeer & Stern 2018) and scaled by the lr as AdamW's are,
+with the same decoupled weight decay. Its factored statistics are replicated: they are a
+sliver of the parameters' size."""
 import jax
 import jax.numpy as jnp
 import optax
@@ -16,7 +25,8 @@ from configs import errors
 
 SCHEDULES = ("cosine", "linear", "constant", "wsd")  # after a linear warmup
 DECAY_SHAPES = ("linear", "1-sqrt")  # WSD's cooldown
-NAMES = ("adamw", "lion", "muon")
+NAMES = ("adamw", "lion", "muon", "adafactor")
+LR_GROUPS = ("embed", "head", "hidden", "scalar")  # config.optimizer.lr_scale's fields
 HIDDEN_AXES = ("heads", "kv_heads", "head_dim", "mlp")  # with 'embed': a hidden matrix
 
 
@@ -36,6 +46,11 @@ def check(opt):
   if name(opt) not in NAMES:
     raise errors.UserError(f"config.optimizer.name: {name(opt)!r}; use one of "
                            f"{', '.join(map(repr, NAMES))}")
+  scales = lr_scales(opt)
+  for group, scale in scales.items():
+    if group not in LR_GROUPS or not scale >= 0:
+      raise errors.UserError(f"config.optimizer.lr_scale.{group}: {scale!r}; the groups are "
+                             f"{', '.join(LR_GROUPS)}, each a multiplier >= 0 of the lr")
   if opt.schedule != "wsd":
     return
   if opt.decay_shape not in DECAY_SHAPES:
@@ -106,7 +121,52 @@ def muon_dimensions(logical):
       return MuonDimensionNumbers(reduction_axis=embed, output_axis=hidden)
     return MuonDimensionNumbers(reduction_axis=hidden, output_axis=embed)  # back to embed
 
-  return jax.tree.map(dims, logical, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+  return jax.tree.map(dims, logical, is_leaf=_is_spec)
+
+
+def lr_scales(opt):
+  """{group: multiplier} of config.optimizer.lr_scale (none in configs from before it)."""
+  return dict(opt.get("lr_scale") or {})
+
+
+def _is_spec(x):
+  return isinstance(x, jax.sharding.PartitionSpec)
+
+
+def lr_group(spec):
+  """The lr group of a parameter by its logical axes: 'embed' (token, position and type
+  tables), 'head' (what maps to the vocabulary or to classes), 'hidden' (Muon's matrices)
+  or 'scalar' (norm scales and biases)."""
+  axes = tuple(spec)
+  if axes and axes[0] in ("vocab", "positions", "types"):
+    return "embed"
+  if "vocab" in axes or "classes" in axes:
+    return "head"
+  if "embed" in axes and any(a in HIDDEN_AXES for a in axes):
+    return "hidden"
+  return "scalar"
+
+
+def scale_by_group(opt, logical):
+  """Multiplies each parameter's update by its group's lr_scale (so the lr, and with it the
+  decoupled weight decay, is scaled per group); None when every multiplier is 1."""
+  scales = {g: float(v) for g, v in lr_scales(opt).items() if float(v) != 1.0}
+  if not scales:
+    return None
+  if logical is None:
+    raise ValueError("config.optimizer.lr_scale needs the parameters' logical axis names")
+  factors = jax.tree.map(lambda spec: scales.get(lr_group(spec), 1.0), logical, is_leaf=_is_spec)
+  return optax.stateless(lambda updates, params: jax.tree.map(
+      lambda u, f: u * jnp.asarray(f, u.dtype), updates, factors))
+
+
+def adafactor(lr, opt):
+  """optax's factored second moments and block-RMS clipping, with AdamW's lr and weight decay."""
+  return optax.chain(
+      optax.scale_by_factored_rms(decay_rate=0.8, min_dim_size_to_factor=128),
+      optax.clip_by_block_rms(1.0),
+      optax.add_decayed_weights(opt.weight_decay, mask=decay_mask),
+      optax.scale_by_learning_rate(lr))
 
 
 def make(opt, total_steps, logical=None):
@@ -121,6 +181,8 @@ def make(opt, total_steps, logical=None):
   elif name(opt) == "lion":  # sign updates, so its lr is usually 3-10x smaller than AdamW's
     parts.append(optax.lion(lr, b1=opt.b1, b2=opt.b2, mu_dtype=opt.mu_dtype or None,
                             weight_decay=opt.weight_decay, mask=decay_mask))
+  elif name(opt) == "adafactor":
+    parts.append(adafactor(lr, opt))
   else:
     parts.append(optax.contrib.muon(
         lr, beta=opt.muon_momentum, weight_decay=opt.weight_decay, weight_decay_mask=decay_mask,
@@ -129,4 +191,7 @@ def make(opt, total_steps, logical=None):
         # in modded-nanogpt; the hidden matrices take weight_decay
         adam_weight_decay=0.0, muon_weight_dimension_numbers=muon_dimensions(logical),
         consistent_rms=0.2))
+  group_scale = scale_by_group(opt, logical)
+  if group_scale is not None:
+    parts.append(group_scale)
   return optax.chain(*parts), lr

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import common, errors
-from pretrain import checkpointing, optimizer, trainer
+from pretrain import checkpointing, optimizer, steps, trainer
 from tests.conftest import COMPILES
 
 P = jax.sharding.PartitionSpec
@@ -37,7 +37,10 @@ def test_wsd_warms_up_holds_the_peak_then_cools_down_to_min_lr():
 
 
 @pytest.mark.parametrize("fields,message", [
-    (dict(name="sgdd"), "config.optimizer.name: 'sgdd'; use one of 'adamw', 'lion', 'muon'"),
+    (dict(name="sgdd"), "config.optimizer.name: 'sgdd'; use one of 'adamw', 'lion', 'muon', "
+                        "'adafactor'"),
+    (dict(lr_scale=dict(embed=-1.0)), "config.optimizer.lr_scale.embed: -1.0; the groups are "
+                                      "embed, head, hidden, scalar, each a multiplier >= 0"),
     (dict(schedule="wsd", decay_shape="cubic"), "config.optimizer.decay_shape: 'cubic'"),
     (dict(schedule="wsd", decay_fraction=0.0), "config.optimizer.decay_fraction: must be in"),
     (dict(schedule="wsd", decay_fraction=float("nan")), "config.optimizer.decay_fraction"),
@@ -47,7 +50,7 @@ def test_bad_optimizer_fields_are_refused_in_one_line(fields, message):
     optimizer.check(_opt(**fields))
 
 
-@pytest.mark.parametrize("name,lr", [("lion", 2e-3)])  # (muon: below)
+@pytest.mark.parametrize("name,lr", [("lion", 2e-3), ("adafactor", 1e-2)])  # (muon: below)
 def test_each_optimizer_trains_with_falling_loss(tiny_config, tmp_path, name, lr):
   config = tiny_config(**{"optimizer.name": name, "optimizer.lr": lr, "optimizer.min_lr": lr / 10,
                           "optimizer.schedule": "wsd", "optimizer.warmup_steps": 5,
@@ -126,3 +129,44 @@ def test_muon_trains_sharded_equals_one_device_and_resumes_exactly(tiny_config, 
   resumed = _train(tiny_config, tmp_path / "split", **{"train.total_steps": 12})
   assert resumed.step == 12
   jax.tree.map(np.testing.assert_array_equal, _params(one), _params(resumed))
+
+
+def test_adafactor_keeps_row_and_column_statistics_of_large_matrices():
+  """A stack of 2 layers of 256 x 512 matrices: per layer 256 + 512 second-moment entries and
+  no momentum, against AdamW's 2 x 256 x 512; the statistics are replicated, the rest of the
+  state shards like its parameter."""
+  logical = {"fc": P("layers", "embed", "mlp"), "bias": P("layers", "mlp")}
+  params = {"fc": jnp.ones((2, 256, 512)), "bias": jnp.ones((2, 512))}
+  tx, _ = optimizer.make(_opt(name="adafactor", grad_clip=0.0), 10, logical)
+  state = tx.init(params)
+  sizes = {jax.tree_util.keystr(p): x.shape for p, x in jax.tree_util.tree_leaves_with_path(state)}
+  assert sum(np.prod(shape) for shape in sizes.values()) < 2 * 768 + 2 * 512 + 10
+  assert (2, 256) in sizes.values() and (2, 512) in sizes.values()
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
+  assert all(np.isfinite(u).all() for u in jax.tree.leaves(updates))
+  mesh = jax.make_mesh((2, 4), ("fsdp", "tensor"))
+  rules = (("layers", None), ("embed", "fsdp"), ("mlp", "tensor"))
+  abstract = {"params": jax.eval_shape(lambda: params), "opt_state": jax.eval_shape(tx.init, params)}
+  shardings = steps.state_shardings(abstract, logical, mesh, rules)
+  by_shape = {leaf.shape: sh.spec for leaf, sh in zip(
+      jax.tree.leaves(abstract["opt_state"]), jax.tree.leaves(shardings["opt_state"]))}
+  assert by_shape[(2, 256)] == P() and by_shape[(2, 512)] in (P(), P(None, "tensor"))
+
+
+def test_lr_scale_multiplies_each_groups_update():
+  """Embedding x0.5, head x2, hidden x3, scalars x0: each update is AdamW's times its group's
+  multiplier (its decoupled weight decay included)."""
+  logical = {"embed": P("vocab", "embed"), "head": P("embed", "vocab"),
+             "fc": P("layers", "embed", "mlp"), "norm": P("embed"), "fc_bias": P("layers", "mlp")}
+  assert {k: optimizer.lr_group(v) for k, v in logical.items()} == dict(
+      embed="embed", head="head", fc="hidden", norm="scalar", fc_bias="scalar")
+  shapes = {"embed": (10, 4), "head": (4, 10), "fc": (2, 4, 8), "norm": (4,), "fc_bias": (2, 8)}
+  params = {k: jax.random.normal(jax.random.PRNGKey(i), s) for i, (k, s) in enumerate(shapes.items())}
+  grads = jax.tree.map(lambda p: jnp.cos(p), params)
+  plain = _opt(grad_clip=0.0, warmup_steps=0, schedule="constant")
+  scaled = _opt(**dict(plain, lr_scale=dict(embed=0.5, head=2.0, hidden=3.0, scalar=0.0)))
+  (tx_a, _), (tx_b, _) = optimizer.make(plain, 10, logical), optimizer.make(scaled, 10, logical)
+  a, _ = tx_a.update(grads, tx_a.init(params), params)
+  b, _ = tx_b.update(grads, tx_b.init(params), params)
+  for key, factor in dict(embed=0.5, head=2.0, fc=3.0, norm=0.0, fc_bias=0.0).items():
+    np.testing.assert_allclose(b[key], factor * a[key], rtol=1e-6, atol=1e-8)
