@@ -150,6 +150,11 @@ def base_config():
   config.batch.size = 8            # global batch, in sequences
   config.batch.seq_len = 128
   config.batch.grad_accum = 1      # microbatches per optimizer step
+  # Batch-size warmup: the batch grows linearly from warmup_start sequences (0: one microbatch)
+  # to `size` over the first warmup_steps steps, in whole microbatches (needs grad_accum > 1):
+  # the microbatches past the current size are not computed, and their rows are skipped.
+  config.batch.warmup_steps = 0
+  config.batch.warmup_start = 0
 
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = -1            # -1: whatever the other axes leave

@@ -50,6 +50,17 @@ def check_model(m):
              f"config.model.{field}: {layers.switch(m, field)} must be >= 0 ({meaning})")
 
 
+def _check_batch_ramp(b):
+  warmup, start = b.get("warmup_steps", 0), b.get("warmup_start", 0)
+  _require(warmup >= 0, f"config.batch.warmup_steps: {warmup} must be >= 0 (0: no ramp)")
+  _require(0 <= start <= b.size,
+           f"config.batch.warmup_start: {start} must be in [0, config.batch.size={b.size}] "
+           "(0: one microbatch)")
+  _require(not warmup or b.grad_accum > 1,
+           "config.batch.warmup_steps: the batch grows by whole microbatches; set "
+           "config.batch.grad_accum > 1 (e.g. 8: from size/8 to size)")
+
+
 def check(config, num_devices, num_processes=1):
   """Validates `config` for a run on `num_devices` devices in `num_processes` processes."""
   check_model(config.model)
@@ -78,6 +89,7 @@ def check(config, num_devices, num_processes=1):
   _require(micro % ways == 0,
            f"config.batch.size: the microbatch of {micro} sequences is not divisible by the "
            f"{ways} data-parallel ways ({' x '.join(batch_axes)}); use a multiple of {ways}")
+  _check_batch_ramp(b)
   _require(opt.lr > 0 and 0 <= opt.min_lr <= opt.lr,
            "config.optimizer: need lr > 0 and 0 <= min_lr <= lr")
   _require(opt.mu_dtype in ("", "float32", "bfloat16"),

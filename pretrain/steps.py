@@ -17,9 +17,33 @@ from flax import nnx
 from pretrain import optimizer, sharding
 
 
+def batch_schedule(b):
+  """The rows of the global batch each step trains on, an optax schedule of the step: a linear
+  ramp from b.warmup_start rows (0: one microbatch) to b.size over b.warmup_steps, rounded up to
+  whole microbatches; None without a ramp (config.batch.warmup_steps = 0)."""
+  if not b.get("warmup_steps"):
+    return None
+  micro = b.size // b.grad_accum
+  ramp = optax.linear_schedule(b.warmup_start or micro, b.size, b.warmup_steps)
+  return lambda step: jnp.minimum(b.size, jnp.ceil(ramp(step) / micro) * micro).astype(jnp.int32)
+
+
+def rows_seen(b, step):
+  """Sequences trained on before `step` (fewer than step * size during a batch-size ramp)."""
+  rows = batch_schedule(b)
+  if rows is None or step <= 0:
+    return step * b.size
+  ramp = min(step, b.warmup_steps)
+  return int(jnp.sum(rows(jnp.arange(ramp)))) + (step - ramp) * b.size
+
+
 def train_step(state, batch, *, graphdef, objective, tx, lr_fn, grad_accum, micro_sharding,
-               nan_policy="stop", inject_nan_at=0):
+               nan_policy="stop", inject_nan_at=0, rows_fn=None):
   """One optimizer update over `grad_accum` microbatches; returns (state, metric sums).
+
+  With a batch-size ramp (`rows_fn`, batch_schedule's), only the first rows_fn(step) rows of
+  the batch count, a whole number of microbatches: the others are not computed (lax.cond) and
+  the means divide by the rows used ('batch_rows' in the sums).
 
   'nonfinite' in the sums is 1 when the loss or the gradients are not finite. With nan_policy
   'skip' such an update is not applied (parameters and optimizer state stay as they were) and
@@ -27,7 +51,18 @@ def train_step(state, batch, *, graphdef, objective, tx, lr_fn, grad_accum, micr
   `inject_nan_at` (tests only) poisons the gradients and sums of that step."""
   params = state["params"]
   rng = jax.random.fold_in(state["rng"], state["step"])
-  denominators = objective.denominators(batch)  # of the whole batch: exact accumulation
+  # Row i of microbatch k is global row i * grad_accum + k: every microbatch stays spread over
+  # all data-parallel devices.
+  micro = jax.tree.map(lambda x: x.reshape(-1, grad_accum, *x.shape[1:]).swapaxes(0, 1), batch)
+  used = None  # microbatches this step trains on (all of them without a batch-size ramp)
+  if rows_fn is None:
+    denominators = objective.denominators(batch)  # of the whole batch: exact accumulation
+  else:
+    micro_rows = jax.tree.leaves(batch)[0].shape[0] // grad_accum
+    used = jnp.clip(rows_fn(state["step"]) // micro_rows, 1, grad_accum)
+    counted = jnp.arange(grad_accum) < used
+    denominators = jax.tree.map(  # the counts are sums: those of the microbatches used
+        lambda d: jnp.sum(jnp.where(counted, d, 0)), jax.vmap(objective.denominators)(micro))
 
   def loss_fn(p, micro, key):
     return objective.loss(nnx.merge(graphdef, p), micro, key, denominators)
@@ -36,20 +71,20 @@ def train_step(state, batch, *, graphdef, objective, tx, lr_fn, grad_accum, micr
   if grad_accum == 1:
     grads, sums = grad_fn(params, batch, rng)
   else:
-    # Row i of microbatch k is global row i * grad_accum + k: every microbatch stays spread
-    # over all data-parallel devices.
-    micro = jax.tree.map(lambda x: x.reshape(-1, grad_accum, *x.shape[1:]).swapaxes(0, 1), batch)
+    first = jax.tree.map(lambda x: x[0], micro)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                         jax.eval_shape(grad_fn, params, first, rng))
 
     def body(carry, xs):
       mb, k = xs
       mb = jax.lax.with_sharding_constraint(mb, micro_sharding)
-      g, s = grad_fn(params, mb, jax.random.fold_in(rng, k))
+      run = lambda: grad_fn(params, mb, jax.random.fold_in(rng, k))
+      g, s = run() if used is None else jax.lax.cond(k < used, run, lambda: zeros)
       return jax.tree.map(jnp.add, carry, (g, s)), None
 
-    first = jax.tree.map(lambda x: x[0], micro)
-    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
-                         jax.eval_shape(grad_fn, params, first, rng))
     (grads, sums), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(grad_accum)))
+  if used is not None:
+    sums = dict(sums, batch_rows=(used * micro_rows).astype(jnp.float32))
   if inject_nan_at:
     poison = jnp.where(state["step"] + 1 == inject_nan_at, jnp.nan, 1.0)
     grads, sums = jax.tree.map(lambda x: x * poison.astype(x.dtype), (grads, sums))
@@ -167,7 +202,8 @@ def build_steps(config, objective, model_cfg, mesh, rules, batch_ndims, total_st
       functools.partial(train_step, graphdef=graphdef, objective=objective, tx=tx, lr_fn=lr_fn,
                         grad_accum=config.batch.grad_accum, micro_sharding=data_sharding,
                         nan_policy=config.train.nan_policy,
-                        inject_nan_at=config.train.inject_nan_at_step),
+                        inject_nan_at=config.train.inject_nan_at_step,
+                        rows_fn=batch_schedule(config.batch)),
       in_shardings=(shardings, data_sharding), out_shardings=(shardings, None),
       donate_argnums=(0,))
   # Evaluation batches carry extra keys (padding weights, bytes per target), and arrive as

@@ -313,14 +313,15 @@ class TrainLog:
     fetched = jax.device_get([out for _, out in self.pending])
     elapsed = time.perf_counter() - self.window_start
     out = _summarise(self.run.objective, fetched, elapsed, self.window_steps,
-                     self.tokens_per_step, self.flops_per_step, self.peak_total)
+                     self.tokens_per_step, self.flops_per_step, self.peak_total,
+                     self.config.batch.size)
     self.objective_keys = [k for k in self.run.objective.summarize(fetched[-1])
                            if k not in ("loss", "perplexity")]
     train_data = self.run.train_data
     out["epoch"] = train_data.epoch_of(step)
     if isinstance(train_data, batches.Mixture):
       out.update({f"epoch/{n}": e for n, e in train_data.epochs(step).items()})
-    out["tokens_seen"] = step * self.tokens_per_step
+    out["tokens_seen"] = steps_lib.rows_seen(self.config.batch, step) * self.config.batch.seq_len
     self.writer.write(step, out, prefix="train/")
     total = self.run.total_steps
     # The objective's own metrics beside the loss (BERT: mlm_loss, mlm_accuracy, nsp_...).
@@ -339,13 +340,20 @@ class TrainLog:
     self.writer.print(f"step {step}/{self.run.total_steps} | eval " + metrics.format_metrics(ev))
 
 
-def _summarise(objective, fetched, elapsed, steps, tokens_per_step, flops_per_step, peak_total):
+def _summarise(objective, fetched, elapsed, steps, tokens_per_step, flops_per_step, peak_total,
+               batch_size):
   """Means over the logged window (sums added, then divided); timing over its steps after the
-  first, which includes compilation."""
+  first, which includes compilation. During a batch-size ramp, throughput and MFU count the
+  rows trained on, and 'batch_size' is their mean."""
   totals = {k: sum(f[k] for f in fetched) for k in fetched[-1]}
   step_time = elapsed / steps if steps else float("nan")
+  ramp = {}
+  if "batch_rows" in totals:
+    share = float(totals["batch_rows"]) / (len(fetched) * batch_size)
+    tokens_per_step, flops_per_step = tokens_per_step * share, flops_per_step * share
+    ramp = {"batch_size": share * batch_size}
   return dict(
-      objective.summarize(totals),
+      objective.summarize(totals), **ramp,
       grad_norm=float(fetched[-1]["grad_norm"]), param_norm=float(fetched[-1]["param_norm"]),
       update_norm=float(fetched[-1]["update_norm"]), lr=float(fetched[-1]["lr"]),
       skipped=int(totals["nonfinite"]), step_time_s=step_time, tokens_per_s=tokens_per_step / step_time,
