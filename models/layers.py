@@ -43,6 +43,15 @@ class Norm(nnx.Module):
     return self.norm(x)
 
 
+def flat_matmuls():
+  """Whether the dense layers take activations as [batch * length, features] (then reshaped
+  back) rather than [batch, length, features]. On CPU, XLA's backward of the 3-D form writes
+  transposed copies of the activations for the weight gradients; the 2-D form runs the same
+  matmuls without them (train steps ~20-40% faster on small models). GPUs and TPUs take the
+  3-D form as it is, which keeps a sequence-sharded length axis whole to the partitioner."""
+  return jax.default_backend() == "cpu"
+
+
 def replicate_last_axis(x):
   """Keeps the last (vocabulary) axis of x whole on every device, under the trainer's mesh.
 
@@ -63,6 +72,15 @@ def rope(x, positions, theta):
   x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
   return out.astype(x.dtype)
+
+
+def _dense(layer, x, in_dims=1):
+  """layer(x) over x's last `in_dims` axes, on [batch * length, ...] where flat_matmuls()."""
+  if not flat_matmuls():
+    return layer(x)
+  lead = x.shape[:-in_dims]
+  y = layer(x.reshape(-1, *x.shape[len(lead):]))
+  return y.reshape(*lead, *y.shape[1:])
 
 
 class Attention(nnx.Module):
@@ -109,7 +127,7 @@ class Attention(nnx.Module):
     to every slot up to their own position: prefill (t = the prompt) and decoding (t = 1) are
     the same code. Returns (output, updated cache) then.
     """
-    q, k, v = self.query(x), self.key(x), self.value(x)
+    q, k, v = (_dense(proj, x) for proj in (self.query, self.key, self.value))
     if self.q_norm is not None:
       q, k = self.q_norm(q), self.k_norm(k)
     if self.rope_theta:
@@ -123,7 +141,7 @@ class Attention(nnx.Module):
     y = jax.nn.dot_product_attention(
         q.astype(self.dtype), k.astype(self.dtype), v.astype(self.dtype),
         mask=mask, is_causal=causal, implementation=implementation)
-    return self.out(y)
+    return _dense(self.out, y, in_dims=2)
 
   def _cached(self, q, k, v, positions, cache):
     rows = jnp.arange(q.shape[0])[:, None]
@@ -134,7 +152,7 @@ class Attention(nnx.Module):
     mask = slots[None, None, None, :] <= positions[:, None, :, None]  # [b, 1, t, slots]
     y = jax.nn.dot_product_attention(q.astype(self.dtype), cache_k.astype(self.dtype),
                                      cache_v.astype(self.dtype), mask=mask)
-    return self.out(y), (cache_k, cache_v)
+    return _dense(self.out, y, in_dims=2), (cache_k, cache_v)
 
 
 class MLP(nnx.Module):
@@ -159,6 +177,8 @@ class MLP(nnx.Module):
     self.proj = dense(d_ff, d_model, (axes.MLP, axes.EMBED), out_init)
 
   def __call__(self, x):
+    if flat_matmuls() and x.ndim > 2:
+      return self(x.reshape(-1, x.shape[-1])).reshape(x.shape)
     h = self.fc(x)
     if self.kind == "swiglu":
       h = jax.nn.silu(self.gate(x)) * h
