@@ -24,6 +24,10 @@ _RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
 _OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ  # else the user's: never removed
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), f"pretrain-tests-jax-cache-{_RUN}"))
+# The project's own cache (the measured CPU matmul peak, mirrors of gs:// data) per run too.
+_OWN_PRETRAIN_CACHE = "PRETRAIN_CACHE_DIR" not in os.environ
+os.environ.setdefault("PRETRAIN_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), f"pretrain-tests-cache-{_RUN}"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
@@ -206,7 +210,9 @@ def gcs():
 
 
 def pytest_sessionfinish(session):
-  """The run's compilation cache goes with the run (removed by the process that named it)."""
+  """The run's caches go with the run (removed by the process that named them)."""
   import shutil  # pylint: disable=g-import-not-at-top
   if _OWN_CACHE and not hasattr(session.config, "workerinput") and _RUN == str(os.getpid()):
     shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+  if _OWN_PRETRAIN_CACHE and not hasattr(session.config, "workerinput") and _RUN == str(os.getpid()):
+    shutil.rmtree(os.environ["PRETRAIN_CACHE_DIR"], ignore_errors=True)
