@@ -1,0 +1,197 @@
+r"""Our train step against the PyTorch references, side by side in one run on this machine.
+
+  python -m benchmarks.vs_pytorch --nanogpt=/path/to/nanoGPT        # GPT rows and BERT
+  python -m benchmarks.vs_pytorch --nanogpt=... --configs=baby --gpt_steps=200
+
+GPT: karpathy/nanoGPT's own train.py (a checkout outside this repository, given as --nanogpt;
+its rows are skipped without one), run on CPU with --compile=False on the same model, batch,
+data (tinyshakespeare, characters, first 90% train) and optimizer (AdamW, lr 1e-3 with 100
+warmup steps, beta2 0.99, weight decay 0.1, clip 1.0), dropout 0 and no biases; against
+`pretrain.train`'s own loop (trainer.train_and_evaluate) and its logged ms/step, which leaves
+out the first step (compilation) as nanoGPT's median leaves out its first iterations. Both
+sides' achieved FLOP/s use one formula (6N + 12 L d T per token, pretrain/metrics.py) and are
+divided by the f32 matmul peak measured in this run (XLA's, cached per machine and
+remeasured; torch's, 2048^3 in the same run).
+
+BERT: `transformers`' BertForPreTraining (MLM + NSP, torch AdamW) against our production
+train step (benchmarks/throughput.py's `bench`) at the same config and batch (BERT-base, seq
+128, 20 masked positions per sequence).
+"""
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+from absl import app, flags
+from flax import nnx
+
+from benchmarks import shakespeare_config, throughput
+from models import layers
+from pretrain import metrics, objectives, trainer
+
+_NANOGPT = flags.DEFINE_string("nanogpt", os.environ.get("NANOGPT", ""),
+                               "A karpathy/nanoGPT checkout (its train.py, model.py, configurator.py).")
+_DATA = flags.DEFINE_string("data", shakespeare_config.DEFAULT_DATA, "tinyshakespeare input.txt")
+_CONFIGS = flags.DEFINE_list("configs", ["baby", "shakespeare_char", "bert_base"], "Rows to run.")
+_GPT_STEPS = flags.DEFINE_integer("gpt_steps", 0, "Steps per GPT run (0: each config's own).")
+_BERT_STEPS = flags.DEFINE_integer("bert_steps", 5, "Timed BERT steps per side.")
+_WORKDIR = flags.DEFINE_string("workdir", "", "Where runs go ('': a temporary directory).")
+
+# name -> (layers, heads, width, block, batch, steps timed by default)
+GPT = {"baby": (4, 4, 128, 64, 12, 100), "shakespeare_char": (6, 6, 384, 256, 16, 12)}
+
+
+def torch_matmul_peak(n=2048, repeats=5):
+  import torch  # pylint: disable=g-import-not-at-top
+  a = torch.ones(n, n)
+  a @ a
+  best = float("inf")
+  for _ in range(repeats):
+    t = time.perf_counter()
+    a @ a
+    best = min(best, time.perf_counter() - t)
+  return 2 * n**3 / best
+
+
+def gpt_config(name, data_dir, steps):
+  n_layer, n_head, n_embd, block, batch, _ = GPT[name]
+  config = shakespeare_config.get_config(_DATA.value, data_dir, steps)
+  config.model.update(num_layers=n_layer, num_heads=n_head, d_model=n_embd, max_len=block)
+  config.batch.update(size=batch, seq_len=block)
+  config.train.update(log_every=steps, eval_every=0, eval_batches=1)
+  config.checkpoint.update(every=0, async_save=False)
+  return config
+
+
+def ours_gpt(name, workdir, steps):
+  """(ms/step as pretrain.train logs it, the last logged train loss, FLOPs per token)."""
+  config = gpt_config(name, os.path.join(workdir, "data"), steps)
+  run_dir = os.path.join(workdir, f"ours_{name}")
+  trainer.train_and_evaluate(config, run_dir)
+  rows = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+  last = [r for r in rows if "train/step_time_s" in r][-1]
+  cfg = layers.resolve(config.model, 65)
+  objective = objectives.get("causal_lm")
+  n = layers.count_params(lambda: objective.make_model(cfg, nnx.Rngs(0)))
+  return last["train/step_time_s"] * 1e3, last["train/loss"], metrics.flops_per_token(
+      cfg, n, config.batch.seq_len)
+
+
+def nanogpt_data(directory):
+  """nanoGPT's shakespeare_char files (train.bin, val.bin, meta.pkl) from --data, as its own
+  prepare.py makes them (which downloads; this does not)."""
+  import pickle  # pylint: disable=g-import-not-at-top
+  text = open(_DATA.value).read()
+  chars = sorted(set(text))
+  stoi = {c: i for i, c in enumerate(chars)}
+  ids = np.array([stoi[c] for c in text], dtype=np.uint16)
+  split = int(len(text) * 0.9)
+  out = os.path.join(directory, "data", "shakespeare_char")
+  os.makedirs(out, exist_ok=True)
+  ids[:split].tofile(os.path.join(out, "train.bin"))
+  ids[split:].tofile(os.path.join(out, "val.bin"))
+  with open(os.path.join(out, "meta.pkl"), "wb") as f:
+    pickle.dump({"vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": stoi}, f)
+
+
+def nanogpt(name, workdir, steps):
+  """(median ms per iteration after the first 5, the last logged loss) of nanoGPT's train.py."""
+  n_layer, n_head, n_embd, block, batch, _ = GPT[name]
+  cwd = os.path.join(workdir, "nanogpt")
+  if not os.path.exists(cwd):
+    os.makedirs(cwd)
+    for f in ("train.py", "model.py", "configurator.py"):
+      os.symlink(os.path.join(os.path.abspath(_NANOGPT.value), f), os.path.join(cwd, f))
+    nanogpt_data(cwd)
+  args = dict(dataset="shakespeare_char", device="cpu", compile=False, dtype="float32",
+              eval_interval=10**9, eval_iters=1, log_interval=1, max_iters=steps,
+              lr_decay_iters=2000, learning_rate=1e-3, min_lr=1e-4, warmup_iters=100,
+              beta2=0.99, weight_decay=0.1, grad_clip=1.0, batch_size=batch, block_size=block,
+              n_layer=n_layer, n_head=n_head, n_embd=n_embd, dropout=0.0, bias=False,
+              gradient_accumulation_steps=1, always_save_checkpoint=False, wandb_log=False,
+              out_dir=os.path.join(cwd, "out"))
+  out = subprocess.run([sys.executable, "train.py"] + [f"--{k}={v}" for k, v in args.items()],
+                       cwd=cwd, capture_output=True, text=True, check=True).stdout
+  iters = [(float(ms), float(loss)) for loss, ms in
+           re.findall(r"iter \d+: loss ([\d.]+), time ([\d.]+)ms", out)]
+  return statistics.median(ms for ms, _ in iters[5:]), iters[-1][1]
+
+
+def hf_bert_step_ms(steps):
+  """ms per train step of transformers' BertForPreTraining (BERT-base, batch 8, seq 128)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(0)
+  model = transformers.BertForPreTraining(transformers.BertConfig())
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+  rng = np.random.default_rng(0)
+  inputs = torch.tensor(rng.integers(5, 30522, (8, 128)))
+  labels = torch.full((8, 128), -100)
+  for row in range(8):
+    where = rng.choice(np.arange(1, 128), 20, replace=False)
+    labels[row, where] = inputs[row, where]
+  batch = dict(input_ids=inputs, token_type_ids=torch.zeros_like(inputs),
+               attention_mask=torch.ones_like(inputs), labels=labels,
+               next_sentence_label=torch.tensor(rng.integers(0, 2, 8)))
+  times = []
+  for i in range(steps + 2):
+    t = time.perf_counter()
+    loss = model(**batch).loss
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+    if i >= 2:
+      times.append(time.perf_counter() - t)
+  return statistics.median(times) * 1e3
+
+
+def main(argv):
+  del argv
+  try:
+    import torch  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    print("skipped: torch is not installed (pip install -e '.[test]')")
+    return
+  workdir = _WORKDIR.value or tempfile.mkdtemp(prefix="vs_pytorch_")
+  xla_peak, torch_peak = metrics.cached_matmul_peak(remeasure=True), torch_matmul_peak()
+  print(f"f32 matmul peak (2048^3): XLA {xla_peak / 1e9:.1f} GFLOP/s, torch "
+        f"{torch_peak / 1e9:.1f} GFLOP/s")
+  print("| config | side | ms/step | tokens/s | ratio (ours / theirs, tokens/s) | "
+        "achieved GFLOP/s | / XLA peak | / torch peak | last train loss |")
+  print("|---|---|---|---|---|---|---|---|---|")
+  for name in [c for c in _CONFIGS.value if c in GPT]:
+    steps = _GPT_STEPS.value or GPT[name][5]
+    tokens = GPT[name][3] * GPT[name][4]
+    ms, loss, fpt = ours_gpt(name, workdir, steps)
+    theirs = None
+    if _NANOGPT.value and os.path.exists(os.path.join(_NANOGPT.value, "train.py")):
+      theirs = nanogpt(name, workdir, steps)
+    for side, result in (("pretrain", (ms, loss)), ("nanoGPT", theirs)):
+      if result is None:
+        print(f"| {name} | nanoGPT | skipped: no --nanogpt checkout | | | | | | |")
+        continue
+      side_ms, side_loss = result
+      flops = fpt * tokens / (side_ms / 1e3)
+      ratio = f"{theirs[0] / ms:.2f}" if theirs and side == "pretrain" else ""
+      print(f"| {name} | {side} | {side_ms:.1f} | {tokens / side_ms * 1e3:,.0f} | {ratio} | "
+            f"{flops / 1e9:.1f} | {flops / xla_peak:.3f} | {flops / torch_peak:.3f} | "
+            f"{side_loss:.4f} |", flush=True)
+  if "bert_base" in _CONFIGS.value:
+    ours = throughput.bench("bert_base_128", _BERT_STEPS.value, np.float32)
+    hf_ms = hf_bert_step_ms(_BERT_STEPS.value)
+    tokens = 8 * 128
+    for side, side_ms in (("pretrain", ours["step_ms"]), ("transformers", hf_ms)):
+      flops = ours["flops"] / ours["tokens_per_s"] * tokens / (side_ms / 1e3)
+      ratio = f"{hf_ms / ours['step_ms']:.2f}" if side == "pretrain" else ""
+      print(f"| bert_base_128 | {side} | {side_ms:.1f} | {tokens / side_ms * 1e3:,.0f} | {ratio} | "
+            f"{flops / 1e9:.1f} | {flops / xla_peak:.3f} | {flops / torch_peak:.3f} | |",
+            flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
