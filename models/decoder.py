@@ -50,6 +50,7 @@ DEFAULTS = dict(
     param_dtype="float32",
     attention="",          # '' lets JAX choose; 'xla' or 'cudnn' to force a kernel
     scan_layers=True,
+    scan_unroll=0,         # layers per scan iteration; 0: all up to 12 on CPU, else 1
     remat="none",          # 'none', 'full', 'dots' (save matmul outputs), 'offload' (to host)
 )
 
@@ -59,6 +60,7 @@ class Decoder(nnx.Module):
   def __init__(self, cfg, *, rngs):
     dtype, param_dtype = layers.dtype_of(cfg.dtype), layers.dtype_of(cfg.param_dtype)
     self.scan_layers = cfg.scan_layers
+    self.unroll = layers.scan_unroll(cfg)
     self.remat = cfg.remat
     self.rate = cfg.dropout
     self.logit_softcap = layers.switch(cfg, "logit_softcap")
@@ -96,14 +98,14 @@ class Decoder(nnx.Module):
       mask = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
     if cache is not None:
       x, cache = layers.run_blocks_cached(self.blocks, x, positions=positions, cache=cache,
-                                          scan=self.scan_layers)
+                                          scan=self.scan_layers, unroll=self.unroll)
       return self.logits(x), cache
     block_key = None
     if dropout_key is not None and self.rate:
       dropout_key, block_key = jax.random.split(dropout_key)
       x = self.dropout(x, deterministic=False, rngs=dropout_key)
     x = layers.run_blocks(self.blocks, x, positions=positions, mask=mask, dropout_key=block_key,
-                          scan=self.scan_layers, remat=self.remat)
+                          scan=self.scan_layers, remat=self.remat, unroll=self.unroll)
     return self.logits(x)
 
   def logits(self, x):

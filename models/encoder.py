@@ -45,7 +45,7 @@ DEFAULTS = dict(
     nsp_head=True,         # the next-sentence head (BERT); RoBERTa has none
     dropout=0.1, init_std=0.02, scale_residual_init=False,
     dtype="float32", param_dtype="float32", attention="",
-    scan_layers=True, remat="none",
+    scan_layers=True, scan_unroll=0, remat="none",
     num_labels=0,          # the task head's outputs (fine-tuning); 1: a regression score
 )
 
@@ -76,6 +76,7 @@ class Backbone(nnx.Module):
     init = layers.normal(cfg.init_std)
     embed = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.rate, self.scan_layers, self.remat = cfg.dropout, cfg.scan_layers, cfg.remat
+    self.unroll = layers.scan_unroll(cfg)
     self.embed = nnx.Embed(cfg.vocab_size, cfg.d_model, **embed,
                            embedding_init=layers.partitioned(init, (axes.VOCAB, axes.EMBED)))
     self.pos_embed = None if cfg.position == "rope" else nnx.Embed(
@@ -102,7 +103,7 @@ class Backbone(nnx.Module):
       x = self.dropout(x, deterministic=False, rngs=dropout_key)
     mask = None if input_mask is None else input_mask.astype(bool)[:, None, None, :]
     x = layers.run_blocks(self.blocks, x, positions=positions, mask=mask, dropout_key=block_key,
-                          scan=self.scan_layers, remat=self.remat)
+                          scan=self.scan_layers, remat=self.remat, unroll=self.unroll)
     return x if self.final_norm is None else self.final_norm(x)
 
   def head_dropout(self, x, dropout_key):

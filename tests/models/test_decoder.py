@@ -148,3 +148,21 @@ def test_remat_and_attention_switches_equal_the_plain_model(switch):
   (a, ga), (b, gb) = loss_and_grads(plain), loss_and_grads(variant)
   np.testing.assert_allclose(a, b, rtol=1e-5)
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7), ga, gb)
+
+
+def test_unrolled_scan_keeps_the_layout_and_the_numbers():
+  """scan_unroll changes how the stacked layers run, not their parameters: the same state
+  gives the same loss and gradients; 0 picks the whole stack on CPU for small depths."""
+  assert layers.scan_unroll(_cfg(num_layers=4)) == 4       # CPU, <= 12 layers: unrolled
+  assert layers.scan_unroll(_cfg(num_layers=24)) == 1      # deep: a loop, flat compile time
+  assert layers.scan_unroll(_cfg(num_layers=4, scan_unroll=2)) == 2
+
+  def loss_and_grads(unroll):
+    model = decoder.Decoder(_cfg(num_layers=4, scan_unroll=unroll, dropout=0.1), rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model, nnx.Param)
+    loss = lambda p: jnp.mean(nnx.merge(graphdef, p)(_tokens(), dropout_key=jax.random.key(3)) ** 2)
+    return jax.jit(jax.value_and_grad(loss))(params)
+
+  (a, ga), (b, gb) = loss_and_grads(1), loss_and_grads(4)
+  np.testing.assert_allclose(a, b, rtol=1e-6)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7), ga, gb)

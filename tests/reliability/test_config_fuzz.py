@@ -73,7 +73,7 @@ INVALID = {
     "batch.size": [0, -8, 12], "batch.seq_len": [0, -1, 10**6], "batch.grad_accum": [0, 3],
     "batch.warmup_steps": [-1, 5], "batch.warmup_start": [-1, 10**6],
     "model.mlp": ["relu3"], "model.logit_softcap": [-1.0, math.nan],
-    "model.z_loss": [-1e-4, math.nan], "optimizer.name": ["sgd"],
+    "model.z_loss": [-1e-4, math.nan], "model.scan_unroll": [-1], "optimizer.name": ["sgd"],
     "optimizer.lr_scale.embed": [-1.0, math.nan], "optimizer.lr_scale.scalar": [-0.5],
     "model.num_layers": [0, -1], "model.num_heads": [0, 3], "model.d_model": [0, -64],
     "model.num_kv_heads": [-1, 3], "model.dropout": [1.0, -0.1, math.nan],
