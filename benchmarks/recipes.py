@@ -36,6 +36,9 @@ _RUNS = flags.DEFINE_list("runs", ["adamw", "lion", "muon", "adafactor", "qk_nor
 _STEPS = flags.DEFINE_integer("steps", 0, "Steps of each run (0: the corpus's recipe).")
 _EVAL_EVERY = flags.DEFINE_integer("eval_every", 0, "Evaluate every N steps (0: steps / 20).")
 _EVAL_BATCHES = flags.DEFINE_integer("eval_batches", 40, "Validation batches per evaluation.")
+_TIMING_STEPS = flags.DEFINE_integer(
+    "timing_steps", 0, "> 0: time each run's step instead, in short runs of this many steps one "
+    "after another (the long runs' times are only as steady as the machine was meanwhile).")
 
 # Each variant's changes to the baseline config (dotted fields). Learning rates are the
 # defaults each optimizer is run at unless a spec gives one (`--runs=lion@1e-4`).
@@ -106,6 +109,21 @@ def run(spec, data_dir):
   return summary
 
 
+def step_time(spec, data_dir):
+  """Median ms/step of a short run of `spec` (--timing_steps, evaluated only at the end)."""
+  workdir = os.path.join(_WORKDIR.value, _CORPUS.value, "timing", spec.replace("@", "_lr").replace(":", "_s"))
+  if os.path.exists(workdir):
+    import shutil  # pylint: disable=g-import-not-at-top
+    shutil.rmtree(workdir)
+  config = run_config(spec, data_dir)
+  steps = _TIMING_STEPS.value
+  config.train.update(total_steps=steps, log_every=max(1, steps // 5), eval_every=0,
+                      eval_batches=1)
+  trainer.train_and_evaluate(config, workdir)
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  return statistics.median(r["train/step_time_s"] for r in rows if "train/step_time_s" in r) * 1e3
+
+
 def steps_to(evals, target):
   """The first step at which the validation loss reaches `target`, linear between the two
   evaluations around it (None if it never does)."""
@@ -145,6 +163,13 @@ def main(argv):
   for spec in _RUNS.value:
     parse_spec(spec)  # every spec checked before the first run
   data_dir = os.path.join(_WORKDIR.value, _CORPUS.value, "data")
+  if _TIMING_STEPS.value:
+    times = {spec: step_time(spec, data_dir) for spec in _RUNS.value}
+    base = times[_RUNS.value[0]]
+    print("| run | ms/step | / baseline |\n|---|---|---|")
+    for spec, ms in times.items():
+      print(f"| {spec} | {ms:.1f} | {ms / base:.2f} |")
+    return
   summaries = []
   for spec in _RUNS.value:
     summaries.append(run(spec, data_dir))
