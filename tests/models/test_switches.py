@@ -9,23 +9,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs import bert, gpt
+from configs import bert
 from models import encoder, decoder, hf_decoder, hf_encoder, layers
 from pretrain import checkpointing, objectives, trainer
 from tests.conftest import COMPILES
+from tests.models.test_decoder import _cfg, _tokens
 
 RECIPES = dict(qk_norm=True, mlp="relu2", logit_softcap=15.0, zero_init_proj=True, z_loss=1e-4)
-
-
-def _cfg(**kw):
-  model = gpt.get_config("smoke").model
-  model.update(num_layers=2, num_heads=4, d_model=32, max_len=16)
-  model.update(kw)
-  return layers.resolve(model, 100)
-
-
-def _tokens(b=2, t=16, seed=0):
-  return jax.random.randint(jax.random.key(seed), (b, t), 0, 100)
 
 
 def _with_params_of(source, cfg):
