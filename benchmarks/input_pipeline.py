@@ -1,8 +1,9 @@
 r"""Input-pipeline throughput: tokens/s the loaders deliver on this machine, against what the
-train step consumes, measured side by side in one run.
+train step consumes, measured side by side in one run; and the data preparation end to end.
 
   python -m benchmarks.input_pipeline                      # corpus: the stdlib's *.py files
   python -m benchmarks.input_pipeline --train_steps=0      # loaders only
+  python -m benchmarks.input_pipeline --only_prepare       # the prepare rows only (100 MB)
 
 Rows:
   * GPT windows (batch 8 x 1024), from pre-tokenized data (input_pipeline/tokenized.py), with
@@ -13,15 +14,24 @@ Rows:
 Tokens are batch positions (batch x seq_len), the unit the train step's tokens/s counts. Each
 loader runs in this one process; the tokenizers' Rust code uses both cores. The train-step
 rows are GPT-2 small at 8 x 256 and BERT-base at 8 x 128 (benchmarks/throughput.py).
+
+Prepare rows: what `python -m input_pipeline.prepare` does for configs/gpt.py:small and
+configs/bert.py:base, stage by stage, in a fresh data_dir each, on a corpus generated into a
+temporary directory (--prepare_mb of text in 10 files, make_corpus): the tfds build, the
+tokenizer's training on its sample (config.data.tokenizer.max_train_chars), the tokenization
+of both splits (and BERT's pairs). The tokenization's tokens/s is set against the tokenizer's
+own `encode_batch` on the same documents, timed in the same run.
 """
 import glob
 import os
+import random
+import tempfile
 import time
 
 import numpy as np
 from absl import app, flags
 
-from configs import bert, common
+from configs import bert, common, gpt
 from input_pipeline import bert_data, lm_data, masking, sources, tokenized, tokenizer
 
 _DATA_DIR = flags.DEFINE_string("data_dir", "data", "tfds data_dir (tokenizers, tokenized data).")
@@ -29,6 +39,9 @@ _FILES = flags.DEFINE_string(
     "files", os.path.join(os.path.dirname(os.__file__), "*.py"), "Corpus (paths or globs).")
 _SECONDS = flags.DEFINE_float("seconds", 3.0, "Time each loader at least this long.")
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 3, "Timed train steps (0: skip).")
+_PREPARE_MB = flags.DEFINE_float("prepare_mb", 100, "Prepare rows on a generated corpus of this "
+                                 "many MB (0: skip them).")
+_ONLY_PREPARE = flags.DEFINE_bool("only_prepare", False, "Only the prepare rows.")
 
 
 def _rate(fn, tokens_per_call):
@@ -93,11 +106,12 @@ def bert_rows():
   spec = masking.make_spec(tok, [ids[t] for t in tokenizer.BERT_SPECIALS], ids["[MASK]"], data.mlm)
 
   def on_the_fly(_):
-    docs = [d for d in tokenized.tokenize_documents(tok, texts) if d]
-    examples, _ = bert_data._build_examples(docs, data, 128, np.random.default_rng(0), ids)  # pylint: disable=protected-access
-    masked = bert_data.MaskedExamples.from_examples(
-        examples, seq_len=128, pad_id=ids["[PAD]"], batch_size=len(examples), seed=[0, 0],
-        shuffle=True, spec=spec, nsp=True)
+    sents = bert_data.Sentences.from_lengths(*tokenized.encode_sentences(tok, texts))
+    build = bert_data._build_examples  # pylint: disable=protected-access
+    arrays, _ = build(sents, data, 128, np.random.default_rng(0), ids)
+    masked = bert_data.MaskedExamples(
+        dict(arrays, tokens=bert_data.PieceRows([arrays["tokens"]])),
+        batch_size=len(arrays["lengths"]), seed=[0, 0], shuffle=True, spec=spec, nsp=True)
     return masked.batch(0)
 
   n = on_the_fly(0)["inputs"].size
@@ -106,8 +120,120 @@ def bert_rows():
                 f"paired in {prep:.1f} s")
 
 
+def make_corpus(folder, total_bytes, num_files=10, seed=0):
+  """About total_bytes of text in num_files files under `folder`: the blank-line blocks of the
+  standard library's Python sources and of CPython's documentation topics, drawn in seeded
+  random order (each block once before any repeats). The same bytes on the same Python
+  install. Returns the file glob."""
+  root = os.path.dirname(os.__file__)
+  paths = sorted(p for p in glob.glob(os.path.join(root, "**", "*.py"), recursive=True)
+                 if "-packages" not in p)
+  blocks = []
+  for path in paths:
+    with open(path, "rb") as f:
+      text = f.read().decode("utf-8", "replace").replace("\0", "").replace("\r\n", "\n")
+    blocks.extend(b for b in text.split("\n\n") if b.strip())
+  import pydoc_data.topics  # pylint: disable=g-import-not-at-top
+  for _, text in sorted(pydoc_data.topics.topics.items()):
+    blocks.extend(b for b in text.split("\n\n") if b.strip())
+  rng, order = random.Random(seed), []
+  for k in range(num_files):
+    parts, size = [], 0
+    while size < total_bytes // num_files:
+      if not order:
+        order = list(range(len(blocks)))
+        rng.shuffle(order)
+      parts.append(blocks[order.pop()])
+      size += len(parts[-1].encode("utf-8")) + 2
+    with open(os.path.join(folder, f"part-{k:02d}.txt"), "w", encoding="utf-8") as f:
+      f.write("\n\n".join(parts))
+  return os.path.join(folder, "*.txt")
+
+
+def _timed(fn):
+  start = time.perf_counter()
+  out = fn()
+  return out, time.perf_counter() - start
+
+
+def encode_batch_rate(tok, texts, chunk=8192):
+  """(tokens/s, tokens) of the tokenizer's own encode_batch over `texts`, `chunk` at a time."""
+  tokens, start = 0, time.perf_counter()
+  for i in range(0, len(texts), chunk):
+    tokens += sum(map(len, tok.encode_batch(texts[i:i + chunk], add_special_tokens=False)))
+  return tokens / (time.perf_counter() - start), tokens
+
+
+def prepare_rows(name, config, files, data_dir):
+  """The stages of preparing config's data from scratch in data_dir: (markdown rows, totals)."""
+  data = config.data
+  data.update(files=files, doc_split="blank_line", data_dir=data_dir)
+  mode = tokenized.mode_for(data)
+  built, build_s = _timed(lambda: sources.builders(data))
+  b = built[""]
+  tok, train_s = _timed(lambda: tokenized.tokenizer_for(data, built))
+  dirs, tokenize_s = _timed(lambda: tokenized.prepare_all(data, mode, tok, built))
+  splits = [tokenized.open_split(data, b, split, tok, mode) for _, split in dirs]
+  tokens = sum(s.num_tokens for s in splits)
+  docs = sum(s.manifest["documents"] for s in splits)
+  text_tokens = tokens - (docs if mode == "documents" else 0)  # without the EOS after each
+  examples_s = 0.0
+  if mode == "sentences":
+    _, examples_s = _timed(lambda: [bert_data.build_examples(
+        s, data, tok, seq_len=config.batch.seq_len, seed=[config.seed, 0]) for s in splits])
+    examples = sum(len(bert_data.open_examples(s, data, seq_len=config.batch.seq_len,
+                                               seed=[config.seed, 0])["lengths"]) for s in splits)
+  texts = [t for _, split in dirs for t in sources.texts(b, split, data.text_key)]
+  mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
+  source = b.as_data_source(split=data.train_split)
+  one, one_s = _timed(lambda: [source[i] for i in range(min(5000, len(source)))])
+  batched, batched_s = _timed(lambda: sum(map(len, sources.text_batches(b, data.train_split,
+                                                                        data.text_key))))
+  reference, ref_tokens = encode_batch_rate(tok, texts)
+  rate = text_tokens / tokenize_s
+  total = build_s + train_s + tokenize_s + examples_s
+  sample = data.tokenizer.max_train_chars / 1e6
+  rows = [
+      f"| {name}: tfds build ({len(texts):,} documents, {mb:.1f} MB) | {build_s:.1f} s | "
+      f"{mb / build_s:.1f} MB/s | |",
+      f"| {name}: read records one at a time / in batches of {sources.READ_BATCH} | | "
+      f"{len(one) / one_s:,.0f} / {batched / batched_s:,.0f} records/s | |",
+      f"| {name}: tokenizer training ({data.tokenizer.kind} {data.tokenizer.vocab_size}, sample of "
+      f"{sample:g}M characters) | {train_s:.1f} s | | |",
+      f"| {name}: tokenization ({tokens:,} tokens) | {tokenize_s:.1f} s | {rate:,.0f} tokens/s "
+      f"| **{rate / reference:.2f}** |",
+      f"| {name}: `encode_batch` alone, same documents ({ref_tokens:,} tokens) | "
+      f"{ref_tokens / reference:.1f} s | {reference:,.0f} tokens/s | 1.00 |"]
+  if mode == "sentences":
+    rows.append(f"| {name}: NSP pairs ({examples:,} of {config.batch.seq_len}) | "
+                f"{examples_s:.1f} s | {tokens / examples_s:,.0f} tokens/s | |")
+  rows.append(f"| {name}: **whole prepare** | **{total:.1f} s** | {tokens / total:,.0f} tokens/s "
+              "| |")
+  return rows
+
+
+def prepare_table():
+  print(f"TOKENIZERS_PARALLELISM={os.environ.get('TOKENIZERS_PARALLELISM', '(unset)')}, "
+        f"RAYON_NUM_THREADS={os.environ.get('RAYON_NUM_THREADS', '(unset)')}")
+  with tempfile.TemporaryDirectory() as tmp:
+    corpus = os.path.join(tmp, "corpus")
+    os.makedirs(corpus)
+    files = make_corpus(corpus, int(_PREPARE_MB.value * 1e6))
+    size = sum(os.path.getsize(f) for f in glob.glob(files)) / 1e6
+    print(f"prepare: generated {size:.1f} MB in 10 files")
+    rows = prepare_rows("GPT-2 small", gpt.get_config("small"), files, os.path.join(tmp, "gpt"))
+    rows += prepare_rows("BERT-base", bert.get_config("base"), files, os.path.join(tmp, "bert"))
+  print("| stage | time | rate | / encode_batch |")
+  print("|---|---|---|---|")
+  print("\n".join(rows))
+
+
 def main(argv):
   del argv
+  if _PREPARE_MB.value:
+    prepare_table()
+  if _ONLY_PREPARE.value:
+    return
   files = sum(len(glob.glob(p)) for p in _FILES.value.split(","))
   print(f"corpus: {files} files ({_FILES.value}); {os.cpu_count()} CPU cores")
   gpt, gpt_note = gpt_rows()

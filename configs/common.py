@@ -98,7 +98,9 @@ def data_config():
   data.tokenizer.path = ""         # file: a HF tokenizer.json or a BERT vocab.txt
   data.tokenizer.lowercase = True  # wordpiece / vocab.txt: uncased (BERT's default)
   data.tokenizer.eos_token = "<|endoftext|>"
-  data.tokenizer.max_train_chars = 50_000_000  # bpe/char: text used to train the tokenizer
+  # bpe/wordpiece/char: train on a sample of at most this many characters of the train split,
+  # spread over it (the first characters of 256 even stretches); all of a smaller split
+  data.tokenizer.max_train_chars = 20_000_000
   return data
 
 

@@ -9,102 +9,205 @@ chosen end of the longer segment. RoBERTa's FULL-SENTENCES
 packs whole sentences contiguously, across documents (with an extra [SEP] at a document
 boundary), into [CLS] ... [SEP] of at most seq_len tokens.
 
-Examples are built once from a tokenized split ('sentences' mode, input_pipeline/tokenized.py)
-for given settings and seed (`dupe_factor` passes), piece by piece, and cached beside it; the
-masking is dynamic and keyed by (seed, step, row of the global batch), so a resumed run is
-exact and the batches do not depend on the number of processes.
+Both work on token offsets into a piece of a tokenized split ('sentences' mode,
+input_pipeline/tokenized.py), never on lists of tokens: an example is one or two spans of the
+piece's tokens, and the padded rows are gathered from the spans in a few array operations.
+
+Examples are built once from a tokenized split for given settings and seed (`dupe_factor`
+passes), piece by piece, and cached beside it; the masking is dynamic and keyed by (seed, step,
+row of the global batch), so a resumed run is exact and the batches do not depend on the
+number of processes.
 """
+import bisect
 import hashlib
 import json
 import os
+from typing import NamedTuple
 
 import numpy as np
 from absl import logging
 
 from input_pipeline import batches, masking, sources, tokenized, tokenizer
 
-def _truncate_pair(a, b, max_tokens, rng):
-  while len(a) + len(b) > max_tokens:
-    longer = a if len(a) > len(b) else b
-    if rng.random() < 0.5:
-      del longer[0]
-    else:
-      longer.pop()
+
+class Sentences(NamedTuple):
+  """Documents of sentences as spans of one token array (a piece of a 'sentences' split)."""
+  tokens: np.ndarray     # the sentences' tokens, back to back
+  offsets: list          # token offset of each sentence's start, and the end (S + 1 ints)
+  starts: list           # first sentence of each document (D ints) ...
+  ends: list             # ... and one past its last
+
+  @classmethod
+  def from_lists(cls, docs):
+    """Documents as lists of sentence token sequences."""
+    lengths = [len(s) for d in docs for s in d]
+    counts = np.cumsum([0] + [len(d) for d in docs]).tolist()
+    tokens = (np.concatenate([np.asarray(s, np.int64) for d in docs for s in d]) if lengths
+              else np.zeros(0, np.int64))
+    return cls(tokens, np.cumsum([0] + lengths).tolist(), counts[:-1], counts[1:])
+
+  @classmethod
+  def from_lengths(cls, tokens, sentence_lengths, counts):
+    """tokenized.encode_sentences' output: tokens, tokens per sentence, sentences per document
+    (documents of none left out)."""
+    counts = np.asarray(counts)
+    bounds = np.cumsum(np.concatenate([[0], counts[counts > 0]])).tolist()
+    return cls(tokens, np.cumsum(np.concatenate([[0], sentence_lengths])).astype(np.int64).tolist(),
+               bounds[:-1], bounds[1:])
+
+  def with_sentences(self, minimum):
+    """The documents of at least `minimum` sentences."""
+    keep = [(a, b) for a, b in zip(self.starts, self.ends) if b - a >= minimum]
+    return self._replace(starts=[a for a, _ in keep], ends=[b for _, b in keep])
 
 
-def nsp_examples(docs, seq_len, short_seq_prob, rng, cls_id, sep_id):
-  """BERT's sentence pairs: lists of (tokens, type_ids, is_random_next)."""
+def nsp_spans(sents, seq_len, short_seq_prob, rng):
+  """BERT's sentence pairs over `sents` (a Sentences): (A start, A end, B start, B end) token
+  offsets and is_random, as five lists. The pairs, and every draw from `rng`, are those of the
+  algorithm described at the top, computed on offsets instead of token lists."""
   max_tokens = seq_len - 3
-  examples = []
-  for index, doc in enumerate(docs):
+  offsets, starts, ends = sents.offsets, sents.starts, sents.ends
+  out = ([], [], [], [], [])
+  n = len(starts)
+  for index in range(n):
+    last = ends[index] - 1
     target = max_tokens
     if rng.random() < short_seq_prob:
       target = int(rng.integers(2, max_tokens + 1))
-    chunk, length, i = [], 0, 0
-    while i < len(doc):
-      chunk.append(doc[i])
-      length += len(doc[i])
-      # Unlike the original, a chunk closes only once it holds two sentences, and a lone last
-      # sentence forms no pair: single-sentence chunks force a random B, which would push the
-      # NSP labels to ~58% random.
-      if i == len(doc) - 1 or (length >= target and len(chunk) >= 2):
-        if len(chunk) < 2:
-          break  # only at the document's end
-        a_end = int(rng.integers(1, len(chunk)))
-        a = [t for s in chunk[:a_end] for t in s]
-        b = []
-        other = index
-        if rng.random() < 0.5 and len(docs) > 1:
-          for _ in range(10):
-            other = int(rng.integers(len(docs)))
-            if other != index:
-              break
-        if other != index:
-          is_random = True
-          rdoc = docs[other]
-          for j in range(int(rng.integers(len(rdoc))), len(rdoc)):
-            b.extend(rdoc[j])
-            if len(b) >= target - len(a):
-              break
-          i -= len(chunk) - a_end  # the unused sentences go back
-        else:  # the actual next sentences, also when no other document was drawn
-          is_random = False
-          b = [t for s in chunk[a_end:] for t in s]
-        _truncate_pair(a, b, max_tokens, rng)
-        if a and b:
-          tokens = [cls_id] + a + [sep_id] + b + [sep_id]
-          types = [0] * (len(a) + 2) + [1] * (len(b) + 1)
-          examples.append((tokens, types, is_random))
-        chunk, length = [], 0
-      i += 1
-  return examples
+    c = starts[index]  # the chunk's first sentence
+    # Unlike the original, a chunk closes only once it holds two sentences, and a lone last
+    # sentence forms no pair: single-sentence chunks force a random B, which would push the
+    # NSP labels to ~58% random.
+    while c < last:
+      # the chunk ends at its first sentence (after c) that brings it to the target length
+      i = min(last, max(c + 1, bisect.bisect_left(offsets, offsets[c] + target) - 1))
+      a_end = c + int(rng.integers(1, i - c + 1))
+      a0, a1 = offsets[c], offsets[a_end]
+      other = index
+      if rng.random() < 0.5 and n > 1:
+        for _ in range(10):
+          other = int(rng.integers(n))
+          if other != index:
+            break
+      if other != index:
+        is_random = True
+        j0 = starts[other] + int(rng.integers(ends[other] - starts[other]))
+        # sentences of the other document from j0 on, until B reaches target - len(A)
+        j = bisect.bisect_left(offsets, offsets[j0] + target - (a1 - a0)) - 1
+        b0, b1 = offsets[j0], offsets[min(ends[other] - 1, max(j0, j)) + 1]
+        c = a_end  # the unused sentences go back
+      else:  # the actual next sentences, also when no other document was drawn
+        is_random = False
+        b0, b1 = offsets[a_end], offsets[i + 1]
+        c = i + 1
+      la, lb = a1 - a0, b1 - b0
+      if la + lb > max_tokens:  # a token at a time off a random end of the longer segment
+        for r in rng.random(la + lb - max_tokens).tolist():
+          if la > lb:
+            la -= 1
+            a0, a1 = (a0 + 1, a1) if r < 0.5 else (a0, a1 - 1)
+          else:
+            lb -= 1
+            b0, b1 = (b0 + 1, b1) if r < 0.5 else (b0, b1 - 1)
+      if la and lb:
+        for column, value in zip(out, (a0, a1, b0, b1, is_random)):
+          column.append(value)
+  return out
+
+
+def full_sentence_spans(sents, seq_len):
+  """RoBERTa's FULL-SENTENCES packs over `sents`: [start, end) offsets of each pack's tokens in
+  the token stream with a separator after every document but the last (with_separators)."""
+  max_tokens = seq_len - 2
+  offsets, n = sents.offsets, len(sents.starts)
+  out_start, out_end = [], []
+  pos = start = size = 0  # position in that stream; the current pack's start and size
+  for d, (first, end) in enumerate(zip(sents.starts, sents.ends)):
+    for s in range(first, end):
+      length = offsets[s + 1] - offsets[s]
+      for cut in range(0, length, max_tokens):  # an overlong sentence is cut
+        piece = min(max_tokens, length - cut)
+        if size + piece > max_tokens:
+          if size:
+            out_start.append(start)
+            out_end.append(pos)
+          size = 0
+        if not size:
+          start = pos
+        size += piece
+        pos += piece
+    if d < n - 1:
+      if size:
+        if size + 1 > max_tokens:  # no room for the document boundary: it is left out
+          out_start.append(start)
+          out_end.append(pos)
+          size = 0
+        else:
+          size += 1
+      pos += 1
+  if size:
+    out_start.append(start)
+    out_end.append(pos)
+  return out_start, out_end
+
+
+def with_separators(sents, sep_id):
+  """The token stream of `sents` with sep_id after every document but the last."""
+  at = [sents.offsets[e] for e in sents.ends[:-1]]
+  return np.insert(np.asarray(sents.tokens), at, sep_id) if at else np.asarray(sents.tokens)
+
+
+def _ragged(starts, lengths):
+  """starts[i] + [0, lengths[i]) for every i, back to back (int64)."""
+  shift = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+  return shift + np.arange(len(shift), dtype=np.int64)
+
+
+def span_arrays(stream, a0, a1, b0, b1, nsp_labels, seq_len, cls_id, sep_id, pad_id,
+                dtype=np.int32):
+  """Examples [CLS] A [SEP] B [SEP] ([CLS] A [SEP] where B is empty), A = stream[a0:a1] and
+  B = stream[b0:b1], as example_arrays returns them (tokens padded with pad_id)."""
+  a0, a1, b0, b1 = (np.asarray(x, np.int64).reshape(-1) for x in (a0, a1, b0, b1))
+  n, stream = len(a0), np.asarray(stream)
+  la, lb = a1 - a0, b1 - b0
+  lengths = la + 2 + np.where(lb > 0, lb + 1, 0)
+  tokens = np.full((n, seq_len), pad_id, dtype)
+  flat = tokens.reshape(-1)
+  row = np.arange(n, dtype=np.int64) * seq_len
+  flat[_ragged(row + 1, la)] = stream[_ragged(a0, la)]
+  flat[_ragged(row + la + 2, lb)] = stream[_ragged(b0, lb)]
+  flat[row] = cls_id
+  flat[row + la + 1] = sep_id
+  flat[(row + la + lb + 2)[lb > 0]] = sep_id
+  return dict(tokens=tokens, lengths=lengths.astype(np.int32),
+              a_lengths=np.where(lb > 0, la + 2, lengths).astype(np.int32),
+              nsp_labels=np.asarray(nsp_labels, np.int32).reshape(-1))
+
+
+def _as_lists(arrays):
+  """example_arrays' arrays -> lists of (tokens, type_ids, is_random)."""
+  out = []
+  for row, n, a, label in zip(arrays["tokens"], arrays["lengths"], arrays["a_lengths"],
+                              arrays["nsp_labels"]):
+    out.append((row[:n].tolist(), [0] * int(a) + [1] * int(n - a), bool(label)))
+  return out
+
+
+def nsp_examples(docs, seq_len, short_seq_prob, rng, cls_id, sep_id):
+  """BERT's sentence pairs of documents given as lists of sentence token sequences: lists of
+  (tokens, type_ids, is_random)."""
+  sents = Sentences.from_lists(docs)
+  *spans, labels = nsp_spans(sents, seq_len, short_seq_prob, rng)
+  return _as_lists(span_arrays(sents.tokens, *spans, labels, seq_len, cls_id, sep_id, 0,
+                               np.int64))
 
 
 def full_sentence_examples(docs, seq_len, cls_id, sep_id):
   """RoBERTa's FULL-SENTENCES packing: lists of (tokens, type_ids, False)."""
-  max_tokens = seq_len - 2
-  examples, cur = [], []
-
-  def emit():
-    if cur:
-      examples.append(([cls_id] + cur + [sep_id], [0] * (len(cur) + 2), False))
-
-  for d, doc in enumerate(docs):
-    for sent in doc:
-      for start in range(0, len(sent), max_tokens):  # an overlong sentence is cut
-        piece = list(sent[start:start + max_tokens])
-        if len(cur) + len(piece) > max_tokens:
-          emit()
-          cur = []
-        cur.extend(piece)
-    if d < len(docs) - 1 and cur:
-      if len(cur) + 1 > max_tokens:
-        emit()
-        cur = []
-      else:
-        cur.append(sep_id)  # document boundary
-  emit()
-  return examples
+  sents = Sentences.from_lists(docs)
+  start, end = full_sentence_spans(sents, seq_len)
+  return _as_lists(span_arrays(with_separators(sents, sep_id), start, end, end, end,
+                               np.zeros(len(start)), seq_len, cls_id, sep_id, 0, np.int64))
 
 
 def example_arrays(examples, seq_len, pad_id, dtype=np.int32):
@@ -169,18 +272,25 @@ class MaskedExamples(batches.StepIndexed):
     return out
 
 
-def _build_examples(docs, data, seq_len, rng, ids):
-  """NSP pairs (data.mlm.nsp) or full-sentence packs of `docs`; returns (examples, number of
-  documents skipped for having fewer than 2 sentences)."""
+def _build_examples(sents, data, seq_len, rng, ids, dtype=np.int32):
+  """NSP pairs (data.mlm.nsp) or full-sentence packs of `sents` (a Sentences) as
+  example_arrays' arrays; returns (arrays, number of documents skipped for having fewer than
+  2 sentences)."""
   mlm = data.mlm
+  specials = dict(seq_len=seq_len, cls_id=ids["[CLS]"], sep_id=ids["[SEP]"],
+                  pad_id=ids["[PAD]"], dtype=dtype)
   if not mlm.nsp:
-    return full_sentence_examples(docs, seq_len, ids["[CLS]"], ids["[SEP]"]), 0
-  usable = [d for d in docs if len(d) >= 2]
-  if not usable:
-    return [], len(docs)
-  return [e for _ in range(mlm.dupe_factor)
-          for e in nsp_examples(usable, seq_len, mlm.short_seq_prob, rng, ids["[CLS]"],
-                                ids["[SEP]"])], len(docs) - len(usable)
+    start, end = full_sentence_spans(sents, seq_len)
+    return span_arrays(with_separators(sents, ids["[SEP]"]), start, end, end, end,
+                       np.zeros(len(start)), **specials), 0
+  usable = sents.with_sentences(2)
+  spans = [[], [], [], [], []]
+  if usable.starts:
+    for _ in range(mlm.dupe_factor):
+      for column, more in zip(spans, nsp_spans(usable, seq_len, mlm.short_seq_prob, rng)):
+        column.extend(more)
+  return (span_arrays(sents.tokens, *spans, **specials),
+          len(sents.starts) - len(usable.starts))
 
 
 def examples_dir(split, data, seq_len, seed):
@@ -208,15 +318,14 @@ def build_examples(split, data, tok, *, seq_len, seed, process_index=0, process_
     done = os.path.join(path, f"piece-{k:05d}.json")
     if os.path.exists(done):
       continue
-    docs = split.piece_documents(k)
+    sents = Sentences(*split.piece_sentences(k))
     rng = np.random.default_rng([*np.atleast_1d(seed), 7, k])
-    examples, skipped = _build_examples(docs, data, seq_len, rng, ids)
-    arrays = example_arrays(examples, seq_len, ids["[PAD]"], dtype)
+    arrays, skipped = _build_examples(sents, data, seq_len, rng, ids, dtype)
     for name, value in arrays.items():
       tokenized.write_atomic(os.path.join(path, f"piece-{k:05d}.{name}.npy"),
                              lambda t, v=value: np.save(t, v))
-    tokenized.write_json(done, {"examples": len(examples), "documents": len(docs),
-                                "skipped": skipped})
+    tokenized.write_json(done, {"examples": len(arrays["lengths"]),
+                                "documents": len(sents.starts), "skipped": skipped})
 
 
 class PieceRows:

@@ -95,6 +95,39 @@ def limited(texts, max_chars):
     yield text
 
 
+def spread_sample(parts, max_chars):
+  """At most max_chars characters of text from `parts` (iterables of texts, e.g. evenly spaced
+  stretches of a corpus), spread over them: the first characters of every part, an equal share
+  each, a part shorter than its share leaving the rest to the others. Returns the texts part
+  by part, in order, the last text taken from a part cut at its share: exactly max_chars
+  characters, or all of the text when the parts hold no more. A part is read one text past its
+  share at most."""
+  iters = [iter(p) for p in parts]
+  taken, chars = [[] for _ in iters], [0] * len(iters)
+  exhausted = [False] * len(iters)
+  quota = {}
+  while True:
+    active = [k for k, done in enumerate(exhausted) if not done]
+    if not active:
+      break
+    left = max_chars - sum(c for c, done in zip(chars, exhausted) if done)
+    quota = {k: left // len(active) + (i < left % len(active)) for i, k in enumerate(active)}
+    freed = False
+    for k in active:
+      while chars[k] <= quota[k]:  # one text past the share: is there more?
+        text = next(iters[k], None)
+        if text is None:
+          exhausted[k] = True
+          freed |= chars[k] < quota[k]
+          break
+        taken[k].append(text)
+        chars[k] += len(text)
+    if not freed:  # the shares stand: cut the parts with more text there
+      break
+  return [t for k, texts in enumerate(taken)
+          for t in (texts if exhausted[k] else limited(texts, quota[k]))]
+
+
 KINDS = ("bpe", "wordpiece", "char", "file")
 
 
@@ -114,8 +147,9 @@ def check_config(cfg):
 def get_tokenizer(cfg, data_dir, train_texts):
   """Returns a `tokenizers.Tokenizer` for config.data.tokenizer (`cfg`).
 
-  `train_texts` is a zero-argument callable returning an iterable over the training split;
-  it is only called for the trained kinds ('bpe', 'char').
+  `train_texts` is a zero-argument callable returning an iterable over the texts to train on
+  (cut at cfg.max_train_chars); it is only called for the trained kinds ('bpe', 'wordpiece',
+  'char').
   """
   check_config(cfg)
   if cfg.kind == "file":

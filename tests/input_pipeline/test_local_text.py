@@ -408,3 +408,33 @@ def test_texts_errors_and_shards(tmp_path):
   parts = [list(sources.texts(b, "train", "text", shard=(i, 3))) for i in range(3)]
   assert all(parts)
   assert [t for p in parts for t in p] == whole
+
+
+def test_tokenizer_training_sample_is_bounded_spread_and_deterministic(tmp_path, monkeypatch):
+  """config.data.tokenizer.max_train_chars: a sample spread over the whole train split (every
+  file), not its first characters; the whole split when it fits."""
+  from input_pipeline import tokenized, tokenizer  # pylint: disable=g-import-not-at-top
+  files = [_write(tmp_path / "c" / f"{i}.txt",
+                  "\n\n".join(f"file {i} block {j}: " + "words " * (j % 7) for j in range(60)))
+           for i in range(6)]
+  data = _data(tmp_path / "d", files, doc_split="blank_line")
+  b = sources.builders(data)[""]
+  everything = _texts(b, "train")
+  total = sum(map(len, everything))
+  assert sources.sample_texts(b, "train", "text", total) == everything
+  monkeypatch.setattr(sources, "MIN_SAMPLE_PART_CHARS", 200)  # several stretches of this tiny split
+  limit = total // 5
+  sample = sources.sample_texts(b, "train", "text", limit)
+  assert sum(map(len, sample)) == limit
+  assert sample == sources.sample_texts(b, "train", "text", limit)  # deterministic
+  files_sampled = {t.split()[1] for t in sample if len(t.split()) > 2}
+  assert files_sampled == {str(i) for i in range(6)}  # every file, not the first ones
+  assert sources.sample_texts(b, "train", "text", 10**9) == everything
+  # the tokenizer is trained on that sample (its cache key covers the sample's text)
+  trained_on = []
+  real = tokenizer._train_bpe  # pylint: disable=protected-access
+  monkeypatch.setattr(tokenizer, "_train_bpe",
+                      lambda texts, *a: trained_on.extend(texts) or real(texts, *a))
+  data.tokenizer.update(max_train_chars=limit, vocab_size=300)
+  tokenized.tokenizer_for(data, {"": b})
+  assert trained_on == sample

@@ -354,3 +354,123 @@ def test_prepare_killed_with_sigkill_resumes_to_the_same_data(tmp_path):
     assert sorted(os.listdir(ours)) == names  # no temporary files left behind
     _, mismatch, errors = filecmp.cmpfiles(ours, theirs, names, shallow=False)
     assert not mismatch and not errors
+
+
+# ----------------------------------------------------------------------------- batched paths
+
+
+def _line_by_line_sentences(text):
+  """The sentence splitter applied one line at a time (the reference for split_sentences)."""
+  out = []
+  for line in text.split("\n"):
+    pieces = tokenized._SENTENCE_END.sub("\\1\n", line).split("\n")  # pylint: disable=protected-access
+    out.extend(s.strip() for s in pieces if s.strip())
+  return out
+
+
+def test_split_sentences_equals_the_line_by_line_split():
+  rng = np.random.default_rng(0)
+  alphabet = list("aZ9 .!?\n\t\"')([]") + ["\u00a0", "\x1c", "\r", "\u2028", "\u00e9"]
+  for _ in range(3000):
+    text = "".join(rng.choice(alphabet, int(rng.integers(0, 40))))
+    assert tokenized.split_sentences(text) == _line_by_line_sentences(text), repr(text)
+
+
+TRICKY = ["The dog. Hello dog!", "", "   \n ", "Played.\n\nUnbelievable", "x",
+          "\u00fcn\u00efc\u00f6d\u00e9 \u65e5\u672c\u8a9e \U0001f600. \u03a9\u03bc\u03ad\u03b3\u03b1 "
+          "\u2014 \u201cquotes\u201d!", "tabs\tand\r\nCRLF lines. Next one", "a" * 3000 + ". B",
+          "<|endoftext|> inside. [SEP] too", "\x1f control. Chars \u200b here"]
+
+
+@pytest.mark.parametrize("kind", ["bpe", "wordpiece", "char"])
+def test_batched_tokenization_equals_encoding_each_document_alone(tmp_path, kind, monkeypatch):
+  """Large batches (cut by documents and by characters), both modes: exactly the ids of
+  tok.encode on each document (or sentence) alone."""
+  texts = TRICKY * 2 + [f"Document {i}. It says {i * 7}, then stops." for i in range(40)]
+  cfg = common.data_config().tokenizer
+  cfg.update(kind=kind, vocab_size=300, eos_token="[SEP]" if kind == "wordpiece" else cfg.eos_token)
+  tok = tokenizer.get_tokenizer(cfg, str(tmp_path), lambda: iter(texts))
+  eos = tok.token_to_id(cfg.eos_token)
+  alone = lambda text: tok.encode(text, add_special_tokens=False).ids
+  monkeypatch.setattr(tokenized, "_CHUNK_CHARS", 2000)
+  for chunk in (1, 7, 8192):
+    got = list(tokenized.encode(tok, iter(texts), "documents", eos, {}, chunk))
+    expected = [i for t in texts for i in alone(t) + [eos]]
+    assert np.concatenate([t for t, _, _ in got]).tolist() == expected
+    assert np.concatenate([d for _, d, _ in got]).tolist() == [len(alone(t)) + 1 for t in texts]
+  # sentences: each sentence encoded alone; empty sentences, and documents of none, dropped
+  docs = [[ids for ids in map(alone, _line_by_line_sentences(t)) if ids] for t in texts]
+  kept = [d for d in docs if d]
+  for chunk in (1, 7, 8192):
+    stats = {"empty": 0}
+    got = list(tokenized.encode(tok, iter(texts), "sentences", eos, stats, chunk))
+    assert stats["empty"] == len(texts) - len(kept) > 0
+    expected = [i for d in kept for s in d for i in s]
+    assert np.concatenate([t for t, _, _ in got]).tolist() == expected
+    assert np.concatenate([d for _, d, _ in got]).tolist() == [len(d) for d in kept]
+    assert np.concatenate([s for _, _, s in got]).tolist() == [len(s) for d in kept for s in d]
+  assert [[s.tolist() for s in d] for d in tokenized.tokenize_documents(tok, texts)] == docs
+  # as BERT's example building takes them: documents of sentences as offsets into the tokens
+  ours = bert_data.Sentences.from_lengths(*tokenized.encode_sentences(tok, texts))
+  reference = bert_data.Sentences.from_lists(kept)
+  assert ours.tokens.tolist() == reference.tokens.tolist() and ours[1:] == reference[1:]
+
+
+@pytest.mark.parametrize("file_format", ["array_record", "tfrecord"])
+def test_batched_reads_equal_reading_one_record_at_a_time(tmp_path, file_format, monkeypatch):
+  data = _data(tmp_path, "", dataset="raw_text_for_tests", text_key="content")
+  RawTextForTests(data_dir=data.data_dir).download_and_prepare(file_format=file_format)
+  b = sources.builder(data)
+  if file_format == "array_record":
+    source = b.as_data_source(split="train")
+    values = [source[i]["content"] for i in range(len(source))]
+    assert sources.RecordTexts(b, "train", "content").parser  # the text alone is parsed
+  else:
+    values = [e["content"] for e in tfds.as_numpy(b.as_dataset(split="train", shuffle_files=False))]
+  expected = []
+  for value in values:
+    try:
+      text = value.decode("utf-8")
+    except UnicodeDecodeError:
+      continue
+    if text.strip():
+      expected.append(text)
+  for batch in (1, 7, 4096):
+    stats = {"empty": 0, "invalid_utf8": 0}
+    batches = list(sources.text_batches(b, "train", "content", stats=stats, batch=batch))
+    assert [t for texts in batches for t in texts] == expected
+    assert max(map(len, batches)) <= batch and stats == {"empty": 4, "invalid_utf8": 4}
+  shards = [list(sources.texts(b, "train", "content", shard=(i, 3))) for i in range(3)]
+  assert [t for s in shards for t in s] == expected
+  # the tokenizer's training sample: the whole split when it fits, else bounded and spread
+  monkeypatch.setattr(sources, "MIN_SAMPLE_PART_CHARS", 100)  # stretches of this tiny split
+  assert sources.sample_texts(b, "train", "content", 10**6) == expected
+  sample = sources.sample_texts(b, "train", "content", 1000)
+  assert sum(map(len, sample)) == 1000
+  assert sample == sources.sample_texts(b, "train", "content", 1000)  # deterministic
+  at, where = 0, []  # each text of the sample (or its start) in the split, in order
+  for text in sample:
+    while not expected[at].startswith(text):
+      at += 1
+    where.append(at)
+  assert where[0] == 0 and where[-1] > 0.9 * len(expected)  # stretches all over the split
+
+
+@pytest.mark.parametrize("mode", ["documents", "sentences"])
+def test_prepared_split_equals_encoding_each_record_alone(tmp_path, mode):
+  """prepare (batched reads, batched encoding, pieces) against the slowest path: one record
+  read, decoded and encoded at a time."""
+  data, b, tok = _setup(tmp_path, kind="bpe", prepare_pieces=3)
+  tokenized.prepare(data, b, "train", tok, mode)
+  split = tokenized.open_split(data, b, "train", tok, mode)
+  source = b.as_data_source(split="train")
+  texts = [t for t in (source[i]["text"].decode("utf-8") for i in range(len(source))) if t.strip()]
+  alone = lambda text: tok.encode(text, add_special_tokens=False).ids
+  eos = tok.token_to_id(data.tokenizer.eos_token)
+  if mode == "documents":
+    expected = [i for t in texts for i in alone(t) + [eos]]
+    assert split.stream.read(0, len(split.stream)).tolist() == expected
+    assert np.diff(split.document_offsets()).tolist() == [len(alone(t)) + 1 for t in texts]
+  else:
+    docs = [[s for s in map(alone, _line_by_line_sentences(t)) if s] for t in texts]
+    assert [[s.tolist() for s in d] for d in split.documents()] == [d for d in docs if d]

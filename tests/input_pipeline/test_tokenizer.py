@@ -112,6 +112,40 @@ def test_max_train_chars_limits_the_training_text(tmp_path):
   assert len(_cache_files(data_dir)) == 1
 
 
+class Part:
+  """An iterable of texts that counts how many were read."""
+
+  def __init__(self, texts):
+    self.texts, self.read = list(texts), 0
+
+  def __iter__(self):
+    for text in self.texts:
+      self.read += 1
+      yield text
+
+
+def test_spread_sample_takes_everything_that_fits_in_order():
+  parts = [["ab", "cde"], [], ["f"], ["ghij"]]
+  assert tokenizer.spread_sample(parts, 10) == ["ab", "cde", "f", "ghij"]  # just fits
+  assert tokenizer.spread_sample(parts, 9) == ["ab", "cd", "f", "ghij"]
+  assert tokenizer.spread_sample(parts, 10**9) == ["ab", "cde", "f", "ghij"]
+  assert tokenizer.spread_sample([], 10) == []
+
+
+def test_spread_sample_is_bounded_spread_and_reads_only_what_it_needs():
+  parts = [Part(f"{k}{i:08d}," for i in range(1000)) for k in range(8)]  # texts of 10 chars
+  sample = tokenizer.spread_sample(parts, 400)
+  assert sum(map(len, sample)) == 400
+  # 50 characters from the start of each part, in order
+  assert sample == [f"{k}{i:08d}," for k in range(8) for i in range(5)]
+  assert [p.read for p in parts] == [6] * 8  # one text past its share, to know there is more
+  # a share a short part cannot fill goes to the others; a text crossing a share is cut
+  short = [["a" * 10], ["b" * 1000], ["c" * 1000], ["d" * 7, "d" * 13]]
+  sample = tokenizer.spread_sample(short, 400)
+  assert sample == ["a" * 10, "b" * 185, "c" * 185, "d" * 7, "d" * 13]
+  assert tokenizer.spread_sample(short, 400) == sample  # deterministic
+
+
 @pytest.mark.parametrize("text", ROUND_TRIP)
 def test_bpe_round_trip(tmp_path, text):
   tok = tokenizer.get_tokenizer(_cfg(), str(tmp_path), Corpus(CORPUS))
