@@ -20,6 +20,7 @@ train step (benchmarks/throughput.py's `bench`) at the same config and batch (BE
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -85,20 +86,15 @@ def ours_gpt(name, workdir, steps):
 
 
 def nanogpt_data(directory):
-  """nanoGPT's shakespeare_char files (train.bin, val.bin, meta.pkl) from --data, as its own
-  prepare.py makes them (which downloads; this does not)."""
-  import pickle  # pylint: disable=g-import-not-at-top
-  text = open(_DATA.value).read()
-  chars = sorted(set(text))
-  stoi = {c: i for i, c in enumerate(chars)}
-  ids = np.array([stoi[c] for c in text], dtype=np.uint16)
-  split = int(len(text) * 0.9)
+  """nanoGPT's shakespeare_char files (train.bin, val.bin, meta.pkl), made by its own
+  data/shakespeare_char/prepare.py from --data (it downloads input.txt only when missing)."""
   out = os.path.join(directory, "data", "shakespeare_char")
   os.makedirs(out, exist_ok=True)
-  ids[:split].tofile(os.path.join(out, "train.bin"))
-  ids[split:].tofile(os.path.join(out, "val.bin"))
-  with open(os.path.join(out, "meta.pkl"), "wb") as f:
-    pickle.dump({"vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": stoi}, f)
+  shutil.copy(_DATA.value, os.path.join(out, "input.txt"))
+  prepare = os.path.join(out, "prepare.py")
+  os.symlink(os.path.join(os.path.abspath(_NANOGPT.value), "data", "shakespeare_char",
+                          "prepare.py"), prepare)
+  subprocess.run([sys.executable, prepare], cwd=directory, check=True, capture_output=True)
 
 
 def nanogpt(name, workdir, steps):

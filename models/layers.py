@@ -3,6 +3,7 @@
 Every parameter carries logical axis names from models/axes.py. Parameters are created in
 `param_dtype` (float32); matmuls run in the compute `dtype` (bfloat16 on accelerators).
 """
+import contextlib
 import math
 
 import jax
@@ -43,13 +44,33 @@ class Norm(nnx.Module):
     return self.norm(x)
 
 
+_TARGETS = []  # the backends models are being built for, where not the one they run on
+
+
+def target_backend():
+  """The backend the model is built for: where it runs, unless inside `built_for`."""
+  return _TARGETS[-1] if _TARGETS else jax.default_backend()
+
+
+@contextlib.contextmanager
+def built_for(backend):
+  """Builds and traces models inside as for `backend` (e.g. 'gpu'): the ahead-of-time check
+  (pretrain/aot.py) compiles on CPU devices that stand in for accelerators, and must see the
+  program those would run, not the CPU's (flat_matmuls, scan_unroll)."""
+  _TARGETS.append(backend)
+  try:
+    yield
+  finally:
+    _TARGETS.pop()
+
+
 def flat_matmuls():
   """Whether the dense layers take activations as [batch * length, features] (then reshaped
   back) rather than [batch, length, features]. On CPU, XLA's backward of the 3-D form writes
   transposed copies of the activations for the weight gradients; the 2-D form runs the same
   matmuls without them (train steps ~20-40% faster on small models). GPUs and TPUs take the
   3-D form as it is, which keeps a sequence-sharded length axis whole to the partitioner."""
-  return jax.default_backend() == "cpu"
+  return target_backend() == "cpu"
 
 
 def replicate_last_axis(x):
@@ -360,7 +381,7 @@ def scan_unroll(cfg):
   unroll = switch(cfg, "scan_unroll")
   if unroll:
     return min(unroll, cfg.num_layers)
-  return cfg.num_layers if jax.default_backend() == "cpu" and cfg.num_layers <= 12 else 1
+  return cfg.num_layers if target_backend() == "cpu" and cfg.num_layers <= 12 else 1
 
 
 def run_blocks(blocks, x, *, positions, mask, dropout_key, scan, remat, unroll=1):

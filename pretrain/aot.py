@@ -75,7 +75,14 @@ def total_bytes(abstract_tree):
 
 
 def analyse(config, devices=None):
-  """Compiles the train step of `config` on `devices`; returns a dict of the numbers printed."""
+  """Compiles the train step of `config` on `devices`, as an accelerator would run it (not the
+  CPU's own variant of the program: models/layers.built_for); returns a dict of the numbers
+  printed."""
+  with layers.built_for("accelerator"):
+    return _analyse(config, devices)
+
+
+def _analyse(config, devices):
   devices = jax.devices() if devices is None else list(devices)
   config_checks.check(config, len(devices), jax.process_count())
   rules = [tuple(r) for r in config.mesh.rules]

@@ -156,6 +156,9 @@ def test_unrolled_scan_keeps_the_layout_and_the_numbers():
   assert layers.scan_unroll(_cfg(num_layers=4)) == 4       # CPU, <= 12 layers: unrolled
   assert layers.scan_unroll(_cfg(num_layers=24)) == 1      # deep: a loop, flat compile time
   assert layers.scan_unroll(_cfg(num_layers=4, scan_unroll=2)) == 2
+  assert layers.flat_matmuls()
+  with layers.built_for("gpu"):  # (pretrain.aot: the program an accelerator would run)
+    assert layers.scan_unroll(_cfg(num_layers=4)) == 1 and not layers.flat_matmuls()
 
   def loss_and_grads(unroll):
     model = decoder.Decoder(_cfg(num_layers=4, scan_unroll=unroll, dropout=0.1), rngs=nnx.Rngs(0))
