@@ -99,6 +99,19 @@ _FIXED = {
 }
 
 
+# Switches no Hugging Face class we convert to expresses, at the value that means "off"
+# (zero_init_proj and z_loss change only training, so they export).
+NOT_IN_HF = dict(qk_norm=False, logit_softcap=0.0)
+
+
+def refuse_switches(m, error, why):
+  """Raises `error` naming the first switch of NOT_IN_HF that is on in model `m`."""
+  for field, off in NOT_IN_HF.items():
+    if layers.switch(m, field) != off:
+      raise error(f"config.model.{field}: {layers.switch(m, field)!r} has no Hugging Face equivalent "
+                  f"({why}); export a model with {field}={off!r}")
+
+
 def hf_type(m):
   """'gpt2' (learned positions) or 'llama' (RoPE) for a resolved model; an error naming the
   first field that the class cannot express."""
@@ -108,7 +121,7 @@ def hf_type(m):
       raise ConvertError(
           f"config.model.{field}: {m[field]!r} with position={m['position']!r} has no Hugging "
           f"Face equivalent ({ARCHITECTURES[kind]} needs {field}={want!r})")
-  layers.refuse_switches(m, ConvertError, f"{ARCHITECTURES[kind]} has none")
+  refuse_switches(m, ConvertError, f"{ARCHITECTURES[kind]} has none")
   if kind == "gpt2" and (m["num_kv_heads"] != m["num_heads"] or
                          m["num_heads"] * m["head_dim"] != m["d_model"]):
     raise ConvertError("config.model.num_kv_heads: GPT-2 needs num_kv_heads == num_heads and "

@@ -17,7 +17,7 @@ import re
 import jax
 import jax.numpy as jnp
 
-from models import hf_decoder, layers
+from models import hf_decoder
 
 ConvertError = hf_decoder.ConvertError
 
@@ -95,7 +95,7 @@ def hf_type(m, objective="mlm_nsp"):
     if m[field] != want:
       raise ConvertError(f"config.model.{field}: {m[field]!r} has no Hugging Face BERT "
                          f"equivalent (it needs {field}={want!r})")
-  layers.refuse_switches(m, ConvertError, "BERT has none")
+  hf_decoder.refuse_switches(m, ConvertError, "BERT has none")
   if m["num_kv_heads"] != m["num_heads"] or m["num_heads"] * m["head_dim"] != m["d_model"]:
     raise ConvertError("config.model.num_kv_heads: BERT needs num_kv_heads == num_heads and "
                        "head_dim == d_model // num_heads")

@@ -96,7 +96,8 @@ def rope(x, positions, theta):
 
 
 def _dense(layer, x, in_dims=1):
-  """layer(x) over x's last `in_dims` axes, on [batch * length, ...] where flat_matmuls()."""
+  """layer(x) over x's last `in_dims` axes (a dense layer, or the MLP's three), on
+  [batch * length, ...] where flat_matmuls()."""
   if not flat_matmuls():
     return layer(x)
   lead = x.shape[:-in_dims]
@@ -112,7 +113,8 @@ class Attention(nnx.Module):
   """
 
   def __init__(self, *, d_model, num_heads, num_kv_heads, head_dim, use_bias, rope_theta,
-               init_std, out_init, dtype, param_dtype, implementation, rngs, qk_norm=False, norm_eps=1e-6):
+               init_std, out_init, dtype, param_dtype, implementation, rngs, qk_norm=False,
+               norm_eps=1e-6):
     self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
     self.rope_theta = rope_theta
     self.implementation = implementation
@@ -198,8 +200,9 @@ class MLP(nnx.Module):
     self.proj = dense(d_ff, d_model, (axes.MLP, axes.EMBED), out_init)
 
   def __call__(self, x):
-    if flat_matmuls() and x.ndim > 2:
-      return self(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+    return _dense(self._apply, x)
+
+  def _apply(self, x):
     h = self.fc(x)
     if self.kind == "swiglu":
       h = jax.nn.silu(self.gate(x)) * h
@@ -223,19 +226,6 @@ SWITCH_DEFAULTS = dict(qk_norm=False, logit_softcap=0.0, zero_init_proj=False, z
 
 def switch(cfg, field):
   return cfg.get(field, SWITCH_DEFAULTS[field])
-
-
-# Switches no Hugging Face class we convert to expresses, at the value that means "off"
-# (zero_init_proj and z_loss change only training, so they export).
-NOT_IN_HF = dict(qk_norm=False, logit_softcap=0.0)
-
-
-def refuse_switches(m, error, why):
-  """Raises `error` naming the first switch of NOT_IN_HF that is on in model `m`."""
-  for field, off in NOT_IN_HF.items():
-    if switch(m, field) != off:
-      raise error(f"config.model.{field}: {switch(m, field)!r} has no Hugging Face equivalent "
-                  f"({why}); export a model with {field}={off!r}")
 
 
 def out_init(cfg):

@@ -106,6 +106,13 @@ def decay_mask(params):
   return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
+def is_hidden(axes):
+  """Whether a parameter with these logical axes is a hidden matrix: 'embed' against a hidden
+  axis (attention's projections, the MLP's layers), as opposed to embeddings, the head, norms
+  and biases."""
+  return "embed" in axes and any(a in HIDDEN_AXES for a in axes)
+
+
 def muon_dimensions(logical):
   """optax's MuonDimensionNumbers for each hidden matrix of a tree of logical axis names
   (PartitionSpecs), None for the parameters AdamW takes."""
@@ -113,7 +120,7 @@ def muon_dimensions(logical):
 
   def dims(spec):
     axes = tuple(spec)
-    if "embed" not in axes or not any(a in HIDDEN_AXES for a in axes):
+    if not is_hidden(axes):
       return None  # embeddings and head (vocab x embed), norms, biases
     embed = axes.index("embed")
     hidden = tuple(i for i, a in enumerate(axes) if a not in ("layers", "embed"))
@@ -142,7 +149,7 @@ def lr_group(spec):
     return "embed"
   if "vocab" in axes or "classes" in axes:
     return "head"
-  if "embed" in axes and any(a in HIDDEN_AXES for a in axes):
+  if is_hidden(axes):
     return "hidden"
   return "scalar"
 

@@ -53,11 +53,12 @@ def train_step(state, batch, *, graphdef, objective, tx, lr_fn, grad_accum, micr
   rng = jax.random.fold_in(state["rng"], state["step"])
   # Row i of microbatch k is global row i * grad_accum + k: every microbatch stays spread over
   # all data-parallel devices.
-  micro = jax.tree.map(lambda x: x.reshape(-1, grad_accum, *x.shape[1:]).swapaxes(0, 1), batch)
+  micro = None if grad_accum == 1 else jax.tree.map(
+      lambda x: x.reshape(-1, grad_accum, *x.shape[1:]).swapaxes(0, 1), batch)
   used = None  # microbatches this step trains on (all of them without a batch-size ramp)
   if rows_fn is None:
     denominators = objective.denominators(batch)  # of the whole batch: exact accumulation
-  else:
+  else:  # (a ramp has microbatches: config_checks)
     micro_rows = jax.tree.leaves(batch)[0].shape[0] // grad_accum
     used = jnp.clip(rows_fn(state["step"]) // micro_rows, 1, grad_accum)
     counted = jnp.arange(grad_accum) < used
