@@ -92,15 +92,26 @@ def run_config(spec, data_dir):
   return config
 
 
+def run_dir(spec, *sub):
+  """<workdir>/<corpus>[/sub]/<spec as a directory name>."""
+  name = spec.replace("@", "_lr").replace(":", "_s")
+  return os.path.join(_WORKDIR.value, _CORPUS.value, *sub, name)
+
+
+def logged(workdir):
+  """The rows of a run's metrics.jsonl."""
+  return [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+
+
 def run(spec, data_dir):
   """The run's summary: its evaluations and its median step time (from its metrics.jsonl)."""
-  workdir = os.path.join(_WORKDIR.value, _CORPUS.value, spec.replace("@", "_lr").replace(":", "_s"))
+  workdir = run_dir(spec)
   summary_path = os.path.join(workdir, "recipe_summary.json")
   if os.path.exists(summary_path):
     return json.load(open(summary_path))
   config = run_config(spec, data_dir)
   trainer.train_and_evaluate(config, workdir)
-  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  rows = logged(workdir)
   evals = [(r["step"], r["eval/loss"]) for r in rows if "eval/loss" in r]
   times = [r["train/step_time_s"] for r in rows if "train/step_time_s" in r][1:]
   summary = {"spec": spec, "lr": config.optimizer.lr, "steps": config.train.total_steps,
@@ -111,7 +122,7 @@ def run(spec, data_dir):
 
 def step_time(spec, data_dir):
   """Median ms/step of a short run of `spec` (--timing_steps, evaluated only at the end)."""
-  workdir = os.path.join(_WORKDIR.value, _CORPUS.value, "timing", spec.replace("@", "_lr").replace(":", "_s"))
+  workdir = run_dir(spec, "timing")
   if os.path.exists(workdir):
     import shutil  # pylint: disable=g-import-not-at-top
     shutil.rmtree(workdir)
@@ -120,7 +131,7 @@ def step_time(spec, data_dir):
   config.train.update(total_steps=steps, log_every=max(1, steps // 5), eval_every=0,
                       eval_batches=1)
   trainer.train_and_evaluate(config, workdir)
-  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  rows = logged(workdir)
   return statistics.median(r["train/step_time_s"] for r in rows if "train/step_time_s" in r) * 1e3
 
 
