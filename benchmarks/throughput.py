@@ -35,13 +35,21 @@ CONFIGS = {
     # BERT-small (4 layers, 512 wide) and BERT-base (110M), MLM + NSP at seq 128.
     "bert_small_128": (bert, "small", {}, 32, 128, 30522),
     "bert_base_128": (bert, "base", {}, 8, 128, 30522),
+    # The accelerator rows (benchmarks/gpu.py): GPT-2 small at its own context, BERT-base at 512.
+    "gpt2_small_1024": (gpt, "small", {}, 32, 1024, 50257),
+    "bert_base_512": (bert, "base,seq=512", {}, 64, 512, 30522),
 }
+ACCELERATOR_ROWS = ("gpt2_small_1024", "bert_base_512")  # run only when named in --only
 
 
-def bench(name, steps, dtype):
-  module, arg, overrides, batch, seq_len, vocab = CONFIGS[name]
+def bench(name, steps, dtype, batch=0, attention=""):
+  """The production train step of CONFIGS[name] (batch 0: the table's), timed on random data."""
+  module, arg, overrides, table_batch, seq_len, vocab = CONFIGS[name]
+  batch = batch or table_batch
   config = module.get_config(arg)
   config.model.update(overrides, dtype=dtype)
+  if attention:
+    config.model.attention = attention
   config.batch.update(size=batch, seq_len=seq_len)
   cfg = layers.resolve(config.model, vocab)
   objective = objectives.get(config.objective)
@@ -79,7 +87,7 @@ def main(argv):
   print(f"measured {dtype} matmul peak (2048^3): {peak / 1e9:.1f} GFLOP/s")
   print("| config | params | batch x seq | step | tokens/s | achieved FLOP/s | / matmul peak |")
   print("|---|---|---|---|---|---|---|")
-  for name in _ONLY.value or CONFIGS:
+  for name in _ONLY.value or [n for n in CONFIGS if n not in ACCELERATOR_ROWS]:
     r = bench(name, _STEPS.value, _DTYPE.value)
     _, _, _, batch, seq_len, _ = CONFIGS[name]
     print(f"| {name} | {r['params_m']:.2f}M | {batch} x {seq_len} | {r['step_ms']:.1f} ms | "

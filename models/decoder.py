@@ -48,7 +48,7 @@ DEFAULTS = dict(
     scale_residual_init=True,  # GPT-2: residual projections get init_std / sqrt(2 * layers)
     dtype="float32",       # compute dtype; 'bfloat16' on accelerators
     param_dtype="float32",
-    attention="",          # '' lets JAX choose; 'xla' or 'cudnn' to force a kernel
+    attention="",          # cuDNN's flash kernel where it runs (GPU, bf16), else XLA's; or force one
     scan_layers=True,
     scan_unroll=0,         # layers per scan iteration; 0: all up to 12 on CPU, else 1
     remat="none",          # 'none', 'full', 'dots' (save matmul outputs), 'offload' (to host)
@@ -87,10 +87,12 @@ class Decoder(nnx.Module):
     """With a KV cache (models/decode.py), `positions` are the tokens' absolute positions
     (their cache slots) and the result is (logits, updated cache)."""
     b, t = tokens.shape
+    x = self.embed(tokens)
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-    x = self.embed(tokens)
-    if self.pos_embed is not None:
+      if self.pos_embed is not None:
+        x = x + layers.embed_prefix(self.pos_embed, t)
+    elif self.pos_embed is not None:
       x = x + self.pos_embed(positions)
     x = axes.constrain(x, layers.ACTIVATION)
     mask = None

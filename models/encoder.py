@@ -94,8 +94,9 @@ class Backbone(nnx.Module):
     positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
     x = self.embed(tokens)
     if self.pos_embed is not None:
-      x = x + self.pos_embed(positions)
-    x = x + self.type_embed(jnp.zeros_like(tokens) if type_ids is None else type_ids)
+      x = x + layers.embed_prefix(self.pos_embed, t)
+    x = x + layers.embed_rows(self.type_embed, jnp.zeros_like(tokens) if type_ids is None
+                              else type_ids)
     x = axes.constrain(self.embed_norm(x), layers.ACTIVATION)
     block_key = None
     if dropout_key is not None and self.rate:
