@@ -110,6 +110,41 @@ def rope(x, positions, theta):
   return out.astype(x.dtype)
 
 
+@jax.custom_vjp
+def _flat_matmul(x, w):
+  return x @ w
+
+
+def _flat_matmul_fwd(x, w):
+  return x @ w, (x, w)
+
+
+def _flat_matmul_bwd(residuals, g):
+  # The weight gradient contracts the rows of x and g; XLA:CPU runs that form (both operands
+  # contracted on axis 0) through Eigen at about 2/3 of a plain matmul's rate. A materialised
+  # x.T (the barrier keeps the simplifier from folding the transpose back into the dot) makes
+  # it a plain matmul: 1.46x faster on [768, 512] x [768, 128], the copy included.
+  x, w = residuals
+  return g @ w.T, jax.lax.optimization_barrier(x.T) @ g
+
+
+_flat_matmul.defvjp(_flat_matmul_fwd, _flat_matmul_bwd)
+
+
+def dot_general(x, kernel, dimension_numbers, precision=None, **kwargs):
+  """The dense layers' dot_general: lax.dot_general, except on flat_matmuls() activations
+  ([batch * length, features...] contracted with the kernel's leading axes), which take a
+  2-D matmul whose weight gradient runs as a plain matmul on CPU (_flat_matmul_bwd)."""
+  (contract_x, contract_k), batch_dims = dimension_numbers
+  n = len(contract_x)
+  if (flat_matmuls() and precision is None and not any(batch_dims) and x.ndim == n + 1
+      and tuple(contract_x) == tuple(range(1, n + 1)) and tuple(contract_k) == tuple(range(n))
+      and all(v is None for v in kwargs.values())):
+    y = _flat_matmul(x.reshape(x.shape[0], -1), kernel.reshape(math.prod(kernel.shape[:n]), -1))
+    return y.reshape(x.shape[0], *kernel.shape[n:])
+  return jax.lax.dot_general(x, kernel, dimension_numbers, precision=precision, **kwargs)
+
+
 def _dense(layer, x, in_dims=1):
   """layer(x) over x's last `in_dims` axes (a dense layer, or the MLP's three), on
   [batch * length, ...] where flat_matmuls()."""
@@ -139,6 +174,7 @@ class Attention(nnx.Module):
     def proj(heads, head_axis):
       return nnx.LinearGeneral(
           d_model, (heads, head_dim), use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+          dot_general=dot_general,
           kernel_init=partitioned(normal(init_std), (axes.EMBED, head_axis, axes.HEAD_DIM)),
           bias_init=partitioned(zeros, (head_axis, axes.HEAD_DIM)), rngs=rngs)
 
@@ -147,7 +183,7 @@ class Attention(nnx.Module):
     self.value = proj(num_kv_heads, axes.KV_HEADS)
     self.out = nnx.LinearGeneral(
         (num_heads, head_dim), d_model, axis=(-2, -1), use_bias=use_bias, dtype=dtype,
-        param_dtype=param_dtype,
+        param_dtype=param_dtype, dot_general=dot_general,
         kernel_init=partitioned(out_init, (axes.HEADS, axes.HEAD_DIM, axes.EMBED)),
         bias_init=partitioned(zeros, (axes.EMBED,)), rngs=rngs)
     # QK-norm: RMSNorm over each head's queries and keys (one scale per head_dim entry, shared
@@ -212,7 +248,7 @@ class MLP(nnx.Module):
     def dense(n_in, n_out, names, init):
       return nnx.Linear(
           n_in, n_out, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
-          kernel_init=partitioned(init, names),
+          dot_general=dot_general, kernel_init=partitioned(init, names),
           bias_init=partitioned(zeros, names[1:]), rngs=rngs)
 
     self.fc = dense(d_model, d_ff, (axes.EMBED, axes.MLP), normal(init_std))
