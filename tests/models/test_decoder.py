@@ -177,16 +177,17 @@ def test_cpu_matmul_gradient_equals_autodiff():
   backward on CPU (a materialised x.T for the weight gradient): the same values and gradients
   as lax.dot_general, for a Linear's and an attention projection's (multi-axis) contraction."""
   x = jax.random.normal(jax.random.key(0), (24, 4, 8))
-  kernel = jax.random.normal(jax.random.key(1), (4, 8, 16))
   dims = (((1, 2), (0, 1)), ((), ()))
 
   def loss(dot):
     return lambda x, k: jnp.sum(jnp.sin(dot(x, k, dims)))
 
   assert layers.flat_matmuls()
-  ours = jax.jit(jax.value_and_grad(loss(layers.dot_general), argnums=(0, 1)))(x, kernel)
-  plain = jax.jit(jax.value_and_grad(loss(jax.lax.dot_general), argnums=(0, 1)))(x, kernel)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), ours, plain)
+  for width in (16, 64):  # the gradient narrower than the input (transposed), then wider
+    kernel = jax.random.normal(jax.random.key(1), (4, 8, width))
+    ours = jax.jit(jax.value_and_grad(loss(layers.dot_general), argnums=(0, 1)))(x, kernel)
+    plain = jax.jit(jax.value_and_grad(loss(jax.lax.dot_general), argnums=(0, 1)))(x, kernel)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), ours, plain)
   # Only the flat form takes the custom path; the rest is lax.dot_general as it is.
   flat = jax.make_jaxpr(lambda x, k: layers.dot_general(x, k, dims))(x, kernel)
   assert "custom_vjp_call" in str(flat)
