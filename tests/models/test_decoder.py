@@ -195,3 +195,22 @@ def test_cpu_matmul_gradient_equals_autodiff():
     assert "custom_vjp_call" not in str(jax.make_jaxpr(lambda x, k: layers.dot_general(x, k, dims))(x, kernel))
   batched = jax.make_jaxpr(lambda x: layers.dot_general(x, x, (((2,), (2,)), ((0,), (0,)))))(x)
   assert "custom_vjp_call" not in str(batched)
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])
+def test_heads_major_attention_equals_jax(kv_heads):
+  """The CPU attention (heads moved ahead once, queries scaled) computes what
+  jax.nn.dot_product_attention does: causal or not, with a padding mask, grouped-query heads;
+  outputs and gradients."""
+  q = jax.random.normal(jax.random.key(0), (2, 16, 4, 8))
+  k, v = (jax.random.normal(jax.random.key(i), (2, 16, kv_heads, 8)) for i in (1, 2))
+  mask = jax.random.bernoulli(jax.random.key(3), 0.7, (2, 1, 1, 16)).at[..., 0].set(True)
+  for causal in (False, True):
+    for m in (None, mask):
+      def loss(attention):
+        return lambda q, k, v: jnp.sum(jnp.sin(attention(q, k, v, m, causal)))
+      ours = jax.value_and_grad(loss(lambda q, k, v, m, c: layers.heads_major_attention(
+          q, k, v, mask=m, causal=c)), argnums=(0, 1, 2))(q, k, v)
+      theirs = jax.value_and_grad(loss(lambda q, k, v, m, c: jax.nn.dot_product_attention(
+          q, k, v, mask=m, is_causal=c)), argnums=(0, 1, 2))(q, k, v)
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), ours, theirs)
