@@ -192,7 +192,8 @@ class Attention(nnx.Module):
 
   `implementation`: 'xla' forces the XLA kernel and 'cudnn' cuDNN's fused (flash) kernel on
   GPUs; None takes cuDNN's where it runs (a GPU, 16-bit inputs, head_dim a multiple of 8 up to
-  128: 2.1x GPT-2 small's train step on an H200) and XLA's elsewhere.
+  128: 2.1x GPT-2 small's train step on an H200), heads_major_attention on CPU, and XLA's
+  elsewhere.
   """
 
   def __init__(self, *, d_model, num_heads, num_kv_heads, head_dim, use_bias, rope_theta,
