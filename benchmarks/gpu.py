@@ -18,18 +18,15 @@ GPU that cuDNN's attention and XLA's give the same loss and gradients in bfloat1
 small (causal) and BERT-base with padded rows (a padding mask).
 """
 import os
-import statistics
-import time
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # leave memory to torch's side
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import app, flags
 from flax import nnx
 
-from benchmarks import throughput
+from benchmarks import throughput, vs_pytorch
 from configs import bert, gpt
 from models import decoder, encoder, layers
 from pretrain import metrics
@@ -76,54 +73,6 @@ def attention_parity(kind):
   return float(abs(a - b) / abs(a)), float(jnp.linalg.norm(ga - gb) / jnp.linalg.norm(ga))
 
 
-def torch_batch(kind, batch, seq_len, predictions, device):
-  import torch  # pylint: disable=g-import-not-at-top
-  rng = np.random.default_rng(0)
-  inputs = torch.tensor(rng.integers(5, 30000, (batch, seq_len)), device=device)
-  if kind == "gpt2":
-    return dict(input_ids=inputs, labels=inputs)
-  labels = torch.full((batch, seq_len), -100, device=device)
-  for row in range(batch):
-    where = torch.tensor(rng.choice(np.arange(1, seq_len), predictions, replace=False))
-    labels[row, where] = inputs[row, where]
-  return dict(input_ids=inputs, token_type_ids=torch.zeros_like(inputs),
-              attention_mask=torch.ones_like(inputs), labels=labels,
-              next_sentence_label=torch.tensor(rng.integers(0, 2, batch), device=device))
-
-
-def torch_step_ms(kind, batch, seq_len, predictions, steps, mode):
-  """ms per train step of transformers' model (fp32 weights, bf16 autocast, fused AdamW)."""
-  import torch  # pylint: disable=g-import-not-at-top
-  import transformers  # pylint: disable=g-import-not-at-top
-  torch.manual_seed(0)
-  if kind == "gpt2":
-    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(attn_implementation="sdpa"))
-  else:
-    model = transformers.BertForPreTraining(transformers.BertConfig(attn_implementation="sdpa"))
-  model = model.cuda()
-  opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=True)
-  forward = torch.compile(model) if mode == "compile" else model
-  inputs = torch_batch(kind, batch, seq_len, predictions, "cuda")
-
-  def step():
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-      loss = forward(**inputs).loss
-    loss.backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-
-  for _ in range(3):
-    step()
-  torch.cuda.synchronize()
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    step()
-    torch.cuda.synchronize()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times) * 1e3
-
-
 def main(argv):
   del argv
   device = jax.devices()[0]
@@ -151,12 +100,13 @@ def main(argv):
     for mode in [m for m in _TORCH.value if m]:
       try:
         sides.append((f"transformers ({mode})",
-                      torch_step_ms(kind, batch, seq_len, predictions, _STEPS.value, mode)))
+                      vs_pytorch.transformers_step_ms(kind, batch, seq_len, predictions,
+                                                      _STEPS.value, "cuda", mode, warmup=3)))
       except Exception as e:  # pylint: disable=broad-except
         print(f"| {row} | transformers ({mode}) | failed: {type(e).__name__}: {e} |".replace("\n", " "))
       finally:
         import torch  # pylint: disable=g-import-not-at-top
-        torch.cuda.empty_cache()  # the model and optimizer went with torch_step_ms's frame
+        torch.cuda.empty_cache()  # the model and optimizer went with transformers_step_ms's frame
     for side, ms in sides:
       flops = flops_per_token * tokens / (ms / 1e3)
       ratio = "" if side.startswith("pretrain") else f"{ms / r['step_ms']:.2f}"

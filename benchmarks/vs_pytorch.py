@@ -17,6 +17,7 @@ BERT: `transformers`' BertForPreTraining (MLM + NSP, torch AdamW) against our pr
 train step (benchmarks/throughput.py's `bench`) at the same config and batch (BERT-base, seq
 128, 20 masked positions per sequence).
 """
+import contextlib
 import json
 import os
 import re
@@ -120,31 +121,58 @@ def nanogpt(name, workdir, steps):
   return statistics.median(ms for ms, _ in iters[5:]), iters[-1][1]
 
 
-def hf_bert_step_ms(steps):
-  """ms per train step of transformers' BertForPreTraining (BERT-base, batch 8, seq 128)."""
+def transformers_batch(kind, vocab, batch, seq_len, predictions, device):
+  """Random inputs for transformers' GPT2LMHeadModel ('gpt2') or BertForPreTraining ('bert':
+  `predictions` masked positions a row and a next-sentence label)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  inputs = torch.tensor(rng.integers(5, vocab, (batch, seq_len)), device=device)
+  if kind == "gpt2":
+    return dict(input_ids=inputs, labels=inputs)
+  labels = torch.full((batch, seq_len), -100, device=device)
+  for row in range(batch):
+    where = torch.tensor(rng.choice(np.arange(1, seq_len), predictions, replace=False))
+    labels[row, where] = inputs[row, where]
+  return dict(input_ids=inputs, token_type_ids=torch.zeros_like(inputs),
+              attention_mask=torch.ones_like(inputs), labels=labels,
+              next_sentence_label=torch.tensor(rng.integers(0, 2, batch), device=device))
+
+
+def transformers_step_ms(kind, batch, seq_len, predictions, steps, device="cpu", mode="eager",
+                         warmup=2):
+  """Median ms per train step of transformers' GPT-2 small or BERT-base (SDPA attention, torch
+  AdamW): float32 on CPU; float32 weights under bf16 autocast with fused AdamW on 'cuda'.
+  mode 'compile' runs the model under torch.compile."""
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   torch.manual_seed(0)
-  model = transformers.BertForPreTraining(transformers.BertConfig())
-  opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
-  rng = np.random.default_rng(0)
-  inputs = torch.tensor(rng.integers(5, 30522, (8, 128)))
-  labels = torch.full((8, 128), -100)
-  for row in range(8):
-    where = rng.choice(np.arange(1, 128), 20, replace=False)
-    labels[row, where] = inputs[row, where]
-  batch = dict(input_ids=inputs, token_type_ids=torch.zeros_like(inputs),
-               attention_mask=torch.ones_like(inputs), labels=labels,
-               next_sentence_label=torch.tensor(rng.integers(0, 2, 8)))
-  times = []
-  for i in range(steps + 2):
-    t = time.perf_counter()
-    loss = model(**batch).loss
+  if kind == "gpt2":
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(attn_implementation="sdpa"))
+  else:
+    model = transformers.BertForPreTraining(transformers.BertConfig(attn_implementation="sdpa"))
+  model = model.to(device)
+  cuda = device == "cuda"
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=cuda)
+  forward = torch.compile(model) if mode == "compile" else model
+  inputs = transformers_batch(kind, model.config.vocab_size, batch, seq_len, predictions, device)
+  sync = torch.cuda.synchronize if cuda else (lambda: None)
+
+  def step():
+    with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext():
+      loss = forward(**inputs).loss
     loss.backward()
     opt.step()
-    opt.zero_grad()
-    if i >= 2:
-      times.append(time.perf_counter() - t)
+    opt.zero_grad(set_to_none=True)
+
+  for _ in range(warmup):
+    step()
+  sync()
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    step()
+    sync()
+    times.append(time.perf_counter() - start)
   return statistics.median(times) * 1e3
 
 
@@ -181,7 +209,7 @@ def main(argv):
             f"{side_loss:.4f} |", flush=True)
   if "bert_base" in _CONFIGS.value:
     ours = throughput.bench("bert_base_128", _BERT_STEPS.value, "float32")
-    hf_ms = hf_bert_step_ms(_BERT_STEPS.value)
+    hf_ms = transformers_step_ms("bert", 8, 128, 20, _BERT_STEPS.value)
     tokens = 8 * 128
     for side, side_ms in (("pretrain", ours["step_ms"]), ("transformers", hf_ms)):
       flops = ours["flops"] / ours["tokens_per_s"] * tokens / (side_ms / 1e3)
