@@ -73,19 +73,24 @@ def flat_matmuls():
   return target_backend() == "cpu"
 
 
+def _table(embed):
+  """An nnx.Embed's table in its compute dtype, as its own lookup promotes it."""
+  (table,) = embed.promote_dtype((embed.embedding[...],), dtype=embed.dtype, inexact=False)
+  return table
+
+
 def embed_rows(embed, ids):
   """`embed(ids)` for a table of a few rows (BERT's token types) as a one-hot matmul, whose
   gradient is a matmul: a gather's is a scatter-add, which a GPU serialises when thousands of
   tokens update the same two rows (BERT-base's train step ran 1.5x slower for it on an H200)."""
-  (table,) = embed.promote_dtype((embed.embedding[...],), dtype=embed.dtype, inexact=False)
+  table = _table(embed)
   return jax.nn.one_hot(ids, table.shape[0], dtype=table.dtype) @ table
 
 
 def embed_prefix(embed, length):
   """The first `length` rows of a position table, [1, length, d]: the lookup of positions
   0..length-1 in every row, without a gather (whose gradient would be a scatter-add)."""
-  (table,) = embed.promote_dtype((embed.embedding[...],), dtype=embed.dtype, inexact=False)
-  return table[None, :length]
+  return _table(embed)[None, :length]
 
 
 def replicate_last_axis(x):
