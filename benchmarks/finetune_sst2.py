@@ -48,7 +48,7 @@ from absl import app, flags
 
 from configs import bert
 from configs.finetune import glue as glue_config
-from pretrain import trainer
+from pretrain import host_memory, trainer
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -135,6 +135,7 @@ def finetune_summary(result, wall, workdir):
 
 def main(argv):
   del argv
+  host_memory.configure()  # as the entry points do (pretrain.cli.start)
   train_tsv = os.path.join(_SST2_DIR.value, "train.tsv")
   dev_tsv = os.path.join(_SST2_DIR.value, "dev.tsv")
   for path in (train_tsv, dev_tsv):

@@ -35,6 +35,7 @@ from flax import nnx
 
 from configs import common
 from models import decode, decoder, layers
+from pretrain import host_memory
 
 _CONTEXT = flags.DEFINE_integer("context", 512, "Tokens of context before generating.")
 _NEW = flags.DEFINE_integer("new_tokens", 32, "Tokens generated (and timed) per method.")
@@ -123,6 +124,7 @@ def _cpu_name():
 
 def main(argv):
   del argv
+  host_memory.configure()  # as the entry points do (pretrain.cli.start)
   context_len, new_tokens, batch = _CONTEXT.value, _NEW.value, _BATCH.value
   model_section = common.model_config(decoder, _SIZE.value)
   model_section.update(dtype=_DTYPE.value, scan_layers=_SCAN.value)

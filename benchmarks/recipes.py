@@ -25,7 +25,7 @@ from absl import app, flags
 
 from benchmarks import shakespeare_config
 from configs import common, gpt
-from pretrain import storage, trainer
+from pretrain import host_memory, storage, trainer
 
 _CORPUS = flags.DEFINE_enum("corpus", "shakespeare", ["shakespeare", "smoke"], "Which data and model.")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/recipes", "Runs and prepared data (kept).")
@@ -169,6 +169,7 @@ def table(summaries):
 
 def main(argv):
   del argv
+  host_memory.configure()  # as the entry points do (pretrain.cli.start)
   if _CORPUS.value == "shakespeare" and not os.path.exists(_DATA.value):
     raise app.UsageError(f"--data: {_DATA.value} not found (tinyshakespeare input.txt)")
   for spec in _RUNS.value:

@@ -21,7 +21,7 @@ import time
 from absl import app, flags
 
 from benchmarks import shakespeare_config
-from pretrain import trainer
+from pretrain import host_memory, trainer
 
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/shakespeare_char", "Run directory (wiped).")
 _DATA = flags.DEFINE_string("data", shakespeare_config.DEFAULT_DATA, "tinyshakespeare input.txt")
@@ -30,6 +30,7 @@ _STEPS = flags.DEFINE_integer("steps", 2000, "Training steps.")
 
 def main(argv):
   del argv
+  host_memory.configure()  # as the entry points do (pretrain.cli.start)
   if not os.path.exists(_DATA.value):
     raise app.UsageError(f"--data: {_DATA.value} not found (tinyshakespeare input.txt)")
   import shutil  # pylint: disable=g-import-not-at-top

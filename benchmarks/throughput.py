@@ -17,7 +17,7 @@ from flax import nnx
 
 from configs import bert, gpt
 from models import layers
-from pretrain import metrics, objectives, sharding, steps as steps_lib
+from pretrain import host_memory, metrics, objectives, sharding, steps as steps_lib
 
 _ONLY = flags.DEFINE_list("only", [], "Run only these configs.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per config (after 2 warm-up steps).")
@@ -78,6 +78,7 @@ def bench(name, steps, dtype, batch=0, attention=""):
 
 def main(argv):
   del argv
+  host_memory.configure()  # as the entry points do (pretrain.cli.start)
   dtype = jnp.dtype(_DTYPE.value)
   device = jax.devices()[0]
   peak = (metrics.cached_matmul_peak(remeasure=True) if dtype == jnp.float32

@@ -34,7 +34,7 @@ from flax import nnx
 
 from benchmarks import shakespeare_config, throughput
 from models import layers
-from pretrain import metrics, objectives, trainer
+from pretrain import host_memory, metrics, objectives, trainer
 
 _NANOGPT = flags.DEFINE_string("nanogpt", os.environ.get("NANOGPT", ""),
                                "A karpathy/nanoGPT checkout (its train.py, model.py, configurator.py).")
@@ -178,6 +178,7 @@ def transformers_step_ms(kind, batch, seq_len, predictions, steps, device="cpu",
 
 def main(argv):
   del argv
+  host_memory.configure()  # as the entry points do (pretrain.cli.start)
   try:
     import torch  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError:

@@ -299,7 +299,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)
-  cli.start_distributed()
+  cli.start()
   options = Options(step=_STEP.value, all=_ALL.value, watch=_WATCH.value,
                     max_batches=_MAX_BATCHES.value, name=_NAME.value, poll_seconds=_POLL.value,
                     timeout=_TIMEOUT.value, best=_BEST.value, predict=_PREDICT.value)

@@ -118,6 +118,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)
+  cli.start()
   cli.run_reporting_user_errors(_run)
 
 

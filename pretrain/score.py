@@ -222,6 +222,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)
+  cli.start()
   f = flags.FLAGS
   row = cli.run_reporting_user_errors(score, f.workdir, f.tasks_file, step=f.step,
                                       batch_size=f.batch_size, limit=f.limit, output=f.output)

@@ -21,7 +21,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from pretrain import trainer  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)  # orbax and tfds log every step of a save at INFO
-  cli.start_distributed()
+  cli.start()
   cli.run_reporting_user_errors(trainer.train_and_evaluate, _CONFIG.value, _WORKDIR.value,
                                where=_WORKDIR.value)
 
