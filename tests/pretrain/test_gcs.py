@@ -72,7 +72,9 @@ def test_gs_workdir_is_killed_resumes_bitwise_and_is_read_back(gcs, tmp_path, da
   url = gcs("run")
   cmd = _train_command(url, data_dir)
   killed = Trainer(cmd)  # SIGKILL once a checkpoint is in the bucket, before the end
-  assert killed.caught(lambda: storage.exists(f"{url}/checkpoints/50/commit_success.txt"))
+  # (any of them: with keep=2 a fast run deletes step 50's before a slow poll sees it)
+  fs, root = fsspec.core.url_to_fs(url)
+  assert killed.caught(lambda: fs.glob(f"{root}/checkpoints/*/commit_success.txt"))
   killed.signal(signal.SIGKILL)
   killed.finish()
   assert not storage.exists(f"{url}/checkpoints/{STEPS}")
