@@ -120,24 +120,52 @@ def heads_major_attention(q, k, v, *, mask=None, causal=False):
   heads moved ahead of the length axes once, so that both products and their gradients are
   batched over leading axes, and the 1/sqrt(head_dim) scale applied to the queries rather
   than to the logits. On CPU the train step of a 6-layer, block-256 GPT is ~5% faster for
-  it. q: [b, t, heads, d]; k, v: [b, s, kv_heads, d]; mask: [b, 1, t, s] or broadcastable."""
+  it, and ~5% faster again for the blocks: causal self-attention over more than _CAUSAL_BLOCK positions goes by blocks of queries,
+  each against the keys up to its last position: the blocks above the diagonal, all masked,
+  are never computed. q: [b, t, heads, d]; k, v: [b, s, kv_heads, d]; mask: [b, 1, t, s] or
+  broadcastable."""
   b, t, heads, d = q.shape
   groups = k.shape[2]
   q = q.reshape(b, t, groups, heads // groups, d).transpose(0, 2, 3, 1, 4)   # [b, g, r, t, d]
   k, v = (a.transpose(0, 2, 1, 3) for a in (k, v))                          # [b, g, s, d]
-  logits = jnp.einsum("bgrtd,bgsd->bgrts", q * jnp.asarray(d ** -0.5, q.dtype), k)
-  logits = logits.astype(jnp.float32)
-  keep = None
+  q = q * jnp.asarray(d ** -0.5, q.dtype)
+  mask = None if mask is None else mask[:, :, None]  # [b, 1, 1, t, s]: the same for every head
+  block = _CAUSAL_BLOCK
+  if causal and t == k.shape[2] and t > block:
+    out = jnp.concatenate([
+        _attend(q[:, :, :, i:i + block], k[:, :, :i + block], v[:, :, :i + block],
+                _mask_block(mask, i, block), causal, i)
+        for i in range(0, t, block)], axis=3)
+  else:
+    out = _attend(q, k, v, mask, causal, 0)
+  return out.transpose(0, 3, 1, 2, 4).reshape(b, t, heads, d)
+
+
+_CAUSAL_BLOCK = 64  # at block 256, 4 blocks: the step of a 6-layer GPT ~5% faster than 1 or 2
+
+
+def _mask_block(mask, start, block):
+  """The rows start:start+block of a [b, 1, 1, t, s] mask and its columns up to their end
+  (an axis of size 1, broadcast, stays as it is)."""
+  if mask is None:
+    return None
+  if mask.shape[-2] > 1:
+    mask = mask[..., start:start + block, :]
+  return mask[..., :start + block] if mask.shape[-1] > 1 else mask
+
+
+def _attend(q, k, v, mask, causal, offset):
+  """heads_major_attention of queries at positions offset.. against keys from position 0."""
+  logits = jnp.einsum("bgrtd,bgsd->bgrts", q, k).astype(jnp.float32)
+  keep = mask
   if causal:
-    keep = jnp.tril(jnp.ones(logits.shape[-2:], bool))
-  if mask is not None:
-    mask = mask[:, :, None]  # [b, 1, 1, t, s]: the same for every head
-    keep = mask if keep is None else keep & mask
+    rows = offset + jnp.arange(q.shape[3])[:, None]
+    below = jnp.arange(k.shape[2])[None, :] <= rows
+    keep = below if keep is None else keep & below
   if keep is not None:
     logits = jnp.where(keep, logits, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  out = jnp.einsum("bgrts,bgsd->bgrtd", probs, v)
-  return out.transpose(0, 3, 1, 2, 4).reshape(b, t, heads, d)
+  return jnp.einsum("bgrts,bgsd->bgrtd", probs, v)
 
 
 @jax.custom_vjp

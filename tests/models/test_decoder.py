@@ -197,16 +197,19 @@ def test_cpu_matmul_gradient_equals_autodiff():
   assert "custom_vjp_call" not in str(batched)
 
 
-@pytest.mark.parametrize("kv_heads", [4, 2, 1])
-def test_heads_major_attention_equals_jax(kv_heads):
-  """The CPU attention (heads moved ahead once, queries scaled) computes what
-  jax.nn.dot_product_attention does: causal or not, with a padding mask, grouped-query heads;
-  outputs and gradients."""
+@pytest.mark.parametrize("kv_heads,block", [(4, 64), (2, 64), (1, 64), (2, 5)])
+def test_heads_major_attention_equals_jax(kv_heads, block, monkeypatch):
+  """The CPU attention (heads moved ahead once, queries scaled; causal attention by blocks of
+  queries, here 16 positions in blocks of 5) computes what jax.nn.dot_product_attention
+  does: causal or not, with a padding mask or a full one, grouped-query heads; outputs and
+  gradients."""
+  monkeypatch.setattr(layers, "_CAUSAL_BLOCK", block)
   q = jax.random.normal(jax.random.key(0), (2, 16, 4, 8))
   k, v = (jax.random.normal(jax.random.key(i), (2, 16, kv_heads, 8)) for i in (1, 2))
   mask = jax.random.bernoulli(jax.random.key(3), 0.7, (2, 1, 1, 16)).at[..., 0].set(True)
+  full = jax.random.bernoulli(jax.random.key(4), 0.7, (2, 1, 16, 16)).at[..., 0].set(True)
   for causal in (False, True):
-    for m in (None, mask):
+    for m in (None, mask, full):
       def loss(attention):
         return lambda q, k, v: jnp.sum(jnp.sin(attention(q, k, v, m, causal)))
       ours = jax.value_and_grad(loss(lambda q, k, v, m, c: layers.heads_major_attention(
