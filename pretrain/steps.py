@@ -178,6 +178,12 @@ class Steps:
       jax.block_until_ready(out)
     return out
 
+  def train_temp_bytes(self, state, batch):
+    """The compiled train step's temporary buffer, in bytes (compiling it, as its first call
+    would: that call then finds it compiled)."""
+    with sharding.context(self.mesh, self.rules):
+      return self.train_jit.lower(state, batch).compile().memory_analysis().temp_size_in_bytes
+
   def eval(self, params, batch):
     with sharding.context(self.mesh, self.rules):
       return self.eval_jit(params, batch)

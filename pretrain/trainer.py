@@ -24,9 +24,9 @@ from jax.experimental import multihost_utils
 
 from input_pipeline import batches, sources, tokenizer
 from models import layers
-from pretrain import (checkpointing, config_checks, data, durations, evaluator, goodput, metrics,
-                      objectives, optimizer, results as results_lib, sharding,
-                      steps as steps_lib)
+from pretrain import (checkpointing, config_checks, data, durations, evaluator, goodput,
+                      host_memory, metrics, objectives, optimizer, results as results_lib,
+                      sharding, steps as steps_lib)
 
 
 class Preemption:
@@ -189,6 +189,8 @@ def _train(config, workdir, devices, preemption):
       with good.timed("data"):
         batch = steps.to_global(run.train_data.batch(step, rows))
       with good.timed("compile") if step == first else contextlib.nullcontext():
+        if step == first and host_memory.configured():
+          _bound_host_memory(steps.train_temp_bytes(state, batch))
         state, out = steps.train(state, batch)
         if step == first:
           jax.block_until_ready(out)
@@ -229,6 +231,15 @@ def _train(config, workdir, devices, preemption):
     writer.print(good.describe())
     writer.close()
   return TrainResult(step, state, last)
+
+
+def _bound_host_memory(temp_bytes):
+  """Host memory kept for reuse (pretrain/host_memory.py) unless the step's temporary buffer
+  is too large for it on this machine."""
+  if host_memory.bound(temp_bytes) and jax.process_index() == 0:
+    print(f"host memory: the step's {temp_bytes / 2**30:.1f} GiB temporary buffer, kept for "
+          "reuse, would take over half of this machine's memory; it is mapped afresh each "
+          "step instead (slower, smaller)", flush=True)
 
 
 def _finished(run, start, workdir):
