@@ -16,9 +16,9 @@ DISTRIBUTED = flags.DEFINE_bool("distributed", False,
 
 
 def start():
-  """What an entry point that runs steps does before JAX starts its backend: host memory for
-  CPU-only processes (pretrain/host_memory.py), then jax.distributed from the multi-host flags
-  or the environment (pretrain/distributed.py)."""
+  """What an entry point that runs steps does before JAX starts its backend: host memory kept
+  for reuse where PRETRAIN_HOST_MALLOC=reuse (pretrain/host_memory.py), then jax.distributed
+  from the multi-host flags or the environment (pretrain/distributed.py)."""
   from pretrain import distributed, host_memory  # pylint: disable=g-import-not-at-top
   host_memory.configure()
   distributed.initialize(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value,

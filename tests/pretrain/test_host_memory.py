@@ -1,10 +1,12 @@
 """Host memory on CPU-only processes (pretrain/host_memory.py, PRETRAIN_HOST_MALLOC=reuse):
 XLA's per-call temporary buffers are reused from one call to the next instead of being
 faulted in again."""
+import json
 import os
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from pretrain import host_memory
@@ -98,3 +100,36 @@ def test_jax_platforms_decides_whether_an_accelerator_may_be_used(monkeypatch):
   for platforms, accelerator in (("cpu", False), ("cuda,cpu", True), ("tpu", True)):
     monkeypatch.setenv("JAX_PLATFORMS", platforms)
     assert host_memory.accelerator_installed() == accelerator
+
+
+@glibc_only
+def test_a_trainer_with_reuse_trains_the_same_run(data_dir, tmp_path):
+  """`pretrain.train` with PRETRAIN_HOST_MALLOC=reuse checks its first step's temporary
+  buffer against the machine's memory (a small one: kept for reuse) and trains the same
+  run, bitwise, as one without it."""
+  from configs import common, gpt  # pylint: disable=g-import-not-at-top
+  from pretrain import trainer  # pylint: disable=g-import-not-at-top
+  from tests.conftest import REPO, xla_flags  # pylint: disable=g-import-not-at-top
+  overrides = {"data.data_dir": data_dir, "data.tokenizer.vocab_size": 256,
+               "model.num_layers": 2, "model.num_heads": 4, "model.d_model": 32,
+               "model.max_len": 32, "batch.size": 8, "batch.seq_len": 32,
+               "train.total_steps": 4, "train.log_every": 1, "train.eval_every": 0,
+               "train.peak_flops": 1e12, "checkpoint.every": 0}
+  reference = trainer.train_and_evaluate(
+      common.apply_overrides(gpt.get_config("smoke"), overrides), str(tmp_path / "default"),
+      devices=jax.devices()[:1])
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(1),
+             PRETRAIN_HOST_MALLOC="reuse")
+  proc = subprocess.run(
+      [sys.executable, "-m", "pretrain.train", "--config=configs/gpt.py:smoke",
+       f"--workdir={tmp_path / 'reuse'}"] + [f"--config.{k}={v}" for k, v in overrides.items()],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+  assert "host memory:" not in proc.stdout  # a small buffer stays reused
+  losses = [json.loads(line).get("train/loss") for line in
+            (tmp_path / "reuse" / "metrics.jsonl").read_text().splitlines()]
+  assert [l for l in losses if l is not None] == [
+      json.loads(line)["train/loss"] for line in
+      (tmp_path / "default" / "metrics.jsonl").read_text().splitlines()
+      if "train/loss" in json.loads(line)]
+  assert reference.step == 4
