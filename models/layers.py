@@ -120,10 +120,10 @@ def heads_major_attention(q, k, v, *, mask=None, causal=False):
   heads moved ahead of the length axes once, so that both products and their gradients are
   batched over leading axes, and the 1/sqrt(head_dim) scale applied to the queries rather
   than to the logits. On CPU the train step of a 6-layer, block-256 GPT is ~5% faster for
-  it, and ~5% faster again for the blocks: causal self-attention over more than _CAUSAL_BLOCK positions goes by blocks of queries,
-  each against the keys up to its last position: the blocks above the diagonal, all masked,
-  are never computed. q: [b, t, heads, d]; k, v: [b, s, kv_heads, d]; mask: [b, 1, t, s] or
-  broadcastable."""
+  it, and ~5% faster again for the blocks: causal self-attention over more than
+  _CAUSAL_BLOCK positions goes by blocks of queries, each against the keys up to its last
+  position, so the blocks above the diagonal, all masked, are never computed.
+  q: [b, t, heads, d]; k, v: [b, s, kv_heads, d]; mask: [b, 1, t, s] or broadcastable."""
   b, t, heads, d = q.shape
   groups = k.shape[2]
   q = q.reshape(b, t, groups, heads // groups, d).transpose(0, 2, 3, 1, 4)   # [b, g, r, t, d]
