@@ -20,7 +20,7 @@ def start():
   for reuse where PRETRAIN_HOST_MALLOC=reuse (pretrain/host_memory.py), then jax.distributed
   from the multi-host flags or the environment (pretrain/distributed.py)."""
   from pretrain import distributed, host_memory  # pylint: disable=g-import-not-at-top
-  host_memory.configure()
+  run_reporting_user_errors(host_memory.configure)  # a bad PRETRAIN_HOST_MALLOC: one line
   distributed.initialize(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value,
                          DISTRIBUTED.value)
 

@@ -28,6 +28,8 @@ import importlib.metadata
 import importlib.util
 import os
 
+from configs import errors
+
 ENV = "PRETRAIN_HOST_MALLOC"  # "reuse" sets it; "default" (or unset) leaves glibc alone
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -3, -4, -8  # <malloc.h>
 _LARGEST_MMAP_THRESHOLD, _DEFAULT_MMAP_MAX = 32 << 20, 65536  # 64-bit glibc
@@ -60,8 +62,8 @@ def configure():
   PRETRAIN_HOST_MALLOC=reuse; True if it did."""
   choice = os.environ.get(ENV) or "default"
   if choice not in ("reuse", "default"):
-    raise ValueError(f"{ENV}={choice!r}: set it to 'reuse' (freed host memory kept for reuse "
-                     "on CPU) or 'default' (glibc's own settings, the default)")
+    raise errors.UserError(f"{ENV}={choice!r}: set it to 'reuse' (freed host memory kept "
+                           "for reuse on CPU) or 'default' (glibc's own settings, the default)")
   if choice == "default" or accelerator_installed():
     return False
   libc = _glibc()

@@ -91,6 +91,18 @@ def test_bad_setting_is_one_line_naming_the_variable(monkeypatch):
     host_memory.configure()
 
 
+def test_bad_setting_stops_an_entry_point_in_one_line(tmp_path):
+  from tests.conftest import REPO  # pylint: disable=g-import-not-at-top
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PRETRAIN_HOST_MALLOC="yes")
+  proc = subprocess.run([sys.executable, "-m", "pretrain.train", "--config=configs/gpt.py:smoke",
+                         f"--workdir={tmp_path / 'run'}"], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+      "error: PRETRAIN_HOST_MALLOC='yes': set it to 'reuse' (freed host memory kept for reuse "
+      "on CPU) or 'default' (glibc's own settings, the default)"], proc.stderr
+  assert not (tmp_path / "run").exists()
+
+
 def test_off_unless_asked_for(monkeypatch):
   monkeypatch.delenv(host_memory.ENV, raising=False)
   assert not host_memory.configure() and not host_memory.configured()
