@@ -42,12 +42,14 @@ CONFIGS = {
 ACCELERATOR_ROWS = ("gpt2_small_1024", "bert_base_512")  # run only when named in --only
 
 
-def bench(name, steps, dtype, batch=0, attention=""):
-  """The production train step of CONFIGS[name] (batch 0: the table's), timed on random data."""
+def bench(name, steps, dtype, batch=0, attention="", model=None, profile_dir=""):
+  """The production train step of CONFIGS[name] (batch 0: the table's), timed on random data;
+  `model` overrides config.model fields; `profile_dir` traces 3 more steps with jax.profiler."""
   module, arg, overrides, table_batch, seq_len, vocab = CONFIGS[name]
   batch = batch or table_batch
   config = module.get_config(arg)
   config.model.update(overrides, dtype=dtype)
+  config.model.update(model or {})
   if attention:
     config.model.attention = attention
   config.batch.update(size=batch, seq_len=seq_len)
@@ -69,6 +71,11 @@ def bench(name, steps, dtype, batch=0, attention=""):
     state, out = step_fn(state, batch_arrays)
   jax.block_until_ready(out)
   seconds = (time.perf_counter() - start) / steps
+  if profile_dir:
+    with jax.profiler.trace(profile_dir):
+      for _ in range(3):
+        state, out = step_fn(state, batch_arrays)
+      jax.block_until_ready(out)
   n_params = layers.count_params(lambda: objective.make_model(cfg, nnx.Rngs(0)))
   tokens_per_s = batch * seq_len / seconds
   flops = objective.flops_per_token(cfg, n_params, config) * tokens_per_s

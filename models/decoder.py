@@ -50,7 +50,7 @@ DEFAULTS = dict(
     param_dtype="float32",
     attention="",          # cuDNN's flash kernel where it runs (GPU, bf16), else XLA's; or force one
     scan_layers=True,
-    scan_unroll=0,         # layers per scan iteration; 0: all up to 12 on CPU, else 1
+    scan_unroll=0,         # layers per scan iteration; 0: all up to 12 layers without remat, else 1
     remat="none",          # 'none', 'full', 'dots' (save matmul outputs), 'offload' (to host)
 )
 

@@ -491,13 +491,16 @@ def make_blocks(cfg, *, causal, rngs):
 
 def scan_unroll(cfg):
   """Layers per iteration of the scan over a stacked model (cfg.scan_unroll; the parameters'
-  layout is the same whatever it is). 0 picks: on CPU, where the loop costs a small model
-  20-40% of its train step, the whole stack up to 12 layers (compiled like an unscanned
-  model: ~0.5 s a layer); one layer per iteration otherwise, which keeps compile time flat."""
+  layout is the same whatever it is). 0 picks the whole stack up to 12 layers, compiled like an
+  unscanned model (~0.5 s a layer on CPU): the loop's slicing and stacking of parameters and
+  activations cost a small model 20-40% of its train step on CPU and 16-28% on a GPU (GPT-2
+  small, BERT-base; benchmarks/RESULTS.md). Deeper stacks, and stacks under remat, run one
+  layer per iteration: that keeps compile time flat, and XLA schedules an unrolled stack's
+  recomputation so that remat saves no memory."""
   unroll = switch(cfg, "scan_unroll")
   if unroll:
     return min(unroll, cfg.num_layers)
-  return cfg.num_layers if target_backend() == "cpu" and cfg.num_layers <= 12 else 1
+  return cfg.num_layers if cfg.num_layers <= 12 and cfg.remat == "none" else 1
 
 
 def run_blocks(blocks, x, *, positions, mask, dropout_key, scan, remat, unroll=1):

@@ -152,14 +152,14 @@ def test_remat_and_attention_switches_equal_the_plain_model(switch):
 
 def test_unrolled_scan_keeps_the_layout_and_the_numbers():
   """scan_unroll changes how the stacked layers run, not their parameters: the same state
-  gives the same loss and gradients; 0 picks the whole stack on CPU for small depths."""
-  with layers.built_for("cpu"):  # (the same on a GPU machine)
-    assert layers.scan_unroll(_cfg(num_layers=4)) == 4       # CPU, <= 12 layers: unrolled
-    assert layers.scan_unroll(_cfg(num_layers=24)) == 1      # deep: a loop, flat compile time
-    assert layers.scan_unroll(_cfg(num_layers=4, scan_unroll=2)) == 2
-    assert layers.flat_matmuls()
-  with layers.built_for("gpu"):  # (pretrain.aot: the program an accelerator would run)
-    assert layers.scan_unroll(_cfg(num_layers=4)) == 1 and not layers.flat_matmuls()
+  gives the same loss and gradients; 0 picks the whole stack for small depths without remat, on any backend."""
+  for backend in ("cpu", "gpu"):  # (gpu: pretrain.aot builds the program it would run)
+    with layers.built_for(backend):
+      assert layers.scan_unroll(_cfg(num_layers=4)) == 4       # <= 12 layers: unrolled
+      assert layers.scan_unroll(_cfg(num_layers=24)) == 1      # deep: a loop, flat compile time
+      assert layers.scan_unroll(_cfg(num_layers=4, remat="dots")) == 1  # remat saves memory
+      assert layers.scan_unroll(_cfg(num_layers=4, scan_unroll=2)) == 2
+      assert layers.flat_matmuls() == (backend == "cpu")
 
   def loss_and_grads(unroll):
     model = decoder.Decoder(_cfg(num_layers=4, scan_unroll=unroll, dropout=0.1), rngs=nnx.Rngs(0))
