@@ -59,9 +59,10 @@ def run(variant, profile_dir=""):
       raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed")
     return json.loads(out.stdout.strip().splitlines()[-1])
   batch = fields.pop("batch", _BATCH.value)
-  known = throughput.CONFIGS[_ROW.value][0].get_config(throughput.CONFIGS[_ROW.value][1]).model
-  if set(fields) - set(known):
-    raise ValueError(f"variant {variant!r}: no config.model field {sorted(set(fields) - set(known))}")
+  module, arg = throughput.CONFIGS[_ROW.value][:2]
+  unknown = sorted(set(fields) - set(module.get_config(arg).model))
+  if unknown:
+    raise ValueError(f"variant {variant!r}: no config.model field {unknown}")
   r = throughput.bench(_ROW.value, _STEPS.value, "bfloat16", batch=batch, attention="cudnn",
                        model=fields, profile_dir=profile_dir)
   return dict(r, batch=batch or throughput.CONFIGS[_ROW.value][3])
@@ -79,7 +80,8 @@ def main(argv):
         f"vendor {vendor / 1e12:.0f}")
   # Variants with XLA flags run first, in their own processes: this one keeps the device
   # memory that its own variants took.
-  order = sorted(range(len(_VARIANTS.value)), key=lambda k: "xla" not in parse(_VARIANTS.value[k])[1])
+  order = sorted(range(len(_VARIANTS.value)),
+                 key=lambda k: "xla" not in parse(_VARIANTS.value[k])[1])
   results = {}
   for k in order:
     try:

@@ -152,7 +152,8 @@ def test_remat_and_attention_switches_equal_the_plain_model(switch):
 
 def test_unrolled_scan_keeps_the_layout_and_the_numbers():
   """scan_unroll changes how the stacked layers run, not their parameters: the same state
-  gives the same loss and gradients; 0 picks the whole stack for small depths without remat, on any backend."""
+  gives the same loss and gradients; 0 picks the whole stack for small depths without remat, on
+  any backend."""
   for backend in ("cpu", "gpu"):  # (gpu: pretrain.aot builds the program it would run)
     with layers.built_for(backend):
       assert layers.scan_unroll(_cfg(num_layers=4)) == 4       # <= 12 layers: unrolled
