@@ -103,5 +103,6 @@ def main(argv):
           f"{r['tokens_per_s']:,.0f} | {ratio} | {r['flops'] / 1e12:.0f} | "
           f"{r['flops'] / measured:.3f} | {r['flops'] / vendor:.3f} |")
 
+
 if __name__ == "__main__":
   app.run(main)

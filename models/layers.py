@@ -495,8 +495,8 @@ def scan_unroll(cfg):
   unscanned model (~0.5 s a layer on CPU): the loop's slicing and stacking of parameters and
   activations cost a small model 20-40% of its train step on CPU and 16-28% on a GPU (GPT-2
   small, BERT-base; benchmarks/RESULTS.md). Deeper stacks, and stacks under remat, run one
-  layer per iteration: that keeps compile time flat, and XLA schedules an unrolled stack's
-  recomputation so that remat saves no memory."""
+  layer per iteration: that keeps compile time flat, and in XLA's memory plan of an unrolled
+  stack remat saved nothing (the ahead-of-time check's, pretrain/aot.py)."""
   unroll = switch(cfg, "scan_unroll")
   if unroll:
     return min(unroll, cfg.num_layers)
