@@ -47,7 +47,7 @@ def check_model(m):
   _require(0 <= m.dropout < 1, f"config.model.dropout: {m.dropout} must be in [0, 1)")
   _require(layers.switch(m, "scan_unroll") >= 0,
            f"config.model.scan_unroll: {layers.switch(m, 'scan_unroll')} must be >= 0 (0: chosen "
-           "by backend and depth)")
+           "by depth and remat)")
   for field, meaning in (("logit_softcap", "0 turns capping off"), ("z_loss", "0 turns it off")):
     _require(layers.switch(m, field) >= 0,
              f"config.model.{field}: {layers.switch(m, field)} must be >= 0 ({meaning})")
