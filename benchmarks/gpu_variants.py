@@ -1,9 +1,12 @@
 r"""Variants of the production train step on one accelerator, side by side in one run: which
-layout, batch, remat or XLA setting pays, each as a ratio to the first variant.
+layout, batch, remat or XLA setting pays, each as a ratio to the first variant, and what it
+costs in compile time (the first step's time, compile included).
 
   python -m benchmarks.gpu_variants --row=gpt2_small_1024 \
       --variant=base: --variant=unroll2:scan_unroll=2 --variant=unscanned:scan_layers=False \
       --variant=b64:batch=64 --variant="cublas:xla=--xla_gpu_enable_triton_gemm=false"
+  python -m benchmarks.gpu_variants --row=gpt2_small_1024 --variant=deep:num_layers=24 \
+      --variant=deep_unrolled:num_layers=24,scan_unroll=24     # does unrolling pay at depth?
 
 A variant is `label:key=value,key=value`, the keys being config.model fields, `batch` and
 `xla` (XLA_FLAGS for that variant, which then runs in its own process). Each variant times
@@ -89,9 +92,9 @@ def main(argv):
     except Exception as e:  # pylint: disable=broad-except
       results[k] = f"failed: {type(e).__name__}: {e}".replace("\n", " ")
     print(f"{_VARIANTS.value[k]}: {results[k]}", flush=True)
-  print("| variant | spec | batch x seq | ms/step | tokens/s | vs first (tokens/s) | TFLOP/s | "
-        "MFU (measured) | MFU (vendor) |")
-  print("|---|---|---|---|---|---|---|---|---|")
+  print("| variant | spec | batch x seq | first step (compile) | ms/step | tokens/s | "
+        "vs first (tokens/s) | TFLOP/s | MFU (measured) | MFU (vendor) |")
+  print("|---|---|---|---|---|---|---|---|---|---|")
   for k, variant in enumerate(_VARIANTS.value):
     label, _, spec = variant.partition(":")
     r, first = results[k], results[0]
@@ -99,7 +102,8 @@ def main(argv):
       print(f"| {label} | {spec} | {r} |")
       continue
     ratio = f"{r['tokens_per_s'] / first['tokens_per_s']:.3f}" if isinstance(first, dict) else ""
-    print(f"| {label} | {spec} | {r['batch']} x {seq_len} | {r['step_ms']:.1f} | "
+    print(f"| {label} | {spec} | {r['batch']} x {seq_len} | {r['first_step_s']:.1f} s | "
+          f"{r['step_ms']:.1f} | "
           f"{r['tokens_per_s']:,.0f} | {ratio} | {r['flops'] / 1e12:.0f} | "
           f"{r['flops'] / measured:.3f} | {r['flops'] / vendor:.3f} |")
 
