@@ -49,6 +49,9 @@ def bench(name, steps, dtype, batch=0, attention="", model=None, profile_dir="")
   batch = batch or table_batch
   config = module.get_config(arg)
   config.model.update(overrides, dtype=dtype)
+  unknown = sorted(set(model or {}) - set(config.model))
+  if unknown:
+    raise ValueError(f"{name}: no config.model field {unknown}")
   config.model.update(model or {})
   if attention:
     config.model.attention = attention
