@@ -26,7 +26,8 @@ from absl import app, flags
 from benchmarks import throughput
 from pretrain import metrics
 
-_ROW = flags.DEFINE_string("row", "gpt2_small_1024", "A throughput.CONFIGS name.")
+_ROW = flags.DEFINE_enum("row", "gpt2_small_1024", list(throughput.CONFIGS),
+                        "A row of benchmarks/throughput.py's CONFIGS.")
 _VARIANTS = flags.DEFINE_multi_string("variant", ["base:"], "label:key=value,... (see above).")
 _STEPS = flags.DEFINE_integer("timed_steps", 20, "Timed steps per variant.")
 _BATCH = flags.DEFINE_integer("batch", 0, "Batch of variants that name none (0: the table's).")
