@@ -41,7 +41,8 @@ def test_mlm_accuracy_beats_most_frequent_token(tiny_bert, tmp_path):
   config = tiny_bert(**{"train.total_steps": 200, "train.eval_every": 200, "train.log_every": 50,
                         "train.eval_batches": 8, "batch.size": 16, "model.d_model": 64,
                         "model.num_heads": 4, "model.init_std": 0.05, "optimizer.lr": 2e-3,
-                        "optimizer.warmup_steps": 20})
+                        "optimizer.warmup_steps": 20,
+                        "checkpoint.every": 100})
   result = trainer.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
   # The most-frequent-token baseline over the same evaluation masks.
   _, _, val, _ = data.load_data(config, objectives.get(config.objective))

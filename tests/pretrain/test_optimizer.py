@@ -54,7 +54,7 @@ def test_bad_optimizer_fields_are_refused_in_one_line(fields, message):
 def test_each_optimizer_trains_with_falling_loss(tiny_config, tmp_path, name, lr):
   config = tiny_config(**{"optimizer.name": name, "optimizer.lr": lr, "optimizer.min_lr": lr / 10,
                           "optimizer.schedule": "wsd", "optimizer.warmup_steps": 5,
-                          "train.total_steps": 30, "train.log_every": 10})
+                          "train.total_steps": 30, "train.log_every": 10, "checkpoint.every": 15})
   trainer.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
   rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   losses = [r["train/loss"] for r in rows if "train/loss" in r]

@@ -18,7 +18,8 @@ def _losses(workdir):
 
 def test_loss_falls(tiny_config, tmp_path):
   config = tiny_config(**{"train.total_steps": 120, "train.log_every": 20, "train.eval_every": 120,
-                          "train.eval_batches": 4, "optimizer.lr": 3e-3, "optimizer.warmup_steps": 10})
+                          "train.eval_batches": 4, "optimizer.lr": 3e-3, "optimizer.warmup_steps": 10,
+                          "checkpoint.every": 60})
   result = trainer.train_and_evaluate(config, str(tmp_path))
   losses = [r["train/loss"] for r in _losses(tmp_path)]
   assert losses[-1] < losses[0] - 1.0, losses
@@ -137,7 +138,8 @@ def test_each_strategy_equals_one_device(tiny_config, tmp_path, name):
 
 def test_bfloat16_first_moment_and_remat_offload_as_dots_on_cpu(tiny_config, tmp_path, capsys):
   config = tiny_config(**{"optimizer.mu_dtype": "bfloat16", "model.remat": "offload",
-                          "train.total_steps": 20, "train.log_every": 10, "optimizer.lr": 3e-3})
+                          "train.total_steps": 20, "train.log_every": 10, "optimizer.lr": 3e-3,
+                          "checkpoint.every": 10})
   result = trainer.train_and_evaluate(config, str(tmp_path))
   assert "model.remat: 'offload' runs as 'dots' on cpu" in capsys.readouterr().out
   mu = result.state["opt_state"][1][0].mu  # clip, then adamw's scale_by_adam state
