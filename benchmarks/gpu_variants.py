@@ -62,9 +62,8 @@ def run(variant, profile_dir=""):
       raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed")
     return json.loads(out.stdout.strip().splitlines()[-1])
   batch = fields.pop("batch", _BATCH.value)
-  r = throughput.bench(_ROW.value, _STEPS.value, "bfloat16", batch=batch, attention="cudnn",
-                       model=fields, profile_dir=profile_dir)
-  return dict(r, batch=batch or throughput.CONFIGS[_ROW.value][3])
+  return throughput.bench(_ROW.value, _STEPS.value, "bfloat16", batch=batch, attention="cudnn",
+                          model=fields, profile_dir=profile_dir)
 
 
 def main(argv):

@@ -86,7 +86,7 @@ def bench(name, steps, dtype, batch=0, attention="", model=None, profile_dir="")
   tokens_per_s = batch * seq_len / seconds
   flops = objective.flops_per_token(cfg, n_params, config) * tokens_per_s
   return dict(params_m=n_params / 1e6, step_ms=seconds * 1e3, tokens_per_s=tokens_per_s,
-              flops=flops, first_step_s=first_step_s)
+              flops=flops, first_step_s=first_step_s, batch=batch)
 
 
 def main(argv):
