@@ -4,6 +4,7 @@ Every parameter carries logical axis names from models/axes.py. Parameters are c
 `param_dtype` (float32); matmuls run in the compute `dtype` (bfloat16 on accelerators).
 """
 import contextlib
+import functools
 import math
 
 import jax
@@ -122,7 +123,9 @@ def heads_major_attention(q, k, v, *, mask=None, causal=False):
   than to the logits. On CPU the train step of a 6-layer, block-256 GPT is ~5% faster for
   it, and ~5% faster again for the blocks: causal self-attention over more than
   _CAUSAL_BLOCK positions goes by blocks of queries, each against the keys up to its last
-  position, so the blocks above the diagonal, all masked, are never computed.
+  position, so the blocks above the diagonal, all masked, are never computed. Its gradient is
+  written out (_attention_bwd): the backward pass keeps the probabilities, not the logits'
+  exponentials as well.
   q: [b, t, heads, d]; k, v: [b, s, kv_heads, d]; mask: [b, 1, t, s] or broadcastable."""
   b, t, heads, d = q.shape
   groups = k.shape[2]
@@ -130,42 +133,83 @@ def heads_major_attention(q, k, v, *, mask=None, causal=False):
   k, v = (a.transpose(0, 2, 1, 3) for a in (k, v))                          # [b, g, s, d]
   q = q * jnp.asarray(d ** -0.5, q.dtype)
   mask = None if mask is None else mask[:, :, None]  # [b, 1, 1, t, s]: the same for every head
-  block = _CAUSAL_BLOCK
-  if causal and t == k.shape[2] and t > block:
-    out = jnp.concatenate([
-        _attend(q[:, :, :, i:i + block], k[:, :, :i + block], v[:, :, :i + block],
-                _mask_block(mask, i, block), causal, i)
-        for i in range(0, t, block)], axis=3)
-  else:
-    out = _attend(q, k, v, mask, causal, 0)
+  out = _blocked_attention(_query_blocks(t, k.shape[2], causal), causal, q, k, v, mask)
   return out.transpose(0, 3, 1, 2, 4).reshape(b, t, heads, d)
 
 
 _CAUSAL_BLOCK = 64  # at block 256, 4 blocks: the step of a 6-layer GPT ~5% faster than 1 or 2
 
 
-def _mask_block(mask, start, block):
-  """The rows start:start+block of a [b, 1, 1, t, s] mask and its columns up to their end
-  (an axis of size 1, broadcast, stays as it is)."""
-  if mask is None:
-    return None
-  if mask.shape[-2] > 1:
-    mask = mask[..., start:start + block, :]
-  return mask[..., :start + block] if mask.shape[-1] > 1 else mask
+def _query_blocks(t, s, causal):
+  """(first, end) of each block of queries; block i attends to the keys before its end."""
+  if causal and t == s and t > _CAUSAL_BLOCK:
+    return tuple((i, min(i + _CAUSAL_BLOCK, t)) for i in range(0, t, _CAUSAL_BLOCK))
+  return ((0, t),)
 
 
-def _attend(q, k, v, mask, causal, offset):
-  """heads_major_attention of queries at positions offset.. against keys from position 0."""
-  logits = jnp.einsum("bgrtd,bgsd->bgrts", q, k).astype(jnp.float32)
-  keep = mask
+def _keep(mask, causal, first, end, keys):
+  """Which logits of the queries first:end against the first `keys` keys count (None: all)."""
+  keep = None
+  if mask is not None:
+    keep = mask[..., first:end, :] if mask.shape[-2] > 1 else mask
+    keep = keep[..., :keys] if keep.shape[-1] > 1 else keep
   if causal:
-    rows = offset + jnp.arange(q.shape[3])[:, None]
-    below = jnp.arange(k.shape[2])[None, :] <= rows
+    below = jnp.arange(keys)[None, :] <= first + jnp.arange(end - first)[:, None]
     keep = below if keep is None else keep & below
+  return keep
+
+
+def _probabilities(q, k, keep):
+  logits = jnp.einsum("bgrtd,bgsd->bgrts", q, k).astype(jnp.float32)
   if keep is not None:
     logits = jnp.where(keep, logits, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  return jnp.einsum("bgrts,bgsd->bgrtd", probs, v)
+  return jax.nn.softmax(logits, axis=-1)
+
+
+def _each_block(blocks, q, k, v, mask, causal):
+  """(block's queries, keys and values it attends to, its keep mask) per block of queries."""
+  for first, end in blocks:
+    keys = end if len(blocks) > 1 else k.shape[2]
+    yield (q[:, :, :, first:end], k[:, :, :keys], v[:, :, :keys],
+           _keep(mask, causal, first, end, keys))
+
+
+def _join(blocks):
+  return blocks[0] if len(blocks) == 1 else jnp.concatenate(blocks, axis=3)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _blocked_attention(blocks, causal, q, k, v, mask):
+  return _attention_fwd(blocks, causal, q, k, v, mask)[0]
+
+
+def _attention_fwd(blocks, causal, q, k, v, mask):
+  outs, probs = [], []
+  for q_i, k_i, v_i, keep in _each_block(blocks, q, k, v, mask, causal):
+    probs.append(_probabilities(q_i, k_i, keep))
+    outs.append(jnp.einsum("bgrts,bgsd->bgrtd", probs[-1].astype(v.dtype), v_i))
+  return _join(outs), (q, k, v, mask, probs)
+
+
+def _attention_bwd(blocks, causal, residuals, g):
+  """The softmax's gradient from its probabilities alone: dlogits = p * (dp - sum(dp * p))."""
+  q, k, v, mask, probs = residuals
+  dq, dk, dv = [], jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32)
+  parts = _each_block(blocks, q, k, v, mask, causal)
+  for (first, end), p, (q_i, k_i, v_i, keep) in zip(blocks, probs, parts):
+    g_i, keys = g[:, :, :, first:end], k_i.shape[2]
+    dv = dv.at[:, :, :keys].add(jnp.einsum("bgrts,bgrtd->bgsd", p.astype(v.dtype), g_i))
+    dp = jnp.einsum("bgrtd,bgsd->bgrts", g_i, v_i).astype(jnp.float32)
+    ds = p * (dp - jnp.sum(dp * p, axis=-1, keepdims=True))
+    if keep is not None:  # a row with every key masked has uniform p, and no gradient
+      ds = jnp.where(keep, ds, 0.0)
+    ds = ds.astype(q.dtype)
+    dq.append(jnp.einsum("bgrts,bgsd->bgrtd", ds, k_i))
+    dk = dk.at[:, :, :keys].add(jnp.einsum("bgrts,bgrtd->bgsd", ds, q_i))
+  return _join(dq), dk.astype(k.dtype), dv.astype(v.dtype), None
+
+
+_blocked_attention.defvjp(_attention_fwd, _attention_bwd)
 
 
 @jax.custom_vjp
@@ -335,7 +379,10 @@ class MLP(nnx.Module):
     elif self.kind == "relu2":
       h = jnp.square(jax.nn.relu(h))
     else:
-      h = jax.nn.gelu(h, approximate=self.gelu_approximate)
+      # Only the GELU's input is kept for the backward pass (with its output, which the
+      # projection keeps): the tanh form kept a third [tokens, d_ff] array per layer, 10% of
+      # a 6-layer GPT's temporary memory on CPU (benchmarks/RESULTS.md)
+      h = jax.checkpoint(functools.partial(jax.nn.gelu, approximate=self.gelu_approximate))(h)
     return self.proj(h)
 
 

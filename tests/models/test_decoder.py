@@ -203,14 +203,17 @@ def test_heads_major_attention_equals_jax(kv_heads, block, monkeypatch):
   """The CPU attention (heads moved ahead once, queries scaled; causal attention by blocks of
   queries, here 16 positions in blocks of 5) computes what jax.nn.dot_product_attention
   does: causal or not, with a padding mask or a full one, grouped-query heads; outputs and
-  gradients."""
+  gradients (written out by hand for the backward pass)."""
   monkeypatch.setattr(layers, "_CAUSAL_BLOCK", block)
   q = jax.random.normal(jax.random.key(0), (2, 16, 4, 8))
   k, v = (jax.random.normal(jax.random.key(i), (2, 16, kv_heads, 8)) for i in (1, 2))
   mask = jax.random.bernoulli(jax.random.key(3), 0.7, (2, 1, 1, 16)).at[..., 0].set(True)
   full = jax.random.bernoulli(jax.random.key(4), 0.7, (2, 1, 16, 16)).at[..., 0].set(True)
+  # A query that may attend to nothing gets no gradient. (Its output, the mean of the values
+  # it sees, is of all of them here; causal blocks average only their own keys'.)
+  no_keys = full.at[1, 0, 6].set(False)
   for causal in (False, True):
-    for m in (None, mask, full):
+    for m in (None, mask, full) + (() if causal else (no_keys,)):
       def loss(attention):
         return lambda q, k, v: jnp.sum(jnp.sin(attention(q, k, v, m, causal)))
       ours = jax.value_and_grad(loss(lambda q, k, v, m, c: layers.heads_major_attention(
