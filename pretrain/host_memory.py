@@ -22,6 +22,15 @@ Only the main arena can hold such a block, and a thread keeps the arena it first
 from, so this runs before JAX starts its threads: in the entry points that run steps
 (pretrain.cli.start) and the benchmarks that time them. It is left out where an accelerator
 plugin is installed (unless JAX_PLATFORMS=cpu) and on C libraries other than glibc.
+
+By default (either setting), configure() also makes that buffer smaller on CPU-only hosts:
+XLA:CPU's memory-minimising scheduler rather than its concurrency-optimised one, which moves
+every backward operation that needs only forward values (transposed copies for weight
+gradients, layout copies of attention's keys and values) into the forward pass, where
+their outputs wait for the backward. The 6 x 384 model's temporary buffer falls from 1181 to
+818 MiB, and its page faults a step from 310k to 220k, at the same step time. It goes into
+XLA_FLAGS, read when JAX first compiles (a per-jit compiler option does not reach XLA:CPU's
+scheduler), unless XLA_FLAGS names the flag already.
 """
 import ctypes
 import importlib.metadata
@@ -33,6 +42,7 @@ from configs import errors
 ENV = "PRETRAIN_HOST_MALLOC"  # "reuse" sets it; "default" (or unset) leaves glibc alone
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -3, -4, -8  # <malloc.h>
 _LARGEST_MMAP_THRESHOLD, _DEFAULT_MMAP_MAX = 32 << 20, 65536  # 64-bit glibc
+MEMORY_SCHEDULER = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 
 
 def accelerator_installed():
@@ -64,7 +74,10 @@ def configure():
   if choice not in ("reuse", "default"):
     raise errors.UserError(f"{ENV}={choice!r}: set it to 'reuse' (freed host memory kept "
                            "for reuse on CPU) or 'default' (glibc's own settings, the default)")
-  if choice == "default" or accelerator_installed():
+  if accelerator_installed():
+    return False
+  schedule_for_memory()
+  if choice == "default":
     return False
   libc = _glibc()
   if libc is None:
@@ -75,6 +88,14 @@ def configure():
   if done:
     _configured[:] = [libc]
   return done
+
+
+def schedule_for_memory():
+  """XLA:CPU's memory-minimising scheduler for the programs this process compiles (the
+  module's doc), unless XLA_FLAGS sets the scheduler already."""
+  flags = os.environ.get("XLA_FLAGS", "")
+  if MEMORY_SCHEDULER.split("=")[0] not in flags:
+    os.environ["XLA_FLAGS"] = f"{flags} {MEMORY_SCHEDULER}".strip()
 
 
 def configured():

@@ -102,8 +102,9 @@ def test_search_finds_the_cheapest_change_that_fits():
   config.mesh.update(data=4, fsdp=2)
   config.batch.update(size=16, seq_len=256)
   baseline = aot.analyse(config)["peak_bytes"]
-  overrides, found = aot.search(config, 0.5 * baseline)
-  assert found["peak_bytes"] <= 0.5 * baseline < baseline
+  limit = 0.62 * baseline  # met from the remat rung on (between it and the rung before)
+  overrides, found = aot.search(config, limit)
+  assert found["peak_bytes"] <= limit < baseline
   steps = aot.ladder(config)
   assert list(overrides.items()) == steps[:len(overrides)], overrides
   assert overrides["model.dtype"] == "bfloat16" and len(overrides) < len(steps)
@@ -114,7 +115,7 @@ def test_search_finds_the_cheapest_change_that_fits():
   smaller = common.apply_overrides(gpt.get_config("small"), {
       "model.num_layers": 2, "mesh.data": 4, "mesh.fsdp": 2, "batch.size": 16,
       "batch.seq_len": 256, **fewer})
-  assert aot.analyse(smaller)["peak_bytes"] > 0.5 * baseline
+  assert aot.analyse(smaller)["peak_bytes"] > limit
   # Nothing fits: the whole ladder is tried (counted, not compiled: the rungs compile above).
   tried = []
   assert aot.search(config, 1e6, lambda c: tried.append(c) or {"peak_bytes": 2e6}) == (

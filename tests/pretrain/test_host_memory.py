@@ -105,7 +105,44 @@ def test_bad_setting_stops_an_entry_point_in_one_line(tmp_path):
 
 def test_off_unless_asked_for(monkeypatch):
   monkeypatch.delenv(host_memory.ENV, raising=False)
+  monkeypatch.setenv("XLA_FLAGS", "")  # restored after: configure() adds the scheduler
   assert not host_memory.configure() and not host_memory.configured()
+
+
+# The gradient of four residual MLP layers through the dense layers' matmuls; printed: its
+# compiled temporary buffer, in bytes, and the XLA_FLAGS it was compiled with.
+_TEMP = """
+import os
+from pretrain import host_memory
+host_memory.configure()
+import jax, jax.numpy as jnp
+from models import layers
+def loss(ws, x):
+  for w1, w2 in ws:
+    h = layers.dot_general(x, w1, (((1,), (0,)), ((), ())))
+    x = x + layers.dot_general(jnp.tanh(h), w2, (((1,), (0,)), ((), ())))
+  return jnp.sum(x * x)
+ws = [(jnp.full((64, 256), 0.01), jnp.full((256, 64), 0.01)) for _ in range(4)]
+compiled = jax.jit(jax.grad(loss)).lower(ws, jnp.ones((1024, 64))).compile()
+print(compiled.memory_analysis().temp_size_in_bytes, os.environ["XLA_FLAGS"])
+"""
+
+
+def test_cpu_steps_compile_for_less_temporary_memory():
+  """By default configure() compiles with XLA:CPU's memory-minimising scheduler, which keeps
+  the backward's copies of forward values out of the forward pass; a scheduler XLA_FLAGS
+  names already is left as it is."""
+  def temp(xla_flags):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags)
+    env.pop(host_memory.ENV, None)
+    out = subprocess.run([sys.executable, "-c", _TEMP], env=env, capture_output=True,
+                         text=True, check=True).stdout.split(maxsplit=1)
+    return int(out[0]), out[1].strip()
+  ours, flags = temp("")
+  concurrent, kept = temp("--xla_cpu_enable_concurrency_optimized_scheduler=true")
+  assert flags == host_memory.MEMORY_SCHEDULER
+  assert kept == "--xla_cpu_enable_concurrency_optimized_scheduler=true"
+  assert ours < concurrent, (ours, concurrent)
 
 
 def test_jax_platforms_decides_whether_an_accelerator_may_be_used(monkeypatch):
