@@ -5,7 +5,9 @@ import io
 import itertools
 import logging
 import os
+import queue
 import shutil
+import threading
 
 import ml_collections
 import tensorflow_datasets as tfds
@@ -288,9 +290,42 @@ def text_batches(b, split, text_key, shard=(0, 1), stats=None, batch=READ_BATCH)
 
 def texts(b, split, text_key, shard=(0, 1), stats=None):
   """Yields the text of every example in `split`, restricted to shard (index, count), as
-  text_batches does (the same documents skipped and counted)."""
-  for batch in text_batches(b, split, text_key, shard, stats):
+  text_batches does (the same documents skipped and counted), reading ahead."""
+  for batch in read_ahead(text_batches(b, split, text_key, shard, stats)):
     yield from batch
+
+
+def read_ahead(items, depth=2):
+  """Yields what `items` yields, which a thread of its own produces up to `depth` items ahead:
+  the next batch of records is read and decoded while the tokenizer (which lets go of
+  Python's lock) encodes this one. An error in the thread is raised here."""
+  ready, stop, end = queue.Queue(depth), threading.Event(), object()
+
+  def put(item):
+    while not stop.is_set():
+      try:
+        return ready.put(item, timeout=0.1)
+      except queue.Full:
+        pass
+
+  def produce():
+    try:
+      for item in items:
+        if stop.is_set():
+          return
+        put(item)
+      put(end)
+    except BaseException as e:  # pylint: disable=broad-except
+      put(e)
+
+  threading.Thread(target=produce, daemon=True).start()
+  try:
+    while (item := ready.get()) is not end:
+      if isinstance(item, BaseException):
+        raise item
+      yield item
+  finally:
+    stop.set()  # the consumer stopped early: the thread stops at its next item
 
 
 SAMPLE_PARTS = 256          # stretches a tokenizer's training sample is spread over ...

@@ -410,10 +410,45 @@ def test_batched_tokenization_equals_encoding_each_document_alone(tmp_path, kind
     assert np.concatenate([d for _, d, _ in got]).tolist() == [len(d) for d in kept]
     assert np.concatenate([s for _, _, s in got]).tolist() == [len(s) for d in kept for s in d]
   assert [[s.tolist() for s in d] for d in tokenized.tokenize_documents(tok, texts)] == docs
+  # A document's sentences go to the tokenizer as one text, joined by a special token, unless
+  # a text holds that token's own text: the same tokens as each sentence alone either way.
+  sep = tokenized._separator(tok)[0]  # pylint: disable=protected-access
+  for some in ([t for t in texts if sep not in t], texts + [f"One {sep} two. Three"]):
+    split = [tokenized.split_sentences(t) for t in some]
+    counts = np.array([len(d) for d in split])
+    joined = tokenized._encode_joined(tok, split, counts, some)  # pylint: disable=protected-access
+    assert (joined is None) == any(sep in t for t in some)
+    each = tokenized._encode_each(tok, split)  # pylint: disable=protected-access
+    if joined is not None:
+      assert [a.tolist() for a in joined] == [a.tolist() for a in each]
   # as BERT's example building takes them: documents of sentences as offsets into the tokens
   ours = bert_data.Sentences.from_lengths(*tokenized.encode_sentences(tok, texts))
   reference = bert_data.Sentences.from_lists(kept)
   assert ours.tokens.tolist() == reference.tokens.tolist() and ours[1:] == reference[1:]
+
+
+def test_read_ahead_keeps_the_order_raises_errors_and_stops_with_its_reader():
+  assert list(sources.read_ahead(iter(range(50)), depth=2)) == list(range(50))
+
+  def failing():
+    yield 1
+    raise OSError("disk gone")
+  got = []
+  with pytest.raises(OSError, match="disk gone"):
+    for item in sources.read_ahead(failing()):
+      got.append(item)
+  assert got == [1]
+  produced = []
+
+  def counted():
+    for i in range(1000):
+      produced.append(i)
+      yield i
+  reader = sources.read_ahead(counted(), depth=2)
+  assert next(reader) == 0
+  reader.close()  # a reader that stops early: the thread reads a few items past it, no more
+  time.sleep(0.5)
+  assert len(produced) <= 5, len(produced)
 
 
 @pytest.mark.parametrize("file_format", ["array_record", "tfrecord"])
