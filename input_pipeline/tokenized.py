@@ -122,8 +122,9 @@ def _encode_joined(tok, docs, counts, texts):
   """_encode_each's result, from one text per document: its sentences joined by a special
   token, which the tokenizer splits the text at before anything else, so each sentence's
   tokens are those it has alone; the special token's places give the sentence lengths.
-  Encoding 6x fewer, longer texts: a third less time for the tokenizer. None where a text
-  holds that token's text itself (then each sentence is encoded alone)."""
+  About 6x fewer texts, and as many fewer lists of ids made in Python (the tokenizer's own
+  time barely changes): ~5-10% of BERT's tokenization. None where a text holds that token's
+  text itself (then each sentence is encoded alone)."""
   sep = _separator(tok)
   if sep is None or any(sep[0] in t for t in texts):
     return None
