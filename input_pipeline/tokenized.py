@@ -115,7 +115,10 @@ def _encode_each(tok, docs):
 def _separator(tok):
   """(text, id) of one of the tokenizer's special tokens, or None."""
   specials = [(i, t.content) for i, t in tok.get_added_tokens_decoder().items() if t.special]
-  return (min(specials)[1], min(specials)[0]) if specials else None
+  if not specials:
+    return None
+  first, text = min(specials)
+  return text, first
 
 
 def _encode_joined(tok, docs, counts, texts):
