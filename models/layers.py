@@ -194,6 +194,10 @@ def _attention_fwd(blocks, causal, q, k, v, mask):
 def _attention_bwd(blocks, causal, residuals, g):
   """The softmax's gradient from its probabilities alone: dlogits = p * (dp - sum(dp * p))."""
   q, k, v, mask, probs = residuals
+  if len(blocks) > 1:
+    # Sliced again here, after the cotangent has come: otherwise XLA merges these slices with
+    # the forward pass's, and holds every layer's from there to its backward.
+    q, k, v = (_after(a, g) for a in (q, k, v))
   dq, dk, dv = [], jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32)
   parts = _each_block(blocks, q, k, v, mask, causal)
   for (first, end), p, (q_i, k_i, v_i, keep) in zip(blocks, probs, parts):
@@ -212,29 +216,50 @@ def _attention_bwd(blocks, causal, residuals, g):
 _blocked_attention.defvjp(_attention_fwd, _attention_bwd)
 
 
-@jax.custom_vjp
-def _flat_matmul(x, w):
-  return x @ w
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _flat_matmul(act, xs, w):
+  """act(*xs) @ w on 2-D operands (xs[0] @ w where act is None), keeping only xs and w for
+  the backward pass: an MLP's activation is recomputed there rather than kept."""
+  return _activated(act, xs) @ w
 
 
-def _flat_matmul_fwd(x, w):
-  return x @ w, (x, w)
+def _activated(act, xs):
+  return xs[0] if act is None else act(*xs)
 
 
-def _flat_matmul_bwd(residuals, g):
+def _flat_matmul_fwd(act, xs, w):
+  return _flat_matmul(act, xs, w), (xs, w)
+
+
+def _flat_matmul_bwd(act, residuals, g):
   # The weight gradient x.T @ g contracts the rows of x and g; XLA:CPU runs that form (both
   # operands contracted on axis 0) through Eigen, well under a plain matmul's rate. The
   # narrower of x and g is transposed into a real copy (the barriers keep the simplifier from
   # folding the transposes back into the dot) and the product runs as a plain matmul: 9-36%
   # faster on the shapes of GPT-2-like MLPs and projections, the copy included
   # (benchmarks/RESULTS.md).
-  x, w = residuals
+  xs, w = residuals
+  if act is not None:
+    # Recomputed once the cotangent has come: XLA:CPU's scheduler would otherwise compute
+    # every layer's activation (which needs only xs) at the start of the backward pass, where
+    # they would all wait for their layer's turn.
+    xs = tuple(_after(x, g) for x in xs)
+  x, act_vjp = jax.vjp(lambda *xs: _activated(act, xs), *xs)
   barrier = jax.lax.optimization_barrier
   if x.shape[1] <= g.shape[1]:
     dw = barrier(x.T) @ g
   else:
     dw = barrier(barrier(g.T) @ x).T
-  return g @ w.T, dw
+  # The layer's weight gradient before the layers below it: left free, XLA:CPU's scheduler
+  # computes every layer's at the end of the backward pass, where a stacked model's
+  # gradients are concatenated, and holds what each needs until then.
+  return act_vjp(_after(g @ w.T, dw)), dw
+
+
+def _after(x, y):
+  """x, computed after y: x plus a zero taken from y. (XLA:CPU drops optimization barriers
+  before it schedules, so only a data dependency orders its program.)"""
+  return x + (0 * y[(0,) * y.ndim]).astype(x.dtype)
 
 
 _flat_matmul.defvjp(_flat_matmul_fwd, _flat_matmul_bwd)
@@ -249,7 +274,8 @@ def dot_general(x, kernel, dimension_numbers, precision=None, **kwargs):
   if (flat_matmuls() and precision is None and not any(batch_dims) and x.ndim == n + 1
       and tuple(contract_x) == tuple(range(1, n + 1)) and tuple(contract_k) == tuple(range(n))
       and all(v is None for v in kwargs.values())):
-    y = _flat_matmul(x.reshape(x.shape[0], -1), kernel.reshape(math.prod(kernel.shape[:n]), -1))
+    y = _flat_matmul(None, (x.reshape(x.shape[0], -1),),
+                     kernel.reshape(math.prod(kernel.shape[:n]), -1))
     return y.reshape(x.shape[0], *kernel.shape[n:])
   return jax.lax.dot_general(x, kernel, dimension_numbers, precision=precision, **kwargs)
 
@@ -373,17 +399,44 @@ class MLP(nnx.Module):
     return _dense(self._apply, x)
 
   def _apply(self, x):
-    h = self.fc(x)
-    if self.kind == "swiglu":
-      h = jax.nn.silu(self.gate(x)) * h
-    elif self.kind == "relu2":
-      h = jnp.square(jax.nn.relu(h))
-    else:
+    hs = (self.gate(x), self.fc(x)) if self.kind == "swiglu" else (self.fc(x),)
+    act = {"swiglu": _swiglu, "relu2": _relu2}.get(self.kind) or (
+        _gelu_tanh if self.gelu_approximate else _gelu_erf)
+    if flat_matmuls():
+      return _activated_linear(self.proj, act, hs)
+    if self.kind == "gelu":
       # Only the GELU's input is kept for the backward pass (with its output, which the
       # projection keeps): the tanh form kept a third [tokens, d_ff] array per layer, 10% of
       # a 6-layer GPT's temporary memory on CPU (benchmarks/RESULTS.md)
-      h = jax.checkpoint(functools.partial(jax.nn.gelu, approximate=self.gelu_approximate))(h)
-    return self.proj(h)
+      act = jax.checkpoint(act)
+    return self.proj(act(*hs))
+
+
+def _gelu_tanh(h):
+  return jax.nn.gelu(h, approximate=True)
+
+
+def _gelu_erf(h):
+  return jax.nn.gelu(h, approximate=False)
+
+
+def _relu2(h):
+  return jnp.square(jax.nn.relu(h))
+
+
+def _swiglu(gate, h):
+  return jax.nn.silu(gate) * h
+
+
+def _activated_linear(linear, act, hs):
+  """linear(act(*hs)) for an nnx.Linear on 2-D inputs, through _flat_matmul: the backward
+  pass keeps the activation's inputs and recomputes its output, a [tokens, d_ff] array per
+  layer less to hold (benchmarks/RESULTS.md)."""
+  kernel = linear.kernel[...]
+  bias = linear.bias[...] if linear.bias is not None else None
+  *hs, kernel, bias = linear.promote_dtype((*hs, kernel, bias), dtype=linear.dtype)
+  y = _flat_matmul(act, tuple(hs), kernel)
+  return y if bias is None else y + bias
 
 
 def residual_std(init_std, num_layers):

@@ -1,5 +1,6 @@
 """The decoder: GPT-2 shapes and counts, causality, document masking, variants, scan == loop."""
 import jax
+import jax.ad_checkpoint  # (print_saved_residuals)
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -196,6 +197,54 @@ def test_cpu_matmul_gradient_equals_autodiff():
     assert "custom_vjp_call" not in str(jax.make_jaxpr(lambda x, k: layers.dot_general(x, k, dims))(x, kernel))
   batched = jax.make_jaxpr(lambda x: layers.dot_general(x, x, (((2,), (2,)), ((0,), (0,)))))(x)
   assert "custom_vjp_call" not in str(batched)
+
+
+@pytest.mark.parametrize("kind,exact_gelu,use_bias", [("gelu", False, True), ("gelu", True, False),
+                                                      ("relu2", False, False), ("swiglu", False, True)])
+def test_cpu_mlp_recomputes_its_activation(kind, exact_gelu, use_bias, capsys):
+  """On CPU the MLP's activation runs inside its projection's matmul (layers._flat_matmul),
+  whose backward pass recomputes it: the same values and gradients as the plain form
+  accelerators run, with the activation's output no longer among the residuals kept for the
+  backward pass (only the activation's inputs, [tokens, d_ff] each)."""
+  mlp = layers.MLP(d_model=8, d_ff=32, kind=kind, use_bias=use_bias, init_std=0.3,
+                   out_init=nnx.initializers.normal(0.3), dtype=jnp.float32,
+                   param_dtype=jnp.float32, rngs=nnx.Rngs(0), gelu_approximate=not exact_gelu)
+  graphdef, params = nnx.split(mlp)
+  x = jax.random.normal(jax.random.key(1), (3, 5, 8))
+  loss = lambda p, x: jnp.sum(jnp.sin(nnx.merge(graphdef, p)(x)))
+
+  def run():
+    jax.ad_checkpoint.print_saved_residuals(loss, params, x)
+    wide = [l for l in capsys.readouterr().out.splitlines() if l.startswith("f32[15,32]")]
+    return len(wide), jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, x)
+
+  assert layers.flat_matmuls()
+  (kept, ours) = run()
+  with layers.built_for("gpu"):
+    plain = run()[1]
+  assert kept == (2 if kind == "swiglu" else 1), kept
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), ours, plain)
+
+
+def test_cpu_backward_frees_each_layer_before_the_next(monkeypatch):
+  """The CPU backward of a dense layer takes its activation's inputs, and hands its input
+  gradient on, only after its cotangent and its weight gradient (layers._after): otherwise
+  XLA:CPU's scheduler recomputes every layer's activation at the start of the backward pass and
+  leaves every weight gradient to the end, holding what they need meanwhile. The unrolled
+  stack's step compiles to a smaller temporary buffer with the order than without it."""
+  model = decoder.Decoder(_cfg(num_layers=4, d_model=64, max_len=64), rngs=nnx.Rngs(0))
+  graphdef, params = nnx.split(model, nnx.Param)
+  tokens = _tokens(8, 64)
+
+  def temp_bytes():
+    loss = lambda p: jnp.mean(nnx.merge(graphdef, p)(tokens) ** 2)
+    compiled = jax.jit(jax.grad(loss)).lower(params).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  ordered = temp_bytes()
+  monkeypatch.setattr(layers, "_after", lambda x, y: x)
+  free = temp_bytes()
+  assert ordered < 0.85 * free, (ordered, free)
 
 
 @pytest.mark.parametrize("kv_heads,block", [(4, 64), (2, 64), (1, 64), (2, 5)])
