@@ -1,7 +1,7 @@
 """Host memory on CPU-only processes, opt-in: freed blocks kept for reuse, not handed back.
 
 XLA:CPU allocates an executable's temporary buffer with posix_memalign at every call and
-frees it after: 1.5 GB a step for the 6 x 384 character model at batch 16 x 256 (818 MiB
+frees it after: 1.5 GB a step for the 6 x 384 character model at batch 16 x 256 (602 MiB
 since the changes in benchmarks/RESULTS.md, with the scheduler below). glibc
 serves a block that size with a fresh mmap (its threads' arenas cannot hold it, and blocks
 over 32 MB are always mapped), so every step faults each page of it in again and zeroes it:
