@@ -217,18 +217,19 @@ _blocked_attention.defvjp(_attention_fwd, _attention_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _flat_matmul(act, xs, w):
-  """act(*xs) @ w on 2-D operands (xs[0] @ w where act is None), keeping only xs and w for
-  the backward pass: an MLP's activation is recomputed there rather than kept."""
-  return _activated(act, xs) @ w
+def _flat_matmul(act, xs, w, b=None):
+  """act(*xs) @ w (+ b) on 2-D operands (xs[0] @ w where act is None), keeping only xs and w
+  for the backward pass: an MLP's activation is recomputed there rather than kept."""
+  y = _activated(act, xs) @ w
+  return y if b is None else y + b
 
 
 def _activated(act, xs):
   return xs[0] if act is None else act(*xs)
 
 
-def _flat_matmul_fwd(act, xs, w):
-  return _flat_matmul(act, xs, w), (xs, w)
+def _flat_matmul_fwd(act, xs, w, b=None):
+  return _flat_matmul(act, xs, w, b), (xs, w, b)
 
 
 def _flat_matmul_bwd(act, residuals, g):
@@ -238,7 +239,7 @@ def _flat_matmul_bwd(act, residuals, g):
   # folding the transposes back into the dot) and the product runs as a plain matmul: 9-36%
   # faster on the shapes of GPT-2-like MLPs and projections, the copy included
   # (benchmarks/RESULTS.md).
-  xs, w = residuals
+  xs, w, b = residuals
   if act is not None:
     # Recomputed once the cotangent has come: XLA:CPU's scheduler would otherwise compute
     # every layer's activation (which needs only xs) at the start of the backward pass, where
@@ -250,10 +251,12 @@ def _flat_matmul_bwd(act, residuals, g):
     dw = barrier(x.T) @ g
   else:
     dw = barrier(barrier(g.T) @ x).T
-  # The layer's weight gradient before the layers below it: left free, XLA:CPU's scheduler
-  # computes every layer's at the end of the backward pass, where a stacked model's
+  db = None if b is None else jnp.sum(g, axis=0)
+  # The layer's weight (and bias) gradients before the layers below it: left free, XLA:CPU's
+  # scheduler computes every layer's at the end of the backward pass, where a stacked model's
   # gradients are concatenated, and holds what each needs until then.
-  return act_vjp(_after(g @ w.T, dw)), dw
+  dx = _after(g @ w.T, dw)
+  return act_vjp(dx if db is None else _after(dx, db)), dw, db
 
 
 def _after(x, y):
@@ -399,11 +402,13 @@ class MLP(nnx.Module):
     return _dense(self._apply, x)
 
   def _apply(self, x):
-    hs = (self.gate(x), self.fc(x)) if self.kind == "swiglu" else (self.fc(x),)
+    inputs = (self.gate, self.fc) if self.kind == "swiglu" else (self.fc,)
     act = {"swiglu": _swiglu, "relu2": _relu2}.get(self.kind) or (
         _gelu_tanh if self.gelu_approximate else _gelu_erf)
     if flat_matmuls():
+      hs = tuple(_activated_linear(dense, None, (x,)) for dense in inputs)
       return _activated_linear(self.proj, act, hs)
+    hs = tuple(dense(x) for dense in inputs)
     if self.kind == "gelu":
       # Only the GELU's input is kept for the backward pass (with its output, which the
       # projection keeps): the tanh form kept a third [tokens, d_ff] array per layer, 10% of
@@ -429,14 +434,14 @@ def _swiglu(gate, h):
 
 
 def _activated_linear(linear, act, hs):
-  """linear(act(*hs)) for an nnx.Linear on 2-D inputs, through _flat_matmul: the backward
-  pass keeps the activation's inputs and recomputes its output, a [tokens, d_ff] array per
-  layer less to hold (benchmarks/RESULTS.md)."""
+  """linear(act(*hs)) for an nnx.Linear on 2-D inputs (linear(hs[0]) where act is None),
+  through _flat_matmul: the backward pass keeps the activation's inputs and recomputes its
+  output, a [tokens, d_ff] array per layer less to hold, and takes the bias's gradient with
+  the weight's (benchmarks/RESULTS.md)."""
   kernel = linear.kernel[...]
   bias = linear.bias[...] if linear.bias is not None else None
   *hs, kernel, bias = linear.promote_dtype((*hs, kernel, bias), dtype=linear.dtype)
-  y = _flat_matmul(act, tuple(hs), kernel)
-  return y if bias is None else y + bias
+  return _flat_matmul(act, tuple(hs), kernel, bias)
 
 
 def residual_std(init_std, num_layers):
