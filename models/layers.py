@@ -218,7 +218,7 @@ _blocked_attention.defvjp(_attention_fwd, _attention_bwd)
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _flat_matmul(act, xs, w, b=None):
-  """act(*xs) @ w (+ b) on 2-D operands (xs[0] @ w where act is None), keeping only xs and w
+  """act(*xs) @ w (+ b) on 2-D operands (xs[0] @ w where act is None), keeping only xs, w and b
   for the backward pass: an MLP's activation is recomputed there rather than kept."""
   y = _activated(act, xs) @ w
   return y if b is None else y + b
@@ -233,12 +233,6 @@ def _flat_matmul_fwd(act, xs, w, b=None):
 
 
 def _flat_matmul_bwd(act, residuals, g):
-  # The weight gradient x.T @ g contracts the rows of x and g; XLA:CPU runs that form (both
-  # operands contracted on axis 0) through Eigen, well under a plain matmul's rate. The
-  # narrower of x and g is transposed into a real copy (the barriers keep the simplifier from
-  # folding the transposes back into the dot) and the product runs as a plain matmul: 9-36%
-  # faster on the shapes of GPT-2-like MLPs and projections, the copy included
-  # (benchmarks/RESULTS.md).
   xs, w, b = residuals
   if act is not None:
     # Recomputed once the cotangent has come: XLA:CPU's scheduler would otherwise compute
@@ -246,6 +240,12 @@ def _flat_matmul_bwd(act, residuals, g):
     # they would all wait for their layer's turn.
     xs = tuple(_after(x, g) for x in xs)
   x, act_vjp = jax.vjp(lambda *xs: _activated(act, xs), *xs)
+  # The weight gradient x.T @ g contracts the rows of x and g; XLA:CPU runs that form (both
+  # operands contracted on axis 0) through Eigen, well under a plain matmul's rate. The
+  # narrower of x and g is transposed into a real copy (the barriers keep the simplifier from
+  # folding the transposes back into the dot) and the product runs as a plain matmul: 9-36%
+  # faster on the shapes of GPT-2-like MLPs and projections, the copy included
+  # (benchmarks/RESULTS.md).
   barrier = jax.lax.optimization_barrier
   if x.shape[1] <= g.shape[1]:
     dw = barrier(x.T) @ g
