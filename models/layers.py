@@ -216,10 +216,7 @@ def _attention_bwd(blocks, causal, residuals, g):
 _blocked_attention.defvjp(_attention_fwd, _attention_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _flat_matmul(act, xs, w, b=None):
-  """act(*xs) @ w (+ b) on 2-D operands (xs[0] @ w where act is None), keeping only xs, w and b
-  for the backward pass: an MLP's activation is recomputed there rather than kept."""
+def _affine(act, xs, w, b=None):
   y = _activated(act, xs) @ w
   return y if b is None else y + b
 
@@ -228,8 +225,13 @@ def _activated(act, xs):
   return xs[0] if act is None else act(*xs)
 
 
+# act(*xs) @ w (+ b) on 2-D operands (xs[0] @ w where act is None), keeping only xs, w and b
+# for the backward pass: an MLP's activation is recomputed there rather than kept.
+_flat_matmul = jax.custom_vjp(_affine, nondiff_argnums=(0,))
+
+
 def _flat_matmul_fwd(act, xs, w, b=None):
-  return _flat_matmul(act, xs, w, b), (xs, w, b)
+  return _affine(act, xs, w, b), (xs, w, b)
 
 
 def _flat_matmul_bwd(act, residuals, g):
