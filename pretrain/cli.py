@@ -15,12 +15,14 @@ DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                 "Let JAX detect the cluster (TPU pod, SLURM, Kubernetes).")
 
 
-def start():
-  """What an entry point that runs steps does before JAX starts its backend: host memory kept
-  for reuse where PRETRAIN_HOST_MALLOC=reuse (pretrain/host_memory.py), then jax.distributed
-  from the multi-host flags or the environment (pretrain/distributed.py)."""
+def start(huge_pages=False):
+  """What an entry point that runs steps does before JAX starts its backend: host memory on
+  CPU (pretrain/host_memory.py: where `huge_pages`, a restart for them by default; blocks
+  kept for reuse where PRETRAIN_HOST_MALLOC=reuse), then jax.distributed from the multi-host
+  flags or the environment (pretrain/distributed.py)."""
   from pretrain import distributed, host_memory  # pylint: disable=g-import-not-at-top
-  run_reporting_user_errors(host_memory.configure)  # a bad PRETRAIN_HOST_MALLOC: one line
+  # a bad PRETRAIN_HOST_MALLOC: one line
+  run_reporting_user_errors(host_memory.configure, huge_pages=huge_pages)
   distributed.initialize(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value,
                          DISTRIBUTED.value)
 

@@ -19,9 +19,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  from pretrain import trainer  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)  # orbax and tfds log every step of a save at INFO
-  cli.start()
+  cli.start(huge_pages=True)  # first: it may restart the process (pretrain/host_memory.py)
+  from pretrain import trainer  # pylint: disable=g-import-not-at-top
   cli.run_reporting_user_errors(trainer.train_and_evaluate, _CONFIG.value, _WORKDIR.value,
                                where=_WORKDIR.value)
 
