@@ -37,10 +37,21 @@ def run_reporting_user_errors(fn, *args, where=None, **kwargs):
   except Exception as e:  # pylint: disable=broad-except
     if not _no_space(e):
       raise
-    print(f"error: no space left on the device of {where or 'the run'}; the checkpoints saved "
-          "before are intact: free space and rerun the same command to resume",
-          file=sys.stderr, flush=True)
+    _last_line(f"error: no space left on the device of {where or 'the run'}; the checkpoints "
+               "saved before are intact: free space and rerun the same command to resume")
     os._exit(2)  # now: exit handlers would only fail again writing to the full disk
+
+
+def _last_line(line):
+  """Writes `line` to stderr as its last: other threads still failing on the full disk (the
+  checkpointer's) write to /dev/null from here on, not after it."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  err = os.dup(2)
+  null = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(null, 1)
+  os.dup2(null, 2)
+  os.write(err, (line + "\n").encode())
 
 
 def _no_space(error):
