@@ -71,11 +71,11 @@ def accelerator_installed():
 
 
 def _glibc():
+  if _glibc_version() == (0, 0):
+    return None
   try:
-    if not os.confstr("CS_GNU_LIBC_VERSION"):
-      return None
     return ctypes.CDLL("libc.so.6")
-  except (AttributeError, ValueError, OSError):  # not glibc, or no confstr
+  except OSError:
     return None
 
 
@@ -117,13 +117,20 @@ def huge_pages_env():
   whose transparent huge pages are not 'madvise' ('always' gives every block them already,
   'never' none), GLIBC_TUNABLES naming glibc.malloc.hugetlb already, or a __main__ that cannot
   be run again (an interactive session, `python -c`)."""
-  tunables = os.environ.get("GLIBC_TUNABLES", "")
+  tunables = tunables_with_huge_pages(os.environ.get("GLIBC_TUNABLES", ""))
   main = sys.modules.get("__main__")
-  if ("glibc.malloc.hugetlb" in tunables or _glibc_version() < (2, 35)
-      or _transparent_huge_pages() != "madvise"
+  if (tunables is None or _glibc_version() < (2, 35) or _transparent_huge_pages() != "madvise"
       or not getattr(main, "__file__", None) or sys.flags.interactive):
     return None
-  return dict(os.environ, GLIBC_TUNABLES=":".join(filter(None, (tunables, HUGE_PAGES))))
+  return dict(os.environ, GLIBC_TUNABLES=tunables)
+
+
+def tunables_with_huge_pages(tunables):
+  """GLIBC_TUNABLES `tunables` with glibc.malloc.hugetlb=1 added, or None where they name
+  glibc.malloc.hugetlb already (a user's setting, kept)."""
+  if "glibc.malloc.hugetlb" in tunables:
+    return None
+  return ":".join(filter(None, (tunables, HUGE_PAGES)))
 
 
 def _glibc_version():

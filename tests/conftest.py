@@ -16,9 +16,9 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8 " + FAST_COMPILE).strip()
 # The entry points' subprocesses start with the huge pages they would otherwise restart
 # themselves for (pretrain/host_memory.py); in-process calls then never restart pytest.
-if "glibc.malloc.hugetlb" not in os.environ.get("GLIBC_TUNABLES", ""):  # (a user's setting)
-  os.environ["GLIBC_TUNABLES"] = ":".join(
-      filter(None, (os.environ.get("GLIBC_TUNABLES"), host_memory.HUGE_PAGES)))
+_TUNABLES = host_memory.tunables_with_huge_pages(os.environ.get("GLIBC_TUNABLES", ""))
+if _TUNABLES is not None:
+  os.environ["GLIBC_TUNABLES"] = _TUNABLES
 
 
 def xla_flags(devices):
