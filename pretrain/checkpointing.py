@@ -76,10 +76,26 @@ def _agree(ok):
   return bool(multihost_utils.process_allgather(np.int32(ok)).all())
 
 
+def _save_whole_replicas_on_cpu():
+  """In one CPU process, orbax saves each replicated array whole, from one replica. Its
+  replica-parallel save (each replica writes a slice) serves devices with memories of their own,
+  or several hosts: in one CPU process every replica is in the same memory, and the slices only
+  cost a compiled program per device and shape at the first save (80 for the tests' GPT on 8
+  devices, +70% on a short run's time) and copies. Orbax makes the same choice for GPUs."""
+  handler = ocp.type_handlers.get_type_handler(jax.Array)
+  if (jax.default_backend() != "cpu" or jax.process_count() > 1
+      or not handler._use_replica_parallel):  # pylint: disable=protected-access
+    return
+  ocp.type_handlers.register_type_handler(jax.Array, ocp.type_handlers.ArrayHandler(
+      use_replica_parallel=False,
+      array_metadata_store=handler._array_metadata_store), override=True)  # pylint: disable=protected-access
+
+
 class Checkpointer:
 
   def __init__(self, directory, *, keep=1, async_save=False, read_only=False):
     self.directory = storage.absolute(directory)
+    _save_whole_replicas_on_cpu()
     # The trainer decides when to save (durations.every) and always passes force=True.
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, enable_async_checkpointing=async_save, create=not read_only,

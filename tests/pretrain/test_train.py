@@ -73,6 +73,27 @@ def test_resume_is_exact_with_async_saves(tiny_config, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, _params(straight), _params(second))
 
 
+def test_a_replicated_state_saves_on_cpu_without_compiling(tmp_path):
+  """In one CPU process, orbax saves a replicated array from one replica, not sliced per replica
+  (a compiled program per device and shape at a process's first save)."""
+  from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
+  from pretrain import checkpointing, checksums  # pylint: disable=g-import-not-at-top
+  from tests.conftest import COMPILES  # pylint: disable=g-import-not-at-top
+  mesh = jax.make_mesh((8,), ("data",))
+  state = {"w": jax.device_put(np.arange(8 * 24, dtype=np.float32).reshape(8, 24) + 0.5,
+                               NamedSharding(mesh, PartitionSpec()))}
+  ckpt = checkpointing.Checkpointer(str(tmp_path))
+  checksums.of(state)  # (the save's own checksums, compiled here)
+  COMPILES.clear()
+  ckpt.save(1, state, {"step": 1}, force=True)
+  ckpt.wait()
+  assert not COMPILES
+  ckpt.close()
+  saved = checkpointing.Checkpointer(str(tmp_path), read_only=True)
+  np.testing.assert_array_equal(saved.read_as_saved(1)["w"], state["w"])
+  saved.close()
+
+
 def test_checkpoint_keep_keeps_that_many(tiny_config, tmp_path):
   trainer.train_and_evaluate(tiny_config(**{"checkpoint.every": 1, "checkpoint.keep": 2}),
                              str(tmp_path))
