@@ -86,9 +86,15 @@ def _save_whole_replicas_on_cpu():
   if (jax.default_backend() != "cpu" or jax.process_count() > 1
       or not handler._use_replica_parallel):  # pylint: disable=protected-access
     return
-  ocp.type_handlers.register_type_handler(jax.Array, ocp.type_handlers.ArrayHandler(
+  whole = ocp.type_handlers.ArrayHandler(
       use_replica_parallel=False,
-      array_metadata_store=handler._array_metadata_store), override=True)  # pylint: disable=protected-access
+      array_metadata_store=handler._array_metadata_store)  # pylint: disable=protected-access
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)  # (orbax warns of any handler replaced)
+  try:
+    ocp.type_handlers.register_type_handler(jax.Array, whole, override=True)
+  finally:
+    logging.set_verbosity(verbosity)
 
 
 class Checkpointer:
