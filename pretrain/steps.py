@@ -172,9 +172,12 @@ class Steps:
   def train(self, state, batch):
     with sharding.context(self.mesh, self.rules):  # for activation constraints in the model
       out = self.train_jit(state, batch)
-    if jax.process_count() > 1 and jax.default_backend() == "cpu":
-      # CPU collectives between processes (gloo) deadlock when two steps are in flight at
-      # once: on CPU (multi-host rehearsal) each step finishes before the next is dispatched.
+    if self.mesh.size > 1 and jax.default_backend() == "cpu":
+      # XLA:CPU's collectives deadlock when steps pile up in flight: between processes (gloo)
+      # at two steps, between the devices of one process (--xla_force_host_platform_device_count)
+      # once a few dozen steps are queued (7 of 8 devices reach an all-reduce, and XLA aborts
+      # after 40 s). On CPU (multi-device rehearsal) each step finishes before the next one
+      # is dispatched.
       jax.block_until_ready(out)
     return out
 

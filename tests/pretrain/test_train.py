@@ -94,6 +94,14 @@ def test_a_replicated_state_saves_on_cpu_without_compiling(tmp_path):
   saved.close()
 
 
+def test_steps_queued_on_eight_cpu_devices_do_not_deadlock(tiny_config, tmp_path):
+  """Nothing read back for 120 steps (no logging, evaluation or checkpoint before the end): on
+  CPU, XLA's all-reduces between devices deadlock once a few dozen steps are in flight, so each
+  step finishes before the next is dispatched (pretrain/steps.py)."""
+  config = tiny_config(**{"train.total_steps": 120, "train.log_every": 120, "checkpoint.every": 0})
+  assert trainer.train_and_evaluate(config, str(tmp_path)).step == 120
+
+
 def test_checkpoint_keep_keeps_that_many(tiny_config, tmp_path):
   trainer.train_and_evaluate(tiny_config(**{"checkpoint.every": 1, "checkpoint.keep": 2}),
                              str(tmp_path))
