@@ -1,9 +1,12 @@
 """End-to-end training: learning, sharded == single device, exact resume, preemption."""
+import shutil
+
 import jax
 import numpy as np
 import pytest
 
 from pretrain import trainer
+from tests.conftest import tiny_gpt_config
 
 
 def _params(result):
@@ -128,22 +131,35 @@ def test_init_from_loads_parameters_only(tiny_config, tmp_path):
   assert second.metrics["loss"] < fresh.metrics["loss"]
 
 
+RESTORE_RUN = {"train.log_every": 1, "batch.size": 8, "mesh.data": 8}
+
+
+@pytest.fixture(scope="module")
+def data_parallel_runs(data_dir, tmp_path_factory):
+  """A 6-step run on 8 devices (losses, params), and the same run stopped at step 3 (its
+  workdir): the moves below continue copies of it."""
+  root = tmp_path_factory.mktemp("restore")
+  straight = trainer.train_and_evaluate(tiny_gpt_config(data_dir, **RESTORE_RUN),
+                                        str(root / "straight"))
+  trainer.train_and_evaluate(tiny_gpt_config(data_dir, **RESTORE_RUN, **{"train.stop_at_step": 3}),
+                             str(root / "stopped"))
+  return [r["train/loss"] for r in _losses(root / "straight")], _params(straight), root / "stopped"
+
+
+@pytest.mark.xdist_group("data_parallel_runs")
 @pytest.mark.parametrize("mesh,devices", [(dict(data=1, fsdp=4, tensor=2), 8), (dict(data=1), 1)])
-def test_restore_onto_another_mesh(tiny_config, tmp_path, mesh, devices):
-  common = {"train.log_every": 1, "batch.size": 8}
-  straight = trainer.train_and_evaluate(tiny_config(**common, **{"mesh.data": 8}),
-                                        str(tmp_path / "straight"))
-  trainer.train_and_evaluate(tiny_config(**common, **{"mesh.data": 8, "train.stop_at_step": 3}),
-                             str(tmp_path / "moved"))
-  moved = trainer.train_and_evaluate(
-      tiny_config(**common, **{f"mesh.{k}": v for k, v in mesh.items()}), str(tmp_path / "moved"),
-      devices=jax.devices()[:devices])
+def test_restore_onto_another_mesh(data_parallel_runs, tiny_config, tmp_path, mesh, devices):
+  losses, params, stopped = data_parallel_runs
+  shutil.copytree(stopped, tmp_path / "moved")
+  overrides = {**RESTORE_RUN, **{f"mesh.{k}": v for k, v in mesh.items()}}
+  moved = trainer.train_and_evaluate(tiny_config(**overrides), str(tmp_path / "moved"),
+                                     devices=jax.devices()[:devices])
   kernel = moved.state["params"]["blocks"]["mlp"]["fc"]["kernel"]
   assert len(kernel.sharding.device_set) == devices
-  np.testing.assert_allclose([r["train/loss"] for r in _losses(tmp_path / "straight")],
-                             [r["train/loss"] for r in _losses(tmp_path / "moved")], rtol=1e-5)
+  np.testing.assert_allclose(losses, [r["train/loss"] for r in _losses(tmp_path / "moved")],
+                             rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-               _params(straight), _params(moved))
+               params, _params(moved))
 
 
 STRATEGIES = {
@@ -152,17 +168,27 @@ STRATEGIES = {
 }
 
 
-@pytest.mark.parametrize("name", STRATEGIES)
-def test_each_strategy_equals_one_device(tiny_config, tmp_path, name):
-  common = {"train.total_steps": 2, "train.log_every": 1, "model.position": "rope"}
-  one = trainer.train_and_evaluate(tiny_config(**common), str(tmp_path / "one"),
+STRATEGY_RUN = {"train.total_steps": 2, "train.log_every": 1, "model.position": "rope"}
+
+
+@pytest.fixture(scope="module")
+def one_device_run(data_dir, tmp_path_factory):
+  """(losses, params) of the strategies' run on one device."""
+  workdir = tmp_path_factory.mktemp("one_device")
+  one = trainer.train_and_evaluate(tiny_gpt_config(data_dir, **STRATEGY_RUN), str(workdir),
                                    devices=jax.devices()[:1])
+  return [r["train/loss"] for r in _losses(workdir)], _params(one)
+
+
+@pytest.mark.xdist_group("one_device_run")
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_each_strategy_equals_one_device(one_device_run, tiny_config, tmp_path, name):
+  losses, params = one_device_run
   mesh = {f"mesh.{k}": v for k, v in STRATEGIES[name].items()}
-  many = trainer.train_and_evaluate(tiny_config(**common, **mesh), str(tmp_path / "many"))
-  np.testing.assert_allclose([r["train/loss"] for r in _losses(tmp_path / "one")],
-                             [r["train/loss"] for r in _losses(tmp_path / "many")], rtol=1e-5)
+  many = trainer.train_and_evaluate(tiny_config(**STRATEGY_RUN, **mesh), str(tmp_path))
+  np.testing.assert_allclose(losses, [r["train/loss"] for r in _losses(tmp_path)], rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-               _params(one), _params(many))
+               params, _params(many))
 
 
 def test_bfloat16_first_moment_and_remat_offload_as_dots_on_cpu(tiny_config, tmp_path, capsys):
