@@ -16,13 +16,24 @@ DISTRIBUTED = flags.DEFINE_bool("distributed", False,
 
 
 def start(huge_pages=False):
-  """What an entry point that runs steps does before JAX starts its backend: host memory on
-  CPU (pretrain/host_memory.py: where `huge_pages`, a restart for them by default; blocks
-  kept for reuse where PRETRAIN_HOST_MALLOC=reuse), then jax.distributed from the multi-host
-  flags or the environment (pretrain/distributed.py)."""
-  from pretrain import distributed, host_memory  # pylint: disable=g-import-not-at-top
-  # a bad PRETRAIN_HOST_MALLOC: one line
+  """What an entry point that runs steps does before JAX starts its backend: host memory
+  (start_host_memory), then jax.distributed from the multi-host flags or the environment
+  (pretrain/distributed.py)."""
+  start_host_memory(huge_pages)
+  start_distributed()
+
+
+def start_host_memory(huge_pages=False):
+  """Host memory on CPU (pretrain/host_memory.py): where `huge_pages`, a restart for them by
+  default; blocks kept for reuse where PRETRAIN_HOST_MALLOC=reuse. A bad PRETRAIN_HOST_MALLOC
+  is one line. Needs no flags: pretrain.train calls it before its config file imports JAX, so
+  that a restart repeats only Python's start-up."""
+  from pretrain import host_memory  # pylint: disable=g-import-not-at-top
   run_reporting_user_errors(host_memory.configure, huge_pages=huge_pages)
+
+
+def start_distributed():
+  from pretrain import distributed  # pylint: disable=g-import-not-at-top
   distributed.initialize(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value,
                          DISTRIBUTED.value)
 

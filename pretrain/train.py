@@ -20,11 +20,14 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)  # orbax and tfds log every step of a save at INFO
-  cli.start(huge_pages=True)  # first: it may restart the process (pretrain/host_memory.py)
+  cli.start_distributed()
   from pretrain import trainer  # pylint: disable=g-import-not-at-top
   cli.run_reporting_user_errors(trainer.train_and_evaluate, _CONFIG.value, _WORKDIR.value,
                                where=_WORKDIR.value)
 
 
 if __name__ == "__main__":
+  # First, before the config file imports JAX and Flax: it may restart the process for huge
+  # pages (pretrain/host_memory.py), which then repeats only Python's start-up.
+  cli.start_host_memory(huge_pages=True)
   app.run(main, flags_parser=errors.parse_flags)

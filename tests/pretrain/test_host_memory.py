@@ -126,6 +126,25 @@ def test_bad_setting_is_one_line_naming_the_variable(monkeypatch):
     host_memory.configure()
 
 
+@huge_pages_only
+def test_the_trainer_restarts_before_it_reads_its_config(tmp_path):
+  """pretrain.train restarts for huge pages before its config file is loaded (which imports
+  JAX and Flax, ~2 s): the file is read once, in the restarted process."""
+  config = tmp_path / "config.py"
+  config.write_text("import os\nfrom configs import gpt\n"
+                    "print('read', os.getpid(), os.environ.get('GLIBC_TUNABLES'), flush=True)\n"
+                    "def get_config():\n  return gpt.get_config('smoke')\n")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+  env.pop("GLIBC_TUNABLES", None)
+  env.pop(host_memory.ENV, None)
+  proc = subprocess.run([sys.executable, "-m", "pretrain.train", f"--config={config}",
+                         f"--workdir={tmp_path / 'run'}", "--config.train.total_steps=-1"],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2 and "error: config.train: set total_steps" in proc.stderr, proc.stderr[-2000:]
+  [read] = [line for line in proc.stdout.splitlines() if line.startswith("read ")]
+  assert read.split()[2] == host_memory.HUGE_PAGES
+
+
 def test_bad_setting_stops_an_entry_point_in_one_line(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PRETRAIN_HOST_MALLOC="yes")
   proc = subprocess.run([sys.executable, "-m", "pretrain.train", "--config=configs/gpt.py:smoke",
