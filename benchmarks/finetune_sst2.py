@@ -135,7 +135,7 @@ def finetune_summary(result, wall, workdir):
 
 def main(argv):
   del argv
-  host_memory.configure(huge_pages=True)  # as pretrain.train does (pretrain.cli.start)
+  host_memory.configure(huge_pages=True)  # as pretrain.train does (pretrain.cli.start_host_memory)
   train_tsv = os.path.join(_SST2_DIR.value, "train.tsv")
   dev_tsv = os.path.join(_SST2_DIR.value, "dev.tsv")
   for path in (train_tsv, dev_tsv):

@@ -91,7 +91,7 @@ def bench(name, steps, dtype, batch=0, attention="", model=None, profile_dir="")
 
 def main(argv):
   del argv
-  host_memory.configure(huge_pages=True)  # as pretrain.train does (pretrain.cli.start)
+  host_memory.configure(huge_pages=True)  # as pretrain.train does (pretrain.cli.start_host_memory)
   dtype = jnp.dtype(_DTYPE.value)
   device = jax.devices()[0]
   peak = (metrics.cached_matmul_peak(remeasure=True) if dtype == jnp.float32

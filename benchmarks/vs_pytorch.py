@@ -178,7 +178,7 @@ def transformers_step_ms(kind, batch, seq_len, predictions, steps, device="cpu",
 
 def main(argv):
   del argv
-  host_memory.configure(huge_pages=True)  # as pretrain.train does (pretrain.cli.start)
+  host_memory.configure(huge_pages=True)  # as pretrain.train does (pretrain.cli.start_host_memory)
   try:
     import torch  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError:

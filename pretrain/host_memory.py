@@ -31,8 +31,8 @@ input_pipeline.prepare` never sets it).
 
 Only the main arena can hold such a block, and a thread keeps the arena it first allocated
 from, so this runs before JAX starts its threads: in the entry points that run steps
-(pretrain.cli.start) and the benchmarks that time them. It is left out where an accelerator
-plugin is installed (unless JAX_PLATFORMS=cpu) and on C libraries other than glibc.
+(pretrain.cli.start_host_memory) and the benchmarks that time them. It is left out where an
+accelerator plugin is installed (unless JAX_PLATFORMS=cpu) and on C libraries other than glibc.
 
 Either way, configure() also makes that buffer smaller on CPU-only hosts:
 XLA:CPU's memory-minimising scheduler rather than its concurrency-optimised one, which moves
