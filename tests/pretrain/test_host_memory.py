@@ -140,7 +140,8 @@ def test_the_trainer_restarts_before_it_reads_its_config(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "pretrain.train", f"--config={config}",
                          f"--workdir={tmp_path / 'run'}", "--config.train.total_steps=-1"],
                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 2 and "error: config.train: set total_steps" in proc.stderr, proc.stderr[-2000:]
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert "error: config.train: set total_steps" in proc.stderr  # (after the restart)
   [read] = [line for line in proc.stdout.splitlines() if line.startswith("read ")]
   assert read.split()[2] == host_memory.HUGE_PAGES
 
