@@ -15,11 +15,11 @@ DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                 "Let JAX detect the cluster (TPU pod, SLURM, Kubernetes).")
 
 
-def start(huge_pages=False):
+def start():
   """What an entry point that runs steps does before JAX starts its backend: host memory
-  (start_host_memory), then jax.distributed from the multi-host flags or the environment
-  (pretrain/distributed.py)."""
-  start_host_memory(huge_pages)
+  (start_host_memory; without the trainer's restart for huge pages), then jax.distributed from
+  the multi-host flags or the environment (pretrain/distributed.py)."""
+  start_host_memory()
   start_distributed()
 
 
