@@ -2,6 +2,7 @@ r"""Our train step against the PyTorch references, side by side in one run on th
 
   python -m benchmarks.vs_pytorch --nanogpt=/path/to/nanoGPT        # GPT rows and BERT
   python -m benchmarks.vs_pytorch --nanogpt=... --configs=baby --gpt_steps=200
+  python -m benchmarks.vs_pytorch --nanogpt=... --rounds=3      # pairs, in alternating order
 
 GPT: karpathy/nanoGPT's own train.py (a checkout outside this repository, given as --nanogpt;
 its rows are skipped without one), run on CPU with --compile=False on the same model, batch,
@@ -16,6 +17,11 @@ remeasured; torch's, 2048^3 in the same run).
 BERT: `transformers`' BertForPreTraining (MLM + NSP, torch AdamW) against our production
 train step (benchmarks/throughput.py's `bench`) at the same config and batch (BERT-base, seq
 128, 20 masked positions per sequence).
+
+--rounds=N measures each config's pair N times, ours first in odd rounds and theirs first in
+even ones, and ends with each config's ratios, their median and range. On a shared or
+virtual machine one side's speed can drift by 10-20% within minutes; a single pair's ratio
+carries that drift, and pairs in alternating order cancel a steady one.
 """
 import contextlib
 import json
@@ -43,6 +49,7 @@ _CONFIGS = flags.DEFINE_list("configs", ["baby", "shakespeare_char", "bert_base"
 _GPT_STEPS = flags.DEFINE_integer("gpt_steps", 0, "Steps per GPT run (0: each config's own).")
 _BERT_STEPS = flags.DEFINE_integer("bert_steps", 5, "Timed BERT steps per side.")
 _WORKDIR = flags.DEFINE_string("workdir", "", "Where runs go ('': a temporary directory).")
+_ROUNDS = flags.DEFINE_integer("rounds", 1, "Pairs measured per config, in alternating order.")
 
 # name -> (layers, heads, width, block, batch, steps timed by default)
 GPT = {"baby": (4, 4, 128, 64, 12, 100), "shakespeare_char": (6, 6, 384, 256, 16, 12)}
@@ -70,11 +77,11 @@ def gpt_config(name, data_dir, steps):
   return config
 
 
-def ours_gpt(name, workdir, steps):
+def ours_gpt(name, workdir, steps, run_name=None):
   """(ms/step as pretrain.train logs it: the median of its windows after the first, the mean
-  train loss of its last window, FLOPs per token)."""
+  train loss of its last window, FLOPs per token), from a new run in workdir/run_name."""
   config = gpt_config(name, os.path.join(workdir, "data"), steps)
-  run_dir = os.path.join(workdir, f"ours_{name}")
+  run_dir = os.path.join(workdir, run_name or f"ours_{name}")
   trainer.train_and_evaluate(config, run_dir)
   rows = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
   logged = [r for r in rows if "train/step_time_s" in r]
@@ -176,6 +183,65 @@ def transformers_step_ms(kind, batch, seq_len, predictions, steps, device="cpu",
   return statistics.median(times) * 1e3
 
 
+def paired_rounds(ours, theirs, rounds):
+  """[(ours(r), theirs(r))] for r = 1..rounds: ours first in odd rounds, theirs in even ones."""
+  pairs = []
+  for r in range(1, rounds + 1):
+    if r % 2:
+      mine = ours(r)
+      pairs.append((mine, theirs(r)))
+    else:
+      other = theirs(r)
+      pairs.append((ours(r), other))
+  return pairs
+
+
+def ratio_summary(ratios):
+  """'median M (min a, max b) of n rounds: r1, r2, ...' of ours/theirs throughput ratios."""
+  listed = ", ".join(f"{r:.2f}" for r in ratios)
+  return (f"median {statistics.median(ratios):.2f} (min {min(ratios):.2f}, max "
+          f"{max(ratios):.2f}) of {len(ratios)} rounds: {listed}")
+
+
+def _row(name, side, ms, tokens, fpt, peaks, ratio="", loss=""):
+  flops = fpt * tokens / (ms / 1e3)
+  print(f"| {name} | {side} | {ms:.1f} | {tokens / ms * 1e3:,.0f} | {ratio} | "
+        f"{flops / 1e9:.1f} | {flops / peaks[0]:.3f} | {flops / peaks[1]:.3f} | {loss} |",
+        flush=True)
+
+
+def gpt_rows(name, workdir, peaks):
+  """The rows of a GPT config against nanoGPT; its ratios (empty without --nanogpt)."""
+  steps = _GPT_STEPS.value or GPT[name][5]
+  tokens = GPT[name][3] * GPT[name][4]
+  have_nanogpt = bool(_NANOGPT.value) and os.path.exists(os.path.join(_NANOGPT.value, "train.py"))
+  pairs = paired_rounds(lambda r: ours_gpt(name, workdir, steps, f"ours_{name}_{r}"),
+                        lambda r: nanogpt(name, workdir, steps) if have_nanogpt else None,
+                        _ROUNDS.value)
+  for (ms, loss, fpt), theirs in pairs:
+    _row(name, "pretrain", ms, tokens, fpt, peaks, f"{theirs[0] / ms:.2f}" if theirs else "",
+         f"{loss:.4f}")
+    if theirs is None:
+      print(f"| {name} | nanoGPT | skipped: no --nanogpt checkout | | | | | | |")
+    else:
+      _row(name, "nanoGPT", theirs[0], tokens, fpt, peaks, loss=f"{theirs[1]:.4f}")
+  return [theirs[0] / ms for (ms, _, _), theirs in pairs if theirs]
+
+
+def bert_rows(peaks):
+  """The rows of BERT-base against transformers; its ratios."""
+  tokens = 8 * 128
+  pairs = paired_rounds(lambda r: throughput.bench("bert_base_128", _BERT_STEPS.value, "float32"),
+                        lambda r: transformers_step_ms("bert", 8, 128, 20, _BERT_STEPS.value),
+                        _ROUNDS.value)
+  for ours, hf_ms in pairs:
+    fpt = ours["flops"] / ours["tokens_per_s"]
+    _row("bert_base_128", "pretrain", ours["step_ms"], tokens, fpt, peaks,
+         f"{hf_ms / ours['step_ms']:.2f}")
+    _row("bert_base_128", "transformers", hf_ms, tokens, fpt, peaks)
+  return [hf_ms / ours["step_ms"] for ours, hf_ms in pairs]
+
+
 def main(argv):
   del argv
   host_memory.configure(huge_pages=True)  # as pretrain.train does (pretrain.cli.start_host_memory)
@@ -185,39 +251,18 @@ def main(argv):
     print("skipped: torch is not installed (pip install -e '.[test]')")
     return
   workdir = _WORKDIR.value or tempfile.mkdtemp(prefix="vs_pytorch_")
-  xla_peak, torch_peak = metrics.cached_matmul_peak(remeasure=True), torch_matmul_peak()
-  print(f"f32 matmul peak (2048^3): XLA {xla_peak / 1e9:.1f} GFLOP/s, torch "
-        f"{torch_peak / 1e9:.1f} GFLOP/s")
+  peaks = metrics.cached_matmul_peak(remeasure=True), torch_matmul_peak()
+  print(f"f32 matmul peak (2048^3): XLA {peaks[0] / 1e9:.1f} GFLOP/s, torch "
+        f"{peaks[1] / 1e9:.1f} GFLOP/s")
   print("| config | side | ms/step | tokens/s | ratio (ours / theirs, tokens/s) | "
         "achieved GFLOP/s | / XLA peak | / torch peak | train loss at the end |")
   print("|---|---|---|---|---|---|---|---|---|")
-  for name in [c for c in _CONFIGS.value if c in GPT]:
-    steps = _GPT_STEPS.value or GPT[name][5]
-    tokens = GPT[name][3] * GPT[name][4]
-    ms, loss, fpt = ours_gpt(name, workdir, steps)
-    theirs = None
-    if _NANOGPT.value and os.path.exists(os.path.join(_NANOGPT.value, "train.py")):
-      theirs = nanogpt(name, workdir, steps)
-    for side, result in (("pretrain", (ms, loss)), ("nanoGPT", theirs)):
-      if result is None:
-        print(f"| {name} | nanoGPT | skipped: no --nanogpt checkout | | | | | | |")
-        continue
-      side_ms, side_loss = result
-      flops = fpt * tokens / (side_ms / 1e3)
-      ratio = f"{theirs[0] / ms:.2f}" if theirs and side == "pretrain" else ""
-      print(f"| {name} | {side} | {side_ms:.1f} | {tokens / side_ms * 1e3:,.0f} | {ratio} | "
-            f"{flops / 1e9:.1f} | {flops / xla_peak:.3f} | {flops / torch_peak:.3f} | "
-            f"{side_loss:.4f} |", flush=True)
+  ratios = {name: gpt_rows(name, workdir, peaks) for name in _CONFIGS.value if name in GPT}
   if "bert_base" in _CONFIGS.value:
-    ours = throughput.bench("bert_base_128", _BERT_STEPS.value, "float32")
-    hf_ms = transformers_step_ms("bert", 8, 128, 20, _BERT_STEPS.value)
-    tokens = 8 * 128
-    for side, side_ms in (("pretrain", ours["step_ms"]), ("transformers", hf_ms)):
-      flops = ours["flops"] / ours["tokens_per_s"] * tokens / (side_ms / 1e3)
-      ratio = f"{hf_ms / ours['step_ms']:.2f}" if side == "pretrain" else ""
-      print(f"| bert_base_128 | {side} | {side_ms:.1f} | {tokens / side_ms * 1e3:,.0f} | {ratio} | "
-            f"{flops / 1e9:.1f} | {flops / xla_peak:.3f} | {flops / torch_peak:.3f} | |",
-            flush=True)
+    ratios["bert_base_128"] = bert_rows(peaks)
+  for name, rs in ratios.items():
+    if rs:
+      print(f"{name}: ours / theirs, tokens/s: {ratio_summary(rs)}")
 
 
 if __name__ == "__main__":
