@@ -19,9 +19,7 @@ train step (benchmarks/throughput.py's `bench`) at the same config and batch (BE
 128, 20 masked positions per sequence).
 
 --rounds=N measures each config's pair N times, ours first in odd rounds and theirs first in
-even ones, and ends with each config's ratios, their median and range. On a shared or
-virtual machine one side's speed can drift by 10-20% within minutes; a single pair's ratio
-carries that drift, and pairs in alternating order cancel a steady one.
+even ones (benchmarks/rounds.py), and ends with each config's ratios, their median and range.
 """
 import contextlib
 import json
@@ -39,6 +37,7 @@ from absl import app, flags
 from flax import nnx
 
 from benchmarks import shakespeare_config, throughput
+from benchmarks.rounds import paired_rounds, ratio_summary
 from models import layers
 from pretrain import host_memory, metrics, objectives, trainer
 
@@ -181,26 +180,6 @@ def transformers_step_ms(kind, batch, seq_len, predictions, steps, device="cpu",
     sync()
     times.append(time.perf_counter() - start)
   return statistics.median(times) * 1e3
-
-
-def paired_rounds(ours, theirs, rounds):
-  """[(ours(r), theirs(r))] for r = 1..rounds: ours first in odd rounds, theirs in even ones."""
-  pairs = []
-  for r in range(1, rounds + 1):
-    if r % 2:
-      mine = ours(r)
-      pairs.append((mine, theirs(r)))
-    else:
-      other = theirs(r)
-      pairs.append((ours(r), other))
-  return pairs
-
-
-def ratio_summary(ratios):
-  """'median M (min a, max b) of n rounds: r1, r2, ...' of ours/theirs throughput ratios."""
-  listed = ", ".join(f"{r:.2f}" for r in ratios)
-  return (f"median {statistics.median(ratios):.2f} (min {min(ratios):.2f}, max "
-          f"{max(ratios):.2f}) of {len(ratios)} rounds: {listed}")
 
 
 def _row(name, side, ms, tokens, fpt, peaks, ratio="", loss=""):
