@@ -11,11 +11,12 @@ def paired_rounds(ours, theirs, rounds):
   pairs = []
   for r in range(1, rounds + 1):
     if r % 2:
-      mine = ours(r)
-      pairs.append((mine, theirs(r)))
+      a = ours(r)
+      b = theirs(r)
     else:
-      other = theirs(r)
-      pairs.append((ours(r), other))
+      b = theirs(r)
+      a = ours(r)
+    pairs.append((a, b))
   return pairs
 
 

@@ -6,7 +6,7 @@ from benchmarks import rounds
 def test_rounds_alternate_which_side_goes_first():
   calls = []
   pairs = rounds.paired_rounds(lambda r: calls.append(("ours", r)) or 10 * r,
-                                   lambda r: calls.append(("theirs", r)) or -r, 4)
+                               lambda r: calls.append(("theirs", r)) or -r, 4)
   assert pairs == [(10, -1), (20, -2), (30, -3), (40, -4)]
   assert calls == [("ours", 1), ("theirs", 1), ("theirs", 2), ("ours", 2),
                    ("ours", 3), ("theirs", 3), ("theirs", 4), ("ours", 4)]
