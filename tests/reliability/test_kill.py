@@ -31,10 +31,13 @@ OVERRIDES = {
     "train.peak_flops": 1e12, "checkpoint.every": 10, "checkpoint.async_save": True}
 
 
+def _overrides(data_dir):
+  return OVERRIDES | {"data.data_dir": data_dir}
+
+
 def _command(workdir, data_dir):
-  overrides = OVERRIDES | {"data.data_dir": data_dir}
   return [sys.executable, "-m", "pretrain.train", "--config=configs/gpt.py:smoke",
-          f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in overrides.items()]
+          f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in _overrides(data_dir).items()]
 
 
 def _env():
@@ -84,7 +87,7 @@ def _temporary(workdir):
 @pytest.mark.slow
 def test_kill_9_anywhere_then_restart_ends_bitwise_equal(tmp_path, data_dir):
   reference = tmp_path / "reference"  # the same run, never stopped, in this process
-  config = common.apply_overrides(gpt.get_config("smoke"), OVERRIDES | {"data.data_dir": data_dir})
+  config = common.apply_overrides(gpt.get_config("smoke"), _overrides(data_dir))
   train_and_evaluate(config, str(reference), devices=jax.devices()[:1])
 
   workdir = tmp_path / "killed"
