@@ -136,15 +136,24 @@ class _EventFiles:
     pass  # object storage has no directories to create
 
 
+# What tensorboardX imports where installed, and a run never needs from it: torch only to
+# accept torch tensors (~2 s of start-up), boto3 and google-cloud-storage only for its own
+# s3:// and gs:// writers (~0.5 s; run paths are local or gs://, written by _EventFiles).
+TENSORBOARDX_SKIPS = ("torch", "boto3", "google.cloud.storage")
+
+
 def import_tensorboardx():
-  """tensorboardX, imported without torch: it imports torch only to accept torch tensors,
-  which costs every run about 2 s of start-up where torch is installed."""
-  if "tensorboardX" not in sys.modules and "torch" not in sys.modules:
-    sys.modules["torch"] = None  # `import torch` raises ImportError, which tensorboardX expects
+  """tensorboardX, imported without the modules of TENSORBOARDX_SKIPS that are not imported
+  already (tensorboardX expects each to be missing)."""
+  if "tensorboardX" not in sys.modules:
+    skipped = [name for name in TENSORBOARDX_SKIPS if name not in sys.modules]
+    for name in skipped:
+      sys.modules[name] = None  # importing it raises ImportError
     try:
       import tensorboardX  # pylint: disable=g-import-not-at-top,unused-import
     finally:
-      del sys.modules["torch"]
+      for name in skipped:
+        del sys.modules[name]
   tensorboardx = sys.modules.get("tensorboardX") or __import__("tensorboardX")
   tensorboardx.record_writer.register_writer_factory("gs", _EventFiles())
   return tensorboardx

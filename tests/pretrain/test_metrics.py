@@ -1,5 +1,7 @@
 """The MFU formulas (pretrain/metrics.py) against FLOPs counted by hand and by XLA."""
 import json
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +12,7 @@ from flax import nnx
 from configs import bert, gpt
 from models import decoder, encoder, layers
 from pretrain import metrics, objectives
+from tests.conftest import REPO
 
 MODERN = dict(position="rope", norm="rmsnorm", mlp="swiglu", num_kv_heads=2, head_dim=32,
               use_bias=False)
@@ -171,3 +174,21 @@ def test_the_cpu_matmul_peak_is_measured_once_per_machine(tmp_path, monkeypatch)
   (tmp_path / "matmul_peak.json").write_text(json.dumps({k: 1e15 for k in table}))
   assert metrics.cached_matmul_peak() == 1e15  # read back, not measured again
   assert metrics.cached_matmul_peak(remeasure=True) == 1e15  # the higher one stays
+
+
+def test_tensorboard_events_are_written_without_importing_torch_or_cloud_clients(tmp_path):
+  """tensorboardX would import torch, boto3 and google-cloud-storage where installed (seconds
+  of every run's start-up); the writer imports it without them, in a process of its own."""
+  probe = ("import sys, glob\n"
+           "from pretrain import metrics\n"
+           f"writer = metrics.Writer({str(tmp_path)!r})\n"
+           "writer.write(3, {'loss': 1.5}, prefix='train/')\n"
+           "writer.close()\n"
+           "skipped = ('torch', 'boto3', 'google.cloud.storage')\n"
+           "print(sorted(m for m in skipped if m in sys.modules))\n"
+           f"print(len(glob.glob({str(tmp_path / 'tensorboard' / '*tfevents*')!r})))\n")
+  out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.split("\n")[:2] == ["[]", "1"]
+  assert '"train/loss": 1.5' in (tmp_path / "metrics.jsonl").read_text()
