@@ -1,4 +1,5 @@
-"""The MFU formulas (pretrain/metrics.py) against FLOPs counted by hand and by XLA."""
+"""The MFU formulas (pretrain/metrics.py) against FLOPs counted by hand and by XLA; what the
+metric writers import."""
 import json
 import subprocess
 import sys
