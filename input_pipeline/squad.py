@@ -151,16 +151,6 @@ def _check_lengths(seq_len, doc_stride, max_query_len):
         f"{max_query_len + 4} or a smaller max_query_len")
 
 
-def _plain(tok):
-  """The tokenizer without truncation or padding (a copy when it has either)."""
-  if tok.truncation is None and tok.padding is None:
-    return tok
-  tok = type(tok).from_str(tok.to_str())
-  tok.no_truncation()
-  tok.no_padding()
-  return tok
-
-
 def _encode_contexts(tok, examples):
   """{context: (ids [n], offsets [n, 2])}, each distinct context tokenized once."""
   unique = list(dict.fromkeys(ex["context"] for ex in examples))
@@ -270,7 +260,7 @@ def encode(examples, tok, seq_len, doc_stride=128, max_query_len=64, train=True)
   """
   _check_lengths(seq_len, doc_stride, max_query_len)
   ids = _special_ids(tok)
-  tok = _plain(tok)
+  tok = tokenizer.plain(tok)
   contexts = _encode_contexts(tok, examples)
   questions = tok.encode_batch([ex["question"] for ex in examples], add_special_tokens=False)
   stats = dict(examples=len(examples), features=0, dropped_no_span=0, truncated_questions=0,

@@ -148,7 +148,9 @@ def load(config, fmt, tok=None, train=True):
                           batch_size=config.batch.size,
                           seed=[config.seed, 0], shuffle=w == 0 and data.shuffle, split=name)
     rows = loaders[w].num_examples
+    warnings = [n for n in split_notes if n.startswith("warning:")]
     notes.append(f"data {data.task} {name}: {len(examples):,} examples, {rows:,} rows of "
-                 f"{seq_len} tokens" + "".join(f"; {n}" for n in split_notes))
+                 f"{seq_len} tokens" + "".join(f"; {n}" for n in split_notes if n not in warnings))
+    notes.extend(warnings)  # each on a line of its own
   return tok, loaders.get(0), {"": loaders[1]}, notes
 

@@ -1,6 +1,10 @@
 """Tokenizers from HF `tokenizers`: trained byte-level BPE, WordPiece (BERT), character-level,
 or a given file (a tokenizer.json, or a BERT vocab.txt).
 
+Every tokenizer loaded here has its own padding and truncation turned off (`plain`): many
+published tokenizer.json files pad every encoding to a fixed length (sentence-transformers'
+MiniLM to 128), and rows are made by our packing and padding alone.
+
 Trained tokenizers are cached in <data_dir>/tokenizers/<hash>.json, where the hash covers the
 training text and every option, so the same corpus and options always give the same file and
 a changed corpus never reuses a stale one.
@@ -24,6 +28,27 @@ BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 class TokenizerError(errors.UserError):
   pass
+
+
+def plain(tok):
+  """`tok` without truncation or padding of its own (a copy when it has either), so that an
+  encoding is exactly the text's tokens."""
+  if tok.truncation is None and tok.padding is None:
+    return tok
+  tok = type(tok).from_str(tok.to_str())
+  tok.no_truncation()
+  tok.no_padding()
+  return tok
+
+
+def load(path):
+  """A tokenizer.json file, as a plain tokenizer."""
+  return plain(tokenizers.Tokenizer.from_file(path))
+
+
+def from_str(text):
+  """A tokenizer.json's text, as a plain tokenizer."""
+  return plain(tokenizers.Tokenizer.from_str(text))
 
 
 def _digest(texts, options):
@@ -156,7 +181,7 @@ def get_tokenizer(cfg, data_dir, train_texts):
     if cfg.path.endswith(".txt"):
       tok = _load_vocab_txt(cfg.path, cfg.lowercase)
     else:
-      tok = tokenizers.Tokenizer.from_file(cfg.path)
+      tok = load(cfg.path)
   else:
     texts = list(limited(train_texts(), cfg.max_train_chars))
     if not any(texts):
@@ -167,7 +192,7 @@ def get_tokenizer(cfg, data_dir, train_texts):
       options["lowercase"] = cfg.lowercase
     path = os.path.join(data_dir, "tokenizers", f"{cfg.kind}_{_digest(texts, options)}.json")
     if os.path.exists(path):
-      tok = tokenizers.Tokenizer.from_file(path)
+      tok = load(path)
     else:
       if cfg.kind == "bpe":
         tok = _train_bpe(texts, cfg.vocab_size, cfg.eos_token)

@@ -131,9 +131,10 @@ def read_tokenizer(hf_dir, kind):
   merges.txt."""
   import tokenizers  # pylint: disable=g-import-not-at-top
   from tokenizers import decoders, pre_tokenizers, processors  # pylint: disable=g-import-not-at-top
+  from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
   path = os.path.join(hf_dir, "tokenizer.json")
   if os.path.isfile(path):
-    return tokenizers.Tokenizer.from_file(path)
+    return tokenizer.load(path)  # its own padding and truncation off
   vocab, merges = (os.path.join(hf_dir, n) for n in ("vocab.json", "merges.txt"))
   if kind != "gpt2" or not (os.path.isfile(vocab) and os.path.isfile(merges)):
     also = " (or vocab.json + merges.txt)" if kind == "gpt2" else ""
@@ -249,7 +250,7 @@ def _write_run(workdir, config, m, params, tok):
   tmp = _temporary_dir(workdir)
   try:
     checkpointing.write_run_files(tmp, config, m, tok)
-    tok_id = tokenizer.identity(type(tok).from_file(os.path.join(tmp, "tokenizer.json")))
+    tok_id = tokenizer.identity(tokenizer.load(os.path.join(tmp, "tokenizer.json")))
     _, logical = steps.model_logical_specs(objectives.get(config.objective), m)
     tx, _ = optimizer.make(config.optimizer, config.train.total_steps, logical)
     _, rng = jax.random.split(jax.random.PRNGKey(config.seed))
@@ -421,8 +422,8 @@ def export_hf(workdir, hf_dir, step=None, overwrite=False):
   tok_path = os.path.join(workdir, "tokenizer.json")
   tok = None
   if os.path.isfile(tok_path):
-    import tokenizers  # pylint: disable=g-import-not-at-top
-    tok = tokenizers.Tokenizer.from_file(tok_path)
+    from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
+    tok = tokenizer.load(tok_path)
   eos = config.data.tokenizer.eos_token
   eos_id = tok.token_to_id(eos) if tok is not None else None
   if config.objective != "causal_lm":

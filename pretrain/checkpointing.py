@@ -25,6 +25,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from configs import errors
+from input_pipeline import tokenizer
 from models import layer_stack, layers
 from pretrain import checksums, optimizer, sharding, steps as steps_lib, storage
 
@@ -391,9 +392,8 @@ def run_dir(path):
 
 def run_tokenizer(path):
   """The tokenizer a run trained with (<workdir>/tokenizer.json), or None for older runs."""
-  import tokenizers  # pylint: disable=g-import-not-at-top
   file = os.path.join(run_dir(path), "tokenizer.json")
-  return tokenizers.Tokenizer.from_str(storage.read_text(file)) if storage.isfile(file) else None
+  return tokenizer.from_str(storage.read_text(file)) if storage.isfile(file) else None
 
 
 def inherit_model(config):

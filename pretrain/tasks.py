@@ -78,13 +78,25 @@ def _check_num_labels(config, n, what):
                     f"labels; set config.model.num_labels={n}")
 
 
+def _truncation_notes(truncated, n, what, seq_len):
+  """The count of examples cut to the window, and a warning of its own when that is most of
+  them: a window too small for the data is almost always a mistake."""
+  if not truncated:
+    return []
+  notes = [f"{truncated:,} {what} truncated to the window"]
+  if 2 * truncated > n:
+    notes.append(f"warning: {truncated:,} of {n:,} {what} ({truncated / n:.0%}) lose tokens to "
+                 f"the {seq_len}-token window; raise config.batch.seq_len")
+  return notes
+
+
 # ----------------------------------------------------------------------------- GLUE
 
 
 def _glue_encode(examples, tok, data, seq_len, train):
   del train
   arrays, truncated = glue.encode(examples, data.task, tok, seq_len)
-  return arrays, [f"{truncated:,} examples truncated to the window"] if truncated else []
+  return arrays, _truncation_notes(truncated, len(examples), "examples", seq_len)
 
 
 GLUE_FORMAT = task_data.TaskFormat(
@@ -166,7 +178,7 @@ def ner_labels(data):
 def _ner_encode(examples, tok, data, seq_len, train):
   del train
   arrays, truncated = conll.encode(examples, ner_labels(data), tok, seq_len)
-  return arrays, [f"{truncated:,} sentences truncated to the window"] if truncated else []
+  return arrays, _truncation_notes(truncated, len(examples), "sentences", seq_len)
 
 
 def _tfds_ner(rows, data, info):

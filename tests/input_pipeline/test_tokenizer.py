@@ -1,11 +1,13 @@
 """Tokenizers (input_pipeline/tokenizer.py): trained BPE cached by content, char-level, files."""
 import os
 
+import numpy as np
 import pytest
 import tokenizers as hf_tokenizers
 
 from configs import common
-from input_pipeline import tokenizer
+from input_pipeline import glue, tokenizer
+from models import convert
 
 TokenizerError = tokenizer.TokenizerError
 EOS = "<|endoftext|>"
@@ -294,3 +296,38 @@ def test_token_bytes_of_wordpiece_drop_continuation_marks(tmp_path):
   assert all(table[tok.token_to_id(t)] == 0 for t in tokenizer.BERT_SPECIALS)
   ids = tok.encode("the lazy dog", add_special_tokens=False).ids
   assert table[ids].sum() == len("thelazydog")  # the words' bytes; spaces between are not tokens
+
+
+# ----------------------------------------------------------------------------- padding files
+
+
+def test_a_tokenizer_json_that_pads_and_truncates_is_loaded_plain(tmp_path):
+  """Published tokenizer.json files often pad and truncate every encoding (MiniLM: to 128);
+  loaded from a file, an import or a run, they give the text's tokens and nothing else, so
+  the rows and documents equal those of the same tokenizer without the settings."""
+  plain = tokenizer.get_tokenizer(_cfg("wordpiece", vocab_size=200, eos_token="[SEP]"), str(tmp_path),
+                                  Corpus(CORPUS))
+  padding = hf_tokenizers.Tokenizer.from_str(plain.to_str())
+  padding.enable_padding(length=24, pad_id=0, pad_token="[PAD]")
+  padding.enable_truncation(max_length=6)
+  path = tmp_path / "hf" / "tokenizer.json"
+  path.parent.mkdir()
+  padding.save(str(path))
+  texts = [t for t in CORPUS + ROUND_TRIP if t]
+  assert [len(e.ids) for e in padding.encode_batch(texts)] == [24] * len(texts)  # cut, padded
+  loaded = [tokenizer.get_tokenizer(_cfg("file", path=str(path), eos_token="[SEP]"),
+                                    str(tmp_path), _never),
+            tokenizer.load(str(path)), tokenizer.from_str(path.read_text()),
+            convert.read_tokenizer(str(path.parent), "bert")]
+  want = [e.ids for e in plain.encode_batch(texts)]
+  for tok in loaded:
+    assert tok.padding is None and tok.truncation is None
+    assert [e.ids for e in tok.encode_batch(texts)] == want
+    # one identity with the plain tokenizer, another than the padding one's: caches made
+    # with the padding tokenizer (rows full of [PAD]) are never reused
+    assert tokenizer.identity(tok) == tokenizer.identity(plain) != tokenizer.identity(padding)
+  examples = [{"sentence": t, "label": 0} for t in texts]
+  rows, _ = glue.encode(examples, "sst2", loaded[0], 64)
+  plain_rows, _ = glue.encode(examples, "sst2", plain, 64)
+  for key in plain_rows:
+    np.testing.assert_array_equal(rows[key], plain_rows[key])
