@@ -40,11 +40,16 @@ def start_distributed():
 
 def run_reporting_user_errors(fn, *args, where=None, **kwargs):
   """Calls fn; a user error (or a non-finite loss) becomes one `error:` line and exit 2, and
-  so does a full disk (`where`: the directory being written, named in the message)."""
+  so does a full disk (`where`: the directory being written, named in the message); Ctrl-C
+  that reaches here (the trainer saves on its own once it trains) is one line and exit 130."""
   try:
     return fn(*args, **kwargs)
   except (errors.UserError, FloatingPointError) as e:
     errors.fail(str(e))
+  except KeyboardInterrupt:
+    sys.stdout.flush()
+    print("interrupted: stopped before anything was saved", file=sys.stderr, flush=True)
+    sys.exit(130)  # 128 + SIGINT, as shells expect
   except Exception as e:  # pylint: disable=broad-except
     if not _no_space(e):
       raise

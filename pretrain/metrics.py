@@ -162,9 +162,17 @@ def import_tensorboardx():
 class Writer:
   """Writes scalars to stdout, <workdir>/metrics.jsonl and TensorBoard, from process 0 only;
   also to a Weights & Biases run when wandb_config (config.wandb) is enabled, with run_config
-  (the whole config) as the run's config."""
+  (the whole config) as the run's config.
 
-  def __init__(self, workdir, enabled=True, wandb_config=None, run_config=None):
+  A run resumed at step `resumed_at` supersedes what an earlier run logged past that step
+  (the steps it redoes), so that charts never double back: TensorBoard's events through
+  purge_step, as Flax's and TF's writers do, and metrics.jsonl by a row
+  {"step": resumed_at, "resumed": 1} after which rows of later steps replace those before it
+  (read_rows applies it).
+  """
+
+  def __init__(self, workdir, enabled=True, wandb_config=None, run_config=None,
+               resumed_at=None):
     self.enabled = enabled
     self.jsonl = self.tb = self.wandb = None
     if enabled:
@@ -172,7 +180,11 @@ class Writer:
         self.wandb = start_wandb(workdir, wandb_config, run_config)
       SummaryWriter = import_tensorboardx().SummaryWriter  # pylint: disable=invalid-name
       self.jsonl = storage.AppendLog(os.path.join(workdir, "metrics.jsonl"))
-      self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      purge = None if resumed_at is None else resumed_at + 1
+      self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=purge)
+      if resumed_at is not None:
+        self.jsonl.write(json.dumps({"step": int(resumed_at), "resumed": 1}) + "\n")
+        self.jsonl.flush()
 
   def write(self, step, scalars, prefix=""):
     if not self.enabled:
@@ -198,6 +210,20 @@ class Writer:
       self.tb.close()
       if self.wandb is not None:
         self.wandb.finish()
+
+
+def read_rows(path):
+  """The rows of a metrics.jsonl as the latest run sees them: a resumed run's marker row
+  ({"step": S, "resumed": 1}) drops the rows of steps past S logged before it, and is dropped
+  itself."""
+  rows = []
+  for line in storage.read_text(path).splitlines():
+    row = json.loads(line)
+    if row.get("resumed"):
+      rows = [r for r in rows if r["step"] <= row["step"]]
+    else:
+      rows.append(row)
+  return rows
 
 
 def wandb_run_id(workdir):

@@ -3,6 +3,8 @@ r"""Pretrains a model: `python -m pretrain.train --config=configs/gpt.py:smoke -
 Override any config field with --config.<section>.<field>=<value>. Rerunning the same command
 resumes from the latest checkpoint in --workdir; rerunning a finished run says so and exits 0.
 """
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -22,8 +24,9 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # orbax and tfds log every step of a save at INFO
   cli.start_distributed()
   from pretrain import trainer  # pylint: disable=g-import-not-at-top
-  cli.run_reporting_user_errors(trainer.train_and_evaluate, _CONFIG.value, _WORKDIR.value,
-                               where=_WORKDIR.value)
+  result = cli.run_reporting_user_errors(trainer.train_and_evaluate, _CONFIG.value,
+                                         _WORKDIR.value, where=_WORKDIR.value)
+  sys.exit(result.exit_code)  # 130 after Ctrl-C
 
 
 if __name__ == "__main__":

@@ -10,11 +10,13 @@ pretrain/steps.py, the data in pretrain/data.py, restore-or-init in pretrain/che
 optimizer, step, RNG, data position; else config.init_from, parameters only, step 0; else
 scratch), the evaluator in pretrain/evaluator.py.
 """
+import collections
 import contextlib
 import dataclasses
+import os
 import signal
 import time
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import numpy as np
@@ -30,23 +32,43 @@ from pretrain import (checkpointing, config_checks, data, durations, evaluator, 
 
 
 class Preemption:
-  """SIGTERM (preemption) -> a checkpoint at a step all processes agree on, then exit 0.
+  """SIGTERM (preemption) or SIGINT (Ctrl-C) -> a checkpoint at a step all processes agree on,
+  then exit: 0 after SIGTERM, 130 after SIGINT, as shells expect. A second SIGINT aborts at
+  once, without saving the step.
 
   One process: our handler sets a flag the loop reads after each step. Several: JAX's
   preemption service (started by jax.distributed) catches SIGTERM on any process and agrees on
   the step to stop at (multihost_utils.reached_preemption_sync_point) in the background, so
-  no step waits on a collective and input loading keeps running ahead of compute."""
+  no step waits on a collective and input loading keeps running ahead of compute; a SIGINT
+  is passed on to it as a SIGTERM of this process."""
 
   def __init__(self):
     self.requested = False
+    self.signal = None  # the name of the first signal received
+    self.training = False  # set by the loop: a SIGINT before it stops at once
     self.synced = (jax.process_count() > 1 and
                    jax_distributed.global_state.preemption_sync_manager is not None)
+    self._previous = {signal.SIGINT: signal.signal(signal.SIGINT, self._interrupt)}
     if not self.synced:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):
-    del signum, frame
+    del frame
     self.requested = True
+    self.signal = self.signal or signal.Signals(signum).name
+
+  def _interrupt(self, signum, frame):
+    if not self.training:
+      raise KeyboardInterrupt  # before the first step there is nothing to save: stop now
+    if self.signal == "SIGINT":
+      os.write(2, b"interrupted again: stopped at once; the current step is not saved (the "
+                  b"last checkpoint is intact)\n")
+      os._exit(EXIT_INTERRUPTED)  # at once: the save in progress, if any, is never committed
+    self._handle(signum, frame)
+    os.write(2, b"interrupt: saving a checkpoint after this step (Ctrl-C again stops at once, "
+                b"without saving it)\n")  # os.write: safe inside a signal handler
+    if self.synced:
+      os.kill(os.getpid(), signal.SIGTERM)  # to JAX's preemption service
 
   def should_stop(self, step):
     if self.synced:
@@ -54,8 +76,11 @@ class Preemption:
     return self.requested
 
   def restore(self):
-    if not self.synced:
-      signal.signal(signal.SIGTERM, self._previous)
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
+
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: what shells expect of a program stopped by Ctrl-C
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -66,6 +91,12 @@ class TrainResult:
   step: int      # the step the run reached
   state: Any     # the final train state (None when the run had already finished)
   metrics: dict  # the last logged train metrics, 'eval_<metric>' from the last evaluation
+  stopped_by: Optional[str] = None  # 'SIGTERM' or 'SIGINT' when a signal stopped the run
+
+  @property
+  def exit_code(self):
+    """What the entry point exits with: 130 after Ctrl-C, else 0."""
+    return EXIT_INTERRUPTED if self.stopped_by == "SIGINT" else 0
 
 
 @dataclasses.dataclass
@@ -159,78 +190,123 @@ def train_and_evaluate(config, workdir, devices=None):
 def _train(config, workdir, devices, preemption):
   good = goodput.Goodput(workdir, enabled=jax.process_index() == 0)
   run = setup(config, devices)
-  config = run.config  # with the model of config.init_from, when it takes it
   tok_id = tokenizer.identity(run.tok)
-  start = checkpointing.find_start(config, workdir, run.model_cfg, tok_id, datasets_meta(run))
-  stop_at = min(run.total_steps, config.train.stop_at_step or run.total_steps)
+  start = checkpointing.find_start(run.config, workdir, run.model_cfg, tok_id, datasets_meta(run))
+  stop_at = min(run.total_steps, run.config.train.stop_at_step or run.total_steps)
   if start.latest is not None and start.latest >= stop_at:
     return _finished(run, start, workdir)
   if jax.process_index() == 0:
     checkpointing.write_run_files(workdir, run.config, run.model_cfg, run.tok, run.total_steps)
   steps = run.build_steps()
   state = checkpointing.restore_or_init(start, steps, run.objective, run.model_cfg)
-  evaluate = run.evaluator(steps, config.train.eval_batches)
-  writer = metrics.Writer(workdir, enabled=jax.process_index() == 0, wandb_config=config.wandb,
-                          run_config=config)
-  log = TrainLog(run, writer, len(run.mesh.devices.flat))
-  log.header(start.describe(run.total_steps))
+  return Loop(run, steps, workdir, start, tok_id, good, preemption).run(state, stop_at)
 
-  def meta(step):
-    return checkpointing.run_meta(run.model_cfg, tok_id, step, config.seed, datasets_meta(run),
-                                  optimizer.name(config.optimizer))
 
-  step, rows, ckpt, last = int(state["step"]), run.rows, start.ckpt, {}
-  results = results_lib.Results(config, workdir, start.latest, jax.process_index() == 0)
-  good.resumed(step)
-  good.add("startup", time.perf_counter() - good.began)
-  first = step  # its step compiles
-  try:
-    while step < stop_at:
-      with good.timed("data"):
-        batch = steps.to_global(run.train_data.batch(step, rows))
-      with good.timed("compile") if step == first else contextlib.nullcontext():
-        if step == first and host_memory.configured():
-          _bound_host_memory(steps.train_temp_bytes(state, batch))
-        state, out = steps.train(state, batch)
-        if step == first:
-          jax.block_until_ready(out)
-      step += 1
-      log.add(step, out)
-      if durations.every(step, config.train.log_every) or step == stop_at:
-        last.update(log.flush(step, ckpt))
-        good.reached(step, last.get("step_time_s", float("nan")))
-        writer.write(step, good.shares(), prefix="goodput/")
-        good.save()
-      if durations.every(step, run.eval_every) or step == run.total_steps:
-        log.check_finite(ckpt)
-        with log.paused(), good.timed("eval"):
-          ev = evaluate(state["params"])
-          results.add(step, run.train_data.epoch_of(step), ev, state, meta(step))
-        log.eval(step, ev)
-        last.update({f"eval_{k}": v for k, v in ev.items()})
-      if preemption.should_stop(step):
-        log.check_finite(ckpt)
-        with good.timed("checkpoint"):
-          ckpt.save(step, state, meta(step), force=True)
-          ckpt.wait()
-        writer.print(f"preempted: saved a checkpoint at step {step}; rerun the same command to resume")
-        last["preempted_at"] = step
-        break
-      if durations.every(step, run.checkpoint_every) or step == stop_at:
-        log.check_finite(ckpt)  # nothing non-finite is ever saved
-        with good.timed("checkpoint"):
-          ckpt.save(step, state, meta(step), force=True)
-    if step == run.total_steps:
-      writer.print(results.table())
-  finally:
-    with good.timed("checkpoint"):
-      start.close()  # waits for the last checkpoint's write, still under the SIGTERM handler
-    results.close()
-    good.reached(step, float("nan"))
-    good.save()
-    writer.print(good.describe())
-    writer.close()
-  return TrainResult(step, state, last)
+# Steps dispatched ahead of the device at most: before dispatching step s, the loop waits for
+# step s - IN_FLIGHT's output. A signal read after step s then waits for at most IN_FLIGHT
+# steps of device time before its save, whatever train.log_every is, while the host still
+# prepares the next batch as the device runs (benchmarks/RESULTS.md: no cost to throughput).
+IN_FLIGHT = 2
+
+
+class Loop:
+  """The training loop of one run, from its first step to a stop: the end, train.stop_at_step
+  or a signal. Logs, evaluates and checkpoints at the config's cadences."""
+
+  def __init__(self, run, steps, workdir, start, tok_id, good, preemption):
+    self.setup, self.steps, self.start, self.tok_id = run, steps, start, tok_id
+    self.good, self.preemption, self.config = good, preemption, run.config
+    self.ckpt, self.last = start.ckpt, {}
+    lead = jax.process_index() == 0
+    self.evaluate = run.evaluator(steps, self.config.train.eval_batches)
+    self.writer = metrics.Writer(workdir, enabled=lead, wandb_config=self.config.wandb,
+                                 run_config=self.config, resumed_at=start.latest)
+    self.log = TrainLog(run, self.writer, len(run.mesh.devices.flat))
+    self.log.header(start.describe(run.total_steps))
+    self.results = results_lib.Results(self.config, workdir, start.latest, lead)
+
+  def meta(self, step):
+    return checkpointing.run_meta(self.setup.model_cfg, self.tok_id, step, self.config.seed,
+                                  datasets_meta(self.setup), optimizer.name(self.config.optimizer))
+
+  def run(self, state, stop_at):
+    step = int(state["step"])
+    self.good.resumed(step)
+    self.good.add("startup", time.perf_counter() - self.good.began)
+    first, in_flight = step, collections.deque()  # the first step compiles
+    self.preemption.training = True
+    try:
+      while step < stop_at:
+        state, out = self._step(state, step, first)
+        in_flight.append(out)
+        if len(in_flight) > IN_FLIGHT:
+          jax.block_until_ready(in_flight.popleft())
+        step += 1
+        self.log.add(step, out)
+        if not self._after_step(step, state, stop_at):
+          break
+      if step == self.setup.total_steps:
+        self.writer.print(self.results.table())
+    finally:
+      self._close(step)
+    return TrainResult(step, state, self.last, self.preemption.signal)
+
+  def _step(self, state, step, first):
+    with self.good.timed("data"):
+      batch = self.steps.to_global(self.setup.train_data.batch(step, self.setup.rows))
+    if step != first:
+      return self.steps.train(state, batch)
+    with self.good.timed("compile"):
+      if host_memory.configured():
+        _bound_host_memory(self.steps.train_temp_bytes(state, batch))
+      state, out = self.steps.train(state, batch)
+      jax.block_until_ready(out)
+    return state, out
+
+  def _after_step(self, step, state, stop_at):
+    """Logs, evaluates and checkpoints at their cadences; False when a signal stops the run."""
+    config, run = self.config, self.setup
+    if durations.every(step, config.train.log_every) or step == stop_at:
+      self.last.update(self.log.flush(step, self.ckpt))
+      self.good.reached(step, self.last.get("step_time_s", float("nan")))
+      self.writer.write(step, self.good.shares(), prefix="goodput/")
+      self.good.save()
+    if durations.every(step, run.eval_every) or step == run.total_steps:
+      self._eval(step, state)
+    if self.preemption.should_stop(step):
+      self._save(step, state, wait=True)
+      how = "interrupted" if self.preemption.signal == "SIGINT" else "preempted"
+      self.writer.print(f"{how}: saved a checkpoint at step {step}; rerun the same command to "
+                        "resume")
+      self.last["preempted_at"] = step
+      return False
+    if durations.every(step, run.checkpoint_every) or step == stop_at:
+      self._save(step, state)
+    return True
+
+  def _eval(self, step, state):
+    self.log.check_finite(self.ckpt)
+    with self.log.paused(), self.good.timed("eval"):
+      ev = self.evaluate(state["params"])
+      self.results.add(step, self.setup.train_data.epoch_of(step), ev, state, self.meta(step))
+    self.log.eval(step, ev)
+    self.last.update({f"eval_{k}": v for k, v in ev.items()})
+
+  def _save(self, step, state, wait=False):
+    self.log.check_finite(self.ckpt)  # nothing non-finite is ever saved
+    with self.good.timed("checkpoint"):
+      self.ckpt.save(step, state, self.meta(step), force=True)
+      if wait:
+        self.ckpt.wait()
+
+  def _close(self, step):
+    with self.good.timed("checkpoint"):
+      self.start.close()  # waits for the last checkpoint's write, still under the signal handlers
+    self.results.close()
+    self.good.reached(step, float("nan"))
+    self.good.save()
+    self.writer.print(self.good.describe())
+    self.writer.close()
 
 
 def _bound_host_memory(temp_bytes):

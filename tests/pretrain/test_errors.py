@@ -190,3 +190,71 @@ def test_user_errors_share_one_base_class():
   for cls in (config_checks.ConfigError, sharding.MeshError, axes.AxisRuleError,
               local_text.DataError, tokenizer_lib.TokenizerError, checkpointing.CheckpointError):
     assert issubclass(cls, errors.UserError), cls
+
+
+# ----------------------------------------------------------------------------- config files
+
+_RAISING_CONFIG = """
+from {module} import {cls}
+def get_config(arg=None):
+  raise {cls}("config.data.task: unknown task " + repr(arg) + "; use one of a, b")
+"""
+
+USER_ERRORS = [("input_pipeline.local_text", "DataError"), ("input_pipeline.tokenizer", "TokenizerError"),
+               ("models.hf_decoder", "ConvertError"), ("models.axes", "AxisRuleError"),
+               ("pretrain.sharding", "MeshError"), ("pretrain.checkpointing", "CheckpointError"),
+               ("pretrain.score", "ScoreError"), ("pretrain.config_checks", "ConfigError"),
+               ("pretrain.generate", "GenerateError"), ("pretrain.tasks", "TaskError"),
+               ("launch.sweep", "SweepError"), ("configs.errors", "UserError")]
+
+
+def _config_file_error(argv):
+  """What errors.parse_flags makes of ml_collections' error for argv's --config file."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  from configs import errors  # pylint: disable=g-import-not-at-top
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=values)
+  with pytest.raises(Exception) as e:
+    values(["prog", *argv])
+    values["config"].value.keys()
+  return errors.config_file_error(e.value, argv)
+
+
+@pytest.mark.parametrize("module,cls", USER_ERRORS)
+def test_a_user_error_raised_by_a_config_keeps_its_message(tmp_path, module, cls):
+  path = tmp_path / "config.py"
+  path.write_text(_RAISING_CONFIG.format(module=module, cls=cls))
+  assert _config_file_error([f"--config={path}:sst3"]) == (
+      "config.data.task: unknown task 'sst3'; use one of a, b")
+
+
+def test_a_config_file_that_does_not_load_is_one_line(tmp_path):
+  bad = tmp_path / "bad.py"
+  bad.write_text("def get_config(arg=None):\n  raise RuntimeError('no ' + arg)\n")
+  fix = "give --config=configs/<file>.py:<arg>, e.g. --config=configs/gpt.py:smoke"
+  assert _config_file_error(["--config=configs/gtp.py:smoke"]) == (
+      f"--config=configs/gtp.py:smoke: no config file 'configs/gtp.py'; {fix}")
+  assert _config_file_error([f"--config={REPO / 'README.md'}"]).startswith(
+      f"--config={REPO / 'README.md'}: {REPO / 'README.md'} is not a Python config file (")
+  assert _config_file_error([f"--config={bad}:x"]) == (
+      f"--config={bad}:x: {bad}'s get_config raised RuntimeError: no x; fix the file or its "
+      "argument")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", ["pretrain.train", "pretrain.aot", "input_pipeline.prepare",
+                                    "launch.sweep"])
+def test_every_entry_point_reports_a_broken_config_file_in_one_line(tmp_path, module):
+  raising = tmp_path / "raising.py"
+  raising.write_text(_RAISING_CONFIG.format(module="configs.errors", cls="UserError"))
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(0))
+  extra = {"pretrain.train": [f"--workdir={tmp_path}/run"],
+           "launch.sweep": ["--sweep=lr", f"--sweepdir={tmp_path}/sweep"]}.get(module, [])
+  for config, expected in [("configs/gtp.py:smoke", "no config file 'configs/gtp.py'"),
+                           ("README.md", "README.md is not a Python config file"),
+                           (f"{raising}:sst3", "config.data.task: unknown task 'sst3'")]:
+    proc = subprocess.run([sys.executable, "-m", module, f"--config={config}", *extra],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and expected in proc.stderr, proc.stderr
