@@ -332,6 +332,25 @@ def write_hparams(record, metric, directory):
   return True
 
 
+def edge_notes(records, mode):
+  """A line for each numeric swept field whose best value is the smallest or largest of three
+  or more values tried: the optimum may lie beyond, so the grid or range should go further."""
+  best = best_record(records, mode)
+  if best is None:
+    return []
+  notes = []
+  for field in fields(records):
+    tried = sorted({r["overrides"][field] for r in records
+                    if _is_number((r.get("overrides") or {}).get(field))})
+    value = (best.get("overrides") or {}).get(field)
+    if len(tried) < 3 or not _is_number(value) or value not in (tried[0], tried[-1]):
+      continue
+    edge, way = ("smallest", "below") if value == tried[0] else ("largest", "above")
+    notes.append(f"note: the best {field}={_short(value)} is the {edge} value tried; the "
+                 f"optimum may lie {way} it: extend the grid or range {way} {_short(value)}")
+  return notes
+
+
 def write_report(records, metric, mode, sweepdir, trials_dir=None):
   """Writes results.csv, results.md and sweep.png into `sweepdir` and the HParams of every
   finished trial into its tensorboard/ (in `trials_dir`, by default <sweepdir>/trials);
@@ -355,6 +374,7 @@ def write_report(records, metric, mode, sweepdir, trials_dir=None):
   else:
     lines.append(f"best trial {best['trial']}: {_metric_name(metric)} {_value(best['best']):.4g}")
     lines.append(shlex.join(best["command"]))
+    lines += edge_notes(records, mode)
   lines += ["", f"table: {csv_path} (and {md_path})", f"plot: {png_path}",
             "side by side: tensorboard --logdir "
             f"{trials_dir or os.path.join(sweepdir, 'trials')}"]

@@ -353,6 +353,16 @@ def _check_family(saved, model_cfg, config):
         "of the same kind of model")
 
 
+def check_init_from_family(config):
+  """Before anything of config.init_from is used (its tokenizer first): an encoder task
+  refuses a decoder's checkpoint, and the reverse, naming both (the most fundamental check)."""
+  path = os.path.join(run_dir(config.init_from), "config.json") if config.init_from else ""
+  if path and storage.isfile(path):
+    saved = json.loads(storage.read_text(path)).get("resolved_model")
+    if saved:
+      _check_family(saved, config.model, config)
+
+
 @contextlib.contextmanager
 def workdir_lock(workdir):
   """Process 0 holds an exclusive lock on <workdir>/.lock while it trains there: a second

@@ -5,14 +5,27 @@ import os
 import sys
 
 from absl import flags
+from ml_collections import config_flags
 
 from configs import errors
+from pretrain import durations
 
 COORDINATOR = flags.DEFINE_string("coordinator_address", "", "host:port of process 0 (multi-host).")
 NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Processes in the job (multi-host).")
 PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's index (multi-host).")
 DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                 "Let JAX detect the cluster (TPU pod, SLURM, Kubernetes).")
+
+
+def command_line_config(config_flag):
+  """The config of a --config flag, with the command line's run length preferred to the
+  config file's (pretrain/durations.py: prefer_command_line, which prints what it replaced)."""
+  config = config_flag.value
+  line = durations.prefer_command_line(
+      config.train, config_flags.get_override_values(flags.FLAGS[config_flag.name]))
+  if line:
+    print(line, flush=True)
+  return config
 
 
 def start():

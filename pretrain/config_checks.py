@@ -12,7 +12,7 @@ from configs import errors
 
 from input_pipeline import masking, mirror, sources, tokenizer
 from models import layers
-from pretrain import objectives, optimizer, sharding, storage
+from pretrain import durations, objectives, optimizer, sharding, storage
 
 
 class ConfigError(errors.UserError):
@@ -103,6 +103,7 @@ def check(config, num_devices, num_processes=1):
            "config.optimizer: warmup_steps, weight_decay and grad_clip must be >= 0")
   _require(t.total_steps > 0 or t.total_tokens > 0 or t.epochs > 0,
            "config.train: set total_steps, total_tokens or epochs to a positive number")
+  _require(durations.length_conflict(t) is None, durations.length_conflict(t))
   _require(opt.warmup_fraction >= 0 and opt.warmup_fraction < 1,
            "config.optimizer.warmup_fraction: must be in [0, 1)")
   _require(t.nan_policy in ("stop", "skip"),

@@ -195,6 +195,9 @@ def _watch(ckpt, record, final_step, evaluate, options):
   import jax  # pylint: disable=g-import-not-at-top
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   waited_since = time.monotonic()
+  if final_step in record.done and jax.process_index() == 0:
+    print(f"--watch: the final step {final_step} is already evaluated under this name; nothing "
+          "to do (--name starts another evaluation)", flush=True)
   while final_step not in record.done:
     pending = [s for s in ckpt.all_steps(reload=True) if s not in record.done]
     step = pending[0] if pending else -1

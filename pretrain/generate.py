@@ -11,9 +11,12 @@ text). The checkpoint is the latest (or --step), loaded on one device in the lay
 saved in; the tokenizer is the run's own. An empty prompt starts a new document (the EOS
 token). A prompt must be shorter than the model's max_len (a longer one is refused, not
 truncated); --max_new_tokens is cut to what the longest prompt of a batch leaves, with a line
-saying so. Generation stops at --max_new_tokens, at EOS, or after any --stop string (cut off).
+saying so. Generation stops at --max_new_tokens, at EOS, or after any --stop string (cut off);
+stderr says which, after how many tokens (an empty sample is end of text sampled first).
 """
 import json
+import sys
+from typing import NamedTuple
 
 from absl import app, flags, logging
 
@@ -63,6 +66,14 @@ def encode_prompts(tok, prompts, eos_id, max_len):
   return out
 
 
+class Completion(NamedTuple):
+  prompt: int  # the prompt's index
+  sample: int
+  text: str    # the new text, cut after a stop string
+  stopped: str  # why it ended: 'end of text', 'stop string', or 'max_new_tokens'
+  tokens: int   # new tokens generated (EOS included)
+
+
 def _stop_at(text, stops):
   """`text` cut after the first stop string, and whether one was found."""
   cuts = [text.index(s) + len(s) for s in stops if s in text]
@@ -71,7 +82,7 @@ def _stop_at(text, stops):
 
 def generate(workdir, prompts, *, step=None, max_new_tokens=64, temperature=0.8, top_k=0,
              top_p=1.0, num_samples=1, seed=0, stop=(), batch_size=16, stream=None):
-  """Completions of `prompts` (num_samples each): a list of (prompt index, sample, text).
+  """Completions of `prompts` (num_samples each): a list of Completion, in prompt order.
   `stream(text)` receives the text as it is generated (one prompt, one sample)."""
   from models import decode  # pylint: disable=g-import-not-at-top
   model, m, tok, eos_id = load(workdir, step)
@@ -107,11 +118,18 @@ def generate(workdir, prompts, *, step=None, max_new_tokens=64, temperature=0.8,
                                stop=stop_fn)
     new = decode.generate(model, m, rows, sampling, on_token)
     for row, (i, s) in enumerate(batch):
-      text = texts.get(row, tok.decode(new[row]))
-      results.append((i, s, _stop_at(text, stop)[0]))
+      text, found = _stop_at(texts.get(row, tok.decode(new[row])), stop)
+      ended = ("stop string" if found else "end of text" if new[row][-1:] == [eos_id] else
+               "max_new_tokens")
+      results.append(Completion(i, s, text, ended, len(new[row])))
     if stream is not None:
-      stream(results[0][2][len(shown[0]):])
+      stream(results[0].text[len(shown[0]):])
   return results
+
+
+def describe_stop(completion):
+  """'stopped: end of text after 3 tokens' (or a stop string, or max_new_tokens)."""
+  return f"stopped: {completion.stopped} after {completion.tokens} tokens"
 
 
 def main(argv):
@@ -126,11 +144,13 @@ def _run():
   f = flags.FLAGS
   if (f.prompt is None) == (f.prompts_file is None):
     raise GenerateError("--prompt, --prompts_file: give exactly one of them")
-  for name, ok in (("max_new_tokens", f.max_new_tokens > 0), ("num_samples", f.num_samples > 0),
-                   ("batch_size", f.batch_size > 0), ("temperature", f.temperature >= 0),
-                   ("top_k", f.top_k >= 0), ("top_p", 0 < f.top_p <= 1)):
+  for name, ok, valid in (
+      ("max_new_tokens", f.max_new_tokens > 0, "> 0"), ("num_samples", f.num_samples > 0, "> 0"),
+      ("batch_size", f.batch_size > 0, "> 0"),
+      ("temperature", f.temperature >= 0, ">= 0 (0: greedy)"),
+      ("top_k", f.top_k >= 0, ">= 0 (0: all tokens)"), ("top_p", 0 < f.top_p <= 1, "in (0, 1]")):
     if not ok:
-      raise GenerateError(f"--{name}: {f[name].value} is out of range")
+      raise GenerateError(f"--{name}: {f[name].value} is out of range; use a value {valid}")
   if f.prompt is not None:
     prompts = [f.prompt]
   else:
@@ -150,13 +170,16 @@ def _run():
       seed=f.seed, stop=f.stop, batch_size=f.batch_size, stream=stream if single else None)
   if single:
     print(flush=True)
+    print(describe_stop(results[0]), file=sys.stderr, flush=True)
   else:
-    for i, s, text in results:
-      print(f"=== prompt {i} sample {s} ===\n{prompts[i]}{text}", flush=True)
+    for c in results:
+      print(f"=== prompt {c.prompt} sample {c.sample} ===\n{prompts[c.prompt]}{c.text}", flush=True)
+      print(f"prompt {c.prompt} sample {c.sample} {describe_stop(c)}", file=sys.stderr, flush=True)
   if f.output:
     with storage.path(f.output).open("w", encoding="utf-8") as file:
-      for i, s, text in results:
-        file.write(json.dumps(dict(prompt=prompts[i], sample=s, text=text)) + "\n")
+      for c in results:
+        file.write(json.dumps(dict(prompt=prompts[c.prompt], sample=c.sample, text=c.text,
+                                   stopped=c.stopped)) + "\n")
 
 
 if __name__ == "__main__":

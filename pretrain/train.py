@@ -24,7 +24,8 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # orbax and tfds log every step of a save at INFO
   cli.start_distributed()
   from pretrain import trainer  # pylint: disable=g-import-not-at-top
-  result = cli.run_reporting_user_errors(trainer.train_and_evaluate, _CONFIG.value,
+  result = cli.run_reporting_user_errors(trainer.train_and_evaluate,
+                                         cli.command_line_config(_CONFIG),
                                          _WORKDIR.value, where=_WORKDIR.value)
   sys.exit(result.exit_code)  # 130 after Ctrl-C
 

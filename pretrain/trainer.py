@@ -144,6 +144,7 @@ def setup(config, devices=None, tok=None, train=True):
   mesh = sharding.make_mesh(config.mesh, devices)
   objective = objectives.get(config.objective)
   if tok is None and objective.load_data is not None and config.init_from:
+    checkpointing.check_init_from_family(config)  # before its tokenizer is judged
     tok = _init_from_tokenizer(config.init_from)
   tok, train_data, val_data, notes = data.load_data(config, objective, tok, train)
   model_cfg = layers.resolve(config.model, tok.get_vocab_size())

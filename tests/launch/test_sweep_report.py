@@ -185,3 +185,14 @@ def test_write_report(records, tmp_path):
   sweep_report.write_report(records, "loss", "min", str(tmp_path))
   for r in records:
     assert len(_hparams_files(os.path.join(r["workdir"], "tensorboard"))) == 1
+
+
+def test_a_best_value_at_the_edge_of_those_tried_is_said(records, tmp_path):
+  assert sweep_report.edge_notes(records, "min") == []  # lr 1e-3: inside 1e-5 .. 0.1
+  records[3]["overrides"]["optimizer.lr"] = 1e-6  # now the smallest value tried
+  assert sweep_report.edge_notes(records, "min") == [
+      "note: the best optimizer.lr=1e-06 is the smallest value tried; the optimum may lie "
+      "below it: extend the grid or range below 1e-06"]
+  text = sweep_report.write_report(records, "loss", "min", str(tmp_path))
+  assert "note: the best optimizer.lr=1e-06 is the smallest value tried" in text
+  assert sweep_report.edge_notes(records[:2], "min") == []  # two values: no edge to speak of

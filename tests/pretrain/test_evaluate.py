@@ -105,6 +105,7 @@ def test_watch_evaluates_each_checkpoint_once_across_restarts(tiny_config, tmp_p
   assert sorted(_evaluate(tmp_path, watch=True, max_batches=1, poll_seconds=0.1)) == [3, 6]
   assert "evaluating data parallel" in capsys.readouterr().out
   assert _evaluate(tmp_path, watch=True, max_batches=1, poll_seconds=0.1) == {}  # restarted
+  assert "--watch: the final step 6 is already evaluated" in capsys.readouterr().out
   assert sorted(r["step"] for r in _rows(tmp_path)) == [3, 6]
 
 

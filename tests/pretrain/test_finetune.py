@@ -136,14 +136,19 @@ def test_bad_input_is_refused_before_compiling(bert_run, data_dir, tmp_path):
   _fails_before_compiling(config, workdir, checkpointing.CheckpointError, "config.model.size")
 
 
-def test_a_decoder_checkpoint_is_refused(bert_run, data_dir, tmp_path):
-  """A GPT run's checkpoint (a real orbax checkpoint whose meta is a decoder's)."""
+@pytest.mark.parametrize("vocabulary", ["bert", "gpt"])
+def test_a_decoder_checkpoint_is_refused(bert_run, data_dir, tmp_path, vocabulary):
+  """A GPT run's checkpoint (a real orbax checkpoint whose meta is a decoder's), with BERT's
+  vocabulary or its own: that it is a decoder is said first, before its vocabulary lacks
+  [CLS] and the rest."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from configs import gpt  # pylint: disable=g-import-not-at-top
+  from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
   from models import layers  # pylint: disable=g-import-not-at-top
   from pretrain import checkpointing  # pylint: disable=g-import-not-at-top
   gpt_dir = tmp_path / "gpt"
-  tok = checkpointing.run_tokenizer(bert_run)
+  tok = (checkpointing.run_tokenizer(bert_run) if vocabulary == "bert" else
+         tokenizer._train_bpe(["the quick brown fox"] * 20, 300, "<|endoftext|>"))
   gpt_config = gpt.get_config("smoke")
   model = layers.resolve(gpt_config.model, tok.get_vocab_size())
   checkpointing.write_run_files(str(gpt_dir), gpt_config, model, tok)

@@ -1,6 +1,7 @@
 """pretrain.generate over a run's checkpoint: the CLI streams, samples reproduce by seed, stop
 strings cut, and an encoder run or an over-long prompt is refused in one line."""
 import os
+import re
 import subprocess
 import sys
 
@@ -45,15 +46,19 @@ def test_samples_reproduce_by_seed_and_stop_strings_cut(gpt_dir):
   greedy = run(["the cat"], temperature=0.0)
   assert greedy == run(["the cat"], temperature=0.0) and len(greedy) == 1
   sampled = run(["the cat", "a bird"], temperature=1.0, num_samples=3, batch_size=4, seed=7)
-  assert [(i, s) for i, s, _ in sampled] == [(i, s) for i in range(2) for s in range(3)]
+  assert [(c.prompt, c.sample) for c in sampled] == [(i, s) for i in range(2) for s in range(3)]
   assert sampled == run(["the cat", "a bird"], temperature=1.0, num_samples=3, batch_size=4,
                         seed=7)
   assert sampled != run(["the cat", "a bird"], temperature=1.0, num_samples=3, batch_size=4,
                         seed=8)
   text = greedy[0][2]
   stop = text[3:5]
-  cut = run(["the cat"], temperature=0.0, stop=[stop])[0][2]
-  assert cut == text[:text.index(stop) + len(stop)]
+  cut = run(["the cat"], temperature=0.0, stop=[stop])[0]
+  assert cut.text == text[:text.index(stop) + len(stop)] and cut.stopped == "stop string"
+  assert greedy[0].stopped in ("end of text", "max_new_tokens")
+  # each completion says why it ended, after how many tokens
+  for c in sampled + greedy:
+    assert 0 < c.tokens <= 12 and (c.stopped != "max_new_tokens" or c.tokens == 12)
 
 
 def test_bad_input_is_one_line(gpt_dir, tmp_path):
@@ -80,7 +85,10 @@ def test_cli_streams_one_prompt(gpt_dir):
   from pretrain import generate  # pylint: disable=g-import-not-at-top
   expected = generate.generate(gpt_dir, ["the dog"], max_new_tokens=40, temperature=0.0)[0][2]
   assert out.stdout.rstrip("\n").endswith("the dog" + expected.rstrip("\n")), out.stdout
+  assert re.fullmatch(r"stopped: (end of text|max_new_tokens) after \d+ tokens",
+                      out.stderr.strip().splitlines()[-1]), out.stderr
   bad = subprocess.run(
       [sys.executable, "-m", "pretrain.generate", f"--workdir={gpt_dir}", "--prompt=x",
        "--top_p=0"], cwd=REPO, capture_output=True, text=True, timeout=300)
-  assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: --top_p")
+  assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == (
+      "error: --top_p: 0.0 is out of range; use a value in (0, 1]")
