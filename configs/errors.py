@@ -24,6 +24,13 @@ def fail(message):
   sys.exit(2)
 
 
+def warn(message):
+  """A warning for the user, in the style of every other line they read: `warning: <message>`
+  on stderr (not absl's log format)."""
+  sys.stdout.flush()
+  print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def parse_flags(argv, define=None):
   """absl flag parsing, with config-file and override errors reduced to one line. `define`,
   if given, defines more flags first (it may already apply the --config overrides)."""

@@ -25,8 +25,8 @@ import os
 from typing import NamedTuple
 
 import numpy as np
-from absl import logging
 
+from configs import errors
 from input_pipeline import batches, masking, sources, tokenized, tokenizer
 
 
@@ -364,8 +364,8 @@ def open_examples(split, data, *, seq_len, seed):
   name = split.manifest["source"]["split"]
   skipped, docs = sum(r["skipped"] for r in records), sum(r["documents"] for r in records)
   if skipped:
-    logging.warning("%s: skipped %d of %d documents with fewer than 2 sentences (no "
-                    "next-sentence pairs)", name, skipped, docs)
+    errors.warn(f"{name}: skipped {skipped} of {docs} documents with fewer than 2 sentences (no "
+                "next-sentence pairs)")
   if not sum(r["examples"] for r in records):
     if data.mlm.nsp:
       raise sources.DataError(

@@ -17,7 +17,6 @@ import json
 import os
 
 import tensorflow_datasets as tfds
-from absl import logging
 
 from configs import errors
 
@@ -143,7 +142,7 @@ class LocalText(tfds.core.GeneratorBasedBuilder):
     stats = {}
     docs = list(read_documents(cfg.files, cfg.doc_split, cfg.jsonl_key, stats))
     if any(stats.values()):
-      logging.warning("local_text: skipped %s", ", ".join(
+      errors.warn("local_text: skipped " + ", ".join(
           f"{n} {k.replace('_', ' ')}{' documents' if k != 'bad_jsonl_lines' else ''}"
           for k, n in stats.items() if n))
     if not docs:

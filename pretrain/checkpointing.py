@@ -316,8 +316,8 @@ def find_start(config, workdir, model_cfg, tok_id, datasets_meta):
           "config.init_from=<this run> (parameters only)")
     saved = meta["data"].get("datasets")
     if saved is not None and saved != datasets_meta:
-      logging.warning("resuming with other data than the checkpoint's (%s, now %s): the batches "
-                      "from here on differ from the original run's", saved, datasets_meta)
+      errors.warn(f"resuming with other data than the checkpoint's ({saved}, now "
+                  f"{datasets_meta}): the batches from here on differ from the original run's")
   elif latest is None and config.init_from:
     init_from = open_run(config.init_from, "config.init_from")
     try:

@@ -209,8 +209,8 @@ def _watch(ckpt, record, final_step, evaluate, options):
       except Exception:  # pylint: disable=broad-except
         if step in ckpt.all_steps(reload=True):
           raise
-        logging.warning("step %d was deleted before it could be evaluated "
-                        "(config.checkpoint.keep); skipping it", step)
+        errors.warn(f"step {step} was deleted before it could be evaluated "
+                    "(config.checkpoint.keep); skipping it")
         record.done.add(step)
       waited_since = time.monotonic()
       continue

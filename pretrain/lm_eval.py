@@ -27,7 +27,6 @@ default device; lm-eval's --device is ignored.
 import json
 import sys
 
-from absl import logging
 from lm_eval import utils as lm_utils
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
@@ -115,8 +114,8 @@ class PretrainLM(LM):
                 if kwargs.get(k) is not None), self.max_gen_toks)
     new = int(new)
     if new >= self.cfg.max_len:
-      logging.warning("max_gen_toks=%d cut to %d: the model's max_len is %d", new,
-                      self.cfg.max_len - 1, self.cfg.max_len)
+      errors.warn(f"max_gen_toks={new} cut to {self.cfg.max_len - 1}: the model's max_len is "
+                  f"{self.cfg.max_len}")
       new = self.cfg.max_len - 1
     temperature = float(kwargs.get("temperature") or 0.0)
     do_sample = kwargs.get("do_sample")

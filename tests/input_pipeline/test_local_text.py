@@ -288,13 +288,13 @@ def test_whitespace_only_files(tmp_path):
     _prepared(tmp_path / "tfds", files, doc_split="blank_line")
 
 
-def test_bad_jsonl_lines_are_skipped_and_counted(tmp_path, caplog):
+def test_bad_jsonl_lines_are_skipped_and_counted(tmp_path, capsys):
   good = [{"text": _doc(i)} for i in range(40)]
   lines = _jsonl(good[:20]) + "{not json\n" + _jsonl([{"content": "no text field"}]) + _jsonl(good[20:])
   path = _write(tmp_path / "in" / "c.jsonl", lines)
   b = _prepared(tmp_path / "tfds", str(path))
   assert sorted(_texts(b, "train") + _texts(b, "validation")) == sorted(r["text"] for r in good)
-  assert "skipped 2 bad jsonl lines" in caplog.text
+  assert "skipped 2 bad jsonl lines" in capsys.readouterr().err
 
 
 def test_jsonl_without_the_key_anywhere(tmp_path):
@@ -303,7 +303,7 @@ def test_jsonl_without_the_key_anywhere(tmp_path):
     _prepared(tmp_path / "tfds", str(path))
 
 
-def test_invalid_utf8_and_empty_documents_are_skipped_and_counted(tmp_path, caplog):
+def test_invalid_utf8_and_empty_documents_are_skipped_and_counted(tmp_path, capsys):
   folder = tmp_path / "in"
   for i in range(30):
     _write(folder / f"{i:02d}.txt", _doc(i))
@@ -312,7 +312,7 @@ def test_invalid_utf8_and_empty_documents_are_skipped_and_counted(tmp_path, capl
   b = _prepared(tmp_path / "tfds", str(folder / "*.txt"))
   texts = _texts(b, "train") + _texts(b, "validation")
   assert sorted(texts) == sorted(_doc(i) for i in range(30))
-  assert "skipped 1 invalid utf8 documents, 1 empty documents" in caplog.text
+  assert "skipped 1 invalid utf8 documents, 1 empty documents" in capsys.readouterr().err
 
 
 def test_blank_line_blocks_skip_only_the_invalid_block(tmp_path):

@@ -65,13 +65,14 @@ def test_example_mixture_config():
   assert config.data.mixture.code.files.endswith(os.path.join("http", "*.py"))
 
 
-def test_resuming_with_new_weights_warns(tiny_config, tmp_path, caplog):
+def test_resuming_with_new_weights_warns(tiny_config, tmp_path, capsys):
   workdir = str(tmp_path / "run")
   trainer.train_and_evaluate(_mixture_config(tiny_config, **{"train.total_steps": 2}), workdir)
   config = _mixture_config(tiny_config, **{"train.total_steps": 3})
   config.data.mixture.docs.weight = 0.5
   config.data.mixture.code.weight = 0.5
-  caplog.clear()
+  capsys.readouterr()
   assert trainer.train_and_evaluate(config, workdir).step == 3
-  assert "resuming with other data than the checkpoint's" in caplog.text
-  assert "'docs': 0.7" in caplog.text and "'docs': 0.5" in caplog.text
+  err = capsys.readouterr().err
+  assert "warning: resuming with other data than the checkpoint's" in err
+  assert "'docs': 0.7" in err and "'docs': 0.5" in err
