@@ -441,12 +441,13 @@ def run_config(workdir):
 
 def write_run_files(workdir, config, model_cfg, tok, total_steps=None):
   """config.json (the resolved config, with the resolved model and, when given, the run's
-  length in steps as train.total_steps) and tokenizer.json: what run_config and
+  length in steps as train.total_steps, in place of its epochs or tokens) and tokenizer.json: what run_config and
   `pretrain.evaluate` read back."""
   storage.makedirs(workdir)
   resolved = dict(config.to_dict(), resolved_model=model_cfg.to_dict())
   if total_steps is not None:  # an epoch-based run's length, for readers without its data
-    resolved["train"] = dict(resolved["train"], total_steps=total_steps)
+    resolved["train"] = dict(resolved["train"], total_steps=total_steps, epochs=0.0,
+                             total_tokens=0)  # the length in steps alone (config_checks)
   storage.write_json(os.path.join(workdir, "config.json"), resolved)
   storage.write_atomic(os.path.join(workdir, "tokenizer.json"), tok.save)
 
