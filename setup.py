@@ -32,7 +32,7 @@ setuptools.setup(
         "eval": ["lm-eval>=0.4.5,<0.5"],
         # hyperparameter sweeps (launch/sweep.py): the Optuna study, the report's plot
         "sweep": ["optuna>=4.5,<6", "matplotlib>=3.8"],
-        # workdirs, init_from and data_dir on gs:// (pretrain/storage.py): gcsfs for files,
+        # workdirs, init_from and data_dir on gs:// (pretrain/ground/storage.py): gcsfs for files,
         # google-cloud-storage for TensorBoard's event files (TensorStore needs nothing more)
         "gcs": ["gcsfs>=2024.2", "google-cloud-storage>=2.14"],
         # optional logging to Weights & Biases (config.wandb)

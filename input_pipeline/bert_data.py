@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from configs import errors
+from pretrain.ground import errors
 from input_pipeline import batches, masking, sources, tokenized, tokenizer
 
 

@@ -18,7 +18,7 @@ import os
 
 import tensorflow_datasets as tfds
 
-from configs import errors
+from pretrain.ground import errors
 
 DEFAULT_CORPUS = "pydoc_topics"
 

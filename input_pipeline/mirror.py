@@ -30,9 +30,9 @@ import re
 
 import ml_collections
 
-from configs import errors
+from pretrain.ground import errors
 from input_pipeline import local_text, sources, tokenized
-from pretrain import storage
+from pretrain.ground import storage
 
 _LAST = ("dataset_info.json", "manifest.json")  # a tfds dataset's and a tokenized split's marks
 _PIECE = re.compile(r"(piece-\d+(?:-of-\d+)?)\.")  # a piece's files; its .json marks it done

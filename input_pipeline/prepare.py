@@ -20,7 +20,7 @@ training's first run writes it).
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from configs import errors
+from pretrain.ground import errors
 from input_pipeline import mirror, sources, tokenized
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")

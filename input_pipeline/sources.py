@@ -14,7 +14,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core.utils import dtype_utils
 
 from input_pipeline import local_text, tokenizer
-from pretrain import storage
+from pretrain.ground import storage
 
 DataError = local_text.DataError
 

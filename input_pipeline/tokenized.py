@@ -45,7 +45,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from input_pipeline import sources, tokenizer
-from pretrain.storage import write_atomic, write_json  # (also used as tokenized.write_*)
+from pretrain.ground.storage import write_atomic, write_json  # (also used as tokenized.write_*)
 
 FORMAT = 1
 MODES = ("documents", "sentences")

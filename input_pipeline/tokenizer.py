@@ -19,7 +19,7 @@ import numpy as np
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
-from configs import errors
+from pretrain.ground import errors
 
 UNK = "<unk>"
 # BERT's special tokens, in the order of the original vocabularies' first ids we rely on.

@@ -1,9 +1,9 @@
 """The launchers' check that a run on cloud machines writes where it outlives them: a TPU
 slice's workers and a GKE job's pods each have their own disk, gone with the machine, so the
-workdir (checkpoints, metrics) must be a bucket every worker can write (pretrain/storage.py)."""
+workdir (checkpoints, metrics) must be a bucket every worker can write (pretrain/ground/storage.py)."""
 from absl import app
 
-from pretrain import storage
+from pretrain.ground import storage
 
 
 def workdir_of(train_args):

@@ -46,9 +46,10 @@ import warnings
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from configs import errors, sweeps
+from configs import sweeps
+from pretrain.ground import errors
 from launch import sweep_trials
-from pretrain import storage
+from pretrain.ground import storage
 
 FLAGS = flags.FLAGS
 

@@ -38,7 +38,7 @@ import numbers
 import os
 import shlex
 
-from pretrain import storage
+from pretrain.ground import storage
 
 MODES = ("min", "max")
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")

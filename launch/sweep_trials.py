@@ -19,7 +19,8 @@ import threading
 import time
 
 from launch import slurm
-from pretrain import results, storage
+from pretrain import results
+from pretrain.ground import storage
 
 TRIAL_COMMAND = ["-m", "pretrain.train"]
 

@@ -4,7 +4,7 @@ The mapping from these names to mesh axes is data in the config (`config.mesh.ru
 `pretrain/sharding.py`. Keeping the names in one place lets the encoder, the decoder and the
 rules agree without string typos.
 """
-from configs import errors
+from pretrain.ground import errors
 
 
 BATCH = "batch"          # examples in a batch

@@ -32,7 +32,7 @@ import tempfile
 import numpy as np
 from absl import app, flags, logging
 
-from configs import errors
+from pretrain.ground import errors
 from models import hf_decoder
 from models import hf_encoder
 

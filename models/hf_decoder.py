@@ -14,7 +14,7 @@ import re
 import jax
 import jax.numpy as jnp
 
-from configs import errors
+from pretrain.ground import errors
 from models import layers
 
 SUPPORTED = ("gpt2", "llama")

@@ -12,8 +12,13 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from configs import errors
+from pretrain.ground import errors
 from models import axes
+
+# Parameters carry logical axis names only; the trainer turns them into shardings explicitly
+# (eval_shape -> NamedShardings -> jit(init, out_shardings)), so Flax's eager sharding of
+# variables at construction is off wherever the models are.
+nnx.use_eager_sharding(False)
 
 normal = nnx.initializers.normal
 zeros = nnx.initializers.zeros_init()

@@ -41,7 +41,8 @@ from ml_collections import config_flags  # pylint: disable=g-import-not-at-top,w
 
 import ml_collections  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from configs import common, errors  # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from pretrain.ground import errors
 from models import layers  # pylint: disable=g-import-not-at-top,wrong-import-position
 from pretrain import (cli, config_checks, durations, objectives, sharding,  # pylint: disable=g-import-not-at-top,wrong-import-position
                       steps as steps_lib)

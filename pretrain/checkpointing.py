@@ -24,10 +24,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from configs import errors
+from pretrain.ground import errors
 from input_pipeline import tokenizer
 from models import layer_stack, layers
-from pretrain import checksums, optimizer, sharding, steps as steps_lib, storage
+from pretrain import checksums, optimizer, sharding, steps as steps_lib
+from pretrain.ground import storage
 
 
 class CheckpointError(errors.UserError):

@@ -15,9 +15,10 @@ import os
 import jax
 from absl import app, flags, logging
 
-from configs import errors
+from pretrain.ground import errors
 from input_pipeline import tokenizer
-from pretrain import checkpointing, checksums, storage
+from pretrain import checkpointing, checksums
+from pretrain.ground import storage
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory.")
 _VERIFY = flags.DEFINE_bool("verify", False, "Restore and check every checkpoint.")

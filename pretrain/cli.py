@@ -1,4 +1,4 @@
-"""What the pretrain entry points share: multi-host flags, and user errors (configs/errors.py)
+"""What the pretrain entry points share: multi-host flags, and user errors (pretrain/ground/errors.py)
 reported as one `error: ...` line with exit status 2; anything else keeps its traceback."""
 import errno
 import os
@@ -7,7 +7,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from configs import errors
+from pretrain.ground import errors
 from pretrain import durations
 
 COORDINATOR = flags.DEFINE_string("coordinator_address", "", "host:port of process 0 (multi-host).")

@@ -8,11 +8,12 @@ import os
 
 import jax.numpy as jnp
 
-from configs import errors
+from pretrain.ground import errors
 
 from input_pipeline import masking, mirror, sources, tokenizer
 from models import layers
-from pretrain import durations, objectives, optimizer, sharding, storage
+from pretrain import durations, objectives, optimizer, sharding
+from pretrain.ground import storage
 
 
 class ConfigError(errors.UserError):

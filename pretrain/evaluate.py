@@ -31,8 +31,9 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 import ml_collections
 
-from configs import errors
-from pretrain import checkpointing, cli, storage
+from pretrain.ground import errors
+from pretrain import checkpointing, cli
+from pretrain.ground import storage
 
 CheckpointError = checkpointing.CheckpointError
 

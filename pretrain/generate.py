@@ -20,8 +20,9 @@ from typing import NamedTuple
 
 from absl import app, flags, logging
 
-from configs import errors
-from pretrain import cli, storage
+from pretrain.ground import errors
+from pretrain import cli
+from pretrain.ground import storage
 
 
 

@@ -11,7 +11,7 @@ import json
 import os
 import time
 
-from pretrain import storage
+from pretrain.ground import storage
 
 KINDS = ("startup", "compile", "data", "eval", "checkpoint", "redone")
 

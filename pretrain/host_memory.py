@@ -49,7 +49,7 @@ import importlib.util
 import os
 import sys
 
-from configs import errors
+from pretrain.ground import errors
 
 ENV = "PRETRAIN_HOST_MALLOC"  # "default" (or unset), "reuse" or "glibc": configure()
 CHOICES = ("default", "reuse", "glibc")

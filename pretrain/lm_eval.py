@@ -31,7 +31,7 @@ from lm_eval import utils as lm_utils
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from configs import errors
+from pretrain.ground import errors
 from models import decode
 from pretrain import score
 

@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import errors
-from pretrain import storage
+from pretrain.ground import errors
+from pretrain.ground import storage
 
 # Dense peak FLOP/s per device in the accelerators' training dtype (bf16), from vendor sheets.
 PEAK_FLOPS = {
@@ -125,7 +125,7 @@ def format_duration(seconds):
 
 
 class _EventFiles:
-  """tensorboardX's writer of gs:// event files: through pretrain.storage (the clients every
+  """tensorboardX's writer of gs:// event files: through pretrain.ground.storage (the clients every
   other file of a run goes through), rewritten whole on each flush as tensorboardX's own does,
   but without its upload again on garbage collection (which outlives the process's storage)."""
 

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from configs import errors
+from pretrain.ground import errors
 
 SCHEDULES = ("cosine", "linear", "constant", "wsd")  # after a linear warmup
 DECAY_SHAPES = ("linear", "1-sqrt")  # WSD's cooldown

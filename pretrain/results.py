@@ -12,8 +12,9 @@ the end of the run a table of the evaluations is printed.
 import json
 import os
 
-from configs import errors
-from pretrain import checkpointing, metrics, storage
+from pretrain.ground import errors
+from pretrain import checkpointing, metrics
+from pretrain.ground import storage
 
 
 def read_history(workdir):

@@ -38,9 +38,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import errors
+from pretrain.ground import errors
 from models import decode
-from pretrain import checkpointing, cli, storage
+from pretrain import checkpointing, cli
+from pretrain.ground import storage
 
 
 class ScoreError(errors.UserError):

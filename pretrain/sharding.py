@@ -13,7 +13,7 @@ from flax import nnx
 from jax.experimental import mesh_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from configs import errors
+from pretrain.ground import errors
 from models import axes
 
 MESH_AXES = ("data", "fsdp", "sequence", "tensor")

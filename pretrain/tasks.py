@@ -14,10 +14,11 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from configs import errors
+from pretrain.ground import errors
 from input_pipeline import conll, glue, squad, task_data
 from models import encoder
-from pretrain import objectives, storage, task_metrics
+from pretrain import objectives, task_metrics
+from pretrain.ground import storage
 
 Objective = objectives.Objective
 

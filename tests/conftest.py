@@ -180,7 +180,7 @@ def capitals_run(tmp_path_factory, data_dir):
 def gcs():
   """A local GCS emulator (tests/gcs_emulator.py: the gcp-storage-emulator package) holding the bucket
   gs://test-bucket, and this process's environment pointed at it (STORAGE_EMULATOR_HOST; see
-  pretrain/storage.py for what it sets): the subprocesses tests start inherit it. Yields a
+  pretrain/ground/storage.py for what it sets): the subprocesses tests start inherit it. Yields a
   function giving a fresh gs:// URL under the bucket. Skips when the emulator is absent."""
   import itertools  # pylint: disable=g-import-not-at-top
   import socket  # pylint: disable=g-import-not-at-top
@@ -210,7 +210,7 @@ def gcs():
   url = f"http://127.0.0.1:{port}"
   previous = dict(os.environ)
   os.environ["STORAGE_EMULATOR_HOST"] = url
-  from pretrain import storage  # pylint: disable=g-import-not-at-top
+  from pretrain.ground import storage  # pylint: disable=g-import-not-at-top
   storage.configure()  # every client's settings for it, as a run started with it has them
   counter = itertools.count()
   yield lambda name="run": f"gs://test-bucket/{name}-{os.getpid()}-{next(counter)}"

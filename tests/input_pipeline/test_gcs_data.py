@@ -9,7 +9,7 @@ import fsspec
 import numpy as np
 import pytest
 
-from configs import errors
+from pretrain.ground import errors
 from input_pipeline import mirror, tokenized, tokenizer
 from pretrain import data, objectives
 from tests.conftest import REPO, tiny_bert_config, tiny_gpt_config, write_sentence_corpus

@@ -11,7 +11,7 @@ transformers = pytest.importorskip("transformers")
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
 
-from configs import errors  # pylint: disable=g-import-not-at-top
+from pretrain.ground import errors  # pylint: disable=g-import-not-at-top
 from models import convert, hf_decoder  # pylint: disable=g-import-not-at-top
 from tests.conftest import randomise_hf  # pylint: disable=g-import-not-at-top
 

@@ -184,7 +184,7 @@ def test_command_line_errors_are_one_line(tmp_path):
 
 
 def test_user_errors_share_one_base_class():
-  from configs import errors  # pylint: disable=g-import-not-at-top
+  from pretrain.ground import errors  # pylint: disable=g-import-not-at-top
   from input_pipeline import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
   from models import axes  # pylint: disable=g-import-not-at-top
   for cls in (config_checks.ConfigError, sharding.MeshError, axes.AxisRuleError,
@@ -205,14 +205,14 @@ USER_ERRORS = [("input_pipeline.local_text", "DataError"), ("input_pipeline.toke
                ("pretrain.sharding", "MeshError"), ("pretrain.checkpointing", "CheckpointError"),
                ("pretrain.score", "ScoreError"), ("pretrain.config_checks", "ConfigError"),
                ("pretrain.generate", "GenerateError"), ("pretrain.tasks", "TaskError"),
-               ("launch.sweep", "SweepError"), ("configs.errors", "UserError")]
+               ("launch.sweep", "SweepError"), ("pretrain.ground.errors", "UserError")]
 
 
 def _config_file_error(argv):
   """What errors.parse_flags makes of ml_collections' error for argv's --config file."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  from configs import errors  # pylint: disable=g-import-not-at-top
+  from pretrain.ground import errors  # pylint: disable=g-import-not-at-top
   values = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, "", flag_values=values)
   with pytest.raises(Exception) as e:
@@ -247,7 +247,7 @@ def test_a_config_file_that_does_not_load_is_one_line(tmp_path):
                                     "launch.sweep"])
 def test_every_entry_point_reports_a_broken_config_file_in_one_line(tmp_path, module):
   raising = tmp_path / "raising.py"
-  raising.write_text(_RAISING_CONFIG.format(module="configs.errors", cls="UserError"))
+  raising.write_text(_RAISING_CONFIG.format(module="pretrain.ground.errors", cls="UserError"))
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(0))
   extra = {"pretrain.train": [f"--workdir={tmp_path}/run"],
            "launch.sweep": ["--sweep=lr", f"--sweepdir={tmp_path}/sweep"]}.get(module, [])

@@ -15,8 +15,10 @@ import jax
 import numpy as np
 import pytest
 
-from configs import common, errors, gpt
-from pretrain import checkpointing, config_checks, evaluate, storage, trainer
+from configs import common, gpt
+from pretrain.ground import errors
+from pretrain import checkpointing, config_checks, evaluate, trainer
+from pretrain.ground import storage
 from tests import conftest
 from tests.conftest import REPO, xla_flags
 from tests.reliability.test_kill import Trainer

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from launch import local
-from pretrain import storage, trainer
+from pretrain import trainer
+from pretrain.ground import storage
 from tests.conftest import REPO
 
 OVERRIDES = {

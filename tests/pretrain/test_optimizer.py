@@ -9,7 +9,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import common, errors
+from configs import common
+from pretrain.ground import errors
 from pretrain import checkpointing, optimizer, steps, trainer
 from tests.conftest import COMPILES
 

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from configs import errors, gpt
+from configs import gpt
+from pretrain.ground import errors
 from pretrain import metrics
 
 wandb = pytest.importorskip("wandb")

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from configs import errors
+from pretrain.ground import errors
 from pretrain import trainer
 from tests.conftest import COMPILES
 

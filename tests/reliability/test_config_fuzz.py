@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from configs import bert, errors, gpt
+from configs import bert, gpt
+from pretrain.ground import errors
 from pretrain import config_checks
 from tests.conftest import COMPILES
 

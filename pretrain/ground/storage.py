@@ -5,7 +5,8 @@ Files go through etils.epath, as orbax's do; arrays go through TensorStore, whic
 `gs://` as it is. epath is set to reach `gs://` through gcsfs (not TensorFlow's own GCS
 client), so that every client honours the same settings: with `STORAGE_EMULATOR_HOST` set (a
 local GCS emulator, e.g. for tests) gcsfs, google-cloud-storage and TensorStore all talk to
-it, with no credentials. `configure()` runs when the package is imported.
+it, with no credentials. `configure()` runs when this module is imported, before any storage
+client reads the environment.
 
 Object storage has no rename, append or locks: a file is written whole (a single object
 write is atomic), an appended log is rewritten whole, and <workdir>/.lock is not taken there.
@@ -15,7 +16,7 @@ import json
 import os
 import tempfile
 
-from configs import errors
+from pretrain.ground import errors
 
 
 def configure():
@@ -217,3 +218,6 @@ def check(p, field):
   """`check_remote` for a URL; nothing for a local path."""
   if p and is_remote(p):
     check_remote(str(p), field)
+
+
+configure()  # at import: before any storage client reads the environment
