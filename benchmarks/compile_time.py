@@ -12,7 +12,9 @@ from absl import app
 
 from configs import gpt
 from models import layers
-from pretrain import objectives, sharding, steps as steps_lib
+from pretrain import objectives
+from pretrain.devices import sharding
+from pretrain.training import steps as steps_lib
 
 
 def compile_seconds(num_layers, scan):

@@ -48,7 +48,8 @@ from absl import app, flags
 
 from configs import bert
 from configs.finetune import glue as glue_config
-from pretrain import host_memory, trainer
+from pretrain.devices import host_memory
+from pretrain.training import trainer
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 

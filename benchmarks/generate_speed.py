@@ -35,7 +35,7 @@ from flax import nnx
 
 from configs import common
 from models import decode, decoder, layers
-from pretrain import host_memory
+from pretrain.devices import host_memory
 
 _CONTEXT = flags.DEFINE_integer("context", 512, "Tokens of context before generating.")
 _NEW = flags.DEFINE_integer("new_tokens", 32, "Tokens generated (and timed) per method.")

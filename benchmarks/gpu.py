@@ -11,7 +11,7 @@ GPT2LMHeadModel / BertForPreTraining with float32 parameters under bfloat16 auto
 attention and fused AdamW, eager and under torch.compile.
 
 Both sides' FLOP/s use our formula for the same model (6N + 12 L d T per token; BERT's head only
-at the masked positions, see pretrain/metrics.py), so the FLOP/s ratio is the tokens/s ratio.
+at the masked positions, see pretrain/training/metrics.py), so the FLOP/s ratio is the tokens/s ratio.
 MFU is given twice: over the bf16 matmul peak measured in this run (8192^3 on random data) and
 over the vendor's dense bf16 peak (metrics.PEAK_FLOPS). Before timing, the run checks on this
 GPU that cuDNN's attention and XLA's give the same loss and gradients in bfloat16: GPT-2
@@ -29,7 +29,7 @@ from flax import nnx
 from benchmarks import throughput, vs_pytorch
 from configs import bert, gpt
 from models import decoder, encoder, layers
-from pretrain import metrics
+from pretrain.training import metrics
 
 _ROWS = flags.DEFINE_list("rows", [], "Rows to run (default: all).")
 _STEPS = flags.DEFINE_integer("timed_steps", 20, "Timed steps per row and side.")

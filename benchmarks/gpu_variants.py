@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from benchmarks import throughput
-from pretrain import metrics
+from pretrain.training import metrics
 
 _ROW = flags.DEFINE_enum("row", "gpt2_small_1024", list(throughput.CONFIGS),
                         "A row of benchmarks/throughput.py's CONFIGS.")

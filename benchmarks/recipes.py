@@ -25,7 +25,8 @@ from absl import app, flags
 
 from benchmarks import shakespeare_config
 from configs import common, gpt
-from pretrain import host_memory, trainer
+from pretrain.devices import host_memory
+from pretrain.training import trainer
 from pretrain.ground import storage
 
 _CORPUS = flags.DEFINE_enum("corpus", "shakespeare", ["shakespeare", "smoke"], "Which data and model.")

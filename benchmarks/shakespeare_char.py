@@ -21,7 +21,8 @@ import time
 from absl import app, flags
 
 from benchmarks import shakespeare_config
-from pretrain import host_memory, trainer
+from pretrain.devices import host_memory
+from pretrain.training import trainer
 
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/shakespeare_char", "Run directory (wiped).")
 _DATA = flags.DEFINE_string("data", shakespeare_config.DEFAULT_DATA, "tinyshakespeare input.txt")

@@ -5,7 +5,7 @@ r"""Train-step throughput and achieved FLOP/s against the measured matmul peak o
 
 For each config: tokens/s of the full jitted train step (forward, backward, AdamW update) on
 random data, achieved FLOP/s = tokens/s * FLOPs per token (the objective's formula, see
-pretrain/metrics.py), and its ratio to the f32 (or bf16) matmul peak measured in the same run
+pretrain/training/metrics.py), and its ratio to the f32 (or bf16) matmul peak measured in the same run
 on the same device.
 """
 import time
@@ -17,7 +17,9 @@ from flax import nnx
 
 from configs import bert, gpt
 from models import layers
-from pretrain import host_memory, metrics, objectives, sharding, steps as steps_lib
+from pretrain import objectives
+from pretrain.devices import host_memory, sharding
+from pretrain.training import metrics, steps as steps_lib
 
 _ONLY = flags.DEFINE_list("only", [], "Run only these configs.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per config (after 2 warm-up steps).")

@@ -10,7 +10,7 @@ data (tinyshakespeare, characters, first 90% train) and optimizer (AdamW, lr 1e-
 warmup steps, beta2 0.99, weight decay 0.1, clip 1.0), dropout 0 and no biases; against
 `pretrain.train`'s own loop (trainer.train_and_evaluate) and its logged ms/step, which leaves
 out the first step (compilation) as nanoGPT's median leaves out its first iterations. Both
-sides' achieved FLOP/s use one formula (6N + 12 L d T per token, pretrain/metrics.py) and are
+sides' achieved FLOP/s use one formula (6N + 12 L d T per token, pretrain/training/metrics.py) and are
 divided by the f32 matmul peak measured in this run (XLA's, cached per machine and
 remeasured; torch's, 2048^3 in the same run).
 
@@ -39,7 +39,9 @@ from flax import nnx
 from benchmarks import shakespeare_config, throughput
 from benchmarks.rounds import paired_rounds, ratio_summary
 from models import layers
-from pretrain import host_memory, metrics, objectives, trainer
+from pretrain import objectives
+from pretrain.devices import host_memory
+from pretrain.training import metrics, trainer
 
 _NANOGPT = flags.DEFINE_string("nanogpt", os.environ.get("NANOGPT", ""),
                                "A karpathy/nanoGPT checkout (its train.py, model.py, configurator.py).")

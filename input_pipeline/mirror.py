@@ -19,7 +19,7 @@ directory is pulled only once its dataset_info.json is there (tfds's mark of a p
 dataset), a piece's files only with the piece's .json, and a split's manifest.json comes last.
 Outputs are deterministic, so two jobs that prepare the same data at once upload the same bytes.
 
-With several processes (pretrain/data.py), each mirrors into its own cache (its host's disk):
+With several processes (pretrain/training/data.py), each mirrors into its own cache (its host's disk):
 process 0 prepares and uploads first, the others download after the barrier; each uploads the
 pieces it tokenizes, and process 0 downloads them all to write the manifest.
 

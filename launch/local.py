@@ -4,7 +4,7 @@ r"""Starts N processes of a command on this machine, wired together with jax.dis
       python -m pretrain.train --config=configs/gpt.py:smoke --workdir=runs/mp
 
 Each process gets JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID (read by
-pretrain/distributed.py). With --devices_per_process=D > 0 every process runs on D fake CPU
+pretrain/devices/distributed.py). With --devices_per_process=D > 0 every process runs on D fake CPU
 devices with gloo collectives (how the tests check multi-host code paths on a laptop); with
 --gpus_per_process=G each process sees its own G GPUs (a multi-GPU box without a scheduler).
 Output lines are prefixed with the process id; the launcher exits with the first non-zero

@@ -310,7 +310,7 @@ def write_hparams(record, metric, directory):
   with none, TensorBoard builds the experiment from all the sessions, so the hparams columns
   are the union over the trials and the metrics are every scalar of their runs (eval/loss,
   sweep/loss, ...), rather than the one trial's experiment it would pick."""
-  from pretrain import metrics  # pylint: disable=g-import-not-at-top
+  from pretrain.training import metrics  # pylint: disable=g-import-not-at-top
   metrics.import_tensorboardx()  # (without torch)
   from tensorboardX import summary, writer  # pylint: disable=g-import-not-at-top
   if storage.isdir(directory) and any(

@@ -19,7 +19,7 @@ import threading
 import time
 
 from launch import slurm
-from pretrain import results
+from pretrain.state import results
 from pretrain.ground import storage
 
 TRIAL_COMMAND = ["-m", "pretrain.train"]

@@ -1,7 +1,7 @@
 """Logical axis names carried by every parameter and by the key activations.
 
 The mapping from these names to mesh axes is data in the config (`config.mesh.rules`); see
-`pretrain/sharding.py`. Keeping the names in one place lets the encoder, the decoder and the
+`pretrain/devices/sharding.py`. Keeping the names in one place lets the encoder, the decoder and the
 rules agree without string typos.
 """
 from pretrain.ground import errors

@@ -246,7 +246,9 @@ def _write_run(workdir, config, m, params, tok):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
-  from pretrain import checkpointing, objectives, optimizer, steps  # pylint: disable=g-import-not-at-top
+  from pretrain import objectives  # pylint: disable=g-import-not-at-top
+  from pretrain.state import checkpointing
+  from pretrain.training import optimizer, steps
   tmp = _temporary_dir(workdir)
   try:
     checkpointing.write_run_files(tmp, config, m, tok)
@@ -323,7 +325,7 @@ def _encoder_tokenizer(hf_dir, kind):
 def _resolved_model(config, tok, hf_dir):
   """The imported config's model section, checked and resolved against the tokenizer."""
   from models import layers  # pylint: disable=g-import-not-at-top
-  from pretrain import config_checks  # pylint: disable=g-import-not-at-top
+  from pretrain.training import config_checks  # pylint: disable=g-import-not-at-top
   config_checks.check_model(config.model)
   m = layers.resolve(config.model, tok.get_vocab_size())
   if tok.get_vocab_size() > m.vocab_size:
@@ -392,7 +394,7 @@ def load_params(workdir, step=None):
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   from models import layer_stack  # pylint: disable=g-import-not-at-top
-  from pretrain import checkpointing  # pylint: disable=g-import-not-at-top
+  from pretrain.state import checkpointing  # pylint: disable=g-import-not-at-top
 
   def check(config, m):  # before any array is read; hf_type refuses what does not convert
     if config.objective != "causal_lm":
@@ -408,7 +410,7 @@ def load_params(workdir, step=None):
 
 def load_model(workdir, step=None):
   """Our Decoder (or Encoder) with a run's checkpoint parameters (unscanned)."""
-  from pretrain import checkpointing  # pylint: disable=g-import-not-at-top
+  from pretrain.state import checkpointing  # pylint: disable=g-import-not-at-top
   m, params, config, _ = load_params(workdir, step)
   return checkpointing.with_params(config.objective, m, params)
 

@@ -7,7 +7,7 @@ are the decoder's (models/layers.py).
 
 The models add their heads beside the backbone's parameters, so every model's parameter tree
 holds the backbone's entries (BACKBONE) under the same names, and a fine-tuning run loads them
-from a pretraining checkpoint (pretrain/checkpointing.py `init_from`):
+from a pretraining checkpoint (pretrain/state/checkpointing.py `init_from`):
   * `Encoder` (pretraining): the pooler (dense + tanh on [CLS]), the masked-LM head (dense,
     GELU, LayerNorm, the tied token embedding plus a bias; run only at the masked positions,
     never over the full vocabulary at every position) and BERT's next-sentence head;

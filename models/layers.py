@@ -550,7 +550,7 @@ REMAT_POLICIES = {
 
 
 # The choices of each switch of config.model. They are checked here only: up front by
-# pretrain/config_checks.py, and by each module that uses a switch when it is built.
+# pretrain/training/config_checks.py, and by each module that uses a switch when it is built.
 OPTIONS = {
     "position": ("learned", "rope"),
     "norm": ("layernorm", "rmsnorm"),

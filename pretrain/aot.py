@@ -6,7 +6,7 @@ r"""Ahead-of-time check: compile the train step for a mesh without running it.
 With --devices=N the check runs on N fake CPU devices (set before JAX starts), so a pod-sized
 mesh can be checked on a laptop. It prints the per-device memory XLA plans for the step
 (arguments, outputs, temporaries), the parameter + optimizer bytes each device holds, the
-step's FLOPs (the MFU formula's, pretrain/metrics.py) and whether it fits
+step's FLOPs (the MFU formula's, pretrain/training/metrics.py) and whether it fits
 --memory_per_device. When it does not, it searches for the cheapest change that makes it fit
 (`search`: bfloat16 compute and first moment, more fsdp, rematerialisation, gradient
 accumulation, cumulatively and in that order) and prints the overrides that do.
@@ -44,8 +44,9 @@ import ml_collections  # pylint: disable=g-import-not-at-top,wrong-import-positi
 from configs import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 from pretrain.ground import errors
 from models import layers  # pylint: disable=g-import-not-at-top,wrong-import-position
-from pretrain import (cli, config_checks, durations, objectives, sharding,  # pylint: disable=g-import-not-at-top,wrong-import-position
-                      steps as steps_lib)
+from pretrain import cli, objectives
+from pretrain.devices import sharding
+from pretrain.training import config_checks, durations, steps as steps_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 flags.DEFINE_integer("devices", 0, "Fake CPU devices to compile for (0: the real devices).")
@@ -129,7 +130,7 @@ def report(r, limit):
       f"{_bytes(r['state_bytes_total'])} in all ({r['state_bytes_per_device'] / r['state_bytes_total']:.3f})",
       f"FLOPs per step: {r['formula_flops_per_step']:.3e} in all, "
       f"{r['formula_flops_per_step'] / r['devices']:.3e} per device (the MFU formula, "
-      "pretrain/metrics.py)",
+      "pretrain/training/metrics.py)",
   ]
   if limit:
     fits = r["peak_bytes"] <= limit

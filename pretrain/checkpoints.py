@@ -17,7 +17,7 @@ from absl import app, flags, logging
 
 from pretrain.ground import errors
 from input_pipeline import tokenizer
-from pretrain import checkpointing, checksums
+from pretrain.state import checkpointing, checksums
 from pretrain.ground import storage
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory.")

@@ -32,7 +32,8 @@ from ml_collections import config_flags
 import ml_collections
 
 from pretrain.ground import errors
-from pretrain import checkpointing, cli
+from pretrain import cli
+from pretrain.state import checkpointing
 from pretrain.ground import storage
 
 CheckpointError = checkpointing.CheckpointError
@@ -84,7 +85,8 @@ def evaluate_run(config, workdir, options=Options(), devices=None):
   import jax  # pylint: disable=g-import-not-at-top
   from input_pipeline import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
   from models import layers  # pylint: disable=g-import-not-at-top
-  from pretrain import config_checks, sharding, trainer  # pylint: disable=g-import-not-at-top
+  from pretrain.devices import sharding  # pylint: disable=g-import-not-at-top
+  from pretrain.training import config_checks, trainer
 
   options.check()
   devices = jax.devices() if devices is None else list(devices)
@@ -249,7 +251,7 @@ class Record:
 
   def add(self, step, total_steps, per, evaluator):
     """The rows of one checkpoint: one per dataset of a mixture, and 'all' (together)."""
-    from pretrain import metrics  # pylint: disable=g-import-not-at-top
+    from pretrain.training import metrics  # pylint: disable=g-import-not-at-top
     together = evaluator.summarize(per)
     self.done.add(step)
     if not self.enabled:

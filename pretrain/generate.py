@@ -51,7 +51,7 @@ class GenerateError(errors.UserError):
 
 def load(workdir, step=None):
   """(model, resolved model config, tokenizer, EOS id) of a GPT run; encoders are refused."""
-  from pretrain import checkpointing  # pylint: disable=g-import-not-at-top
+  from pretrain.state import checkpointing  # pylint: disable=g-import-not-at-top
   return checkpointing.load_decoder(workdir, step, "generation")[:4]
 
 

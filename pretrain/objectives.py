@@ -18,7 +18,7 @@ import numpy as np
 
 from input_pipeline import bert_data, lm_data
 from models import decoder, encoder
-from pretrain import metrics
+from pretrain.training import metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Objective:
   eval_batch: Callable     # (batch, valid rows, bytes per token id or None) -> the batch with
                            # padding rows weighted 0 and what evaluation needs beyond training
   # Fine-tuning tasks (pretrain/tasks.py) also give:
-  load_data: Optional[Callable] = None  # (config, tok, train) -> as pretrain.data.load_data
+  load_data: Optional[Callable] = None  # (config, tok, train) -> as pretrain.training.data.load_data
   evaluate: Optional[Callable] = None   # (model, batch, denominators) -> (sums, predictions
                                         # per row): one forward pass for both
   score: Optional[Callable] = None      # (predictions of the whole split, its loader) -> the

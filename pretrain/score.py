@@ -40,7 +40,8 @@ import numpy as np
 
 from pretrain.ground import errors
 from models import decode
-from pretrain import checkpointing, cli
+from pretrain import cli
+from pretrain.state import checkpointing
 from pretrain.ground import storage
 
 

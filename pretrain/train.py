@@ -23,7 +23,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)  # orbax and tfds log every step of a save at INFO
   cli.start_distributed()
-  from pretrain import trainer  # pylint: disable=g-import-not-at-top
+  from pretrain.training import trainer  # pylint: disable=g-import-not-at-top
   result = cli.run_reporting_user_errors(trainer.train_and_evaluate,
                                          cli.command_line_config(_CONFIG),
                                          _WORKDIR.value, where=_WORKDIR.value)
@@ -32,6 +32,6 @@ def main(argv):
 
 if __name__ == "__main__":
   # First, before the config file imports JAX and Flax: it may restart the process for huge
-  # pages (pretrain/host_memory.py), which then repeats only Python's start-up.
+  # pages (pretrain/devices/host_memory.py), which then repeats only Python's start-up.
   cli.start_host_memory(huge_pages=True)
   app.run(main, flags_parser=errors.parse_flags)

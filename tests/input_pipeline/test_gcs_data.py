@@ -11,7 +11,8 @@ import pytest
 
 from pretrain.ground import errors
 from input_pipeline import mirror, tokenized, tokenizer
-from pretrain import data, objectives
+from pretrain import objectives
+from pretrain.training import data
 from tests.conftest import REPO, tiny_bert_config, tiny_gpt_config, write_sentence_corpus
 
 
@@ -167,11 +168,12 @@ def test_half_uploaded_directories_are_not_pulled(gcs, tmp_path):
 
 _PROCESS = """
 import sys
-from pretrain import distributed
+from pretrain.devices import distributed
 distributed.initialize()
 import jax
 import numpy as np
-from pretrain import data, objectives
+from pretrain import objectives
+from pretrain.training import data
 from tests.conftest import tiny_gpt_config
 config = tiny_gpt_config(sys.argv[1], **{"data.files": sys.argv[2], "data.prepare_pieces": 2})
 _, train, _, _ = data.load_data(config, objectives.get("causal_lm"))

@@ -20,7 +20,7 @@ optuna = pytest.importorskip("optuna")
 
 from configs import sweeps  # pylint: disable=g-import-not-at-top,wrong-import-position
 from launch import sweep, sweep_trials  # pylint: disable=g-import-not-at-top,wrong-import-position
-from pretrain import results  # pylint: disable=g-import-not-at-top,wrong-import-position
+from pretrain.state import results  # pylint: disable=g-import-not-at-top,wrong-import-position
 from pretrain.ground import storage
 
 CONFIG = "tests/fixtures/sweep/config.py"

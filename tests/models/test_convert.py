@@ -86,7 +86,7 @@ def test_import_matches_hf_logits(imported, tok):
     assert m["gelu_approximate"] and m["tie_embeddings"] and m["use_bias"]
   assert saved["data"]["tokenizer"] == dict(saved["data"]["tokenizer"], kind="file",
                                             path=os.path.join(workdir, "tokenizer.json"))
-  from pretrain import checkpointing  # pylint: disable=g-import-not-at-top
+  from pretrain.state import checkpointing  # pylint: disable=g-import-not-at-top
   ours, theirs = checkpointing.run_tokenizer(workdir), tok
   text = TEXT[:200] + " <|endoftext|> naïve"
   assert ours.encode(text).ids == theirs.encode(text).ids
@@ -98,7 +98,7 @@ def test_workdir_reads_like_a_run(imported):
   """What pretrain.evaluate and config.init_from check: the meta's model and tokenizer."""
   from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
   from models import layers  # pylint: disable=g-import-not-at-top
-  from pretrain import checkpointing  # pylint: disable=g-import-not-at-top
+  from pretrain.state import checkpointing  # pylint: disable=g-import-not-at-top
   _, _, _, workdir = imported
   config = checkpointing.run_config(workdir)
   tok = checkpointing.run_tokenizer(workdir)
@@ -243,7 +243,7 @@ def test_greedy_generation_matches_transformers(imported):
   """The imported model continues a batch of prompts greedily with the KV cache exactly as
   transformers' generate does (GPT-2: learned positions; Llama: RoPE, GQA)."""
   from models import decode  # pylint: disable=g-import-not-at-top
-  from pretrain import checkpointing  # pylint: disable=g-import-not-at-top
+  from pretrain.state import checkpointing  # pylint: disable=g-import-not-at-top
   _, model, _, workdir = imported
   prompts = [list(TOKENS[0, :9]), list(TOKENS[1, :9])]
   m, params, config, _ = checkpointing.load_params(workdir)

@@ -141,9 +141,9 @@ def test_import_matches_hf(imported):
 
 def test_workdir_passes_the_run_checks(imported):
   from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
-  from pretrain import config_checks  # pylint: disable=g-import-not-at-top
+  from pretrain.training import config_checks  # pylint: disable=g-import-not-at-top
   import tokenizers  # pylint: disable=g-import-not-at-top
-  from pretrain import checkpointing  # pylint: disable=g-import-not-at-top
+  from pretrain.state import checkpointing  # pylint: disable=g-import-not-at-top
   kind, _, _, workdir = imported
   config = checkpointing.run_config(workdir)
   tok = tokenizers.Tokenizer.from_file(config.data.tokenizer.path)
@@ -155,7 +155,8 @@ def test_workdir_passes_the_run_checks(imported):
 def test_workdir_evaluates_on_a_corpus(imported, data_dir, sentence_corpus):
   """An import runs through the masked-LM pipeline: BERT's NSP pairs, RoBERTa's full
   sentences (<s> ... </s> in the roles of [CLS] ... [SEP])."""
-  from pretrain import checkpointing, evaluate  # pylint: disable=g-import-not-at-top
+  from pretrain import evaluate  # pylint: disable=g-import-not-at-top
+  from pretrain.state import checkpointing
   _, _, _, workdir = imported
   config = checkpointing.run_config(workdir)
   config.data.update(data_dir=data_dir, files=sentence_corpus, doc_split="blank_line")

@@ -11,7 +11,9 @@ from flax import nnx
 
 from configs import bert
 from models import encoder, decoder, hf_decoder, hf_encoder, layers
-from pretrain import checkpointing, objectives, trainer
+from pretrain import objectives
+from pretrain.state import checkpointing
+from pretrain.training import trainer
 from tests.conftest import COMPILES
 from tests.models.test_decoder import _cfg, _tokens
 

@@ -8,7 +8,9 @@ import pytest
 
 from configs import bert, common, gpt
 from models import encoder, layers
-from pretrain import aot, metrics, objectives, sharding
+from pretrain import aot, objectives
+from pretrain.devices import sharding
+from pretrain.training import metrics
 from tests.conftest import REPO, xla_flags
 
 

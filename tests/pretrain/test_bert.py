@@ -8,7 +8,8 @@ from flax import nnx
 
 from configs import bert
 from models import encoder, layers
-from pretrain import config_checks, data, objectives, trainer
+from pretrain import objectives
+from pretrain.training import config_checks, data, trainer
 
 
 def _records(workdir, key):

@@ -5,7 +5,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from configs import gpt
-from pretrain import config_checks, durations
+from pretrain.training import config_checks, durations
 
 
 def _parsed(*argv, config="configs/finetune/glue.py:sst2"):

@@ -10,7 +10,9 @@ import pytest
 
 from configs import common, gpt
 from input_pipeline import local_text, tokenizer
-from pretrain import checkpointing, config_checks, sharding, trainer
+from pretrain.devices import sharding
+from pretrain.state import checkpointing
+from pretrain.training import config_checks, trainer
 from tests.conftest import COMPILES, REPO, xla_flags
 
 
@@ -202,8 +204,8 @@ def get_config(arg=None):
 
 USER_ERRORS = [("input_pipeline.local_text", "DataError"), ("input_pipeline.tokenizer", "TokenizerError"),
                ("models.hf_decoder", "ConvertError"), ("models.axes", "AxisRuleError"),
-               ("pretrain.sharding", "MeshError"), ("pretrain.checkpointing", "CheckpointError"),
-               ("pretrain.score", "ScoreError"), ("pretrain.config_checks", "ConfigError"),
+               ("pretrain.devices.sharding", "MeshError"), ("pretrain.state.checkpointing", "CheckpointError"),
+               ("pretrain.score", "ScoreError"), ("pretrain.training.config_checks", "ConfigError"),
                ("pretrain.generate", "GenerateError"), ("pretrain.tasks", "TaskError"),
                ("launch.sweep", "SweepError"), ("pretrain.ground.errors", "UserError")]
 

@@ -12,7 +12,9 @@ import pytest
 
 from configs import common
 from models import layer_stack
-from pretrain import checkpointing, evaluate, trainer
+from pretrain import evaluate
+from pretrain.state import checkpointing
+from pretrain.training import trainer
 from tests.conftest import COMPILES, REPO, xla_flags
 
 pytestmark = pytest.mark.xdist_group("evaluate")  # one worker builds the shared run

@@ -32,7 +32,7 @@ def _tiny(config, **overrides):
 
 @pytest.fixture(scope="module")
 def bert_run(data_dir, sentence_corpus, tmp_path_factory):
-  from pretrain import trainer  # pylint: disable=g-import-not-at-top
+  from pretrain.training import trainer  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path_factory.mktemp("bert") / "run")
   trainer.train_and_evaluate(tiny_bert_config(data_dir, sentence_corpus), workdir)
   return workdir
@@ -61,7 +61,9 @@ def _glue(tmp_path, data_dir, **overrides):
 
 
 def test_glue_from_a_pretrained_bert(bert_run, data_dir, tmp_path, capsys):
-  from pretrain import checkpointing, evaluate, trainer  # pylint: disable=g-import-not-at-top
+  from pretrain import evaluate  # pylint: disable=g-import-not-at-top
+  from pretrain.state import checkpointing
+  from pretrain.training import trainer
   workdir = str(tmp_path / "sst2")
   result = trainer.train_and_evaluate(_glue(tmp_path, data_dir, init_from=bert_run), workdir)
   out = capsys.readouterr().out
@@ -96,7 +98,7 @@ def test_glue_from_a_pretrained_bert(bert_run, data_dir, tmp_path, capsys):
 
 
 def _fails_before_compiling(config, workdir, error, *fields):
-  from pretrain import trainer  # pylint: disable=g-import-not-at-top
+  from pretrain.training import trainer  # pylint: disable=g-import-not-at-top
   COMPILES.clear()
   with pytest.raises(error) as info:
     trainer.train_and_evaluate(config, workdir)
@@ -110,7 +112,8 @@ def test_bad_input_is_refused_before_compiling(bert_run, data_dir, tmp_path):
   from pretrain.ground import errors  # pylint: disable=g-import-not-at-top
   from configs.finetune import glue  # pylint: disable=g-import-not-at-top
   from input_pipeline import sources  # pylint: disable=g-import-not-at-top
-  from pretrain import checkpointing, tasks  # pylint: disable=g-import-not-at-top
+  from pretrain import tasks  # pylint: disable=g-import-not-at-top
+  from pretrain.state import checkpointing
   workdir = str(tmp_path / "run")
   files = _write_sst(tmp_path / "t.tsv", 50, 0) + "," + _write_sst(tmp_path / "d.tsv", 20, 1)
   # A label count that differs from the head's.
@@ -145,7 +148,7 @@ def test_a_decoder_checkpoint_is_refused(bert_run, data_dir, tmp_path, vocabular
   from configs import gpt  # pylint: disable=g-import-not-at-top
   from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
   from models import layers  # pylint: disable=g-import-not-at-top
-  from pretrain import checkpointing  # pylint: disable=g-import-not-at-top
+  from pretrain.state import checkpointing  # pylint: disable=g-import-not-at-top
   gpt_dir = tmp_path / "gpt"
   tok = (checkpointing.run_tokenizer(bert_run) if vocabulary == "bert" else
          tokenizer._train_bpe(["the quick brown fox"] * 20, 300, "<|endoftext|>"))
@@ -177,7 +180,7 @@ def _write_conll(path, n, seed):
 
 def test_ner_from_scratch_beats_chance(data_dir, tmp_path):
   from configs.finetune import ner  # pylint: disable=g-import-not-at-top
-  from pretrain import trainer  # pylint: disable=g-import-not-at-top
+  from pretrain.training import trainer  # pylint: disable=g-import-not-at-top
   config = _tiny(ner.get_config("smoke"))
   config.data.update(files=_write_conll(tmp_path / "train.conll", 300, 0) + "," +
                      _write_conll(tmp_path / "dev.conll", 50, 1), data_dir=data_dir,
@@ -213,7 +216,9 @@ def _write_squad(path, n, seed):
 
 def test_squad_from_scratch_beats_chance(data_dir, tmp_path):
   from configs.finetune import squad  # pylint: disable=g-import-not-at-top
-  from pretrain import evaluate, trainer, checkpointing  # pylint: disable=g-import-not-at-top
+  from pretrain import evaluate  # pylint: disable=g-import-not-at-top
+  from pretrain.state import checkpointing
+  from pretrain.training import trainer
   config = _tiny(squad.get_config("smoke"))
   config.data.update(files=_write_squad(tmp_path / "train.json", 400, 0) + "," +
                      _write_squad(tmp_path / "dev.json", 50, 1), data_dir=data_dir)

@@ -17,7 +17,9 @@ import pytest
 
 from configs import common, gpt
 from pretrain.ground import errors
-from pretrain import checkpointing, config_checks, evaluate, trainer
+from pretrain import evaluate
+from pretrain.state import checkpointing
+from pretrain.training import config_checks, trainer
 from pretrain.ground import storage
 from tests import conftest
 from tests.conftest import REPO, xla_flags

@@ -17,7 +17,9 @@ def _write_run(workdir, config):
   """A run's files and a real orbax checkpoint of a freshly initialised model (no training)."""
   from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
   from models import layers  # pylint: disable=g-import-not-at-top
-  from pretrain import checkpointing, objectives, steps  # pylint: disable=g-import-not-at-top
+  from pretrain import objectives  # pylint: disable=g-import-not-at-top
+  from pretrain.state import checkpointing
+  from pretrain.training import steps
   if config.data.tokenizer.kind == "wordpiece":
     tok = tokenizer._train_wordpiece([TEXT], 120, True)  # pylint: disable=protected-access
   else:
@@ -63,7 +65,8 @@ def test_samples_reproduce_by_seed_and_stop_strings_cut(gpt_dir):
 
 def test_bad_input_is_one_line(gpt_dir, tmp_path):
   from configs import bert  # pylint: disable=g-import-not-at-top
-  from pretrain import checkpointing, generate  # pylint: disable=g-import-not-at-top
+  from pretrain import generate  # pylint: disable=g-import-not-at-top
+  from pretrain.state import checkpointing
   with pytest.raises(generate.GenerateError, match="max_len is 64") as e:
     generate.generate(gpt_dir, ["the cat " * 40])
   assert "\n" not in str(e.value)

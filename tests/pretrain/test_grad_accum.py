@@ -10,7 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from pretrain import sharding, steps as steps_lib, trainer
+from pretrain.devices import sharding
+from pretrain.training import steps as steps_lib, trainer
 
 
 def _gradient(config, devices, batch=None, rows_fn=None):

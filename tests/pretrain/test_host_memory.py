@@ -1,4 +1,4 @@
-"""Host memory on CPU-only processes (pretrain/host_memory.py): XLA's per-call temporary
+"""Host memory on CPU-only processes (pretrain/devices/host_memory.py): XLA's per-call temporary
 buffers faulted in by huge pages (by default) or reused from one call to the next
 (PRETRAIN_HOST_MALLOC=reuse) instead of being faulted in again page by page."""
 import json
@@ -9,12 +9,12 @@ import sys
 import jax
 import pytest
 
-from pretrain import host_memory
+from pretrain.devices import host_memory
 from tests.conftest import REPO
 
 _SETUP = """
 import ctypes, os, resource, threading
-from pretrain import host_memory
+from pretrain.devices import host_memory
 configured = host_memory.configure(huge_pages=True)
 if os.environ.get("BOUND"):  # a temporary buffer as large as the machine's memory
   assert host_memory.bound(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
@@ -81,7 +81,7 @@ def test_xla_steps_reuse_their_temporary_buffers():
   left_alone, mapped = _faults(_STEPS, "glibc")
   assert configured and not left_alone
   # glibc maps the 128 MB afresh at every call: 4 x 32k pages. Kept, they are reused; the
-  # heap may still be settling (see pretrain/host_memory.py), so fewer, not none.
+  # heap may still be settling (see pretrain/devices/host_memory.py), so fewer, not none.
   assert mapped >= 4 * 32768 and reused < mapped, (reused, mapped)
 
 
@@ -190,7 +190,7 @@ def test_no_restart_where_it_cannot_be_done_or_would_not_help(monkeypatch):
 # compiled temporary buffer, in bytes, and the XLA_FLAGS it was compiled with.
 _TEMP = """
 import os
-from pretrain import host_memory
+from pretrain.devices import host_memory
 host_memory.configure()
 import jax, jax.numpy as jnp
 from models import layers
@@ -234,7 +234,7 @@ def test_a_trainer_with_reuse_trains_the_same_run(data_dir, tmp_path):
   buffer against the machine's memory (a small one: kept for reuse) and trains the same
   run, bitwise, as one without it."""
   from configs import common, gpt  # pylint: disable=g-import-not-at-top
-  from pretrain import trainer  # pylint: disable=g-import-not-at-top
+  from pretrain.training import trainer  # pylint: disable=g-import-not-at-top
   from tests.conftest import xla_flags  # pylint: disable=g-import-not-at-top
   overrides = {"data.data_dir": data_dir, "data.tokenizer.vocab_size": 256,
                "model.num_layers": 2, "model.num_heads": 4, "model.d_model": 32,

@@ -73,7 +73,7 @@ class _Tokenized(lm_model.TemplateLM):
 
 
 def test_requests_are_tokenized_as_lm_eval_does(capitals_run):
-  from pretrain import checkpointing  # pylint: disable=g-import-not-at-top
+  from pretrain.state import checkpointing  # pylint: disable=g-import-not-at-top
   tok = checkpointing.run_tokenizer(capitals_run[0])
   eos_id = tok.token_to_id("<|endoftext|>")
   pairs = [("the capital of france is", " paris"), ("the capital of france is  ", "paris."),

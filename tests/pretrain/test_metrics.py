@@ -1,4 +1,4 @@
-"""The MFU formulas (pretrain/metrics.py) against FLOPs counted by hand and by XLA; what the
+"""The MFU formulas (pretrain/training/metrics.py) against FLOPs counted by hand and by XLA; what the
 metric writers import."""
 import json
 import subprocess
@@ -12,7 +12,8 @@ from flax import nnx
 
 from configs import bert, gpt
 from models import decoder, encoder, layers
-from pretrain import metrics, objectives
+from pretrain import objectives
+from pretrain.training import metrics
 from tests.conftest import REPO
 
 MODERN = dict(position="rope", norm="rmsnorm", mlp="swiglu", num_kv_heads=2, head_dim=32,
@@ -181,7 +182,7 @@ def test_tensorboard_events_are_written_without_importing_torch_or_cloud_clients
   """tensorboardX would import torch, boto3 and google-cloud-storage where installed (seconds
   of every run's start-up); the writer imports it without them, in a process of its own."""
   probe = ("import sys, glob\n"
-           "from pretrain import metrics\n"
+           "from pretrain.training import metrics\n"
            f"writer = metrics.Writer({str(tmp_path)!r})\n"
            "writer.write(3, {'loss': 1.5}, prefix='train/')\n"
            "writer.close()\n"

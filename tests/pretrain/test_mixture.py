@@ -6,7 +6,9 @@ import jax
 import numpy as np
 
 from configs import common, gpt
-from pretrain import checkpointing, evaluate, trainer
+from pretrain import evaluate
+from pretrain.state import checkpointing
+from pretrain.training import trainer
 
 CODE = ",".join(os.path.join(os.path.dirname(os.__file__), m, "*.py") for m in ("json", "http"))
 

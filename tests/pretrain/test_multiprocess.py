@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from launch import local
-from pretrain import trainer
+from pretrain.training import trainer
 from pretrain.ground import storage
 from tests.conftest import REPO
 

@@ -11,7 +11,8 @@ import pytest
 
 from configs import common
 from pretrain.ground import errors
-from pretrain import checkpointing, optimizer, steps, trainer
+from pretrain.state import checkpointing
+from pretrain.training import optimizer, steps, trainer
 from tests.conftest import COMPILES
 
 P = jax.sharding.PartitionSpec

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from pretrain import sharding
+from pretrain.devices import sharding
 
 
 def test_minus_one_takes_the_rest():

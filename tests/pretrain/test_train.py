@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from pretrain import trainer
+from pretrain.training import trainer
 from tests.conftest import tiny_gpt_config
 
 
@@ -80,7 +80,7 @@ def test_a_replicated_state_saves_on_cpu_without_compiling(tmp_path):
   """In one CPU process, orbax saves a replicated array from one replica, not sliced per replica
   (a compiled program per device and shape at a process's first save)."""
   from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
-  from pretrain import checkpointing, checksums  # pylint: disable=g-import-not-at-top
+  from pretrain.state import checkpointing, checksums  # pylint: disable=g-import-not-at-top
   from tests.conftest import COMPILES  # pylint: disable=g-import-not-at-top
   mesh = jax.make_mesh((8,), ("data",))
   state = {"w": jax.device_put(np.arange(8 * 24, dtype=np.float32).reshape(8, 24) + 0.5,
@@ -100,7 +100,7 @@ def test_a_replicated_state_saves_on_cpu_without_compiling(tmp_path):
 def test_steps_queued_on_eight_cpu_devices_do_not_deadlock(tiny_config, tmp_path):
   """Nothing read back for 120 steps (no logging, evaluation or checkpoint before the end): on
   CPU, XLA's all-reduces between devices deadlock once a few dozen steps are in flight, so each
-  step finishes before the next is dispatched (pretrain/steps.py)."""
+  step finishes before the next is dispatched (pretrain/training/steps.py)."""
   config = tiny_config(**{"train.total_steps": 120, "train.log_every": 120, "checkpoint.every": 0})
   assert trainer.train_and_evaluate(config, str(tmp_path)).step == 120
 

@@ -1,4 +1,4 @@
-"""Weights & Biases logging (pretrain/metrics.py Writer, config.wandb), offline into tmp_path."""
+"""Weights & Biases logging (pretrain/training/metrics.py Writer, config.wandb), offline into tmp_path."""
 import glob
 import json
 import os
@@ -10,7 +10,7 @@ import pytest
 
 from configs import gpt
 from pretrain.ground import errors
-from pretrain import metrics
+from pretrain.training import metrics
 
 wandb = pytest.importorskip("wandb")
 from wandb.proto import wandb_internal_pb2  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from pretrain.ground import errors
-from pretrain import trainer
+from pretrain.training import trainer
 from tests.conftest import COMPILES
 
 

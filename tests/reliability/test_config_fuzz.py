@@ -8,7 +8,7 @@ import pytest
 
 from configs import bert, gpt
 from pretrain.ground import errors
-from pretrain import config_checks
+from pretrain.training import config_checks
 from tests.conftest import COMPILES
 
 hypothesis = pytest.importorskip("hypothesis")

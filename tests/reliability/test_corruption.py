@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from pretrain import checkpointing, trainer
+from pretrain.state import checkpointing
+from pretrain.training import trainer
 from tests.conftest import REPO, tiny_gpt_config, xla_flags
 
 MODES = ("flipped", "truncated", "deleted", "emptied")
@@ -121,7 +122,7 @@ def test_arrays_that_differ_from_their_checksums_are_refused(run):
   from those saved. (Which of a file's bytes hold array data varies from save to save.)"""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from pretrain import checksums  # pylint: disable=g-import-not-at-top
+  from pretrain.state import checksums  # pylint: disable=g-import-not-at-top
   ckpt = checkpointing.Checkpointer(str(run / "checkpoints"), read_only=True)
   state = ckpt.verified(6, lambda: ckpt.read_as_saved(6))  # whole: it passes
   kernel = np.array(state["params"]["blocks"]["mlp"]["fc"]["kernel"])

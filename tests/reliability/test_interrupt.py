@@ -13,7 +13,7 @@ import time
 import jax
 import pytest
 
-from pretrain import metrics, steps as steps_lib, trainer
+from pretrain.training import metrics, steps as steps_lib, trainer
 from tests.conftest import REPO, tiny_gpt_config, xla_flags
 
 DEVICE_STEP_S = 0.1  # the slowed device's time per step
@@ -66,7 +66,7 @@ def test_read_rows_applies_the_resumed_marker(tmp_path):
 # send signals between them.
 _SLOWED_TRAIN = """
 import runpy, sys, time
-from pretrain import steps
+from pretrain.training import steps
 to_global = steps.Steps.to_global
 steps.Steps.to_global = lambda self, batch: (time.sleep(0.4), to_global(self, batch))[1]
 sys.argv = ["pretrain.train"] + sys.argv[1:]

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from configs import common, gpt
-from pretrain import checkpointing
-from pretrain.trainer import train_and_evaluate
+from pretrain.state import checkpointing
+from pretrain.training.trainer import train_and_evaluate
 from tests.conftest import REPO, xla_flags
 
 STEPS = 60

@@ -7,7 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from pretrain import checkpointing, trainer
+from pretrain.state import checkpointing
+from pretrain.training import trainer
 
 
 def _config(tiny_config, **kw):

@@ -12,7 +12,9 @@ from pretrain.ground import errors
 
 from input_pipeline import masking, mirror, sources, tokenizer
 from models import layers
-from pretrain import durations, objectives, optimizer, sharding
+from pretrain import objectives
+from pretrain.devices import sharding
+from pretrain.training import durations, optimizer
 from pretrain.ground import storage
 
 

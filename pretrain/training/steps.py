@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from pretrain import optimizer, sharding
+from pretrain.devices import sharding
+from pretrain.training import optimizer
 
 
 def batch_schedule(b):

@@ -13,7 +13,8 @@ import json
 import os
 
 from pretrain.ground import errors
-from pretrain import checkpointing, metrics
+from pretrain.state import checkpointing
+from pretrain.training import metrics
 from pretrain.ground import storage
 
 

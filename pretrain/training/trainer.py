@@ -5,10 +5,10 @@ Data flow of a step: the loader's host-local numpy batch for step s -> a global 
 metric sums -> periodic log / eval / checkpoint.
 
 The pieces live where other entry points import them: the compiled steps in
-pretrain/steps.py, the data in pretrain/data.py, restore-or-init in pretrain/checkpointing.py
+pretrain/training/steps.py, the data in pretrain/training/data.py, restore-or-init in pretrain/state/checkpointing.py
 (resume order: the latest checkpoint in <workdir>/checkpoints, with everything: params,
 optimizer, step, RNG, data position; else config.init_from, parameters only, step 0; else
-scratch), the evaluator in pretrain/evaluator.py.
+scratch), the evaluator in pretrain/evaluation/evaluator.py.
 """
 import collections
 import contextlib
@@ -26,9 +26,11 @@ from jax.experimental import multihost_utils
 
 from input_pipeline import batches, sources, tokenizer
 from models import layers
-from pretrain import (checkpointing, config_checks, data, durations, evaluator, goodput,
-                      host_memory, metrics, objectives, optimizer, results as results_lib,
-                      sharding, steps as steps_lib)
+from pretrain import objectives
+from pretrain.devices import host_memory, sharding
+from pretrain.evaluation import evaluator
+from pretrain.state import checkpointing, results as results_lib
+from pretrain.training import (config_checks, data, durations, goodput, metrics, optimizer, steps as steps_lib)
 
 
 class Preemption:
@@ -311,7 +313,7 @@ class Loop:
 
 
 def _bound_host_memory(temp_bytes):
-  """Host memory kept for reuse (pretrain/host_memory.py) unless the step's temporary buffer
+  """Host memory kept for reuse (pretrain/devices/host_memory.py) unless the step's temporary buffer
   is too large for it on this machine."""
   if host_memory.bound(temp_bytes) and jax.process_index() == 0:
     print(f"host memory: the step's {temp_bytes / 2**30:.1f} GiB temporary buffer, kept for "
@@ -354,7 +356,7 @@ class TrainLog:
         f"{cfg.vocab_size}; mesh {dict(run.mesh.shape)}; {run.total_steps} steps of "
         f"{self.tokens_per_step} tokens; train {run.train_data.num_examples} examples; peak "
         f"{self.peak:.3g} FLOP/s/device ({self.peak_source}); MFU FLOPs/token as in "
-        "pretrain/metrics.py")
+        "pretrain/training/metrics.py")
     for note in run.data_notes:
       self.writer.print(note)
     if layers.remat_in_effect(cfg.remat) != cfg.remat:

@@ -6,7 +6,7 @@ and the data position). Saves are asynchronous, every `config.checkpoint.every` 
 end, keeping the last `config.checkpoint.keep`. A save in flight is written to a temporary
 directory and renamed when complete, so a crash never leaves a half checkpoint as "latest".
 
-Resume order (see pretrain/trainer.py): <workdir>/checkpoints, then config.init_from
+Resume order (see pretrain/training/trainer.py): <workdir>/checkpoints, then config.init_from
 (parameters only), then a fresh initialisation.
 """
 import contextlib
@@ -27,7 +27,9 @@ from absl import logging
 from pretrain.ground import errors
 from input_pipeline import tokenizer
 from models import layer_stack, layers
-from pretrain import checksums, optimizer, sharding, steps as steps_lib
+from pretrain.devices import sharding
+from pretrain.state import checksums
+from pretrain.training import optimizer, steps as steps_lib
 from pretrain.ground import storage
 
 

@@ -1,0 +1,1 @@
+"""Evaluation: the evaluator over a run's validation splits."""
