@@ -12,7 +12,7 @@ from absl import app
 
 from configs import gpt
 from models import layers
-from pretrain import objectives
+from pretrain.objectives import registry
 from pretrain.devices import sharding
 from pretrain.training import steps as steps_lib
 
@@ -20,7 +20,7 @@ from pretrain.training import steps as steps_lib
 def compile_seconds(num_layers, scan):
   config = gpt.get_config("smoke")
   config.model.update(num_layers=num_layers, scan_layers=scan)
-  objective = objectives.get(config.objective)
+  objective = registry.get(config.objective)
   cfg = layers.resolve(config.model, config.data.tokenizer.vocab_size)
   mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1), jax.devices()[:1])
   rules = [tuple(r) for r in config.mesh.rules]

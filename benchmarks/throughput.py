@@ -17,7 +17,7 @@ from flax import nnx
 
 from configs import bert, gpt
 from models import layers
-from pretrain import objectives
+from pretrain.objectives import registry
 from pretrain.devices import host_memory, sharding
 from pretrain.training import metrics, steps as steps_lib
 
@@ -59,7 +59,7 @@ def bench(name, steps, dtype, batch=0, attention="", model=None, profile_dir="")
     config.model.attention = attention
   config.batch.update(size=batch, seq_len=seq_len)
   cfg = layers.resolve(config.model, vocab)
-  objective = objectives.get(config.objective)
+  objective = registry.get(config.objective)
   mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1), jax.devices()[:1])
   rules = [tuple(r) for r in config.mesh.rules]
   batch_arrays = objective.fake_batch(config, batch, vocab)

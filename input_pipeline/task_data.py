@@ -2,7 +2,7 @@
 
 A task family (GLUE classification, NER, QA) says how to read its examples from local files
 or from a prepared tfds dataset, and how to encode them into rows of equal length (a
-`TaskFormat`, given by its objective in pretrain/tasks.py). The examples of each split are
+`TaskFormat`, given by its objective in pretrain/objectives/tasks.py). The examples of each split are
 encoded once per tokenizer and settings and cached under <data_dir>/finetune/; `Features`
 serves the rows step by step like every other loader (input_pipeline/batches.py), so a
 resumed fine-tuning run sees exactly the batches it would have seen.

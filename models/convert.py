@@ -171,10 +171,10 @@ def _eos_token(hf, tok, hf_dir):
 
 
 def _make_model(objective, model_cfg, seed=0):
-  """The model a run of `objective` trains (pretrain/objectives.py, pretrain/tasks.py)."""
+  """The model a run of `objective` trains (pretrain/objectives/registry.py)."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from pretrain import objectives  # pylint: disable=g-import-not-at-top
-  return objectives.get(objective).make_model(model_cfg, nnx.Rngs(seed))
+  from pretrain.objectives import registry  # pylint: disable=g-import-not-at-top
+  return registry.get(objective).make_model(model_cfg, nnx.Rngs(seed))
 
 
 def _abstract_params(model_cfg, objective="causal_lm"):
@@ -246,14 +246,14 @@ def _write_run(workdir, config, m, params, tok):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
-  from pretrain import objectives  # pylint: disable=g-import-not-at-top
+  from pretrain.objectives import registry  # pylint: disable=g-import-not-at-top
   from pretrain.state import checkpointing
   from pretrain.training import optimizer, steps
   tmp = _temporary_dir(workdir)
   try:
     checkpointing.write_run_files(tmp, config, m, tok)
     tok_id = tokenizer.identity(tokenizer.load(os.path.join(tmp, "tokenizer.json")))
-    _, logical = steps.model_logical_specs(objectives.get(config.objective), m)
+    _, logical = steps.model_logical_specs(registry.get(config.objective), m)
     tx, _ = optimizer.make(config.optimizer, config.train.total_steps, logical)
     _, rng = jax.random.split(jax.random.PRNGKey(config.seed))
     state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=rng)

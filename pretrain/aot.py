@@ -44,7 +44,8 @@ import ml_collections  # pylint: disable=g-import-not-at-top,wrong-import-positi
 from configs import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 from pretrain.ground import errors
 from models import layers  # pylint: disable=g-import-not-at-top,wrong-import-position
-from pretrain import cli, objectives
+from pretrain import cli
+from pretrain.objectives import registry
 from pretrain.devices import sharding
 from pretrain.training import config_checks, durations, steps as steps_lib
 
@@ -89,7 +90,7 @@ def _analyse(config, devices):
   config_checks.check(config, len(devices), jax.process_count())
   rules = [tuple(r) for r in config.mesh.rules]
   mesh = sharding.make_mesh(config.mesh, devices)
-  objective = objectives.get(config.objective)
+  objective = registry.get(config.objective)
   vocab = config.model.vocab_size or config.data.tokenizer.vocab_size
   model_cfg = layers.resolve(config.model, vocab)
   batch = objective.fake_batch(config, config.batch.size, model_cfg.vocab_size)

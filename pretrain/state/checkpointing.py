@@ -496,7 +496,7 @@ def load_params(workdir, step=None, check=None):
   """(resolved model, parameters in the saved layout on one device, run config, step) of a
   run's checkpoint (the latest by default), for inference and conversion; `check(config,
   model)` runs before any array is read."""
-  from pretrain import objectives  # pylint: disable=g-import-not-at-top
+  from pretrain.objectives import registry  # pylint: disable=g-import-not-at-top
   config = run_config(workdir)
   ckpt = open_run(workdir, "--workdir")
   try:
@@ -505,7 +505,7 @@ def load_params(workdir, step=None, check=None):
     if check is not None:
       check(config, m)
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    objective = objectives.get(config.objective)
+    objective = registry.get(config.objective)
     shapes = jax.eval_shape(lambda: steps_lib.init_params(objective, m, jax.random.PRNGKey(0)))
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
                             shapes)
@@ -538,10 +538,10 @@ def load_decoder(workdir, step=None, purpose="generation"):
 def with_params(objective_name, model_cfg, params):
   """The model of `objective_name` for `model_cfg`, holding `params`."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from pretrain import objectives  # pylint: disable=g-import-not-at-top
+  from pretrain.objectives import registry  # pylint: disable=g-import-not-at-top
   # Built abstract (shapes only), then given the parameters: nothing is initialised twice.
   graphdef, state = nnx.split(nnx.eval_shape(
-      lambda: objectives.get(objective_name).make_model(model_cfg, nnx.Rngs(0))))
+      lambda: registry.get(objective_name).make_model(model_cfg, nnx.Rngs(0))))
   nnx.replace_by_pure_dict(state, params)
   return nnx.merge(graphdef, state)
 

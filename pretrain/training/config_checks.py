@@ -12,7 +12,7 @@ from pretrain.ground import errors
 
 from input_pipeline import masking, mirror, sources, tokenizer
 from models import layers
-from pretrain import objectives
+from pretrain.objectives import registry
 from pretrain.devices import sharding
 from pretrain.training import durations, optimizer
 from pretrain.ground import storage
@@ -127,7 +127,7 @@ def check(config, num_devices, num_processes=1):
   tokenizer.check_config(config.data.tokenizer)
   _require(config.data.prepare_pieces >= 0, "config.data.prepare_pieces: must be >= 0 (0: automatic)")
   sources.named(config.data)  # the mixture's entries and weights
-  known = objectives.all_objectives()
+  known = registry.all_objectives()
   _require(config.objective in known,
            f"config.objective: unknown {config.objective!r}; choose one of {', '.join(known)}")
   if config.objective in ("mlm", "mlm_nsp"):

@@ -26,7 +26,7 @@ from jax.experimental import multihost_utils
 
 from input_pipeline import batches, sources, tokenizer
 from models import layers
-from pretrain import objectives
+from pretrain.objectives import registry
 from pretrain.devices import host_memory, sharding
 from pretrain.evaluation import evaluator
 from pretrain.state import checkpointing, results as results_lib
@@ -144,7 +144,7 @@ def setup(config, devices=None, tok=None, train=True):
   config_checks.check(config, len(devices), jax.process_count())
   rules = [tuple(r) for r in config.mesh.rules]
   mesh = sharding.make_mesh(config.mesh, devices)
-  objective = objectives.get(config.objective)
+  objective = registry.get(config.objective)
   if tok is None and objective.load_data is not None and config.init_from:
     checkpointing.check_init_from_family(config)  # before its tokenizer is judged
     tok = _init_from_tokenizer(config.init_from)

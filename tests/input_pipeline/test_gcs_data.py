@@ -11,7 +11,7 @@ import pytest
 
 from pretrain.ground import errors
 from input_pipeline import mirror, tokenized, tokenizer
-from pretrain import objectives
+from pretrain.objectives import registry
 from pretrain.training import data
 from tests.conftest import REPO, tiny_bert_config, tiny_gpt_config, write_sentence_corpus
 
@@ -48,7 +48,7 @@ def test_a_gs_data_dir_is_prepared_once_and_found_by_the_next_host(gcs, tmp_path
                                                                    monkeypatch):
   url, corpus = gcs("data"), _corpus(tmp_path)
   trained = _spy(monkeypatch, tokenizer, "_train_bpe")
-  causal_lm = objectives.get("causal_lm")
+  causal_lm = registry.get("causal_lm")
   _, train, val, _ = data.load_data(_gpt(url, corpus, tmp_path / "cache1"), causal_lm)
   out = capsys.readouterr().out
   assert "prepared local_text/" in out and "tokenized local_text/" in out and trained == [1]
@@ -87,7 +87,7 @@ def test_a_gs_tokenized_dir_through_the_prepare_command(gcs, tmp_path, monkeypat
   assert not (local / "tokenized").exists()  # the tokens went to the bucket (and the mirror)
   pieces = _spy(monkeypatch, tokenized, "_prepare_piece")
   config = _gpt(str(local), corpus, tmp_path / "cache2", **{"data.tokenized_dir": url})
-  _, train, _, notes = data.load_data(config, objectives.get("causal_lm"))
+  _, train, _, notes = data.load_data(config, registry.get("causal_lm"))
   assert not pieces and train.num_examples > 0
   assert os.path.isfile(tmp_path / "cache2" / "gs" / url[5:] / "train.documents" /
                         "manifest.json"), notes
@@ -97,7 +97,7 @@ def test_bert_examples_travel_with_the_splits(gcs, tmp_path):
   url = gcs("bert")
   corpus = write_sentence_corpus(tmp_path / "sentences.txt", docs=60)
   config = tiny_bert_config(url, corpus, **{"data.cache_dir": str(tmp_path / "cache1")})
-  data.load_data(config, objectives.get(config.objective))
+  data.load_data(config, registry.get(config.objective))
   examples = [f for f in _listing(url) if "/examples-" in f]
   assert any(f.endswith("piece-00000.json") for f in examples)
   assert any(f.endswith("piece-00000.tokens.npy") for f in examples)
@@ -114,7 +114,7 @@ def test_a_fine_tuning_task_caches_its_rows_in_the_bucket(gcs, tmp_path, monkeyp
                      cache_dir=str(tmp_path / "cache1"))
   config.data.tokenizer.vocab_size = 60
   config.batch.update(size=8, seq_len=16)
-  objective = objectives.get(config.objective)
+  objective = registry.get(config.objective)
   _, train, _, _ = data.load_data(config, objective)
   assert len([f for f in _listing(url) if f.startswith("finetune/")]) == 2
   written = _spy(monkeypatch, tokenized, "write_atomic")  # how the rows' cache is written
@@ -130,7 +130,7 @@ def test_a_missing_bucket_fails_first_in_one_line(gcs, tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   config = _gpt("gs://no-such-bucket/data", _corpus(tmp_path), tmp_path / "cache")
   with pytest.raises(errors.UserError) as e:
-    data.load_data(config, objectives.get("causal_lm"))
+    data.load_data(config, registry.get("causal_lm"))
   message = str(e.value)
   assert "\n" not in message and message.startswith("config.data.data_dir: bucket gs://no-such-")
   assert "does not exist" in message and "gcloud storage buckets create" in message
@@ -138,7 +138,7 @@ def test_a_missing_bucket_fails_first_in_one_line(gcs, tmp_path, monkeypatch):
   config = _gpt(str(tmp_path / "tfds"), _corpus(tmp_path), tmp_path / "cache",
                 **{"data.tokenized_dir": "gs://no-such-bucket/tok"})
   with pytest.raises(errors.UserError, match=r"^config\.data\.tokenized_dir: bucket"):
-    data.load_data(config, objectives.get("causal_lm"))
+    data.load_data(config, registry.get("causal_lm"))
   assert sorted(os.listdir(tmp_path)) == ["corpus"]
 
 
@@ -172,11 +172,11 @@ from pretrain.devices import distributed
 distributed.initialize()
 import jax
 import numpy as np
-from pretrain import objectives
+from pretrain.objectives import registry
 from pretrain.training import data
 from tests.conftest import tiny_gpt_config
 config = tiny_gpt_config(sys.argv[1], **{"data.files": sys.argv[2], "data.prepare_pieces": 2})
-_, train, _, _ = data.load_data(config, objectives.get("causal_lm"))
+_, train, _, _ = data.load_data(config, registry.get("causal_lm"))
 np.save(sys.argv[3], np.stack([train.batch(s)["inputs"] for s in range(3)]))
 print("processes:", jax.process_count())
 """
@@ -203,7 +203,7 @@ def test_two_hosts_share_a_gs_data_dir(gcs, tmp_path):
   for i in (0, 1):  # each host holds both pieces: its own and the other's, downloaded
     assert len(list((tmp_path / f"host{i}").rglob("train.documents/piece-*.tokens.bin"))) == 2
   one = _gpt(url, corpus, tmp_path / "host2", **{"data.prepare_pieces": 2})
-  _, train, _, _ = data.load_data(one, objectives.get("causal_lm"))
+  _, train, _, _ = data.load_data(one, registry.get("causal_lm"))
   expected = np.stack([train.batch(s)["inputs"] for s in range(3)])
   for i in (0, 1):
     np.testing.assert_array_equal(np.load(tmp_path / f"batches{i}.npy"), expected)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from input_pipeline import glue, sources, tokenizer
-from pretrain import tasks
+from pretrain.objectives import tasks
 
 DataError = sources.DataError
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data"

@@ -75,7 +75,7 @@ def test_tfds_dataset_and_files_give_the_same_rows(tmp_path, tok):
 
 
 def _sst2_format():
-  from pretrain import tasks  # pylint: disable=g-import-not-at-top
+  from pretrain.objectives import tasks  # pylint: disable=g-import-not-at-top
   return tasks.GLUE_FORMAT
 
 

@@ -11,7 +11,7 @@ from flax import nnx
 
 from configs import bert
 from models import encoder, decoder, hf_decoder, hf_encoder, layers
-from pretrain import objectives
+from pretrain.objectives import pretraining
 from pretrain.state import checkpointing
 from pretrain.training import trainer
 from tests.conftest import COMPILES
@@ -84,14 +84,14 @@ def test_zero_init_projections_start_every_block_as_the_identity():
 def test_z_loss_adds_the_mean_squared_log_partition_to_the_training_loss_only():
   tokens = _tokens(t=17)
   batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
-  den = objectives.causal_lm_denominators(batch)
+  den = pretraining.causal_lm_denominators(batch)
   plain = decoder.Decoder(_cfg(), rngs=nnx.Rngs(0))
   z = _with_params_of(plain, _cfg(z_loss=0.01))
-  loss, sums = objectives.causal_lm_loss(plain, batch, None, den)
-  z_total, z_sums = objectives.causal_lm_loss(z, batch, None, den)
+  loss, sums = pretraining.causal_lm_loss(plain, batch, None, den)
+  z_total, z_sums = pretraining.causal_lm_loss(z, batch, None, den)
   lse = jax.nn.logsumexp(plain(batch["inputs"]).astype(jnp.float32), axis=-1)
   np.testing.assert_allclose(z_total, loss + 0.01 * jnp.mean(lse ** 2), rtol=1e-6)
-  summary = objectives.causal_lm_summarize(jax.tree.map(float, dict(z_sums, **den)))
+  summary = pretraining.causal_lm_summarize(jax.tree.map(float, dict(z_sums, **den)))
   assert summary["loss"] == pytest.approx(float(loss), rel=1e-6)  # reported: cross-entropy
   assert summary["z_loss"] == pytest.approx(float(jnp.mean(lse ** 2)), rel=1e-5)
 
@@ -108,8 +108,8 @@ def test_encoder_takes_the_switches():
            "masked_weights": jnp.ones((2, 2)), "example_weights": jnp.ones(2),
            "nsp_labels": jnp.array([0, 1])}
   graphdef, params = nnx.split(model, nnx.Param)
-  den = objectives.mlm_denominators(batch)
-  loss_fn = lambda p: objectives.mlm_loss(nnx.merge(graphdef, p), batch, None, den)
+  den = pretraining.mlm_denominators(batch)
+  loss_fn = lambda p: pretraining.mlm_loss(nnx.merge(graphdef, p), batch, None, den)
   (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
   assert np.isfinite(loss) and "z_sum" in sums
   assert grads["blocks"]["attn"]["q_norm"]["scale"].shape == (2, 16)

@@ -8,7 +8,8 @@ import pytest
 
 from configs import bert, common, gpt
 from models import encoder, layers
-from pretrain import aot, objectives
+from pretrain import aot
+from pretrain.objectives import registry
 from pretrain.devices import sharding
 from pretrain.training import metrics
 from tests.conftest import REPO, xla_flags
@@ -58,7 +59,7 @@ def test_masked_lm_fsdp8(recipe):
                                                                                rel=0.01)
   seq, p = config.batch.seq_len, config.data.mlm.max_predictions
   per_token = metrics.mlm_flops_per_token(cfg, by_hand, seq, p)
-  assert per_token == objectives.get(config.objective).flops_per_token(cfg, by_hand, config)
+  assert per_token == registry.get(config.objective).flops_per_token(cfg, by_hand, config)
   assert r["formula_flops_per_step"] == pytest.approx(per_token * 8 * seq, rel=1e-12)
 
 

@@ -8,7 +8,7 @@ from flax import nnx
 
 from configs import bert
 from models import encoder, layers
-from pretrain import objectives
+from pretrain.objectives import registry
 from pretrain.training import config_checks, data, trainer
 
 
@@ -46,7 +46,7 @@ def test_mlm_accuracy_beats_most_frequent_token(tiny_bert, tmp_path):
                         "checkpoint.every": 100})
   result = trainer.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
   # The most-frequent-token baseline over the same evaluation masks.
-  _, _, val, _ = data.load_data(config, objectives.get(config.objective))
+  _, _, val, _ = data.load_data(config, registry.get(config.objective))
   batches = [val[""].eval_batch(i) for i in range(8)]
   ids = np.concatenate([b["masked_ids"][b["masked_weights"] > 0] for b in batches])
   baseline = np.bincount(ids).max() / len(ids)
@@ -98,7 +98,7 @@ def test_all_padding_rows_contribute_nothing(tiny_bert):
            "masked_weights": np.ones((b, p), np.float32), "example_weights": np.ones(b, np.float32),
            "nsp_labels": rng.integers(0, 2, b).astype(np.int32)}
   padded = {k: np.concatenate([v, np.zeros_like(v[:2])]) for k, v in batch.items()}
-  objective = objectives.get("mlm_nsp")
+  objective = registry.get("mlm_nsp")
 
   @jax.jit
   def loss_and_grads(batch):

@@ -3,7 +3,6 @@ import os
 import subprocess
 import sys
 
-import jax
 import ml_collections
 import pytest
 
@@ -206,7 +205,7 @@ USER_ERRORS = [("input_pipeline.local_text", "DataError"), ("input_pipeline.toke
                ("models.hf_decoder", "ConvertError"), ("models.axes", "AxisRuleError"),
                ("pretrain.devices.sharding", "MeshError"), ("pretrain.state.checkpointing", "CheckpointError"),
                ("pretrain.score", "ScoreError"), ("pretrain.training.config_checks", "ConfigError"),
-               ("pretrain.generate", "GenerateError"), ("pretrain.tasks", "TaskError"),
+               ("pretrain.generate", "GenerateError"), ("pretrain.objectives.tasks", "TaskError"),
                ("launch.sweep", "SweepError"), ("pretrain.ground.errors", "UserError")]
 
 

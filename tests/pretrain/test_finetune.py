@@ -112,7 +112,7 @@ def test_bad_input_is_refused_before_compiling(bert_run, data_dir, tmp_path):
   from pretrain.ground import errors  # pylint: disable=g-import-not-at-top
   from configs.finetune import glue  # pylint: disable=g-import-not-at-top
   from input_pipeline import sources  # pylint: disable=g-import-not-at-top
-  from pretrain import tasks  # pylint: disable=g-import-not-at-top
+  from pretrain.objectives import tasks  # pylint: disable=g-import-not-at-top
   from pretrain.state import checkpointing
   workdir = str(tmp_path / "run")
   files = _write_sst(tmp_path / "t.tsv", 50, 0) + "," + _write_sst(tmp_path / "d.tsv", 20, 1)

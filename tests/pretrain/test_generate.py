@@ -17,7 +17,7 @@ def _write_run(workdir, config):
   """A run's files and a real orbax checkpoint of a freshly initialised model (no training)."""
   from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
   from models import layers  # pylint: disable=g-import-not-at-top
-  from pretrain import objectives  # pylint: disable=g-import-not-at-top
+  from pretrain.objectives import registry  # pylint: disable=g-import-not-at-top
   from pretrain.state import checkpointing
   from pretrain.training import steps
   if config.data.tokenizer.kind == "wordpiece":
@@ -25,7 +25,7 @@ def _write_run(workdir, config):
   else:
     tok = tokenizer._train_bpe([TEXT], 300, config.data.tokenizer.eos_token)  # pylint: disable=protected-access
   m = layers.resolve(config.model, tok.get_vocab_size())
-  params = steps.init_params(objectives.get(config.objective), m, jax.random.PRNGKey(0))
+  params = steps.init_params(registry.get(config.objective), m, jax.random.PRNGKey(0))
   checkpointing.write_run_files(str(workdir), config, m, tok)
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
   ckpt.save(5, {"params": params}, checkpointing.run_meta(m, tokenizer.identity(tok), 5, 0),

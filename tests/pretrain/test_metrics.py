@@ -12,7 +12,7 @@ from flax import nnx
 
 from configs import bert, gpt
 from models import decoder, encoder, layers
-from pretrain import objectives
+from pretrain.objectives import pretraining, registry
 from pretrain.training import metrics
 from tests.conftest import REPO
 
@@ -91,7 +91,7 @@ def test_gpt_formula_is_three_times_the_forward_matmuls(model):
   # gradients); 6N also charges each bias and norm scale 6 FLOPs per token
   expected = 3 * forward + 6 * vectors
   assert metrics.flops_per_token(cfg, n, t) == expected
-  assert objectives.get("causal_lm").flops_per_token(cfg, n, config) == expected
+  assert registry.get("causal_lm").flops_per_token(cfg, n, config) == expected
   # untied: the head is a second V x d matrix (a matmul), the input table a lookup (none)
   untied = layers.resolve(
       ml_collections.ConfigDict(dict(config.model.to_dict(), tie_embeddings=False)), 128)
@@ -111,7 +111,7 @@ def test_mlm_formula_is_three_times_the_forward_matmuls(recipe, model):
   assert n == params
   expected = 3 * forward + 6 * vectors
   assert metrics.mlm_flops_per_token(cfg, n, t, p) == pytest.approx(expected, rel=1e-12)
-  assert objectives.get(config.objective).flops_per_token(cfg, n, config) == pytest.approx(
+  assert registry.get(config.objective).flops_per_token(cfg, n, config) == pytest.approx(
       expected, rel=1e-12)
 
 
@@ -133,10 +133,10 @@ def test_gpt_formula_matches_xla_cost_analysis(model, monkeypatch):
   config, cfg = _gpt(vocab=256, seq_len=128, **model)
   n, t, b = decoder.count_params(cfg), config.batch.seq_len, 2
   graphdef, params = nnx.split(decoder.Decoder(cfg, rngs=nnx.Rngs(0)))
-  batch = objectives.causal_lm_fake_batch(config, b, cfg.vocab_size)
+  batch = pretraining.causal_lm_fake_batch(config, b, cfg.vocab_size)
 
   def loss(params, batch):
-    return objectives.causal_lm_loss(nnx.merge(graphdef, params), batch, None,
+    return pretraining.causal_lm_loss(nnx.merge(graphdef, params), batch, None,
                                      {"tokens": b * t})[0]
 
   per_token = _xla_flops(jax.grad(loss), params, batch) / (b * t)
@@ -149,7 +149,7 @@ def test_mlm_formula_matches_xla_cost_analysis(recipe):
   # tanh GELU: XLA expands the exact GELU's erf into a polynomial, elementwise work that adds
   # another 3% here
   config, cfg = _bert(recipe, vocab=256, seq_len=128, predictions=20, gelu_approximate=True)
-  objective = objectives.get(config.objective)
+  objective = registry.get(config.objective)
   n, t, b = encoder.count_params(cfg), config.batch.seq_len, 2
   graphdef, params = nnx.split(encoder.Encoder(cfg, rngs=nnx.Rngs(0)))
   batch = {k: jnp.asarray(v) for k, v in objective.fake_batch(config, b, cfg.vocab_size).items()}

@@ -25,11 +25,11 @@ def test_memorised_facts_beat_chance_and_an_untrained_model_does_not(capitals_ru
   with open(tmp_path / "scores.jsonl") as f:
     assert [json.loads(line) for line in f] == [row]
   # the same model with fresh parameters (placed as the loaded ones: no new compile)
-  from pretrain import objectives  # pylint: disable=g-import-not-at-top
+  from pretrain.objectives import registry  # pylint: disable=g-import-not-at-top
   from pretrain.state import checkpointing
   from pretrain.training import steps
   _, cfg, tok, eos_id, _ = score.load(workdir)
-  params = steps.init_params(objectives.get("causal_lm"), cfg, jax.random.PRNGKey(1))
+  params = steps.init_params(registry.get("causal_lm"), cfg, jax.random.PRNGKey(1))
   params = jax.device_put(params, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
   untrained = checkpointing.with_params("causal_lm", cfg, params)
   chance = score.score_items(untrained, cfg, tok, eos_id, score.read_items(items_file))

@@ -1,4 +1,4 @@
-"""Fine-tuning task metrics (pretrain/task_metrics.py) against sklearn, scipy, seqeval and
+"""Fine-tuning task metrics (pretrain/objectives/task_metrics.py) against sklearn, scipy, seqeval and
 SQuAD scores worked out by hand."""
 import math
 import warnings
@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from pretrain import task_metrics as tm
+from pretrain.objectives import task_metrics as tm
 
 
 def _quiet(fn, *args, **kwargs):

@@ -1,7 +1,6 @@
 """No pickle anywhere in loading, and config values never reach a shell unquoted: every
 launcher passes argument lists, and quotes what must go through a remote shell."""
 import json
-import pathlib
 import re
 import shlex
 

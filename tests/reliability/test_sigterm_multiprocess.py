@@ -1,7 +1,6 @@
 """SIGTERM to one of 2 jax.distributed processes: JAX's preemption service agrees on a step,
 both processes checkpoint it and exit 0, and the run resumes from there."""
 import os
-import pathlib
 import signal
 import subprocess
 import sys

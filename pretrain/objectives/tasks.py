@@ -1,11 +1,11 @@
 """Fine-tuning tasks as objectives on the one trainer: GLUE classification and regression, NER,
 and extractive QA.
 
-Each task is an `objectives.Objective` like `causal_lm` and `mlm_nsp`: its model (a head on
+Each task is an `objective.Objective` like `causal_lm` and `mlm_nsp`: its model (a head on
 the encoder's backbone, models/encoder.py), its data (input_pipeline/task_data.py with the
 task's reader: glue.py, conll.py, squad.py), its loss, and what evaluation adds: predictions
 per row, the task's metrics computed from them exactly as the standard scripts do
-(pretrain/task_metrics.py), and the predictions written in the task's submission format.
+(pretrain/objectives/task_metrics.py), and the predictions written in the task's submission format.
 Adding a task is adding one Objective here and a config in configs/finetune/.
 """
 import json
@@ -17,10 +17,10 @@ import numpy as np
 from pretrain.ground import errors
 from input_pipeline import conll, glue, squad, task_data
 from models import encoder
-from pretrain import objectives, task_metrics
+from pretrain.objectives import objective, task_metrics
 from pretrain.ground import storage
 
-Objective = objectives.Objective
+Objective = objective.Objective
 
 
 class TaskError(errors.UserError):
@@ -44,8 +44,8 @@ def _mean_loss(outputs, denominator):
 def _means(denominator, accuracy):
   """summarize: the mean loss and, as `accuracy`, the share of correct ones."""
   def summarize(s):
-    return {"loss": objectives.ratio(s["loss_sum"], s[denominator]),
-            accuracy: objectives.ratio(s["correct"], s[denominator])}
+    return {"loss": objective.ratio(s["loss_sum"], s[denominator]),
+            accuracy: objective.ratio(s["correct"], s[denominator])}
   return summarize
 
 
@@ -121,15 +121,15 @@ def _classify_outputs(model, batch, dropout_key):
   if logits.shape[-1] == 1:
     score = logits[:, 0]
     return {"loss_sum": jnp.sum((score - batch["labels"]) ** 2 * w)}, {"scores": score}
-  xent, correct = objectives.cross_entropy(logits, batch["labels"])
+  xent, correct = objective.cross_entropy(logits, batch["labels"])
   return ({"loss_sum": jnp.sum(xent * w), "correct": jnp.sum(correct * w)},
           {"labels": jnp.argmax(logits, -1).astype(jnp.int32)})
 
 
 def _classify_summarize(s):
-  out = {"loss": objectives.ratio(s["loss_sum"], s["examples"])}
+  out = {"loss": objective.ratio(s["loss_sum"], s["examples"])}
   if "correct" in s:
-    out["accuracy"] = objectives.ratio(s["correct"], s["examples"])
+    out["accuracy"] = objective.ratio(s["correct"], s["examples"])
   return out
 
 
@@ -206,7 +206,7 @@ def _token_weights(batch):
 
 def _tag_outputs(model, batch, dropout_key):
   logits = model.logits(_hidden(model, batch, dropout_key), dropout_key)
-  xent, correct = objectives.cross_entropy(logits, jnp.maximum(batch["labels"], 0))
+  xent, correct = objective.cross_entropy(logits, jnp.maximum(batch["labels"], 0))
   w = _token_weights(batch)
   return ({"loss_sum": jnp.sum(xent * w), "correct": jnp.sum(correct * w)},
           {"labels": jnp.argmax(logits, -1).astype(jnp.int32)})
@@ -271,8 +271,8 @@ def _squad_load(config, tok, train):
 
 def _span_outputs(model, batch, dropout_key):
   start, end = model.logits(_hidden(model, batch, dropout_key), dropout_key)
-  xs, cs = objectives.cross_entropy(start, batch["start_positions"])
-  xe, ce = objectives.cross_entropy(end, batch["end_positions"])
+  xs, cs = objective.cross_entropy(start, batch["start_positions"])
+  xe, ce = objective.cross_entropy(end, batch["end_positions"])
   w = batch["example_weights"]
   return ({"loss_sum": jnp.sum((xs + xe) / 2 * w), "correct": jnp.sum(cs * ce * w)},
           {"start_logits": start, "end_logits": end})
