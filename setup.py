@@ -26,7 +26,7 @@ setuptools.setup(
         "numpy>=1.26",
     ],
     extras_require={
-        # Hugging Face checkpoints (models/convert.py); torch only to read pytorch_model.bin
+        # Hugging Face checkpoints (pretrain/convert.py); torch only to read pytorch_model.bin
         "hf": ["safetensors>=0.4"],
         # lm-evaluation-harness over our checkpoints (pretrain/lm_eval.py)
         "eval": ["lm-eval>=0.4.5,<0.5"],

@@ -23,11 +23,13 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from flax import nnx
 
 from pretrain.ground import errors
 from input_pipeline import tokenizer
 from models import layer_stack, layers
 from pretrain.devices import sharding
+from pretrain.objectives import registry
 from pretrain.state import checksums
 from pretrain.training import optimizer, steps as steps_lib
 from pretrain.ground import storage
@@ -455,6 +457,21 @@ def write_run_files(workdir, config, model_cfg, tok, total_steps=None):
   storage.write_atomic(os.path.join(workdir, "tokenizer.json"), tok.save)
 
 
+def write_step_zero(workdir, config, model_cfg, params, tok):
+  """A run at step 0 that holds `params`: its files, and a checkpoint of the train state the
+  trainer would start from with them (an imported model becomes such a run)."""
+  write_run_files(workdir, config, model_cfg, tok)
+  tok_id = tokenizer.identity(tokenizer.load(os.path.join(workdir, "tokenizer.json")))
+  _, logical = steps_lib.model_logical_specs(registry.get(config.objective), model_cfg)
+  tx, _ = optimizer.make(config.optimizer, config.train.total_steps, logical)
+  state = steps_lib.state_of(params, tx, jax.random.PRNGKey(config.seed))
+  meta = run_meta(model_cfg, tok_id, 0, config.seed,
+                  optimizer_name=optimizer.name(config.optimizer))
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+  ckpt.save(0, state, meta, force=True)
+  ckpt.close()
+
+
 def run_meta(model_cfg, tok_id, step, seed, datasets=None, optimizer_name="adamw"):
   """The 'meta' item of a checkpoint: the model, the tokenizer's identity, the optimizer (its
   state's layout), the data position (and the datasets' sizes and weights, when known)."""
@@ -496,7 +513,6 @@ def load_params(workdir, step=None, check=None):
   """(resolved model, parameters in the saved layout on one device, run config, step) of a
   run's checkpoint (the latest by default), for inference and conversion; `check(config,
   model)` runs before any array is read."""
-  from pretrain.objectives import registry  # pylint: disable=g-import-not-at-top
   config = run_config(workdir)
   ckpt = open_run(workdir, "--workdir")
   try:
@@ -537,8 +553,6 @@ def load_decoder(workdir, step=None, purpose="generation"):
 
 def with_params(objective_name, model_cfg, params):
   """The model of `objective_name` for `model_cfg`, holding `params`."""
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  from pretrain.objectives import registry  # pylint: disable=g-import-not-at-top
   # Built abstract (shapes only), then given the parameters: nothing is initialised twice.
   graphdef, state = nnx.split(nnx.eval_shape(
       lambda: registry.get(objective_name).make_model(model_cfg, nnx.Rngs(0))))

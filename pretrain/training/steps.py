@@ -126,8 +126,13 @@ def init_params(objective, model_cfg, key):
 
 
 def init_state(key, *, objective, model_cfg, tx):
-  params_key, rng = jax.random.split(key)
-  params = init_params(objective, model_cfg, params_key)
+  params_key, _ = jax.random.split(key)
+  return state_of(init_params(objective, model_cfg, params_key), tx, key)
+
+
+def state_of(params, tx, key):
+  """The step-0 train state holding `params`, its RNG derived from `key` as init_state's."""
+  _, rng = jax.random.split(key)
   return dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=rng)
 
 

@@ -163,7 +163,7 @@ def _init_from_tokenizer(init_from):
   if tok is None:
     raise checkpointing.CheckpointError(
         f"config.init_from: {init_from!r} has no tokenizer.json; give the workdir of a "
-        "pretrain.train run or of a models.convert import")
+        "pretrain.train run or of a pretrain.convert import")
   return tok
 
 

@@ -7,7 +7,7 @@ import tokenizers as hf_tokenizers
 
 from configs import common
 from input_pipeline import glue, tokenizer
-from models import convert
+from pretrain.state import hf_conversion
 
 TokenizerError = tokenizer.TokenizerError
 EOS = "<|endoftext|>"
@@ -318,7 +318,7 @@ def test_a_tokenizer_json_that_pads_and_truncates_is_loaded_plain(tmp_path):
   loaded = [tokenizer.get_tokenizer(_cfg("file", path=str(path), eos_token="[SEP]"),
                                     str(tmp_path), _never),
             tokenizer.load(str(path)), tokenizer.from_str(path.read_text()),
-            convert.read_tokenizer(str(path.parent), "bert")]
+            hf_conversion.read_tokenizer(str(path.parent), "bert")]
   want = [e.ids for e in plain.encode_batch(texts)]
   for tok in loaded:
     assert tok.padding is None and tok.truncation is None

@@ -12,7 +12,9 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
 
 from pretrain.ground import errors  # pylint: disable=g-import-not-at-top
-from models import convert, hf_decoder  # pylint: disable=g-import-not-at-top
+from models import hf_decoder  # pylint: disable=g-import-not-at-top
+from pretrain import convert
+from pretrain.state import hf_conversion
 from tests.conftest import randomise_hf  # pylint: disable=g-import-not-at-top
 
 VOCAB = 300
@@ -61,7 +63,7 @@ def _hf_logits(model):
 
 
 def _our_logits(workdir):
-  return np.asarray(convert.load_model(workdir)(jnp.asarray(TOKENS)))
+  return np.asarray(hf_conversion.load_model(workdir)(jnp.asarray(TOKENS)))
 
 
 @pytest.fixture(scope="module", params=sorted(MAKERS))
@@ -69,7 +71,7 @@ def imported(request, tok, tmp_path_factory):
   """(kind, HF model, its directory, our workdir imported from it)."""
   root = tmp_path_factory.mktemp(request.param)
   model = MAKERS[request.param](root / "hf", tok)
-  convert.import_hf(str(root / "hf"), str(root / "run"))
+  convert.from_hf(str(root / "hf"), str(root / "run"))
   return request.param, model, root, str(root / "run")
 
 
@@ -117,7 +119,7 @@ def test_workdir_reads_like_a_run(imported):
 def test_export_loads_in_transformers_and_round_trips(imported):
   kind, model, root, workdir = imported
   out = root / "export"
-  convert.export_hf(workdir, str(out))
+  hf_conversion.export_hf(workdir, str(out))
   loaded, info = transformers.AutoModelForCausalLM.from_pretrained(
       str(out), output_loading_info=True)
   assert type(loaded).__name__ == hf_decoder.ARCHITECTURES[kind]
@@ -131,9 +133,9 @@ def test_export_loads_in_transformers_and_round_trips(imported):
   for name, value in exported.items():
     np.testing.assert_array_equal(value, original[name], err_msg=name)
   # import(export(x)) == x for every parameter.
-  convert.import_hf(str(out), str(root / "again"))
-  _, a, _, _ = convert.load_params(workdir)
-  _, b, _, _ = convert.load_params(str(root / "again"))
+  convert.from_hf(str(out), str(root / "again"))
+  _, a, _, _ = hf_conversion.load_params(workdir)
+  _, b, _, _ = hf_conversion.load_params(str(root / "again"))
   flat_a, flat_b = _flatten(a), _flatten(b)
   assert flat_a.keys() == flat_b.keys()
   for name in flat_a:
@@ -149,12 +151,12 @@ def _flatten(tree, prefix=""):
 
 def test_unscanned_checkpoint_exports_the_same(imported, tmp_path):
   _, _, root, _ = imported
-  convert.import_hf(str(root / "hf"), str(tmp_path / "run"), scan_layers=False)
+  convert.from_hf(str(root / "hf"), str(tmp_path / "run"), scan_layers=False)
   with open(tmp_path / "run" / "config.json") as f:
     assert json.load(f)["resolved_model"]["scan_layers"] is False
-  convert.export_hf(str(tmp_path / "run"), str(tmp_path / "export"))
+  hf_conversion.export_hf(str(tmp_path / "run"), str(tmp_path / "export"))
   scanned = root / "scanned_export"
-  convert.export_hf(imported[3], str(scanned))
+  hf_conversion.export_hf(imported[3], str(scanned))
   a, b = load_file(str(tmp_path / "export" / "model.safetensors")), load_file(
       str(scanned / "model.safetensors"))
   assert a.keys() == b.keys()
@@ -174,26 +176,26 @@ def _refused(fn, *args, match, **kw):
 
 def test_refusals_write_nothing(tok, tmp_path):
   run = tmp_path / "run"
-  _refused(convert.import_hf, "gpt2", str(run), match="download")
-  _refused(convert.import_hf, str(tmp_path / "missing"), str(run), match="download")
+  _refused(convert.from_hf, "gpt2", str(run), match="download")
+  _refused(convert.from_hf, str(tmp_path / "missing"), str(run), match="download")
   no_weights = tmp_path / "no_weights"
   no_weights.mkdir()
   cfg = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=VOCAB)
   cfg.save_pretrained(no_weights)
   tok.model.save(str(no_weights))
-  _refused(convert.import_hf, str(no_weights), str(run), match="no model.safetensors")
+  _refused(convert.from_hf, str(no_weights), str(run), match="no model.safetensors")
   other = tmp_path / "t5"
   other.mkdir()
   (other / "config.json").write_text(json.dumps({"model_type": "t5"}))
-  message = _refused(convert.import_hf, str(other), str(run), match="model_type")
+  message = _refused(convert.from_hf, str(other), str(run), match="model_type")
   assert "gpt2, llama" in message
   scaled = tmp_path / "scaled"
   scaled.mkdir()
   (scaled / "config.json").write_text(json.dumps(
       {"model_type": "llama", "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}))
-  _refused(convert.import_hf, str(scaled), str(run), match="rope_scaling")
+  _refused(convert.from_hf, str(scaled), str(run), match="rope_scaling")
   (scaled / "config.json").write_text(json.dumps({"model_type": "llama", "attention_bias": True}))
-  _refused(convert.import_hf, str(scaled), str(run), match="attention_bias")
+  _refused(convert.from_hf, str(scaled), str(run), match="attention_bias")
   assert not run.exists()
   assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
 
@@ -203,13 +205,13 @@ def test_existing_workdir_needs_overwrite(imported, tmp_path):
   run = tmp_path / "run"
   run.mkdir()
   (run / "notes.txt").write_text("keep")
-  _refused(convert.import_hf, str(root / "hf"), str(run), match="--overwrite")
+  _refused(convert.from_hf, str(root / "hf"), str(run), match="--overwrite")
   assert os.listdir(run) == ["notes.txt"]
-  _refused(convert.export_hf, imported[3], str(run), match="--overwrite")
+  _refused(hf_conversion.export_hf, imported[3], str(run), match="--overwrite")
   assert os.listdir(run) == ["notes.txt"]
-  _refused(convert.export_hf, imported[3], imported[3], match="holds the input", overwrite=True)
-  _refused(convert.import_hf, str(root / "hf"), str(root), match="holds the input", overwrite=True)
-  convert.import_hf(str(root / "hf"), str(run), overwrite=True)
+  _refused(hf_conversion.export_hf, imported[3], imported[3], match="holds the input", overwrite=True)
+  _refused(convert.from_hf, str(root / "hf"), str(root), match="holds the input", overwrite=True)
+  convert.from_hf(str(root / "hf"), str(run), overwrite=True)
   assert sorted(os.listdir(run)) == ["checkpoints", "config.json", "tokenizer.json"]
 
 
@@ -231,7 +233,7 @@ def test_export_refuses_what_hf_cannot_express(fields, match):
 def test_cli_reports_one_line(tmp_path):
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
-  out = subprocess.run([sys.executable, "-m", "models.convert", "from_hf", "--hf_dir=gpt2",
+  out = subprocess.run([sys.executable, "-m", "pretrain.convert", "from_hf", "--hf_dir=gpt2",
                         f"--workdir={tmp_path / 'run'}"], capture_output=True, text=True,
                        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
   assert out.returncode == 2, out.stderr

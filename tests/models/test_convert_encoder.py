@@ -12,7 +12,8 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
 
 from pretrain.ground import errors  # pylint: disable=g-import-not-at-top
-from models import convert  # pylint: disable=g-import-not-at-top
+from pretrain import convert  # pylint: disable=g-import-not-at-top
+from pretrain.state import hf_conversion  # pylint: disable=g-import-not-at-top
 from tests.conftest import randomise_hf  # pylint: disable=g-import-not-at-top
 
 VOCAB = 300
@@ -90,7 +91,7 @@ def _hf_outputs(model, kind):
 
 def _our_outputs(workdir, kind):
   tokens, types, mask = _inputs(kind)
-  model = convert.load_model(workdir)
+  model = hf_conversion.load_model(workdir)
   hidden = model(jnp.asarray(tokens), type_ids=jnp.asarray(types), input_mask=jnp.asarray(mask))
   out = dict(hidden=np.asarray(hidden),
              mlm=np.asarray(model.mlm_logits(hidden, jnp.asarray(POSITIONS))))
@@ -117,7 +118,7 @@ def imported(request, tmp_path_factory):
   kind = request.param
   root = tmp_path_factory.mktemp(kind)
   model = _hf_model(root / "hf", ARCHS[kind])
-  convert.import_hf(str(root / "hf"), str(root / "run"))
+  convert.from_hf(str(root / "hf"), str(root / "run"))
   return kind, model, root, str(root / "run")
 
 
@@ -174,7 +175,7 @@ def _flatten(tree, prefix=""):
 def test_export_loads_in_transformers_and_round_trips(imported):
   kind, _, root, workdir = imported
   out = root / "export"
-  convert.export_hf(workdir, str(out))
+  hf_conversion.export_hf(workdir, str(out))
   with open(out / "config.json") as f:
     assert json.load(f)["architectures"] == [ARCHS[kind]]
   loaded, info = getattr(transformers, ARCHS[kind]).from_pretrained(
@@ -188,9 +189,9 @@ def test_export_loads_in_transformers_and_round_trips(imported):
     if name.endswith("position_embeddings.weight") and kind == "roberta":
       value, original[name] = value[2:], original[name][2:]  # rows before position 0
     np.testing.assert_array_equal(value, original[name], err_msg=name)
-  convert.import_hf(str(out), str(root / "again"))
-  a, b = _flatten(convert.load_params(workdir)[1]), _flatten(
-      convert.load_params(str(root / "again"))[1])
+  convert.from_hf(str(out), str(root / "again"))
+  a, b = _flatten(hf_conversion.load_params(workdir)[1]), _flatten(
+      hf_conversion.load_params(str(root / "again"))[1])
   assert a.keys() == b.keys()
   for name in a:
     np.testing.assert_array_equal(a[name], b[name], err_msg=name)
@@ -209,7 +210,7 @@ def test_other_bert_classes(arch, note, tmp_path, capsys):
     vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
     (tmp_path / "hf" / "vocab.txt").write_text("".join(t + "\n" for t, _ in vocab))
     (tmp_path / "hf" / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
-  convert.import_hf(str(tmp_path / "hf"), str(tmp_path / "run"), scan_layers=False)
+  convert.from_hf(str(tmp_path / "hf"), str(tmp_path / "run"), scan_layers=False)
   printed = capsys.readouterr().out.strip()
   if note:
     assert note in printed and "\n" not in printed
@@ -226,7 +227,7 @@ def test_other_bert_classes(arch, note, tmp_path, capsys):
     ours = tokenizers.Tokenizer.from_file(str(tmp_path / "run" / "tokenizer.json"))
     assert ours.encode(text).ids == tok.encode(text).ids
   if arch == "BertForMaskedLM":
-    convert.export_hf(str(tmp_path / "run"), str(tmp_path / "export"))
+    hf_conversion.export_hf(str(tmp_path / "run"), str(tmp_path / "export"))
     _, info = transformers.BertForMaskedLM.from_pretrained(
         str(tmp_path / "export"), output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
@@ -246,17 +247,17 @@ def test_sequence_classification_both_ways(tmp_path):
   model = randomise_hf(transformers.BertForSequenceClassification(cfg), 2).eval()
   model.save_pretrained(tmp_path / "hf")
   _bert_tok().save(str(tmp_path / "hf" / "tokenizer.json"))
-  convert.import_hf(str(tmp_path / "hf"), str(tmp_path / "run"))
+  convert.from_hf(str(tmp_path / "hf"), str(tmp_path / "run"))
   with open(tmp_path / "run" / "config.json") as f:
     saved = json.load(f)
   assert saved["objective"] == "classification" and saved["model"]["num_labels"] == 3
   assert saved["data"]["task"] == "mnli"  # the GLUE task with three labels
   tokens, types, mask = _inputs("bert")
-  ours = convert.load_model(str(tmp_path / "run"))
+  ours = hf_conversion.load_model(str(tmp_path / "run"))
   logits = ours.logits(ours(jnp.asarray(tokens), type_ids=jnp.asarray(types),
                             input_mask=jnp.asarray(mask)))
   np.testing.assert_allclose(np.asarray(logits), _classifier_logits(model), atol=1e-4, rtol=0)
-  convert.export_hf(str(tmp_path / "run"), str(tmp_path / "export"))
+  hf_conversion.export_hf(str(tmp_path / "run"), str(tmp_path / "export"))
   loaded, info = transformers.BertForSequenceClassification.from_pretrained(
       str(tmp_path / "export"), output_loading_info=True)
   for key in ("missing_keys", "unexpected_keys", "mismatched_keys"):
@@ -281,7 +282,7 @@ def test_refusals_write_nothing(field, value, tmp_path):
   (hf / "config.json").write_text(json.dumps(dict(model_type="bert", **{field: value})))
   run = tmp_path / "run"
   with pytest.raises(errors.UserError, match=field) as e:
-    convert.import_hf(str(hf), str(run))
+    convert.from_hf(str(hf), str(run))
   assert "\n" not in str(e.value)
   assert not run.exists()
   assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
@@ -292,5 +293,5 @@ def test_unknown_model_type_lists_every_supported_one(tmp_path):
   hf.mkdir()
   (hf / "config.json").write_text(json.dumps(dict(model_type="t5")))
   with pytest.raises(errors.UserError, match="gpt2, llama, bert, roberta") as e:
-    convert.import_hf(str(hf), str(tmp_path / "run"))
+    convert.from_hf(str(hf), str(tmp_path / "run"))
   assert "\n" not in str(e.value) and not (tmp_path / "run").exists()

@@ -5,7 +5,7 @@ import pytest
 transformers = pytest.importorskip("transformers")
 
 from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top,wrong-import-position
-from models import convert  # pylint: disable=g-import-not-at-top,wrong-import-position
+from pretrain.state import hf_conversion  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog. Ünïcödé, café, naïve, Ærøskøbing.\n" * 20,
@@ -25,7 +25,7 @@ MIXED = [
 def test_gpt2_vocab_and_merges_encode_like_transformers(tmp_path):
   trained = tokenizer._train_bpe(CORPUS, 400, "<|endoftext|>")  # pylint: disable=protected-access
   trained.model.save(str(tmp_path))  # vocab.json + merges.txt, as GPT-2 ships them
-  ours = convert.read_tokenizer(str(tmp_path), "gpt2")
+  ours = hf_conversion.read_tokenizer(str(tmp_path), "gpt2")
   theirs = transformers.GPT2Tokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
   for text in MIXED:
     ids = ours.encode(text).ids

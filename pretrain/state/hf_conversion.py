@@ -1,9 +1,9 @@
-r"""Hugging Face GPT-2 / Llama decoders and BERT / RoBERTa encoders <-> our runs.
+r"""Hugging Face GPT-2 / Llama decoders and BERT / RoBERTa encoders <-> our runs, as a library:
+`import_hf(hf_dir, base_config) -> Imported` (config, model, parameters, tokenizer),
+`write_run(imported, workdir)`, and `export_hf(workdir, hf_dir)`. The command line is
+`python -m pretrain.convert` (pretrain/convert.py), which gives the base configs.
 
-  python -m models.convert from_hf --hf_dir=gpt2-local --workdir=runs/gpt2 [--overwrite]
-  python -m models.convert to_hf --workdir=runs/gpt2 --hf_dir=export/gpt2 [--step=N]
-
-from_hf reads a local HF directory (config.json; model.safetensors, its sharded index, or
+Importing reads a local HF directory (config.json; model.safetensors, its sharded index, or
 pytorch_model.bin when torch is installed; tokenizer.json, or GPT-2's vocab.json + merges.txt)
 and writes a workdir that `pretrain.evaluate` and `config.init_from` accept: config.json (the
 configs/gpt.py smoke config with the model section replaced and the run's tokenizer.json as
@@ -24,22 +24,28 @@ BertForSequenceClassification. RoBERTa's special tokens (<s> </s> <pad> <unk> <m
 the roles of BERT's in the masked-LM and fine-tuning data, so every workdir trains, evaluates
 and fine-tunes like a run of ours.
 """
+import dataclasses
 import json
 import os
 import shutil
 import tempfile
+from typing import Any, Callable
 
+import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
-from absl import app, flags, logging
+import tokenizers
+from flax import nnx
+from tokenizers import decoders, pre_tokenizers, processors
 
-from pretrain.ground import errors
-from models import hf_decoder
-from models import hf_encoder
+from input_pipeline import tokenizer
+from models import decoder, encoder, hf_decoder, hf_encoder, layer_stack, layers
+from pretrain.objectives import registry
+from pretrain.state import checkpointing
+from pretrain.training import config_checks
 
 ConvertError = hf_decoder.ConvertError
-
-COMMANDS = ("from_hf", "to_hf")
-
 
 # ----------------------------------------------------------------------------- reading HF
 
@@ -129,9 +135,6 @@ def read_tensors(hf_dir):
 def read_tokenizer(hf_dir, kind):
   """A `tokenizers.Tokenizer`: tokenizer.json, else GPT-2 byte-level BPE from vocab.json +
   merges.txt."""
-  import tokenizers  # pylint: disable=g-import-not-at-top
-  from tokenizers import decoders, pre_tokenizers, processors  # pylint: disable=g-import-not-at-top
-  from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
   path = os.path.join(hf_dir, "tokenizer.json")
   if os.path.isfile(path):
     return tokenizer.load(path)  # its own padding and truncation off
@@ -172,44 +175,42 @@ def _eos_token(hf, tok, hf_dir):
 
 def _make_model(objective, model_cfg, seed=0):
   """The model a run of `objective` trains (pretrain/objectives/registry.py)."""
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  from pretrain.objectives import registry  # pylint: disable=g-import-not-at-top
   return registry.get(objective).make_model(model_cfg, nnx.Rngs(seed))
 
 
 def _abstract_params(model_cfg, objective="causal_lm"):
-  import jax  # pylint: disable=g-import-not-at-top
-  from flax import nnx  # pylint: disable=g-import-not-at-top
   return jax.eval_shape(lambda: nnx.to_pure_dict(nnx.state(
       _make_model(objective, model_cfg), nnx.Param)))
 
 
-def import_config(hf, hf_dir, workdir, tok_eos, scan_layers=True):
-  """The run's full config: configs/gpt.py (smoke) with the HF model and tokenizer."""
-  from configs import gpt  # pylint: disable=g-import-not-at-top
-  from models import decoder  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  config = gpt.get_config("smoke")
+@dataclasses.dataclass
+class Imported:
+  """A Hugging Face model as a run of ours, before it is written (write_run)."""
+  config: ml_collections.ConfigDict  # the run's full config (base_config's, with the model)
+  model: ml_collections.ConfigDict   # the resolved model
+  params: Any                        # in the layout of model.scan_layers
+  tokenizer: tokenizers.Tokenizer
+  hf_dir: str
+  notes: list                        # heads initialised fresh or not imported
+
+
+def import_config(hf, hf_dir, tok_eos, base_config, scan_layers=True):
+  """The run's full config: base_config("gpt") with the HF model and tokenizer."""
+  config = base_config("gpt")
   model = ml_collections.ConfigDict(decoder.DEFAULTS)
   model.update(hf_decoder.model_fields(hf, os.path.join(hf_dir, "config.json")))
   model.update(size=hf["model_type"], vocab_multiple=1, dropout=0.0, scan_layers=scan_layers)
   config.model = model
-  config.data.tokenizer.update(kind="file", path=os.path.join(os.path.abspath(workdir),
-                                                                "tokenizer.json"),
-                               eos_token=tok_eos)
+  config.data.tokenizer.update(kind="file", eos_token=tok_eos)  # path: write_run's
   config.batch.seq_len = min(config.batch.seq_len, model.max_len)
   return config
 
 
-def import_hf(hf_dir, workdir, overwrite=False, scan_layers=True):
-  """HF directory -> a workdir with config.json, tokenizer.json and a step-0 checkpoint."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from models import layer_stack  # pylint: disable=g-import-not-at-top
-
-  _check_output(workdir, "--workdir", overwrite)
-  _check_apart(workdir, "--workdir", hf_dir)
+def import_hf(hf_dir, base_config: Callable[[str], ml_collections.ConfigDict],
+              scan_layers=True) -> Imported:
+  """A local HF directory as a run of ours. `base_config(kind)` gives the config it goes
+  into: 'gpt' (a decoder), 'bert' or 'roberta' (an encoder), or the GLUE task ('sst2',
+  'mnli', 'stsb') of an imported sequence classifier."""
   hf = read_hf_config(hf_dir)
   kind = hf.get("model_type")
   supported = hf_decoder.SUPPORTED + hf_encoder.SUPPORTED
@@ -217,10 +218,10 @@ def import_hf(hf_dir, workdir, overwrite=False, scan_layers=True):
     raise ConvertError(f"{os.path.join(hf_dir, 'config.json')}: model_type={kind!r} is not "
                        f"supported; supported model types: {', '.join(supported)}")
   if kind in hf_encoder.SUPPORTED:
-    return _import_encoder(hf, hf_dir, workdir, scan_layers)
+    return _import_encoder(hf, hf_dir, base_config, scan_layers)
   hf_decoder.model_fields(hf, os.path.join(hf_dir, "config.json"))  # refuse early
   tok = read_tokenizer(hf_dir, kind)
-  config = import_config(hf, hf_dir, workdir, _eos_token(hf, tok, hf_dir), scan_layers)
+  config = import_config(hf, hf_dir, _eos_token(hf, tok, hf_dir), base_config, scan_layers)
   m = _resolved_model(config, tok, hf_dir)
   where = os.path.join(hf_dir, _weight_files(hf_dir)[1][0])
   raw = read_tensors(hf_dir)
@@ -237,44 +238,33 @@ def import_hf(hf_dir, workdir, overwrite=False, scan_layers=True):
   params = hf_decoder.from_hf(kind, m, tensors)
   params = jax.tree.map(lambda x: jnp.asarray(np.ascontiguousarray(x)), params)
   params = layer_stack.to_layout(params, scan=m.scan_layers)
-  _write_run(workdir, config, m, params, tok)
-  return m
+  return Imported(config, m, params, tok, hf_dir, [])
 
 
-def _write_run(workdir, config, m, params, tok):
-  """A workdir with config.json, tokenizer.json and `params` at step 0 (written whole)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
-  from pretrain.objectives import registry  # pylint: disable=g-import-not-at-top
-  from pretrain.state import checkpointing
-  from pretrain.training import optimizer, steps
+def write_run(imported, workdir, overwrite=False):
+  """A workdir with config.json, tokenizer.json and the parameters at step 0 (written whole,
+  through a temporary directory: nothing is left half-written)."""
+  _check_output(workdir, "--workdir", overwrite)
+  _check_apart(workdir, "--workdir", imported.hf_dir)
+  config = ml_collections.ConfigDict(imported.config.to_dict())
+  config.data.tokenizer.path = os.path.join(os.path.abspath(workdir), "tokenizer.json")
   tmp = _temporary_dir(workdir)
   try:
-    checkpointing.write_run_files(tmp, config, m, tok)
-    tok_id = tokenizer.identity(tokenizer.load(os.path.join(tmp, "tokenizer.json")))
-    _, logical = steps.model_logical_specs(registry.get(config.objective), m)
-    tx, _ = optimizer.make(config.optimizer, config.train.total_steps, logical)
-    _, rng = jax.random.split(jax.random.PRNGKey(config.seed))
-    state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=rng)
-    meta = checkpointing.run_meta(m, tok_id, 0, config.seed,
-                                  optimizer_name=optimizer.name(config.optimizer))
-    ckpt = checkpointing.Checkpointer(os.path.join(tmp, "checkpoints"))
-    ckpt.save(0, state, meta, force=True)
-    ckpt.close()
+    checkpointing.write_step_zero(tmp, config, imported.model, imported.params,
+                                  imported.tokenizer)
     _replace(tmp, workdir)
   finally:
     if os.path.exists(tmp):
       shutil.rmtree(tmp)
+  if imported.notes:
+    print(f"{workdir}: " + "; ".join(imported.notes), flush=True)
 
 
-def import_encoder_config(hf, hf_dir, workdir, tok, nsp, scan_layers=True):
-  """The run's full config: configs/bert.py (smoke) with the HF encoder and tokenizer."""
-  from configs import bert  # pylint: disable=g-import-not-at-top
-  from models import encoder  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
+def import_encoder_config(hf, hf_dir, tok, nsp, base_config, scan_layers=True):
+  """The run's full config: base_config('bert' or 'roberta') with the HF encoder and
+  tokenizer."""
   kind = hf["model_type"]
-  config = bert.get_config(f"smoke,recipe={'roberta' if kind == 'roberta' else 'bert'}")
+  config = base_config("roberta" if kind == "roberta" else "bert")
   model = ml_collections.ConfigDict(encoder.DEFAULTS)
   model.update(hf_encoder.model_fields(hf, os.path.join(hf_dir, "config.json")))
   model.update(size=kind, vocab_multiple=1, dropout=0.0, scan_layers=scan_layers, nsp_head=nsp)
@@ -285,21 +275,18 @@ def import_encoder_config(hf, hf_dir, workdir, tok, nsp, scan_layers=True):
   if tok.token_to_id(eos) is None:
     raise ConvertError(f"{hf_dir}/tokenizer.json: no {eos} token; give the model's own "
                        "tokenizer")
-  config.data.tokenizer.update(kind="file", path=os.path.join(os.path.abspath(workdir),
-                                                                "tokenizer.json"),
-                               eos_token=eos)
+  config.data.tokenizer.update(kind="file", eos_token=eos)  # path: write_run's
   config.batch.seq_len = min(config.batch.seq_len, model.max_len)
   config.data.mlm.max_predictions = min(config.data.mlm.max_predictions, config.batch.seq_len)
   return config
 
 
-def _classification_config(config, hf):
-  """configs/finetune/glue.py's config for an imported BertForSequenceClassification: its
-  label count, and the GLUE task with that many labels (sst2, mnli, stsb) as the data."""
-  from configs.finetune import glue  # pylint: disable=g-import-not-at-top
+def _classification_config(config, hf, base_config):
+  """The GLUE task's config (base_config('sst2' / 'mnli' / 'stsb'), the task with as many
+  labels) for an imported BertForSequenceClassification, with its label count."""
   n = hf.get("num_labels") or len(hf.get("id2label") or {}) or 2
   task = {1: "stsb", 3: "mnli"}.get(n, "sst2")
-  out = glue.get_config(task)
+  out = base_config(task)
   out.model = config.model
   out.model.update(num_labels=n, nsp_head=False)
   out.data.tokenizer = config.data.tokenizer
@@ -309,7 +296,6 @@ def _classification_config(config, hf):
 
 def _encoder_tokenizer(hf_dir, kind):
   """tokenizer.json, else (BERT) vocab.txt with tokenizer_config.json's do_lower_case."""
-  from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
   vocab = os.path.join(hf_dir, "vocab.txt")
   if os.path.isfile(os.path.join(hf_dir, "tokenizer.json")) or kind != "bert" or \
       not os.path.isfile(vocab):
@@ -324,8 +310,6 @@ def _encoder_tokenizer(hf_dir, kind):
 
 def _resolved_model(config, tok, hf_dir):
   """The imported config's model section, checked and resolved against the tokenizer."""
-  from models import layers  # pylint: disable=g-import-not-at-top
-  from pretrain.training import config_checks  # pylint: disable=g-import-not-at-top
   config_checks.check_model(config.model)
   m = layers.resolve(config.model, tok.get_vocab_size())
   if tok.get_vocab_size() > m.vocab_size:
@@ -334,14 +318,8 @@ def _resolved_model(config, tok, hf_dir):
   return m
 
 
-def _import_encoder(hf, hf_dir, workdir, scan_layers):
+def _import_encoder(hf, hf_dir, base_config, scan_layers):
   """import_hf for BERT / RoBERTa: fills what the file has, initialises the missing heads."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  from models import layer_stack  # pylint: disable=g-import-not-at-top
   kind = hf["model_type"]
   where = os.path.join(hf_dir, "config.json")
   hf_encoder.model_fields(hf, where)  # refuse early
@@ -353,9 +331,9 @@ def _import_encoder(hf, hf_dir, workdir, scan_layers):
   tensors = {names[k]: v for k, v in raw.items()}
   present = hf_encoder.groups_present(kind, tensors)
   nsp = kind == "bert" and ("nsp" in present or "mlm" not in present)
-  config = import_encoder_config(hf, hf_dir, workdir, tok, nsp, scan_layers)
+  config = import_encoder_config(hf, hf_dir, tok, nsp, base_config, scan_layers)
   if "classifier" in present:  # BertForSequenceClassification
-    config = _classification_config(config, hf)
+    config = _classification_config(config, hf, base_config)
   m = _resolved_model(config, tok, hf_dir)
   where = os.path.join(hf_dir, _weight_files(hf_dir)[1][0])
   pad_id = hf_encoder.pad_id(hf)
@@ -380,10 +358,7 @@ def _import_encoder(hf, hf_dir, workdir, scan_layers):
   if extras:
     heads = sorted({e.split(".")[0] for e in extras})
     notes.append(f"not imported: the task head {', '.join(heads)}")
-  _write_run(workdir, config, m, params, tok)
-  if notes:
-    print(f"{workdir}: " + "; ".join(notes), flush=True)
-  return m
+  return Imported(config, m, params, tok, hf_dir, notes)
 
 
 # ----------------------------------------------------------------------------- to_hf
@@ -391,10 +366,6 @@ def _import_encoder(hf, hf_dir, workdir, scan_layers):
 
 def load_params(workdir, step=None):
   """(resolved model, unscanned parameters as numpy, run config, step) of a run's checkpoint."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from models import layer_stack  # pylint: disable=g-import-not-at-top
-  from pretrain.state import checkpointing  # pylint: disable=g-import-not-at-top
 
   def check(config, m):  # before any array is read; hf_type refuses what does not convert
     if config.objective != "causal_lm":
@@ -410,7 +381,6 @@ def load_params(workdir, step=None):
 
 def load_model(workdir, step=None):
   """Our Decoder (or Encoder) with a run's checkpoint parameters (unscanned)."""
-  from pretrain.state import checkpointing  # pylint: disable=g-import-not-at-top
   m, params, config, _ = load_params(workdir, step)
   return checkpointing.with_params(config.objective, m, params)
 
@@ -424,7 +394,6 @@ def export_hf(workdir, hf_dir, step=None, overwrite=False):
   tok_path = os.path.join(workdir, "tokenizer.json")
   tok = None
   if os.path.isfile(tok_path):
-    from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
     tok = tokenizer.load(tok_path)
   eos = config.data.tokenizer.eos_token
   eos_id = tok.token_to_id(eos) if tok is not None else None
@@ -476,49 +445,3 @@ def _encoder_to_hf(m, params, tok, objective):
                 arch, ("encoder", "mlm"))
   tensors = hf_encoder.to_hf(kind, m, params, groups=groups, pad_id=ids.get("pad", 1))
   return tensors, hf_encoder.hf_config(m.to_dict(), ids, objective), specials
-
-
-# ----------------------------------------------------------------------------- CLI
-
-
-def run(command, hf_dir, workdir, step=None, overwrite=False, scan_layers=True):
-  """One subcommand; a line on stdout saying what was written."""
-  if command not in COMMANDS:
-    raise ConvertError(f"command: {command!r}; use one of {', '.join(COMMANDS)}")
-  for flag, value in (("--hf_dir", hf_dir), ("--workdir", workdir)):
-    if not value:
-      raise ConvertError(f"{flag}: required")
-  if command == "from_hf":
-    m = import_hf(hf_dir, workdir, overwrite=overwrite, scan_layers=scan_layers)
-    print(f"wrote {workdir}: {m.size} model, {m.num_layers} layers, d_model {m.d_model}, "
-          f"vocab {m.vocab_size}; checkpoint at step 0", flush=True)
-  else:
-    step, with_tok = export_hf(workdir, hf_dir, step=step, overwrite=overwrite)
-    print(f"wrote {hf_dir} from step {step} of {workdir}"
-          + ("" if with_tok else " (the run has no tokenizer.json: weights and config only)"),
-          flush=True)
-
-
-def define_flags():
-  """The command line's flags (defined only when run as a program)."""
-  flags.DEFINE_string("hf_dir", None, "A local Hugging Face model directory.")
-  flags.DEFINE_string("workdir", None, "The run's directory.")
-  flags.DEFINE_integer("step", None, "to_hf: the checkpoint's step (default: the latest).")
-  flags.DEFINE_bool("overwrite", False, "Replace a non-empty output directory.")
-  flags.DEFINE_bool("scan_layers", True, "from_hf: save the layers stacked (scanned).")
-
-
-def main(argv):
-  if len(argv) != 2:
-    raise app.UsageError(f"give one command: {' | '.join(COMMANDS)}")
-  f = flags.FLAGS
-  logging.set_verbosity(logging.WARNING)
-  try:
-    run(argv[1], f.hf_dir, f.workdir, step=f.step, overwrite=f.overwrite,
-        scan_layers=f.scan_layers)
-  except errors.UserError as e:
-    errors.fail(str(e))
-
-
-if __name__ == "__main__":
-  app.run(main, flags_parser=lambda argv: errors.parse_flags(argv, define_flags))
