@@ -136,7 +136,7 @@ def finetune_summary(result, wall, workdir):
 
 def main(argv):
   del argv
-  host_memory.configure(huge_pages=True)  # as pretrain.train does (pretrain.cli.start_host_memory)
+  host_memory.configure()  # as the entry points do (pretrain.devices.process.start)
   train_tsv = os.path.join(_SST2_DIR.value, "train.tsv")
   dev_tsv = os.path.join(_SST2_DIR.value, "dev.tsv")
   for path in (train_tsv, dev_tsv):

@@ -124,7 +124,7 @@ def _cpu_name():
 
 def main(argv):
   del argv
-  host_memory.configure()  # as the entry points do (pretrain.cli.start)
+  host_memory.configure()  # as the entry points do (pretrain.devices.process.start)
   context_len, new_tokens, batch = _CONTEXT.value, _NEW.value, _BATCH.value
   model_section = common.model_config(decoder, _SIZE.value)
   model_section.update(dtype=_DTYPE.value, scan_layers=_SCAN.value)

@@ -6,7 +6,7 @@ train step consumes, measured side by side in one run; and the data preparation 
   python -m benchmarks.input_pipeline --only_prepare       # the prepare rows only (100 MB)
 
 Rows:
-  * GPT windows (batch 8 x 1024), from pre-tokenized data (input_pipeline/tokenized.py), with
+  * GPT windows (batch 8 x 1024), from pre-tokenized data (input_pipeline/corpora/tokenized.py), with
     and without document masking, and on the fly (tokenizing the text, then packing);
   * BERT masked pairs (MLM + NSP, batch 256 x 128, dynamic masking), from pre-tokenized data
     (examples built once and cached) and on the fly (sentence splitting, tokenizing, pair
@@ -32,7 +32,8 @@ import numpy as np
 from absl import app, flags
 
 from configs import bert, common, gpt
-from input_pipeline import bert_data, lm_data, masking, sources, tokenized, tokenizer
+from input_pipeline import bert_data, lm_data, masking, tokenizer
+from input_pipeline.corpora import sources, tokenized
 
 _DATA_DIR = flags.DEFINE_string("data_dir", "data", "tfds data_dir (tokenizers, tokenized data).")
 _FILES = flags.DEFINE_string(

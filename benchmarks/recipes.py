@@ -171,7 +171,7 @@ def table(summaries):
 
 def main(argv):
   del argv
-  host_memory.configure(huge_pages=True)  # as pretrain.train does (pretrain.cli.start_host_memory)
+  host_memory.configure()  # as the entry points do (pretrain.devices.process.start)
   if _CORPUS.value == "shakespeare" and not os.path.exists(_DATA.value):
     raise app.UsageError(f"--data: {_DATA.value} not found (tinyshakespeare input.txt)")
   for spec in _RUNS.value:

@@ -31,7 +31,7 @@ _STEPS = flags.DEFINE_integer("steps", 2000, "Training steps.")
 
 def main(argv):
   del argv
-  host_memory.configure(huge_pages=True)  # as pretrain.train does (pretrain.cli.start_host_memory)
+  host_memory.configure()  # as the entry points do (pretrain.devices.process.start)
   if not os.path.exists(_DATA.value):
     raise app.UsageError(f"--data: {_DATA.value} not found (tinyshakespeare input.txt)")
   import shutil  # pylint: disable=g-import-not-at-top

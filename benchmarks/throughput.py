@@ -93,7 +93,7 @@ def bench(name, steps, dtype, batch=0, attention="", model=None, profile_dir="")
 
 def main(argv):
   del argv
-  host_memory.configure(huge_pages=True)  # as pretrain.train does (pretrain.cli.start_host_memory)
+  host_memory.configure()  # as the entry points do (pretrain.devices.process.start)
   dtype = jnp.dtype(_DTYPE.value)
   device = jax.devices()[0]
   peak = (metrics.cached_matmul_peak(remeasure=True) if dtype == jnp.float32

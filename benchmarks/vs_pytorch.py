@@ -225,7 +225,7 @@ def bert_rows(peaks):
 
 def main(argv):
   del argv
-  host_memory.configure(huge_pages=True)  # as pretrain.train does (pretrain.cli.start_host_memory)
+  host_memory.configure()  # as the entry points do (pretrain.devices.process.start)
   try:
     import torch  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError:

@@ -71,7 +71,7 @@ def data_config():
   data.data_dir = "data"           # tfds data_dir; tokenizers are cached under <data_dir>/tokenizers
   # A gs:// data_dir (or tokenized_dir) is used through a local mirror in
   # <cache_dir>/gs/<bucket>/<path>: what a run needs is downloaded, what it prepares uploaded
-  # (input_pipeline/mirror.py). '': $PRETRAIN_CACHE_DIR, else ~/.cache/pretrain.
+  # (input_pipeline/corpora/mirror.py). '': $PRETRAIN_CACHE_DIR, else ~/.cache/pretrain.
   data.cache_dir = ""
   data.files = ""                  # local_text: comma-separated paths or globs (.txt, .jsonl, .gz)
   data.doc_split = "file"          # local_text: a document is a 'file' or a 'blank_line' block
@@ -179,7 +179,6 @@ def base_config():
   # A non-finite loss or gradient: 'stop' with an error naming the step and the checkpoint to
   # resume from (nothing non-finite is ever saved), or 'skip' the update (counted as 'skipped').
   config.train.nan_policy = "stop"
-  config.train.inject_nan_at_step = 0  # fault injection, for tests: poison this step's update
   config.train.peak_flops = 0.0    # per-device peak FLOP/s for MFU; 0: look up or measure
   # The eval metric that ranks checkpoints (results.json; the best checkpoint, if kept).
   config.train.best_metric = "loss"

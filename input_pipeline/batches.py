@@ -12,7 +12,7 @@ example g maps to (dataset, index) in O(1). Each dataset keeps its own epochs an
 """
 import numpy as np
 
-from input_pipeline import sources
+from input_pipeline.corpora import sources
 
 
 def per_epoch(indices, n, of_epoch):

@@ -10,7 +10,7 @@ packs whole sentences contiguously, across documents (with an extra [SEP] at a d
 boundary), into [CLS] ... [SEP] of at most seq_len tokens.
 
 Both work on token offsets into a piece of a tokenized split ('sentences' mode,
-input_pipeline/tokenized.py), never on lists of tokens: an example is one or two spans of the
+input_pipeline/corpora/tokenized.py), never on lists of tokens: an example is one or two spans of the
 piece's tokens, and the padded rows are gathered from the spans in a few array operations.
 
 Examples are built once from a tokenized split for given settings and seed (`dupe_factor`
@@ -27,7 +27,8 @@ from typing import NamedTuple
 import numpy as np
 
 from pretrain.ground import errors
-from input_pipeline import batches, masking, sources, tokenized, tokenizer
+from input_pipeline import batches, masking, tokenizer
+from input_pipeline.corpora import sources, tokenized
 
 
 class Sentences(NamedTuple):

@@ -1,6 +1,6 @@
 """Packed causal-LM windows over a token stream, indexed by step.
 
-The stream is a prepared split (input_pipeline/tokenized.py): documents, each followed by EOS,
+The stream is a prepared split (input_pipeline/corpora/tokenized.py): documents, each followed by EOS,
 back to back. It is cut into windows of seq_len + 1 tokens (consecutive windows share one
 token, so every token is a target once; no padding). Window order is a seeded permutation per
 epoch, and each epoch also shifts every window start by a seeded offset in [0, seq_len), so
@@ -11,7 +11,8 @@ import dataclasses
 
 import numpy as np
 
-from input_pipeline import batches, sources, tokenized
+from input_pipeline import batches
+from input_pipeline.corpora import sources, tokenized
 
 
 def tokenize_stream(tok, texts, eos_id, chunk=1024):

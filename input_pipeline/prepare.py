@@ -1,4 +1,4 @@
-r"""Tokenizes a config's datasets once, ahead of training (input_pipeline/tokenized.py).
+r"""Tokenizes a config's datasets once, ahead of training (input_pipeline/corpora/tokenized.py).
 
   python -m input_pipeline.prepare --config=configs/gpt.py:small --config.data.dataset=lm1b
 
@@ -13,7 +13,7 @@ command is only needed to do the work ahead of time, or on other machines:
 
 Worker i tokenizes pieces i, i + N, ...; whichever worker finds every piece done writes the
 manifest, and only then can training read the split. A gs:// data_dir is shared through local
-mirrors (input_pipeline/mirror.py): each worker uploads its pieces, then downloads the others'
+mirrors (input_pipeline/corpora/mirror.py): each worker uploads its pieces, then downloads the others'
 and writes the manifest if it finds them all (if workers finish together and none does,
 training's first run writes it).
 """
@@ -21,7 +21,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from pretrain.ground import errors
-from input_pipeline import mirror, sources, tokenized
+from input_pipeline.corpora import mirror, sources, tokenized
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _PROCESS_INDEX = flags.DEFINE_integer("process_index", 0, "This worker's index.")

@@ -48,7 +48,7 @@ from ml_collections import config_flags
 
 from configs import sweeps
 from pretrain.ground import errors
-from launch import sweep_trials
+from launch import sweep_report, sweep_trials
 from pretrain.ground import storage
 
 FLAGS = flags.FLAGS
@@ -280,7 +280,6 @@ def open_study(spec, sweep, sweepdir, heartbeat, max_retry):
 def report(spec, sweepdir):
   """Writes the report files and returns the text to print."""
   import optuna  # pylint: disable=g-import-not-at-top
-  from launch import sweep_report  # pylint: disable=g-import-not-at-top
   optuna.logging.set_verbosity(optuna.logging.ERROR)  # we say what happens
   study = optuna.load_study(study_name=spec["study"], storage=spec["storage"])
   return sweep_report.write_report(sweep_trials.records(study), spec["metric"], spec["mode"],

@@ -29,7 +29,7 @@ overrides, number and state, and the scalar sweep/<metric> = best), so that
 (eval/loss, ...) as the session's metrics. It returns the text to print: the table, the best
 trial with its full command line, and where the files are.
 
-Nothing here imports JAX; matplotlib is imported only to plot, onto its Agg canvas (no display).
+matplotlib is imported only to plot, onto its Agg canvas (no display).
 """
 import csv
 import json
@@ -39,6 +39,7 @@ import os
 import shlex
 
 from pretrain.ground import storage
+from pretrain.training import metrics
 
 MODES = ("min", "max")
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")
@@ -310,7 +311,6 @@ def write_hparams(record, metric, directory):
   with none, TensorBoard builds the experiment from all the sessions, so the hparams columns
   are the union over the trials and the metrics are every scalar of their runs (eval/loss,
   sweep/loss, ...), rather than the one trial's experiment it would pick."""
-  from pretrain.training import metrics  # pylint: disable=g-import-not-at-top
   metrics.import_tensorboardx()  # (without torch)
   from tensorboardX import summary, writer  # pylint: disable=g-import-not-at-top
   if storage.isdir(directory) and any(

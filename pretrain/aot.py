@@ -44,7 +44,7 @@ import ml_collections  # pylint: disable=g-import-not-at-top,wrong-import-positi
 from configs import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 from pretrain.ground import errors
 from models import layers  # pylint: disable=g-import-not-at-top,wrong-import-position
-from pretrain import cli
+from pretrain.devices import process
 from pretrain.objectives import registry
 from pretrain.devices import sharding
 from pretrain.training import config_checks, durations, steps as steps_lib
@@ -183,7 +183,7 @@ def search(config, limit, analyse_fn=None):
 
 def main(argv):
   del argv
-  r = cli.run_reporting_user_errors(analyse, _CONFIG.value)
+  r = process.run_reporting_user_errors(analyse, _CONFIG.value)
   print(report(r, _MEMORY.value), flush=True)
   if not _MEMORY.value or r["peak_bytes"] <= _MEMORY.value:
     return

@@ -31,10 +31,15 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 import ml_collections
 
-from pretrain.ground import errors
-from pretrain import cli
+import jax
+
+from input_pipeline import tokenizer as tokenizer_lib
+from models import layers
+from pretrain.devices import process
+from pretrain.devices import sharding
+from pretrain.ground import errors, storage
 from pretrain.state import checkpointing
-from pretrain.ground import storage
+from pretrain.training import config_checks, metrics, trainer
 
 CheckpointError = checkpointing.CheckpointError
 
@@ -82,12 +87,6 @@ def evaluate_run(config, workdir, options=Options(), devices=None):
   """Evaluates the checkpoints of the run in `workdir` that `options` selects; returns
   {step: metrics}. Everything that can fail on the input fails before anything compiles, and
   nothing is written to the workdir until a checkpoint has been evaluated."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from input_pipeline import tokenizer as tokenizer_lib  # pylint: disable=g-import-not-at-top
-  from models import layers  # pylint: disable=g-import-not-at-top
-  from pretrain.devices import sharding  # pylint: disable=g-import-not-at-top
-  from pretrain.training import config_checks, trainer
-
   options.check()
   devices = jax.devices() if devices is None else list(devices)
   saved_config = checkpointing.run_config(workdir)
@@ -251,7 +250,6 @@ class Record:
 
   def add(self, step, total_steps, per, evaluator):
     """The rows of one checkpoint: one per dataset of a mixture, and 'all' (together)."""
-    from pretrain.training import metrics  # pylint: disable=g-import-not-at-top
     together = evaluator.summarize(per)
     self.done.add(step)
     if not self.enabled:
@@ -305,12 +303,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)
-  cli.start()
+  process.start()
   options = Options(step=_STEP.value, all=_ALL.value, watch=_WATCH.value,
                     max_batches=_MAX_BATCHES.value, name=_NAME.value, poll_seconds=_POLL.value,
                     timeout=_TIMEOUT.value, best=_BEST.value, predict=_PREDICT.value)
   try:
-    cli.run_reporting_user_errors(evaluate_run, flags.FLAGS.config, _WORKDIR.value, options)
+    process.run_reporting_user_errors(evaluate_run, flags.FLAGS.config, _WORKDIR.value, options)
   except TimeoutError as e:
     print(f"error: {e}", flush=True)
     raise SystemExit(1) from None

@@ -20,9 +20,10 @@ from typing import NamedTuple
 
 from absl import app, flags, logging
 
-from pretrain.ground import errors
-from pretrain import cli
-from pretrain.ground import storage
+from models import decode
+from pretrain.devices import process
+from pretrain.ground import errors, storage
+from pretrain.state import checkpointing
 
 
 
@@ -51,7 +52,6 @@ class GenerateError(errors.UserError):
 
 def load(workdir, step=None):
   """(model, resolved model config, tokenizer, EOS id) of a GPT run; encoders are refused."""
-  from pretrain.state import checkpointing  # pylint: disable=g-import-not-at-top
   return checkpointing.load_decoder(workdir, step, "generation")[:4]
 
 
@@ -85,7 +85,6 @@ def generate(workdir, prompts, *, step=None, max_new_tokens=64, temperature=0.8,
              top_p=1.0, num_samples=1, seed=0, stop=(), batch_size=16, stream=None):
   """Completions of `prompts` (num_samples each): a list of Completion, in prompt order.
   `stream(text)` receives the text as it is generated (one prompt, one sample)."""
-  from models import decode  # pylint: disable=g-import-not-at-top
   model, m, tok, eos_id = load(workdir, step)
   ids = encode_prompts(tok, prompts, eos_id, m.max_len)
   jobs = [(i, s) for i in range(len(prompts)) for s in range(num_samples)]
@@ -137,8 +136,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)
-  cli.start()
-  cli.run_reporting_user_errors(_run)
+  process.start()
+  process.run_reporting_user_errors(_run)
 
 
 def _run():

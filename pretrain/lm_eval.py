@@ -31,9 +31,10 @@ from lm_eval import utils as lm_utils
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from pretrain.ground import errors
 from models import decode
 from pretrain import score
+from pretrain.devices import process
+from pretrain.ground import errors
 
 DEFAULT_BATCH = 32
 
@@ -163,14 +164,13 @@ class PretrainLM(LM):
 
 def main():
   """lm-eval's command line, with this model registered (and `--model pretrain` by default)."""
-  from lm_eval import __main__ as lm_main  # pylint: disable=g-import-not-at-top
-  from pretrain import cli  # pylint: disable=g-import-not-at-top
+  from lm_eval import __main__ as lm_main  # noqa: PLC0415  # lm-eval's CLI: heavy, only here
   args = sys.argv[1:]
   if (args and args[0] not in ("ls", "list", "validate") and
       not any(a in ("--model", "-M") or a.startswith("--model=") for a in args)):
     sys.argv = [sys.argv[0]] + args + ["--model", "pretrain"]
   try:
-    cli.run_reporting_user_errors(lm_main.cli_evaluate)
+    process.run_reporting_user_errors(lm_main.cli_evaluate)
   except ValueError as e:  # lm-eval's own usage errors (an unknown task, bad model_args)
     errors.fail(f"lm-eval: {e}")
 

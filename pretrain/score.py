@@ -40,7 +40,7 @@ import numpy as np
 
 from pretrain.ground import errors
 from models import decode
-from pretrain import cli
+from pretrain.devices import process
 from pretrain.state import checkpointing
 from pretrain.ground import storage
 
@@ -224,9 +224,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)
-  cli.start()
+  process.start()
   f = flags.FLAGS
-  row = cli.run_reporting_user_errors(score, f.workdir, f.tasks_file, step=f.step,
+  row = process.run_reporting_user_errors(score, f.workdir, f.tasks_file, step=f.step,
                                       batch_size=f.batch_size, limit=f.limit, output=f.output)
   print(f"step {row['step']}: acc {row['acc']:.4f} | acc_norm {row['acc_norm']:.4f} | "
         f"acc_bytes {row['acc_bytes']:.4f} | {row['items']} items of {row['file']}", flush=True)

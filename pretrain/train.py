@@ -9,7 +9,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from pretrain.ground import errors
-from pretrain import cli
+from pretrain.devices import process
+from pretrain.training import trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py:arg).",
                                           lock_config=True)
@@ -22,16 +23,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)  # orbax and tfds log every step of a save at INFO
-  cli.start_distributed()
-  from pretrain.training import trainer  # pylint: disable=g-import-not-at-top
-  result = cli.run_reporting_user_errors(trainer.train_and_evaluate,
-                                         cli.command_line_config(_CONFIG),
+  process.start()
+  result = process.run_reporting_user_errors(trainer.train_and_evaluate,
+                                         process.command_line_config(_CONFIG),
                                          _WORKDIR.value, where=_WORKDIR.value)
   sys.exit(result.exit_code)  # 130 after Ctrl-C
 
 
 if __name__ == "__main__":
-  # First, before the config file imports JAX and Flax: it may restart the process for huge
-  # pages (pretrain/devices/host_memory.py), which then repeats only Python's start-up.
-  cli.start_host_memory(huge_pages=True)
   app.run(main, flags_parser=errors.parse_flags)

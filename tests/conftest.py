@@ -6,19 +6,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # the generated CPU code costs more than it saves (about a quarter of the suite's time), and
 # XLA:CPU's MLIR fusion emitters take twice as long to compile a train step as its elemental
 # emitters (5.9 s against 3.0 s for the tiny GPT's sharded step). Every run a test compares
-# with another is compiled the same way (subprocesses: xla_flags()), and with the scheduler the
-# entry points compile with on CPU (pretrain/devices/host_memory.py), which a run in the test's own
-# process would not get otherwise.
-from pretrain.devices import host_memory  # pylint: disable=g-import-not-at-top  # (no JAX)
-FAST_COMPILE = ("--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false "
-                + host_memory.MEMORY_SCHEDULER)
+# with another is compiled the same way (subprocesses: xla_flags()).
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8 " + FAST_COMPILE).strip()
-# The entry points' subprocesses start with the huge pages they would otherwise restart
-# themselves for (pretrain/devices/host_memory.py); in-process calls then never restart pytest.
-_TUNABLES = host_memory.tunables_with_huge_pages(os.environ.get("GLIBC_TUNABLES", ""))
-if _TUNABLES is not None:
-  os.environ["GLIBC_TUNABLES"] = _TUNABLES
 
 
 def xla_flags(devices):

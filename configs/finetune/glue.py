@@ -9,7 +9,7 @@ r"""Fine-tunes an encoder on a GLUE task: sentence (pair) classification, STS-B 
       --config.data.files=glue/SST-2/train.tsv,glue/SST-2/dev.tsv --workdir=runs/sst2
   python -m pretrain.evaluate --workdir=runs/sst2 --best --predict=SST-2.tsv
 
-Tasks (input_pipeline/glue.py TASKS): cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli; data
+Tasks (input_pipeline/finetuning/glue.py TASKS): cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli; data
 from tfds `glue/<task>` in config.data.data_dir, or config.data.files. The checkpoint is ranked
 by the task's metric: Matthews correlation (CoLA), Pearson (STS-B), accuracy (the rest; F1 is
 reported beside it for MRPC and QQP).
@@ -21,7 +21,7 @@ The BERT paper's fine-tuning grid, ranked by that metric (launch/sweep.py):
 """
 from configs import common, sweeps
 from configs.finetune import recipe
-from input_pipeline import glue
+from input_pipeline.finetuning import glue
 
 
 def get_config(arg="sst2"):

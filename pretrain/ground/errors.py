@@ -37,6 +37,8 @@ def parse_flags(argv, define=None):
   try:
     if define is not None:
       define()
+    if any(a in ("--help", "-h", "-?", "--helpshort", "--helpfull") for a in argv[1:]):
+      _help(argv)
     parsed = flags.FLAGS(argv)
     _load_config_files()
     return parsed
@@ -46,6 +48,14 @@ def parse_flags(argv, define=None):
   except Exception as e:  # pylint: disable=broad-except  # each becomes one line, below
     message = config_file_error(e, argv)
   fail(message)
+
+
+def _help(argv):
+  """--help (and the like): absl's usage on stdout, then exit 0, not absl's 1."""
+  try:
+    flags.FLAGS(argv)
+  except SystemExit:
+    sys.exit(0)
 
 
 def _load_config_files():

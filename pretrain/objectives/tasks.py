@@ -2,7 +2,7 @@
 and extractive QA.
 
 Each task is an `objective.Objective` like `causal_lm` and `mlm_nsp`: its model (a head on
-the encoder's backbone, models/encoder.py), its data (input_pipeline/task_data.py with the
+the encoder's backbone, models/encoder.py), its data (input_pipeline/finetuning/task_data.py with the
 task's reader: glue.py, conll.py, squad.py), its loss, and what evaluation adds: predictions
 per row, the task's metrics computed from them exactly as the standard scripts do
 (pretrain/objectives/task_metrics.py), and the predictions written in the task's submission format.
@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pretrain.ground import errors
-from input_pipeline import conll, glue, squad, task_data
+from input_pipeline.finetuning import conll, glue, squad, task_data
 from models import encoder
 from pretrain.objectives import objective, task_metrics
 from pretrain.ground import storage

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 
 from pretrain.ground import errors
 
-from input_pipeline import masking, mirror, sources, tokenizer
+from input_pipeline import masking, tokenizer
+from input_pipeline.corpora import mirror, sources
 from models import layers
 from pretrain.objectives import registry
 from pretrain.devices import sharding
@@ -111,7 +112,6 @@ def check(config, num_devices, num_processes=1):
            "config.optimizer.warmup_fraction: must be in [0, 1)")
   _require(t.nan_policy in ("stop", "skip"),
            f"config.train.nan_policy: {t.nan_policy!r}; use 'stop' or 'skip'")
-  _require(t.inject_nan_at_step >= 0, "config.train.inject_nan_at_step: must be >= 0 (0: off)")
   _require(t.log_every >= 0 and t.stop_at_step >= 0 and t.peak_flops >= 0,
            "config.train: log_every, stop_at_step and peak_flops must be >= 0 (0: never / off "
            "/ look up)")

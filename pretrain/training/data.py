@@ -7,7 +7,8 @@ import jax
 import ml_collections
 from jax.experimental import multihost_utils
 
-from input_pipeline import batches, mirror, sources, tokenized
+from input_pipeline import batches
+from input_pipeline.corpora import mirror, sources, tokenized
 
 
 def load_data(config, objective, tok=None, train=True):

@@ -39,7 +39,7 @@ def rows_seen(b, step):
 
 
 def train_step(state, batch, *, graphdef, objective, tx, lr_fn, grad_accum, micro_sharding,
-               nan_policy="stop", inject_nan_at=0, rows_fn=None):
+               nan_policy="stop", rows_fn=None):
   """One optimizer update over `grad_accum` microbatches; returns (state, metric sums).
 
   With a batch-size ramp (`rows_fn`, batch_schedule's), only the first rows_fn(step) rows of
@@ -48,8 +48,7 @@ def train_step(state, batch, *, graphdef, objective, tx, lr_fn, grad_accum, micr
 
   'nonfinite' in the sums is 1 when the loss or the gradients are not finite. With nan_policy
   'skip' such an update is not applied (parameters and optimizer state stay as they were) and
-  its sums are zeroed; with 'stop' the trainer stops before that state is saved.
-  `inject_nan_at` (tests only) poisons the gradients and sums of that step."""
+  its sums are zeroed; with 'stop' the trainer stops before that state is saved."""
   params = state["params"]
   rng = jax.random.fold_in(state["rng"], state["step"])
   # Row i of microbatch k is global row i * grad_accum + k: every microbatch stays spread over
@@ -87,9 +86,6 @@ def train_step(state, batch, *, graphdef, objective, tx, lr_fn, grad_accum, micr
     (grads, sums), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(grad_accum)))
   if used is not None:
     sums = dict(sums, batch_rows=(used * micro_rows).astype(jnp.float32))
-  if inject_nan_at:
-    poison = jnp.where(state["step"] + 1 == inject_nan_at, jnp.nan, 1.0)
-    grads, sums = jax.tree.map(lambda x: x * poison.astype(x.dtype), (grads, sums))
   grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(grad_norm) & jnp.all(jnp.stack(
       [jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(sums)]))
@@ -218,7 +214,6 @@ def build_steps(config, objective, model_cfg, mesh, rules, batch_ndims, total_st
       functools.partial(train_step, graphdef=graphdef, objective=objective, tx=tx, lr_fn=lr_fn,
                         grad_accum=config.batch.grad_accum, micro_sharding=data_sharding,
                         nan_policy=config.train.nan_policy,
-                        inject_nan_at=config.train.inject_nan_at_step,
                         rows_fn=batch_schedule(config.batch)),
       in_shardings=(shardings, data_sharding), out_shardings=(shardings, None),
       donate_argnums=(0,))

@@ -24,7 +24,8 @@ from flax import nnx
 from jax._src import distributed as jax_distributed  # the preemption service's state
 from jax.experimental import multihost_utils
 
-from input_pipeline import batches, sources, tokenizer
+from input_pipeline import batches, tokenizer
+from input_pipeline.corpora import sources
 from models import layers
 from pretrain.objectives import registry
 from pretrain.devices import host_memory, sharding

@@ -3,7 +3,8 @@ counts, deterministic, weighted, with per-dataset epochs."""
 import numpy as np
 import pytest
 
-from input_pipeline import batches, bert_data, lm_data, sources
+from input_pipeline import batches, bert_data, lm_data
+from input_pipeline.corpora import sources
 from tests.input_pipeline.test_masking import PAD, _examples, _spec
 
 

@@ -8,7 +8,8 @@ import tokenizers as hf_tokenizers
 from tokenizers import models as hf_models
 
 from configs import common
-from input_pipeline import bert_data, sources, tokenized, tokenizer
+from input_pipeline import bert_data, tokenizer
+from input_pipeline.corpora import sources, tokenized
 from tests.conftest import tiny_bert_config
 
 CLS, SEP = 2, 3

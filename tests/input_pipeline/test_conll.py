@@ -1,8 +1,10 @@
-"""CoNLL NER reading, sub-token label alignment and mapping back (input_pipeline/conll.py)."""
+"""CoNLL NER reading, sub-token label alignment and mapping back (input_pipeline/finetuning/conll.py)."""
 import numpy as np
 import pytest
 
-from input_pipeline import conll, sources, tokenizer
+from input_pipeline import tokenizer
+from input_pipeline.corpora import sources
+from input_pipeline.finetuning import conll
 
 DataError = sources.DataError
 

@@ -1,4 +1,4 @@
-"""A gs:// data_dir / tokenized_dir (input_pipeline/mirror.py), against a local GCS emulator:
+"""A gs:// data_dir / tokenized_dir (input_pipeline/corpora/mirror.py), against a local GCS emulator:
 prepared once through a local mirror and uploaded, found by the next run on an empty cache;
 half-uploaded directories are not taken; a missing bucket fails first, in one line."""
 import os
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from pretrain.ground import errors
-from input_pipeline import mirror, tokenized, tokenizer
+from input_pipeline import tokenizer
+from input_pipeline.corpora import mirror, tokenized
 from pretrain.objectives import registry
 from pretrain.training import data
 from tests.conftest import REPO, tiny_bert_config, tiny_gpt_config, write_sentence_corpus
@@ -211,7 +212,7 @@ def test_two_hosts_share_a_gs_data_dir(gcs, tmp_path):
 
 def test_entry_points_without_a_mirror_refuse_a_url(tmp_path):
   """sources.builders reads local directories only; the entry points hand it the mirror."""
-  from input_pipeline import sources  # pylint: disable=g-import-not-at-top
+  from input_pipeline.corpora import sources  # pylint: disable=g-import-not-at-top
   config = _gpt("gs://bucket/data", _corpus(tmp_path), tmp_path / "cache")
   with pytest.raises(sources.DataError, match=r"^config\.data\.data_dir: 'gs://bucket/data' is a"):
     sources.builders(config.data)

@@ -1,11 +1,13 @@
-"""GLUE readers and encoding (input_pipeline/glue.py), on files in GLUE's original layouts."""
+"""GLUE readers and encoding (input_pipeline/finetuning/glue.py), on files in GLUE's original layouts."""
 import pathlib
 
 import ml_collections
 import numpy as np
 import pytest
 
-from input_pipeline import glue, sources, tokenizer
+from input_pipeline import tokenizer
+from input_pipeline.corpora import sources
+from input_pipeline.finetuning import glue
 from pretrain.objectives import tasks
 
 DataError = sources.DataError

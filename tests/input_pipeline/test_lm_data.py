@@ -4,8 +4,8 @@ import pytest
 
 from configs import common
 from input_pipeline import lm_data
-from input_pipeline import sources
-from input_pipeline import tokenized
+from input_pipeline.corpora import sources
+from input_pipeline.corpora import tokenized
 from input_pipeline import tokenizer
 
 EOS = "<|endoftext|>"

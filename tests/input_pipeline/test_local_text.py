@@ -1,4 +1,4 @@
-"""The local-text tfds builder (input_pipeline/local_text.py) and sources.py, on real files."""
+"""The local-text tfds builder (input_pipeline/corpora/local_text.py) and sources.py, on real files."""
 import collections
 import gzip
 import json
@@ -8,8 +8,8 @@ import socket
 import pytest
 
 from configs import common
-from input_pipeline import local_text
-from input_pipeline import sources
+from input_pipeline.corpora import local_text
+from input_pipeline.corpora import sources
 
 DataError = local_text.DataError
 
@@ -413,7 +413,8 @@ def test_texts_errors_and_shards(tmp_path):
 def test_tokenizer_training_sample_is_bounded_spread_and_deterministic(tmp_path, monkeypatch):
   """config.data.tokenizer.max_train_chars: a sample spread over the whole train split (every
   file), not its first characters; the whole split when it fits."""
-  from input_pipeline import tokenized, tokenizer  # pylint: disable=g-import-not-at-top
+  from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
+  from input_pipeline.corpora import tokenized
   files = [_write(tmp_path / "c" / f"{i}.txt",
                   "\n\n".join(f"file {i} block {j}: " + "words " * (j % 7) for j in range(60)))
            for i in range(6)]

@@ -2,7 +2,8 @@
 import pytest
 
 from configs import common
-from input_pipeline import local_text, sources, tokenizer
+from input_pipeline import tokenizer
+from input_pipeline.corpora import local_text, sources
 from tests.conftest import SHARED_DATA
 
 INPUT = SHARED_DATA / "tinyshakespeare" / "input.txt"

@@ -1,10 +1,12 @@
-"""SQuAD (input_pipeline/squad.py): reading JSON and tfds rows, sliding windows, predictions."""
+"""SQuAD (input_pipeline/finetuning/squad.py): reading JSON and tfds rows, sliding windows, predictions."""
 import json
 
 import numpy as np
 import pytest
 
-from input_pipeline import sources, squad, tokenizer
+from input_pipeline import tokenizer
+from input_pipeline.corpora import sources
+from input_pipeline.finetuning import squad
 
 SEQ, STRIDE, QLEN = 32, 8, 10
 

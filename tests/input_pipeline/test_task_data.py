@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from input_pipeline import task_data, tokenizer
+from input_pipeline import tokenizer
+from input_pipeline.finetuning import task_data
 
 WORDS = ["alice", "bob", "likes", "sees", "green", "red", "apples", "boats", "the", "old"]
 

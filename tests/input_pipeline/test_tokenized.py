@@ -1,4 +1,4 @@
-"""Tokenized datasets on disk (input_pipeline/tokenized.py) and the prepare entry point: pieces,
+"""Tokenized datasets on disk (input_pipeline/corpora/tokenized.py) and the prepare entry point: pieces,
 parallel workers, interruption, tokenizer identity, other tfds datasets, bad records."""
 import filecmp
 import os
@@ -12,7 +12,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import common
-from input_pipeline import bert_data, lm_data, sources, tokenized, tokenizer
+from input_pipeline import bert_data, lm_data, tokenizer
+from input_pipeline.corpora import sources, tokenized
 from tests.conftest import REPO
 
 

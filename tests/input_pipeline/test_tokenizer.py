@@ -6,7 +6,8 @@ import pytest
 import tokenizers as hf_tokenizers
 
 from configs import common
-from input_pipeline import glue, tokenizer
+from input_pipeline import tokenizer
+from input_pipeline.finetuning import glue
 from pretrain.state import hf_conversion
 
 TokenizerError = tokenizer.TokenizerError

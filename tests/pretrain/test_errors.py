@@ -8,7 +8,8 @@ import pytest
 
 
 from configs import common, gpt
-from input_pipeline import local_text, tokenizer
+from input_pipeline import tokenizer
+from input_pipeline.corpora import local_text
 from pretrain.devices import sharding
 from pretrain.state import checkpointing
 from pretrain.training import config_checks, trainer
@@ -201,7 +202,7 @@ def get_config(arg=None):
   raise {cls}("config.data.task: unknown task " + repr(arg) + "; use one of a, b")
 """
 
-USER_ERRORS = [("input_pipeline.local_text", "DataError"), ("input_pipeline.tokenizer", "TokenizerError"),
+USER_ERRORS = [("input_pipeline.corpora.local_text", "DataError"), ("input_pipeline.tokenizer", "TokenizerError"),
                ("models.hf_decoder", "ConvertError"), ("models.axes", "AxisRuleError"),
                ("pretrain.devices.sharding", "MeshError"), ("pretrain.state.checkpointing", "CheckpointError"),
                ("pretrain.score", "ScoreError"), ("pretrain.training.config_checks", "ConfigError"),

@@ -111,7 +111,7 @@ def _fails_before_compiling(config, workdir, error, *fields):
 def test_bad_input_is_refused_before_compiling(bert_run, data_dir, tmp_path):
   from pretrain.ground import errors  # pylint: disable=g-import-not-at-top
   from configs.finetune import glue  # pylint: disable=g-import-not-at-top
-  from input_pipeline import sources  # pylint: disable=g-import-not-at-top
+  from input_pipeline.corpora import sources  # pylint: disable=g-import-not-at-top
   from pretrain.objectives import tasks  # pylint: disable=g-import-not-at-top
   from pretrain.state import checkpointing
   workdir = str(tmp_path / "run")

@@ -1,6 +1,6 @@
-"""Host memory on CPU-only processes (pretrain/devices/host_memory.py): XLA's per-call temporary
-buffers faulted in by huge pages (by default) or reused from one call to the next
-(PRETRAIN_HOST_MALLOC=reuse) instead of being faulted in again page by page."""
+"""Host memory on CPU-only processes (pretrain/devices/host_memory.py): with
+PRETRAIN_HOST_MALLOC=reuse, XLA's per-call temporary buffers are reused from one call to the
+next instead of being faulted in again page by page."""
 import json
 import os
 import subprocess
@@ -15,7 +15,7 @@ from tests.conftest import REPO
 _SETUP = """
 import ctypes, os, resource, threading
 from pretrain.devices import host_memory
-configured = host_memory.configure(huge_pages=True)
+configured = host_memory.configure()
 if os.environ.get("BOUND"):  # a temporary buffer as large as the machine's memory
   assert host_memory.bound(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
   assert not host_memory.configured() and not host_memory.bound(2**40)
@@ -52,59 +52,28 @@ print(configured, faults() - before)
 """
 
 
-def _faults(script, choice, bound=False, tmp_path=None):
-  """(configure()'s result, the faults the script counted) in a process started without
-  GLIBC_TUNABLES; run as a script file from `tmp_path` (which configure() may restart), else
-  with `python -c` (which it never does)."""
+def _faults(script, choice, bound=False):
+  """(configure()'s result, the faults the script counted) in a process of its own."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", PRETRAIN_HOST_MALLOC=choice,
              BOUND="1" if bound else "", XLA_FLAGS="",  # the real device, as in production
              PYTHONPATH=REPO)
-  env.pop("GLIBC_TUNABLES", None)
   argv = [sys.executable, "-c", script]
-  if tmp_path is not None:
-    (tmp_path / "steps.py").write_text(script)
-    argv = [sys.executable, str(tmp_path / "steps.py")]
   out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True,
                        cwd=REPO).stdout.split()
   return out[0] == "True", int(out[1])
 
 
 glibc_only = pytest.mark.skipif(host_memory._glibc() is None, reason="glibc's malloc only")  # pylint: disable=protected-access
-huge_pages_only = pytest.mark.skipif(
-    host_memory._glibc_version() < (2, 35) or host_memory._transparent_huge_pages() != "madvise",  # pylint: disable=protected-access
-    reason="glibc 2.35+ on a kernel whose transparent huge pages are 'madvise'")
 
 
 @glibc_only
 def test_xla_steps_reuse_their_temporary_buffers():
   configured, reused = _faults(_STEPS, "reuse")
-  left_alone, mapped = _faults(_STEPS, "glibc")
+  left_alone, mapped = _faults(_STEPS, "default")
   assert configured and not left_alone
   # glibc maps the 128 MB afresh at every call: 4 x 32k pages. Kept, they are reused; the
   # heap may still be settling (see pretrain/devices/host_memory.py), so fewer, not none.
   assert mapped >= 4 * 32768 and reused < mapped, (reused, mapped)
-
-
-@huge_pages_only
-def test_an_entry_point_restarts_itself_once_for_huge_pages(tmp_path):
-  """By default a script that configures host memory runs again in its own place (the same
-  pid), once, with glibc.malloc.hugetlb=1 in GLIBC_TUNABLES: the 128 MB buffer of each call
-  then faults in 2 MiB at a time (about 220 faults a call here, where 'glibc' takes 32k)."""
-  script = ("import os\nprint('started', os.getpid(), os.environ.get('GLIBC_TUNABLES'), "
-            "flush=True)\n" + _STEPS)
-  (tmp_path / "steps.py").write_text(script)
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="", PYTHONPATH=REPO,
-             GLIBC_TUNABLES="glibc.malloc.check=0")
-  env.pop(host_memory.ENV, None)
-  lines = subprocess.run([sys.executable, str(tmp_path / "steps.py")], env=env, cwd=REPO,
-                         capture_output=True, text=True, check=True).stdout.splitlines()
-  first, second, result = lines
-  assert first.split()[1] == second.split()[1]  # one process, started twice
-  assert first.split()[2] == "glibc.malloc.check=0"  # tunables already set are kept
-  assert second.split()[2] == "glibc.malloc.check=0:" + host_memory.HUGE_PAGES
-  configured, huge = result.split()
-  _, mapped = _faults(_STEPS, "glibc", tmp_path=tmp_path)  # a script, but left alone
-  assert configured == "False" and int(huge) * 20 < mapped, (huge, mapped)
 
 
 @glibc_only
@@ -122,28 +91,8 @@ def test_small_temporary_buffers_stay_reused():
 
 def test_bad_setting_is_one_line_naming_the_variable(monkeypatch):
   monkeypatch.setenv(host_memory.ENV, "yes")
-  with pytest.raises(ValueError, match="PRETRAIN_HOST_MALLOC='yes'.*'default'.*'reuse'.*'glibc'"):
+  with pytest.raises(ValueError, match="PRETRAIN_HOST_MALLOC='yes'.*'default'.*'reuse'"):
     host_memory.configure()
-
-
-@huge_pages_only
-def test_the_trainer_restarts_before_it_reads_its_config(tmp_path):
-  """pretrain.train restarts for huge pages before its config file is loaded (which imports
-  JAX and Flax, ~2 s): the file is read once, in the restarted process."""
-  config = tmp_path / "config.py"
-  config.write_text("import os\nfrom configs import gpt\n"
-                    "print('read', os.getpid(), os.environ.get('GLIBC_TUNABLES'), flush=True)\n"
-                    "def get_config():\n  return gpt.get_config('smoke')\n")
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
-  env.pop("GLIBC_TUNABLES", None)
-  env.pop(host_memory.ENV, None)
-  proc = subprocess.run([sys.executable, "-m", "pretrain.train", f"--config={config}",
-                         f"--workdir={tmp_path / 'run'}", "--config.train.total_steps=-1"],
-                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 2, proc.stderr[-2000:]
-  assert "error: config.train: set total_steps" in proc.stderr  # (after the restart)
-  [read] = [line for line in proc.stdout.splitlines() if line.startswith("read ")]
-  assert read.split()[2] == host_memory.HUGE_PAGES
 
 
 def test_bad_setting_stops_an_entry_point_in_one_line(tmp_path):
@@ -152,74 +101,14 @@ def test_bad_setting_stops_an_entry_point_in_one_line(tmp_path):
                          f"--workdir={tmp_path / 'run'}"], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-      "error: PRETRAIN_HOST_MALLOC='yes': set it to 'default' (huge pages for the step's "
-      "buffers on CPU, the default), 'reuse' (freed host memory kept for reuse) or 'glibc' "
-      "(glibc's own settings)"], proc.stderr
+      "error: PRETRAIN_HOST_MALLOC='yes': set it to 'default' (glibc's own settings) or "
+      "'reuse' (freed host memory kept for reuse on CPU)"], proc.stderr
   assert not (tmp_path / "run").exists()
 
 
 def test_reuse_off_unless_asked_for(monkeypatch):
   monkeypatch.delenv(host_memory.ENV, raising=False)
-  monkeypatch.setenv("XLA_FLAGS", "")  # restored after: configure() adds the scheduler
-  # (GLIBC_TUNABLES, set by conftest.py, names glibc.malloc.hugetlb: no restart of pytest)
   assert not host_memory.configure() and not host_memory.configured()
-
-
-def test_no_restart_where_it_cannot_be_done_or_would_not_help(monkeypatch):
-  monkeypatch.setattr(sys.modules["__main__"], "__file__", __file__, raising=False)
-  monkeypatch.setattr(host_memory, "_transparent_huge_pages", lambda: "madvise")
-  monkeypatch.setattr(host_memory, "_glibc_version", lambda: (2, 36))
-  monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.check=0")
-  assert (host_memory.huge_pages_env()["GLIBC_TUNABLES"]
-          == "glibc.malloc.check=0:" + host_memory.HUGE_PAGES)
-  for setting, version in (("always", (2, 36)), ("never", (2, 36)), (None, (2, 36)),
-                           ("madvise", (2, 34)), ("madvise", (0, 0))):
-    monkeypatch.setattr(host_memory, "_transparent_huge_pages", lambda s=setting: s)
-    monkeypatch.setattr(host_memory, "_glibc_version", lambda v=version: v)
-    assert host_memory.huge_pages_env() is None, (setting, version)
-  monkeypatch.setattr(host_memory, "_transparent_huge_pages", lambda: "madvise")
-  monkeypatch.setattr(host_memory, "_glibc_version", lambda: (2, 36))
-  monkeypatch.setenv("GLIBC_TUNABLES", host_memory.HUGE_PAGES)  # already set
-  assert host_memory.huge_pages_env() is None
-  monkeypatch.delenv("GLIBC_TUNABLES")
-  monkeypatch.delattr(sys.modules["__main__"], "__file__")  # an interactive session
-  assert host_memory.huge_pages_env() is None
-
-
-# The gradient of four residual MLP layers through the dense layers' matmuls; printed: its
-# compiled temporary buffer, in bytes, and the XLA_FLAGS it was compiled with.
-_TEMP = """
-import os
-from pretrain.devices import host_memory
-host_memory.configure()
-import jax, jax.numpy as jnp
-from models import layers
-def loss(ws, x):
-  for w1, w2 in ws:
-    h = layers.dot_general(x, w1, (((1,), (0,)), ((), ())))
-    x = x + layers.dot_general(jnp.tanh(h), w2, (((1,), (0,)), ((), ())))
-  return jnp.sum(x * x)
-ws = [(jnp.full((64, 256), 0.01), jnp.full((256, 64), 0.01)) for _ in range(4)]
-compiled = jax.jit(jax.grad(loss)).lower(ws, jnp.ones((1024, 64))).compile()
-print(compiled.memory_analysis().temp_size_in_bytes, os.environ["XLA_FLAGS"])
-"""
-
-
-def test_cpu_steps_compile_for_less_temporary_memory():
-  """By default configure() compiles with XLA:CPU's memory-minimising scheduler, which keeps
-  the backward's copies of forward values out of the forward pass; a scheduler XLA_FLAGS
-  names already is left as it is."""
-  def temp(xla_flags):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags)
-    env.pop(host_memory.ENV, None)
-    out = subprocess.run([sys.executable, "-c", _TEMP], env=env, capture_output=True,
-                         text=True, check=True).stdout.split(maxsplit=1)
-    return int(out[0]), out[1].strip()
-  ours, flags = temp("")
-  concurrent, kept = temp("--xla_cpu_enable_concurrency_optimized_scheduler=true")
-  assert flags == host_memory.MEMORY_SCHEDULER
-  assert kept == "--xla_cpu_enable_concurrency_optimized_scheduler=true"
-  assert ours < concurrent, (ours, concurrent)
 
 
 def test_jax_platforms_decides_whether_an_accelerator_may_be_used(monkeypatch):

@@ -85,7 +85,7 @@ INVALID = {
     "optimizer.weight_decay": [-0.1, math.nan], "optimizer.grad_clip": [-1.0],
     "optimizer.mu_dtype": ["int8"], "train.eval_every": [-2], "train.eval_batches": [-1],
     "train.nan_policy": ["ignore"], "train.best_mode": ["up"], "train.peak_flops": [-1.0],
-    "train.inject_nan_at_step": [-1], "train.log_every": [-1], "train.stop_at_step": [-5],
+    "train.log_every": [-1], "train.stop_at_step": [-5],
     "checkpoint.keep": [0], "checkpoint.every": [-2], "mesh.fsdp": [3, 0], "mesh.data": [0, 3],
     "mesh.tensor": [-2], "objective": ["xyz"], "data.tokenizer.kind": ["sentencepiece"],
     "data.tokenizer.vocab_size": [0, -5], "data.prepare_pieces": [-1],

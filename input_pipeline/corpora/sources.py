@@ -13,7 +13,8 @@ import ml_collections
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.utils import dtype_utils
 
-from input_pipeline import local_text, tokenizer
+from input_pipeline import tokenizer
+from input_pipeline.corpora import local_text
 from pretrain.ground import storage
 
 DataError = local_text.DataError

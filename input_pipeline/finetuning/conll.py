@@ -11,7 +11,8 @@ import re
 
 import numpy as np
 
-from input_pipeline import sources, tokenizer
+from input_pipeline import tokenizer
+from input_pipeline.corpora import sources
 
 DataError = sources.DataError
 

@@ -31,7 +31,7 @@ import re
 import ml_collections
 
 from pretrain.ground import errors
-from input_pipeline import local_text, sources, tokenized
+from input_pipeline.corpora import local_text, sources, tokenized
 from pretrain.ground import storage
 
 _LAST = ("dataset_info.json", "manifest.json")  # a tfds dataset's and a tokenized split's marks

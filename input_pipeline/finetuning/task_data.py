@@ -20,7 +20,8 @@ from typing import Callable
 import numpy as np
 import tensorflow_datasets as tfds
 
-from input_pipeline import batches, sources, tokenized, tokenizer
+from input_pipeline import batches, tokenizer
+from input_pipeline.corpora import sources, tokenized
 
 DataError = sources.DataError
 FORMAT = 1  # bump when the encoding of any task changes: old caches are then ignored

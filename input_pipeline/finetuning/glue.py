@@ -13,7 +13,8 @@ import sys
 
 import numpy as np
 
-from input_pipeline import sources, tokenizer
+from input_pipeline import tokenizer
+from input_pipeline.corpora import sources
 
 DataError = sources.DataError
 

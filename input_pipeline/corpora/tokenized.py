@@ -44,7 +44,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from input_pipeline import sources, tokenizer
+from input_pipeline import tokenizer
+from input_pipeline.corpora import sources
 from pretrain.ground.storage import write_atomic, write_json  # (also used as tokenized.write_*)
 
 FORMAT = 1

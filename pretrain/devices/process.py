@@ -8,6 +8,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from pretrain.ground import errors
+from pretrain.devices import distributed, host_memory
 from pretrain.training import durations
 
 COORDINATOR = flags.DEFINE_string("coordinator_address", "", "host:port of process 0 (multi-host).")
@@ -29,24 +30,11 @@ def command_line_config(config_flag):
 
 
 def start():
-  """What an entry point that runs steps does before JAX starts its backend: host memory
-  (start_host_memory; without the trainer's restart for huge pages), then jax.distributed from
-  the multi-host flags or the environment (pretrain/devices/distributed.py)."""
-  start_host_memory()
-  start_distributed()
-
-
-def start_host_memory(huge_pages=False):
-  """Host memory on CPU (pretrain/devices/host_memory.py): where `huge_pages`, a restart for them by
-  default; blocks kept for reuse where PRETRAIN_HOST_MALLOC=reuse. A bad PRETRAIN_HOST_MALLOC
-  is one line. Needs no flags: pretrain.train calls it before its config file imports JAX, so
-  that a restart repeats only Python's start-up."""
-  from pretrain.devices import host_memory  # pylint: disable=g-import-not-at-top
-  run_reporting_user_errors(host_memory.configure, huge_pages=huge_pages)
-
-
-def start_distributed():
-  from pretrain.devices import distributed  # pylint: disable=g-import-not-at-top
+  """What an entry point that runs steps does before JAX starts its backend: host memory on CPU
+  (pretrain/devices/host_memory.py; a bad PRETRAIN_HOST_MALLOC is one line), then
+  jax.distributed from the multi-host flags or the environment
+  (pretrain/devices/distributed.py)."""
+  run_reporting_user_errors(host_memory.configure)
   distributed.initialize(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value,
                          DISTRIBUTED.value)
 

@@ -19,7 +19,8 @@ import json
 
 import numpy as np
 
-from input_pipeline import sources, tokenizer
+from input_pipeline import tokenizer
+from input_pipeline.corpora import sources
 
 # Where the QA options live in the config, for error messages.
 CONFIG = "config.data.squad"

@@ -1,0 +1,2 @@
+"""Pretraining corpora: tfds sources and mixtures, local text files, gs:// mirrors, and the
+tokenized-once token files."""

@@ -1,0 +1,2 @@
+"""Fine-tuning data: GLUE, CoNLL-2003 NER and SQuAD readers and encoders, and the cached
+encoded splits they become."""
