@@ -5,6 +5,7 @@ r"""Compile time of the train step: a 48-layer smoke model against a 4-layer one
 With scan_layers=True the layer stack is one lax.scan, so compile time should barely grow
 with depth (goal: ratio <= 1.5); scan_layers=False is shown for comparison.
 """
+
 import time
 
 import jax
@@ -12,8 +13,8 @@ from absl import app
 
 from configs import gpt
 from models import layers
-from pretrain.objectives import registry
 from pretrain.devices import sharding
+from pretrain.objectives import registry
 from pretrain.training import steps as steps_lib
 
 
@@ -25,10 +26,13 @@ def compile_seconds(num_layers, scan):
   mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1), jax.devices()[:1])
   rules = [tuple(r) for r in config.mesh.rules]
   batch = objective.fake_batch(config, config.batch.size, cfg.vocab_size)
-  steps = steps_lib.build_steps(config, objective, cfg, mesh, rules,
-                              {k: v.ndim for k, v in batch.items()}, total_steps=100)
-  abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=steps.data_sharding[k])
-                    for k, v in batch.items()}
+  steps = steps_lib.build_steps(
+    config, objective, cfg, mesh, rules, {k: v.ndim for k, v in batch.items()}, total_steps=100
+  )
+  abstract_batch = {
+    k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=steps.data_sharding[k])
+    for k, v in batch.items()
+  }
   start = time.perf_counter()
   with sharding.context(mesh, rules):
     steps.train_jit.lower(steps.abstract_state, abstract_batch).compile()
@@ -45,8 +49,10 @@ def main(argv):
     for n in (4, 48):
       results[(n, scan)] = compile_seconds(n, scan)
       print(f"| {n} | {scan} | {results[(n, scan)]:.2f} |", flush=True)
-  print(f"ratio 48/4 layers with scan: {results[(48, True)] / results[(4, True)]:.2f} "
-        f"(without scan: {results[(48, False)] / results[(4, False)]:.2f})")
+  print(
+    f"ratio 48/4 layers with scan: {results[(48, True)] / results[(4, True)]:.2f} "
+    f"(without scan: {results[(48, False)] / results[(4, False)]:.2f})"
+  )
 
 
 if __name__ == "__main__":

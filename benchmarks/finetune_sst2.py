@@ -35,11 +35,12 @@ Prints a table (pretraining steps/time/MLM accuracy; for each fine-tuning run th
 final dev accuracy, steps and wall time) and writes it to <workdir>/summary.json. Wall times
 include data preparation, tokenization and compilation; everything runs in this process.
 """
+
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import json  # pylint: disable=g-import-not-at-top,wrong-import-position
+import json
 import pathlib
 import shutil
 import time
@@ -53,12 +54,16 @@ from pretrain.training import trainer
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 
-_SST2_DIR = flags.DEFINE_string("sst2_dir", str(_REPO.parent / "shared/data/sst2"),
-                                "Directory with GLUE SST-2's train.tsv and dev.tsv.")
+_SST2_DIR = flags.DEFINE_string(
+  "sst2_dir",
+  str(_REPO.parent / "shared/data/sst2"),
+  "Directory with GLUE SST-2's train.tsv and dev.tsv.",
+)
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/finetune_sst2", "Scratch directory (wiped).")
 _SIZE = flags.DEFINE_string("size", "tiny", "Encoder size (models/encoder.py SIZES).")
-_RECIPE = flags.DEFINE_enum("recipe", "roberta", bert.RECIPES,
-                            "Pretraining recipe: bert (MLM+NSP) or roberta (MLM only).")
+_RECIPE = flags.DEFINE_enum(
+  "recipe", "roberta", bert.RECIPES, "Pretraining recipe: bert (MLM+NSP) or roberta (MLM only)."
+)
 _PRETRAIN_STEPS = flags.DEFINE_integer("pretrain_steps", 1000, "Pretraining steps.")
 _PRETRAIN_BATCH = flags.DEFINE_integer("pretrain_batch", 64, "Pretraining batch (sequences).")
 _PRETRAIN_LR = flags.DEFINE_float("pretrain_lr", 1e-3, "Pretraining peak learning rate.")
@@ -69,7 +74,9 @@ _SEQ_LEN = flags.DEFINE_integer("seq_len", 64, "Sequence length, pretraining and
 _FINETUNE_EPOCHS = flags.DEFINE_float("finetune_epochs", 1.0, "Fine-tuning epochs.")
 _FINETUNE_LR = flags.DEFINE_float("finetune_lr", 1e-4, "Fine-tuning peak learning rate.")
 _FINETUNE_BATCH = flags.DEFINE_integer("finetune_batch", 32, "Fine-tuning batch.")
-_EVALS_PER_EPOCH = flags.DEFINE_integer("evals_per_epoch", 2, "Dev evaluations per fine-tuning epoch.")
+_EVALS_PER_EPOCH = flags.DEFINE_integer(
+  "evals_per_epoch", 2, "Dev evaluations per fine-tuning epoch."
+)
 _SKIP_RANDOM = flags.DEFINE_bool("skip_random", False, "Only the pretrained fine-tuning run.")
 
 
@@ -82,21 +89,23 @@ def write_corpus(train_tsv, out, doc_lines):
   sentences = [r.split("\t")[column].strip() for r in rows[1:] if r.strip()]
   with open(out, "w", encoding="utf-8") as f:
     for i in range(0, len(sentences), doc_lines):
-      f.write("\n".join(sentences[i:i + doc_lines]) + "\n\n")
+      f.write("\n".join(sentences[i : i + doc_lines]) + "\n\n")
   return len(sentences)
 
 
 def pretrain_config(corpus, data_dir):
   config = bert.get_config(f"{_SIZE.value},recipe={_RECIPE.value},seq={_SEQ_LEN.value}")
-  config.data.update(files=corpus, data_dir=data_dir, doc_split="blank_line",
-                     validation_fraction=0.05)
+  config.data.update(
+    files=corpus, data_dir=data_dir, doc_split="blank_line", validation_fraction=0.05
+  )
   config.data.tokenizer.vocab_size = _VOCAB_SIZE.value
   config.data.mlm.max_predictions = max(1, round(0.15 * _SEQ_LEN.value) + 2)
   config.batch.update(size=_PRETRAIN_BATCH.value, seq_len=_SEQ_LEN.value)
   config.optimizer.update(lr=_PRETRAIN_LR.value, warmup_steps=_PRETRAIN_WARMUP.value)
   steps = _PRETRAIN_STEPS.value
-  config.train.update(total_steps=steps, log_every=max(1, steps // 10),
-                      eval_every=max(1, steps // 2), eval_batches=20)
+  config.train.update(
+    total_steps=steps, log_every=max(1, steps // 10), eval_every=max(1, steps // 2), eval_batches=20
+  )
   config.checkpoint.update(every=0, keep=1)
   return config
 
@@ -113,8 +122,11 @@ def finetune_config(files, data_dir, n_train, init_from=None, tokenizer=None):
   config.batch.size = _FINETUNE_BATCH.value
   config.optimizer.lr = _FINETUNE_LR.value
   per_epoch = -(-n_train // _FINETUNE_BATCH.value)
-  config.train.update(epochs=_FINETUNE_EPOCHS.value, log_every=200,
-                      eval_every=max(1, -(-per_epoch // _EVALS_PER_EPOCH.value)))
+  config.train.update(
+    epochs=_FINETUNE_EPOCHS.value,
+    log_every=200,
+    eval_every=max(1, -(-per_epoch // _EVALS_PER_EPOCH.value)),
+  )
   return config
 
 
@@ -128,10 +140,14 @@ def finetune_summary(result, wall, workdir):
   with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
     record = json.load(f)
   history = record["history"]
-  return {"best_dev_accuracy": record["best"]["accuracy"], "best_step": record["best"]["step"],
-          "final_dev_accuracy": history[-1]["accuracy"], "steps": result.step,
-          "wall_s": round(wall, 1),
-          "per_epoch": [(h["epoch"], round(h["accuracy"], 4)) for h in history]}
+  return {
+    "best_dev_accuracy": record["best"]["accuracy"],
+    "best_step": record["best"]["step"],
+    "final_dev_accuracy": history[-1]["accuracy"],
+    "steps": result.step,
+    "wall_s": round(wall, 1),
+    "per_epoch": [(h["epoch"], round(h["accuracy"], 4)) for h in history],
+  }
 
 
 def main(argv):
@@ -152,12 +168,18 @@ def main(argv):
   pre_dir = os.path.join(_WORKDIR.value, "pretrain")
   pre, pre_wall = timed_run(pretrain_config(corpus, data_dir), pre_dir)
   summary = {
-      "size": _SIZE.value, "recipe": _RECIPE.value, "seq_len": _SEQ_LEN.value,
-      "corpus": f"{n_sentences} SST-2 train sentences (no labels), {_DOC_LINES.value} per document",
-      "pretrain": {"steps": pre.step, "batch": _PRETRAIN_BATCH.value, "wall_s": round(pre_wall, 1),
-                   "eval_mlm_accuracy": pre.metrics.get("eval_mlm_accuracy"),
-                   "eval_mlm_loss": pre.metrics.get("eval_mlm_loss"),
-                   "eval_nsp_accuracy": pre.metrics.get("eval_nsp_accuracy")},
+    "size": _SIZE.value,
+    "recipe": _RECIPE.value,
+    "seq_len": _SEQ_LEN.value,
+    "corpus": f"{n_sentences} SST-2 train sentences (no labels), {_DOC_LINES.value} per document",
+    "pretrain": {
+      "steps": pre.step,
+      "batch": _PRETRAIN_BATCH.value,
+      "wall_s": round(pre_wall, 1),
+      "eval_mlm_accuracy": pre.metrics.get("eval_mlm_accuracy"),
+      "eval_mlm_loss": pre.metrics.get("eval_mlm_loss"),
+      "eval_nsp_accuracy": pre.metrics.get("eval_nsp_accuracy"),
+    },
   }
 
   runs = [("pretrained", dict(init_from=pre_dir))]
@@ -172,21 +194,31 @@ def main(argv):
     json.dump(summary, f, indent=1)
   p = summary["pretrain"]
   nsp = f", NSP acc {p['eval_nsp_accuracy']:.3f}" if p["eval_nsp_accuracy"] is not None else ""
-  print(f"\nBERT-{_SIZE.value}, recipe={_RECIPE.value}, seq {_SEQ_LEN.value}; corpus: {summary['corpus']}")
-  print(f"pretraining: {p['steps']} steps x {p['batch']} sequences, {p['wall_s']:.0f} s, "
-        f"held-out MLM acc {p['eval_mlm_accuracy']:.3f} (loss {p['eval_mlm_loss']:.3f}){nsp}")
-  print(f"fine-tuning: {_FINETUNE_EPOCHS.value:g} epochs, batch {_FINETUNE_BATCH.value}, "
-        f"lr {_FINETUNE_LR.value:g}\n")
+  print(
+    f"\nBERT-{_SIZE.value}, recipe={_RECIPE.value}, seq {_SEQ_LEN.value}; corpus: {summary['corpus']}"
+  )
+  print(
+    f"pretraining: {p['steps']} steps x {p['batch']} sequences, {p['wall_s']:.0f} s, "
+    f"held-out MLM acc {p['eval_mlm_accuracy']:.3f} (loss {p['eval_mlm_loss']:.3f}){nsp}"
+  )
+  print(
+    f"fine-tuning: {_FINETUNE_EPOCHS.value:g} epochs, batch {_FINETUNE_BATCH.value}, "
+    f"lr {_FINETUNE_LR.value:g}\n"
+  )
   print("| initialisation | best dev acc (step) | final dev acc | steps | wall time |")
   print("|---|---|---|---|---|")
   for name, _ in runs:
     r = summary[name]
-    print(f"| {name} | {r['best_dev_accuracy']:.4f} ({r['best_step']}) | "
-          f"{r['final_dev_accuracy']:.4f} | {r['steps']} | {r['wall_s']:.0f} s |")
+    print(
+      f"| {name} | {r['best_dev_accuracy']:.4f} ({r['best_step']}) | "
+      f"{r['final_dev_accuracy']:.4f} | {r['steps']} | {r['wall_s']:.0f} s |"
+    )
   if len(runs) == 2:
     a, b = summary["pretrained"], summary["random init"]
-    print(f"| difference | {a['best_dev_accuracy'] - b['best_dev_accuracy']:+.4f} | "
-          f"{a['final_dev_accuracy'] - b['final_dev_accuracy']:+.4f} | | |")
+    print(
+      f"| difference | {a['best_dev_accuracy'] - b['best_dev_accuracy']:+.4f} | "
+      f"{a['final_dev_accuracy'] - b['final_dev_accuracy']:+.4f} | | |"
+    )
   print(json.dumps(summary))
 
 

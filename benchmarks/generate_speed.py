@@ -22,6 +22,7 @@ Both include picking the token (argmax) and feeding it back; ms/token is the tot
 steady-state `decode_step` alone is printed as well. The goal at context 512, batch 1: cached
 >= 10x faster than recomputed.
 """
+
 import functools
 import platform
 import time
@@ -43,8 +44,12 @@ _BATCH = flags.DEFINE_integer("batch", 1, "Rows generated at once.")
 _SIZE = flags.DEFINE_string("size", "small", "Decoder size (models/decoder.py SIZES).")
 _SCAN = flags.DEFINE_boolean("scan_layers", True, "Stack the layers in one lax.scan.")
 _DTYPE = flags.DEFINE_string("dtype", "float32", "Compute dtype (bfloat16 on accelerators).")
-_SLOTS = flags.DEFINE_integer("slots", 0, "Cache slots; 0: what `generate` allocates "
-                             "(decode.cache_slots: context + new_tokens rounded up to 128).")
+_SLOTS = flags.DEFINE_integer(
+  "slots",
+  0,
+  "Cache slots; 0: what `generate` allocates "
+  "(decode.cache_slots: context + new_tokens rounded up to 128).",
+)
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Timed runs per method; the best is reported.")
 _VOCAB = 50257  # GPT-2's tokenizer; resolve pads it to a multiple of 128
 
@@ -132,23 +137,27 @@ def main(argv):
   if _SLOTS.value and _SLOTS.value < context_len + new_tokens:
     raise app.UsageError(f"--slots must hold --context + --new_tokens = {context_len + new_tokens}")
   if context_len + new_tokens > cfg.max_len:
-    raise app.UsageError(f"--context + --new_tokens = {context_len + new_tokens} exceeds "
-                         f"max_len {cfg.max_len}")
+    raise app.UsageError(
+      f"--context + --new_tokens = {context_len + new_tokens} exceeds max_len {cfg.max_len}"
+    )
   model = decoder.Decoder(cfg, rngs=nnx.Rngs(0))
   graphdef, params = nnx.split(model)
   n_params = sum(x.size for x in jax.tree.leaves(params))
-  context = jax.random.randint(jax.random.PRNGKey(1), (batch, context_len), 0, _VOCAB,
-                               jnp.int32)
+  context = jax.random.randint(jax.random.PRNGKey(1), (batch, context_len), 0, _VOCAB, jnp.int32)
 
   device = jax.devices()[0]
   where = _cpu_name() if device.platform == "cpu" else device.device_kind
-  print(f"device: {device.platform} ({where}), {jax.device_count()} device(s); "
-        f"jax {jax.__version__}, flax {flax.__version__}")
-  print(f"model: {_SIZE.value} ({n_params / 1e6:.2f}M parameters incl. positions, vocab "
-        f"{cfg.vocab_size}), {cfg.dtype}, scan_layers={cfg.scan_layers}; batch {batch}, context "
-        f"{context_len}, {new_tokens} new tokens, cache slots "
-        f"{cache_slots(cfg, context_len, new_tokens)}, recompute padded to "
-        f"{context_len + new_tokens}")
+  print(
+    f"device: {device.platform} ({where}), {jax.device_count()} device(s); "
+    f"jax {jax.__version__}, flax {flax.__version__}"
+  )
+  print(
+    f"model: {_SIZE.value} ({n_params / 1e6:.2f}M parameters incl. positions, vocab "
+    f"{cfg.vocab_size}), {cfg.dtype}, scan_layers={cfg.scan_layers}; batch {batch}, context "
+    f"{context_len}, {new_tokens} new tokens, cache slots "
+    f"{cache_slots(cfg, context_len, new_tokens)}, recompute padded to "
+    f"{context_len + new_tokens}"
+  )
 
   # Warm-up: compiles prefill, decode_step, the argmax and the full forward (one shape each).
   start = time.perf_counter()
@@ -158,39 +167,47 @@ def main(argv):
 
   best = dict(cached=np.inf, decode=np.inf, recomputed=np.inf)
   for _ in range(_REPEATS.value):  # interleaved, so both see the same machine load
-    cached_tokens, seconds, decode_seconds = cached_generation(graphdef, params, cfg, context,
-                                                               new_tokens)
+    cached_tokens, seconds, decode_seconds = cached_generation(
+      graphdef, params, cfg, context, new_tokens
+    )
     best["cached"] = min(best["cached"], seconds)
     best["decode"] = min(best["decode"], decode_seconds)
-    recomputed_tokens, seconds, first_logits = recomputed_generation(graphdef, params, context,
-                                                                     new_tokens)
+    recomputed_tokens, seconds, first_logits = recomputed_generation(
+      graphdef, params, context, new_tokens
+    )
     best["recomputed"] = min(best["recomputed"], seconds)
 
   # The two paths must agree: the first token's logits, and the greedy tokens (random weights
   # give near-ties, so a late token may differ by float rounding; the count is shown).
   cache = decode.init_cache(cfg, batch, cache_slots(cfg, context_len, new_tokens))
-  prefill_logits, _ = decode.prefill(graphdef, params, context,
-                                     jnp.full((batch,), context_len, jnp.int32), cache)
+  prefill_logits, _ = decode.prefill(
+    graphdef, params, context, jnp.full((batch,), context_len, jnp.int32), cache
+  )
   diff = float(jnp.max(jnp.abs(prefill_logits - first_logits)))
   same = int((cached_tokens == recomputed_tokens).all(0).sum())
 
   cached_ms = best["cached"] / new_tokens * 1e3
   decode_ms = best["decode"] / max(new_tokens - 1, 1) * 1e3
   recomputed_ms = best["recomputed"] / new_tokens * 1e3
-  print(f"check: max |logit diff| at the first token {diff:.2e}; greedy tokens equal at "
-        f"{same}/{new_tokens} steps")
+  print(
+    f"check: max |logit diff| at the first token {diff:.2e}; greedy tokens equal at "
+    f"{same}/{new_tokens} steps"
+  )
   print(f"best of {_REPEATS.value} runs per method")
   print("| method | ms / token | tokens/s (all rows) |")
   print("|---|---|---|")
-  print(f"| cached (prefill + decode_step) | {cached_ms:.1f} | "
-        f"{batch * 1e3 / cached_ms:,.1f} |")
+  print(f"| cached (prefill + decode_step) | {cached_ms:.1f} | {batch * 1e3 / cached_ms:,.1f} |")
   print(f"| cached, decode_step alone | {decode_ms:.1f} | {batch * 1e3 / decode_ms:,.1f} |")
-  print(f"| recomputed (full forward over {context_len + new_tokens}) | {recomputed_ms:.1f} | "
-        f"{batch * 1e3 / recomputed_ms:,.1f} |")
+  print(
+    f"| recomputed (full forward over {context_len + new_tokens}) | {recomputed_ms:.1f} | "
+    f"{batch * 1e3 / recomputed_ms:,.1f} |"
+  )
   ratio = recomputed_ms / cached_ms
-  print(f"speed-up of the cache: {ratio:.1f}x with its prefill, "
-        f"{recomputed_ms / decode_ms:.1f}x per decode step (goal >= 10x): "
-        f"{'met' if ratio >= 10 else 'NOT met'}")
+  print(
+    f"speed-up of the cache: {ratio:.1f}x with its prefill, "
+    f"{recomputed_ms / decode_ms:.1f}x per decode step (goal >= 10x): "
+    f"{'met' if ratio >= 10 else 'NOT met'}"
+  )
 
 
 if __name__ == "__main__":

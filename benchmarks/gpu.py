@@ -17,6 +17,7 @@ over the vendor's dense bf16 peak (metrics.PEAK_FLOPS). Before timing, the run c
 GPU that cuDNN's attention and XLA's give the same loss and gradients in bfloat16: GPT-2
 small (causal) and BERT-base with padded rows (a padding mask).
 """
+
 import os
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # leave memory to torch's side
@@ -37,17 +38,20 @@ _PARITY = flags.DEFINE_bool("parity", True, "Check cuDNN's attention against XLA
 _TORCH = flags.DEFINE_list("torch", ["eager", "compile"], "PyTorch modes to run ('' for none).")
 
 # row -> (throughput.CONFIGS name, batch, the transformers model)
-ROWS = {"gpt2_small_1024": ("gpt2_small_1024", 32, "gpt2"),
-        "bert_base_128": ("bert_base_128", 256, "bert"),
-        "bert_base_512": ("bert_base_512", 64, "bert")}
+ROWS = {
+  "gpt2_small_1024": ("gpt2_small_1024", 32, "gpt2"),
+  "bert_base_128": ("bert_base_128", 256, "bert"),
+  "bert_base_512": ("bert_base_512", 64, "bert"),
+}
 
 
 def attention_parity(kind):
   """Relative differences (loss, gradients) of cuDNN's attention from XLA's, bf16: GPT-2 small
   on 4 x 1024 tokens, or BERT-base on 4 x 128 with rows padded to 128, 100, 77 and 5 tokens."""
   module, arg, vocab, model_class, t = dict(
-      gpt2=(gpt, "small", 50257, decoder.Decoder, 1024),
-      bert=(bert, "base", 30522, encoder.Backbone, 128))[kind]
+    gpt2=(gpt, "small", 50257, decoder.Decoder, 1024),
+    bert=(bert, "base", 30522, encoder.Backbone, 128),
+  )[kind]
 
   def make(attention, seed):
     cfg = module.get_config(arg).model
@@ -57,14 +61,18 @@ def attention_parity(kind):
   xla_model, cudnn_model = make("xla", 0), make("cudnn", 1)
   nnx.update(cudnn_model, nnx.state(xla_model, nnx.Param))
   tokens = jax.random.randint(jax.random.key(0), (4, t), 0, vocab)
-  kwargs = {} if kind == "gpt2" else dict(
-      input_mask=jnp.arange(t)[None] < jnp.array([128, 100, 77, 5])[:, None])
+  kwargs = (
+    {}
+    if kind == "gpt2"
+    else dict(input_mask=jnp.arange(t)[None] < jnp.array([128, 100, 77, 5])[:, None])
+  )
   weights = jax.random.normal(jax.random.key(1), (4, t, 1))
 
   def run(model):
     graphdef, params = nnx.split(model, nnx.Param)
-    loss = lambda p: jnp.mean(nnx.merge(graphdef, p)(tokens, **kwargs)[..., :64].astype(
-        jnp.float32) * weights)
+    loss = lambda p: jnp.mean(
+      nnx.merge(graphdef, p)(tokens, **kwargs)[..., :64].astype(jnp.float32) * weights
+    )
     return jax.jit(jax.value_and_grad(loss))(params)
 
   (a, ga), (b, gb) = run(xla_model), run(cudnn_model)
@@ -79,15 +87,22 @@ def main(argv):
   measured = metrics.measure_matmul_peak(n=8192, dtype=jnp.bfloat16, repeats=10)
   vendor, source = metrics.peak_flops()
   print(f"device: {device.device_kind} ({jax.default_backend()}); jax {jax.__version__}")
-  print(f"bf16 matmul peak measured (8192^3, random): {measured / 1e12:.0f} TFLOP/s; "
-        f"vendor dense bf16 ({source}): {vendor / 1e12:.0f} TFLOP/s")
+  print(
+    f"bf16 matmul peak measured (8192^3, random): {measured / 1e12:.0f} TFLOP/s; "
+    f"vendor dense bf16 ({source}): {vendor / 1e12:.0f} TFLOP/s"
+  )
   if _PARITY.value:
     for kind in ("gpt2", "bert"):
       loss_err, grad_err = attention_parity(kind)
-      print(f"cuDNN vs XLA attention, {kind}, bf16: loss rel. diff {loss_err:.2e}, "
-            f"gradient rel. diff {grad_err:.2e}", flush=True)
-  print("| row | side | batch x seq | ms/step | tokens/s | ours / theirs | TFLOP/s | "
-        "MFU (measured peak) | MFU (vendor peak) |")
+      print(
+        f"cuDNN vs XLA attention, {kind}, bf16: loss rel. diff {loss_err:.2e}, "
+        f"gradient rel. diff {grad_err:.2e}",
+        flush=True,
+      )
+  print(
+    "| row | side | batch x seq | ms/step | tokens/s | ours / theirs | TFLOP/s | "
+    "MFU (measured peak) | MFU (vendor peak) |"
+  )
   print("|---|---|---|---|---|---|---|---|---|")
   for row in _ROWS.value or ROWS:
     name, batch, kind = ROWS[row]
@@ -99,20 +114,30 @@ def main(argv):
     predictions = 20 if seq_len <= 128 else 80
     for mode in [m for m in _TORCH.value if m]:
       try:
-        sides.append((f"transformers ({mode})",
-                      vs_pytorch.transformers_step_ms(kind, batch, seq_len, predictions,
-                                                      _STEPS.value, "cuda", mode, warmup=3)))
-      except Exception as e:  # pylint: disable=broad-except
-        print(f"| {row} | transformers ({mode}) | failed: {type(e).__name__}: {e} |".replace("\n", " "))
+        sides.append(
+          (
+            f"transformers ({mode})",
+            vs_pytorch.transformers_step_ms(
+              kind, batch, seq_len, predictions, _STEPS.value, "cuda", mode, warmup=3
+            ),
+          )
+        )
+      except Exception as e:
+        print(
+          f"| {row} | transformers ({mode}) | failed: {type(e).__name__}: {e} |".replace("\n", " ")
+        )
       finally:
-        import torch  # pylint: disable=g-import-not-at-top
+        import torch
+
         torch.cuda.empty_cache()  # the model and optimizer went with transformers_step_ms's frame
     for side, ms in sides:
       flops = flops_per_token * tokens / (ms / 1e3)
       ratio = "" if side.startswith("pretrain") else f"{ms / r['step_ms']:.2f}"
-      print(f"| {row} | {side} | {batch} x {seq_len} | {ms:.1f} | {tokens / ms * 1e3:,.0f} | "
-            f"{ratio} | {flops / 1e12:.0f} | {flops / measured:.3f} | {flops / vendor:.3f} |",
-            flush=True)
+      print(
+        f"| {row} | {side} | {batch} x {seq_len} | {ms:.1f} | {tokens / ms * 1e3:,.0f} | "
+        f"{ratio} | {flops / 1e12:.0f} | {flops / measured:.3f} | {flops / vendor:.3f} |",
+        flush=True,
+      )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ benchmarks/throughput.py's `bench` (the step pretrain.train runs) in bfloat16 wi
 attention; MFU is over the bf16 matmul peak measured in the same run and over the vendor's.
 `--profile_dir` traces three steps of the first variant run with jax.profiler.
 """
+
 import ast
 import json
 import os
@@ -26,8 +27,9 @@ from absl import app, flags
 from benchmarks import throughput
 from pretrain.training import metrics
 
-_ROW = flags.DEFINE_enum("row", "gpt2_small_1024", list(throughput.CONFIGS),
-                        "A row of benchmarks/throughput.py's CONFIGS.")
+_ROW = flags.DEFINE_enum(
+  "row", "gpt2_small_1024", list(throughput.CONFIGS), "A row of benchmarks/throughput.py's CONFIGS."
+)
 _VARIANTS = flags.DEFINE_multi_string("variant", ["base:"], "label:key=value,... (see above).")
 _STEPS = flags.DEFINE_integer("timed_steps", 20, "Timed steps per variant.")
 _BATCH = flags.DEFINE_integer("batch", 0, "Batch of variants that name none (0: the table's).")
@@ -54,16 +56,30 @@ def run(variant, profile_dir=""):
   xla = fields.pop("xla", "")
   if xla:
     env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {xla}".strip())
-    child = [sys.executable, "-m", "benchmarks.gpu_variants", "--child", f"--row={_ROW.value}",
-             f"--timed_steps={_STEPS.value}", f"--batch={_BATCH.value}",
-             f"--variant={label}:" + ",".join(f"{k}={v}" for k, v in fields.items())]
+    child = [
+      sys.executable,
+      "-m",
+      "benchmarks.gpu_variants",
+      "--child",
+      f"--row={_ROW.value}",
+      f"--timed_steps={_STEPS.value}",
+      f"--batch={_BATCH.value}",
+      f"--variant={label}:" + ",".join(f"{k}={v}" for k, v in fields.items()),
+    ]
     out = subprocess.run(child, env=env, capture_output=True, text=True, check=False)
     if out.returncode:
       raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed")
     return json.loads(out.stdout.strip().splitlines()[-1])
   batch = fields.pop("batch", _BATCH.value)
-  return throughput.bench(_ROW.value, _STEPS.value, "bfloat16", batch=batch, attention="cudnn",
-                          model=fields, profile_dir=profile_dir)
+  return throughput.bench(
+    _ROW.value,
+    _STEPS.value,
+    "bfloat16",
+    batch=batch,
+    attention="cudnn",
+    model=fields,
+    profile_dir=profile_dir,
+  )
 
 
 def main(argv):
@@ -74,21 +90,26 @@ def main(argv):
   measured = metrics.measure_matmul_peak(n=8192, dtype=jnp.bfloat16, repeats=10)
   vendor, _ = metrics.peak_flops()
   seq_len = throughput.CONFIGS[_ROW.value][4]
-  print(f"{_ROW.value}: bf16 matmul peak measured {measured / 1e12:.0f} TFLOP/s, "
-        f"vendor {vendor / 1e12:.0f}")
+  print(
+    f"{_ROW.value}: bf16 matmul peak measured {measured / 1e12:.0f} TFLOP/s, "
+    f"vendor {vendor / 1e12:.0f}"
+  )
   # Variants with XLA flags run first, in their own processes: this one keeps the device
   # memory that its own variants took.
-  order = sorted(range(len(_VARIANTS.value)),
-                 key=lambda k: "xla" not in parse(_VARIANTS.value[k])[1])
+  order = sorted(
+    range(len(_VARIANTS.value)), key=lambda k: "xla" not in parse(_VARIANTS.value[k])[1]
+  )
   results = {}
   for k in order:
     try:
       results[k] = run(_VARIANTS.value[k], _PROFILE.value if k == order[0] else "")
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:
       results[k] = f"failed: {type(e).__name__}: {e}".replace("\n", " ")
     print(f"{_VARIANTS.value[k]}: {results[k]}", flush=True)
-  print("| variant | spec | batch x seq | first step (compile) | ms/step | tokens/s | "
-        "vs first (tokens/s) | TFLOP/s | MFU (measured) | MFU (vendor) |")
+  print(
+    "| variant | spec | batch x seq | first step (compile) | ms/step | tokens/s | "
+    "vs first (tokens/s) | TFLOP/s | MFU (measured) | MFU (vendor) |"
+  )
   print("|---|---|---|---|---|---|---|---|---|---|")
   for k, variant in enumerate(_VARIANTS.value):
     label, _, spec = variant.partition(":")
@@ -97,10 +118,12 @@ def main(argv):
       print(f"| {label} | {spec} | {r} |")
       continue
     ratio = f"{r['tokens_per_s'] / first['tokens_per_s']:.3f}" if isinstance(first, dict) else ""
-    print(f"| {label} | {spec} | {r['batch']} x {seq_len} | {r['first_step_s']:.1f} s | "
-          f"{r['step_ms']:.1f} | "
-          f"{r['tokens_per_s']:,.0f} | {ratio} | {r['flops'] / 1e12:.0f} | "
-          f"{r['flops'] / measured:.3f} | {r['flops'] / vendor:.3f} |")
+    print(
+      f"| {label} | {spec} | {r['batch']} x {seq_len} | {r['first_step_s']:.1f} s | "
+      f"{r['step_ms']:.1f} | "
+      f"{r['tokens_per_s']:,.0f} | {ratio} | {r['flops'] / 1e12:.0f} | "
+      f"{r['flops'] / measured:.3f} | {r['flops'] / vendor:.3f} |"
+    )
 
 
 if __name__ == "__main__":

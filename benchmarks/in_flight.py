@@ -7,6 +7,7 @@ step compared.
 A bound of 2 lets a signal be saved within two steps; this checks that it costs no throughput
 (the host still prepares the next batch while the device runs).
 """
+
 import statistics
 import tempfile
 
@@ -26,8 +27,9 @@ def _step_time(in_flight):
   """Median logged seconds a step (after the first window) of one fresh run."""
   trainer.IN_FLIGHT = in_flight
   config = _CONFIG.value
-  config.train.update(total_steps=_STEPS.value, log_every=max(1, _STEPS.value // 6),
-                      eval_every=0, stop_at_step=0)
+  config.train.update(
+    total_steps=_STEPS.value, log_every=max(1, _STEPS.value // 6), eval_every=0, stop_at_step=0
+  )
   config.checkpoint.every = 0
   with tempfile.TemporaryDirectory() as workdir:
     times = []
@@ -37,6 +39,7 @@ def _step_time(in_flight):
       if prefix == "train/" and step > config.train.log_every:
         times.append(scalars["step_time_s"])
       return writer_write(self, step, scalars, prefix)
+
     trainer.metrics.Writer.write = write
     try:
       trainer.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
@@ -54,10 +57,14 @@ def main(argv):
     bounded.append(_step_time(2))
     unbounded.append(_step_time(10**9))
   ratios = [b / u for b, u in zip(bounded, unbounded)]
-  print(f"device {jax.devices()[0].device_kind}; ms/step bounded (2 in flight) "
-        f"{[round(1e3 * t, 1) for t in bounded]}, unbounded {[round(1e3 * t, 1) for t in unbounded]}")
-  print(f"bounded / unbounded: median {statistics.median(ratios):.3f} "
-        f"(pairs {', '.join(f'{r:.3f}' for r in ratios)})")
+  print(
+    f"device {jax.devices()[0].device_kind}; ms/step bounded (2 in flight) "
+    f"{[round(1e3 * t, 1) for t in bounded]}, unbounded {[round(1e3 * t, 1) for t in unbounded]}"
+  )
+  print(
+    f"bounded / unbounded: median {statistics.median(ratios):.3f} "
+    f"(pairs {', '.join(f'{r:.3f}' for r in ratios)})"
+  )
 
 
 if __name__ == "__main__":

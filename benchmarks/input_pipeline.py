@@ -22,6 +22,7 @@ tokenizer's training on its sample (config.data.tokenizer.max_train_chars), the 
 of both splits (and BERT's pairs). The tokenization's tokens/s is set against the tokenizer's
 own `encode_batch` on the same documents, timed in the same run.
 """
+
 import glob
 import os
 import random
@@ -37,11 +38,13 @@ from input_pipeline.corpora import sources, tokenized
 
 _DATA_DIR = flags.DEFINE_string("data_dir", "data", "tfds data_dir (tokenizers, tokenized data).")
 _FILES = flags.DEFINE_string(
-    "files", os.path.join(os.path.dirname(os.__file__), "*.py"), "Corpus (paths or globs).")
+  "files", os.path.join(os.path.dirname(os.__file__), "*.py"), "Corpus (paths or globs)."
+)
 _SECONDS = flags.DEFINE_float("seconds", 3.0, "Time each loader at least this long.")
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 3, "Timed train steps (0: skip).")
-_PREPARE_MB = flags.DEFINE_float("prepare_mb", 100, "Prepare rows on a generated corpus of this "
-                                 "many MB (0: skip them).")
+_PREPARE_MB = flags.DEFINE_float(
+  "prepare_mb", 100, "Prepare rows on a generated corpus of this many MB (0: skip them)."
+)
 _ONLY_PREPARE = flags.DEFINE_bool("only_prepare", False, "Only the prepare rows.")
 
 
@@ -76,7 +79,8 @@ def gpt_rows():
   for mask in (False, True):
     windows = lm_data.PackedWindows(split.stream, 1024, 8, [0, 0], True, mask, eos)
     rows[f"GPT windows 8 x 1024, pre-tokenized{', document mask' if mask else ''}"] = _rate(
-        windows.batch, 8 * 1024)
+      windows.batch, 8 * 1024
+    )
 
   def on_the_fly(_):
     tokens, _ = lm_data.tokenize_stream(tok, texts, eos)
@@ -108,17 +112,23 @@ def bert_rows():
 
   def on_the_fly(_):
     sents = bert_data.Sentences.from_lengths(*tokenized.encode_sentences(tok, texts))
-    build = bert_data._build_examples  # pylint: disable=protected-access
+    build = bert_data._build_examples
     arrays, _ = build(sents, data, 128, np.random.default_rng(0), ids)
     masked = bert_data.MaskedExamples(
-        dict(arrays, tokens=bert_data.PieceRows([arrays["tokens"]])),
-        batch_size=len(arrays["lengths"]), seed=[0, 0], shuffle=True, spec=spec, nsp=True)
+      dict(arrays, tokens=bert_data.PieceRows([arrays["tokens"]])),
+      batch_size=len(arrays["lengths"]),
+      seed=[0, 0],
+      shuffle=True,
+      spec=spec,
+      nsp=True,
+    )
     return masked.batch(0)
 
   n = on_the_fly(0)["inputs"].size
   rows["BERT masked pairs, on the fly (split + tokenize + pair + mask)"] = _rate(on_the_fly, n)
-  return rows, (f"{loader.num_examples:,} pairs of 128 (WordPiece 30522), prepared and "
-                f"paired in {prep:.1f} s")
+  return rows, (
+    f"{loader.num_examples:,} pairs of 128 (WordPiece 30522), prepared and paired in {prep:.1f} s"
+  )
 
 
 def make_corpus(folder, total_bytes, num_files=10, seed=0):
@@ -127,14 +137,16 @@ def make_corpus(folder, total_bytes, num_files=10, seed=0):
   random order (each block once before any repeats). The same bytes on the same Python
   install. Returns the file glob."""
   root = os.path.dirname(os.__file__)
-  paths = sorted(p for p in glob.glob(os.path.join(root, "**", "*.py"), recursive=True)
-                 if "-packages" not in p)
+  paths = sorted(
+    p for p in glob.glob(os.path.join(root, "**", "*.py"), recursive=True) if "-packages" not in p
+  )
   blocks = []
   for path in paths:
     with open(path, "rb") as f:
       text = f.read().decode("utf-8", "replace").replace("\0", "").replace("\r\n", "\n")
     blocks.extend(b for b in text.split("\n\n") if b.strip())
-  import pydoc_data.topics  # pylint: disable=g-import-not-at-top
+  import pydoc_data.topics
+
   for _, text in sorted(pydoc_data.topics.topics.items()):
     blocks.extend(b for b in text.split("\n\n") if b.strip())
   rng, order = random.Random(seed), []
@@ -161,7 +173,7 @@ def encode_batch_rate(tok, texts, chunk=8192):
   """(tokens/s, tokens) of the tokenizer's own encode_batch over `texts`, `chunk` at a time."""
   tokens, start = 0, time.perf_counter()
   for i in range(0, len(texts), chunk):
-    tokens += sum(map(len, tok.encode_batch(texts[i:i + chunk], add_special_tokens=False)))
+    tokens += sum(map(len, tok.encode_batch(texts[i : i + chunk], add_special_tokens=False)))
   return tokens / (time.perf_counter() - start), tokens
 
 
@@ -180,42 +192,59 @@ def prepare_rows(name, config, files, data_dir):
   text_tokens = tokens - (docs if mode == "documents" else 0)  # without the EOS after each
   examples_s = 0.0
   if mode == "sentences":
-    _, examples_s = _timed(lambda: [bert_data.build_examples(
-        s, data, tok, seq_len=config.batch.seq_len, seed=[config.seed, 0]) for s in splits])
-    examples = sum(len(bert_data.open_examples(s, data, seq_len=config.batch.seq_len,
-                                               seed=[config.seed, 0])["lengths"]) for s in splits)
+    _, examples_s = _timed(
+      lambda: [
+        bert_data.build_examples(s, data, tok, seq_len=config.batch.seq_len, seed=[config.seed, 0])
+        for s in splits
+      ]
+    )
+    examples = sum(
+      len(
+        bert_data.open_examples(s, data, seq_len=config.batch.seq_len, seed=[config.seed, 0])[
+          "lengths"
+        ]
+      )
+      for s in splits
+    )
   texts = [t for _, split in dirs for t in sources.texts(b, split, data.text_key)]
   mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
   source = b.as_data_source(split=data.train_split)
   one, one_s = _timed(lambda: [source[i] for i in range(min(5000, len(source)))])
-  batched, batched_s = _timed(lambda: sum(map(len, sources.text_batches(b, data.train_split,
-                                                                        data.text_key))))
+  batched, batched_s = _timed(
+    lambda: sum(map(len, sources.text_batches(b, data.train_split, data.text_key)))
+  )
   reference, ref_tokens = encode_batch_rate(tok, texts)
   rate = text_tokens / tokenize_s
   total = build_s + train_s + tokenize_s + examples_s
   sample = data.tokenizer.max_train_chars / 1e6
   rows = [
-      f"| {name}: tfds build ({len(texts):,} documents, {mb:.1f} MB) | {build_s:.1f} s | "
-      f"{mb / build_s:.1f} MB/s | |",
-      f"| {name}: read records one at a time / in batches of {sources.READ_BATCH} | | "
-      f"{len(one) / one_s:,.0f} / {batched / batched_s:,.0f} records/s | |",
-      f"| {name}: tokenizer training ({data.tokenizer.kind} {data.tokenizer.vocab_size}, sample of "
-      f"{sample:g}M characters) | {train_s:.1f} s | | |",
-      f"| {name}: tokenization ({tokens:,} tokens) | {tokenize_s:.1f} s | {rate:,.0f} tokens/s "
-      f"| **{rate / reference:.2f}** |",
-      f"| {name}: `encode_batch` alone, same documents ({ref_tokens:,} tokens) | "
-      f"{ref_tokens / reference:.1f} s | {reference:,.0f} tokens/s | 1.00 |"]
+    f"| {name}: tfds build ({len(texts):,} documents, {mb:.1f} MB) | {build_s:.1f} s | "
+    f"{mb / build_s:.1f} MB/s | |",
+    f"| {name}: read records one at a time / in batches of {sources.READ_BATCH} | | "
+    f"{len(one) / one_s:,.0f} / {batched / batched_s:,.0f} records/s | |",
+    f"| {name}: tokenizer training ({data.tokenizer.kind} {data.tokenizer.vocab_size}, sample of "
+    f"{sample:g}M characters) | {train_s:.1f} s | | |",
+    f"| {name}: tokenization ({tokens:,} tokens) | {tokenize_s:.1f} s | {rate:,.0f} tokens/s "
+    f"| **{rate / reference:.2f}** |",
+    f"| {name}: `encode_batch` alone, same documents ({ref_tokens:,} tokens) | "
+    f"{ref_tokens / reference:.1f} s | {reference:,.0f} tokens/s | 1.00 |",
+  ]
   if mode == "sentences":
-    rows.append(f"| {name}: NSP pairs ({examples:,} of {config.batch.seq_len}) | "
-                f"{examples_s:.1f} s | {tokens / examples_s:,.0f} tokens/s | |")
-  rows.append(f"| {name}: **whole prepare** | **{total:.1f} s** | {tokens / total:,.0f} tokens/s "
-              "| |")
+    rows.append(
+      f"| {name}: NSP pairs ({examples:,} of {config.batch.seq_len}) | "
+      f"{examples_s:.1f} s | {tokens / examples_s:,.0f} tokens/s | |"
+    )
+  rows.append(
+    f"| {name}: **whole prepare** | **{total:.1f} s** | {tokens / total:,.0f} tokens/s | |"
+  )
   return rows
 
 
 def prepare_table():
-  print(f"TOKENIZERS_PARALLELISM={os.environ.get('TOKENIZERS_PARALLELISM', '(unset)')}, "
-        f"RAYON_NUM_THREADS={os.environ.get('RAYON_NUM_THREADS', '(unset)')}")
+  print(
+    f"TOKENIZERS_PARALLELISM={os.environ.get('TOKENIZERS_PARALLELISM', '(unset)')}, "
+    f"RAYON_NUM_THREADS={os.environ.get('RAYON_NUM_THREADS', '(unset)')}"
+  )
   with tempfile.TemporaryDirectory() as tmp:
     corpus = os.path.join(tmp, "corpus")
     os.makedirs(corpus)
@@ -242,7 +271,8 @@ def main(argv):
   print(f"GPT: {gpt_note}\nBERT: {bert_note}")
   train = {}
   if _TRAIN_STEPS.value:
-    from benchmarks import throughput  # pylint: disable=g-import-not-at-top
+    from benchmarks import throughput
+
     for name in ("gpt2_small_256", "bert_base_128"):
       train[name] = throughput.bench(name, _TRAIN_STEPS.value, "float32")["tokens_per_s"]
       print(f"train step {name}: {train[name]:,.0f} tokens/s")

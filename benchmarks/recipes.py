@@ -17,6 +17,7 @@ Corpora: `shakespeare` is nanoGPT's CPU recipe on tinyshakespeare (benchmarks/sh
 char-level, 4 layers x 128, block 64, batch 12, 2,000 steps, AdamW lr 1e-3, cosine to 1e-4);
 `smoke` is configs/gpt.py:smoke, the bundled corpus with its BPE of 512.
 """
+
 import json
 import os
 import statistics
@@ -26,39 +27,63 @@ from absl import app, flags
 from benchmarks import shakespeare_config
 from configs import common, gpt
 from pretrain.devices import host_memory
-from pretrain.training import trainer
 from pretrain.ground import storage
+from pretrain.training import trainer
 
-_CORPUS = flags.DEFINE_enum("corpus", "shakespeare", ["shakespeare", "smoke"], "Which data and model.")
+_CORPUS = flags.DEFINE_enum(
+  "corpus", "shakespeare", ["shakespeare", "smoke"], "Which data and model."
+)
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/recipes", "Runs and prepared data (kept).")
 _DATA = flags.DEFINE_string("data", shakespeare_config.DEFAULT_DATA, "tinyshakespeare input.txt")
-_RUNS = flags.DEFINE_list("runs", ["adamw", "lion", "muon", "adafactor", "qk_norm", "relu2",
-                                   "softcap", "zero_init", "z_loss", "wsd", "best"],
-                          "Run specs NAME[@LR][:STEPS]; the first is the baseline.")
+_RUNS = flags.DEFINE_list(
+  "runs",
+  [
+    "adamw",
+    "lion",
+    "muon",
+    "adafactor",
+    "qk_norm",
+    "relu2",
+    "softcap",
+    "zero_init",
+    "z_loss",
+    "wsd",
+    "best",
+  ],
+  "Run specs NAME[@LR][:STEPS]; the first is the baseline.",
+)
 _STEPS = flags.DEFINE_integer("steps", 0, "Steps of each run (0: the corpus's recipe).")
 _EVAL_EVERY = flags.DEFINE_integer("eval_every", 0, "Evaluate every N steps (0: steps / 20).")
 _EVAL_BATCHES = flags.DEFINE_integer("eval_batches", 40, "Validation batches per evaluation.")
 _TIMING_STEPS = flags.DEFINE_integer(
-    "timing_steps", 0, "> 0: time each run's step instead, in short runs of this many steps one "
-    "after another (the long runs' times are only as steady as the machine was meanwhile).")
+  "timing_steps",
+  0,
+  "> 0: time each run's step instead, in short runs of this many steps one "
+  "after another (the long runs' times are only as steady as the machine was meanwhile).",
+)
 
 # Each variant's changes to the baseline config (dotted fields). Learning rates are the
 # defaults each optimizer is run at unless a spec gives one (`--runs=lion@1e-4`).
 VARIANTS = {
-    "adamw": {},
-    "lion": {"optimizer.name": "lion", "optimizer.b2": 0.99},
-    "muon": {"optimizer.name": "muon"},
-    "adafactor": {"optimizer.name": "adafactor"},
-    "qk_norm": {"model.qk_norm": True},
-    "relu2": {"model.mlp": "relu2"},
-    "softcap": {"model.logit_softcap": 15.0},
-    "zero_init": {"model.zero_init_proj": True},
-    "z_loss": {"model.z_loss": 1e-4},
-    "wsd": {"optimizer.schedule": "wsd", "optimizer.decay_shape": "1-sqrt"},
-    "untied": {"model.tie_embeddings": False},
-    "best": {"optimizer.name": "muon", "model.qk_norm": True, "model.mlp": "relu2",
-             "model.zero_init_proj": True, "optimizer.schedule": "wsd",
-             "optimizer.decay_shape": "1-sqrt"},
+  "adamw": {},
+  "lion": {"optimizer.name": "lion", "optimizer.b2": 0.99},
+  "muon": {"optimizer.name": "muon"},
+  "adafactor": {"optimizer.name": "adafactor"},
+  "qk_norm": {"model.qk_norm": True},
+  "relu2": {"model.mlp": "relu2"},
+  "softcap": {"model.logit_softcap": 15.0},
+  "zero_init": {"model.zero_init_proj": True},
+  "z_loss": {"model.z_loss": 1e-4},
+  "wsd": {"optimizer.schedule": "wsd", "optimizer.decay_shape": "1-sqrt"},
+  "untied": {"model.tie_embeddings": False},
+  "best": {
+    "optimizer.name": "muon",
+    "model.qk_norm": True,
+    "model.mlp": "relu2",
+    "model.zero_init_proj": True,
+    "optimizer.schedule": "wsd",
+    "optimizer.decay_shape": "1-sqrt",
+  },
 }
 
 
@@ -88,8 +113,9 @@ def run_config(spec, data_dir):
     config.optimizer.update(lr=lr, min_lr=lr / 10)
   total = steps or _STEPS.value or config.train.total_steps
   every = _EVAL_EVERY.value or max(1, total // 20)
-  config.train.update(total_steps=total, eval_every=every, log_every=every,
-                      eval_batches=_EVAL_BATCHES.value)
+  config.train.update(
+    total_steps=total, eval_every=every, log_every=every, eval_batches=_EVAL_BATCHES.value
+  )
   config.checkpoint.update(every=0)
   return config
 
@@ -116,8 +142,14 @@ def run(spec, data_dir):
   rows = logged(workdir)
   evals = [(r["step"], r["eval/loss"]) for r in rows if "eval/loss" in r]
   times = [r["train/step_time_s"] for r in rows if "train/step_time_s" in r][1:]
-  summary = {"spec": spec, "lr": config.optimizer.lr, "steps": config.train.total_steps,
-             "evals": evals, "final": evals[-1][1], "step_s": statistics.median(times)}
+  summary = {
+    "spec": spec,
+    "lr": config.optimizer.lr,
+    "steps": config.train.total_steps,
+    "evals": evals,
+    "final": evals[-1][1],
+    "step_s": statistics.median(times),
+  }
   storage.write_json(summary_path, summary)
   return summary
 
@@ -126,12 +158,12 @@ def step_time(spec, data_dir):
   """Median ms/step of a short run of `spec` (--timing_steps, evaluated only at the end)."""
   workdir = run_dir(spec, "timing")
   if os.path.exists(workdir):
-    import shutil  # pylint: disable=g-import-not-at-top
+    import shutil
+
     shutil.rmtree(workdir)
   config = run_config(spec, data_dir)
   steps = _TIMING_STEPS.value
-  config.train.update(total_steps=steps, log_every=max(1, steps // 5), eval_every=0,
-                      eval_batches=1)
+  config.train.update(total_steps=steps, log_every=max(1, steps // 5), eval_every=0, eval_batches=1)
   trainer.train_and_evaluate(config, workdir)
   rows = logged(workdir)
   return statistics.median(r["train/step_time_s"] for r in rows if "train/step_time_s" in r) * 1e3
@@ -153,19 +185,22 @@ def steps_to(evals, target):
 def table(summaries):
   base = summaries[0]
   target = base["final"]
-  lines = [f"target: the baseline ({base['spec']}) final validation loss {target:.4f} after "
-           f"{base['steps']} steps",
-           "| run | lr | steps | final val loss | steps to target | / baseline | ms/step | "
-           "/ baseline | time to target |",
-           "|---|---|---|---|---|---|---|---|---|"]
+  lines = [
+    f"target: the baseline ({base['spec']}) final validation loss {target:.4f} after "
+    f"{base['steps']} steps",
+    "| run | lr | steps | final val loss | steps to target | / baseline | ms/step | "
+    "/ baseline | time to target |",
+    "|---|---|---|---|---|---|---|---|---|",
+  ]
   for s in summaries:
     reach = steps_to(s["evals"], target)
     ratio = f"{reach / base['steps']:.2f}" if reach is not None else "not reached"
     time_to = f"{reach * s['step_s']:.1f} s" if reach is not None else ""
     lines.append(
-        f"| {s['spec']} | {s['lr']:g} | {s['steps']} | {s['final']:.4f} | "
-        f"{'' if reach is None else round(reach)} | {ratio} | {s['step_s'] * 1e3:.1f} | "
-        f"{s['step_s'] / base['step_s']:.2f} | {time_to} |")
+      f"| {s['spec']} | {s['lr']:g} | {s['steps']} | {s['final']:.4f} | "
+      f"{'' if reach is None else round(reach)} | {ratio} | {s['step_s'] * 1e3:.1f} | "
+      f"{s['step_s'] / base['step_s']:.2f} | {time_to} |"
+    )
   return "\n".join(lines)
 
 

@@ -3,6 +3,7 @@
 On a shared or virtual machine one side's speed can drift by 10-20% within minutes: a single
 pair's ratio carries that drift, and pairs in alternating order cancel a steady one.
 """
+
 import statistics
 
 
@@ -23,5 +24,7 @@ def paired_rounds(ours, theirs, rounds):
 def ratio_summary(ratios):
   """'median M (min a, max b) of n rounds: r1, r2, ...' of ours/theirs throughput ratios."""
   listed = ", ".join(f"{r:.2f}" for r in ratios)
-  return (f"median {statistics.median(ratios):.2f} (min {min(ratios):.2f}, max "
-          f"{max(ratios):.2f}) of {len(ratios)} rounds: {listed}")
+  return (
+    f"median {statistics.median(ratios):.2f} (min {min(ratios):.2f}, max "
+    f"{max(ratios):.2f}) of {len(ratios)} rounds: {listed}"
+  )

@@ -14,6 +14,7 @@ last 10% validation), same model, lr 1e-3 with 100 warmup steps and cosine decay
 beta2 0.99, weight decay 0.1, grad clip 1.0, no biases. Our validation loss is measured on the
 whole validation split instead of 20 random batches.
 """
+
 import json
 import os
 import time
@@ -34,14 +35,22 @@ def main(argv):
   host_memory.configure()  # as the entry points do (pretrain.devices.process.start)
   if not os.path.exists(_DATA.value):
     raise app.UsageError(f"--data: {_DATA.value} not found (tinyshakespeare input.txt)")
-  import shutil  # pylint: disable=g-import-not-at-top
+  import shutil
+
   shutil.rmtree(_WORKDIR.value, ignore_errors=True)
-  config = shakespeare_config.get_config(_DATA.value, os.path.join(_WORKDIR.value, "data"), _STEPS.value)
+  config = shakespeare_config.get_config(
+    _DATA.value, os.path.join(_WORKDIR.value, "data"), _STEPS.value
+  )
   start = time.perf_counter()
   result = trainer.train_and_evaluate(config, os.path.join(_WORKDIR.value, "run"))
   wall = time.perf_counter() - start
-  summary = {"val_loss": result.metrics["eval_loss"], "nanogpt_val_loss": 1.88, "steps": result.step,
-             "wall_s": round(wall, 1), "train_tokens_per_s": round(result.metrics["tokens_per_s"])}
+  summary = {
+    "val_loss": result.metrics["eval_loss"],
+    "nanogpt_val_loss": 1.88,
+    "steps": result.step,
+    "wall_s": round(wall, 1),
+    "train_tokens_per_s": round(result.metrics["tokens_per_s"]),
+  }
   print(json.dumps(summary))
 
 

@@ -21,6 +21,7 @@ train step (benchmarks/throughput.py's `bench`) at the same config and batch (BE
 --rounds=N measures each config's pair N times, ours first in odd rounds and theirs first in
 even ones (benchmarks/rounds.py), and ends with each config's ratios, their median and range.
 """
+
 import contextlib
 import json
 import os
@@ -39,12 +40,15 @@ from flax import nnx
 from benchmarks import shakespeare_config, throughput
 from benchmarks.rounds import paired_rounds, ratio_summary
 from models import layers
-from pretrain.objectives import registry
 from pretrain.devices import host_memory
+from pretrain.objectives import registry
 from pretrain.training import metrics, trainer
 
-_NANOGPT = flags.DEFINE_string("nanogpt", os.environ.get("NANOGPT", ""),
-                               "A karpathy/nanoGPT checkout (its train.py, model.py, configurator.py).")
+_NANOGPT = flags.DEFINE_string(
+  "nanogpt",
+  os.environ.get("NANOGPT", ""),
+  "A karpathy/nanoGPT checkout (its train.py, model.py, configurator.py).",
+)
 _DATA = flags.DEFINE_string("data", shakespeare_config.DEFAULT_DATA, "tinyshakespeare input.txt")
 _CONFIGS = flags.DEFINE_list("configs", ["baby", "shakespeare_char", "bert_base"], "Rows to run.")
 _GPT_STEPS = flags.DEFINE_integer("gpt_steps", 0, "Steps per GPT run (0: each config's own).")
@@ -57,7 +61,8 @@ GPT = {"baby": (4, 4, 128, 64, 12, 100), "shakespeare_char": (6, 6, 384, 256, 16
 
 
 def torch_matmul_peak(n=2048, repeats=5):
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
+
   a = torch.ones(n, n)
   a @ a
   best = float("inf")
@@ -90,8 +95,7 @@ def ours_gpt(name, workdir, steps, run_name=None):
   cfg = layers.resolve(config.model, 65)
   objective = registry.get("causal_lm")
   n = layers.count_params(lambda: objective.make_model(cfg, nnx.Rngs(0)))
-  return ms, logged[-1]["train/loss"], metrics.flops_per_token(
-      cfg, n, config.batch.seq_len)
+  return ms, logged[-1]["train/loss"], metrics.flops_per_token(cfg, n, config.batch.seq_len)
 
 
 def nanogpt_data(directory):
@@ -101,8 +105,9 @@ def nanogpt_data(directory):
   os.makedirs(out, exist_ok=True)
   shutil.copy(_DATA.value, os.path.join(out, "input.txt"))
   prepare = os.path.join(out, "prepare.py")
-  os.symlink(os.path.join(os.path.abspath(_NANOGPT.value), "data", "shakespeare_char",
-                          "prepare.py"), prepare)
+  os.symlink(
+    os.path.join(os.path.abspath(_NANOGPT.value), "data", "shakespeare_char", "prepare.py"), prepare
+  )
   subprocess.run([sys.executable, prepare], cwd=directory, check=True, capture_output=True)
 
 
@@ -115,24 +120,53 @@ def nanogpt(name, workdir, steps):
     for f in ("train.py", "model.py", "configurator.py"):
       os.symlink(os.path.join(os.path.abspath(_NANOGPT.value), f), os.path.join(cwd, f))
     nanogpt_data(cwd)
-  args = dict(dataset="shakespeare_char", device="cpu", compile=False, dtype="float32",
-              eval_interval=10**9, eval_iters=1, log_interval=1, max_iters=steps,
-              lr_decay_iters=2000, learning_rate=1e-3, min_lr=1e-4, warmup_iters=100,
-              beta2=0.99, weight_decay=0.1, grad_clip=1.0, batch_size=batch, block_size=block,
-              n_layer=n_layer, n_head=n_head, n_embd=n_embd, dropout=0.0, bias=False,
-              gradient_accumulation_steps=1, always_save_checkpoint=False, wandb_log=False,
-              out_dir=os.path.join(cwd, "out"))
-  out = subprocess.run([sys.executable, "train.py"] + [f"--{k}={v}" for k, v in args.items()],
-                       cwd=cwd, capture_output=True, text=True, check=True).stdout
-  iters = [(float(ms), float(loss)) for loss, ms in
-           re.findall(r"iter \d+: loss ([\d.]+), time ([\d.]+)ms", out)]
+  args = dict(
+    dataset="shakespeare_char",
+    device="cpu",
+    compile=False,
+    dtype="float32",
+    eval_interval=10**9,
+    eval_iters=1,
+    log_interval=1,
+    max_iters=steps,
+    lr_decay_iters=2000,
+    learning_rate=1e-3,
+    min_lr=1e-4,
+    warmup_iters=100,
+    beta2=0.99,
+    weight_decay=0.1,
+    grad_clip=1.0,
+    batch_size=batch,
+    block_size=block,
+    n_layer=n_layer,
+    n_head=n_head,
+    n_embd=n_embd,
+    dropout=0.0,
+    bias=False,
+    gradient_accumulation_steps=1,
+    always_save_checkpoint=False,
+    wandb_log=False,
+    out_dir=os.path.join(cwd, "out"),
+  )
+  out = subprocess.run(
+    [sys.executable, "train.py"] + [f"--{k}={v}" for k, v in args.items()],
+    cwd=cwd,
+    capture_output=True,
+    text=True,
+    check=True,
+  ).stdout
+  iters = [
+    (float(ms), float(loss))
+    for loss, ms in re.findall(r"iter \d+: loss ([\d.]+), time ([\d.]+)ms", out)
+  ]
   return statistics.median(ms for ms, _ in iters[5:]), iters[-1][1]
 
 
 def transformers_batch(kind, vocab, batch, seq_len, predictions, device):
   """Random inputs for transformers' GPT2LMHeadModel ('gpt2') or BertForPreTraining ('bert':
   `predictions` masked positions a row and a next-sentence label)."""
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
+
   rng = np.random.default_rng(0)
   inputs = torch.tensor(rng.integers(5, vocab, (batch, seq_len)), device=device)
   if kind == "gpt2":
@@ -141,18 +175,24 @@ def transformers_batch(kind, vocab, batch, seq_len, predictions, device):
   for row in range(batch):
     where = torch.tensor(rng.choice(np.arange(1, seq_len), predictions, replace=False))
     labels[row, where] = inputs[row, where]
-  return dict(input_ids=inputs, token_type_ids=torch.zeros_like(inputs),
-              attention_mask=torch.ones_like(inputs), labels=labels,
-              next_sentence_label=torch.tensor(rng.integers(0, 2, batch), device=device))
+  return dict(
+    input_ids=inputs,
+    token_type_ids=torch.zeros_like(inputs),
+    attention_mask=torch.ones_like(inputs),
+    labels=labels,
+    next_sentence_label=torch.tensor(rng.integers(0, 2, batch), device=device),
+  )
 
 
-def transformers_step_ms(kind, batch, seq_len, predictions, steps, device="cpu", mode="eager",
-                         warmup=2):
+def transformers_step_ms(
+  kind, batch, seq_len, predictions, steps, device="cpu", mode="eager", warmup=2
+):
   """Median ms per train step of transformers' GPT-2 small or BERT-base (SDPA attention, torch
   AdamW): float32 on CPU; float32 weights under bf16 autocast with fused AdamW on 'cuda'.
   mode 'compile' runs the model under torch.compile."""
-  import torch  # pylint: disable=g-import-not-at-top
-  import transformers  # pylint: disable=g-import-not-at-top
+  import torch
+  import transformers
+
   torch.manual_seed(0)
   if kind == "gpt2":
     model = transformers.GPT2LMHeadModel(transformers.GPT2Config(attn_implementation="sdpa"))
@@ -186,9 +226,11 @@ def transformers_step_ms(kind, batch, seq_len, predictions, steps, device="cpu",
 
 def _row(name, side, ms, tokens, fpt, peaks, ratio="", loss=""):
   flops = fpt * tokens / (ms / 1e3)
-  print(f"| {name} | {side} | {ms:.1f} | {tokens / ms * 1e3:,.0f} | {ratio} | "
-        f"{flops / 1e9:.1f} | {flops / peaks[0]:.3f} | {flops / peaks[1]:.3f} | {loss} |",
-        flush=True)
+  print(
+    f"| {name} | {side} | {ms:.1f} | {tokens / ms * 1e3:,.0f} | {ratio} | "
+    f"{flops / 1e9:.1f} | {flops / peaks[0]:.3f} | {flops / peaks[1]:.3f} | {loss} |",
+    flush=True,
+  )
 
 
 def gpt_rows(name, workdir, peaks):
@@ -196,12 +238,22 @@ def gpt_rows(name, workdir, peaks):
   steps = _GPT_STEPS.value or GPT[name][5]
   tokens = GPT[name][3] * GPT[name][4]
   have_nanogpt = bool(_NANOGPT.value) and os.path.exists(os.path.join(_NANOGPT.value, "train.py"))
-  pairs = paired_rounds(lambda r: ours_gpt(name, workdir, steps, f"ours_{name}_{r}"),
-                        lambda r: nanogpt(name, workdir, steps) if have_nanogpt else None,
-                        _ROUNDS.value)
+  pairs = paired_rounds(
+    lambda r: ours_gpt(name, workdir, steps, f"ours_{name}_{r}"),
+    lambda r: nanogpt(name, workdir, steps) if have_nanogpt else None,
+    _ROUNDS.value,
+  )
   for (ms, loss, fpt), theirs in pairs:
-    _row(name, "pretrain", ms, tokens, fpt, peaks, f"{theirs[0] / ms:.2f}" if theirs else "",
-         f"{loss:.4f}")
+    _row(
+      name,
+      "pretrain",
+      ms,
+      tokens,
+      fpt,
+      peaks,
+      f"{theirs[0] / ms:.2f}" if theirs else "",
+      f"{loss:.4f}",
+    )
     if theirs is None:
       print(f"| {name} | nanoGPT | skipped: no --nanogpt checkout | | | | | | |")
     else:
@@ -212,13 +264,22 @@ def gpt_rows(name, workdir, peaks):
 def bert_rows(peaks):
   """The rows of BERT-base against transformers; its ratios."""
   tokens = 8 * 128
-  pairs = paired_rounds(lambda r: throughput.bench("bert_base_128", _BERT_STEPS.value, "float32"),
-                        lambda r: transformers_step_ms("bert", 8, 128, 20, _BERT_STEPS.value),
-                        _ROUNDS.value)
+  pairs = paired_rounds(
+    lambda r: throughput.bench("bert_base_128", _BERT_STEPS.value, "float32"),
+    lambda r: transformers_step_ms("bert", 8, 128, 20, _BERT_STEPS.value),
+    _ROUNDS.value,
+  )
   for ours, hf_ms in pairs:
     fpt = ours["flops"] / ours["tokens_per_s"]
-    _row("bert_base_128", "pretrain", ours["step_ms"], tokens, fpt, peaks,
-         f"{hf_ms / ours['step_ms']:.2f}")
+    _row(
+      "bert_base_128",
+      "pretrain",
+      ours["step_ms"],
+      tokens,
+      fpt,
+      peaks,
+      f"{hf_ms / ours['step_ms']:.2f}",
+    )
     _row("bert_base_128", "transformers", hf_ms, tokens, fpt, peaks)
   return [hf_ms / ours["step_ms"] for ours, hf_ms in pairs]
 
@@ -227,16 +288,20 @@ def main(argv):
   del argv
   host_memory.configure()  # as the entry points do (pretrain.devices.process.start)
   try:
-    import torch  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
+    import torch  # noqa: F401
   except ImportError:
     print("skipped: torch is not installed (pip install -e '.[test]')")
     return
   workdir = _WORKDIR.value or tempfile.mkdtemp(prefix="vs_pytorch_")
   peaks = metrics.cached_matmul_peak(remeasure=True), torch_matmul_peak()
-  print(f"f32 matmul peak (2048^3): XLA {peaks[0] / 1e9:.1f} GFLOP/s, torch "
-        f"{peaks[1] / 1e9:.1f} GFLOP/s")
-  print("| config | side | ms/step | tokens/s | ratio (ours / theirs, tokens/s) | "
-        "achieved GFLOP/s | / XLA peak | / torch peak | train loss at the end |")
+  print(
+    f"f32 matmul peak (2048^3): XLA {peaks[0] / 1e9:.1f} GFLOP/s, torch "
+    f"{peaks[1] / 1e9:.1f} GFLOP/s"
+  )
+  print(
+    "| config | side | ms/step | tokens/s | ratio (ours / theirs, tokens/s) | "
+    "achieved GFLOP/s | / XLA peak | / torch peak | train loss at the end |"
+  )
   print("|---|---|---|---|---|---|---|---|---|")
   ratios = {name: gpt_rows(name, workdir, peaks) for name in _CONFIGS.value if name in GPT}
   if "bert_base" in _CONFIGS.value:

@@ -12,6 +12,7 @@ Recipes:
 
 Masking is always dynamic (fresh masks every step, keyed by seed, step and example).
 """
+
 import ml_collections
 
 from configs import common
@@ -22,21 +23,23 @@ RECIPES = ("bert", "roberta")
 
 def mlm_config(seq_len):
   mlm = ml_collections.ConfigDict()
-  mlm.nsp = True                   # build sentence pairs with next-sentence labels
+  mlm.nsp = True  # build sentence pairs with next-sentence labels
   mlm.mask_prob = 0.15
-  mlm.mask_token_prob = 0.8        # of the selected: [MASK]
-  mlm.random_token_prob = 0.1      # of the selected: a random token (the rest stay unchanged)
+  mlm.mask_token_prob = 0.8  # of the selected: [MASK]
+  mlm.random_token_prob = 0.1  # of the selected: a random token (the rest stay unchanged)
   mlm.max_predictions = 20 if seq_len <= 128 else 80  # BERT's max_predictions_per_seq
   mlm.whole_word = False
   mlm.short_seq_prob = 0.1
-  mlm.dupe_factor = 1              # passes over the corpus when building pairs
+  mlm.dupe_factor = 1  # passes over the corpus when building pairs
   return mlm
 
 
 def get_config(arg="base"):
   args = common.parse_arg(arg, size="base", recipe="bert", seq=128)
   if args.recipe not in RECIPES:
-    raise ValueError(f"config arg: unknown recipe {args.recipe!r}; choose one of {', '.join(RECIPES)}")
+    raise ValueError(
+      f"config arg: unknown recipe {args.recipe!r}; choose one of {', '.join(RECIPES)}"
+    )
   config = common.base_config()
   config.model = common.model_config(encoder, args.size)
   roberta = args.recipe == "roberta"
@@ -50,13 +53,14 @@ def get_config(arg="base"):
   config.data.mlm = mlm_config(seq)
   config.data.mlm.nsp = not roberta
   config.batch.seq_len = seq
-  config.optimizer.update(schedule="linear", min_lr=0.0, b1=0.9, eps=1e-6, weight_decay=0.01,
-                          grad_clip=1.0)
+  config.optimizer.update(
+    schedule="linear", min_lr=0.0, b1=0.9, eps=1e-6, weight_decay=0.01, grad_clip=1.0
+  )
   if roberta:  # RoBERTa-base: 8K batches, peak 6e-4, beta2 0.98, 24K warmup, 500K steps
     config.batch.size = 8192
     config.optimizer.update(lr=6e-4, b2=0.98, warmup_steps=24_000)
     config.train.total_steps = 500_000
-  else:        # BERT: 256 x 128 for 900K steps, then 256 x 512 for 100K; lr 1e-4, 10K warmup
+  else:  # BERT: 256 x 128 for 900K steps, then 256 x 512 for 100K; lr 1e-4, 10K warmup
     config.batch.size = 256
     config.optimizer.update(lr=1e-4, b2=0.999, warmup_steps=10_000 if seq <= 128 else 1_000)
     config.train.total_steps = 900_000 if seq <= 128 else 100_000

@@ -3,6 +3,7 @@
 Each model family's file (gpt.py, bert.py) starts from `base_config()` and fills in its model
 section and the values that differ. Defaults live here, not in the trainer.
 """
+
 import ml_collections
 
 from models import axes
@@ -11,18 +12,18 @@ from models import axes
 # takes those of its mesh axes that no earlier axis of the array has taken, possibly only some
 # of them (models/axes.py logical_to_mesh). `None` means replicated.
 DEFAULT_RULES = (
-    (axes.BATCH, ("data", "fsdp")),
-    (axes.LENGTH, "sequence"),
-    (axes.EMBED, "fsdp"),
-    (axes.MLP, "tensor"),
-    (axes.HEADS, "tensor"),
-    (axes.KV_HEADS, "tensor"),
-    (axes.HEAD_DIM, None),
-    (axes.VOCAB, "tensor"),
-    (axes.POSITIONS, None),
-    (axes.LAYERS, None),
-    (axes.TYPES, None),
-    (axes.CLASSES, None),
+  (axes.BATCH, ("data", "fsdp")),
+  (axes.LENGTH, "sequence"),
+  (axes.EMBED, "fsdp"),
+  (axes.MLP, "tensor"),
+  (axes.HEADS, "tensor"),
+  (axes.KV_HEADS, "tensor"),
+  (axes.HEAD_DIM, None),
+  (axes.VOCAB, "tensor"),
+  (axes.POSITIONS, None),
+  (axes.LAYERS, None),
+  (axes.TYPES, None),
+  (axes.CLASSES, None),
 )
 
 
@@ -36,7 +37,9 @@ def parse_arg(arg, positional="size", **defaults):
   for part in parts:
     key, sep, value = part.partition("=")
     if not sep or key not in defaults:
-      raise ValueError(f"config arg {arg!r}: unknown option {key!r}; expected one of {sorted(defaults)}")
+      raise ValueError(
+        f"config arg {arg!r}: unknown option {key!r}; expected one of {sorted(defaults)}"
+      )
     out[key] = type(defaults[key])(value) if defaults[key] is not None else value
   return ml_collections.ConfigDict(out)
 
@@ -44,8 +47,9 @@ def parse_arg(arg, positional="size", **defaults):
 def model_config(model_module, size):
   """A model section: the module's architecture DEFAULTS with the numbers of SIZES[size]."""
   if size not in model_module.SIZES:
-    raise ValueError(f"config arg: unknown size {size!r}; choose one of "
-                     f"{', '.join(model_module.SIZES)}")
+    raise ValueError(
+      f"config arg: unknown size {size!r}; choose one of {', '.join(model_module.SIZES)}"
+    )
   model = ml_collections.ConfigDict(model_module.DEFAULTS)
   model.update(model_module.SIZES[size])
   model.size = size
@@ -68,34 +72,34 @@ def data_config():
   # 'local_text' is our own tfds builder over `files` (default corpus: CPython's pydoc topics);
   # any other name is a tfds dataset already prepared in `data_dir` (lm1b, wikipedia/..., c4/...).
   data.dataset = "local_text"
-  data.data_dir = "data"           # tfds data_dir; tokenizers are cached under <data_dir>/tokenizers
+  data.data_dir = "data"  # tfds data_dir; tokenizers are cached under <data_dir>/tokenizers
   # A gs:// data_dir (or tokenized_dir) is used through a local mirror in
   # <cache_dir>/gs/<bucket>/<path>: what a run needs is downloaded, what it prepares uploaded
   # (input_pipeline/corpora/mirror.py). '': $PRETRAIN_CACHE_DIR, else ~/.cache/pretrain.
   data.cache_dir = ""
-  data.files = ""                  # local_text: comma-separated paths or globs (.txt, .jsonl, .gz)
-  data.doc_split = "file"          # local_text: a document is a 'file' or a 'blank_line' block
+  data.files = ""  # local_text: comma-separated paths or globs (.txt, .jsonl, .gz)
+  data.doc_split = "file"  # local_text: a document is a 'file' or a 'blank_line' block
   data.validation_fraction = 0.05  # local_text: share of documents (or text) held out
-  data.split_by = "hash"           # local_text: 'hash' of each document, or 'tail' (last chars)
-  data.text_key = "text"           # feature holding the text in the tfds examples
-  data.jsonl_key = "text"          # local_text: field holding the text in .jsonl lines
+  data.split_by = "hash"  # local_text: 'hash' of each document, or 'tail' (last chars)
+  data.text_key = "text"  # feature holding the text in the tfds examples
+  data.jsonl_key = "text"  # local_text: field holding the text in .jsonl lines
   data.train_split = "train"
   data.eval_split = "validation"
-  data.document_mask = False       # mask attention across packed documents (segment ids)
+  data.document_mask = False  # mask attention across packed documents (segment ids)
   data.shuffle = True
   # Every split is tokenized once, by `python -m input_pipeline.prepare` or by the first run
   # that needs it, into <data_dir>/tokenized/<dataset>/tokenizer-<id>/ (one copy per
   # tokenizer), or into tokenized_dir if set (one tokenization; another tokenizer is refused).
   data.tokenized_dir = ""
-  data.prepare_pieces = 0          # files per tokenized split (units of parallel, resumable
-                                   # preparation); 0: one per 20,000 documents
+  data.prepare_pieces = 0  # files per tokenized split (units of parallel, resumable
+  # preparation); 0: one per 20,000 documents
   # Several datasets mixed by weight: name -> mixture_source(weight, fields that differ from
   # this section's), e.g. web=mixture_source(0.7, dataset="c4/en"). Empty: one dataset.
   data.mixture = ml_collections.ConfigDict()
   data.tokenizer = ml_collections.ConfigDict()
-  data.tokenizer.kind = "bpe"      # 'bpe' (byte-level), 'wordpiece' (BERT), 'char', or 'file'
-  data.tokenizer.vocab_size = 8192 # bpe/wordpiece: size to train to
-  data.tokenizer.path = ""         # file: a HF tokenizer.json or a BERT vocab.txt
+  data.tokenizer.kind = "bpe"  # 'bpe' (byte-level), 'wordpiece' (BERT), 'char', or 'file'
+  data.tokenizer.vocab_size = 8192  # bpe/wordpiece: size to train to
+  data.tokenizer.path = ""  # file: a HF tokenizer.json or a BERT vocab.txt
   data.tokenizer.lowercase = True  # wordpiece / vocab.txt: uncased (BERT's default)
   data.tokenizer.eos_token = "<|endoftext|>"
   # bpe/wordpiece/char: train on a sample of at most this many characters of the train split,
@@ -105,39 +109,52 @@ def data_config():
 
 
 # The fields of config.data that describe one dataset (a mixture entry may set any of them).
-SOURCE_FIELDS = ("dataset", "files", "doc_split", "validation_fraction", "split_by", "text_key",
-                 "jsonl_key", "train_split", "eval_split", "tokenized_dir", "prepare_pieces")
+SOURCE_FIELDS = (
+  "dataset",
+  "files",
+  "doc_split",
+  "validation_fraction",
+  "split_by",
+  "text_key",
+  "jsonl_key",
+  "train_split",
+  "eval_split",
+  "tokenized_dir",
+  "prepare_pieces",
+)
 
 
 def mixture_source(weight, **fields):
   """One entry of config.data.mixture: its sampling weight and its dataset fields."""
   unknown = sorted(set(fields) - set(SOURCE_FIELDS))
   if unknown:
-    raise ValueError(f"config.data.mixture: unknown fields {unknown}; use {', '.join(SOURCE_FIELDS)}")
+    raise ValueError(
+      f"config.data.mixture: unknown fields {unknown}; use {', '.join(SOURCE_FIELDS)}"
+    )
   return ml_collections.ConfigDict(dict(fields, weight=float(weight)))
 
 
 def optimizer_config():
   opt = ml_collections.ConfigDict()
-  opt.name = "adamw"               # 'adamw', 'lion' (b1, b2; a 3-10x smaller lr), 'muon' or
-                                   # 'adafactor' (factored second moments, no momentum)
-  opt.muon_momentum = 0.95         # muon: Nesterov momentum of the hidden matrices (the rest: AdamW)
+  opt.name = "adamw"  # 'adamw', 'lion' (b1, b2; a 3-10x smaller lr), 'muon' or
+  # 'adafactor' (factored second moments, no momentum)
+  opt.muon_momentum = 0.95  # muon: Nesterov momentum of the hidden matrices (the rest: AdamW)
   # lr multipliers per parameter group: token/position tables, the output head (vocabulary or
   # classes), hidden matrices (attention, MLP) and scalars (norm scales, biases)
   opt.lr_scale = ml_collections.ConfigDict(dict(embed=1.0, head=1.0, hidden=1.0, scalar=1.0))
   opt.lr = 6e-4
   opt.min_lr = 6e-5
-  opt.schedule = "cosine"          # 'cosine', 'linear', 'constant' or 'wsd' after warmup
-  opt.decay_fraction = 0.2         # wsd: cool down over this last share of the run ...
-  opt.decay_shape = "linear"       # ... to min_lr, 'linear' or '1-sqrt'
+  opt.schedule = "cosine"  # 'cosine', 'linear', 'constant' or 'wsd' after warmup
+  opt.decay_fraction = 0.2  # wsd: cool down over this last share of the run ...
+  opt.decay_shape = "linear"  # ... to min_lr, 'linear' or '1-sqrt'
   opt.warmup_steps = 100
-  opt.warmup_fraction = 0.0        # > 0: warm up over this fraction of the run instead
+  opt.warmup_fraction = 0.0  # > 0: warm up over this fraction of the run instead
   opt.b1 = 0.9
   opt.b2 = 0.95
   opt.eps = 1e-8
-  opt.weight_decay = 0.1           # applied to matrices only (ndim >= 2)
-  opt.grad_clip = 1.0              # global-norm clipping; 0 disables
-  opt.mu_dtype = ""                # '' : float32 first moment; 'bfloat16' halves its memory
+  opt.weight_decay = 0.1  # applied to matrices only (ndim >= 2)
+  opt.grad_clip = 1.0  # global-norm clipping; 0 disables
+  opt.mu_dtype = ""  # '' : float32 first moment; 'bfloat16' halves its memory
   return opt
 
 
@@ -149,9 +166,9 @@ def base_config():
   config.optimizer = optimizer_config()
 
   config.batch = ml_collections.ConfigDict()
-  config.batch.size = 8            # global batch, in sequences
+  config.batch.size = 8  # global batch, in sequences
   config.batch.seq_len = 128
-  config.batch.grad_accum = 1      # microbatches per optimizer step
+  config.batch.grad_accum = 1  # microbatches per optimizer step
   # Batch-size warmup: the batch grows linearly from warmup_start sequences (0: one microbatch)
   # to `size` over the first warmup_steps steps, in whole microbatches (needs grad_accum > 1):
   # the microbatches past the current size are not computed, and their rows are skipped.
@@ -159,9 +176,9 @@ def base_config():
   config.batch.warmup_start = 0
 
   config.mesh = ml_collections.ConfigDict()
-  config.mesh.data = -1            # -1: whatever the other axes leave
+  config.mesh.data = -1  # -1: whatever the other axes leave
   config.mesh.fsdp = 1
-  config.mesh.sequence = 1         # context parallelism: activations split along the sequence
+  config.mesh.sequence = 1  # context parallelism: activations split along the sequence
   config.mesh.tensor = 1
   config.mesh.rules = DEFAULT_RULES
   # Multi-slice / multi-node: how many slices (slow links) each axis spans; the sizes above are
@@ -171,37 +188,37 @@ def base_config():
   config.train = ml_collections.ConfigDict()
   config.train.total_steps = 1000  # or set total_tokens (> 0 wins)
   config.train.total_tokens = 0
-  config.train.epochs = 0.0        # > 0: this many passes over the training split (wins)
-  config.train.stop_at_step = 0    # > 0: stop there with a checkpoint (jobs of fixed length)
+  config.train.epochs = 0.0  # > 0: this many passes over the training split (wins)
+  config.train.stop_at_step = 0  # > 0: stop there with a checkpoint (jobs of fixed length)
   config.train.log_every = 10
-  config.train.eval_every = 200    # 0: only at the end; -1: after every epoch
-  config.train.eval_batches = 8    # batches of each validation split per evaluation; 0: all
+  config.train.eval_every = 200  # 0: only at the end; -1: after every epoch
+  config.train.eval_batches = 8  # batches of each validation split per evaluation; 0: all
   # A non-finite loss or gradient: 'stop' with an error naming the step and the checkpoint to
   # resume from (nothing non-finite is ever saved), or 'skip' the update (counted as 'skipped').
   config.train.nan_policy = "stop"
-  config.train.peak_flops = 0.0    # per-device peak FLOP/s for MFU; 0: look up or measure
+  config.train.peak_flops = 0.0  # per-device peak FLOP/s for MFU; 0: look up or measure
   # The eval metric that ranks checkpoints (results.json; the best checkpoint, if kept).
   config.train.best_metric = "loss"
-  config.train.best_mode = "min"   # 'min' or 'max'
+  config.train.best_mode = "min"  # 'min' or 'max'
 
   config.checkpoint = ml_collections.ConfigDict()
-  config.checkpoint.every = 500    # -1: after every epoch
+  config.checkpoint.every = 500  # -1: after every epoch
   config.checkpoint.keep = 3
   config.checkpoint.async_save = True
   config.checkpoint.keep_best = False  # also keep the best checkpoint by train.best_metric in
-                                       # <workdir>/best (a full second save when it improves)
+  # <workdir>/best (a full second save when it improves)
 
   # Weights & Biases logging from process 0, besides metrics.jsonl and TensorBoard. The run id
   # is kept in <workdir>/wandb_id.txt, so a resumed run continues the same W&B run.
   config.wandb = ml_collections.ConfigDict()
   config.wandb.enabled = False
   config.wandb.project = "pretrain"
-  config.wandb.entity = ""         # '': the account's default entity
-  config.wandb.group = ""          # '': none, or WANDB_RUN_GROUP from the environment (sweeps)
-  config.wandb.name = ""           # '': the workdir's basename
-  config.wandb.mode = ""           # '': WANDB_MODE or wandb's default; 'offline' logs to
-                                   # <workdir>/wandb only (upload later with `wandb sync`)
+  config.wandb.entity = ""  # '': the account's default entity
+  config.wandb.group = ""  # '': none, or WANDB_RUN_GROUP from the environment (sweeps)
+  config.wandb.name = ""  # '': the workdir's basename
+  config.wandb.mode = ""  # '': WANDB_MODE or wandb's default; 'offline' logs to
+  # <workdir>/wandb only (upload later with `wandb sync`)
 
-  config.init_from = ""            # a checkpoint directory to start from when workdir has none
+  config.init_from = ""  # a checkpoint directory to start from when workdir has none
   config.seed = 0
   return config

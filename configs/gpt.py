@@ -14,9 +14,10 @@ documentation topics, 30% Python source from the standard library.
 
 Sweeps (launch/sweep.py) are the sweep_* functions at the end of this file:
 
-  python -m launch.sweep --config=configs/gpt.py:smoke --sweep=lr --sweepdir=sweeps/lr --parallel=2
-  python -m launch.sweep --config=configs/gpt.py:nano --sweep=tpe --sweepdir=sweeps/tpe --trials=32
+  python -m launch.sweep --config=configs/gpt.py:smoke --sweep=lr --sweepdir=runs/sweeps/lr --parallel=2
+  python -m launch.sweep --config=configs/gpt.py:nano --sweep=tpe --sweepdir=runs/sweeps/tpe --trials=32
 """
+
 import os
 
 from configs import common, sweeps
@@ -67,8 +68,10 @@ def get_config(arg="smoke"):
     stdlib = os.path.dirname(os.__file__)
     config.data.mixture.docs = common.mixture_source(0.7)  # the default corpus
     config.data.mixture.code = common.mixture_source(
-        0.3, files=",".join(os.path.join(stdlib, m, "*.py") for m in ("json", "email", "http")),
-        split_by="tail")  # few files: hold out their last 5% rather than whole files
+      0.3,
+      files=",".join(os.path.join(stdlib, m, "*.py") for m in ("json", "email", "http")),
+      split_by="tail",
+    )  # few files: hold out their last 5% rather than whole files
   elif args.mix:
     raise ValueError(f"config arg mix={args.mix!r}: the example mixture is 'docs_code'")
   return config
@@ -81,17 +84,27 @@ def sweep_lr():
 
 def sweep_random():
   """Random search over the learning rate (log-uniform), its warmup and the weight decay."""
-  return sweeps.random({"optimizer.lr": sweeps.log_uniform(3e-4, 3e-2),
-                        "optimizer.warmup_steps": [10, 50, 100],
-                        "optimizer.weight_decay": sweeps.uniform(0.0, 0.2)}, trials=16)
+  return sweeps.random(
+    {
+      "optimizer.lr": sweeps.log_uniform(3e-4, 3e-2),
+      "optimizer.warmup_steps": [10, 50, 100],
+      "optimizer.weight_decay": sweeps.uniform(0.0, 0.2),
+    },
+    trials=16,
+  )
 
 
 def sweep_tpe():
   """Adaptive (TPE): the learning rate with its floor at a tenth of it, warmup and dropout;
   trials behind the median at an evaluation are stopped."""
+
   def suggest(trial):
     lr = trial.suggest_float("optimizer.lr", 1e-4, 3e-2, log=True)
-    return {"optimizer.lr": lr, "optimizer.min_lr": lr / 10,
-            "optimizer.warmup_steps": trial.suggest_int("optimizer.warmup_steps", 10, 500, log=True),
-            "model.dropout": trial.suggest_float("model.dropout", 0.0, 0.2)}
+    return {
+      "optimizer.lr": lr,
+      "optimizer.min_lr": lr / 10,
+      "optimizer.warmup_steps": trial.suggest_int("optimizer.warmup_steps", 10, 500, log=True),
+      "model.dropout": trial.suggest_float("model.dropout", 0.0, 0.2),
+    }
+
   return sweeps.tpe(suggest, trials=32, pruner="median")

@@ -22,10 +22,12 @@ metric, as in results.json: 'loss', 'accuracy', 'f1', ...) in `mode` ('min'/'max
 default to the config's train.best_metric / train.best_mode. `pruner` ('none', 'median',
 'halving') stops trials whose intermediate evaluations fall behind. Nothing here imports Optuna.
 """
+
 import dataclasses
 import itertools
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 PRUNERS = ("none", "median", "halving")
 
@@ -34,6 +36,7 @@ PRUNERS = ("none", "median", "halving")
 class Range:
   """A range to sample from: 'float' or 'int' in [low, high] (log-uniform with `log`), or
   'choice' among `values`."""
+
   kind: str
   low: float = 0.0
   high: float = 0.0
@@ -61,12 +64,13 @@ def choice(values):
 class Sweep:
   """What `launch.sweep` runs: `space` (field -> list of values for a grid, field -> Range
   otherwise) or `suggest` (trial -> overrides), the sampler, and how trials are ranked."""
-  sampler: str                        # 'grid', 'random' or 'tpe'
-  trials: int                         # how many (a grid: the product of its lists)
+
+  sampler: str  # 'grid', 'random' or 'tpe'
+  trials: int  # how many (a grid: the product of its lists)
   space: dict = dataclasses.field(default_factory=dict)
   suggest: Callable[[Any], dict] | None = None
-  metric: str = ""                    # '' : config.train.best_metric
-  mode: str = ""                      # '' : config.train.best_mode
+  metric: str = ""  # '' : config.train.best_metric
+  mode: str = ""  # '' : config.train.best_mode
   pruner: str = "none"
   seed: int = 0
 

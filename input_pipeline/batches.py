@@ -10,6 +10,7 @@ A `Mixture` interleaves several loaders by weight. Its sequence is periodic: eac
 spread evenly through the period, so every batch carries close to the weights' proportions and
 example g maps to (dataset, index) in O(1). Each dataset keeps its own epochs and order.
 """
+
 import numpy as np
 
 from input_pipeline.corpora import sources
@@ -33,6 +34,7 @@ class StepIndexed:
   (0 train, 1 eval), `counter` (step or eval batch) and `rows` (positions in the global batch)
   key any per-row randomness, such as dynamic masking.
   """
+
   batch_size: int
   num_examples: int
   note = ""  # anything worth a line in the run's log (e.g. documents longer than a window)
@@ -66,7 +68,7 @@ def schedule(weights, period):
   weights = np.asarray(weights, np.float64) / np.sum(weights)
   exact = weights * period
   counts = np.floor(exact).astype(np.int64)
-  for i in np.argsort(-(exact - counts), kind="stable")[:period - counts.sum()]:
+  for i in np.argsort(-(exact - counts), kind="stable")[: period - counts.sum()]:
     counts[i] += 1
   # Slot j of dataset i sits at (j + 0.5) / counts[i] of the way through the period.
   ideal = np.concatenate([(np.arange(c) + 0.5) / c for c in counts if c])
@@ -84,7 +86,8 @@ class Mixture(StepIndexed):
     if (self.counts == 0).any():
       small = [n for n, c in zip(self.names, self.counts) if not c]
       raise sources.DataError(
-          f"config.data.mixture: weights of {small} are below 1/{period} of the total; raise them")
+        f"config.data.mixture: weights of {small} are below 1/{period} of the total; raise them"
+      )
     self.period, self.batch_size = period, batch_size
     self.num_examples = sum(d.num_examples for d in self.datasets)
     # rank[p]: how many positions before p in the period belong to the same dataset.

@@ -18,6 +18,7 @@ passes), piece by piece, and cached beside it; the masking is dynamic and keyed 
 row of the global batch), so a resumed run is exact and the batches do not depend on the
 number of processes.
 """
+
 import bisect
 import hashlib
 import json
@@ -26,25 +27,29 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pretrain.ground import errors
 from input_pipeline import batches, masking, tokenizer
 from input_pipeline.corpora import sources, tokenized
+from pretrain.ground import errors
 
 
 class Sentences(NamedTuple):
   """Documents of sentences as spans of one token array (a piece of a 'sentences' split)."""
-  tokens: np.ndarray     # the sentences' tokens, back to back
-  offsets: list          # token offset of each sentence's start, and the end (S + 1 ints)
-  starts: list           # first sentence of each document (D ints) ...
-  ends: list             # ... and one past its last
+
+  tokens: np.ndarray  # the sentences' tokens, back to back
+  offsets: list  # token offset of each sentence's start, and the end (S + 1 ints)
+  starts: list  # first sentence of each document (D ints) ...
+  ends: list  # ... and one past its last
 
   @classmethod
   def from_lists(cls, docs):
     """Documents as lists of sentence token sequences."""
     lengths = [len(s) for d in docs for s in d]
     counts = np.cumsum([0] + [len(d) for d in docs]).tolist()
-    tokens = (np.concatenate([np.asarray(s, np.int64) for d in docs for s in d]) if lengths
-              else np.zeros(0, np.int64))
+    tokens = (
+      np.concatenate([np.asarray(s, np.int64) for d in docs for s in d])
+      if lengths
+      else np.zeros(0, np.int64)
+    )
     return cls(tokens, np.cumsum([0] + lengths).tolist(), counts[:-1], counts[1:])
 
   @classmethod
@@ -53,8 +58,12 @@ class Sentences(NamedTuple):
     (documents of none left out)."""
     counts = np.asarray(counts)
     bounds = np.cumsum(np.concatenate([[0], counts[counts > 0]])).tolist()
-    return cls(tokens, np.cumsum(np.concatenate([[0], sentence_lengths])).astype(np.int64).tolist(),
-               bounds[:-1], bounds[1:])
+    return cls(
+      tokens,
+      np.cumsum(np.concatenate([[0], sentence_lengths])).astype(np.int64).tolist(),
+      bounds[:-1],
+      bounds[1:],
+    )
 
   def with_sentences(self, minimum):
     """The documents of at least `minimum` sentences."""
@@ -164,8 +173,9 @@ def _ragged(starts, lengths):
   return shift + np.arange(len(shift), dtype=np.int64)
 
 
-def span_arrays(stream, a0, a1, b0, b1, nsp_labels, seq_len, cls_id, sep_id, pad_id,
-                dtype=np.int32):
+def span_arrays(
+  stream, a0, a1, b0, b1, nsp_labels, seq_len, cls_id, sep_id, pad_id, dtype=np.int32
+):
   """Examples [CLS] A [SEP] B [SEP] ([CLS] A [SEP] where B is empty), A = stream[a0:a1] and
   B = stream[b0:b1], as example_arrays returns them (tokens padded with pad_id)."""
   a0, a1, b0, b1 = (np.asarray(x, np.int64).reshape(-1) for x in (a0, a1, b0, b1))
@@ -180,16 +190,20 @@ def span_arrays(stream, a0, a1, b0, b1, nsp_labels, seq_len, cls_id, sep_id, pad
   flat[row] = cls_id
   flat[row + la + 1] = sep_id
   flat[(row + la + lb + 2)[lb > 0]] = sep_id
-  return dict(tokens=tokens, lengths=lengths.astype(np.int32),
-              a_lengths=np.where(lb > 0, la + 2, lengths).astype(np.int32),
-              nsp_labels=np.asarray(nsp_labels, np.int32).reshape(-1))
+  return dict(
+    tokens=tokens,
+    lengths=lengths.astype(np.int32),
+    a_lengths=np.where(lb > 0, la + 2, lengths).astype(np.int32),
+    nsp_labels=np.asarray(nsp_labels, np.int32).reshape(-1),
+  )
 
 
 def _as_lists(arrays):
   """example_arrays' arrays -> lists of (tokens, type_ids, is_random)."""
   out = []
-  for row, n, a, label in zip(arrays["tokens"], arrays["lengths"], arrays["a_lengths"],
-                              arrays["nsp_labels"]):
+  for row, n, a, label in zip(
+    arrays["tokens"], arrays["lengths"], arrays["a_lengths"], arrays["nsp_labels"]
+  ):
     out.append((row[:n].tolist(), [0] * int(a) + [1] * int(n - a), bool(label)))
   return out
 
@@ -199,26 +213,42 @@ def nsp_examples(docs, seq_len, short_seq_prob, rng, cls_id, sep_id):
   (tokens, type_ids, is_random)."""
   sents = Sentences.from_lists(docs)
   *spans, labels = nsp_spans(sents, seq_len, short_seq_prob, rng)
-  return _as_lists(span_arrays(sents.tokens, *spans, labels, seq_len, cls_id, sep_id, 0,
-                               np.int64))
+  return _as_lists(span_arrays(sents.tokens, *spans, labels, seq_len, cls_id, sep_id, 0, np.int64))
 
 
 def full_sentence_examples(docs, seq_len, cls_id, sep_id):
   """RoBERTa's FULL-SENTENCES packing: lists of (tokens, type_ids, False)."""
   sents = Sentences.from_lists(docs)
   start, end = full_sentence_spans(sents, seq_len)
-  return _as_lists(span_arrays(with_separators(sents, sep_id), start, end, end, end,
-                               np.zeros(len(start)), seq_len, cls_id, sep_id, 0, np.int64))
+  return _as_lists(
+    span_arrays(
+      with_separators(sents, sep_id),
+      start,
+      end,
+      end,
+      end,
+      np.zeros(len(start)),
+      seq_len,
+      cls_id,
+      sep_id,
+      0,
+      np.int64,
+    )
+  )
 
 
 def example_arrays(examples, seq_len, pad_id, dtype=np.int32):
   """(tokens, type_ids, is_random) lists -> padded tokens [n, seq_len] and per-example
   lengths, segment-A lengths (type id 0, including [CLS] and the first [SEP]) and NSP labels."""
   n = len(examples)
-  arrays = dict(tokens=np.full((n, seq_len), pad_id, dtype), lengths=np.zeros(n, np.int32),
-                a_lengths=np.zeros(n, np.int32), nsp_labels=np.zeros(n, np.int32))
+  arrays = dict(
+    tokens=np.full((n, seq_len), pad_id, dtype),
+    lengths=np.zeros(n, np.int32),
+    a_lengths=np.zeros(n, np.int32),
+    nsp_labels=np.zeros(n, np.int32),
+  )
   for i, (tokens, types, is_random) in enumerate(examples):
-    arrays["tokens"][i, :len(tokens)] = tokens
+    arrays["tokens"][i, : len(tokens)] = tokens
     arrays["lengths"][i] = len(tokens)
     arrays["a_lengths"][i] = len(types) - int(np.sum(types))
     arrays["nsp_labels"][i] = int(is_random)
@@ -258,16 +288,23 @@ class MaskedExamples(batches.StepIndexed):
     lengths, a_lengths = self.lengths[order], self.a_lengths[order]
     idx = np.arange(seq_len)
     b = len(order)
-    out = {"inputs": np.empty((b, seq_len), np.int32),
-           "type_ids": ((idx >= a_lengths[:, None]) & (idx < lengths[:, None])).astype(np.int32),
-           "input_mask": (idx < lengths[:, None]).astype(np.int32),
-           "masked_positions": np.empty((b, p), np.int32), "masked_ids": np.empty((b, p), np.int32),
-           "masked_weights": np.empty((b, p), np.float32),
-           "example_weights": np.ones(b, np.float32)}
+    out = {
+      "inputs": np.empty((b, seq_len), np.int32),
+      "type_ids": ((idx >= a_lengths[:, None]) & (idx < lengths[:, None])).astype(np.int32),
+      "input_mask": (idx < lengths[:, None]).astype(np.int32),
+      "masked_positions": np.empty((b, p), np.int32),
+      "masked_ids": np.empty((b, p), np.int32),
+      "masked_weights": np.empty((b, p), np.float32),
+      "example_weights": np.ones(b, np.float32),
+    }
     for j, row in enumerate(rows):
       rng = np.random.default_rng([*self.seed, stream, counter, int(row)])
-      (out["inputs"][j], out["masked_positions"][j], out["masked_ids"][j],
-       out["masked_weights"][j]) = masking.mask_row(tokens[j], int(lengths[j]), self.spec, rng)
+      (
+        out["inputs"][j],
+        out["masked_positions"][j],
+        out["masked_ids"][j],
+        out["masked_weights"][j],
+      ) = masking.mask_row(tokens[j], int(lengths[j]), self.spec, rng)
     if self.nsp:
       out["nsp_labels"] = self.nsp_labels[order]
     return out
@@ -278,27 +315,38 @@ def _build_examples(sents, data, seq_len, rng, ids, dtype=np.int32):
   example_arrays' arrays; returns (arrays, number of documents skipped for having fewer than
   2 sentences)."""
   mlm = data.mlm
-  specials = dict(seq_len=seq_len, cls_id=ids["[CLS]"], sep_id=ids["[SEP]"],
-                  pad_id=ids["[PAD]"], dtype=dtype)
+  specials = dict(
+    seq_len=seq_len, cls_id=ids["[CLS]"], sep_id=ids["[SEP]"], pad_id=ids["[PAD]"], dtype=dtype
+  )
   if not mlm.nsp:
     start, end = full_sentence_spans(sents, seq_len)
-    return span_arrays(with_separators(sents, ids["[SEP]"]), start, end, end, end,
-                       np.zeros(len(start)), **specials), 0
+    return span_arrays(
+      with_separators(sents, ids["[SEP]"]), start, end, end, end, np.zeros(len(start)), **specials
+    ), 0
   usable = sents.with_sentences(2)
   spans = [[], [], [], [], []]
   if usable.starts:
     for _ in range(mlm.dupe_factor):
       for column, more in zip(spans, nsp_spans(usable, seq_len, mlm.short_seq_prob, rng)):
         column.extend(more)
-  return (span_arrays(sents.tokens, *spans, **specials),
-          len(sents.starts) - len(usable.starts))
+  return (span_arrays(sents.tokens, *spans, **specials), len(sents.starts) - len(usable.starts))
 
 
 def examples_dir(split, data, seq_len, seed):
   """Where the examples built from a prepared split for these settings are cached."""
   mlm = data.mlm
-  key = json.dumps([split.manifest["tokenizer"], split.manifest["tokens"], seq_len, mlm.nsp,
-                    mlm.short_seq_prob, mlm.dupe_factor, [int(x) for x in np.atleast_1d(seed)], 3])
+  key = json.dumps(
+    [
+      split.manifest["tokenizer"],
+      split.manifest["tokens"],
+      seq_len,
+      mlm.nsp,
+      mlm.short_seq_prob,
+      mlm.dupe_factor,
+      [int(x) for x in np.atleast_1d(seed)],
+      3,
+    ]
+  )
   return os.path.join(split.path, "examples-" + hashlib.sha256(key.encode()).hexdigest()[:12])
 
 
@@ -323,10 +371,12 @@ def build_examples(split, data, tok, *, seq_len, seed, process_index=0, process_
     rng = np.random.default_rng([*np.atleast_1d(seed), 7, k])
     arrays, skipped = _build_examples(sents, data, seq_len, rng, ids, dtype)
     for name, value in arrays.items():
-      tokenized.write_atomic(os.path.join(path, f"piece-{k:05d}.{name}.npy"),
-                             lambda t, v=value: np.save(t, v))
-    tokenized.write_json(done, {"examples": len(arrays["lengths"]),
-                                "documents": len(sents.starts), "skipped": skipped})
+      tokenized.write_atomic(
+        os.path.join(path, f"piece-{k:05d}.{name}.npy"), lambda t, v=value: np.save(t, v)
+      )
+    tokenized.write_json(
+      done, {"examples": len(arrays["lengths"]), "documents": len(sents.starts), "skipped": skipped}
+    )
 
 
 class PieceRows:
@@ -358,21 +408,26 @@ def open_examples(split, data, *, seq_len, seed):
   for k in range(n):
     done = os.path.join(path, f"piece-{k:05d}.json")
     if not os.path.exists(done):
-      raise sources.DataError(f"config.data: the examples of {split.summary()} are not built in "
-                              f"{path} (piece {k} of {n} missing)")
+      raise sources.DataError(
+        f"config.data: the examples of {split.summary()} are not built in "
+        f"{path} (piece {k} of {n} missing)"
+      )
     with open(done, encoding="utf-8") as f:
       records.append(json.load(f))
   name = split.manifest["source"]["split"]
   skipped, docs = sum(r["skipped"] for r in records), sum(r["documents"] for r in records)
   if skipped:
-    errors.warn(f"{name}: skipped {skipped} of {docs} documents with fewer than 2 sentences (no "
-                "next-sentence pairs)")
+    errors.warn(
+      f"{name}: skipped {skipped} of {docs} documents with fewer than 2 sentences (no "
+      "next-sentence pairs)"
+    )
   if not sum(r["examples"] for r in records):
     if data.mlm.nsp:
       raise sources.DataError(
-          f"config.data: no document of split {name!r} has 2 or more sentences, so no "
-          f"next-sentence pairs can be formed ({skipped} skipped); use longer documents "
-          "(e.g. doc_split='file') or recipe=roberta")
+        f"config.data: no document of split {name!r} has 2 or more sentences, so no "
+        f"next-sentence pairs can be formed ({skipped} skipped); use longer documents "
+        "(e.g. doc_split='file') or recipe=roberta"
+      )
     raise sources.DataError(f"config.data: {split.summary()} yields no examples; add text")
   load = lambda k, a: np.load(os.path.join(path, f"piece-{k:05d}.{a}.npy"), mmap_mode="r")
   out = {a: np.concatenate([load(k, a) for k in range(n)]) for a in _ARRAYS if a != "tokens"}
@@ -385,5 +440,6 @@ def load(split, data, tok, *, batch_size, seq_len, seed, shuffle):
   arrays = open_examples(split, data, seq_len=seq_len, seed=seed)
   ids = tokenizer.check_bert_specials(tok)
   spec = masking.make_spec(tok, [ids[t] for t in tokenizer.BERT_SPECIALS], ids["[MASK]"], data.mlm)
-  return MaskedExamples(arrays, batch_size=batch_size, seed=seed, shuffle=shuffle, spec=spec,
-                        nsp=data.mlm.nsp)
+  return MaskedExamples(
+    arrays, batch_size=batch_size, seed=seed, shuffle=shuffle, spec=spec, nsp=data.mlm.nsp
+  )

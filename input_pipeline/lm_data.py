@@ -7,6 +7,7 @@ epoch, and each epoch also shifts every window start by a seeded offset in [0, s
 repeated epochs see new windows rather than the same ones again. Row r of the global batch of
 step s is window s * batch_size + r of that sequence (input_pipeline/batches.py).
 """
+
 import dataclasses
 
 import numpy as np
@@ -30,13 +31,14 @@ def tokenize_stream(tok, texts, eos_id, chunk=1024):
 @dataclasses.dataclass
 class PackedWindows(batches.StepIndexed):
   """Windows over one token stream (a TokenStream, or an array of tokens)."""
+
   stream: object
   seq_len: int
-  batch_size: int       # rows of the global batch
+  batch_size: int  # rows of the global batch
   seed: object
   shuffle: bool
   document_mask: bool
-  eos_id: int = -1      # document_mask: a document starts after each EOS
+  eos_id: int = -1  # document_mask: a document starts after each EOS
 
   def __post_init__(self):
     if isinstance(self.stream, np.ndarray):
@@ -74,7 +76,7 @@ class PackedWindows(batches.StepIndexed):
       before = self.stream.spans(np.maximum(starts - 1, 0), 1)[:, 0]
       starts_doc = np.empty((len(starts), self.seq_len), bool)
       starts_doc[:, 0] = (starts == 0) | (before == self.eos_id)
-      starts_doc[:, 1:] = window[:, :self.seq_len - 1] == self.eos_id
+      starts_doc[:, 1:] = window[:, : self.seq_len - 1] == self.eos_id
       idx = np.arange(self.seq_len)
       first = np.maximum.accumulate(np.where(starts_doc, idx, 0), axis=1)
       batch["positions"] = (idx - first).astype(np.int32)
@@ -88,12 +90,14 @@ class PackedWindows(batches.StepIndexed):
 
 def load(split, data, *, batch_size, seq_len, seed, shuffle, eos_id):
   """PackedWindows over a prepared split (a tokenized.Tokenized in 'documents' mode)."""
-  windows = PackedWindows(split.stream, seq_len, batch_size, seed, shuffle, data.document_mask,
-                          eos_id)
+  windows = PackedWindows(
+    split.stream, seq_len, batch_size, seed, shuffle, data.document_mask, eos_id
+  )
   if windows.num_windows == 0:
     raise sources.DataError(
-        f"config.data: {split.summary()}: fewer than one window of seq_len+1={seq_len + 1} "
-        "tokens; add data or lower config.batch.seq_len")
+      f"config.data: {split.summary()}: fewer than one window of seq_len+1={seq_len + 1} "
+      "tokens; add data or lower config.batch.seq_len"
+    )
   lengths = np.diff(split.document_offsets()) - 1
   longer = int((lengths > seq_len).sum())
   if longer:

@@ -7,6 +7,7 @@ WordPiece continuations ('##...') are selected together with its first piece. Th
 generator is keyed by (seed, step, example), so the masks of any step can be recomputed
 exactly on resume.
 """
+
 import dataclasses
 
 import numpy as np
@@ -15,9 +16,9 @@ import numpy as np
 @dataclasses.dataclass(frozen=True)
 class MaskingSpec:
   mask_id: int
-  special_ids: np.ndarray      # ids never selected (PAD, CLS, SEP, ...)
+  special_ids: np.ndarray  # ids never selected (PAD, CLS, SEP, ...)
   replacement_ids: np.ndarray  # ids a "random token" is drawn from (all non-special ids)
-  continuation: np.ndarray     # bool per vocab id: a '##' piece continuing the previous word
+  continuation: np.ndarray  # bool per vocab id: a '##' piece continuing the previous word
   max_predictions: int
   mask_prob: float = 0.15
   mask_token_prob: float = 0.8
@@ -31,10 +32,17 @@ def make_spec(tok, special_ids, mask_id, cfg):
   continuation = np.array([t.startswith("##") for t in tokens])
   special = np.array(sorted(set(int(i) for i in special_ids)), np.int64)
   replacement = np.setdiff1d(np.arange(vocab), special)
-  return MaskingSpec(mask_id=mask_id, special_ids=special, replacement_ids=replacement,
-                     continuation=continuation, max_predictions=cfg.max_predictions,
-                     mask_prob=cfg.mask_prob, mask_token_prob=cfg.mask_token_prob,
-                     random_token_prob=cfg.random_token_prob, whole_word=cfg.whole_word)
+  return MaskingSpec(
+    mask_id=mask_id,
+    special_ids=special,
+    replacement_ids=replacement,
+    continuation=continuation,
+    max_predictions=cfg.max_predictions,
+    mask_prob=cfg.mask_prob,
+    mask_token_prob=cfg.mask_token_prob,
+    random_token_prob=cfg.random_token_prob,
+    whole_word=cfg.whole_word,
+  )
 
 
 def mask_row(tokens, length, spec, rng):
@@ -60,16 +68,18 @@ def mask_row(tokens, length, spec, rng):
     picked = np.sort(rng.permutation(cand)[:num])
   draw = rng.random(len(picked))
   to_mask = draw < spec.mask_token_prob
-  to_random = (draw >= spec.mask_token_prob) & (draw < spec.mask_token_prob + spec.random_token_prob)
+  to_random = (draw >= spec.mask_token_prob) & (
+    draw < spec.mask_token_prob + spec.random_token_prob
+  )
   inputs[picked[to_mask]] = spec.mask_id
   inputs[picked[to_random]] = rng.choice(spec.replacement_ids, size=int(to_random.sum()))
   p = spec.max_predictions
   positions = np.zeros(p, np.int32)
   ids = np.zeros(p, np.int32)
   weights = np.zeros(p, np.float32)
-  positions[:len(picked)] = picked
-  ids[:len(picked)] = tokens[picked]
-  weights[:len(picked)] = 1.0
+  positions[: len(picked)] = picked
+  ids[: len(picked)] = tokens[picked]
+  weights[: len(picked)] = 1.0
   return inputs, positions, ids, weights
 
 

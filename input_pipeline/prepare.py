@@ -17,11 +17,12 @@ mirrors (input_pipeline/corpora/mirror.py): each worker uploads its pieces, then
 and writes the manifest if it finds them all (if workers finish together and none does,
 training's first run writes it).
 """
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from pretrain.ground import errors
 from input_pipeline.corpora import mirror, sources, tokenized
+from pretrain.ground import errors
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _PROCESS_INDEX = flags.DEFINE_integer("process_index", 0, "This worker's index.")
@@ -54,8 +55,10 @@ def main(argv):
       opened = tokenized.open_split(srcs[name], built[name], split, tok, mode)
       print(f"{name or 'data'} {split}: {opened.summary()} -> {remote.url(path)}")
     except sources.DataError:
-      print(f"{name or 'data'} {split}: this worker's pieces are done; the manifest waits for the "
-            f"other workers -> {remote.url(path)}")
+      print(
+        f"{name or 'data'} {split}: this worker's pieces are done; the manifest waits for the "
+        f"other workers -> {remote.url(path)}"
+      )
   logging.flush()
 
 

@@ -9,13 +9,13 @@ Trained tokenizers are cached in <data_dir>/tokenizers/<hash>.json, where the ha
 training text and every option, so the same corpus and options always give the same file and
 a changed corpus never reuses a stale one.
 """
+
 import hashlib
 import json
 import os
 import tempfile
 
 import numpy as np
-
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
@@ -64,8 +64,11 @@ def _train_bpe(texts, vocab_size, eos):
   tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   tok.decoder = decoders.ByteLevel()
   trainer = trainers.BpeTrainer(
-      vocab_size=vocab_size, special_tokens=[eos], show_progress=False,
-      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    vocab_size=vocab_size,
+    special_tokens=[eos],
+    show_progress=False,
+    initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+  )
   tok.train_from_iterator(texts, trainer=trainer)
   return tok
 
@@ -79,8 +82,9 @@ def _bert_pipeline(tok, lowercase):
 
 def _train_wordpiece(texts, vocab_size, lowercase):
   tok = _bert_pipeline(tokenizers.Tokenizer(models.WordPiece(unk_token="[UNK]")), lowercase)
-  trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(BERT_SPECIALS),
-                                      show_progress=False)
+  trainer = trainers.WordPieceTrainer(
+    vocab_size=vocab_size, special_tokens=list(BERT_SPECIALS), show_progress=False
+  )
   tok.train_from_iterator(texts, trainer=trainer)
   return tok
 
@@ -90,8 +94,10 @@ def _load_vocab_txt(path, lowercase):
   with open(path, encoding="utf-8") as f:
     vocab = {line.rstrip("\n"): i for i, line in enumerate(f) if line.rstrip("\n")}
   if "[UNK]" not in vocab:
-    raise TokenizerError(f"config.data.tokenizer.path: {path} has no [UNK] token; a BERT vocab.txt "
-                         "needs [PAD] [UNK] [CLS] [SEP] [MASK]")
+    raise TokenizerError(
+      f"config.data.tokenizer.path: {path} has no [UNK] token; a BERT vocab.txt "
+      "needs [PAD] [UNK] [CLS] [SEP] [MASK]"
+    )
   tok = _bert_pipeline(tokenizers.Tokenizer(models.WordPiece(vocab, unk_token="[UNK]")), lowercase)
   tok.add_special_tokens([t for t in BERT_SPECIALS if t in vocab])
   return tok
@@ -149,8 +155,11 @@ def spread_sample(parts, max_chars):
         chars[k] += len(text)
     if not freed:  # the shares stand: cut the parts with more text there
       break
-  return [t for k, texts in enumerate(taken)
-          for t in (texts if exhausted[k] else limited(texts, quota[k]))]
+  return [
+    t
+    for k, texts in enumerate(taken)
+    for t in (texts if exhausted[k] else limited(texts, quota[k]))
+  ]
 
 
 KINDS = ("bpe", "wordpiece", "char", "file")
@@ -159,14 +168,19 @@ KINDS = ("bpe", "wordpiece", "char", "file")
 def check_config(cfg):
   """config.data.tokenizer's kind, and its file when kind='file'."""
   if cfg.kind not in KINDS:
-    raise TokenizerError(f"config.data.tokenizer.kind: unknown {cfg.kind!r}; use one of "
-                         f"{', '.join(map(repr, KINDS))}")
+    raise TokenizerError(
+      f"config.data.tokenizer.kind: unknown {cfg.kind!r}; use one of {', '.join(map(repr, KINDS))}"
+    )
   if cfg.kind in ("bpe", "wordpiece") and not cfg.vocab_size > 0:
-    raise TokenizerError(f"config.data.tokenizer.vocab_size: {cfg.vocab_size}; give the size "
-                         "to train the tokenizer to (> 0)")
+    raise TokenizerError(
+      f"config.data.tokenizer.vocab_size: {cfg.vocab_size}; give the size "
+      "to train the tokenizer to (> 0)"
+    )
   if cfg.kind == "file" and (not cfg.path or not os.path.isfile(cfg.path)):
-    raise TokenizerError(f"config.data.tokenizer.path: {cfg.path!r} is not a file; give a HF "
-                         "tokenizer.json or a BERT vocab.txt")
+    raise TokenizerError(
+      f"config.data.tokenizer.path: {cfg.path!r} is not a file; give a HF "
+      "tokenizer.json or a BERT vocab.txt"
+    )
 
 
 def get_tokenizer(cfg, data_dir, train_texts):
@@ -185,9 +199,15 @@ def get_tokenizer(cfg, data_dir, train_texts):
   else:
     texts = list(limited(train_texts(), cfg.max_train_chars))
     if not any(texts):
-      raise TokenizerError("config.data: the training split is empty; nothing to train a tokenizer on")
-    options = dict(kind=cfg.kind, eos=cfg.eos_token,
-                   vocab_size=cfg.vocab_size if cfg.kind != "char" else 0, version=1)
+      raise TokenizerError(
+        "config.data: the training split is empty; nothing to train a tokenizer on"
+      )
+    options = dict(
+      kind=cfg.kind,
+      eos=cfg.eos_token,
+      vocab_size=cfg.vocab_size if cfg.kind != "char" else 0,
+      version=1,
+    )
     if cfg.kind == "wordpiece":
       options["lowercase"] = cfg.lowercase
     path = os.path.join(data_dir, "tokenizers", f"{cfg.kind}_{_digest(texts, options)}.json")
@@ -207,8 +227,9 @@ def get_tokenizer(cfg, data_dir, train_texts):
       os.replace(tmp, path)  # atomic: concurrent processes never see a half-written file
   if tok.token_to_id(cfg.eos_token) is None:
     raise TokenizerError(
-        f"config.data.tokenizer.eos_token: {cfg.eos_token!r} is not in the tokenizer's vocabulary; "
-        "set it to the tokenizer's end-of-text token")
+      f"config.data.tokenizer.eos_token: {cfg.eos_token!r} is not in the tokenizer's vocabulary; "
+      "set it to the tokenizer's end-of-text token"
+    )
   return tok
 
 
@@ -218,8 +239,13 @@ def identity(tok):
 
 
 # RoBERTa's special tokens in the roles of BERT's: its vocabulary (a byte-level BPE) has these.
-ROBERTA_SPECIALS = {"[PAD]": "<pad>", "[UNK]": "<unk>", "[CLS]": "<s>", "[SEP]": "</s>",
-                    "[MASK]": "<mask>"}
+ROBERTA_SPECIALS = {
+  "[PAD]": "<pad>",
+  "[UNK]": "<unk>",
+  "[CLS]": "<s>",
+  "[SEP]": "</s>",
+  "[MASK]": "<mask>",
+}
 
 
 def check_bert_specials(tok):
@@ -233,9 +259,10 @@ def check_bert_specials(tok):
   missing = [t for t, i in ids.items() if i is None]
   if missing:
     raise TokenizerError(
-        f"config.data.tokenizer: the vocabulary has no {' '.join(missing)}; masked-LM training "
-        f"needs {' '.join(BERT_SPECIALS)} or RoBERTa's {' '.join(ROBERTA_SPECIALS.values())} "
-        "(train one with kind='wordpiece' or add them)")
+      f"config.data.tokenizer: the vocabulary has no {' '.join(missing)}; masked-LM training "
+      f"needs {' '.join(BERT_SPECIALS)} or RoBERTa's {' '.join(ROBERTA_SPECIALS.values())} "
+      "(train one with kind='wordpiece' or add them)"
+    )
   return ids
 
 

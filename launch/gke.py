@@ -7,6 +7,7 @@ Everything after -- goes to `python -m pretrain.train`; jax.distributed finds th
 from GKE's TPU environment (PRETRAIN_DISTRIBUTED=1). --dry_run prints the manifest and the
 kubectl command; otherwise the manifest is piped to `kubectl apply -f -`.
 """
+
 import json
 import shlex
 import subprocess
@@ -34,26 +35,44 @@ def define_flags():
 def manifest(name, image, tpu_type, topology, hosts, chips_per_host, train_args):
   """The JobSet as a dict (JSON is valid YAML for kubectl)."""
   container = {
-      "name": "train", "image": image,
-      "command": ["python", "-m", "pretrain.train", *train_args],
-      "env": [{"name": "PRETRAIN_DISTRIBUTED", "value": "1"}],
-      "resources": {"limits": {"google.com/tpu": chips_per_host}},
+    "name": "train",
+    "image": image,
+    "command": ["python", "-m", "pretrain.train", *train_args],
+    "env": [{"name": "PRETRAIN_DISTRIBUTED", "value": "1"}],
+    "resources": {"limits": {"google.com/tpu": chips_per_host}},
   }
-  pod = {"spec": {
+  pod = {
+    "spec": {
       "restartPolicy": "Never",
-      "nodeSelector": {"cloud.google.com/gke-tpu-accelerator": tpu_type,
-                       "cloud.google.com/gke-tpu-topology": topology},
+      "nodeSelector": {
+        "cloud.google.com/gke-tpu-accelerator": tpu_type,
+        "cloud.google.com/gke-tpu-topology": topology,
+      },
       "terminationGracePeriodSeconds": 120,  # SIGTERM first: the trainer checkpoints and exits
-      "containers": [container]}}
+      "containers": [container],
+    }
+  }
   return {
-      "apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet",
-      "metadata": {"name": name,
-                   "annotations": {"alpha.jobset.sigs.k8s.io/exclusive-topology":
-                                   "cloud.google.com/gke-nodepool"}},
-      "spec": {"failurePolicy": {"maxRestarts": 3}, "replicatedJobs": [{
-          "name": "workers", "replicas": 1,
-          "template": {"spec": {"parallelism": hosts, "completions": hosts, "backoffLimit": 0,
-                                "template": pod}}}]},
+    "apiVersion": "jobset.x-k8s.io/v1alpha2",
+    "kind": "JobSet",
+    "metadata": {
+      "name": name,
+      "annotations": {
+        "alpha.jobset.sigs.k8s.io/exclusive-topology": "cloud.google.com/gke-nodepool"
+      },
+    },
+    "spec": {
+      "failurePolicy": {"maxRestarts": 3},
+      "replicatedJobs": [
+        {
+          "name": "workers",
+          "replicas": 1,
+          "template": {
+            "spec": {"parallelism": hosts, "completions": hosts, "backoffLimit": 0, "template": pod}
+          },
+        }
+      ],
+    },
   }
 
 
@@ -61,8 +80,18 @@ def main(argv):
   if not FLAGS.image:
     raise app.UsageError("--image is required")
   shared_storage.require_bucket(argv[1:], "a GKE job's pods")
-  text = json.dumps(manifest(FLAGS.name, FLAGS.image, FLAGS.tpu_type, FLAGS.topology,
-                             FLAGS.hosts, FLAGS.chips_per_host, argv[1:]), indent=2)
+  text = json.dumps(
+    manifest(
+      FLAGS.name,
+      FLAGS.image,
+      FLAGS.tpu_type,
+      FLAGS.topology,
+      FLAGS.hosts,
+      FLAGS.chips_per_host,
+      argv[1:],
+    ),
+    indent=2,
+  )
   apply = ["kubectl", "apply", "-f", "-"]
   if FLAGS.dry_run:
     print(text + "\n# apply with:\n" + shlex.join(apply))

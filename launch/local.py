@@ -10,6 +10,7 @@ devices with gloo collectives (how the tests check multi-host code paths on a la
 Output lines are prefixed with the process id; the launcher exits with the first non-zero
 status. --dry_run prints the exact environment and command of each process and exits.
 """
+
 import os
 import shlex
 import socket
@@ -42,23 +43,37 @@ def process_envs(num_processes, port, devices_per_process=0, gpus_per_process=0)
   """The environment variables that differ per process."""
   envs = []
   for i in range(num_processes):
-    env = {"JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": str(num_processes),
-           "JAX_PROCESS_ID": str(i)}
+    env = {
+      "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+      "JAX_NUM_PROCESSES": str(num_processes),
+      "JAX_PROCESS_ID": str(i),
+    }
     if devices_per_process:  # (the environment's other XLA flags are kept)
-      kept = [f for f in os.environ.get("XLA_FLAGS", "").split()
-              if not f.startswith("--xla_force_host_platform_device_count")]
-      env.update(JAX_PLATFORMS="cpu", JAX_CPU_COLLECTIVES="gloo", XLA_FLAGS=" ".join(
-          [f"--xla_force_host_platform_device_count={devices_per_process}"] + kept))
+      kept = [
+        f
+        for f in os.environ.get("XLA_FLAGS", "").split()
+        if not f.startswith("--xla_force_host_platform_device_count")
+      ]
+      env.update(
+        JAX_PLATFORMS="cpu",
+        JAX_CPU_COLLECTIVES="gloo",
+        XLA_FLAGS=" ".join(
+          [f"--xla_force_host_platform_device_count={devices_per_process}"] + kept
+        ),
+      )
     if gpus_per_process:
       env["CUDA_VISIBLE_DEVICES"] = ",".join(
-          str(g) for g in range(i * gpus_per_process, (i + 1) * gpus_per_process))
+        str(g) for g in range(i * gpus_per_process, (i + 1) * gpus_per_process)
+      )
     envs.append(env)
   return envs
 
 
 def render(envs, command):
-  return [" ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " + shlex.join(command)
-          for env in envs]
+  return [
+    " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " + shlex.join(command)
+    for env in envs
+  ]
 
 
 def _pump(i, stream, out):
@@ -68,10 +83,20 @@ def _pump(i, stream, out):
 
 
 def run(envs, command):
-  procs = [subprocess.Popen(command, env=dict(os.environ, **env), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True) for env in envs]
-  threads = [threading.Thread(target=_pump, args=(i, p.stdout, sys.stdout), daemon=True)
-             for i, p in enumerate(procs)]
+  procs = [
+    subprocess.Popen(
+      command,
+      env=dict(os.environ, **env),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for env in envs
+  ]
+  threads = [
+    threading.Thread(target=_pump, args=(i, p.stdout, sys.stdout), daemon=True)
+    for i, p in enumerate(procs)
+  ]
   for t in threads:
     t.start()
   codes = [p.wait() for p in procs]
@@ -84,7 +109,12 @@ def main(argv):
   command = argv[1:]
   if not command:
     raise app.UsageError("give the command after --, e.g. -- python -m pretrain.train ...")
-  envs = process_envs(FLAGS.num_processes, FLAGS.port or free_port(), FLAGS.devices_per_process, FLAGS.gpus_per_process)
+  envs = process_envs(
+    FLAGS.num_processes,
+    FLAGS.port or free_port(),
+    FLAGS.devices_per_process,
+    FLAGS.gpus_per_process,
+  )
   if FLAGS.dry_run:
     print("\n".join(render(envs, command)))
     return

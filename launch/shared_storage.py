@@ -1,6 +1,7 @@
 """The launchers' check that a run on cloud machines writes where it outlives them: a TPU
 slice's workers and a GKE job's pods each have their own disk, gone with the machine, so the
 workdir (checkpoints, metrics) must be a bucket every worker can write (pretrain/ground/storage.py)."""
+
 from absl import app
 
 from pretrain.ground import storage
@@ -22,5 +23,6 @@ def require_bucket(train_args, where):
   workdir = workdir_of(train_args)
   if workdir is not None and not storage.is_remote(workdir):
     raise app.UsageError(
-        f"--workdir: {workdir!r} is a local path, but {where} each have their own disk, lost "
-        "with the machine; give a bucket every worker can write, e.g. --workdir=gs://BUCKET/run")
+      f"--workdir: {workdir!r} is a local path, but {where} each have their own disk, lost "
+      "with the machine; give a bucket every worker can write, e.g. --workdir=gs://BUCKET/run"
+    )

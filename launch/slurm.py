@@ -7,6 +7,7 @@ Everything after -- goes to `python -m pretrain.train`. jax.distributed reads SL
 variables itself (PRETRAIN_DISTRIBUTED=1). --dry_run prints the sbatch script and the command
 that submits it; otherwise the script is written to --script and submitted with sbatch.
 """
+
 import shlex
 import subprocess
 import sys
@@ -31,14 +32,14 @@ def define_flags():
 
 def script(nodes, gpus_per_node, time, job_name, partition, setup, train_args):
   lines = [
-      "#!/bin/bash",
-      f"#SBATCH --job-name={job_name}",
-      f"#SBATCH --nodes={nodes}",
-      "#SBATCH --ntasks-per-node=1",
-      f"#SBATCH --gpus-per-node={gpus_per_node}",
-      f"#SBATCH --time={time}",
-      "#SBATCH --output=%x-%j.out",
-      "#SBATCH --signal=TERM@120",  # preemption/time limit: SIGTERM lets the trainer checkpoint
+    "#!/bin/bash",
+    f"#SBATCH --job-name={job_name}",
+    f"#SBATCH --nodes={nodes}",
+    "#SBATCH --ntasks-per-node=1",
+    f"#SBATCH --gpus-per-node={gpus_per_node}",
+    f"#SBATCH --time={time}",
+    "#SBATCH --output=%x-%j.out",
+    "#SBATCH --signal=TERM@120",  # preemption/time limit: SIGTERM lets the trainer checkpoint
   ]
   if partition:
     lines.append(f"#SBATCH --partition={partition}")
@@ -54,8 +55,15 @@ def srun(command):
 
 
 def main(argv):
-  text = script(FLAGS.nodes, FLAGS.gpus_per_node, FLAGS.time, FLAGS.job_name, FLAGS.partition,
-                FLAGS.setup, argv[1:])
+  text = script(
+    FLAGS.nodes,
+    FLAGS.gpus_per_node,
+    FLAGS.time,
+    FLAGS.job_name,
+    FLAGS.partition,
+    FLAGS.setup,
+    argv[1:],
+  )
   submit = ["sbatch", FLAGS.script]
   if FLAGS.dry_run:
     print(text + "# submit with:\n" + shlex.join(submit))

@@ -1,10 +1,10 @@
 r"""Hyperparameter sweeps: trials of `pretrain.train`, bookkept in an Optuna study.
 
-  python -m launch.sweep --config=configs/gpt.py:smoke --sweep=lr --sweepdir=sweeps/lr --parallel=2
-  python -m launch.sweep --config=configs/gpt.py:nano --sweep=tpe --sweepdir=sweeps/tpe --trials=32
+  python -m launch.sweep --config=configs/gpt.py:smoke --sweep=lr --sweepdir=runs/sweeps/lr --parallel=2
+  python -m launch.sweep --config=configs/gpt.py:nano --sweep=tpe --sweepdir=runs/sweeps/tpe --trials=32
   python -m launch.sweep ... --executor=slurm --workers=16 --dry_run   # an sbatch array of workers
   python -m launch.sweep ... --storage=postgresql://host/db --worker   # one more worker, anywhere
-  python -m launch.sweep --sweepdir=sweeps/lr --report                 # table, plot, best command
+  python -m launch.sweep --sweepdir=runs/sweeps/lr --report                 # table, plot, best command
 
 The sweep is a function `sweep_<name>()` beside `get_config` in the config file
 (configs/sweeps.py says how to write one). `--config.<field>=<value>` overrides apply to every
@@ -31,6 +31,7 @@ any other launcher (a TPU VM, a GKE Job) can start. A trial of several processes
 through our launchers: launch.local (--processes_per_trial=N) or, on SLURM, srun over the
 nodes of a worker's allocation (--nodes_per_worker=N).
 """
+
 import copy
 import dataclasses
 import fcntl
@@ -47,9 +48,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from configs import sweeps
-from pretrain.ground import errors
 from launch import sweep_report, sweep_trials
-from pretrain.ground import storage
+from pretrain.ground import errors, storage
 
 FLAGS = flags.FLAGS
 
@@ -60,28 +60,50 @@ class SweepError(errors.UserError):
 
 def define_flags():
   """Command-line flags, defined only when this module is the program."""
-  config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py:arg).",
-                                  lock_config=True)
+  config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (configs/*.py:arg).", lock_config=True
+  )
   flags.DEFINE_string("sweep", None, "The sweep: a function sweep_<name>() of the config file.")
   flags.DEFINE_string("sweepdir", None, "Directory of the sweep: study, trials, report.")
   flags.DEFINE_string("storage", "", "Optuna RDB storage URL (default: SQLite in the sweepdir).")
-  flags.DEFINE_string("trials_dir", "", "Where the trials' workdirs go (default: <sweepdir>/trials); "
-                      "may be a bucket, gs://BUCKET/path (logs stay in the sweepdir).")
-  flags.DEFINE_integer("trials", 0, "Random/adaptive sweeps: how many trials (default: the sweep's).")
+  flags.DEFINE_string(
+    "trials_dir",
+    "",
+    "Where the trials' workdirs go (default: <sweepdir>/trials); "
+    "may be a bucket, gs://BUCKET/path (logs stay in the sweepdir).",
+  )
+  flags.DEFINE_integer(
+    "trials", 0, "Random/adaptive sweeps: how many trials (default: the sweep's)."
+  )
   flags.DEFINE_integer("parallel", 1, "Local: trials run at a time by this worker.")
   flags.DEFINE_enum("executor", "local", ["local", "slurm"], "Where the workers run.")
   flags.DEFINE_bool("worker", False, "Run trials until none is left to start; no report.")
   flags.DEFINE_bool("report", False, "Only write and print the report of --sweepdir.")
   flags.DEFINE_bool("dry_run", False, "Print the trials' commands (slurm: the sbatch script).")
-  flags.DEFINE_integer("gpus_per_trial", 0, "Local: GPUs given to each trial (CUDA_VISIBLE_DEVICES).")
-  flags.DEFINE_integer("tpu_chips_per_trial", 0, "Local: TPU chips given to each trial (1, 2 or 4).")
-  flags.DEFINE_integer("cpus_per_trial", 0, "Local: CPU cores pinned per trial (0: cores // parallel).")
-  flags.DEFINE_integer("processes_per_trial", 1, "Processes (hosts) per trial, started by "
-                       "--trial_launcher.")
-  flags.DEFINE_enum("trial_launcher", "local", ["local", "srun"], "How a trial of several "
-                    "processes starts: launch.local on this machine, or srun (slurm).")
-  flags.DEFINE_integer("heartbeat", 60, "Seconds between a running trial's heartbeats; a trial "
-                       "silent for twice as long is stale and queued again.")
+  flags.DEFINE_integer(
+    "gpus_per_trial", 0, "Local: GPUs given to each trial (CUDA_VISIBLE_DEVICES)."
+  )
+  flags.DEFINE_integer(
+    "tpu_chips_per_trial", 0, "Local: TPU chips given to each trial (1, 2 or 4)."
+  )
+  flags.DEFINE_integer(
+    "cpus_per_trial", 0, "Local: CPU cores pinned per trial (0: cores // parallel)."
+  )
+  flags.DEFINE_integer(
+    "processes_per_trial", 1, "Processes (hosts) per trial, started by --trial_launcher."
+  )
+  flags.DEFINE_enum(
+    "trial_launcher",
+    "local",
+    ["local", "srun"],
+    "How a trial of several processes starts: launch.local on this machine, or srun (slurm).",
+  )
+  flags.DEFINE_integer(
+    "heartbeat",
+    60,
+    "Seconds between a running trial's heartbeats; a trial "
+    "silent for twice as long is stale and queued again.",
+  )
   flags.DEFINE_integer("max_retry", 3, "Times a stale (or stopped) trial is queued again.")
   flags.DEFINE_float("poll", 2.0, "Seconds between looks at a running trial's evaluations.")
   # slurm
@@ -102,10 +124,12 @@ def load_sweep(config_file, name):
   where = importlib.util.spec_from_file_location("sweep_config", config_file)
   module = importlib.util.module_from_spec(where)
   where.loader.exec_module(module)
-  defined = sorted(n[len("sweep_"):] for n in dir(module) if n.startswith("sweep_"))
+  defined = sorted(n[len("sweep_") :] for n in dir(module) if n.startswith("sweep_"))
   if not name or name not in defined:
-    raise SweepError(f"--sweep: {name!r} is not defined in {config_file}; it defines "
-                     f"{', '.join(defined) or 'no sweep (add a function sweep_<name>())'}")
+    raise SweepError(
+      f"--sweep: {name!r} is not defined in {config_file}; it defines "
+      f"{', '.join(defined) or 'no sweep (add a function sweep_<name>())'}"
+    )
   sweep = getattr(module, "sweep_" + name)()
   if not isinstance(sweep, sweeps.Sweep):
     raise SweepError(f"{config_file}: sweep_{name}() must return a configs.sweeps.Sweep")
@@ -117,15 +141,20 @@ def resolve(sweep, config, trials=0):
   if sweep.sampler == "grid":
     empty = [k for k, v in sweep.space.items() if not v]
     if not sweep.space or empty:
-      raise SweepError(f"--sweep: the grid is empty ({', '.join(empty) or 'no fields'} has no "
-                       "values); give every field a list of values")
+      raise SweepError(
+        f"--sweep: the grid is empty ({', '.join(empty) or 'no fields'} has no "
+        "values); give every field a list of values"
+      )
     if trials:
       raise SweepError("--trials: a grid runs every point of its product; drop --trials")
   if sweep.pruner not in sweeps.PRUNERS:
     raise SweepError(f"sweep pruner {sweep.pruner!r}; use one of {', '.join(sweeps.PRUNERS)}")
-  sweep = dataclasses.replace(sweep, metric=sweep.metric or config.train.best_metric,
-                              mode=sweep.mode or config.train.best_mode,
-                              trials=trials or sweep.trials)
+  sweep = dataclasses.replace(
+    sweep,
+    metric=sweep.metric or config.train.best_metric,
+    mode=sweep.mode or config.train.best_mode,
+    trials=trials or sweep.trials,
+  )
   if sweep.mode not in ("min", "max"):
     raise SweepError(f"sweep mode {sweep.mode!r}; use 'min' or 'max'")
   if sweep.trials < 1:
@@ -141,7 +170,8 @@ def _sample_overrides(sweep):
   if sweep.sampler == "grid":
     return sweep.points()
   if sweep.suggest is not None:
-    import optuna  # pylint: disable=g-import-not-at-top
+    import optuna
+
     return [sweep.suggest(optuna.create_study(sampler=optuna.samplers.RandomSampler(0)).ask())]
   ends = {}
   for field, r in sweep.space.items():
@@ -163,8 +193,9 @@ def check_overrides(config, overrides):
       node[path[-1]] = value
     except (KeyError, AttributeError, TypeError) as e:
       why = "the config has no such field" if isinstance(e, (KeyError, AttributeError)) else e
-      raise SweepError(f"sweep field {field} = {value!r}: {why}; sweep fields of the config "
-                       "(e.g. optimizer.lr)") from None
+      raise SweepError(
+        f"sweep field {field} = {value!r}: {why}; sweep fields of the config (e.g. optimizer.lr)"
+      ) from None
 
 
 # ----------------------------------------------------------------------------- the study
@@ -183,8 +214,10 @@ class Spec(dict):
   @classmethod
   def read(cls, sweepdir):
     if not os.path.exists(cls.path(sweepdir)):
-      raise SweepError(f"--sweepdir: {sweepdir} holds no sweep (no sweep.json); start one there "
-                       "with --config and --sweep")
+      raise SweepError(
+        f"--sweepdir: {sweepdir} holds no sweep (no sweep.json); start one there "
+        "with --config and --sweep"
+      )
     with open(cls.path(sweepdir), encoding="utf-8") as f:
       return cls(json.load(f))
 
@@ -195,17 +228,21 @@ class Spec(dict):
     found = self.read(sweepdir)
     if any(found[k] != self[k] for k in self.IDENTITY):
       raise SweepError(
-          f"--sweepdir: {sweepdir} holds sweep {found['sweep']!r} of {found['config']} "
-          f"{' '.join(found['overrides'])}".rstrip() + "; give another --sweepdir, or rerun "
-          "that sweep's command to continue it")
+        f"--sweepdir: {sweepdir} holds sweep {found['sweep']!r} of {found['config']} "
+        f"{' '.join(found['overrides'])}".rstrip()
+        + "; give another --sweepdir, or rerun "
+        "that sweep's command to continue it"
+      )
 
   def check_trials_dir(self, sweepdir):
     """The trials_dir of the sweep in `sweepdir` (a rerun need not repeat it; another one is
     refused: the trials there would start afresh)."""
     found = self.read(sweepdir).get("trials_dir", "")
     if self["trials_dir"] and self["trials_dir"] != found:
-      raise SweepError(f"--trials_dir: the sweep in {sweepdir} keeps its trials in "
-                       f"{found or os.path.join(sweepdir, 'trials')}; drop --trials_dir or give that")
+      raise SweepError(
+        f"--trials_dir: the sweep in {sweepdir} keeps its trials in "
+        f"{found or os.path.join(sweepdir, 'trials')}; drop --trials_dir or give that"
+      )
     return found
 
   def write(self, sweepdir):
@@ -215,14 +252,14 @@ class Spec(dict):
     os.replace(tmp, self.path(sweepdir))
 
 
-class sweepdir_lock:  # pylint: disable=invalid-name
+class sweepdir_lock:
   """An exclusive lock on <sweepdir>/sweep.lock: workers started together create the study once."""
 
   def __init__(self, sweepdir):
     self.path = os.path.join(sweepdir, "sweep.lock")
 
   def __enter__(self):
-    self.file = open(self.path, "a", encoding="utf-8")  # pylint: disable=consider-using-with
+    self.file = open(self.path, "a", encoding="utf-8")
     fcntl.flock(self.file, fcntl.LOCK_EX)
 
   def __exit__(self, *exc):
@@ -231,16 +268,22 @@ class sweepdir_lock:  # pylint: disable=invalid-name
 
 
 def rdb_storage(url, heartbeat, max_retry):
-  import optuna  # pylint: disable=g-import-not-at-top
+  import optuna
+
   warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
   engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
   return optuna.storages.RDBStorage(
-      url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
-      heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry))
+    url,
+    engine_kwargs=engine,
+    heartbeat_interval=heartbeat,
+    grace_period=2 * heartbeat,
+    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry),
+  )
 
 
 def sampler(sweep, seed):
-  import optuna  # pylint: disable=g-import-not-at-top
+  import optuna
+
   if sweep.sampler == "grid":
     return optuna.samplers.GridSampler(sweep.space, seed=sweep.seed)
   if sweep.sampler == "random":
@@ -250,23 +293,30 @@ def sampler(sweep, seed):
 
 
 def pruner(sweep):
-  import optuna  # pylint: disable=g-import-not-at-top
-  return {"none": optuna.pruners.NopPruner(),
-          "median": optuna.pruners.MedianPruner(n_startup_trials=2),
-          "halving": optuna.pruners.SuccessiveHalvingPruner()}[sweep.pruner]
+  import optuna
+
+  return {
+    "none": optuna.pruners.NopPruner(),
+    "median": optuna.pruners.MedianPruner(n_startup_trials=2),
+    "halving": optuna.pruners.SuccessiveHalvingPruner(),
+  }[sweep.pruner]
 
 
 def open_study(spec, sweep, sweepdir, heartbeat, max_retry):
   """Creates or loads the study (under the sweepdir's lock). Each opening gets its own seed
   for random and TPE sampling: the first the sweep's, so that two workers never draw alike."""
-  import optuna  # pylint: disable=g-import-not-at-top
+  import optuna
+
   optuna.logging.set_verbosity(optuna.logging.ERROR)  # we say what happens
   with sweepdir_lock(sweepdir):
     spec.check_same(sweepdir)
     spec.write(sweepdir)
     study = optuna.create_study(
-        storage=rdb_storage(spec["storage"], heartbeat, max_retry), study_name=spec["study"],
-        direction="minimize" if sweep.mode == "min" else "maximize", load_if_exists=True)
+      storage=rdb_storage(spec["storage"], heartbeat, max_retry),
+      study_name=spec["study"],
+      direction="minimize" if sweep.mode == "min" else "maximize",
+      load_if_exists=True,
+    )
     openings = study.user_attrs.get("openings", 0)
     study.set_user_attr("openings", openings + 1)
   study.sampler = sampler(sweep, sweep.seed + 1_000_003 * openings)
@@ -279,30 +329,39 @@ def open_study(spec, sweep, sweepdir, heartbeat, max_retry):
 
 def report(spec, sweepdir):
   """Writes the report files and returns the text to print."""
-  import optuna  # pylint: disable=g-import-not-at-top
+  import optuna
+
   optuna.logging.set_verbosity(optuna.logging.ERROR)  # we say what happens
   study = optuna.load_study(study_name=spec["study"], storage=spec["storage"])
-  return sweep_report.write_report(sweep_trials.records(study), spec["metric"], spec["mode"],
-                                   sweepdir, sweep_trials.trials_dir(spec, sweepdir))
+  return sweep_report.write_report(
+    sweep_trials.records(study),
+    spec["metric"],
+    spec["mode"],
+    sweepdir,
+    sweep_trials.trials_dir(spec, sweepdir),
+  )
 
 
 # ----------------------------------------------------------------------------- slurm
 
 
-def slurm_script(spec, sweepdir, worker_args, workers, gpus, cpus, nodes, time_limit, partition,
-                 setup):
+def slurm_script(
+  spec, sweepdir, worker_args, workers, gpus, cpus, nodes, time_limit, partition, setup
+):
   """An sbatch array job: each task is one `--worker` on the shared study."""
   logs = os.path.join(sweepdir, "slurm")
-  lines = ["#!/bin/bash",
-           f"#SBATCH --job-name=sweep-{spec['sweep']}",
-           f"#SBATCH --array=0-{workers - 1}",
-           f"#SBATCH --nodes={nodes}",
-           "#SBATCH --ntasks-per-node=1",
-           f"#SBATCH --cpus-per-task={cpus}",
-           f"#SBATCH --time={time_limit}",
-           f"#SBATCH --output={logs}/%x-%A_%a.out",
-           # before the time limit the worker gets SIGTERM: its trial checkpoints and is queued
-           "#SBATCH --signal=B:TERM@120"]
+  lines = [
+    "#!/bin/bash",
+    f"#SBATCH --job-name=sweep-{spec['sweep']}",
+    f"#SBATCH --array=0-{workers - 1}",
+    f"#SBATCH --nodes={nodes}",
+    "#SBATCH --ntasks-per-node=1",
+    f"#SBATCH --cpus-per-task={cpus}",
+    f"#SBATCH --time={time_limit}",
+    f"#SBATCH --output={logs}/%x-%A_%a.out",
+    # before the time limit the worker gets SIGTERM: its trial checkpoints and is queued
+    "#SBATCH --signal=B:TERM@120",
+  ]
   if gpus:
     lines.insert(5, f"#SBATCH --gpus-per-node={gpus}")
   if partition:
@@ -313,9 +372,16 @@ def slurm_script(spec, sweepdir, worker_args, workers, gpus, cpus, nodes, time_l
 
 
 def worker_args(spec, sweepdir, trials, heartbeat, max_retry, nodes):
-  args = [f"--config={spec['config']}", f"--sweep={spec['sweep']}",
-          f"--sweepdir={os.path.abspath(sweepdir)}", f"--storage={spec['storage']}",
-          *spec["overrides"], "--worker", f"--heartbeat={heartbeat}", f"--max_retry={max_retry}"]
+  args = [
+    f"--config={spec['config']}",
+    f"--sweep={spec['sweep']}",
+    f"--sweepdir={os.path.abspath(sweepdir)}",
+    f"--storage={spec['storage']}",
+    *spec["overrides"],
+    "--worker",
+    f"--heartbeat={heartbeat}",
+    f"--max_retry={max_retry}",
+  ]
   if trials:
     args.append(f"--trials={trials}")
   if spec.get("trials_dir"):
@@ -333,15 +399,27 @@ def make_spec(config, sweep, sweepdir, storage_url, argv):
   config_given = next(a.split("=", 1)[1] for a in argv if a.startswith("--config="))
   objective = []
   if sweep.metric != config.train.best_metric or sweep.mode != config.train.best_mode:
-    objective = [f"--config.train.best_metric={sweep.metric}",
-                 f"--config.train.best_mode={sweep.mode}"]
-  return Spec(config=config_given, config_path=os.path.abspath(config_file), sweep=FLAGS.sweep,
-              overrides=[a for a in argv if a.startswith("--config.")],
-              objective_overrides=objective, sampler=sweep.sampler, trials=sweep.trials,
-              fields=sweep.fields(), metric=sweep.metric, mode=sweep.mode, pruner=sweep.pruner,
-              storage=storage_url or "sqlite:///" + os.path.abspath(os.path.join(sweepdir, "study.db")),
-              study=FLAGS.sweep, cwd=os.getcwd(),
-              trials_dir=storage.absolute(FLAGS.trials_dir) if FLAGS.trials_dir else "")
+    objective = [
+      f"--config.train.best_metric={sweep.metric}",
+      f"--config.train.best_mode={sweep.mode}",
+    ]
+  return Spec(
+    config=config_given,
+    config_path=os.path.abspath(config_file),
+    sweep=FLAGS.sweep,
+    overrides=[a for a in argv if a.startswith("--config.")],
+    objective_overrides=objective,
+    sampler=sweep.sampler,
+    trials=sweep.trials,
+    fields=sweep.fields(),
+    metric=sweep.metric,
+    mode=sweep.mode,
+    pruner=sweep.pruner,
+    storage=storage_url or "sqlite:///" + os.path.abspath(os.path.join(sweepdir, "study.db")),
+    study=FLAGS.sweep,
+    cwd=os.getcwd(),
+    trials_dir=storage.absolute(FLAGS.trials_dir) if FLAGS.trials_dir else "",
+  )
 
 
 def prepare(argv):
@@ -363,23 +441,38 @@ def prepare(argv):
 
 
 def run_local(spec, sweep):
-  slots = sweep_trials.trial_slots(FLAGS.parallel, FLAGS.gpus_per_trial,
-                                   FLAGS.tpu_chips_per_trial, FLAGS.cpus_per_trial)
+  slots = sweep_trials.trial_slots(
+    FLAGS.parallel, FLAGS.gpus_per_trial, FLAGS.tpu_chips_per_trial, FLAGS.cpus_per_trial
+  )
   if FLAGS.dry_run:  # the trials' commands (a random or adaptive sweep: one example)
-    for k, point in enumerate(sweep.points() if sweep.sampler == "grid"
-                              else _sample_overrides(sweep)[:1]):
+    for k, point in enumerate(
+      sweep.points() if sweep.sampler == "grid" else _sample_overrides(sweep)[:1]
+    ):
       workdir = os.path.join(sweep_trials.trials_dir(spec, FLAGS.sweepdir), str(k))
       env = slots[k % len(slots)][0]
-      print("".join(f"{name}={shlex.quote(value)} " for name, value in env.items()) +
-            shlex.join(sweep_trials.trial_command(spec, point, workdir, FLAGS.processes_per_trial,
-                                                  FLAGS.trial_launcher)))
+      print(
+        "".join(f"{name}={shlex.quote(value)} " for name, value in env.items())
+        + shlex.join(
+          sweep_trials.trial_command(
+            spec, point, workdir, FLAGS.processes_per_trial, FLAGS.trial_launcher
+          )
+        )
+      )
     return
   os.makedirs(FLAGS.sweepdir, exist_ok=True)
   study = open_study(spec, sweep, FLAGS.sweepdir, FLAGS.heartbeat, FLAGS.max_retry)
-  worker = sweep_trials.Worker(spec, sweep, study, FLAGS.sweepdir, slots, FLAGS.poll,
-                               FLAGS.max_retry, leave_early=FLAGS.worker,
-                               launch=(FLAGS.processes_per_trial, FLAGS.trial_launcher),
-                               out=lambda line: print(line, flush=True))
+  worker = sweep_trials.Worker(
+    spec,
+    sweep,
+    study,
+    FLAGS.sweepdir,
+    slots,
+    FLAGS.poll,
+    FLAGS.max_retry,
+    leave_early=FLAGS.worker,
+    launch=(FLAGS.processes_per_trial, FLAGS.trial_launcher),
+    out=lambda line: print(line, flush=True),
+  )
   previous = {s: signal.signal(s, worker.stop) for s in (signal.SIGTERM, signal.SIGINT)}
   try:
     worker.run()
@@ -391,11 +484,21 @@ def run_local(spec, sweep):
 
 
 def run_slurm(spec, sweep):
-  args = worker_args(spec, FLAGS.sweepdir, FLAGS.trials, FLAGS.heartbeat, FLAGS.max_retry,
-                     FLAGS.nodes_per_worker)
-  text = slurm_script(spec, FLAGS.sweepdir, args, FLAGS.workers, FLAGS.gpus_per_worker,
-                      FLAGS.cpus_per_worker, FLAGS.nodes_per_worker, FLAGS.time, FLAGS.partition,
-                      FLAGS.setup)
+  args = worker_args(
+    spec, FLAGS.sweepdir, FLAGS.trials, FLAGS.heartbeat, FLAGS.max_retry, FLAGS.nodes_per_worker
+  )
+  text = slurm_script(
+    spec,
+    FLAGS.sweepdir,
+    args,
+    FLAGS.workers,
+    FLAGS.gpus_per_worker,
+    FLAGS.cpus_per_worker,
+    FLAGS.nodes_per_worker,
+    FLAGS.time,
+    FLAGS.partition,
+    FLAGS.setup,
+  )
   script = os.path.join(FLAGS.sweepdir, "sweep.sbatch")
   submit = ["sbatch", script]
   if FLAGS.dry_run:
@@ -416,9 +519,11 @@ def main(argv):
     if not FLAGS.sweepdir:
       raise SweepError("--sweepdir is required")
     if storage.is_remote(FLAGS.sweepdir):
-      raise SweepError(f"--sweepdir: {FLAGS.sweepdir} is a URL, but the sweepdir holds the study's "
-                       "lock and logs; give a local or shared directory, and put the trials in "
-                       "a bucket with --trials_dir=gs://BUCKET/path")
+      raise SweepError(
+        f"--sweepdir: {FLAGS.sweepdir} is a URL, but the sweepdir holds the study's "
+        "lock and logs; give a local or shared directory, and put the trials in "
+        "a bucket with --trials_dir=gs://BUCKET/path"
+      )
     missing = [m for m in ("optuna", "matplotlib") if importlib.util.find_spec(m) is None]
     if missing:
       raise SweepError(f"sweeps need {' and '.join(missing)}: pip install -e '.[sweep]'")

@@ -31,6 +31,7 @@ trial with its full command line, and where the files are.
 
 matplotlib is imported only to plot, onto its Agg canvas (no display).
 """
+
 import csv
 import json
 import math
@@ -65,7 +66,7 @@ def _value(x):
 
 def _metric_name(metric):
   """The metric without its "eval/" prefix: "loss" for "loss" and for "eval/loss"."""
-  return metric[len("eval/"):] if metric.startswith("eval/") else metric
+  return metric[len("eval/") :] if metric.startswith("eval/") else metric
 
 
 def _objective(metric, mode):
@@ -154,8 +155,7 @@ def markdown(rows, metric, mode):
 def best_record(records, mode):
   """The best COMPLETE trial with a value, else the best PRUNED one, else None."""
   for state in ("COMPLETE", "PRUNED"):
-    candidates = [r for r in records
-                  if r["state"] == state and _value(r.get("best")) is not None]
+    candidates = [r for r in records if r["state"] == state and _value(r.get("best")) is not None]
     if candidates:
       return ranked(candidates, mode)[0]
   return None
@@ -197,11 +197,11 @@ def eval_curve(workdir, metric):
 
 
 def _label(record, max_len=48):
-  """"trial N" and its overrides, briefly (the last part of each dotted field name)."""
+  """ "trial N" and its overrides, briefly (the last part of each dotted field name)."""
   overrides = record.get("overrides") or {}
   parts = [f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in overrides.items()]
   label = f"trial {record['trial']}" + (": " + ", ".join(parts) if parts else "")
-  return label if len(label) <= max_len else label[:max_len - 3] + "..."
+  return label if len(label) <= max_len else label[: max_len - 3] + "..."
 
 
 LINESTYLES = {"COMPLETE": "-", "PRUNED": "--", "FAIL": ":"}
@@ -217,8 +217,14 @@ def _plot_curves(ax, records, metric, mode):
     if not steps:
       continue
     is_best = best is not None and r["trial"] == best["trial"]
-    ax.plot(steps, values, LINESTYLES.get(r["state"], "-"), marker=".",
-            linewidth=2.5 if is_best else 1.2, label=_label(r) + (" (best)" if is_best else ""))
+    ax.plot(
+      steps,
+      values,
+      LINESTYLES.get(r["state"], "-"),
+      marker=".",
+      linewidth=2.5 if is_best else 1.2,
+      label=_label(r) + (" (best)" if is_best else ""),
+    )
   ax.set_title(f"eval {name} per trial")
   ax.set_xlabel("step")
   ax.set_ylabel(f"eval {name}")
@@ -232,9 +238,13 @@ def _is_number(v):
 
 def _plot_field(ax, records, field, metric, mode):
   """The best objective against one swept field's value; failed trials left out."""
-  points = [(r["overrides"][field], _value(r.get("best")), r["state"]) for r in records
-            if r["state"] != "FAIL" and field in (r.get("overrides") or {})
-            and _value(r.get("best")) is not None]
+  points = [
+    (r["overrides"][field], _value(r.get("best")), r["state"])
+    for r in records
+    if r["state"] != "FAIL"
+    and field in (r.get("overrides") or {})
+    and _value(r.get("best")) is not None
+  ]
   numeric = points and all(_is_number(p[0]) for p in points)
   if not numeric:
     points = [(_short(x), y, s) for x, y, s in points]  # a categorical axis
@@ -257,8 +267,9 @@ def plot(records, metric, mode, path):
   """The sweep's figure, also saved as a PNG at `path`: fig.axes[0] holds the eval curves (one
   line per trial with eval rows), then one scatter per swept field."""
   _check_mode(mode)
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+
   names = fields(records)
   cols = 1 if len(names) <= 2 else 2
   nrows = max(1, math.ceil(len(names) / cols))
@@ -288,11 +299,13 @@ def _hparam(v):
 
 def _end_info(sei, state):
   """tensorboardX's session end info with the trial's status (it always says success)."""
-  # pylint: disable=g-import-not-at-top
+
   from tensorboardX.proto.api_pb2 import Status
   from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
-  status = {"COMPLETE": "STATUS_SUCCESS", "PRUNED": "STATUS_SUCCESS",
-            "FAIL": "STATUS_FAILURE"}.get(state, "STATUS_RUNNING")
+
+  status = {"COMPLETE": "STATUS_SUCCESS", "PRUNED": "STATUS_SUCCESS", "FAIL": "STATUS_FAILURE"}.get(
+    state, "STATUS_RUNNING"
+  )
   plugin_data = sei.value[0].metadata.plugin_data
   content = HParamsPluginData.FromString(plugin_data.content)
   content.session_end_info.status = Status.Value(status)
@@ -312,9 +325,11 @@ def write_hparams(record, metric, directory):
   are the union over the trials and the metrics are every scalar of their runs (eval/loss,
   sweep/loss, ...), rather than the one trial's experiment it would pick."""
   metrics.import_tensorboardx()  # (without torch)
-  from tensorboardX import summary, writer  # pylint: disable=g-import-not-at-top
+  from tensorboardX import summary, writer
+
   if storage.isdir(directory) and any(
-      f.name.endswith(HPARAMS_SUFFIX) for f in storage.path(directory).iterdir()):
+    f.name.endswith(HPARAMS_SUFFIX) for f in storage.path(directory).iterdir()
+  ):
     return False
   hparams = {k: _hparam(v) for k, v in (record.get("overrides") or {}).items()}
   hparams.update(trial=int(record["trial"]), state=str(record["state"]))
@@ -340,14 +355,17 @@ def edge_notes(records, mode):
     return []
   notes = []
   for field in fields(records):
-    tried = sorted({r["overrides"][field] for r in records
-                    if _is_number((r.get("overrides") or {}).get(field))})
+    tried = sorted(
+      {r["overrides"][field] for r in records if _is_number((r.get("overrides") or {}).get(field))}
+    )
     value = (best.get("overrides") or {}).get(field)
     if len(tried) < 3 or not _is_number(value) or value not in (tried[0], tried[-1]):
       continue
     edge, way = ("smallest", "below") if value == tried[0] else ("largest", "above")
-    notes.append(f"note: the best {field}={_short(value)} is the {edge} value tried; the "
-                 f"optimum may lie {way} it: extend the grid or range {way} {_short(value)}")
+    notes.append(
+      f"note: the best {field}={_short(value)} is the {edge} value tried; the "
+      f"optimum may lie {way} it: extend the grid or range {way} {_short(value)}"
+    )
   return notes
 
 
@@ -375,7 +393,10 @@ def write_report(records, metric, mode, sweepdir, trials_dir=None):
     lines.append(f"best trial {best['trial']}: {_metric_name(metric)} {_value(best['best']):.4g}")
     lines.append(shlex.join(best["command"]))
     lines += edge_notes(records, mode)
-  lines += ["", f"table: {csv_path} (and {md_path})", f"plot: {png_path}",
-            "side by side: tensorboard --logdir "
-            f"{trials_dir or os.path.join(sweepdir, 'trials')}"]
+  lines += [
+    "",
+    f"table: {csv_path} (and {md_path})",
+    f"plot: {png_path}",
+    f"side by side: tensorboard --logdir {trials_dir or os.path.join(sweepdir, 'trials')}",
+  ]
   return "\n".join(lines) + "\n"

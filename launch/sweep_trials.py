@@ -7,6 +7,7 @@ study, and stops the trial with SIGTERM (it checkpoints) when the pruner says so
 worker itself is stopped; a trial stopped before its end is queued again, and its next attempt
 resumes the same workdir.
 """
+
 import ctypes
 import json
 import os
@@ -19,16 +20,18 @@ import threading
 import time
 
 from launch import slurm
-from pretrain.state import results
 from pretrain.ground import storage
+from pretrain.state import results
 
 TRIAL_COMMAND = ["-m", "pretrain.train"]
 
 
 def override_args(overrides):
   """--config.<field>=<value> arguments (floats in full precision)."""
-  return [f"--config.{k}={v!r}" if isinstance(v, float) else f"--config.{k}={v}"
-          for k, v in overrides.items()]
+  return [
+    f"--config.{k}={v!r}" if isinstance(v, float) else f"--config.{k}={v}"
+    for k, v in overrides.items()
+  ]
 
 
 def trial_slots(parallel, gpus=0, tpu_chips=0, cpus=0):
@@ -42,10 +45,13 @@ def trial_slots(parallel, gpus=0, tpu_chips=0, cpus=0):
       env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in range(k * gpus, (k + 1) * gpus))
     if tpu_chips:
       bounds = {1: "1,1,1", 2: "1,2,1", 4: "2,2,1"}[tpu_chips]
-      env.update(TPU_VISIBLE_CHIPS=",".join(str(c) for c in range(k * tpu_chips, (k + 1) * tpu_chips)),
-                 TPU_CHIPS_PER_PROCESS_BOUNDS=bounds, TPU_PROCESS_BOUNDS="1,1,1",
-                 TPU_PROCESS_PORT=str(8476 + k))
-    mine = cores[k * cpus:(k + 1) * cpus] if (k + 1) * cpus <= len(cores) else cores
+      env.update(
+        TPU_VISIBLE_CHIPS=",".join(str(c) for c in range(k * tpu_chips, (k + 1) * tpu_chips)),
+        TPU_CHIPS_PER_PROCESS_BOUNDS=bounds,
+        TPU_PROCESS_BOUNDS="1,1,1",
+        TPU_PROCESS_PORT=str(8476 + k),
+      )
+    mine = cores[k * cpus : (k + 1) * cpus] if (k + 1) * cpus <= len(cores) else cores
     slots.append((env, mine))
   return slots
 
@@ -53,8 +59,15 @@ def trial_slots(parallel, gpus=0, tpu_chips=0, cpus=0):
 def trial_command(spec, overrides, workdir, processes=1, launcher="local"):
   """A trial's argv: the training command; with several processes, through our launchers
   (launch.local on this machine, or srun across the nodes of a SLURM worker's allocation)."""
-  train = [sys.executable, *TRIAL_COMMAND, f"--config={spec['config']}", *spec["overrides"],
-           *spec["objective_overrides"], *override_args(overrides), f"--workdir={workdir}"]
+  train = [
+    sys.executable,
+    *TRIAL_COMMAND,
+    f"--config={spec['config']}",
+    *spec["overrides"],
+    *spec["objective_overrides"],
+    *override_args(overrides),
+    f"--workdir={workdir}",
+  ]
   if processes == 1:
     return train
   if launcher == "srun":
@@ -65,17 +78,21 @@ def trial_command(spec, overrides, workdir, processes=1, launcher="local"):
 def _child_setup(cores):
   """In the trial's process before exec: pinned to its cores, and SIGTERMed (checkpointing)
   if this worker dies, so no orphan trains on while its trial is queued again."""
+
   def setup():
     if cores:
       os.sched_setaffinity(0, cores)
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
   return setup
 
 
 def total_steps(workdir):
   try:
-    return json.loads(storage.read_text(os.path.join(workdir, "config.json")))["train"]["total_steps"]
+    return json.loads(storage.read_text(os.path.join(workdir, "config.json")))["train"][
+      "total_steps"
+    ]
   except (OSError, ValueError, KeyError):
     return None
 
@@ -110,8 +127,19 @@ class Worker:
   """Runs the study's trials in `slots` threads until none is left to start (and, unless
   `leave_early`, until no trial is running anywhere, so that stale ones are taken over)."""
 
-  def __init__(self, spec, sweep, study, sweepdir, slots, poll, max_retry, leave_early=False,
-               launch=(1, "local"), out=print):
+  def __init__(
+    self,
+    spec,
+    sweep,
+    study,
+    sweepdir,
+    slots,
+    poll,
+    max_retry,
+    leave_early=False,
+    launch=(1, "local"),
+    out=print,
+  ):
     self.spec, self.sweep, self.study, self.sweepdir = spec, sweep, study, sweepdir
     self.slots, self.poll, self.max_retry, self.leave_early = slots, poll, max_retry, leave_early
     self.launch, self.out = launch, out  # (processes per trial, launcher)
@@ -129,7 +157,8 @@ class Worker:
     return "failed_trial" not in t.system_attrs and not t.user_attrs.get("surplus")
 
   def _budget_left(self):
-    import optuna  # pylint: disable=g-import-not-at-top
+    import optuna
+
     trials = self._trials()
     waiting = any(t.state == optuna.trial.TrialState.WAITING for t in trials)
     return waiting or sum(map(self.is_fresh, trials)) < self.sweep.trials
@@ -148,8 +177,12 @@ class Worker:
       return True
     grid_id = me.system_attrs.get("grid_id")
     return grid_id is not None and any(
-        t.system_attrs.get("grid_id") == grid_id and t.number != number and
-        t.state.name != "FAIL" and (t.number < number or t.state.is_finished()) for t in trials)
+      t.system_attrs.get("grid_id") == grid_id
+      and t.number != number
+      and t.state.name != "FAIL"
+      and (t.number < number or t.state.is_finished())
+      for t in trials
+    )
 
   def _index(self, frozen):
     """The sweep's own number of a trial: 0, 1, ... in the order fresh trials started (a
@@ -161,8 +194,9 @@ class Worker:
   # -- the loop
 
   def run(self):
-    threads = [threading.Thread(target=self._work, args=(slot,), daemon=True)
-               for slot in self.slots]
+    threads = [
+      threading.Thread(target=self._work, args=(slot,), daemon=True) for slot in self.slots
+    ]
     for t in threads:
       t.start()
     for t in threads:
@@ -171,12 +205,15 @@ class Worker:
 
   def stop(self, *_):
     if not self.stopping.is_set():
-      self.out("stopping: running trials checkpoint and are queued again; rerun the same "
-               "command to continue")
+      self.out(
+        "stopping: running trials checkpoint and are queued again; rerun the same "
+        "command to continue"
+      )
     self.stopping.set()
 
   def _work(self, slot):
-    import optuna  # pylint: disable=g-import-not-at-top
+    import optuna
+
     while not self.stopping.is_set():
       with self.lock:
         optuna.storages.fail_stale_trials(self.study)
@@ -186,13 +223,18 @@ class Worker:
           return
         self.stopping.wait(self.poll)
         continue
-      self.study.optimize(lambda trial: self._objective(trial, slot), n_trials=1,
-                          catch=(TrialFailed, Requeued, Surplus), callbacks=[self._after])
+      self.study.optimize(
+        lambda trial: self._objective(trial, slot),
+        n_trials=1,
+        catch=(TrialFailed, Requeued, Surplus),
+        callbacks=[self._after],
+      )
 
   def _after(self, study, frozen):
     """Queues a stopped trial again at once (a stale one is queued by Optuna's callback)."""
     if frozen.user_attrs.get("requeue"):
-      import optuna  # pylint: disable=g-import-not-at-top
+      import optuna
+
       optuna.storages.RetryHeartbeatStaleTrialCallback(self.max_retry)(study, frozen)
 
   def _overrides(self, trial):
@@ -213,7 +255,8 @@ class Worker:
     return out
 
   def _objective(self, trial, slot):
-    import optuna  # pylint: disable=g-import-not-at-top
+    import optuna
+
     with self.lock:
       if self._is_surplus(trial.number):
         trial.set_user_attr("surplus", True)
@@ -228,24 +271,41 @@ class Worker:
     log_path = os.path.join(local, "train.log")
     command = trial_command(self.spec, overrides, workdir, *self.launch)
     os.makedirs(local, exist_ok=True)
-    for key, value in dict(trial=number, overrides=overrides, command=command, workdir=workdir,
-                           log=log_path, worker=self.name, requeue=False).items():
+    for key, value in dict(
+      trial=number,
+      overrides=overrides,
+      command=command,
+      workdir=workdir,
+      log=log_path,
+      worker=self.name,
+      requeue=False,
+    ).items():
       trial.set_user_attr(key, value)  # (an attempt's own)
     with open(os.path.join(local, "trial.json"), "w", encoding="utf-8") as f:
-      json.dump(dict(trial=number, optuna_trial=trial.number, overrides=overrides,
-                     command=command), f, indent=1)
+      json.dump(
+        dict(trial=number, optuna_trial=trial.number, overrides=overrides, command=command),
+        f,
+        indent=1,
+      )
     resumed = " (resuming its checkpoints)" if not self.is_fresh(frozen) else ""
-    self.out(f"trial {number} started{resumed}: "
-             f"{' '.join(override_args(overrides)) or '(no overrides)'} -> {workdir}")
+    self.out(
+      f"trial {number} started{resumed}: "
+      f"{' '.join(override_args(overrides)) or '(no overrides)'} -> {workdir}"
+    )
     env, cores = slot
     env = dict(env, WANDB_RUN_GROUP=self.spec["study"], WANDB_NAME=f"trial-{number}")
     started, base = time.time(), frozen.user_attrs.get("wall_s", 0.0)
     with open(log_path, "a", encoding="utf-8") as log:
       log.write(f"$ {shlex.join(command)}\n")
       log.flush()
-      proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,  # pylint: disable=subprocess-popen-preexec-fn
-                              env=dict(os.environ, **env), preexec_fn=_child_setup(cores),
-                              start_new_session=True)
+      proc = subprocess.Popen(
+        command,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, **env),
+        preexec_fn=_child_setup(cores),
+        start_new_session=True,
+      )
       pruned_at = self._follow(trial, proc, workdir, started, base)
     trial.set_user_attr("wall_s", base + time.time() - started)
     history = results.read_history(workdir)
@@ -257,20 +317,25 @@ class Worker:
     done = history and history[-1]["step"] == total_steps(workdir)
     if self.stopping.is_set() or (not proc.returncode and not done):
       trial.set_user_attr("requeue", True)
-      self.out(f"trial {number} stopped at step {history[-1]['step'] if history else 0}; "
-               "queued again, to resume from its checkpoint")
+      self.out(
+        f"trial {number} stopped at step {history[-1]['step'] if history else 0}; "
+        "queued again, to resume from its checkpoint"
+      )
       raise Requeued()
     if proc.returncode:
       trial.set_user_attr("log_tail", tail)
-      self.out(f"trial {number} failed (exit {proc.returncode}); the end of its log "
-               f"({log_path}):\n{tail}")
+      self.out(
+        f"trial {number} failed (exit {proc.returncode}); the end of its log ({log_path}):\n{tail}"
+      )
       raise TrialFailed(f"exit {proc.returncode}")
     value = trial.user_attrs["best"] if "best" in trial.user_attrs else None
     if value is None:
       raise TrialFailed(f"no evaluation of {self.sweep.metric}")
-    self.out(f"trial {number} finished: {self.sweep.metric} {value:.4g} (best; final "
-             f"{history[-1][self.sweep.metric]:.4g} at step {history[-1]['step']}) in "
-             f"{base + time.time() - started:.0f} s")
+    self.out(
+      f"trial {number} finished: {self.sweep.metric} {value:.4g} (best; final "
+      f"{history[-1][self.sweep.metric]:.4g} at step {history[-1]['step']}) in "
+      f"{base + time.time() - started:.0f} s"
+    )
     return value
 
   def _follow(self, trial, proc, workdir, started, base):
@@ -285,8 +350,11 @@ class Worker:
       if self.stopping.is_set():
         proc.send_signal(signal.SIGTERM)
         continue
-      new = [r for r in results.read_history(workdir) if r["step"] not in reported
-             and self.sweep.metric in r]
+      new = [
+        r
+        for r in results.read_history(workdir)
+        if r["step"] not in reported and self.sweep.metric in r
+      ]
       for row in new:
         reported.add(row["step"])
         trial.report(row[self.sweep.metric], row["step"])
@@ -316,9 +384,19 @@ def records(study):
   out = []
   for number, t in sorted(latest.items()):
     a = t.user_attrs
-    out.append(dict(trial=number, state=t.state.name, overrides=a.get("overrides", t.params),
-                    steps=a.get("steps"), final=a.get("final"), best=a.get("best"),
-                    wall_s=a.get("wall_s"), workdir=a.get("workdir", ""),
-                    log=a.get("log", os.path.join(a.get("workdir", ""), "train.log")),
-                    command=a.get("command", []), log_tail=a.get("log_tail", "")))
+    out.append(
+      dict(
+        trial=number,
+        state=t.state.name,
+        overrides=a.get("overrides", t.params),
+        steps=a.get("steps"),
+        final=a.get("final"),
+        best=a.get("best"),
+        wall_s=a.get("wall_s"),
+        workdir=a.get("workdir", ""),
+        log=a.get("log", os.path.join(a.get("workdir", ""), "train.log")),
+        command=a.get("command", []),
+        log_tail=a.get("log_tail", ""),
+      )
+    )
   return out

@@ -10,6 +10,7 @@ PRETRAIN_DISTRIBUTED=1 makes jax.distributed find the other workers itself. --wo
 a bucket (gs://...) all workers can write. --steps picks the stages (default: all of them);
 --dry_run prints the exact gcloud commands instead of running them.
 """
+
 import shlex
 import subprocess
 import sys
@@ -41,22 +42,41 @@ def commands(name, zone, accelerator_type, version, project, spot, train_args, s
   """The gcloud command lines of each stage, in order."""
   tpu = ["gcloud", "compute", "tpus", "tpu-vm"]
   where = [f"--zone={zone}"] + ([f"--project={project}"] if project else [])
-  train = " ".join(["cd", REMOTE_DIR, "&&", "PRETRAIN_DISTRIBUTED=1", "python3", "-m",
-                    "pretrain.train"] + [shlex.quote(a) for a in train_args])
+  train = " ".join(
+    ["cd", REMOTE_DIR, "&&", "PRETRAIN_DISTRIBUTED=1", "python3", "-m", "pretrain.train"]
+    + [shlex.quote(a) for a in train_args]
+  )
   archive = f"/tmp/pretrain-{name}.tar.gz"
   stages = {
-      "create": [tpu + ["create", name, *where, f"--accelerator-type={accelerator_type}",
-                        f"--version={version}"] + (["--spot"] if spot else [])],
-      "copy": [
-          ["sh", "-c", f"git ls-files -z | tar --null -czf {archive} -T -"],
-          tpu + ["scp", "--worker=all", *where, archive, f"{name}:pretrain.tar.gz"],
-          tpu + ["ssh", name, *where, "--worker=all",
-                 f"--command=mkdir -p {REMOTE_DIR} && tar -xzf pretrain.tar.gz -C {REMOTE_DIR}"],
+    "create": [
+      tpu
+      + ["create", name, *where, f"--accelerator-type={accelerator_type}", f"--version={version}"]
+      + (["--spot"] if spot else [])
+    ],
+    "copy": [
+      ["sh", "-c", f"git ls-files -z | tar --null -czf {archive} -T -"],
+      tpu + ["scp", "--worker=all", *where, archive, f"{name}:pretrain.tar.gz"],
+      tpu
+      + [
+        "ssh",
+        name,
+        *where,
+        "--worker=all",
+        f"--command=mkdir -p {REMOTE_DIR} && tar -xzf pretrain.tar.gz -C {REMOTE_DIR}",
       ],
-      "install": [tpu + ["ssh", name, *where, "--worker=all",
-                         f'--command=cd {REMOTE_DIR} && pip install -e ".[tpu]"']],
-      "run": [tpu + ["ssh", name, *where, "--worker=all", f"--command={train}"]],
-      "delete": [tpu + ["delete", name, *where, "--quiet"]],
+    ],
+    "install": [
+      tpu
+      + [
+        "ssh",
+        name,
+        *where,
+        "--worker=all",
+        f'--command=cd {REMOTE_DIR} && pip install -e ".[tpu]"',
+      ]
+    ],
+    "run": [tpu + ["ssh", name, *where, "--worker=all", f"--command={train}"]],
+    "delete": [tpu + ["delete", name, *where, "--quiet"]],
   }
   unknown = [s for s in steps if s not in stages]
   if unknown:
@@ -68,8 +88,16 @@ def main(argv):
   if not FLAGS.name or not FLAGS.zone:
     raise app.UsageError("--name and --zone are required")
   shared_storage.require_bucket(argv[1:], "a TPU slice's workers")
-  cmds = commands(FLAGS.name, FLAGS.zone, FLAGS.accelerator_type, FLAGS.version, FLAGS.project,
-                  FLAGS.spot, argv[1:], FLAGS.steps)
+  cmds = commands(
+    FLAGS.name,
+    FLAGS.zone,
+    FLAGS.accelerator_type,
+    FLAGS.version,
+    FLAGS.project,
+    FLAGS.spot,
+    argv[1:],
+    FLAGS.steps,
+  )
   for cmd in cmds:
     print(shlex.join(cmd), flush=True)
     if not FLAGS.dry_run:

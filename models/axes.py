@@ -4,21 +4,21 @@ The mapping from these names to mesh axes is data in the config (`config.mesh.ru
 `pretrain/devices/sharding.py`. Keeping the names in one place lets the encoder, the decoder and the
 rules agree without string typos.
 """
+
 from pretrain.ground import errors
 
-
-BATCH = "batch"          # examples in a batch
-LENGTH = "length"        # positions along the sequence (activations)
-EMBED = "embed"          # model width
-MLP = "mlp"              # hidden width of the feed-forward block
-HEADS = "heads"          # query heads
-KV_HEADS = "kv_heads"    # key/value heads (grouped-query attention)
-HEAD_DIM = "head_dim"    # width of one head
-VOCAB = "vocab"          # token vocabulary
+BATCH = "batch"  # examples in a batch
+LENGTH = "length"  # positions along the sequence (activations)
+EMBED = "embed"  # model width
+MLP = "mlp"  # hidden width of the feed-forward block
+HEADS = "heads"  # query heads
+KV_HEADS = "kv_heads"  # key/value heads (grouped-query attention)
+HEAD_DIM = "head_dim"  # width of one head
+VOCAB = "vocab"  # token vocabulary
 POSITIONS = "positions"  # rows of a learned position table
-LAYERS = "layers"        # the stacked-layer axis when scanning over layers
-TYPES = "types"          # rows of the token-type (segment) table
-CLASSES = "classes"      # outputs of a classification head
+LAYERS = "layers"  # the stacked-layer axis when scanning over layers
+TYPES = "types"  # rows of the token-type (segment) table
+CLASSES = "classes"  # outputs of a classification head
 
 
 class AxisRuleError(errors.UserError):
@@ -28,12 +28,15 @@ class AxisRuleError(errors.UserError):
 def logical_to_mesh(names, rules):
   """Logical names -> a PartitionSpec over mesh axes; a mesh axis is used at most once per
   array (the first logical axis that claims it wins; later ones stay unsharded)."""
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
+
   table = dict(rules)
   used, out = set(), []
   for name in names:
     if name is not None and name not in table:
-      raise AxisRuleError(f"config.mesh.rules: no rule for logical axis {name!r}; add ({name!r}, None)")
+      raise AxisRuleError(
+        f"config.mesh.rules: no rule for logical axis {name!r}; add ({name!r}, None)"
+      )
     target = table.get(name) if name is not None else None
     targets = (target,) if isinstance(target, str) else tuple(target or ())
     targets = tuple(t for t in targets if t not in used)
@@ -45,8 +48,9 @@ def logical_to_mesh(names, rules):
 def constrain(x, names):
   """Sharding constraint on an activation by logical names, under the trainer's mesh and rules
   (flax's logical_axis_rules context); a no-op outside them (e.g. in unit tests)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from flax.core import spmd  # pylint: disable=g-import-not-at-top
+  import jax
+  from flax.core import spmd
+
   rules = spmd.get_logical_axis_rules()
   if not rules or jax.sharding.get_abstract_mesh().empty:
     return x

@@ -11,9 +11,10 @@ one compile per (batch, prompt bucket, cache size), none per token or per prompt
 Sampling: greedy (temperature 0), or temperature with optional top-k and top-p (nucleus),
 keyed by (seed, step) so that a seed reproduces the samples.
 """
+
 import dataclasses
 import functools
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -87,12 +88,12 @@ def sample(logits, key, temperature, top_k=0, top_p=1.0):
 @dataclasses.dataclass
 class Sampling:
   max_new_tokens: int = 64
-  temperature: float = 0.0   # 0: greedy
-  top_k: int = 0             # 0: no top-k cut
-  top_p: float = 1.0         # 1: no nucleus cut
+  temperature: float = 0.0  # 0: greedy
+  top_k: int = 0  # 0: no top-k cut
+  top_p: float = 1.0  # 1: no nucleus cut
   seed: int = 0
-  eos_id: Optional[int] = None
-  stop: Callable = None      # (row, new token ids) -> True to stop that row (stop strings)
+  eos_id: int | None = None
+  stop: Callable = None  # (row, new token ids) -> True to stop that row (stop strings)
 
 
 def generate(model, cfg, prompts, sampling, on_token=None):
@@ -102,22 +103,28 @@ def generate(model, cfg, prompts, sampling, on_token=None):
   graphdef, params = nnx.split(model)
   lengths = np.array([len(p) for p in prompts], np.int32)
   if lengths.min() < 1 or lengths.max() + sampling.max_new_tokens > cfg.max_len:
-    raise ValueError(f"prompts of {lengths.min()}-{lengths.max()} tokens plus "
-                     f"{sampling.max_new_tokens} new ones do not fit max_len={cfg.max_len}")
+    raise ValueError(
+      f"prompts of {lengths.min()}-{lengths.max()} tokens plus "
+      f"{sampling.max_new_tokens} new ones do not fit max_len={cfg.max_len}"
+    )
   width = bucket(int(lengths.max()), cfg.max_len)
   tokens = np.zeros((len(prompts), width), np.int32)
   for i, p in enumerate(prompts):
-    tokens[i, :len(p)] = p
-  cache = init_cache(cfg, len(prompts), cache_slots(cfg, int(lengths.max()),
-                                                   sampling.max_new_tokens))
+    tokens[i, : len(p)] = p
+  cache = init_cache(
+    cfg, len(prompts), cache_slots(cfg, int(lengths.max()), sampling.max_new_tokens)
+  )
   logits, cache = prefill(graphdef, params, jnp.asarray(tokens), jnp.asarray(lengths), cache)
   key = jax.random.PRNGKey(sampling.seed)
   out = [[] for _ in prompts]
   done = np.zeros(len(prompts), bool)
   positions = lengths.copy()
   for step in range(sampling.max_new_tokens):
-    new = np.asarray(sample(logits, jax.random.fold_in(key, step), sampling.temperature,
-                            sampling.top_k, sampling.top_p))
+    new = np.asarray(
+      sample(
+        logits, jax.random.fold_in(key, step), sampling.temperature, sampling.top_k, sampling.top_p
+      )
+    )
     for i in np.flatnonzero(~done):
       out[i].append(int(new[i]))
       if new[i] == sampling.eos_id or (sampling.stop is not None and sampling.stop(i, out[i])):
@@ -126,7 +133,6 @@ def generate(model, cfg, prompts, sampling, on_token=None):
       on_token(step, new)
     if done.all() or step + 1 == sampling.max_new_tokens:
       break
-    logits, cache = decode_step(graphdef, params, jnp.asarray(new), jnp.asarray(positions),
-                                cache)
+    logits, cache = decode_step(graphdef, params, jnp.asarray(new), jnp.asarray(positions), cache)
     positions += 1
   return out

@@ -15,38 +15,55 @@ from a pretraining checkpoint (pretrain/state/checkpointing.py `init_from`):
   * `TokenClassifier`: a dense layer to `num_labels` at every position (NER);
   * `SpanClassifier`: start and end logits at every position (extractive QA).
 """
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models import axes
-from models import layers
+from models import axes, layers
 
 SIZES = {  # the published BERT grid (Turc et al. 2019) plus a smoke size
-    "smoke": dict(num_layers=2, num_heads=2, d_model=64, max_len=128),
-    "tiny": dict(num_layers=2, num_heads=2, d_model=128),
-    "mini": dict(num_layers=4, num_heads=4, d_model=256),
-    "small": dict(num_layers=4, num_heads=8, d_model=512),
-    "medium": dict(num_layers=8, num_heads=8, d_model=512),
-    "base": dict(num_layers=12, num_heads=12, d_model=768),     # 110M
-    "large": dict(num_layers=24, num_heads=16, d_model=1024),   # 340M
+  "smoke": dict(num_layers=2, num_heads=2, d_model=64, max_len=128),
+  "tiny": dict(num_layers=2, num_heads=2, d_model=128),
+  "mini": dict(num_layers=4, num_heads=4, d_model=256),
+  "small": dict(num_layers=4, num_heads=8, d_model=512),
+  "medium": dict(num_layers=8, num_heads=8, d_model=512),
+  "base": dict(num_layers=12, num_heads=12, d_model=768),  # 110M
+  "large": dict(num_layers=24, num_heads=16, d_model=1024),  # 340M
 }
 
 DEFAULTS = dict(
-    vocab_size=0, vocab_multiple=128, max_len=512, type_vocab_size=2,
-    num_kv_heads=0, head_dim=0, d_ff=0,
-    position="learned", rope_theta=10000.0,
-    norm="layernorm", norm_eps=1e-12,
-    mlp="gelu", gelu_approximate=False,
-    qk_norm=False, zero_init_proj=False,  # as the decoder's
-    logit_softcap=0.0, z_loss=0.0,        # on the masked-LM logits
-    use_bias=True, tie_embeddings=True,
-    pre_norm=False,        # BERT is post-LN; True: pre-LN blocks and a final LayerNorm
-    nsp_head=True,         # the next-sentence head (BERT); RoBERTa has none
-    dropout=0.1, init_std=0.02, scale_residual_init=False,
-    dtype="float32", param_dtype="float32", attention="",
-    scan_layers=True, scan_unroll=0, remat="none",
-    num_labels=0,          # the task head's outputs (fine-tuning); 1: a regression score
+  vocab_size=0,
+  vocab_multiple=128,
+  max_len=512,
+  type_vocab_size=2,
+  num_kv_heads=0,
+  head_dim=0,
+  d_ff=0,
+  position="learned",
+  rope_theta=10000.0,
+  norm="layernorm",
+  norm_eps=1e-12,
+  mlp="gelu",
+  gelu_approximate=False,
+  qk_norm=False,
+  zero_init_proj=False,  # as the decoder's
+  logit_softcap=0.0,
+  z_loss=0.0,  # on the masked-LM logits
+  use_bias=True,
+  tie_embeddings=True,
+  pre_norm=False,  # BERT is post-LN; True: pre-LN blocks and a final LayerNorm
+  nsp_head=True,  # the next-sentence head (BERT); RoBERTa has none
+  dropout=0.1,
+  init_std=0.02,
+  scale_residual_init=False,
+  dtype="float32",
+  param_dtype="float32",
+  attention="",
+  scan_layers=True,
+  scan_unroll=0,
+  remat="none",
+  num_labels=0,  # the task head's outputs (fine-tuning); 1: a regression score
 )
 
 
@@ -55,17 +72,28 @@ BACKBONE = ("embed", "pos_embed", "type_embed", "embed_norm", "blocks", "final_n
 
 
 def norm(cfg, rngs):
-  return layers.Norm(cfg.d_model, kind=cfg.norm, eps=cfg.norm_eps, use_bias=cfg.use_bias,
-                     dtype=layers.dtype_of(cfg.dtype), rngs=rngs)
+  return layers.Norm(
+    cfg.d_model,
+    kind=cfg.norm,
+    eps=cfg.norm_eps,
+    use_bias=cfg.use_bias,
+    dtype=layers.dtype_of(cfg.dtype),
+    rngs=rngs,
+  )
 
 
 def dense(cfg, n_out, names, rngs):
   """A head's dense layer from the model width (weights N(0, init_std), zero bias)."""
   init = layers.normal(cfg.init_std)
-  return nnx.Linear(cfg.d_model, n_out, dtype=layers.dtype_of(cfg.dtype),
-                    param_dtype=layers.dtype_of(cfg.param_dtype), rngs=rngs,
-                    kernel_init=layers.partitioned(init, names),
-                    bias_init=layers.partitioned(layers.zeros, names[1:]))
+  return nnx.Linear(
+    cfg.d_model,
+    n_out,
+    dtype=layers.dtype_of(cfg.dtype),
+    param_dtype=layers.dtype_of(cfg.param_dtype),
+    rngs=rngs,
+    kernel_init=layers.partitioned(init, names),
+    bias_init=layers.partitioned(layers.zeros, names[1:]),
+  )
 
 
 class Backbone(nnx.Module):
@@ -77,13 +105,28 @@ class Backbone(nnx.Module):
     embed = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.rate, self.scan_layers, self.remat = cfg.dropout, cfg.scan_layers, cfg.remat
     self.unroll = layers.scan_unroll(cfg)
-    self.embed = nnx.Embed(cfg.vocab_size, cfg.d_model, **embed,
-                           embedding_init=layers.partitioned(init, (axes.VOCAB, axes.EMBED)))
-    self.pos_embed = None if cfg.position == "rope" else nnx.Embed(
-        cfg.max_len, cfg.d_model, **embed,
-        embedding_init=layers.partitioned(init, (axes.POSITIONS, axes.EMBED)))
-    self.type_embed = nnx.Embed(cfg.type_vocab_size, cfg.d_model, **embed,
-                                embedding_init=layers.partitioned(init, (axes.TYPES, axes.EMBED)))
+    self.embed = nnx.Embed(
+      cfg.vocab_size,
+      cfg.d_model,
+      **embed,
+      embedding_init=layers.partitioned(init, (axes.VOCAB, axes.EMBED)),
+    )
+    self.pos_embed = (
+      None
+      if cfg.position == "rope"
+      else nnx.Embed(
+        cfg.max_len,
+        cfg.d_model,
+        **embed,
+        embedding_init=layers.partitioned(init, (axes.POSITIONS, axes.EMBED)),
+      )
+    )
+    self.type_embed = nnx.Embed(
+      cfg.type_vocab_size,
+      cfg.d_model,
+      **embed,
+      embedding_init=layers.partitioned(init, (axes.TYPES, axes.EMBED)),
+    )
     self.embed_norm = norm(cfg, rngs)
     self.dropout = nnx.Dropout(cfg.dropout)
     self.blocks = layers.make_blocks(cfg, causal=False, rngs=rngs)
@@ -95,16 +138,25 @@ class Backbone(nnx.Module):
     x = self.embed(tokens)
     if self.pos_embed is not None:
       x = x + layers.embed_prefix(self.pos_embed, t)
-    x = x + layers.embed_rows(self.type_embed, jnp.zeros_like(tokens) if type_ids is None
-                              else type_ids)
+    x = x + layers.embed_rows(
+      self.type_embed, jnp.zeros_like(tokens) if type_ids is None else type_ids
+    )
     x = axes.constrain(self.embed_norm(x), layers.ACTIVATION)
     block_key = None
     if dropout_key is not None and self.rate:
       dropout_key, block_key = jax.random.split(dropout_key)
       x = self.dropout(x, deterministic=False, rngs=dropout_key)
     mask = None if input_mask is None else input_mask.astype(bool)[:, None, None, :]
-    x = layers.run_blocks(self.blocks, x, positions=positions, mask=mask, dropout_key=block_key,
-                          scan=self.scan_layers, remat=self.remat, unroll=self.unroll)
+    x = layers.run_blocks(
+      self.blocks,
+      x,
+      positions=positions,
+      mask=mask,
+      dropout_key=block_key,
+      scan=self.scan_layers,
+      remat=self.remat,
+      unroll=self.unroll,
+    )
     return x if self.final_norm is None else self.final_norm(x)
 
   def head_dropout(self, x, dropout_key):
@@ -122,8 +174,9 @@ class Encoder(Backbone):
     self.pooler = dense(cfg, cfg.d_model, (axes.EMBED, axes.MLP), rngs)
     self.mlm_dense = dense(cfg, cfg.d_model, (axes.EMBED, axes.MLP), rngs)
     self.mlm_norm = norm(cfg, rngs)
-    self.mlm_bias = nnx.Param(jnp.zeros((cfg.vocab_size,), layers.dtype_of(cfg.param_dtype)),
-                              out_sharding=(axes.VOCAB,))
+    self.mlm_bias = nnx.Param(
+      jnp.zeros((cfg.vocab_size,), layers.dtype_of(cfg.param_dtype)), out_sharding=(axes.VOCAB,)
+    )
     self.nsp = dense(cfg, 2, (axes.EMBED, axes.CLASSES), rngs) if cfg.nsp_head else None
     self.logit_softcap = layers.switch(cfg, "logit_softcap")
     self.z_loss = layers.switch(cfg, "z_loss")

@@ -12,6 +12,7 @@ pooler, the masked-LM head and (BERT) the next-sentence head; a checkpoint may l
 pad_token_id + 1 (2): the first rows of its position table are dropped on import and written
 as zeros on export.
 """
+
 import re
 
 import jax
@@ -59,8 +60,11 @@ def model_fields(hf, where="config.json"):
   pos = hf.get("position_embedding_type") or "absolute"
   if pos != "absolute":
     _refuse(where, "position_embedding_type", pos, "only absolute positions convert")
-  for field, ok in (("is_decoder", False), ("add_cross_attention", False),
-                    ("tie_word_embeddings", True)):
+  for field, ok in (
+    ("is_decoder", False),
+    ("add_cross_attention", False),
+    ("tie_word_embeddings", True),
+  ):
     if hf.get(field, ok) != ok:
       _refuse(where, field, hf[field], f"{kind} converts with {field}={ok}")
   offset = position_offset(kind, pad_id(hf))
@@ -71,17 +75,35 @@ def model_fields(hf, where="config.json"):
   if d % heads:
     _refuse(where, "num_attention_heads", heads, f"it must divide hidden_size={d}")
   return dict(
-      vocab_size=hf.get("vocab_size", 30522), num_layers=hf.get("num_hidden_layers", 12),
-      num_heads=heads, num_kv_heads=heads, head_dim=d // heads, d_model=d,
-      d_ff=hf.get("intermediate_size", 3072), max_len=positions - offset,
-      type_vocab_size=hf.get("type_vocab_size", 2), position="learned", norm="layernorm",
-      norm_eps=hf.get("layer_norm_eps", 1e-12), mlp="gelu", gelu_approximate=GELU[act],
-      use_bias=True, tie_embeddings=True, pre_norm=False,
-      init_std=hf.get("initializer_range", 0.02))
+    vocab_size=hf.get("vocab_size", 30522),
+    num_layers=hf.get("num_hidden_layers", 12),
+    num_heads=heads,
+    num_kv_heads=heads,
+    head_dim=d // heads,
+    d_model=d,
+    d_ff=hf.get("intermediate_size", 3072),
+    max_len=positions - offset,
+    type_vocab_size=hf.get("type_vocab_size", 2),
+    position="learned",
+    norm="layernorm",
+    norm_eps=hf.get("layer_norm_eps", 1e-12),
+    mlp="gelu",
+    gelu_approximate=GELU[act],
+    use_bias=True,
+    tie_embeddings=True,
+    pre_norm=False,
+    init_std=hf.get("initializer_range", 0.02),
+  )
 
 
-_FIXED = dict(position="learned", norm="layernorm", mlp="gelu", use_bias=True,
-              tie_embeddings=True, pre_norm=False)
+_FIXED = dict(
+  position="learned",
+  norm="layernorm",
+  mlp="gelu",
+  use_bias=True,
+  tie_embeddings=True,
+  pre_norm=False,
+)
 
 
 def hf_type(m, objective="mlm_nsp"):
@@ -89,20 +111,28 @@ def hf_type(m, objective="mlm_nsp"):
   for runs imported from RoBERTa (size 'roberta'), else BERT (BertForSequenceClassification
   for the GLUE objective); an error naming the first field HF cannot express."""
   if objective not in ("mlm", "mlm_nsp", "classification"):
-    raise ConvertError(f"config.objective: {objective!r} does not convert to Hugging Face yet; "
-                       "encoders convert for mlm, mlm_nsp and classification")
+    raise ConvertError(
+      f"config.objective: {objective!r} does not convert to Hugging Face yet; "
+      "encoders convert for mlm, mlm_nsp and classification"
+    )
   for field, want in _FIXED.items():
     if m[field] != want:
-      raise ConvertError(f"config.model.{field}: {m[field]!r} has no Hugging Face BERT "
-                         f"equivalent (it needs {field}={want!r})")
+      raise ConvertError(
+        f"config.model.{field}: {m[field]!r} has no Hugging Face BERT "
+        f"equivalent (it needs {field}={want!r})"
+      )
   hf_decoder.refuse_switches(m, ConvertError, "BERT has none")
   if m["num_kv_heads"] != m["num_heads"] or m["num_heads"] * m["head_dim"] != m["d_model"]:
-    raise ConvertError("config.model.num_kv_heads: BERT needs num_kv_heads == num_heads and "
-                       "head_dim == d_model // num_heads")
+    raise ConvertError(
+      "config.model.num_kv_heads: BERT needs num_kv_heads == num_heads and "
+      "head_dim == d_model // num_heads"
+    )
   if m["size"] == "roberta":
     if objective == "classification":
-      raise ConvertError("config.objective: RoBERTa's classification head (dense, tanh, "
-                         "projection) is not ours (pooler, projection); export its encoder")
+      raise ConvertError(
+        "config.objective: RoBERTa's classification head (dense, tanh, "
+        "projection) is not ours (pooler, projection); export its encoder"
+      )
     return "roberta", "RobertaForMaskedLM"
   if objective == "classification":
     return "bert", "BertForSequenceClassification"
@@ -115,22 +145,38 @@ def hf_config(m, specials, objective="mlm_nsp"):
   pad = specials.get("pad")
   pad = (1 if pad is None else pad) if kind == "roberta" else (pad or 0)
   out = dict(
-      architectures=[arch], model_type=kind, vocab_size=m["vocab_size"],
-      hidden_size=m["d_model"], num_hidden_layers=m["num_layers"],
-      num_attention_heads=m["num_heads"], intermediate_size=m["d_ff"],
-      hidden_act="gelu_new" if m["gelu_approximate"] else "gelu",
-      max_position_embeddings=m["max_len"] + position_offset(kind, pad),
-      type_vocab_size=m["type_vocab_size"], layer_norm_eps=m["norm_eps"],
-      initializer_range=m["init_std"], pad_token_id=pad, position_embedding_type="absolute",
-      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, tie_word_embeddings=True,
-      is_decoder=False, add_cross_attention=False, torch_dtype="float32", dtype="float32")
+    architectures=[arch],
+    model_type=kind,
+    vocab_size=m["vocab_size"],
+    hidden_size=m["d_model"],
+    num_hidden_layers=m["num_layers"],
+    num_attention_heads=m["num_heads"],
+    intermediate_size=m["d_ff"],
+    hidden_act="gelu_new" if m["gelu_approximate"] else "gelu",
+    max_position_embeddings=m["max_len"] + position_offset(kind, pad),
+    type_vocab_size=m["type_vocab_size"],
+    layer_norm_eps=m["norm_eps"],
+    initializer_range=m["init_std"],
+    pad_token_id=pad,
+    position_embedding_type="absolute",
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+    tie_word_embeddings=True,
+    is_decoder=False,
+    add_cross_attention=False,
+    torch_dtype="float32",
+    dtype="float32",
+  )
   if kind == "roberta":
     out.update(bos_token_id=specials.get("bos"), eos_token_id=specials.get("eos"))
   if arch == "BertForSequenceClassification":
     n = m["num_labels"]
-    out.update(num_labels=n, id2label={str(i): f"LABEL_{i}" for i in range(n)},
-               label2id={f"LABEL_{i}": i for i in range(n)},
-               problem_type="regression" if n == 1 else "single_label_classification")
+    out.update(
+      num_labels=n,
+      id2label={str(i): f"LABEL_{i}" for i in range(n)},
+      label2id={f"LABEL_{i}": i for i in range(n)},
+      problem_type="regression" if n == 1 else "single_label_classification",
+    )
   return out
 
 
@@ -140,10 +186,18 @@ def hf_config(m, specials, objective="mlm_nsp"):
 def _names(kind):
   """(base prefix, {group: prefix of its HF names})."""
   if kind == "bert":
-    return "bert.", {"pooler": "bert.pooler.", "mlm": "cls.predictions.",
-                     "nsp": "cls.seq_relationship.", "classifier": "classifier."}
-  return "roberta.", {"pooler": "roberta.pooler.", "mlm": "lm_head.", "nsp": None,
-                      "classifier": None}
+    return "bert.", {
+      "pooler": "bert.pooler.",
+      "mlm": "cls.predictions.",
+      "nsp": "cls.seq_relationship.",
+      "classifier": "classifier.",
+    }
+  return "roberta.", {
+    "pooler": "roberta.pooler.",
+    "mlm": "lm_head.",
+    "nsp": None,
+    "classifier": None,
+  }
 
 
 def group_of(kind, name):
@@ -225,29 +279,41 @@ def from_hf(kind, m, t, fresh, pad_id=1):
   e = base + "embeddings."
   params = dict(fresh)
   params["embed"] = {"embedding": t[e + "word_embeddings.weight"]}
-  params["pos_embed"] = {"embedding": t[e + "position_embeddings.weight"][
-      position_offset(kind, pad_id):]}
+  params["pos_embed"] = {
+    "embedding": t[e + "position_embeddings.weight"][position_offset(kind, pad_id) :]
+  }
   params["type_embed"] = {"embedding": t[e + "token_type_embeddings.weight"]}
   params["embed_norm"] = _norm(t, e + "LayerNorm")
   blocks = {}
   for i in range(m["num_layers"]):
     p = f"{base}encoder.layer.{i}."
-    attn = {n: {"kernel": t[p + f"attention.self.{n}.weight"].T.reshape(d, h, hd),
-                "bias": t[p + f"attention.self.{n}.bias"].reshape(h, hd)}
-            for n in ("query", "key", "value")}
-    attn["out"] = {"kernel": t[p + "attention.output.dense.weight"].T.reshape(h, hd, d),
-                   "bias": t[p + "attention.output.dense.bias"]}
+    attn = {
+      n: {
+        "kernel": t[p + f"attention.self.{n}.weight"].T.reshape(d, h, hd),
+        "bias": t[p + f"attention.self.{n}.bias"].reshape(h, hd),
+      }
+      for n in ("query", "key", "value")
+    }
+    attn["out"] = {
+      "kernel": t[p + "attention.output.dense.weight"].T.reshape(h, hd, d),
+      "bias": t[p + "attention.output.dense.bias"],
+    }
     mlp = {"fc": _dense(t, p + "intermediate.dense"), "proj": _dense(t, p + "output.dense")}
-    blocks[i] = {"attn": attn, "mlp": mlp, "norm1": _norm(t, p + "attention.output.LayerNorm"),
-                 "norm2": _norm(t, p + "output.LayerNorm")}
+    blocks[i] = {
+      "attn": attn,
+      "mlp": mlp,
+      "norm1": _norm(t, p + "attention.output.LayerNorm"),
+      "norm2": _norm(t, p + "output.LayerNorm"),
+    }
   params["blocks"] = blocks
   present = groups_present(kind, t)
   if "pooler" in present:
     params["pooler"] = _dense(t, base + "pooler.dense")
   if "mlm" in present:
     head = "cls.predictions." if kind == "bert" else "lm_head."
-    dense, norm = (("transform.dense", "transform.LayerNorm") if kind == "bert"
-                   else ("dense", "layer_norm"))
+    dense, norm = (
+      ("transform.dense", "transform.LayerNorm") if kind == "bert" else ("dense", "layer_norm")
+    )
     params["mlm_dense"] = _dense(t, head + dense)
     params["mlm_norm"] = _norm(t, head + norm)
     params["mlm_bias"] = t[head + "bias"]
@@ -276,10 +342,14 @@ def split_extras(kind, names):
   tensors that are not imported)."""
   head = "cls.predictions." if kind == "bert" else "lm_head."
   base, _ = _names(kind)
-  tied = {head + "decoder.weight": base + "embeddings.word_embeddings.weight",
-          head + "decoder.bias": head + "bias"}
-  return ({k: v for k, v in tied.items() if k in names},
-          sorted(n for n in names if CLASSIFIER.search(n) and group_of(kind, n) == "encoder"))
+  tied = {
+    head + "decoder.weight": base + "embeddings.word_embeddings.weight",
+    head + "decoder.bias": head + "bias",
+  }
+  return (
+    {k: v for k, v in tied.items() if k in names},
+    sorted(n for n in names if CLASSIFIER.search(n) and group_of(kind, n) == "encoder"),
+  )
 
 
 def check_tensors(kind, m, shapes, abstract_params, where, pad_id=1):
@@ -289,9 +359,18 @@ def check_tensors(kind, m, shapes, abstract_params, where, pad_id=1):
   present = groups_present(kind, shapes)
   if "encoder" not in present:
     raise ConvertError(f"{where}: no encoder tensors; the file is not a {kind} model")
-  expected = {k: tuple(v.shape) for k, v in jax.eval_shape(
-      lambda p: to_hf(kind, m, p, groups=present, pad_id=pad_id), abstract_params).items()}
+  expected = {
+    k: tuple(v.shape)
+    for k, v in jax.eval_shape(
+      lambda p: to_hf(kind, m, p, groups=present, pad_id=pad_id), abstract_params
+    ).items()
+  }
   tied, extras = split_extras(kind, shapes)
-  hf_decoder.check_shapes(expected, shapes, where, "encoder",
-                          lambda name: name in tied or name in extras or IGNORED.search(name))
+  hf_decoder.check_shapes(
+    expected,
+    shapes,
+    where,
+    "encoder",
+    lambda name: name in tied or name in extras or IGNORED.search(name),
+  )
   return present, tied, extras

@@ -5,6 +5,7 @@ With `scan_layers=True` the blocks' parameters are stacked along a leading 'laye
 A checkpoint saved in either layout loads into the other by converting its parameter tree;
 evaluation, generation and Hugging Face export use these functions.
 """
+
 import jax
 import jax.numpy as jnp
 

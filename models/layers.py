@@ -3,6 +3,7 @@
 Every parameter carries logical axis names from models/axes.py. Parameters are created in
 `param_dtype` (float32); matmuls run in the compute `dtype` (bfloat16 on accelerators).
 """
+
 import contextlib
 import functools
 import math
@@ -12,8 +13,8 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from pretrain.ground import errors
 from models import axes
+from pretrain.ground import errors
 
 # Parameters carry logical axis names only; the trainer turns them into shardings explicitly
 # (eval_shape -> NamedShardings -> jit(init, out_shardings)), so Flax's eager sharding of
@@ -40,11 +41,18 @@ class Norm(nnx.Module):
     check_option("norm", kind)
     if kind == "layernorm":
       self.norm = nnx.LayerNorm(
-          features, epsilon=eps, use_bias=use_bias, dtype=dtype, rngs=rngs,
-          scale_init=partitioned(ones, (axes.EMBED,)), bias_init=partitioned(zeros, (axes.EMBED,)))
+        features,
+        epsilon=eps,
+        use_bias=use_bias,
+        dtype=dtype,
+        rngs=rngs,
+        scale_init=partitioned(ones, (axes.EMBED,)),
+        bias_init=partitioned(zeros, (axes.EMBED,)),
+      )
     else:
       self.norm = nnx.RMSNorm(
-          features, epsilon=eps, dtype=dtype, rngs=rngs, scale_init=partitioned(ones, (axes.EMBED,)))
+        features, epsilon=eps, dtype=dtype, rngs=rngs, scale_init=partitioned(ones, (axes.EMBED,))
+      )
 
   def __call__(self, x):
     return self.norm(x)
@@ -134,9 +142,9 @@ def heads_major_attention(q, k, v, *, mask=None, causal=False):
   q: [b, t, heads, d]; k, v: [b, s, kv_heads, d]; mask: [b, 1, t, s] or broadcastable."""
   b, t, heads, d = q.shape
   groups = k.shape[2]
-  q = q.reshape(b, t, groups, heads // groups, d).transpose(0, 2, 3, 1, 4)   # [b, g, r, t, d]
-  k, v = (a.transpose(0, 2, 1, 3) for a in (k, v))                          # [b, g, s, d]
-  q = q * jnp.asarray(d ** -0.5, q.dtype)
+  q = q.reshape(b, t, groups, heads // groups, d).transpose(0, 2, 3, 1, 4)  # [b, g, r, t, d]
+  k, v = (a.transpose(0, 2, 1, 3) for a in (k, v))  # [b, g, s, d]
+  q = q * jnp.asarray(d**-0.5, q.dtype)
   mask = None if mask is None else mask[:, :, None]  # [b, 1, 1, t, s]: the same for every head
   out = _blocked_attention(_query_blocks(t, k.shape[2], causal), causal, q, k, v, mask)
   return out.transpose(0, 3, 1, 2, 4).reshape(b, t, heads, d)
@@ -175,8 +183,12 @@ def _each_block(blocks, q, k, v, mask, causal):
   """(block's queries, keys and values it attends to, its keep mask) per block of queries."""
   for first, end in blocks:
     keys = end if len(blocks) > 1 else k.shape[2]
-    yield (q[:, :, :, first:end], k[:, :, :keys], v[:, :, :keys],
-           _keep(mask, causal, first, end, keys))
+    yield (
+      q[:, :, :, first:end],
+      k[:, :, :keys],
+      v[:, :, :keys],
+      _keep(mask, causal, first, end, keys),
+    )
 
 
 def _join(blocks):
@@ -281,11 +293,18 @@ def dot_general(x, kernel, dimension_numbers, precision=None, **kwargs):
   2-D matmul whose weight gradient runs as a plain matmul on CPU (_flat_matmul_bwd)."""
   (contract_x, contract_k), batch_dims = dimension_numbers
   n = len(contract_x)
-  if (flat_matmuls() and precision is None and not any(batch_dims) and x.ndim == n + 1
-      and tuple(contract_x) == tuple(range(1, n + 1)) and tuple(contract_k) == tuple(range(n))
-      and all(v is None for v in kwargs.values())):
-    y = _flat_matmul(None, (x.reshape(x.shape[0], -1),),
-                     kernel.reshape(math.prod(kernel.shape[:n]), -1))
+  if (
+    flat_matmuls()
+    and precision is None
+    and not any(batch_dims)
+    and x.ndim == n + 1
+    and tuple(contract_x) == tuple(range(1, n + 1))
+    and tuple(contract_k) == tuple(range(n))
+    and all(v is None for v in kwargs.values())
+  ):
+    y = _flat_matmul(
+      None, (x.reshape(x.shape[0], -1),), kernel.reshape(math.prod(kernel.shape[:n]), -1)
+    )
     return y.reshape(x.shape[0], *kernel.shape[n:])
   return jax.lax.dot_general(x, kernel, dimension_numbers, precision=precision, **kwargs)
 
@@ -296,7 +315,7 @@ def _dense(layer, x, in_dims=1):
   if not flat_matmuls():
     return layer(x)
   lead = x.shape[:-in_dims]
-  y = layer(x.reshape(-1, *x.shape[len(lead):]))
+  y = layer(x.reshape(-1, *x.shape[len(lead) :]))
   return y.reshape(*lead, *y.shape[1:])
 
 
@@ -309,9 +328,24 @@ class Attention(nnx.Module):
   elsewhere.
   """
 
-  def __init__(self, *, d_model, num_heads, num_kv_heads, head_dim, use_bias, rope_theta,
-               init_std, out_init, dtype, param_dtype, implementation, rngs, qk_norm=False,
-               norm_eps=1e-6):
+  def __init__(
+    self,
+    *,
+    d_model,
+    num_heads,
+    num_kv_heads,
+    head_dim,
+    use_bias,
+    rope_theta,
+    init_std,
+    out_init,
+    dtype,
+    param_dtype,
+    implementation,
+    rngs,
+    qk_norm=False,
+    norm_eps=1e-6,
+  ):
     self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
     self.rope_theta = rope_theta
     self.implementation = implementation
@@ -319,24 +353,45 @@ class Attention(nnx.Module):
 
     def proj(heads, head_axis):
       return nnx.LinearGeneral(
-          d_model, (heads, head_dim), use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
-          dot_general=dot_general,
-          kernel_init=partitioned(normal(init_std), (axes.EMBED, head_axis, axes.HEAD_DIM)),
-          bias_init=partitioned(zeros, (head_axis, axes.HEAD_DIM)), rngs=rngs)
+        d_model,
+        (heads, head_dim),
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        dot_general=dot_general,
+        kernel_init=partitioned(normal(init_std), (axes.EMBED, head_axis, axes.HEAD_DIM)),
+        bias_init=partitioned(zeros, (head_axis, axes.HEAD_DIM)),
+        rngs=rngs,
+      )
 
     self.query = proj(num_heads, axes.HEADS)
     self.key = proj(num_kv_heads, axes.KV_HEADS)
     self.value = proj(num_kv_heads, axes.KV_HEADS)
     self.out = nnx.LinearGeneral(
-        (num_heads, head_dim), d_model, axis=(-2, -1), use_bias=use_bias, dtype=dtype,
-        param_dtype=param_dtype, dot_general=dot_general,
-        kernel_init=partitioned(out_init, (axes.HEADS, axes.HEAD_DIM, axes.EMBED)),
-        bias_init=partitioned(zeros, (axes.EMBED,)), rngs=rngs)
+      (num_heads, head_dim),
+      d_model,
+      axis=(-2, -1),
+      use_bias=use_bias,
+      dtype=dtype,
+      param_dtype=param_dtype,
+      dot_general=dot_general,
+      kernel_init=partitioned(out_init, (axes.HEADS, axes.HEAD_DIM, axes.EMBED)),
+      bias_init=partitioned(zeros, (axes.EMBED,)),
+      rngs=rngs,
+    )
+
     # QK-norm: RMSNorm over each head's queries and keys (one scale per head_dim entry, shared
     # by the heads), before RoPE; bounds the attention logits
     def qk_norm_layer():
-      return nnx.RMSNorm(head_dim, epsilon=norm_eps, dtype=dtype, param_dtype=param_dtype,
-                         rngs=rngs, scale_init=partitioned(ones, (axes.HEAD_DIM,)))
+      return nnx.RMSNorm(
+        head_dim,
+        epsilon=norm_eps,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        rngs=rngs,
+        scale_init=partitioned(ones, (axes.HEAD_DIM,)),
+      )
+
     self.q_norm = qk_norm_layer() if qk_norm else None
     self.k_norm = qk_norm_layer() if qk_norm else None
 
@@ -356,8 +411,12 @@ class Attention(nnx.Module):
     if cache is not None:
       return self._cached(q, k, v, positions, cache)
     implementation = self.implementation
-    cudnn_runs = (jax.default_backend() == "gpu" and self.dtype in (jnp.bfloat16, jnp.float16)
-                  and self.head_dim % 8 == 0 and self.head_dim <= 128)
+    cudnn_runs = (
+      jax.default_backend() == "gpu"
+      and self.dtype in (jnp.bfloat16, jnp.float16)
+      and self.head_dim % 8 == 0
+      and self.head_dim <= 128
+    )
     if implementation in (None, "cudnn"):
       implementation = "cudnn" if cudnn_runs else None  # None: XLA's
     if implementation == "cudnn" and mask is not None:
@@ -368,8 +427,9 @@ class Attention(nnx.Module):
     if flat_matmuls() and implementation is None:
       y = heads_major_attention(q, k, v, mask=mask, causal=causal)
     else:
-      y = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal,
-                                       implementation=implementation)
+      y = jax.nn.dot_product_attention(
+        q, k, v, mask=mask, is_causal=causal, implementation=implementation
+      )
     return _dense(self.out, y, in_dims=2)
 
   def _cached(self, q, k, v, positions, cache):
@@ -379,8 +439,9 @@ class Attention(nnx.Module):
     cache_k, cache_v = (axes.constrain(c, CACHE[1:]) for c in (cache_k, cache_v))
     slots = jnp.arange(cache_k.shape[1])
     mask = slots[None, None, None, :] <= positions[:, None, :, None]  # [b, 1, t, slots]
-    y = jax.nn.dot_product_attention(q.astype(self.dtype), cache_k.astype(self.dtype),
-                                     cache_v.astype(self.dtype), mask=mask)
+    y = jax.nn.dot_product_attention(
+      q.astype(self.dtype), cache_k.astype(self.dtype), cache_v.astype(self.dtype), mask=mask
+    )
     return _dense(self.out, y, in_dims=2), (cache_k, cache_v)
 
 
@@ -388,17 +449,36 @@ class MLP(nnx.Module):
   """GELU MLP (GPT-2/BERT), SwiGLU (gated SiLU, LLaMA-style) or ReLU² (relu(x)^2: Primer,
   modded-nanogpt)."""
 
-  def __init__(self, *, d_model, d_ff, kind, use_bias, init_std, out_init, dtype, param_dtype,
-               rngs, gelu_approximate=True):
+  def __init__(
+    self,
+    *,
+    d_model,
+    d_ff,
+    kind,
+    use_bias,
+    init_std,
+    out_init,
+    dtype,
+    param_dtype,
+    rngs,
+    gelu_approximate=True,
+  ):
     check_option("mlp", kind)
     self.kind = kind
     self.gelu_approximate = gelu_approximate
 
     def dense(n_in, n_out, names, init):
       return nnx.Linear(
-          n_in, n_out, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
-          dot_general=dot_general, kernel_init=partitioned(init, names),
-          bias_init=partitioned(zeros, names[1:]), rngs=rngs)
+        n_in,
+        n_out,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        dot_general=dot_general,
+        kernel_init=partitioned(init, names),
+        bias_init=partitioned(zeros, names[1:]),
+        rngs=rngs,
+      )
 
     self.fc = dense(d_model, d_ff, (axes.EMBED, axes.MLP), normal(init_std))
     if kind == "swiglu":
@@ -411,7 +491,8 @@ class MLP(nnx.Module):
   def _apply(self, x):
     inputs = (self.gate, self.fc) if self.kind == "swiglu" else (self.fc,)
     act = {"swiglu": _swiglu, "relu2": _relu2}.get(self.kind) or (
-        _gelu_tanh if self.gelu_approximate else _gelu_erf)
+      _gelu_tanh if self.gelu_approximate else _gelu_erf
+    )
     if flat_matmuls():
       hs = tuple(_activated_linear(dense, None, (x,)) for dense in inputs)
       return _activated_linear(self.proj, act, hs)
@@ -458,8 +539,9 @@ def residual_std(init_std, num_layers):
 
 # Switches added after the first checkpoints were written: a model config without them (an
 # older run's config.json or checkpoint) reads as these values, the architecture it had.
-SWITCH_DEFAULTS = dict(qk_norm=False, logit_softcap=0.0, zero_init_proj=False, z_loss=0.0,
-                       scan_unroll=0)
+SWITCH_DEFAULTS = dict(
+  qk_norm=False, logit_softcap=0.0, zero_init_proj=False, z_loss=0.0, scan_unroll=0
+)
 
 
 def switch(cfg, field):
@@ -495,17 +577,34 @@ class TransformerBlock(nnx.Module):
     self.rate = cfg.dropout
     self.norm1 = Norm(cfg.d_model, **norm, rngs=rngs)
     self.attn = Attention(
-        d_model=cfg.d_model, num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads,
-        head_dim=cfg.head_dim, use_bias=cfg.use_bias,
-        rope_theta=cfg.rope_theta if cfg.position == "rope" else 0.0, init_std=cfg.init_std,
-        out_init=out_init(cfg), dtype=dtype, param_dtype=param_dtype,
-        implementation=cfg.attention or None, rngs=rngs,
-        qk_norm=switch(cfg, "qk_norm"), norm_eps=cfg.norm_eps)
+      d_model=cfg.d_model,
+      num_heads=cfg.num_heads,
+      num_kv_heads=cfg.num_kv_heads,
+      head_dim=cfg.head_dim,
+      use_bias=cfg.use_bias,
+      rope_theta=cfg.rope_theta if cfg.position == "rope" else 0.0,
+      init_std=cfg.init_std,
+      out_init=out_init(cfg),
+      dtype=dtype,
+      param_dtype=param_dtype,
+      implementation=cfg.attention or None,
+      rngs=rngs,
+      qk_norm=switch(cfg, "qk_norm"),
+      norm_eps=cfg.norm_eps,
+    )
     self.norm2 = Norm(cfg.d_model, **norm, rngs=rngs)
-    self.mlp = MLP(d_model=cfg.d_model, d_ff=cfg.d_ff, kind=cfg.mlp, use_bias=cfg.use_bias,
-                   init_std=cfg.init_std, out_init=out_init(cfg), dtype=dtype,
-                   param_dtype=param_dtype,
-                   rngs=rngs, gelu_approximate=cfg.gelu_approximate)
+    self.mlp = MLP(
+      d_model=cfg.d_model,
+      d_ff=cfg.d_ff,
+      kind=cfg.mlp,
+      use_bias=cfg.use_bias,
+      init_std=cfg.init_std,
+      out_init=out_init(cfg),
+      dtype=dtype,
+      param_dtype=param_dtype,
+      rngs=rngs,
+      gelu_approximate=cfg.gelu_approximate,
+    )
     self.dropout = nnx.Dropout(cfg.dropout)
 
   def _drop(self, x, key):
@@ -526,12 +625,14 @@ class TransformerBlock(nnx.Module):
       x = self.norm1(x + y)
       return self.norm2(x + self.mlp(x)), cache
     if self.pre_norm:
-      x = x + self._drop(self.attn(self.norm1(x), positions=positions, causal=self.causal,
-                                   mask=mask), k1)
+      x = x + self._drop(
+        self.attn(self.norm1(x), positions=positions, causal=self.causal, mask=mask), k1
+      )
       x = x + self._drop(self.mlp(self.norm2(x)), k2)
     else:
-      x = self.norm1(x + self._drop(self.attn(x, positions=positions, causal=self.causal,
-                                              mask=mask), k1))
+      x = self.norm1(
+        x + self._drop(self.attn(x, positions=positions, causal=self.causal, mask=mask), k1)
+      )
       x = self.norm2(x + self._drop(self.mlp(x), k2))
     return x
 
@@ -541,29 +642,30 @@ ACTIVATION = (axes.BATCH, axes.LENGTH, axes.EMBED)
 CACHE = (axes.LAYERS, axes.BATCH, axes.LENGTH, axes.KV_HEADS, axes.HEAD_DIM)
 
 REMAT_POLICIES = {
-    "full": None,  # save nothing: recompute the whole block in the backward pass
-    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs
-    # keep matmul outputs in host memory (GPU/TPU); where there is no host offload (CPU) it
-    # falls back to 'dots'
-    "offload": jax.checkpoint_policies.offload_dot_with_no_batch_dims("device", "pinned_host"),
+  "full": None,  # save nothing: recompute the whole block in the backward pass
+  "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs
+  # keep matmul outputs in host memory (GPU/TPU); where there is no host offload (CPU) it
+  # falls back to 'dots'
+  "offload": jax.checkpoint_policies.offload_dot_with_no_batch_dims("device", "pinned_host"),
 }
 
 
 # The choices of each switch of config.model. They are checked here only: up front by
 # pretrain/training/config_checks.py, and by each module that uses a switch when it is built.
 OPTIONS = {
-    "position": ("learned", "rope"),
-    "norm": ("layernorm", "rmsnorm"),
-    "mlp": ("gelu", "swiglu", "relu2"),
-    "attention": ("", "xla", "cudnn"),
-    "remat": ("none",) + tuple(REMAT_POLICIES),
+  "position": ("learned", "rope"),
+  "norm": ("layernorm", "rmsnorm"),
+  "mlp": ("gelu", "swiglu", "relu2"),
+  "attention": ("", "xla", "cudnn"),
+  "remat": ("none",) + tuple(REMAT_POLICIES),
 }
 
 
 def check_option(field, value):
   if value not in OPTIONS[field]:
-    raise errors.UserError(f"config.model.{field}: {value!r} is not one of "
-                           f"{', '.join(map(repr, OPTIONS[field]))}")
+    raise errors.UserError(
+      f"config.model.{field}: {value!r} is not one of {', '.join(map(repr, OPTIONS[field]))}"
+    )
 
 
 def remat_in_effect(name):
@@ -593,10 +695,12 @@ def resolve(model, vocab_size):
 def make_blocks(cfg, *, causal, rngs):
   """cfg.num_layers blocks: stacked along a leading 'layers' axis (scan) or a list."""
   if cfg.scan_layers:
+
     @nnx.split_rngs(splits=cfg.num_layers)
     @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: axes.LAYERS})
     def make(rngs):
       return TransformerBlock(cfg, causal=causal, rngs=rngs)
+
     return make(rngs)
   return nnx.List([TransformerBlock(cfg, causal=causal, rngs=rngs) for _ in range(cfg.num_layers)])
 
@@ -635,8 +739,12 @@ def run_blocks(blocks, x, *, positions, mask, dropout_key, scan, remat, unroll=1
     return x
   layer_keys = None if dropout_key is None else jnp.stack(keys)
 
-  @nnx.scan(in_axes=(0, nnx.Carry, None if layer_keys is None else 0), out_axes=nnx.Carry,
-            transform_metadata={nnx.PARTITION_NAME: axes.LAYERS}, unroll=unroll)
+  @nnx.scan(
+    in_axes=(0, nnx.Carry, None if layer_keys is None else 0),
+    out_axes=nnx.Carry,
+    transform_metadata={nnx.PARTITION_NAME: axes.LAYERS},
+    unroll=unroll,
+  )
   def run(block, x, key):
     return apply(block, x, key)
 
@@ -649,14 +757,19 @@ def run_blocks_cached(blocks, x, *, positions, cache, scan, unroll=1):
   if not scan:
     ks, vs = [], []
     for i, block in enumerate(blocks):
-      x, (k, v) = block(x, positions=positions, mask=None, key=None,
-                        cache=(cache["k"][i], cache["v"][i]))
+      x, (k, v) = block(
+        x, positions=positions, mask=None, key=None, cache=(cache["k"][i], cache["v"][i])
+      )
       ks.append(k)
       vs.append(v)
     return x, {"k": jnp.stack(ks), "v": jnp.stack(vs)}
 
-  @nnx.scan(in_axes=(0, nnx.Carry, 0, 0), out_axes=(nnx.Carry, 0, 0),
-            transform_metadata={nnx.PARTITION_NAME: axes.LAYERS}, unroll=unroll)
+  @nnx.scan(
+    in_axes=(0, nnx.Carry, 0, 0),
+    out_axes=(nnx.Carry, 0, 0),
+    transform_metadata={nnx.PARTITION_NAME: axes.LAYERS},
+    unroll=unroll,
+  )
   def run(block, x, k, v):
     x, (k, v) = block(x, positions=positions, mask=None, key=None, cache=(k, v))
     return axes.constrain(x, ACTIVATION), k, v

@@ -17,6 +17,7 @@ XLA's own FLOP count (cost_analysis) is not printed: it counts the body of a loo
 scanned stack of layers or accumulated microbatches is undercounted by their number, and it
 is for one device's program; it is no measure of the step's work.
 """
+
 import os
 import sys
 
@@ -27,32 +28,34 @@ def _fake_devices_from_argv():
       n = int(arg.split("=", 1)[1])
       if n > 0:
         os.environ["JAX_PLATFORMS"] = "cpu"
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                                   f" --xla_force_host_platform_device_count={n}").strip()
+        os.environ["XLA_FLAGS"] = (
+          os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={n}"
+        ).strip()
 
 
 _fake_devices_from_argv()  # must precede the first import of jax
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
-from absl import app, flags  # pylint: disable=g-import-not-at-top,wrong-import-position
-from flax import nnx  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ml_collections import config_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags
+from flax import nnx
+from ml_collections import config_flags
 
-import ml_collections  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-from configs import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import common
+from models import layers
+from pretrain.devices import process, sharding
 from pretrain.ground import errors
-from models import layers  # pylint: disable=g-import-not-at-top,wrong-import-position
-from pretrain.devices import process
 from pretrain.objectives import registry
-from pretrain.devices import sharding
-from pretrain.training import config_checks, durations, steps as steps_lib
+from pretrain.training import config_checks, durations
+from pretrain.training import steps as steps_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 flags.DEFINE_integer("devices", 0, "Fake CPU devices to compile for (0: the real devices).")
 _MEMORY = flags.DEFINE_float("memory_per_device", 0.0, "Bytes per device to fit in (0: no check).")
-_SEARCH = flags.DEFINE_bool("search", True, "On a misfit, search for the cheapest change that fits.")
+_SEARCH = flags.DEFINE_bool(
+  "search", True, "On a misfit, search for the cheapest change that fits."
+)
 flags.mark_flags_as_required(["config"])
 
 
@@ -74,7 +77,9 @@ def per_device_bytes(abstract_tree):
 
 
 def total_bytes(abstract_tree):
-  return sum(int(np.prod(l.shape)) * np.dtype(l.dtype).itemsize for l in jax.tree.leaves(abstract_tree))
+  return sum(
+    int(np.prod(l.shape)) * np.dtype(l.dtype).itemsize for l in jax.tree.leaves(abstract_tree)
+  )
 
 
 def analyse(config, devices=None):
@@ -94,44 +99,57 @@ def _analyse(config, devices):
   vocab = config.model.vocab_size or config.data.tokenizer.vocab_size
   model_cfg = layers.resolve(config.model, vocab)
   batch = objective.fake_batch(config, config.batch.size, model_cfg.vocab_size)
-  steps = steps_lib.build_steps(config, objective, model_cfg, mesh, rules,
-                              {k: v.ndim for k, v in batch.items()}, durations.total_steps(config))
-  abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=steps.data_sharding[k])
-                    for k, v in batch.items()}
+  steps = steps_lib.build_steps(
+    config,
+    objective,
+    model_cfg,
+    mesh,
+    rules,
+    {k: v.ndim for k, v in batch.items()},
+    durations.total_steps(config),
+  )
+  abstract_batch = {
+    k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=steps.data_sharding[k])
+    for k, v in batch.items()
+  }
   with sharding.context(mesh, rules):
     compiled = steps.train_jit.lower(steps.abstract_state, abstract_batch).compile()
   memory = compiled.memory_analysis()
   n_params = layers.count_params(lambda: objective.make_model(model_cfg, nnx.Rngs(0)))
   state_arrays = {k: steps.abstract_state[k] for k in ("params", "opt_state")}
   out = {
-      "devices": len(devices), "mesh": dict(mesh.shape), "params": n_params,
-      "argument_bytes": memory.argument_size_in_bytes,
-      "output_bytes": memory.output_size_in_bytes,
-      "temp_bytes": memory.temp_size_in_bytes,
-      "alias_bytes": memory.alias_size_in_bytes,
-      "code_bytes": memory.generated_code_size_in_bytes,
-      "state_bytes_per_device": per_device_bytes(state_arrays),
-      "state_bytes_total": total_bytes(state_arrays),
-      "formula_flops_per_step": objective.flops_per_token(model_cfg, n_params, config) *
-                                config.batch.size * config.batch.seq_len,
+    "devices": len(devices),
+    "mesh": dict(mesh.shape),
+    "params": n_params,
+    "argument_bytes": memory.argument_size_in_bytes,
+    "output_bytes": memory.output_size_in_bytes,
+    "temp_bytes": memory.temp_size_in_bytes,
+    "alias_bytes": memory.alias_size_in_bytes,
+    "code_bytes": memory.generated_code_size_in_bytes,
+    "state_bytes_per_device": per_device_bytes(state_arrays),
+    "state_bytes_total": total_bytes(state_arrays),
+    "formula_flops_per_step": objective.flops_per_token(model_cfg, n_params, config)
+    * config.batch.size
+    * config.batch.seq_len,
   }
   # Donated state buffers are reused for the outputs (alias bytes), so they count once.
-  out["peak_bytes"] = (out["argument_bytes"] + out["output_bytes"] - out["alias_bytes"] +
-                       out["temp_bytes"])
+  out["peak_bytes"] = (
+    out["argument_bytes"] + out["output_bytes"] - out["alias_bytes"] + out["temp_bytes"]
+  )
   return out
 
 
 def report(r, limit):
   lines = [
-      f"mesh {r['mesh']} on {r['devices']} devices; {r['params'] / 1e6:.1f}M parameters",
-      f"per device: arguments {_bytes(r['argument_bytes'])}, outputs {_bytes(r['output_bytes'])} "
-      f"({_bytes(r['alias_bytes'])} aliased with donated arguments), temporaries "
-      f"{_bytes(r['temp_bytes'])}, code {_bytes(r['code_bytes'])}; peak ~{_bytes(r['peak_bytes'])}",
-      f"parameters + optimizer state: {_bytes(r['state_bytes_per_device'])} per device of "
-      f"{_bytes(r['state_bytes_total'])} in all ({r['state_bytes_per_device'] / r['state_bytes_total']:.3f})",
-      f"FLOPs per step: {r['formula_flops_per_step']:.3e} in all, "
-      f"{r['formula_flops_per_step'] / r['devices']:.3e} per device (the MFU formula, "
-      "pretrain/training/metrics.py)",
+    f"mesh {r['mesh']} on {r['devices']} devices; {r['params'] / 1e6:.1f}M parameters",
+    f"per device: arguments {_bytes(r['argument_bytes'])}, outputs {_bytes(r['output_bytes'])} "
+    f"({_bytes(r['alias_bytes'])} aliased with donated arguments), temporaries "
+    f"{_bytes(r['temp_bytes'])}, code {_bytes(r['code_bytes'])}; peak ~{_bytes(r['peak_bytes'])}",
+    f"parameters + optimizer state: {_bytes(r['state_bytes_per_device'])} per device of "
+    f"{_bytes(r['state_bytes_total'])} in all ({r['state_bytes_per_device'] / r['state_bytes_total']:.3f})",
+    f"FLOPs per step: {r['formula_flops_per_step']:.3e} in all, "
+    f"{r['formula_flops_per_step'] / r['devices']:.3e} per device (the MFU formula, "
+    "pretrain/training/metrics.py)",
   ]
   if limit:
     fits = r["peak_bytes"] <= limit
@@ -144,7 +162,7 @@ def ladder(config):
   before: [(override, value)]."""
   out = []
   if config.model.dtype != "bfloat16":
-    out.append(("model.dtype", "bfloat16"))        # halves activations; faster on accelerators
+    out.append(("model.dtype", "bfloat16"))  # halves activations; faster on accelerators
   if config.optimizer.mu_dtype != "bfloat16":
     out.append(("optimizer.mu_dtype", "bfloat16"))  # a sixth of the optimizer state
   mesh = sharding.mesh_shape(config.mesh, len(jax.devices()))
@@ -152,12 +170,12 @@ def ladder(config):
     out.append(("mesh.fsdp", mesh["fsdp"] * mesh["data"]))  # state sharded over all of them
     out.append(("mesh.data", 1))
   if config.model.remat in ("none", "offload"):
-    out.append(("model.remat", "dots"))             # recompute all but the matmuls
+    out.append(("model.remat", "dots"))  # recompute all but the matmuls
   accum = config.batch.grad_accum
   while config.batch.size % (accum * 2) == 0:
     accum *= 2
-    out.append(("batch.grad_accum", accum))         # smaller microbatches, same update
-  out.append(("model.remat", "full"))               # recompute whole blocks
+    out.append(("batch.grad_accum", accum))  # smaller microbatches, same update
+  out.append(("model.remat", "full"))  # recompute whole blocks
   return out
 
 
@@ -193,8 +211,11 @@ def main(argv):
     if overrides is None:
       print("nothing on the ladder fits: use more devices (a larger fsdp) or a smaller batch")
     else:
-      print("fits with " + " ".join(f"--config.{k}={v}" for k, v in overrides.items())
-            + f" (peak ~{_bytes(found['peak_bytes'])} per device)")
+      print(
+        "fits with "
+        + " ".join(f"--config.{k}={v}" for k, v in overrides.items())
+        + f" (peak ~{_bytes(found['peak_bytes'])} per device)"
+      )
   sys.exit(3)
 
 

@@ -8,6 +8,7 @@ and checks that it is complete, that its arrays match the checksums saved with t
 hold no NaN or infinity, and that its meta agrees with the run's config.json and tokenizer.json.
 It exits with status 1 if any checkpoint is bad; the trainer would fall back past those.
 """
+
 import datetime
 import json
 import os
@@ -15,10 +16,9 @@ import os
 import jax
 from absl import app, flags, logging
 
-from pretrain.ground import errors
 from input_pipeline import tokenizer
+from pretrain.ground import errors, storage
 from pretrain.state import checkpointing, checksums
-from pretrain.ground import storage
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory.")
 _VERIFY = flags.DEFINE_bool("verify", False, "Restore and check every checkpoint.")
@@ -33,10 +33,12 @@ def summary(ckpt, step):
   try:
     m = ckpt.meta(step)["model"]
     params = sum(a.size for a in jax.tree.leaves(ckpt.saved_shapes(step)["params"]))
-    model = (f"{m.get('size', '?')}: {m['num_layers']} layers x {m['d_model']}, vocab "
-             f"{m['vocab_size']}, {params / 1e6:.2f}M params")
-  except Exception as e:  # pylint: disable=broad-except
-    model = f"(meta unreadable: {checkpointing._first_line(e)})"  # pylint: disable=protected-access
+    model = (
+      f"{m.get('size', '?')}: {m['num_layers']} layers x {m['d_model']}, vocab "
+      f"{m['vocab_size']}, {params / 1e6:.2f}M params"
+    )
+  except Exception as e:
+    model = f"(meta unreadable: {checkpointing._first_line(e)})"
   return f"{step:>8}  {when}  {storage.size(path) / 2**20:9.2f} MiB  {model}"
 
 
@@ -51,10 +53,15 @@ def problems(ckpt, step, workdir):
   if "checksums" not in meta:
     found.append("no checksums recorded (saved by an older version): integrity unknown")
   saved_model = json.loads(storage.read_text(os.path.join(workdir, "config.json"))).get(
-      "resolved_model", {})
+    "resolved_model", {}
+  )
   for field in checkpointing.SHAPE_FIELDS:
-    if field in meta["model"] and field in saved_model and meta["model"][field] != saved_model[field]:
-      found.append(f"model.{field}={meta['model'][field]!r} but config.json has {saved_model[field]!r}")
+    if (
+      field in meta["model"] and field in saved_model and meta["model"][field] != saved_model[field]
+    ):
+      found.append(
+        f"model.{field}={meta['model'][field]!r} but config.json has {saved_model[field]!r}"
+      )
   tok = checkpointing.run_tokenizer(workdir)
   if tok is not None and meta["tokenizer"] != tokenizer.identity(tok):
     found.append("trained with another tokenizer than the run's tokenizer.json")
@@ -77,13 +84,22 @@ def main(argv):
     if _VERIFY.value:
       found = problems(ckpt, step, workdir)
       bad += any(not p.startswith("no checksums") for p in found)
-      print(f"{'':>8}  " + ("; ".join(found) if found else "ok: complete, checksums match, "
-                                                          "finite, agrees with config.json"),
-            flush=True)
+      print(
+        f"{'':>8}  "
+        + (
+          "; ".join(found)
+          if found
+          else "ok: complete, checksums match, finite, agrees with config.json"
+        ),
+        flush=True,
+      )
   ckpt.close()
   if bad:
-    print(f"{bad} bad checkpoint(s); training resumes from the newest good one, setting the "
-          "bad ones aside", flush=True)
+    print(
+      f"{bad} bad checkpoint(s); training resumes from the newest good one, setting the "
+      "bad ones aside",
+      flush=True,
+    )
     raise SystemExit(1)
 
 

@@ -7,6 +7,7 @@ The conversion itself is pretrain/state/hf_conversion.py; an imported run's conf
 from configs/gpt.py (smoke) for a decoder, configs/bert.py (smoke, recipe bert or roberta)
 for an encoder, and configs/finetune/glue.py for a sequence classifier.
 """
+
 from absl import app, flags, logging
 
 from configs import bert, gpt
@@ -43,13 +44,18 @@ def run(command, hf_dir, workdir, step=None, overwrite=False, scan_layers=True):
       raise hf_conversion.ConvertError(f"{flag}: required")
   if command == "from_hf":
     m = from_hf(hf_dir, workdir, overwrite=overwrite, scan_layers=scan_layers)
-    print(f"wrote {workdir}: {m.size} model, {m.num_layers} layers, d_model {m.d_model}, "
-          f"vocab {m.vocab_size}; checkpoint at step 0", flush=True)
+    print(
+      f"wrote {workdir}: {m.size} model, {m.num_layers} layers, d_model {m.d_model}, "
+      f"vocab {m.vocab_size}; checkpoint at step 0",
+      flush=True,
+    )
   else:
     step, with_tok = hf_conversion.export_hf(workdir, hf_dir, step=step, overwrite=overwrite)
-    print(f"wrote {hf_dir} from step {step} of {workdir}"
-          + ("" if with_tok else " (the run has no tokenizer.json: weights and config only)"),
-          flush=True)
+    print(
+      f"wrote {hf_dir} from step {step} of {workdir}"
+      + ("" if with_tok else " (the run has no tokenizer.json: weights and config only)"),
+      flush=True,
+    )
 
 
 def define_flags():
@@ -67,8 +73,7 @@ def main(argv):
   f = flags.FLAGS
   logging.set_verbosity(logging.WARNING)
   try:
-    run(argv[1], f.hf_dir, f.workdir, step=f.step, overwrite=f.overwrite,
-        scan_layers=f.scan_layers)
+    run(argv[1], f.hf_dir, f.workdir, step=f.step, overwrite=f.overwrite, scan_layers=f.scan_layers)
   except errors.UserError as e:
     errors.fail(str(e))
 

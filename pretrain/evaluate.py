@@ -22,21 +22,20 @@ eval.jsonl is also the record of what --watch has done: a restarted --watch skip
 it holds for --name. --watch reads only finished checkpoints (orbax lists a checkpoint once its
 save is complete) and exits 0 once the run's final step is evaluated.
 """
+
 import dataclasses
 import json
 import os
 import time
 
+import jax
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
-import ml_collections
-
-import jax
 
 from input_pipeline import tokenizer as tokenizer_lib
 from models import layers
-from pretrain.devices import process
-from pretrain.devices import sharding
+from pretrain.devices import process, sharding
 from pretrain.ground import errors, storage
 from pretrain.state import checkpointing
 from pretrain.training import config_checks, metrics, trainer
@@ -46,31 +45,49 @@ CheckpointError = checkpointing.CheckpointError
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory (config.json, checkpoints/).")
 _STEP = flags.DEFINE_integer("step", None, "Evaluate the checkpoint of this step.")
 _ALL = flags.DEFINE_bool("all", False, "Evaluate every checkpoint kept, oldest first.")
-_WATCH = flags.DEFINE_bool("watch", False, "Evaluate each new checkpoint once, until the final step.")
-_MAX_BATCHES = flags.DEFINE_integer("max_batches", 0, "At most this many batches per split (0: all).")
-_NAME = flags.DEFINE_string("name", "eval", "Name of this evaluation: its TensorBoard run and its "
-                            "rows in eval.jsonl (use one per corpus).")
+_WATCH = flags.DEFINE_bool(
+  "watch", False, "Evaluate each new checkpoint once, until the final step."
+)
+_MAX_BATCHES = flags.DEFINE_integer(
+  "max_batches", 0, "At most this many batches per split (0: all)."
+)
+_NAME = flags.DEFINE_string(
+  "name",
+  "eval",
+  "Name of this evaluation: its TensorBoard run and its rows in eval.jsonl (use one per corpus).",
+)
 _POLL = flags.DEFINE_float("poll_seconds", 30.0, "--watch: seconds between looks for checkpoints.")
-_BEST = flags.DEFINE_bool("best", False, "Evaluate the best checkpoint (<workdir>/best, kept "
-                          "when config.checkpoint.keep_best) instead of the latest.")
-_PREDICT = flags.DEFINE_string("predict", "", "Fine-tuning tasks: write the predictions on the "
-                               "evaluation split to this file, in the task's submission format.")
-_TIMEOUT = flags.DEFINE_float("timeout", 0.0, "--watch: give up (exit 1) after this many seconds "
-                              "without a new checkpoint (0: never).")
+_BEST = flags.DEFINE_bool(
+  "best",
+  False,
+  "Evaluate the best checkpoint (<workdir>/best, kept "
+  "when config.checkpoint.keep_best) instead of the latest.",
+)
+_PREDICT = flags.DEFINE_string(
+  "predict",
+  "",
+  "Fine-tuning tasks: write the predictions on the "
+  "evaluation split to this file, in the task's submission format.",
+)
+_TIMEOUT = flags.DEFINE_float(
+  "timeout",
+  0.0,
+  "--watch: give up (exit 1) after this many seconds without a new checkpoint (0: never).",
+)
 flags.mark_flags_as_required(["workdir"])
 
 
 @dataclasses.dataclass
 class Options:
-  step: int = None          # one checkpoint
-  all: bool = False         # every checkpoint kept
-  watch: bool = False       # each new checkpoint once, until the final step
-  max_batches: int = 0      # per split; 0: the whole split
+  step: int = None  # one checkpoint
+  all: bool = False  # every checkpoint kept
+  watch: bool = False  # each new checkpoint once, until the final step
+  max_batches: int = 0  # per split; 0: the whole split
   name: str = "eval"
   poll_seconds: float = 30.0
   timeout: float = 0.0
-  best: bool = False        # the best checkpoint (<workdir>/best) rather than the latest
-  predict: str = ""         # write the predictions here (fine-tuning tasks)
+  best: bool = False  # the best checkpoint (<workdir>/best) rather than the latest
+  predict: str = ""  # write the predictions here (fine-tuning tasks)
 
   def check(self):
     if sum([self.step is not None, self.all, self.watch, self.best]) > 1:
@@ -102,16 +119,20 @@ def evaluate_run(config, workdir, options=Options(), devices=None):
     tok = _checked_tokenizer(config, saved_config, workdir, ckpt, available[-1], tokenizer_lib)
     if tok is not None:
       model_cfg = layers.resolve(config.model, tok.get_vocab_size())
-      checkpointing.check_compatible(ckpt.meta(available[-1])["model"], model_cfg,
-                                     ckpt.directory, ignore=("scan_layers",))
+      checkpointing.check_compatible(
+        ckpt.meta(available[-1])["model"], model_cfg, ckpt.directory, ignore=("scan_layers",)
+      )
     run = trainer.setup(config, devices, tok=tok, train=False)
     if tok is None:  # an older run without tokenizer.json: the config's must be the run's
       _check_tokenizer_identity(ckpt, available[-1], run.tok, tokenizer_lib)
-      checkpointing.check_compatible(ckpt.meta(available[-1])["model"], run.model_cfg,
-                                     ckpt.directory, ignore=("scan_layers",))
+      checkpointing.check_compatible(
+        ckpt.meta(available[-1])["model"], run.model_cfg, ckpt.directory, ignore=("scan_layers",)
+      )
     if options.predict and run.objective.write_predictions is None:
-      raise CheckpointError(f"--predict: objective {run.objective.name!r} makes no predictions; "
-                            "it is for fine-tuning tasks")
+      raise CheckpointError(
+        f"--predict: objective {run.objective.name!r} makes no predictions; "
+        "it is for fine-tuning tasks"
+      )
     steps = run.build_steps()
     evaluator = run.evaluator(steps, options.max_batches, progress=True)
     record = Record(workdir, options.name, jax.process_index() == 0)
@@ -131,8 +152,9 @@ def evaluate_run(config, workdir, options=Options(), devices=None):
     if options.watch:
       _watch(ckpt, record, run.total_steps, evaluate, options)
     else:
-      chosen = (available if options.all else
-                [options.step if options.step is not None else available[-1]])
+      chosen = (
+        available if options.all else [options.step if options.step is not None else available[-1]]
+      )
       for step in chosen:
         evaluate(step)
     record.close()
@@ -153,8 +175,10 @@ def _open_checkpoints(workdir, options):
       if not options.watch:
         raise
       if options.timeout and time.monotonic() - waited_since > options.timeout:
-        raise TimeoutError(f"--watch: no checkpoint in {workdir} after {options.timeout:g} s; "
-                           "is the training job running?") from None
+        raise TimeoutError(
+          f"--watch: no checkpoint in {workdir} after {options.timeout:g} s; "
+          "is the training job running?"
+        ) from None
       time.sleep(options.poll_seconds)
 
 
@@ -176,8 +200,9 @@ def _checked_tokenizer(config, saved_config, workdir, ckpt, step, tokenizer_lib)
   """The run's tokenizer, checked against the checkpoint; refuses tokenizer overrides."""
   if config.data.tokenizer.to_dict() != saved_config.data.tokenizer.to_dict():
     raise tokenizer_lib.TokenizerError(
-        "config.data.tokenizer: evaluation uses the run's own tokenizer; drop the "
-        "--config.data.tokenizer overrides (other data is tokenized the run's way)")
+      "config.data.tokenizer: evaluation uses the run's own tokenizer; drop the "
+      "--config.data.tokenizer overrides (other data is tokenized the run's way)"
+    )
   tok = checkpointing.run_tokenizer(workdir)
   if tok is not None:
     _check_tokenizer_identity(ckpt, step, tok, tokenizer_lib)
@@ -187,19 +212,24 @@ def _checked_tokenizer(config, saved_config, workdir, ckpt, step, tokenizer_lib)
 def _check_tokenizer_identity(ckpt, step, tok, tokenizer_lib):
   if ckpt.meta(step)["tokenizer"] != tokenizer_lib.identity(tok):
     raise tokenizer_lib.TokenizerError(
-        f"config.data.tokenizer: the checkpoints in {ckpt.directory} were trained with another "
-        "tokenizer than the run's tokenizer.json/config; evaluate them with the run's own files")
+      f"config.data.tokenizer: the checkpoints in {ckpt.directory} were trained with another "
+      "tokenizer than the run's tokenizer.json/config; evaluate them with the run's own files"
+    )
 
 
 def _watch(ckpt, record, final_step, evaluate, options):
   """Evaluates each finished checkpoint not yet in the record, oldest first, until the final
   step is done; a checkpoint that lands meanwhile is picked up on the next look."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  import jax
+  from jax.experimental import multihost_utils
+
   waited_since = time.monotonic()
   if final_step in record.done and jax.process_index() == 0:
-    print(f"--watch: the final step {final_step} is already evaluated under this name; nothing "
-          "to do (--name starts another evaluation)", flush=True)
+    print(
+      f"--watch: the final step {final_step} is already evaluated under this name; nothing "
+      "to do (--name starts another evaluation)",
+      flush=True,
+    )
   while final_step not in record.done:
     pending = [s for s in ckpt.all_steps(reload=True) if s not in record.done]
     step = pending[0] if pending else -1
@@ -208,17 +238,21 @@ def _watch(ckpt, record, final_step, evaluate, options):
     if step >= 0:
       try:
         evaluate(step)
-      except Exception:  # pylint: disable=broad-except
+      except Exception:
         if step in ckpt.all_steps(reload=True):
           raise
-        errors.warn(f"step {step} was deleted before it could be evaluated "
-                    "(config.checkpoint.keep); skipping it")
+        errors.warn(
+          f"step {step} was deleted before it could be evaluated "
+          "(config.checkpoint.keep); skipping it"
+        )
         record.done.add(step)
       waited_since = time.monotonic()
       continue
     if options.timeout and time.monotonic() - waited_since > options.timeout:
-      raise TimeoutError(f"--watch: no new checkpoint in {options.timeout:g} s and step "
-                         f"{final_step} not reached; is the training job running?")
+      raise TimeoutError(
+        f"--watch: no new checkpoint in {options.timeout:g} s and step "
+        f"{final_step} not reached; is the training job running?"
+      )
     time.sleep(options.poll_seconds)
 
 
@@ -254,12 +288,26 @@ class Record:
     self.done.add(step)
     if not self.enabled:
       return
-    rows = [dict(step=step, name=self.name, dataset=name, examples=self._examples(evaluator, name),
-                 **evaluator.objective.summarize(sums)) for name, (sums, _) in per.items()
-            if name]
-    rows.append(dict(step=step, name=self.name, dataset="all",
-                     examples=sum(self._examples(evaluator, n) for n in per),
-                     **{k: v for k, v in together.items() if "/" not in k}))
+    rows = [
+      dict(
+        step=step,
+        name=self.name,
+        dataset=name,
+        examples=self._examples(evaluator, name),
+        **evaluator.objective.summarize(sums),
+      )
+      for name, (sums, _) in per.items()
+      if name
+    ]
+    rows.append(
+      dict(
+        step=step,
+        name=self.name,
+        dataset="all",
+        examples=sum(self._examples(evaluator, n) for n in per),
+        **{k: v for k, v in together.items() if "/" not in k},
+      )
+    )
     log = storage.AppendLog(self.path)  # one write per checkpoint
     log.write("".join(json.dumps(r) + "\n" for r in rows))
     log.close()
@@ -268,8 +316,9 @@ class Record:
     for k, v in together.items():
       self.tb.add_scalar(f"eval/{k}", float(v), step)
     self.tb.flush()
-    print(f"step {step}/{total_steps} | {self.name} | {metrics.format_metrics(together)}",
-          flush=True)
+    print(
+      f"step {step}/{total_steps} | {self.name} | {metrics.format_metrics(together)}", flush=True
+    )
 
   @staticmethod
   def _examples(evaluator, name):
@@ -295,8 +344,12 @@ def parse_flags(argv):
     config = checkpointing.run_config(workdir)
   except errors.UserError as e:  # (a CheckpointError, or a bucket out of reach)
     errors.fail(str(e))
-  return errors.parse_flags(argv, lambda: config_flags.DEFINE_config_dict(
-      "config", config, "The run's config (overridable).", lock_config=True))
+  return errors.parse_flags(
+    argv,
+    lambda: config_flags.DEFINE_config_dict(
+      "config", config, "The run's config (overridable).", lock_config=True
+    ),
+  )
 
 
 def main(argv):
@@ -304,9 +357,17 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)
   process.start()
-  options = Options(step=_STEP.value, all=_ALL.value, watch=_WATCH.value,
-                    max_batches=_MAX_BATCHES.value, name=_NAME.value, poll_seconds=_POLL.value,
-                    timeout=_TIMEOUT.value, best=_BEST.value, predict=_PREDICT.value)
+  options = Options(
+    step=_STEP.value,
+    all=_ALL.value,
+    watch=_WATCH.value,
+    max_batches=_MAX_BATCHES.value,
+    name=_NAME.value,
+    poll_seconds=_POLL.value,
+    timeout=_TIMEOUT.value,
+    best=_BEST.value,
+    predict=_PREDICT.value,
+  )
   try:
     process.run_reporting_user_errors(evaluate_run, flags.FLAGS.config, _WORKDIR.value, options)
   except TimeoutError as e:

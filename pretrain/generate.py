@@ -14,6 +14,7 @@ truncated); --max_new_tokens is cut to what the longest prompt of a batch leaves
 saying so. Generation stops at --max_new_tokens, at EOS, or after any --stop string (cut off);
 stderr says which, after how many tokens (an empty sample is end of text sampled first).
 """
+
 import json
 import sys
 from typing import NamedTuple
@@ -24,7 +25,6 @@ from models import decode
 from pretrain.devices import process
 from pretrain.ground import errors, storage
 from pretrain.state import checkpointing
-
 
 
 def define_flags():
@@ -61,8 +61,10 @@ def encode_prompts(tok, prompts, eos_id, max_len):
   for i, prompt in enumerate(prompts):
     ids = tok.encode(prompt, add_special_tokens=False).ids if prompt else [eos_id]
     if len(ids) >= max_len:
-      raise GenerateError(f"--prompt: prompt {i} has {len(ids)} tokens; the model's max_len is "
-                          f"{max_len}: shorten it to at most {max_len - 1} tokens")
+      raise GenerateError(
+        f"--prompt: prompt {i} has {len(ids)} tokens; the model's max_len is "
+        f"{max_len}: shorten it to at most {max_len - 1} tokens"
+      )
     out.append(ids or [eos_id])
   return out
 
@@ -70,19 +72,32 @@ def encode_prompts(tok, prompts, eos_id, max_len):
 class Completion(NamedTuple):
   prompt: int  # the prompt's index
   sample: int
-  text: str    # the new text, cut after a stop string
+  text: str  # the new text, cut after a stop string
   stopped: str  # why it ended: 'end of text', 'stop string', or 'max_new_tokens'
-  tokens: int   # new tokens generated (EOS included)
+  tokens: int  # new tokens generated (EOS included)
 
 
 def _stop_at(text, stops):
   """`text` cut after the first stop string, and whether one was found."""
   cuts = [text.index(s) + len(s) for s in stops if s in text]
-  return (text[:min(cuts)], True) if cuts else (text, False)
+  return (text[: min(cuts)], True) if cuts else (text, False)
 
 
-def generate(workdir, prompts, *, step=None, max_new_tokens=64, temperature=0.8, top_k=0,
-             top_p=1.0, num_samples=1, seed=0, stop=(), batch_size=16, stream=None):
+def generate(
+  workdir,
+  prompts,
+  *,
+  step=None,
+  max_new_tokens=64,
+  temperature=0.8,
+  top_k=0,
+  top_p=1.0,
+  num_samples=1,
+  seed=0,
+  stop=(),
+  batch_size=16,
+  stream=None,
+):
   """Completions of `prompts` (num_samples each): a list of Completion, in prompt order.
   `stream(text)` receives the text as it is generated (one prompt, one sample)."""
   model, m, tok, eos_id = load(workdir, step)
@@ -90,13 +105,16 @@ def generate(workdir, prompts, *, step=None, max_new_tokens=64, temperature=0.8,
   jobs = [(i, s) for i in range(len(prompts)) for s in range(num_samples)]
   results = []
   for start in range(0, len(jobs), batch_size):
-    batch = jobs[start:start + batch_size]
+    batch = jobs[start : start + batch_size]
     rows = [ids[i] for i, _ in batch]
     rows += [rows[0]] * (min(batch_size, len(jobs)) - len(rows))  # one shape for every batch
     room = m.max_len - max(map(len, rows))
     if room < max_new_tokens:
-      print(f"--max_new_tokens: {max_new_tokens} cut to {room}, what max_len={m.max_len} leaves "
-            "after the longest prompt", flush=True)
+      print(
+        f"--max_new_tokens: {max_new_tokens} cut to {room}, what max_len={m.max_len} leaves "
+        "after the longest prompt",
+        flush=True,
+      )
     texts = {}
 
     def stop_fn(row, new):
@@ -110,20 +128,27 @@ def generate(workdir, prompts, *, step=None, max_new_tokens=64, temperature=0.8,
       def on_token(step_, new_ids):
         del step_, new_ids
         text = texts.get(0, "").rstrip("\ufffd")  # hold back a character still incomplete
-        stream(text[len(shown[0]):])
+        stream(text[len(shown[0]) :])
         shown[0] = text
 
-    sampling = decode.Sampling(max_new_tokens=min(room, max_new_tokens), temperature=temperature,
-                               top_k=top_k, top_p=top_p, seed=seed + start, eos_id=eos_id,
-                               stop=stop_fn)
+    sampling = decode.Sampling(
+      max_new_tokens=min(room, max_new_tokens),
+      temperature=temperature,
+      top_k=top_k,
+      top_p=top_p,
+      seed=seed + start,
+      eos_id=eos_id,
+      stop=stop_fn,
+    )
     new = decode.generate(model, m, rows, sampling, on_token)
     for row, (i, s) in enumerate(batch):
       text, found = _stop_at(texts.get(row, tok.decode(new[row])), stop)
-      ended = ("stop string" if found else "end of text" if new[row][-1:] == [eos_id] else
-               "max_new_tokens")
+      ended = (
+        "stop string" if found else "end of text" if new[row][-1:] == [eos_id] else "max_new_tokens"
+      )
       results.append(Completion(i, s, text, ended, len(new[row])))
     if stream is not None:
-      stream(results[0].text[len(shown[0]):])
+      stream(results[0].text[len(shown[0]) :])
   return results
 
 
@@ -145,10 +170,13 @@ def _run():
   if (f.prompt is None) == (f.prompts_file is None):
     raise GenerateError("--prompt, --prompts_file: give exactly one of them")
   for name, ok, valid in (
-      ("max_new_tokens", f.max_new_tokens > 0, "> 0"), ("num_samples", f.num_samples > 0, "> 0"),
-      ("batch_size", f.batch_size > 0, "> 0"),
-      ("temperature", f.temperature >= 0, ">= 0 (0: greedy)"),
-      ("top_k", f.top_k >= 0, ">= 0 (0: all tokens)"), ("top_p", 0 < f.top_p <= 1, "in (0, 1]")):
+    ("max_new_tokens", f.max_new_tokens > 0, "> 0"),
+    ("num_samples", f.num_samples > 0, "> 0"),
+    ("batch_size", f.batch_size > 0, "> 0"),
+    ("temperature", f.temperature >= 0, ">= 0 (0: greedy)"),
+    ("top_k", f.top_k >= 0, ">= 0 (0: all tokens)"),
+    ("top_p", 0 < f.top_p <= 1, "in (0, 1]"),
+  ):
     if not ok:
       raise GenerateError(f"--{name}: {f[name].value} is out of range; use a value {valid}")
   if f.prompt is not None:
@@ -165,9 +193,19 @@ def _run():
     print(text, end="", flush=True)
 
   results = generate(
-      f.workdir, prompts, step=f.step, max_new_tokens=f.max_new_tokens,
-      temperature=f.temperature, top_k=f.top_k, top_p=f.top_p, num_samples=f.num_samples,
-      seed=f.seed, stop=f.stop, batch_size=f.batch_size, stream=stream if single else None)
+    f.workdir,
+    prompts,
+    step=f.step,
+    max_new_tokens=f.max_new_tokens,
+    temperature=f.temperature,
+    top_k=f.top_k,
+    top_p=f.top_p,
+    num_samples=f.num_samples,
+    seed=f.seed,
+    stop=f.stop,
+    batch_size=f.batch_size,
+    stream=stream if single else None,
+  )
   if single:
     print(flush=True)
     print(describe_stop(results[0]), file=sys.stderr, flush=True)
@@ -178,8 +216,12 @@ def _run():
   if f.output:
     with storage.path(f.output).open("w", encoding="utf-8") as file:
       for c in results:
-        file.write(json.dumps(dict(prompt=prompts[c.prompt], sample=c.sample, text=c.text,
-                                   stopped=c.stopped)) + "\n")
+        file.write(
+          json.dumps(
+            dict(prompt=prompts[c.prompt], sample=c.sample, text=c.text, stopped=c.stopped)
+          )
+          + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -28,21 +28,21 @@ context's own encoding; an empty context is the EOS token), left-truncated to th
 max_len as lm-eval's HF model does. Rows are sorted by length, right-padded to a power-of-two
 length and batched at a fixed batch size: one compile per length bucket.
 """
+
 import functools
 import json
 import os
 
-from absl import app, flags, logging
-from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags, logging
+from flax import nnx
 
-from pretrain.ground import errors
 from models import decode
 from pretrain.devices import process
+from pretrain.ground import errors, storage
 from pretrain.state import checkpointing
-from pretrain.ground import storage
 
 
 class ScoreError(errors.UserError):
@@ -50,6 +50,7 @@ class ScoreError(errors.UserError):
 
 
 # ------------------------------------------------------------------------------------- items
+
 
 def read_items(path, limit=0):
   """[(context, endings, label)] of a HellaSwag-style jsonl file (blank lines skipped); a
@@ -72,6 +73,7 @@ def read_items(path, limit=0):
 def _parse_item(line, where):
   def bad(why):
     return ScoreError(f"--tasks_file: {where}: {why}")
+
   try:
     item = json.loads(line)
   except json.JSONDecodeError as e:
@@ -82,19 +84,24 @@ def _parse_item(line, where):
   if not isinstance(context, str):
     raise bad("needs 'context' (or HellaSwag's 'ctx'), a string")
   endings = item.get("endings")
-  if (not isinstance(endings, list) or len(endings) < 2
-      or not all(isinstance(e, str) and e for e in endings)):
+  if (
+    not isinstance(endings, list)
+    or len(endings) < 2
+    or not all(isinstance(e, str) and e for e in endings)
+  ):
     raise bad("needs 'endings', a list of at least 2 non-empty strings")
   label = item.get("label")
   if isinstance(label, str) and label.strip().isdigit():  # HF's HellaSwag has "label": "3"
     label = int(label)
   if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(endings):
-    raise bad(f"needs 'label', the index of the right ending (0 to {len(endings) - 1}); "
-              f"got {label!r}")
+    raise bad(
+      f"needs 'label', the index of the right ending (0 to {len(endings) - 1}); got {label!r}"
+    )
   return context, endings, label
 
 
 # ------------------------------------------------------------------------------------ model
+
 
 def load(workdir, step=None):
   """(model, resolved model config, tokenizer, EOS id, step) of a GPT run's checkpoint."""
@@ -102,6 +109,7 @@ def load(workdir, step=None):
 
 
 # ---------------------------------------------------------------------------- log-likelihood
+
 
 def encode(tok, text):
   return tok.encode(text, add_special_tokens=False).ids
@@ -119,7 +127,7 @@ def encode_pair(tok, eos_id, context, continuation):
   whole = encode(tok, context + continuation)
   ctx = encode(tok, context)
   # a context of spaces alone is left empty (lm-eval would fail on it): start from EOS then
-  return ctx or [eos_id], whole[len(ctx):]
+  return ctx or [eos_id], whole[len(ctx) :]
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
@@ -141,22 +149,24 @@ def loglikelihood_tokens(model, cfg, pairs, batch_size=32):
     if not context or not continuation:
       raise ValueError(f"request {i}: the context and the continuation need a token each")
     if len(continuation) > cfg.max_len:
-      raise ValueError(f"request {i}: its continuation has {len(continuation)} tokens, more than "
-                       f"max_len={cfg.max_len}")
-    whole = (list(context) + list(continuation))[-(cfg.max_len + 1):]
+      raise ValueError(
+        f"request {i}: its continuation has {len(continuation)} tokens, more than "
+        f"max_len={cfg.max_len}"
+      )
+    whole = (list(context) + list(continuation))[-(cfg.max_len + 1) :]
     rows.append((whole[:-1], whole[1:], len(continuation)))
   graphdef, params = nnx.split(model)
   size = decode.bucket(len(rows), batch_size, smallest=1)  # one batch shape for every call
   order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
   results = [None] * len(rows)
   for start in range(0, len(order), size):
-    chunk = order[start:start + size]
+    chunk = order[start : start + size]
     width = decode.bucket(len(rows[chunk[0]][0]), cfg.max_len)
     tokens = np.zeros((size, width), np.int32)
     targets = np.zeros((size, width), np.int32)
     for r, i in enumerate(chunk):
       inp, tgt, _ = rows[i]
-      tokens[r, :len(inp)], targets[r, :len(tgt)] = inp, tgt
+      tokens[r, : len(inp)], targets[r, : len(tgt)] = inp, tgt
     logp, greedy = _token_scores(graphdef, params, jnp.asarray(tokens), jnp.asarray(targets))
     logp, greedy = np.asarray(logp, np.float64), np.asarray(greedy)
     for r, i in enumerate(chunk):
@@ -175,6 +185,7 @@ def loglikelihoods(model, cfg, tok, requests, eos_id, batch_size=32):
 
 # ------------------------------------------------------------------------------------ scores
 
+
 def score_items(model, cfg, tok, eos_id, items, batch_size=32):
   """{acc, acc_norm, acc_bytes, items} of [(context, endings, label)] (lm-eval's rules)."""
   requests = [(context, " " + ending) for context, endings, _ in items for ending in endings]
@@ -184,8 +195,11 @@ def score_items(model, cfg, tok, eos_id, items, batch_size=32):
     ll = np.array([next(lls) for _ in endings])
     chars = np.array([float(len(e)) for e in endings])
     nbytes = np.array([float(len(e.encode("utf-8"))) for e in endings])
-    hits += [np.argmax(ll) == label, np.argmax(ll / chars) == label,
-             np.argmax(ll / nbytes) == label]
+    hits += [
+      np.argmax(ll) == label,
+      np.argmax(ll / chars) == label,
+      np.argmax(ll / nbytes) == label,
+    ]
   acc, acc_norm, acc_bytes = (hits / len(items)).tolist()
   return dict(acc=acc, acc_norm=acc_norm, acc_bytes=acc_bytes, items=len(items))
 
@@ -199,8 +213,7 @@ def score(workdir, tasks_file, *, step=None, batch_size=32, limit=0, output=""):
     raise ScoreError(f"--limit: {limit} is out of range; give 0 (all items) or more")
   items = read_items(tasks_file, limit)  # before the checkpoint: a bad file fails fast
   model, cfg, tok, eos_id, step = load(workdir, step)
-  row = dict(step=step, file=tasks_file, **score_items(model, cfg, tok, eos_id, items,
-                                                       batch_size))
+  row = dict(step=step, file=tasks_file, **score_items(model, cfg, tok, eos_id, items, batch_size))
   log = storage.AppendLog(output or os.path.join(workdir, "score.jsonl"))
   log.write(json.dumps(row) + "\n")
   log.close()
@@ -211,8 +224,9 @@ def define_flags():
   """The command line's flags (defined only when run as a program: pretrain.evaluate defines
   flags of the same names at import)."""
   flags.DEFINE_string("workdir", None, "A GPT run's directory.")
-  flags.DEFINE_string("tasks_file", None, "Items, one JSON object a line: context (or ctx), "
-                      "endings, label.")
+  flags.DEFINE_string(
+    "tasks_file", None, "Items, one JSON object a line: context (or ctx), endings, label."
+  )
   flags.DEFINE_integer("step", None, "The checkpoint's step (default: the latest).")
   flags.DEFINE_integer("batch_size", 32, "Sequences scored together.")
   flags.DEFINE_integer("limit", 0, "Score only the first N items (0: all).")
@@ -226,10 +240,20 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   process.start()
   f = flags.FLAGS
-  row = process.run_reporting_user_errors(score, f.workdir, f.tasks_file, step=f.step,
-                                      batch_size=f.batch_size, limit=f.limit, output=f.output)
-  print(f"step {row['step']}: acc {row['acc']:.4f} | acc_norm {row['acc_norm']:.4f} | "
-        f"acc_bytes {row['acc_bytes']:.4f} | {row['items']} items of {row['file']}", flush=True)
+  row = process.run_reporting_user_errors(
+    score,
+    f.workdir,
+    f.tasks_file,
+    step=f.step,
+    batch_size=f.batch_size,
+    limit=f.limit,
+    output=f.output,
+  )
+  print(
+    f"step {row['step']}: acc {row['acc']:.4f} | acc_norm {row['acc_norm']:.4f} | "
+    f"acc_bytes {row['acc_bytes']:.4f} | {row['items']} items of {row['file']}",
+    flush=True,
+  )
 
 
 if __name__ == "__main__":

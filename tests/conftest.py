@@ -1,4 +1,5 @@
 """Test set-up: 8 fake CPU devices (so every sharding path runs here) and tiny configs."""
+
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -8,8 +9,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # emitters (5.9 s against 3.0 s for the tiny GPT's sharded step). Every run a test compares
 # with another is compiled the same way (subprocesses: xla_flags()).
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_force_host_platform_device_count=8 " + FAST_COMPILE).strip()
+os.environ["XLA_FLAGS"] = (
+  os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8 " + FAST_COMPILE
+).strip()
 
 
 def xla_flags(devices):
@@ -17,25 +19,29 @@ def xla_flags(devices):
   count = f"--xla_force_host_platform_device_count={devices} " if devices else ""
   return count + FAST_COMPILE
 
-import tempfile  # pylint: disable=g-import-not-at-top
+
+import tempfile
 
 # One persistent compilation cache per test run, shared by the pytest-xdist workers and by the
 # subprocesses the tests start: the same tiny programs, compiled again by every resumed,
 # restarted or compared run, compile once. (A cache hit counts as a compile in COMPILES.)
 _RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
 _OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ  # else the user's: never removed
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                      os.path.join(tempfile.gettempdir(), f"pretrain-tests-jax-cache-{_RUN}"))
+os.environ.setdefault(
+  "JAX_COMPILATION_CACHE_DIR",
+  os.path.join(tempfile.gettempdir(), f"pretrain-tests-jax-cache-{_RUN}"),
+)
 # The project's own cache (the measured CPU matmul peak, mirrors of gs:// data) per run too.
 _OWN_PRETRAIN_CACHE = "PRETRAIN_CACHE_DIR" not in os.environ
-os.environ.setdefault("PRETRAIN_CACHE_DIR",
-                      os.path.join(tempfile.gettempdir(), f"pretrain-tests-cache-{_RUN}"))
+os.environ.setdefault(
+  "PRETRAIN_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"pretrain-tests-cache-{_RUN}")
+)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
-import pathlib  # pylint: disable=g-import-not-at-top
+import pathlib
 
-import pytest  # pylint: disable=g-import-not-at-top
+import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -50,11 +56,14 @@ COMPILES = []
 
 
 def _record_compiles():
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
+
   jax.monitoring.register_event_duration_secs_listener(
-      lambda event, _, **kw: COMPILES.append(event) if event == COMPILE_EVENT else None)
+    lambda event, _, **kw: COMPILES.append(event) if event == COMPILE_EVENT else None
+  )
   jax.monitoring.register_event_listener(
-      lambda event, **kw: COMPILES.append(event) if event == CACHE_HIT_EVENT else None)
+    lambda event, **kw: COMPILES.append(event) if event == CACHE_HIT_EVENT else None
+  )
 
 
 _record_compiles()
@@ -63,7 +72,8 @@ _record_compiles()
 def randomise_hf(model, seed):
   """A `transformers` model with weights of order 1 (norm scales about 1, the rest about 0):
   HF's initialisation is near zero, which would make any comparison of outputs easy."""
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
+
   gen = torch.Generator().manual_seed(seed)
   with torch.no_grad():
     for name, p in model.named_parameters():
@@ -81,7 +91,8 @@ def data_dir(tmp_path_factory):
 
 def tiny_gpt_config(data_dir, **overrides):
   """The smoke config shrunk further: compiles and runs a step in well under a second."""
-  from configs import common, gpt  # pylint: disable=g-import-not-at-top
+  from configs import common, gpt
+
   config = gpt.get_config("smoke")
   config.data.data_dir = data_dir
   config.data.tokenizer.vocab_size = 256
@@ -99,7 +110,8 @@ def tiny_config(data_dir):
 
 def tiny_bert_config(data_dir, corpus, recipe="bert", **overrides):
   """BERT smoke config on a small synthetic corpus."""
-  from configs import bert, common  # pylint: disable=g-import-not-at-top
+  from configs import bert, common
+
   config = bert.get_config(f"smoke,recipe={recipe}")
   config.data.update(data_dir=data_dir, files=corpus, doc_split="blank_line")
   config.data.tokenizer.vocab_size = 128
@@ -114,7 +126,8 @@ def tiny_bert_config(data_dir, corpus, recipe="bert", **overrides):
 def write_sentence_corpus(path, docs=300, seed=0):
   """Documents of 3-8 sentences where a noun fixes its verb and adjective: context predicts
   masked words, so masked-LM accuracy can rise quickly."""
-  import random  # pylint: disable=g-import-not-at-top
+  import random
+
   r = random.Random(seed)
   names = ["alice", "bob", "carol", "dave", "erin", "frank"]
   verbs = ["likes", "sees", "paints", "buys", "finds", "wants"]
@@ -148,20 +161,33 @@ def capitals_run(tmp_path_factory, data_dir):
   capital of france is paris.", shuffled in 200 documents): word-level BPE, 400 steps (about
   10 s); checkpoints at steps 100 (near chance), 200, 300 and 400 (every fact).
   Returns (workdir, path of the items)."""
-  import json  # pylint: disable=g-import-not-at-top
-  import random  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  from pretrain.training import trainer  # pylint: disable=g-import-not-at-top
+  import json
+  import random
+
+  import jax
+
+  from pretrain.training import trainer
+
   items = REPO / "tests" / "fixtures" / "lm_eval" / "capitals.jsonl"
-  facts = [f"{d['context']} {d['endings'][d['label']]}."
-           for d in map(json.loads, items.read_text().splitlines())]
+  facts = [
+    f"{d['context']} {d['endings'][d['label']]}."
+    for d in map(json.loads, items.read_text().splitlines())
+  ]
   r = random.Random(0)
   corpus = tmp_path_factory.mktemp("capitals") / "capitals.txt"
   corpus.write_text("\n\n".join(" ".join(r.sample(facts, len(facts))) for _ in range(200)))
-  config = tiny_gpt_config(data_dir, **{
-      "data.files": str(corpus), "data.tokenizer.vocab_size": 512, "model.d_model": 64,
-      "train.total_steps": 400, "train.log_every": 100, "checkpoint.every": 100,
-      "checkpoint.keep": 4})
+  config = tiny_gpt_config(
+    data_dir,
+    **{
+      "data.files": str(corpus),
+      "data.tokenizer.vocab_size": 512,
+      "model.d_model": 64,
+      "train.total_steps": 400,
+      "train.log_every": 100,
+      "checkpoint.every": 100,
+      "checkpoint.keep": 4,
+    },
+  )
   workdir = str(tmp_path_factory.mktemp("capitals_run"))
   trainer.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
   return workdir, str(items)
@@ -173,21 +199,24 @@ def gcs():
   gs://test-bucket, and this process's environment pointed at it (STORAGE_EMULATOR_HOST; see
   pretrain/ground/storage.py for what it sets): the subprocesses tests start inherit it. Yields a
   function giving a fresh gs:// URL under the bucket. Skips when the emulator is absent."""
-  import itertools  # pylint: disable=g-import-not-at-top
-  import socket  # pylint: disable=g-import-not-at-top
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
-  import time  # pylint: disable=g-import-not-at-top
-  import importlib.util  # pylint: disable=g-import-not-at-top
+  import importlib.util
+  import itertools
+  import socket
+  import subprocess
+  import sys
+  import time
+
   for package in ("gcp_storage_emulator", "gcsfs"):  # (not imported: gcsfs reads the env then)
     if importlib.util.find_spec(package) is None:
       pytest.skip(f"{package} is not installed")
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-  server = subprocess.Popen(  # pylint: disable=consider-using-with
-      [sys.executable, str(REPO / "tests" / "gcs_emulator.py"), str(port), "test-bucket"],
-      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  server = subprocess.Popen(
+    [sys.executable, str(REPO / "tests" / "gcs_emulator.py"), str(port), "test-bucket"],
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   deadline = time.time() + 30
   while True:
     try:
@@ -201,7 +230,8 @@ def gcs():
   url = f"http://127.0.0.1:{port}"
   previous = dict(os.environ)
   os.environ["STORAGE_EMULATOR_HOST"] = url
-  from pretrain.ground import storage  # pylint: disable=g-import-not-at-top
+  from pretrain.ground import storage
+
   storage.configure()  # every client's settings for it, as a run started with it has them
   counter = itertools.count()
   yield lambda name="run": f"gs://test-bucket/{name}-{os.getpid()}-{next(counter)}"
@@ -213,8 +243,11 @@ def gcs():
 
 def pytest_sessionfinish(session):
   """The run's caches go with the run (removed by the process that named them)."""
-  import shutil  # pylint: disable=g-import-not-at-top
+  import shutil
+
   if _OWN_CACHE and not hasattr(session.config, "workerinput") and _RUN == str(os.getpid()):
     shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
-  if _OWN_PRETRAIN_CACHE and not hasattr(session.config, "workerinput") and _RUN == str(os.getpid()):
+  if (
+    _OWN_PRETRAIN_CACHE and not hasattr(session.config, "workerinput") and _RUN == str(os.getpid())
+  ):
     shutil.rmtree(os.environ["PRETRAIN_CACHE_DIR"], ignore_errors=True)

@@ -5,6 +5,7 @@ two behaviours of real GCS that it lacks and TensorStore relies on:
   * `ifGenerationNotMatch` / `ifGenerationMatch` on a download are honoured (304 / 412).
 Usage: python tests/gcs_emulator.py PORT BUCKET
 """
+
 import sys
 from http import HTTPStatus
 
@@ -16,7 +17,7 @@ _download = objects.download
 def download(request, response, storage, *args, **kwargs):
   try:
     obj = storage.get_file_obj(request.params["bucket_name"], request.params["object_id"])
-  except Exception:  # pylint: disable=broad-except
+  except Exception:
     return _download(request, response, storage, *args, **kwargs)  # its 404
   generation = str(obj["generation"])
   query = request.query
@@ -32,7 +33,7 @@ def download(request, response, storage, *args, **kwargs):
 
 objects.download = download
 
-from gcp_storage_emulator.server import create_server  # pylint: disable=g-import-not-at-top,wrong-import-position
+from gcp_storage_emulator.server import create_server
 
 if __name__ == "__main__":
   port, bucket = int(sys.argv[1]), sys.argv[2]

@@ -3,6 +3,7 @@ marked `<!-- doc-test -->` runs here, in order per file, in a scratch directory 
 checkout's configs/ and tests/ (a block's `pip install` is the set-up already done); every
 other block says why it does not run (`<!-- doc-test: skip (reason) -->`). And every entry
 point behaves the same at its edges: --help, a bad flag, a missing workdir."""
+
 import os
 import re
 import shlex
@@ -14,8 +15,11 @@ import pytest
 from tests.conftest import REPO, xla_flags
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-BLOCK = re.compile(r"([ \t]*<!-- doc-test(?P<skip>: skip \(.*?\))? -->\n)?[ \t]*```(?:bash|sh|shell)\n"
-                   r"(?P<body>.*?)```", re.S)
+BLOCK = re.compile(
+  r"([ \t]*<!-- doc-test(?P<skip>: skip \(.*?\))? -->\n)?[ \t]*```(?:bash|sh|shell)\n"
+  r"(?P<body>.*?)```",
+  re.S,
+)
 
 
 def _blocks(path):
@@ -28,10 +32,15 @@ def _blocks(path):
 
 
 def test_every_shell_block_says_whether_it_runs():
-  unmarked = [f"{p.relative_to(REPO)}: {cmds[:1]}" for p in DOCS
-              for marker, cmds in _blocks(p) if marker is None]
-  assert not unmarked, "mark these <!-- doc-test --> or <!-- doc-test: skip (why) -->:\n" + \
-      "\n".join(unmarked)
+  unmarked = [
+    f"{p.relative_to(REPO)}: {cmds[:1]}"
+    for p in DOCS
+    for marker, cmds in _blocks(p)
+    if marker is None
+  ]
+  assert not unmarked, (
+    "mark these <!-- doc-test --> or <!-- doc-test: skip (why) -->:\n" + "\n".join(unmarked)
+  )
 
 
 def _runnable(command):
@@ -51,8 +60,9 @@ def scratch(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("docs")  # one worker, in order: the README first
-@pytest.mark.parametrize("doc", [p for p in DOCS if any(m == "run" for m, _ in _blocks(p))],
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+  "doc", [p for p in DOCS if any(m == "run" for m, _ in _blocks(p))], ids=lambda p: p.name
+)
 def test_the_docs_commands_run(doc, scratch):
   tmp_path = scratch
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(8), PYTHONPATH=str(REPO))
@@ -64,31 +74,48 @@ def test_the_docs_commands_run(doc, scratch):
       argv = shlex.split(command)
       if argv[:2] == ["python", "-m"]:
         argv[0] = sys.executable
-      proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
-      assert proc.returncode == 0, f"{doc.name}: {command}\n{proc.stdout[-1500:]}{proc.stderr[-1500:]}"
+      proc = subprocess.run(
+        argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+      )
+      assert proc.returncode == 0, (
+        f"{doc.name}: {command}\n{proc.stdout[-1500:]}{proc.stderr[-1500:]}"
+      )
 
 
 # ----------------------------------------------------------------------------- entry points
 
-ENTRY_POINTS = ["pretrain.train", "pretrain.evaluate", "pretrain.generate", "pretrain.score",
-                "pretrain.aot", "pretrain.checkpoints", "pretrain.convert",
-                "input_pipeline.prepare", "launch.sweep"]
+ENTRY_POINTS = [
+  "pretrain.train",
+  "pretrain.evaluate",
+  "pretrain.generate",
+  "pretrain.score",
+  "pretrain.aot",
+  "pretrain.checkpoints",
+  "pretrain.convert",
+  "input_pipeline.prepare",
+  "launch.sweep",
+]
 # The flags that name where an entry point works, and a value that does not exist.
 MISSING_WORKDIR = {
-    "pretrain.evaluate": ["--workdir={missing}"],
-    "pretrain.generate": ["--workdir={missing}", "--prompt=x"],
-    "pretrain.score": ["--workdir={missing}", "--tasks_file=tests/fixtures/lm_eval/capitals.jsonl"],
-    "pretrain.checkpoints": ["--workdir={missing}"],
-    "pretrain.convert": ["to_hf", "--workdir={missing}", "--hf_dir={tmp}/out"],
-    "launch.sweep": ["--sweepdir={missing}", "--report"],
+  "pretrain.evaluate": ["--workdir={missing}"],
+  "pretrain.generate": ["--workdir={missing}", "--prompt=x"],
+  "pretrain.score": ["--workdir={missing}", "--tasks_file=tests/fixtures/lm_eval/capitals.jsonl"],
+  "pretrain.checkpoints": ["--workdir={missing}"],
+  "pretrain.convert": ["to_hf", "--workdir={missing}", "--hf_dir={tmp}/out"],
+  "launch.sweep": ["--sweepdir={missing}", "--report"],
 }
 
 
 def _run(module, *args):
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(0))
-  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=120)
+  return subprocess.run(
+    [sys.executable, "-m", module, *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
 
 
 @pytest.mark.slow

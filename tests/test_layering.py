@@ -2,6 +2,7 @@
 entry points to the library to input_pipeline / models to the ground modules, which import
 nothing of the project; configs import the library and never the reverse; no import cycles;
 no function-local imports of project modules; no folder of more than 8 modules."""
+
 import ast
 import pathlib
 
@@ -54,8 +55,10 @@ def _imports(tree, name):
         yield node.lineno, target, in_function(node)
 
 
-GRAPH = {name: list(_imports(ast.parse(path.read_text(encoding="utf-8")), name))
-         for name, path in MODULES.items()}
+GRAPH = {
+  name: list(_imports(ast.parse(path.read_text(encoding="utf-8")), name))
+  for name, path in MODULES.items()
+}
 
 
 def layer(name):
@@ -77,22 +80,31 @@ def test_arrows_run_one_way():
   for name, imports in GRAPH.items():
     for line, target, _ in imports:
       if layer(target) > layer(name) or (
-          layer(name) == layer(target) == 1 and name.split(".")[0] != target.split(".")[0]):
+        layer(name) == layer(target) == 1 and name.split(".")[0] != target.split(".")[0]
+      ):
         wrong.append(f"{MODULES[name].relative_to(REPO)}:{line} imports {target}")
   assert not wrong, "imports against the layers:\n" + "\n".join(wrong)
 
 
 def test_the_library_never_imports_configs_or_launch():
   """Configs import the library, never the reverse (entry points may read configs)."""
-  wrong = [f"{MODULES[name].relative_to(REPO)}:{line} imports {target}"
-           for name, imports in GRAPH.items() if layer(name) <= 2
-           for line, target, _ in imports if target.split(".")[0] in ("configs", "launch")]
+  wrong = [
+    f"{MODULES[name].relative_to(REPO)}:{line} imports {target}"
+    for name, imports in GRAPH.items()
+    if layer(name) <= 2
+    for line, target, _ in imports
+    if target.split(".")[0] in ("configs", "launch")
+  ]
   assert not wrong, "\n".join(wrong)
 
 
 def test_no_function_local_imports_of_project_modules():
-  local = [f"{MODULES[name].relative_to(REPO)}:{line} imports {target}"
-           for name, imports in GRAPH.items() for line, target, inside in imports if inside]
+  local = [
+    f"{MODULES[name].relative_to(REPO)}:{line} imports {target}"
+    for name, imports in GRAPH.items()
+    for line, target, inside in imports
+    if inside
+  ]
   assert not local, "\n".join(local)
 
 
@@ -102,7 +114,7 @@ def test_no_import_cycles():
 
   def visit(node, path):
     if node in path:
-      cycles.append(path[path.index(node):] + [node])
+      cycles.append(path[path.index(node) :] + [node])
       return
     if node in done:
       return
@@ -124,7 +136,7 @@ def test_folders_hold_at_most_8_modules(package):
 
 def test_package_inits_do_nothing_at_import():
   """A package's __init__ holds its docstring only: importing a package changes nothing."""
-  for name, path in MODULES.items():
+  for path in MODULES.values():
     if path.name == "__init__.py":
       body = ast.parse(path.read_text(encoding="utf-8")).body
       assert all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body), path

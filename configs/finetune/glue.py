@@ -7,7 +7,7 @@ r"""Fine-tunes an encoder on a GLUE task: sentence (pair) classification, STS-B 
   # offline, from GLUE's own TSV files:
   python -m pretrain.train --config=configs/finetune/glue.py:sst2 --config.init_from=runs/bert \
       --config.data.files=glue/SST-2/train.tsv,glue/SST-2/dev.tsv --workdir=runs/sst2
-  python -m pretrain.evaluate --workdir=runs/sst2 --best --predict=SST-2.tsv
+  python -m pretrain.evaluate --workdir=runs/sst2 --best --predict=runs/sst2/SST-2.tsv
 
 Tasks (input_pipeline/finetuning/glue.py TASKS): cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli; data
 from tfds `glue/<task>` in config.data.data_dir, or config.data.files. The checkpoint is ranked
@@ -17,8 +17,9 @@ reported beside it for MRPC and QQP).
 The BERT paper's fine-tuning grid, ranked by that metric (launch/sweep.py):
 
   python -m launch.sweep --config=configs/finetune/glue.py:mrpc --sweep=bert \
-      --config.init_from=runs/bert --sweepdir=sweeps/mrpc
+      --config.init_from=runs/bert --sweepdir=runs/sweeps/mrpc
 """
+
 from configs import common, sweeps
 from configs.finetune import recipe
 from input_pipeline.finetuning import glue

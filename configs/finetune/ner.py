@@ -10,6 +10,7 @@ r"""Fine-tunes an encoder for named-entity recognition (token classification, Co
 Word labels go on each word's first word piece (the others are ignored by the loss); the
 metric is entity-level F1 as seqeval computes it.
 """
+
 from configs import common
 from configs.finetune import recipe
 

@@ -6,6 +6,7 @@ evaluated after every epoch, and the best checkpoint by the task's dev metric is
 <workdir>/best beside the latest. The model is config.init_from's (size 'from_init'); a size
 name (size=base) builds that size instead and is checked against the checkpoint.
 """
+
 from configs import common
 from models import encoder
 
@@ -16,15 +17,25 @@ def base_config(objective, size="from_init", seq=128):
   config.model = common.model_config(encoder, "base" if size == "from_init" else size)
   config.model.size = size
   config.model.nsp_head = False
-  config.data.dataset = ""            # a tfds name (the task config sets it), or ...
-  config.data.files = ""              # ... local files: 'TRAIN,EVAL' in the task's format
+  config.data.dataset = ""  # a tfds name (the task config sets it), or ...
+  config.data.files = ""  # ... local files: 'TRAIN,EVAL' in the task's format
   config.data.task = ""
   # Only without config.init_from (which brings its own tokenizer): trained on the task's text.
   config.data.tokenizer.update(kind="wordpiece", vocab_size=30522, eos_token="[SEP]")
   config.batch.update(size=32, seq_len=seq)
-  config.optimizer.update(lr=3e-5, min_lr=0.0, schedule="linear", warmup_fraction=0.1,
-                          b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01, grad_clip=1.0)
-  config.train.update(epochs=3.0, total_steps=0, eval_every=-1, eval_batches=0, log_every=50,
-                      best_mode="max")
+  config.optimizer.update(
+    lr=3e-5,
+    min_lr=0.0,
+    schedule="linear",
+    warmup_fraction=0.1,
+    b1=0.9,
+    b2=0.999,
+    eps=1e-6,
+    weight_decay=0.01,
+    grad_clip=1.0,
+  )
+  config.train.update(
+    epochs=3.0, total_steps=0, eval_every=-1, eval_batches=0, log_every=50, best_mode="max"
+  )
   config.checkpoint.update(every=-1, keep=1, keep_best=True)
   return config

@@ -14,6 +14,7 @@ spans (the best of the n-best start/end pairs, at most max_answer_len tokens) ar
 to the context's characters. Metrics: EM and F1 with SQuAD's answer normalisation; v2.0 also
 the no-answer scores and the best null threshold. BERT's recipe: seq 384, 2 epochs.
 """
+
 import ml_collections
 
 from configs import common
@@ -26,8 +27,15 @@ def get_config(arg=""):
   config.model.num_labels = 2  # start and end
   v2 = args.version == 2
   config.data.update(task="squad", dataset="squad/v2.0" if v2 else "squad/v1.1")
-  config.data.squad = ml_collections.ConfigDict(dict(
-      version_2=v2, doc_stride=128, max_query_len=64, n_best=20, max_answer_len=30,
-      null_threshold=0.0))
+  config.data.squad = ml_collections.ConfigDict(
+    dict(
+      version_2=v2,
+      doc_stride=128,
+      max_query_len=64,
+      n_best=20,
+      max_answer_len=30,
+      null_threshold=0.0,
+    )
+  )
   config.train.update(epochs=2.0, best_metric="f1")
   return config

@@ -9,6 +9,7 @@ install (`pydoc_data.topics`, one document per topic), so the quickstart runs of
 Each distinct set of inputs is its own builder config (named by a hash of the inputs), so
 preparing a new corpus never touches an old one in the same data_dir.
 """
+
 import dataclasses
 import glob
 import gzip
@@ -30,12 +31,16 @@ class DataError(errors.UserError):
 def expand_files(files):
   """Comma-separated paths or globs -> files (each pattern's matches sorted, in pattern order,
   without repeats); errors name the field."""
-  patterns = [p.strip() for p in files.split(",") if p.strip()] if isinstance(files, str) else list(files)
+  patterns = (
+    [p.strip() for p in files.split(",") if p.strip()] if isinstance(files, str) else list(files)
+  )
   found = []
   for pattern in patterns:
     matches = sorted(glob.glob(os.path.expanduser(pattern)))
     if not matches:
-      raise DataError(f"config.data.files: no file matches {pattern!r}; give existing paths or globs")
+      raise DataError(
+        f"config.data.files: no file matches {pattern!r}; give existing paths or globs"
+      )
     found.extend(m for m in matches if os.path.isfile(m))
   if patterns and not found:
     raise DataError(f"config.data.files: {files!r} names no regular files")
@@ -63,8 +68,10 @@ def _read_file(path, jsonl_key, stats):
       good += 1
       yield text.encode("utf-8", errors="surrogatepass") if isinstance(text, str) else b""
   if bad and not good:
-    raise DataError(f"config.data.jsonl_key: no line of {path} is a JSON object with field "
-                    f"{jsonl_key!r} ({bad} lines); set the field holding the text")
+    raise DataError(
+      f"config.data.jsonl_key: no line of {path} is a JSON object with field "
+      f"{jsonl_key!r} ({bad} lines); set the field holding the text"
+    )
   stats["bad_jsonl_lines"] += bad
 
 
@@ -77,7 +84,8 @@ def read_documents(files, doc_split, jsonl_key, stats=None):
   if files:
     sources = ((path, text) for path in files for text in _read_file(path, jsonl_key, stats))
   else:
-    import pydoc_data.topics  # pylint: disable=g-import-not-at-top
+    import pydoc_data.topics
+
     sources = ((k, v.encode()) for k, v in sorted(pydoc_data.topics.topics.items()))
   for i, (name, raw) in enumerate(sources):
     if b"\0" in raw:  # a binary file (text holds no NUL bytes): skipped whole, not cut up
@@ -105,8 +113,9 @@ class LocalTextConfig(tfds.core.BuilderConfig):
   jsonl_key: str = "text"
 
 
-def make_config(files="", doc_split="file", validation_fraction=0.05, split_by="hash",
-                jsonl_key="text"):
+def make_config(
+  files="", doc_split="file", validation_fraction=0.05, split_by="hash", jsonl_key="text"
+):
   """A builder config named after a hash of its inputs (paths, sizes, mtimes and options)."""
   if doc_split not in ("file", "blank_line"):
     raise DataError(f"config.data.doc_split: {doc_split!r}; use 'file' or 'blank_line'")
@@ -119,10 +128,15 @@ def make_config(files="", doc_split="file", validation_fraction=0.05, split_by="
   options = [doc_split, validation_fraction, split_by, jsonl_key]
   digest = hashlib.sha256(json.dumps([stamp, options]).encode()).hexdigest()[:12]
   name = f"{'files' if paths else DEFAULT_CORPUS}_{digest}"
-  return LocalTextConfig(name=name, files=paths, doc_split=doc_split,
-                         validation_fraction=validation_fraction, split_by=split_by,
-                         jsonl_key=jsonl_key, description=f"{len(paths)} files" if paths else
-                         "CPython pydoc topics")
+  return LocalTextConfig(
+    name=name,
+    files=paths,
+    doc_split=doc_split,
+    validation_fraction=validation_fraction,
+    split_by=split_by,
+    jsonl_key=jsonl_key,
+    description=f"{len(paths)} files" if paths else "CPython pydoc topics",
+  )
 
 
 class LocalText(tfds.core.GeneratorBasedBuilder):
@@ -133,8 +147,8 @@ class LocalText(tfds.core.GeneratorBasedBuilder):
 
   def _info(self):
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({"text": tfds.features.Text()}),
-        supervised_keys=None)
+      features=tfds.features.FeaturesDict({"text": tfds.features.Text()}), supervised_keys=None
+    )
 
   def _split_generators(self, dl_manager):
     del dl_manager  # everything is local
@@ -142,15 +156,22 @@ class LocalText(tfds.core.GeneratorBasedBuilder):
     stats = {}
     docs = list(read_documents(cfg.files, cfg.doc_split, cfg.jsonl_key, stats))
     if any(stats.values()):
-      errors.warn("local_text: skipped " + ", ".join(
+      errors.warn(
+        "local_text: skipped "
+        + ", ".join(
           f"{n} {k.replace('_', ' ')}{' documents' if k != 'bad_jsonl_lines' else ''}"
-          for k, n in stats.items() if n))
+          for k, n in stats.items()
+          if n
+        )
+      )
     if not docs:
       first = cfg.files[0] if cfg.files else DEFAULT_CORPUS
       if stats["invalid_utf8"]:
         more = stats["invalid_utf8"] - 1
-        raise DataError(f"config.data.files: {first}{f' and {more} more' if more else ''} "
-                        "not UTF-8 text (binary?) and nothing else to read; give text files")
+        raise DataError(
+          f"config.data.files: {first}{f' and {more} more' if more else ''} "
+          "not UTF-8 text (binary?) and nothing else to read; give text files"
+        )
       raise DataError("config.data.files: the files contain no text; give non-empty files")
     train, validation = [], []
     if cfg.split_by == "tail":
@@ -169,10 +190,13 @@ class LocalText(tfds.core.GeneratorBasedBuilder):
         (validation if h < cfg.validation_fraction else train).append((key, text))
     if not train or not validation:
       raise DataError(
-          f"config.data.validation_fraction: {len(docs)} documents leave an empty "
-          f"{'train' if not train else 'validation'} split; add documents or use split_by='tail'")
-    return {"train": self._generate_examples(train),
-            "validation": self._generate_examples(validation)}
+        f"config.data.validation_fraction: {len(docs)} documents leave an empty "
+        f"{'train' if not train else 'validation'} split; add documents or use split_by='tail'"
+      )
+    return {
+      "train": self._generate_examples(train),
+      "validation": self._generate_examples(validation),
+    }
 
   def _generate_examples(self, docs):
     for key, text in docs:

@@ -25,14 +25,14 @@ pieces it tokenizes, and process 0 downloads them all to write the manifest.
 
 Local directories have no mirror: `Mirror(data).data` is `data` itself and nothing is copied.
 """
+
 import os
 import re
 
 import ml_collections
 
-from pretrain.ground import errors
 from input_pipeline.corpora import local_text, sources, tokenized
-from pretrain.ground import storage
+from pretrain.ground import errors, storage
 
 _LAST = ("dataset_info.json", "manifest.json")  # a tfds dataset's and a tokenized split's marks
 _PIECE = re.compile(r"(piece-\d+(?:-of-\d+)?)\.")  # a piece's files; its .json marks it done
@@ -41,9 +41,11 @@ _PIECE = re.compile(r"(piece-\d+(?:-of-\d+)?)\.")  # a piece's files; its .json 
 def remote_fields(data):
   """(field name, URL) of every remote directory of config.data (`data`)."""
   fields = [("data_dir", data.data_dir), ("tokenized_dir", data.tokenized_dir)]
-  fields += [(f"mixture.{name}.tokenized_dir", entry.tokenized_dir)
-             for name, entry in data.mixture.items()
-             if isinstance(entry, ml_collections.ConfigDict) and "tokenized_dir" in entry]
+  fields += [
+    (f"mixture.{name}.tokenized_dir", entry.tokenized_dir)
+    for name, entry in data.mixture.items()
+    if isinstance(entry, ml_collections.ConfigDict) and "tokenized_dir" in entry
+  ]
   return [(field, url) for field, url in fields if storage.is_remote(url)]
 
 
@@ -61,8 +63,10 @@ def check(data):
   for field, url in fields:
     storage.check(url, f"config.data.{field}")
   if fields and storage.is_remote(cache_root(data)):
-    raise errors.UserError(f"config.data.cache_dir: {data.cache_dir!r} is a URL; give a local "
-                           "directory to mirror the remote data_dir in")
+    raise errors.UserError(
+      f"config.data.cache_dir: {data.cache_dir!r} is a URL; give a local "
+      "directory to mirror the remote data_dir in"
+    )
 
 
 def local_path(url, root):
@@ -94,7 +98,7 @@ class Mirror:
     """The URL a path under a mirror stands for; any other path as it is."""
     for root, url in self.roots.items():
       if local == root or local.startswith(root + os.sep):
-        return url + local[len(root):].replace(os.sep, "/")
+        return url + local[len(root) :].replace(os.sep, "/")
     return local
 
   def synced(self, dirs, fn, push=True):
@@ -113,24 +117,37 @@ class Mirror:
 
   def source_dirs(self):
     """Each dataset's tfds directory in data_dir."""
-    return [(os.path.join(self.data.data_dir, dataset_dir(src)), "dataset_info.json")
-            for _, src, _ in sources.named(self.data)] if self.roots else []
+    return (
+      [
+        (os.path.join(self.data.data_dir, dataset_dir(src)), "dataset_info.json")
+        for _, src, _ in sources.named(self.data)
+      ]
+      if self.roots
+      else []
+    )
 
   def tokenizer_dirs(self):
     return [(os.path.join(self.data.data_dir, "tokenizers"), None)] if self.roots else []
 
   def tokenized_dirs(self, built, tok, mode, eval_only=False):
     """The directory of every tokenized split the run reads (BERT's examples inside)."""
-    return [(tokenized.directory(src, built[name], split, mode, tok), None)
-            for name, src, split in tokenized.splits(self.data, eval_only)] if self.roots else []
+    return (
+      [
+        (tokenized.directory(src, built[name], split, mode, tok), None)
+        for name, src, split in tokenized.splits(self.data, eval_only)
+      ]
+      if self.roots
+      else []
+    )
 
 
 def dataset_dir(src):
   """Where a dataset's tfds versions live, relative to data_dir: local_text/<config> for
   ours, the tfds name without its version for others ('c4/en:3.0.1' -> c4/en)."""
   if src.dataset == "local_text":
-    config = local_text.make_config(src.files, src.doc_split, src.validation_fraction,
-                                    src.split_by, src.jsonl_key)
+    config = local_text.make_config(
+      src.files, src.doc_split, src.validation_fraction, src.split_by, src.jsonl_key
+    )
     return os.path.join("local_text", config.name)
   return os.path.join(*src.dataset.split(":")[0].split("/"))
 
@@ -160,12 +177,14 @@ def pull(url, local, marker=None):
   def wanted(p):
     folder, name = p.rsplit("/", 1)
     piece = _PIECE.match(name)
-    return (not any(_transient(part) for part in p[len(root):].split("/"))
-            and (marker is None or f"{folder}/{marker}" in sizes)
-            and (piece is None or f"{folder}/{piece.group(1)}.json" in sizes))
+    return (
+      not any(_transient(part) for part in p[len(root) :].split("/"))
+      and (marker is None or f"{folder}/{marker}" in sizes)
+      and (piece is None or f"{folder}/{piece.group(1)}.json" in sizes)
+    )
 
   for p in sorted(filter(wanted, sizes), key=_order):
-    target = os.path.join(local, *p[len(root):].split("/"))
+    target = os.path.join(local, *p[len(root) :].split("/"))
     if not os.path.isfile(target) or os.path.getsize(target) != sizes[p]:
       _download(fs, p, target)
 

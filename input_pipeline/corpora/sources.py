@@ -1,4 +1,5 @@
 """Where text comes from: our local-text builder or any tfds text dataset in data_dir."""
+
 import contextlib
 import fcntl
 import io
@@ -35,9 +36,11 @@ logging.getLogger("absl").addFilter(_QuietTfds())
 def _local(data):
   """Refuses a URL: entry points read a remote data_dir through its mirror (mirror.py)."""
   if storage.is_remote(data.data_dir):
-    raise DataError(f"config.data.data_dir: {data.data_dir!r} is a URL, which this command "
-                    "does not mirror; give a local directory (pretrain.train and "
-                    "input_pipeline.prepare take a gs:// data_dir)")
+    raise DataError(
+      f"config.data.data_dir: {data.data_dir!r} is a URL, which this command "
+      "does not mirror; give a local directory (pretrain.train and "
+      "input_pipeline.prepare take a gs:// data_dir)"
+    )
 
 
 def builder(data):
@@ -45,20 +48,23 @@ def builder(data):
   _local(data)
   if data.dataset == "local_text":
     return local_text.LocalText(
-        config=local_text.make_config(data.files, data.doc_split, data.validation_fraction,
-                                      data.split_by, data.jsonl_key),
-        data_dir=data.data_dir)
+      config=local_text.make_config(
+        data.files, data.doc_split, data.validation_fraction, data.split_by, data.jsonl_key
+      ),
+      data_dir=data.data_dir,
+    )
   if data.files:
     raise DataError(f"config.data.files: only used with dataset='local_text', not {data.dataset!r}")
   try:
     b = tfds.builder(data.dataset, data_dir=data.data_dir, try_gcs=False)
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:
     raise DataError(f"config.data.dataset: {data.dataset!r} is not a tfds dataset ({e})") from None
   if not b.is_prepared():
     raise DataError(
-        f"config.data.dataset: {data.dataset!r} is not prepared in data_dir "
-        f"{os.path.abspath(data.data_dir)!r}; prepare it once with `tfds build {data.dataset} "
-        f"--data_dir={data.data_dir}` on a machine with network access, then copy data_dir here")
+      f"config.data.dataset: {data.dataset!r} is not prepared in data_dir "
+      f"{os.path.abspath(data.data_dir)!r}; prepare it once with `tfds build {data.dataset} "
+      f"--data_dir={data.data_dir}` on a machine with network access, then copy data_dir here"
+    )
   return b
 
 
@@ -72,8 +78,10 @@ def named(data):
   out = []
   for name, entry in data.mixture.items():
     if not isinstance(entry, ml_collections.ConfigDict) or "weight" not in entry:
-      raise DataError(f"config.data.mixture.{name}: give configs.common.mixture_source(weight, "
-                      "fields that differ)")
+      raise DataError(
+        f"config.data.mixture.{name}: give configs.common.mixture_source(weight, "
+        "fields that differ)"
+      )
     src = ml_collections.ConfigDict(data.to_dict())
     del src["mixture"]
     fields = entry.to_dict()
@@ -151,22 +159,28 @@ def prepare(b):
   tfds.disable_progress_bar()  # the trainer prints its own progress
   # data_dir/local_text/<config>/<version>: the directories this call creates.
   config_dir = os.path.dirname(b.data_dir)
-  created = [d for d in (os.path.dirname(os.path.dirname(config_dir)),
-                         os.path.dirname(config_dir), config_dir) if not os.path.exists(d)]
+  created = [
+    d
+    for d in (os.path.dirname(os.path.dirname(config_dir)), os.path.dirname(config_dir), config_dir)
+    if not os.path.exists(d)
+  ]
   try:
     with contextlib.redirect_stdout(io.StringIO()):
       b.download_and_prepare(
-          file_format="array_record",
-          download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+        file_format="array_record",
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+      )
   except DataError:
     if config_dir in created:  # named by a hash of its inputs: all of it is this call's
       shutil.rmtree(config_dir, ignore_errors=True)
     for d in reversed(created):  # tfds's empty downloads/ too, if data_dir is new
       _remove_empty_dirs(d)
     raise
-  print(f"prepared {b.info.full_name} ({b.builder_config.description}): "
-        + ", ".join(f"{s.num_examples:,} {name} documents" for name, s in b.info.splits.items()),
-        flush=True)
+  print(
+    f"prepared {b.info.full_name} ({b.builder_config.description}): "
+    + ", ".join(f"{s.num_examples:,} {name} documents" for name, s in b.info.splits.items()),
+    flush=True,
+  )
 
 
 def check_split(b, split, text_key):
@@ -176,12 +190,18 @@ def check_split(b, split, text_key):
   base = name.split("[")[0].split("+")[0]
   if base not in b.info.splits:
     has = ", ".join(b.info.splits)
-    hint = ("; carve one out of train, e.g. --config.data.train_split='train[5%:]' "
-            "--config.data.eval_split='train[:5%]'" if "train" in b.info.splits else "")
+    hint = (
+      "; carve one out of train, e.g. --config.data.train_split='train[5%:]' "
+      "--config.data.eval_split='train[:5%]'"
+      if "train" in b.info.splits
+      else ""
+    )
     raise DataError(f"config.data: split {split!r} is not in {b.name} (has {has}){hint}")
   if text_key not in b.info.features:
-    raise DataError(f"config.data.text_key: {b.name} has no feature {text_key!r} "
-                    f"(has {', '.join(b.info.features)})")
+    raise DataError(
+      f"config.data.text_key: {b.name} has no feature {text_key!r} "
+      f"(has {', '.join(b.info.features)})"
+    )
 
 
 READ_BATCH = 4096  # records per batched read
@@ -196,13 +216,14 @@ def _text_parser(b, text_key):
   if info is None or info.shape or not dtype_utils.is_string(info.np_dtype):
     return None
   try:
-    from tensorflow_datasets.proto import tf_example_pb2  # pylint: disable=g-import-not-at-top
+    from tensorflow_datasets.proto import tf_example_pb2
   except ImportError:
     return None
   parse = tf_example_pb2.Example.FromString
 
   def value(record):
     return parse(record).features.feature[text_key].bytes_list.value[0]
+
   return value
 
 
@@ -219,7 +240,7 @@ class RecordTexts:
     if parser and len(self.source):  # the shortcut must read what tfds's decoding reads
       try:
         same = parser(self.source[0]) == b.as_data_source(split=split)[0][text_key]
-      except Exception:  # pylint: disable=broad-except
+      except Exception:
         same = False
       if not same:
         self.source, self.parser = b.as_data_source(split=split), None
@@ -278,8 +299,9 @@ def text_batches(b, split, text_key, shard=(0, 1), stats=None, batch=READ_BATCH)
         yield texts
     return
   # tfrecord-prepared datasets stream through tf.data
-  values = (example[text_key]
-            for example in tfds.as_numpy(b.as_dataset(split=sub, shuffle_files=False)))
+  values = (
+    example[text_key] for example in tfds.as_numpy(b.as_dataset(split=sub, shuffle_files=False))
+  )
   while True:
     chunk = list(itertools.islice(values, batch))
     if not chunk:
@@ -316,7 +338,7 @@ def read_ahead(items, depth=2):
           return
         put(item)
       put(end)
-    except BaseException as e:  # pylint: disable=broad-except
+    except BaseException as e:
       put(e)
 
   threading.Thread(target=produce, daemon=True).start()
@@ -329,7 +351,7 @@ def read_ahead(items, depth=2):
     stop.set()  # the consumer stopped early: the thread stops at its next item
 
 
-SAMPLE_PARTS = 256          # stretches a tokenizer's training sample is spread over ...
+SAMPLE_PARTS = 256  # stretches a tokenizer's training sample is spread over ...
 STREAMED_SAMPLE_PARTS = 16  # ... (over 16 when the dataset can only be streamed: tfrecord)
 MIN_SAMPLE_PART_CHARS = 4096  # fewer stretches when the sample is small
 
@@ -339,8 +361,9 @@ def training_texts(datasets, builders, max_chars):
   max_chars, as sample_texts takes it."""
   total = sum(w for _, _, w in datasets)
   for name, src, weight in datasets:
-    yield from sample_texts(builders[name], src.train_split, src.text_key,
-                            int(max_chars * weight / total))
+    yield from sample_texts(
+      builders[name], src.train_split, src.text_key, int(max_chars * weight / total)
+    )
 
 
 def _read_range(records, start, stop, stats, size):
@@ -358,7 +381,7 @@ def _record_size(b, split):
   try:
     info = b.info.splits[name.split("[")[0].split("+")[0]]
     return info.num_bytes / info.num_examples if info.num_examples else 0
-  except Exception:  # pylint: disable=broad-except
+  except Exception:
     return 0
 
 
@@ -377,11 +400,12 @@ def sample_texts(b, split, text_key, max_chars):
     # the first read of a stretch: its share's worth of records, and a quarter more
     record = _record_size(b, split)
     size = max(64, min(READ_BATCH, int(max_chars / parts / record * 1.25) + 1 if record else 0))
-    stretches = [_read_range(records, bounds[k], bounds[k + 1], stats, size)
-                 for k in range(parts)]
+    stretches = [_read_range(records, bounds[k], bounds[k + 1], stats, size) for k in range(parts)]
   else:
     n = b.info.splits[split].num_examples
     parts = max(1, min(n, STREAMED_SAMPLE_PARTS, max_chars // MIN_SAMPLE_PART_CHARS))
-    stretches = [texts(b, part, text_key, stats=stats)
-                 for part in (tfds.even_splits(split, n=parts) if parts > 1 else [split])]
+    stretches = [
+      texts(b, part, text_key, stats=stats)
+      for part in (tfds.even_splits(split, n=parts) if parts > 1 else [split])
+    ]
   return tokenizer.spread_sample(stretches, max_chars)

@@ -30,6 +30,7 @@ over every core (HF `tokenizers` runs serially if TOKENIZERS_PARALLELISM=false, 
 process forked after it was used). The tokens are exactly those of encoding each document (or
 sentence) alone.
 """
+
 import contextlib
 import gc
 import glob
@@ -51,8 +52,8 @@ from pretrain.ground.storage import write_atomic, write_json  # (also used as to
 FORMAT = 1
 MODES = ("documents", "sentences")
 DOCS_PER_PIECE = 20_000  # automatic piece count: about one piece per this many documents
-_CHUNK = 8192            # documents encoded per tokenizer call (at most) ...
-_CHUNK_CHARS = 1 << 22   # ... and about this many characters at most
+_CHUNK = 8192  # documents encoded per tokenizer call (at most) ...
+_CHUNK_CHARS = 1 << 22  # ... and about this many characters at most
 
 
 _SENTENCE_END = re.compile(r"([.!?][\"')\]]*)\s+(?=[\"'(\[]*[A-Z0-9])")
@@ -147,7 +148,7 @@ def tokenize_documents(tok, texts):
   tokens, lengths, counts = encode_sentences(tok, list(texts))
   sentences = np.split(tokens.astype(np.int32), np.cumsum(lengths)[:-1]) if len(lengths) else []
   bounds = np.concatenate([[0], np.cumsum(counts)]).tolist()
-  return [sentences[bounds[d]:bounds[d + 1]] for d in range(len(counts))]
+  return [sentences[bounds[d] : bounds[d + 1]] for d in range(len(counts))]
 
 
 def directory(data, builder, split, mode, tok):
@@ -157,8 +158,9 @@ def directory(data, builder, split, mode, tok):
   with other tokenizers (a vocabulary sweep) never collide. An explicit
   config.data.tokenized_dir holds one tokenization, and another tokenizer is refused there.
   """
-  root = data.tokenized_dir or os.path.join(data.data_dir, "tokenized", builder.info.full_name,
-                                            "tokenizer-" + tokenizer.identity(tok))
+  root = data.tokenized_dir or os.path.join(
+    data.data_dir, "tokenized", builder.info.full_name, "tokenizer-" + tokenizer.identity(tok)
+  )
   return os.path.join(root, f"{urllib.parse.quote(split, safe='')}.{mode}")  # train%5B%3A5%25%5D
 
 
@@ -167,7 +169,7 @@ def num_pieces(data, builder, split):
   pieces than documents."""
   try:
     n = builder.info.splits[split].num_examples
-  except Exception:  # pylint: disable=broad-except
+  except Exception:
     n = 0
   pieces = data.prepare_pieces or math.ceil(n / DOCS_PER_PIECE)
   return max(1, min(4096, pieces, n or pieces))
@@ -193,9 +195,10 @@ def _describe(tok):
 
 def _mismatch(where, found, tok):
   return tokenizer.TokenizerError(
-      f"config.data.tokenizer: {where} was tokenized with another tokenizer ({found}; this run's "
-      f"is {_describe(tok)}, identity {tokenizer.identity(tok)}); use the same tokenizer "
-      "settings, or set config.data.tokenized_dir to a new directory to tokenize again")
+    f"config.data.tokenizer: {where} was tokenized with another tokenizer ({found}; this run's "
+    f"is {_describe(tok)}, identity {tokenizer.identity(tok)}); use the same tokenizer "
+    "settings, or set config.data.tokenized_dir to a new directory to tokenize again"
+  )
 
 
 def encode(tok, texts, mode, eos_id, stats, chunk=_CHUNK):
@@ -260,8 +263,18 @@ def _prepare_piece(path_prefix, texts, tok, mode, eos_id, dtype):
   return record
 
 
-def prepare(data, builder, split, tok, mode, *, process_index=0, process_count=1,
-            write_manifest=True, log=logging.info):
+def prepare(
+  data,
+  builder,
+  split,
+  tok,
+  mode,
+  *,
+  process_index=0,
+  process_count=1,
+  write_manifest=True,
+  log=logging.info,
+):
   """Tokenizes this process's pieces of `split` (pieces k with k % process_count ==
   process_index), skipping pieces already done; writes the manifest once every piece is done
   (when `write_manifest`). A no-op for a complete split. Returns the split's directory.
@@ -293,11 +306,14 @@ def prepare(data, builder, split, tok, mode, *, process_index=0, process_count=1
     record = _prepare_piece(prefix, texts, tok, mode, eos_id, dtype)
     record.update(tokenizer=ident, tokenizer_description=_describe(tok))
     write_json(prefix + ".json", record)
-    log(f"tokenized {builder.info.full_name} {split} piece {k + 1}/{n}: "
-        f"{record['documents']:,} documents, {record['tokens']:,} tokens")
+    log(
+      f"tokenized {builder.info.full_name} {split} piece {k + 1}/{n}: "
+      f"{record['documents']:,} documents, {record['tokens']:,} tokens"
+    )
   if write_manifest:
-    write_manifest_if_complete(out, n, tok, mode, dict(dataset=builder.info.full_name, split=split,
-                                                       text_key=data.text_key))
+    write_manifest_if_complete(
+      out, n, tok, mode, dict(dataset=builder.info.full_name, split=split, text_key=data.text_key)
+    )
   return out
 
 
@@ -312,11 +328,21 @@ def write_manifest_if_complete(out, n, tok, mode, source):
     if record["tokenizer"] != ident:
       raise _mismatch(os.path.join(out, name), record["tokenizer_description"], tok)
     pieces.append(dict(record, name=name))
-  totals = {key: sum(p.get(key, 0) for p in pieces)
-            for key in ("tokens", "documents", "sentences", "empty", "invalid_utf8")}
-  manifest = dict(format=FORMAT, mode=mode, source=source, tokenizer=ident,
-                  tokenizer_description=_describe(tok), vocab_size=tok.get_vocab_size(),
-                  dtype=np.dtype(_token_dtype(tok)).name, pieces=pieces, **totals)
+  totals = {
+    key: sum(p.get(key, 0) for p in pieces)
+    for key in ("tokens", "documents", "sentences", "empty", "invalid_utf8")
+  }
+  manifest = dict(
+    format=FORMAT,
+    mode=mode,
+    source=source,
+    tokenizer=ident,
+    tokenizer_description=_describe(tok),
+    vocab_size=tok.get_vocab_size(),
+    dtype=np.dtype(_token_dtype(tok)).name,
+    pieces=pieces,
+    **totals,
+  )
   write_json(os.path.join(out, "manifest.json"), manifest)
   for stale in glob.glob(os.path.join(out, ".tmp-*")):  # left by killed workers
     os.remove(stale)
@@ -329,8 +355,10 @@ def tokenizer_for(data, built):
   is a trained kind."""
   datasets = sources.named(data)
   return tokenizer.get_tokenizer(
-      data.tokenizer, data.data_dir,
-      lambda: sources.training_texts(datasets, built, data.tokenizer.max_train_chars))
+    data.tokenizer,
+    data.data_dir,
+    lambda: sources.training_texts(datasets, built, data.tokenizer.max_train_chars),
+  )
 
 
 def mode_for(data):
@@ -342,16 +370,22 @@ def mode_for(data):
 def splits(data, eval_only=False):
   """(name, dataset section, split) of every split a run reads (only the evaluation splits
   with `eval_only`)."""
-  return [(name, src, split) for name, src, _ in sources.named(data)
-          for split in dict.fromkeys(
-              (src.eval_split,) if eval_only else (src.train_split, src.eval_split))]
+  return [
+    (name, src, split)
+    for name, src, _ in sources.named(data)
+    for split in dict.fromkeys(
+      (src.eval_split,) if eval_only else (src.train_split, src.eval_split)
+    )
+  ]
 
 
 def prepare_all(data, mode, tok, built, eval_only=False, **kw):
   """Tokenizes this worker's pieces of every split (`kw` as for prepare); returns
   {(name, split): directory}."""
-  return {(name, split): prepare(src, built[name], split, tok, mode, **kw)
-          for name, src, split in splits(data, eval_only)}
+  return {
+    (name, split): prepare(src, built[name], split, tok, mode, **kw)
+    for name, src, split in splits(data, eval_only)
+  }
 
 
 class TokenStream:
@@ -379,12 +413,12 @@ class TokenStream:
     k = int(np.searchsorted(self.offsets, start, side="right")) - 1
     local = start - self.offsets[k]
     if end <= self.offsets[k + 1]:
-      return np.asarray(self.arrays[k][local:local + end - start], np.int32)
+      return np.asarray(self.arrays[k][local : local + end - start], np.int32)
     parts, pos = [], start
     while pos < end:
       k = int(np.searchsorted(self.offsets, pos, side="right")) - 1
       take = min(end, self.offsets[k + 1]) - pos
-      parts.append(self.arrays[k][pos - self.offsets[k]:pos - self.offsets[k] + take])
+      parts.append(self.arrays[k][pos - self.offsets[k] : pos - self.offsets[k] + take])
       pos += take
     return np.concatenate(parts).astype(np.int32)
 
@@ -401,8 +435,9 @@ class Tokenized:
       size = os.path.getsize(file) if os.path.exists(file) else -1
       if size != piece["tokens"] * dtype.itemsize:
         raise sources.DataError(
-            f"config.data: {file} has {size} bytes, not the {piece['tokens'] * dtype.itemsize} "
-            f"its manifest records; delete {path} and prepare it again")
+          f"config.data: {file} has {size} bytes, not the {piece['tokens'] * dtype.itemsize} "
+          f"its manifest records; delete {path} and prepare it again"
+        )
       arrays.append(np.memmap(file, dtype, mode="r") if piece["tokens"] else np.zeros(0, dtype))
     self.stream = TokenStream(arrays)
 
@@ -447,8 +482,10 @@ class Tokenized:
   def summary(self):
     m = self.manifest
     skipped = ", ".join(f"{m[k]} {k.replace('_', ' ')}" for k in ("empty", "invalid_utf8") if m[k])
-    return (f"{m['source']['dataset']} {m['source']['split']}: {m['documents']:,} documents, "
-            f"{m['tokens']:,} tokens" + (f"; skipped {skipped} documents" if skipped else ""))
+    return (
+      f"{m['source']['dataset']} {m['source']['split']}: {m['documents']:,} documents, "
+      f"{m['tokens']:,} tokens" + (f"; skipped {skipped} documents" if skipped else "")
+    )
 
 
 def open_split(data, builder, split, tok, mode):
@@ -458,12 +495,15 @@ def open_split(data, builder, split, tok, mode):
   if not os.path.exists(manifest_path):
     done = len(glob.glob(os.path.join(path, "piece-*.json")))
     raise sources.DataError(
-        f"config.data: split {split!r} of {builder.info.full_name} is not tokenized in {path} "
-        f"({done} pieces done); run `python -m input_pipeline.prepare` with this config")
+      f"config.data: split {split!r} of {builder.info.full_name} is not tokenized in {path} "
+      f"({done} pieces done); run `python -m input_pipeline.prepare` with this config"
+    )
   manifest = _read_json(manifest_path)
   if manifest["tokenizer"] != tokenizer.identity(tok):
     raise _mismatch(path, manifest["tokenizer_description"], tok)
   if manifest["format"] != FORMAT or manifest["mode"] != mode:
-    raise sources.DataError(f"config.data: {path} holds format {manifest['format']} mode "
-                            f"{manifest['mode']!r}; delete it and prepare again")
+    raise sources.DataError(
+      f"config.data: {path} holds format {manifest['format']} mode "
+      f"{manifest['mode']!r}; delete it and prepare again"
+    )
   return Tokenized(path, manifest)

@@ -7,6 +7,7 @@ into word pieces and puts each word's label on its FIRST sub-token only; every o
 remembers which word each first sub-token starts, so `word_predictions` can give one tag per
 word again (words cut off by the window get "O").
 """
+
 import re
 
 import numpy as np
@@ -30,25 +31,31 @@ def _lines(path):
     with open(path, "rb") as f:
       raw = f.read().splitlines()
   except OSError as e:
-    raise DataError(f"config.data.files: cannot read {path} ({e.strerror}); "
-                    "give an existing CoNLL file") from None
+    raise DataError(
+      f"config.data.files: cannot read {path} ({e.strerror}); give an existing CoNLL file"
+    ) from None
   for number, line in enumerate(raw, 1):
     try:
       yield number, line.decode("utf-8-sig" if number == 1 else "utf-8")
     except UnicodeDecodeError:
-      raise DataError(f"config.data.files: {path} line {number} is not UTF-8 text; "
-                      "convert the file to UTF-8") from None
+      raise DataError(
+        f"config.data.files: {path} line {number} is not UTF-8 text; convert the file to UTF-8"
+      ) from None
 
 
 def _parse(fields, path, number):
   """(word, tag) of one token line; a one-line error for a malformed line."""
   where = f"config.data.files: {path} line {number}"
   if len(fields) < 2:
-    raise DataError(f"{where}: {' '.join(fields)!r} has one column; give the word and its NER "
-                    "tag (last column), separated by whitespace")
+    raise DataError(
+      f"{where}: {' '.join(fields)!r} has one column; give the word and its NER "
+      "tag (last column), separated by whitespace"
+    )
   if not _TAG.fullmatch(fields[-1]):
-    raise DataError(f"{where}: tag {fields[-1]!r} is not O or B-/I-/E-/S-<type>; the NER tag "
-                    "must be the last column")
+    raise DataError(
+      f"{where}: tag {fields[-1]!r} is not O or B-/I-/E-/S-<type>; the NER tag "
+      "must be the last column"
+    )
   return fields[0], fields[-1]
 
 
@@ -98,8 +105,10 @@ def from_tfds(rows, tag_names):
     ids = [int(i) for i in np.asarray(ids).reshape(-1)]
     bad = [i for i in ids if not 0 <= i < len(tag_names)]
     if bad:
-      raise DataError(f"config.data.dataset: example {n} has ner id {bad[0]}, but there are "
-                      f"{len(tag_names)} tag names; pass the dataset's own ner names")
+      raise DataError(
+        f"config.data.dataset: example {n} has ner id {bad[0]}, but there are "
+        f"{len(tag_names)} tag names; pass the dataset's own ner names"
+      )
     tokens = [_text(t) for t in np.asarray(row["tokens"], dtype=object).reshape(-1)]
     examples.append({"tokens": tokens, "ner_tags": [tag_names[i] for i in ids]})
   return examples
@@ -113,9 +122,11 @@ def _label_index(example, n, label_ids):
   out = []
   for word, tag in zip(example["tokens"], example["ner_tags"]):
     if tag not in label_ids:
-      raise DataError(f"config.data.files: sentence {n + 1} (word {word!r}): tag {tag!r} is not in "
-                      f"the training set's tags ({', '.join(label_ids)}); fix the file or add "
-                      "the tag to the training data")
+      raise DataError(
+        f"config.data.files: sentence {n + 1} (word {word!r}): tag {tag!r} is not in "
+        f"the training set's tags ({', '.join(label_ids)}); fix the file or add "
+        "the tag to the training data"
+      )
     out.append(label_ids[tag])
   return out
 
@@ -124,9 +135,9 @@ def _fill(row, word_ids, ids, word_labels, arrays, specials, seq_len):
   """Writes one sentence's [CLS] sub-tokens [SEP] into row `row`; True if it was cut."""
   keep = min(len(ids), seq_len - 2)
   arrays["inputs"][row, 0] = specials["[CLS]"]
-  arrays["inputs"][row, 1:keep + 1] = ids[:keep]
+  arrays["inputs"][row, 1 : keep + 1] = ids[:keep]
   arrays["inputs"][row, keep + 1] = specials["[SEP]"]
-  arrays["input_mask"][row, :keep + 2] = 1
+  arrays["input_mask"][row, : keep + 2] = 1
   previous = None
   for pos, word in enumerate(word_ids[:keep], 1):
     if word is not None and word != previous:
@@ -154,18 +165,23 @@ def encode(examples, label_ids, tok, seq_len):
   if not isinstance(label_ids, dict):
     label_ids = {tag: i for i, tag in enumerate(label_ids)}
   if seq_len < 3:
-    raise DataError(f"config.batch.seq_len: {seq_len} leaves no room for words after [CLS] and "
-                    "[SEP]; use a longer sequence")
+    raise DataError(
+      f"config.batch.seq_len: {seq_len} leaves no room for words after [CLS] and "
+      "[SEP]; use a longer sequence"
+    )
   specials = tokenizer.check_bert_specials(tok)
   word_labels = [_label_index(e, n, label_ids) for n, e in enumerate(examples)]
-  encodings = tok.encode_batch([e["tokens"] for e in examples], is_pretokenized=True,
-                               add_special_tokens=False)
+  encodings = tok.encode_batch(
+    [e["tokens"] for e in examples], is_pretokenized=True, add_special_tokens=False
+  )
   n = len(examples)
-  arrays = {"inputs": np.full((n, seq_len), specials["[PAD]"], np.int32),
-            "type_ids": np.zeros((n, seq_len), np.int32),
-            "input_mask": np.zeros((n, seq_len), np.int32),
-            "labels": np.full((n, seq_len), IGNORE, np.int32),
-            "word_index": np.full((n, seq_len), IGNORE, np.int32)}
+  arrays = {
+    "inputs": np.full((n, seq_len), specials["[PAD]"], np.int32),
+    "type_ids": np.zeros((n, seq_len), np.int32),
+    "input_mask": np.zeros((n, seq_len), np.int32),
+    "labels": np.full((n, seq_len), IGNORE, np.int32),
+    "word_index": np.full((n, seq_len), IGNORE, np.int32),
+  }
   truncated = 0
   for row, (enc, labels) in enumerate(zip(encodings, word_labels)):
     truncated += _fill(row, enc.word_ids, enc.ids, labels, arrays, specials, seq_len)

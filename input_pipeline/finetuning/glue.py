@@ -6,6 +6,7 @@ as in the test files) and "idx" (the row number). `read_tsv` reads GLUE's origin
 (csv with QUOTE_NONE: the files contain unbalanced quotes), `from_tfds` normalises examples as
 tfds yields them, and `encode` turns examples into BERT's [CLS] a [SEP] (b [SEP]) rows.
 """
+
 import csv
 import dataclasses
 import math
@@ -33,6 +34,7 @@ class Tsv:
     names: whether the labels are written as names ("entailment") rather than indices ("1").
     label_last: the label is each row's last field (its header name must be present).
   """
+
   texts: tuple
   label: object
   header: bool = True
@@ -53,6 +55,7 @@ class Task:
     tsv: the layout of the original TSV files.
     label_names: the class names as in tfds (empty for regression).
   """
+
   name: str
   text_keys: tuple
   num_labels: int
@@ -74,28 +77,87 @@ _PAIR = ("sentence1", "sentence2")
 _NLI = ("entailment", "neutral", "contradiction")
 _ENTAIL = ("entailment", "not_entailment")
 
-TASKS = {t.name: t for t in (
-    Task("cola", ("sentence",), 2, ("matthews",), "validation",
-         Tsv(texts=(3,), label=1, header=False), ("unacceptable", "acceptable")),
-    Task("sst2", ("sentence",), 2, ("accuracy",), "validation",
-         Tsv(("sentence",), "label"), ("negative", "positive")),
-    Task("mrpc", _PAIR, 2, ("accuracy", "f1"), "validation",
-         Tsv(("#1 String", "#2 String"), "Quality"), ("not_equivalent", "equivalent")),
-    Task("qqp", ("question1", "question2"), 2, ("accuracy", "f1"), "validation",
-         Tsv(("question1", "question2"), "is_duplicate"), ("not_duplicate", "duplicate")),
-    Task("stsb", _PAIR, 1, ("pearson", "spearman"), "validation",
-         Tsv(_PAIR, "score", label_last=True)),
-    Task("mnli", ("premise", "hypothesis"), 3, ("accuracy",), "validation_matched",
-         Tsv(_PAIR, "gold_label", names=True, label_last=True), _NLI),
-    Task("qnli", ("question", "sentence"), 2, ("accuracy",), "validation",
-         Tsv(("question", "sentence"), "label", names=True), _ENTAIL),
-    Task("rte", _PAIR, 2, ("accuracy",), "validation",
-         Tsv(_PAIR, "label", names=True), _ENTAIL),
-    Task("wnli", _PAIR, 2, ("accuracy",), "validation",
-         Tsv(_PAIR, "label"), ("not_entailment", "entailment")),
-    Task("ax", ("premise", "hypothesis"), 3, ("accuracy",), "test",
-         Tsv(_PAIR, "label", names=True), _NLI),
-)}
+TASKS = {
+  t.name: t
+  for t in (
+    Task(
+      "cola",
+      ("sentence",),
+      2,
+      ("matthews",),
+      "validation",
+      Tsv(texts=(3,), label=1, header=False),
+      ("unacceptable", "acceptable"),
+    ),
+    Task(
+      "sst2",
+      ("sentence",),
+      2,
+      ("accuracy",),
+      "validation",
+      Tsv(("sentence",), "label"),
+      ("negative", "positive"),
+    ),
+    Task(
+      "mrpc",
+      _PAIR,
+      2,
+      ("accuracy", "f1"),
+      "validation",
+      Tsv(("#1 String", "#2 String"), "Quality"),
+      ("not_equivalent", "equivalent"),
+    ),
+    Task(
+      "qqp",
+      ("question1", "question2"),
+      2,
+      ("accuracy", "f1"),
+      "validation",
+      Tsv(("question1", "question2"), "is_duplicate"),
+      ("not_duplicate", "duplicate"),
+    ),
+    Task(
+      "stsb", _PAIR, 1, ("pearson", "spearman"), "validation", Tsv(_PAIR, "score", label_last=True)
+    ),
+    Task(
+      "mnli",
+      ("premise", "hypothesis"),
+      3,
+      ("accuracy",),
+      "validation_matched",
+      Tsv(_PAIR, "gold_label", names=True, label_last=True),
+      _NLI,
+    ),
+    Task(
+      "qnli",
+      ("question", "sentence"),
+      2,
+      ("accuracy",),
+      "validation",
+      Tsv(("question", "sentence"), "label", names=True),
+      _ENTAIL,
+    ),
+    Task("rte", _PAIR, 2, ("accuracy",), "validation", Tsv(_PAIR, "label", names=True), _ENTAIL),
+    Task(
+      "wnli",
+      _PAIR,
+      2,
+      ("accuracy",),
+      "validation",
+      Tsv(_PAIR, "label"),
+      ("not_entailment", "entailment"),
+    ),
+    Task(
+      "ax",
+      ("premise", "hypothesis"),
+      3,
+      ("accuracy",),
+      "test",
+      Tsv(_PAIR, "label", names=True),
+      _NLI,
+    ),
+  )
+}
 
 # Every text column name of any task: to tell "a pair task read from a one-text file" apart.
 _TEXT_COLUMNS = frozenset(c for t in TASKS.values() for c in t.tsv.texts if isinstance(c, str))
@@ -105,8 +167,7 @@ STSB_RANGE = (0.0, 5.0)
 def get_task(name):
   """The Task called `name`; a one-line error naming config.data.task otherwise."""
   if name not in TASKS:
-    raise DataError(f"config.data.task: unknown GLUE task {name!r}; use one of "
-                    f"{', '.join(TASKS)}")
+    raise DataError(f"config.data.task: unknown GLUE task {name!r}; use one of {', '.join(TASKS)}")
   return TASKS[name]
 
 
@@ -128,13 +189,17 @@ def _parse_label(text, task, where):
     except ValueError:
       score = math.nan
     if not STSB_RANGE[0] <= score <= STSB_RANGE[1]:
-      raise DataError(f"{where}: label {text!r} is not a number in [0, 5] ({task.name}); "
-                      "fix the file or pick the right task")
+      raise DataError(
+        f"{where}: label {text!r} is not a number in [0, 5] ({task.name}); "
+        "fix the file or pick the right task"
+      )
     return score
   allowed = task.label_names if task.tsv.names else [str(i) for i in range(task.num_labels)]
   if text not in allowed:
-    raise DataError(f"{where}: label {text!r} is not one of {_label_set(task)} ({task.name}); "
-                    "fix the file or pick the right task")
+    raise DataError(
+      f"{where}: label {text!r} is not one of {_label_set(task)} ({task.name}); "
+      "fix the file or pick the right task"
+    )
   return list(allowed).index(text)
 
 
@@ -143,14 +208,17 @@ def _check_label(label, task, where):
   if task.is_regression:
     score = float(label)
     if score != -1 and not STSB_RANGE[0] <= score <= STSB_RANGE[1]:
-      raise DataError(f"{where}: label {score} is not in [0, 5] or -1 ({task.name}); "
-                      "pick the right task")
+      raise DataError(
+        f"{where}: label {score} is not in [0, 5] or -1 ({task.name}); pick the right task"
+      )
     return score
   index = int(label)
   if index != -1 and not 0 <= index < task.num_labels:
-    raise DataError(f"{where}: label {index} is not one of "
-                    f"{', '.join(str(i) for i in range(task.num_labels))} or -1 ({task.name}); "
-                    "pick the right task")
+    raise DataError(
+      f"{where}: label {index} is not one of "
+      f"{', '.join(str(i) for i in range(task.num_labels))} or -1 ({task.name}); "
+      "pick the right task"
+    )
   return index
 
 
@@ -164,8 +232,9 @@ def _read_rows(path):
       reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
       return [(reader.line_num, row) for row in reader if any(field.strip() for field in row)]
   except OSError as e:
-    raise DataError(f"config.data.files: cannot read {path} ({e.strerror}); "
-                    "give an existing GLUE .tsv file") from None
+    raise DataError(
+      f"config.data.files: cannot read {path} ({e.strerror}); give an existing GLUE .tsv file"
+    ) from None
   except UnicodeDecodeError:
     message = f"config.data.files: {path} is not UTF-8 text; give a GLUE .tsv file"
     raise DataError(message) from None
@@ -176,11 +245,15 @@ def _column(header, name, task, path, line):
     return header.index(name)
   known = [c for c in header if c in _TEXT_COLUMNS]
   if task.is_pair and len(known) == 1:
-    raise DataError(f"config.data.task: {task.name} is a sentence-pair task but {path} has one "
-                    f"text column ({known[0]!r}); pick a single-sentence task or a pair file")
-  raise DataError(f"config.data.files: {path} line {line}: the header has no column {name!r} that "
-                  f"{task.name} reads (it has {', '.join(header)}); fix the file or pick the "
-                  "right task")
+    raise DataError(
+      f"config.data.task: {task.name} is a sentence-pair task but {path} has one "
+      f"text column ({known[0]!r}); pick a single-sentence task or a pair file"
+    )
+  raise DataError(
+    f"config.data.files: {path} line {line}: the header has no column {name!r} that "
+    f"{task.name} reads (it has {', '.join(header)}); fix the file or pick the "
+    "right task"
+  )
 
 
 def _layout(rows, task, path):
@@ -202,8 +275,10 @@ def _example(row, texts, label, last, task, where):
   if label is not None and not last:
     needed = max(needed, label + 1)
   if len(row) < needed:
-    raise DataError(f"{where}: the row has {len(row)} of the {needed} tab-separated columns "
-                    f"{task.name} reads; fix the file or pick the right task")
+    raise DataError(
+      f"{where}: the row has {len(row)} of the {needed} tab-separated columns "
+      f"{task.name} reads; fix the file or pick the right task"
+    )
   example = {key: row[i] for key, i in zip(task.text_keys, texts)}
   if label is None:
     example["label"] = -1.0 if task.is_regression else -1
@@ -253,13 +328,16 @@ def from_tfds(rows, task):
   for n, row in enumerate(rows):
     missing = [k for k in task.text_keys + ("label",) if k not in row]
     if missing:
-      raise DataError(f"config.data.task: the tfds examples have no {missing[0]!r} feature "
-                      f"({task.name} needs {', '.join(task.text_keys)}, label); pick the right "
-                      "task")
+      raise DataError(
+        f"config.data.task: the tfds examples have no {missing[0]!r} feature "
+        f"({task.name} needs {', '.join(task.text_keys)}, label); pick the right "
+        "task"
+      )
     idx = int(row["idx"]) if "idx" in row else n
     example = {key: _text(row[key]) for key in task.text_keys}
-    example["label"] = _check_label(row["label"], task, f"config.data.task: glue/{task.name} "
-                                    f"example idx {idx}")
+    example["label"] = _check_label(
+      row["label"], task, f"config.data.task: glue/{task.name} example idx {idx}"
+    )
     example["idx"] = idx
     examples.append(example)
   return examples
@@ -317,8 +395,10 @@ def encode(examples, task, tok, seq_len):
   """
   task = get_task(task) if isinstance(task, str) else task
   if seq_len < (3 if task.is_pair else 2) + 1:
-    raise DataError(f"config.batch.seq_len: {seq_len} leaves no room for text after the special "
-                    f"tokens ({task.name}); use a longer sequence")
+    raise DataError(
+      f"config.batch.seq_len: {seq_len} leaves no room for text after the special "
+      f"tokens ({task.name}); use a longer sequence"
+    )
   specials = tokenizer.check_bert_specials(tok)
   first = _token_ids(tok, examples, task.text_keys[0])
   second = _token_ids(tok, examples, task.text_keys[1]) if task.is_pair else [None] * len(first)
@@ -329,8 +409,9 @@ def encode(examples, task, tok, seq_len):
   truncated = 0
   for i, (a, b) in enumerate(zip(first, second)):
     ids, types, cut = _row(specials, a, b, seq_len)
-    inputs[i, :len(ids)], type_ids[i, :len(ids)], mask[i, :len(ids)] = ids, types, 1
+    inputs[i, : len(ids)], type_ids[i, : len(ids)], mask[i, : len(ids)] = ids, types, 1
     truncated += cut
-  labels = np.array([e["label"] for e in examples],
-                    np.float32 if task.is_regression else np.int32).reshape(n)
+  labels = np.array(
+    [e["label"] for e in examples], np.float32 if task.is_regression else np.int32
+  ).reshape(n)
   return dict(inputs=inputs, type_ids=type_ids, input_mask=mask, labels=labels), truncated

@@ -15,6 +15,7 @@ for evaluation, where all its gold texts are used, but gives no training feature
 `postprocess` turns per-token start/end logits back into answer texts of the original context
 (original casing and accents), picking among overlapping windows by BERT's "max context" rule.
 """
+
 import json
 
 import numpy as np
@@ -31,17 +32,22 @@ _SPECIALS = ("[PAD]", "[CLS]", "[SEP]")
 
 
 def _malformed(path, reason):
-  return sources.DataError(f"config.data.files: {path} is not SQuAD JSON ({reason}); give a "
-                           "SQuAD v1.1/v2.0 file (data -> paragraphs -> qas)")
+  return sources.DataError(
+    f"config.data.files: {path} is not SQuAD JSON ({reason}); give a "
+    "SQuAD v1.1/v2.0 file (data -> paragraphs -> qas)"
+  )
 
 
 def _answer_matches(context, text, start):
-  return bool(text) and start >= 0 and context[start:start + len(text)] == text
+  return bool(text) and start >= 0 and context[start : start + len(text)] == text
 
 
 def _is_answer(answer):
-  return (isinstance(answer, dict) and isinstance(answer.get("text"), str)
-          and isinstance(answer.get("answer_start"), int))
+  return (
+    isinstance(answer, dict)
+    and isinstance(answer.get("text"), str)
+    and isinstance(answer.get("answer_start"), int)
+  )
 
 
 def _example(qa, title, context, path):
@@ -55,10 +61,17 @@ def _example(qa, title, context, path):
   answers = [] if impossible else qa.get("answers", [])
   if not isinstance(answers, list) or not all(map(_is_answer, answers)):
     raise _malformed(path, f"qa {qa['id']!r}: answers must be a list of {{text, answer_start}}")
-  return {"id": qa["id"], "title": title, "context": context, "question": qa["question"],
-          "answers": {"text": [a["text"] for a in answers],
-                      "answer_start": [a["answer_start"] for a in answers]},
-          "is_impossible": impossible}
+  return {
+    "id": qa["id"],
+    "title": title,
+    "context": context,
+    "question": qa["question"],
+    "answers": {
+      "text": [a["text"] for a in answers],
+      "answer_start": [a["answer_start"] for a in answers],
+    },
+    "is_impossible": impossible,
+  }
 
 
 def _paragraphs(data, path):
@@ -87,12 +100,16 @@ def read_json(path):
     raise _malformed(path, f"{type(e).__name__}: {e}") from None
   if not isinstance(squad, dict) or not isinstance(squad.get("data"), list):
     raise _malformed(path, "no top-level 'data' list")
-  examples = [_example(qa, title, paragraph["context"], path)
-              for title, paragraph in _paragraphs(squad["data"], path)
-              for qa in paragraph["qas"]]
-  skipped = sum(not _answer_matches(ex["context"], text, start)
-                for ex in examples
-                for text, start in zip(ex["answers"]["text"], ex["answers"]["answer_start"]))
+  examples = [
+    _example(qa, title, paragraph["context"], path)
+    for title, paragraph in _paragraphs(squad["data"], path)
+    for qa in paragraph["qas"]
+  ]
+  skipped = sum(
+    not _answer_matches(ex["context"], text, start)
+    for ex in examples
+    for text, start in zip(ex["answers"]["text"], ex["answers"]["answer_start"])
+  )
   return examples, skipped
 
 
@@ -107,12 +124,19 @@ def from_tfds(rows):
     texts = [_text(t) for t in np.asarray(row["answers"]["text"]).reshape(-1)]
     starts = [int(s) for s in np.asarray(row["answers"]["answer_start"]).reshape(-1)]
     impossible = bool(row.get("is_impossible", not texts))
-    examples.append({
-        "id": _text(row["id"]), "title": _text(row.get("title", b"")),
-        "context": _text(row["context"]), "question": _text(row["question"]),
-        "answers": {"text": [] if impossible else texts,
-                    "answer_start": [] if impossible else starts},
-        "is_impossible": impossible})
+    examples.append(
+      {
+        "id": _text(row["id"]),
+        "title": _text(row.get("title", b"")),
+        "context": _text(row["context"]),
+        "question": _text(row["question"]),
+        "answers": {
+          "text": [] if impossible else texts,
+          "answer_start": [] if impossible else starts,
+        },
+        "is_impossible": impossible,
+      }
+    )
   return examples
 
 
@@ -135,8 +159,9 @@ def _special_ids(tok):
   missing = [t for t, i in ids.items() if i is None]
   if missing:
     raise tokenizer.TokenizerError(
-        f"config.data.tokenizer: the vocabulary has no {' '.join(missing)}; question answering "
-        f"needs {' '.join(_SPECIALS)} (use kind='wordpiece' or a BERT vocab.txt)")
+      f"config.data.tokenizer: the vocabulary has no {' '.join(missing)}; question answering "
+      f"needs {' '.join(_SPECIALS)} (use kind='wordpiece' or a BERT vocab.txt)"
+    )
   return ids
 
 
@@ -147,9 +172,10 @@ def _check_lengths(seq_len, doc_stride, max_query_len):
     raise sources.DataError(f"{CONFIG}.max_query_len: {max_query_len}; give a length >= 1")
   if seq_len - max_query_len - 3 < 1:
     raise sources.DataError(
-        f"config.batch.seq_len: {seq_len} leaves no room for context after a question of "
-        f"{CONFIG}.max_query_len={max_query_len} tokens and 3 specials; use seq_len >= "
-        f"{max_query_len + 4} or a smaller max_query_len")
+      f"config.batch.seq_len: {seq_len} leaves no room for context after a question of "
+      f"{CONFIG}.max_query_len={max_query_len} tokens and 3 specials; use seq_len >= "
+      f"{max_query_len + 4} or a smaller max_query_len"
+    )
 
 
 def _encode_contexts(tok, examples):
@@ -157,8 +183,7 @@ def _encode_contexts(tok, examples):
   unique = list(dict.fromkeys(ex["context"] for ex in examples))
   out = {}
   for text, enc in zip(unique, tok.encode_batch(unique, add_special_tokens=False)):
-    out[text] = (np.asarray(enc.ids, np.int32),
-                 np.asarray(enc.offsets, np.int32).reshape(-1, 2))
+    out[text] = (np.asarray(enc.ids, np.int32), np.asarray(enc.offsets, np.int32).reshape(-1, 2))
   return out
 
 
@@ -189,8 +214,9 @@ def _max_context(starts, lengths, n_tokens):
   pos = np.arange(n_tokens)[None]
   left = pos - starts[:, None]
   right = (starts + lengths - 1)[:, None] - pos
-  score = np.where((left >= 0) & (right >= 0),
-                   np.minimum(left, right) + 0.01 * lengths[:, None], -np.inf)
+  score = np.where(
+    (left >= 0) & (right >= 0), np.minimum(left, right) + 0.01 * lengths[:, None], -np.inf
+  )
   best = np.argmax(score, axis=0) if n_tokens else np.zeros(0, np.int64)
   return best[None] == np.arange(len(starts))[:, None]
 
@@ -206,18 +232,20 @@ def _example_features(question, ctx_ids, ctx_offsets, span, seq_len, doc_stride,
   tok_idx = np.where(in_ctx, starts[:, None] + k, len(ctx_ids))  # len(...) -> padding slot
   inputs = np.full((n, seq_len), ids["[PAD]"], np.int32)
   inputs[:, 0] = ids["[CLS]"]
-  inputs[:, 1:c0 - 1] = question
+  inputs[:, 1 : c0 - 1] = question
   inputs[:, c0 - 1] = ids["[SEP]"]
   inputs = np.where(in_ctx, np.append(ctx_ids, 0)[tok_idx], inputs)
   inputs[np.arange(n), c0 + lengths] = ids["[SEP]"]
   input_mask = pos < (c0 + lengths + 1)[:, None]
   is_max = np.pad(_max_context(starts, lengths, len(ctx_ids)), ((0, 0), (0, 1)))
   padded_offsets = np.concatenate([ctx_offsets, np.full((1, 2), -1, np.int32)])
-  out = {"inputs": inputs,
-         "type_ids": ((pos >= c0) & input_mask).astype(np.int32),
-         "input_mask": input_mask.astype(np.int32),
-         "offsets": padded_offsets[tok_idx],
-         "max_context": is_max[np.arange(n)[:, None], tok_idx]}
+  out = {
+    "inputs": inputs,
+    "type_ids": ((pos >= c0) & input_mask).astype(np.int32),
+    "input_mask": input_mask.astype(np.int32),
+    "offsets": padded_offsets[tok_idx],
+    "max_context": is_max[np.arange(n)[:, None], tok_idx],
+  }
   out["start_positions"], out["end_positions"] = _positions(span, starts, lengths, c0)
   return out
 
@@ -229,16 +257,21 @@ def _positions(span, starts, lengths, c0):
   if span is None:
     return zeros, zeros
   inside = (starts <= span[0]) & (span[1] < starts + lengths)
-  return (np.where(inside, c0 + span[0] - starts, 0).astype(np.int32),
-          np.where(inside, c0 + span[1] - starts, 0).astype(np.int32))
+  return (
+    np.where(inside, c0 + span[0] - starts, 0).astype(np.int32),
+    np.where(inside, c0 + span[1] - starts, 0).astype(np.int32),
+  )
 
 
 def _empty(seq_len):
   shapes = {"inputs": (), "type_ids": (), "input_mask": (), "offsets": (2,), "max_context": ()}
-  out = {key: np.zeros((0, seq_len) + s, bool if key == "max_context" else np.int32)
-         for key, s in shapes.items()}
-  out.update({key: np.zeros(0, np.int32)
-              for key in ("start_positions", "end_positions", "example_index")})
+  out = {
+    key: np.zeros((0, seq_len) + s, bool if key == "max_context" else np.int32)
+    for key, s in shapes.items()
+  }
+  out.update(
+    {key: np.zeros(0, np.int32) for key in ("start_positions", "end_positions", "example_index")}
+  )
   return out
 
 
@@ -264,8 +297,13 @@ def encode(examples, tok, seq_len, doc_stride=128, max_query_len=64, train=True)
   tok = tokenizer.plain(tok)
   contexts = _encode_contexts(tok, examples)
   questions = tok.encode_batch([ex["question"] for ex in examples], add_special_tokens=False)
-  stats = dict(examples=len(examples), features=0, dropped_no_span=0, truncated_questions=0,
-               answer_outside_window=0)
+  stats = dict(
+    examples=len(examples),
+    features=0,
+    dropped_no_span=0,
+    truncated_questions=0,
+    answer_outside_window=0,
+  )
   parts = []
   for i, (ex, q) in enumerate(zip(examples, questions)):
     ctx_ids, ctx_offsets = contexts[ex["context"]]
@@ -274,8 +312,15 @@ def encode(examples, tok, seq_len, doc_stride=128, max_query_len=64, train=True)
       stats["dropped_no_span"] += 1
       continue
     stats["truncated_questions"] += len(q.ids) > max_query_len
-    part = _example_features(np.asarray(q.ids[:max_query_len], np.int32), ctx_ids, ctx_offsets,
-                             span, seq_len, doc_stride, ids)
+    part = _example_features(
+      np.asarray(q.ids[:max_query_len], np.int32),
+      ctx_ids,
+      ctx_offsets,
+      span,
+      seq_len,
+      doc_stride,
+      ids,
+    )
     part["example_index"] = np.full(len(part["inputs"]), i, np.int32)
     if span is not None:
       stats["answer_outside_window"] += int(np.sum(part["start_positions"] == 0))
@@ -309,8 +354,16 @@ def _best_spans(start_logits, end_logits, offsets, is_max, n_best, max_answer_le
   return score[r, flat], s_idx[r, flat // k], e_idx[r, flat % k]
 
 
-def postprocess(start_logits, end_logits, arrays, examples, n_best=20, max_answer_len=30,
-                version_2=False, null_threshold=0.0):
+def postprocess(
+  start_logits,
+  end_logits,
+  arrays,
+  examples,
+  n_best=20,
+  max_answer_len=30,
+  version_2=False,
+  null_threshold=0.0,
+):
   """Logits [n, seq_len] of `encode`'s rows -> (predictions {id: text}, null_scores {id:
   score_null - best_non_null}).
 
@@ -324,8 +377,14 @@ def postprocess(start_logits, end_logits, arrays, examples, n_best=20, max_answe
   """
   start_logits = np.asarray(start_logits, np.float64)
   end_logits = np.asarray(end_logits, np.float64)
-  best, starts, ends = _best_spans(start_logits, end_logits, arrays["offsets"],
-                                   np.asarray(arrays["max_context"], bool), n_best, max_answer_len)
+  best, starts, ends = _best_spans(
+    start_logits,
+    end_logits,
+    arrays["offsets"],
+    np.asarray(arrays["max_context"], bool),
+    n_best,
+    max_answer_len,
+  )
   null = start_logits[:, 0] + end_logits[:, 0]
   index = np.asarray(arrays["example_index"])
   order = np.argsort(index, kind="stable")
@@ -338,6 +397,6 @@ def postprocess(start_logits, end_logits, arrays, examples, n_best=20, max_answe
     text = ""
     if np.isfinite(best[row]) and not (version_2 and diff > null_threshold):
       offsets = arrays["offsets"][row]
-      text = ex["context"][offsets[starts[row], 0]:offsets[ends[row], 1]]
+      text = ex["context"][offsets[starts[row], 0] : offsets[ends[row], 1]]
     predictions[ex["id"]], null_scores[ex["id"]] = text, diff
   return predictions, null_scores

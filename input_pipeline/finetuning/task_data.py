@@ -11,11 +11,12 @@ Where the data comes from: `config.data.files` = 'TRAIN,EVAL' (local files in th
 usual format), else the tfds dataset `config.data.dataset` prepared in `config.data.data_dir`
 (splits `config.data.train_split` and `config.data.eval_split`).
 """
+
 import dataclasses
 import hashlib
 import json
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -30,11 +31,12 @@ FORMAT = 1  # bump when the encoding of any task changes: old caches are then ig
 @dataclasses.dataclass(frozen=True)
 class TaskFormat:
   """How one family of tasks reads and encodes its data."""
-  read_file: Callable   # (path, data section) -> list of examples (tfds schema)
-  from_tfds: Callable   # (rows as tfds yields them, data section, tfds info) -> examples
-  encode: Callable      # (examples, tok, data section, seq_len, train) -> (arrays, notes)
-  batch_keys: tuple     # the arrays that go into a batch (the rest serve scoring)
-  texts: Callable       # examples -> iterable of strings (to train a tokenizer on)
+
+  read_file: Callable  # (path, data section) -> list of examples (tfds schema)
+  from_tfds: Callable  # (rows as tfds yields them, data section, tfds info) -> examples
+  encode: Callable  # (examples, tok, data section, seq_len, train) -> (arrays, notes)
+  batch_keys: tuple  # the arrays that go into a batch (the rest serve scoring)
+  texts: Callable  # examples -> iterable of strings (to train a tokenizer on)
 
 
 class Features(batches.StepIndexed):
@@ -55,8 +57,11 @@ class Features(batches.StepIndexed):
     if not self.shuffle:
       return np.arange(self.num_examples)
     if epoch not in self._order:
-      self._order = {epoch: np.random.default_rng([*np.atleast_1d(self.seed), epoch])
-                            .permutation(self.num_examples)}
+      self._order = {
+        epoch: np.random.default_rng([*np.atleast_1d(self.seed), epoch]).permutation(
+          self.num_examples
+        )
+      }
     return self._order[epoch]
 
   def examples(self, indices, stream, counter, rows):
@@ -78,8 +83,10 @@ def read_split(data, fmt, which):
   if data.files:
     files = [f.strip() for f in data.files.split(",") if f.strip()]
     if len(files) < 2:
-      raise DataError(f"config.data.files: {data.files!r}; give the training and evaluation "
-                      "files, comma-separated: TRAIN,EVAL")
+      raise DataError(
+        f"config.data.files: {data.files!r}; give the training and evaluation "
+        "files, comma-separated: TRAIN,EVAL"
+      )
     path = files[which]
     if not os.path.isfile(path):
       raise DataError(f"config.data.files: {path!r} is not a file")
@@ -87,8 +94,10 @@ def read_split(data, fmt, which):
   split = (data.train_split, data.eval_split)[which]
   b = sources.builder(data)
   if split.split("[")[0] not in b.info.splits:
-    raise DataError(f"config.data: split {split!r} is not in {b.name} (has "
-                    f"{', '.join(b.info.splits)}); set config.data.train_split / eval_split")
+    raise DataError(
+      f"config.data: split {split!r} is not in {b.name} (has "
+      f"{', '.join(b.info.splits)}); set config.data.train_split / eval_split"
+    )
   if b.info.file_format == tfds.core.FileFormat.ARRAY_RECORD:
     rows = list(b.as_data_source(split=split))
   else:
@@ -97,10 +106,16 @@ def read_split(data, fmt, which):
 
 
 def cache_path(data, identity, tok, seq_len, train):
-  settings = {k: v for k, v in data.to_dict().items()
-              if k not in ("data_dir", "cache_dir", "shuffle", "tokenizer", "mixture")}
-  key = json.dumps([FORMAT, identity, tokenizer.identity(tok), seq_len, train, settings],
-                   sort_keys=True, default=str)
+  settings = {
+    k: v
+    for k, v in data.to_dict().items()
+    if k not in ("data_dir", "cache_dir", "shuffle", "tokenizer", "mixture")
+  }
+  key = json.dumps(
+    [FORMAT, identity, tokenizer.identity(tok), seq_len, train, settings],
+    sort_keys=True,
+    default=str,
+  )
   digest = hashlib.sha256(key.encode()).hexdigest()[:16]
   return os.path.join(data.data_dir, "finetune", f"{data.task}-{digest}.npz")
 
@@ -119,6 +134,7 @@ def encode_cached(examples, identity, fmt, tok, data, seq_len, train):
   def write(tmp):
     with open(tmp, "wb") as f:
       np.savez(f, _notes=np.asarray(notes, dtype=str), **arrays)
+
   tokenized.write_atomic(path, write)
   return arrays, notes
 
@@ -145,13 +161,21 @@ def load(config, fmt, tok=None, train=True):
       raise DataError(f"config.data: the {('training', 'evaluation')[w]} split is empty")
     arrays, split_notes = encode_cached(examples, identity, fmt, tok, data, seq_len, w == 0)
     name = ("train", "eval")[w]
-    loaders[w] = Features(arrays, examples, fmt.batch_keys, data=data,
-                          batch_size=config.batch.size,
-                          seed=[config.seed, 0], shuffle=w == 0 and data.shuffle, split=name)
+    loaders[w] = Features(
+      arrays,
+      examples,
+      fmt.batch_keys,
+      data=data,
+      batch_size=config.batch.size,
+      seed=[config.seed, 0],
+      shuffle=w == 0 and data.shuffle,
+      split=name,
+    )
     rows = loaders[w].num_examples
     warnings = [n for n in split_notes if n.startswith("warning:")]
-    notes.append(f"data {data.task} {name}: {len(examples):,} examples, {rows:,} rows of "
-                 f"{seq_len} tokens" + "".join(f"; {n}" for n in split_notes if n not in warnings))
+    notes.append(
+      f"data {data.task} {name}: {len(examples):,} examples, {rows:,} rows of "
+      f"{seq_len} tokens" + "".join(f"; {n}" for n in split_notes if n not in warnings)
+    )
     notes.extend(warnings)  # each on a line of its own
   return tok, loaders.get(0), {"": loaders[1]}, notes
-

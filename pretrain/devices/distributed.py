@@ -7,6 +7,7 @@ Single-process runs need nothing. For several processes either
     (TPU pods, SLURM, Kubernetes; the launch/ templates do this): jax.distributed.initialize().
 On CPU the processes exchange collectives through gloo (JAX_CPU_COLLECTIVES, default 'gloo').
 """
+
 import os
 
 import jax
@@ -25,12 +26,14 @@ def initialize(coordinator_address="", num_processes=0, process_id=-1, auto=Fals
   if not coordinator_address and not auto:
     return
   if os.environ.get("JAX_PLATFORMS", "") == "cpu":
-    jax.config.update("jax_cpu_collectives_implementation",
-                      os.environ.get("JAX_CPU_COLLECTIVES", "gloo"))
+    jax.config.update(
+      "jax_cpu_collectives_implementation", os.environ.get("JAX_CPU_COLLECTIVES", "gloo")
+    )
   if coordinator_address:
     jax.distributed.initialize(
-        coordinator_address=coordinator_address,
-        num_processes=num_processes or int(os.environ["JAX_NUM_PROCESSES"]),
-        process_id=process_id if process_id >= 0 else int(os.environ["JAX_PROCESS_ID"]))
+      coordinator_address=coordinator_address,
+      num_processes=num_processes or int(os.environ["JAX_NUM_PROCESSES"]),
+      process_id=process_id if process_id >= 0 else int(os.environ["JAX_PROCESS_ID"]),
+    )
   else:
     jax.distributed.initialize()

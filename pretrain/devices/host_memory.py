@@ -13,6 +13,7 @@ out where an accelerator may be used or the C library is not glibc.
 (The trainer's restart for huge pages and XLA:CPU's memory-minimising scheduler, once here,
 are gone: neither paid 5% on the benchmarks' steps; benchmarks/RESULTS.md, 2026-12-06.)
 """
+
 import ctypes
 import importlib.metadata
 import importlib.util
@@ -31,9 +32,11 @@ def accelerator_installed():
   platforms = os.environ.get("JAX_PLATFORMS", "")
   if platforms:
     return any(p.strip() != "cpu" for p in platforms.split(","))
-  return bool(importlib.metadata.entry_points(group="jax_plugins")
-              or importlib.util.find_spec("jax_plugins")
-              or importlib.util.find_spec("libtpu"))
+  return bool(
+    importlib.metadata.entry_points(group="jax_plugins")
+    or importlib.util.find_spec("jax_plugins")
+    or importlib.util.find_spec("libtpu")
+  )
 
 
 def _glibc():
@@ -53,16 +56,23 @@ def configure():
   glibc's own settings otherwise. Call it before JAX starts its threads."""
   choice = os.environ.get(ENV) or "default"
   if choice not in CHOICES:
-    raise errors.UserError(f"{ENV}={choice!r}: set it to 'default' (glibc's own settings) or "
-                           "'reuse' (freed host memory kept for reuse on CPU)")
+    raise errors.UserError(
+      f"{ENV}={choice!r}: set it to 'default' (glibc's own settings) or "
+      "'reuse' (freed host memory kept for reuse on CPU)"
+    )
   if choice != "reuse" or accelerator_installed():
     return False
   libc = _glibc()
   if libc is None:
     return False
   # One arena (the main one, which grows with brk), no mmap'd blocks, never trimmed.
-  done = all([libc.mallopt(_M_ARENA_MAX, 1), libc.mallopt(_M_MMAP_MAX, 0),
-              libc.mallopt(_M_TRIM_THRESHOLD, -1)])
+  done = all(
+    [
+      libc.mallopt(_M_ARENA_MAX, 1),
+      libc.mallopt(_M_MMAP_MAX, 0),
+      libc.mallopt(_M_TRIM_THRESHOLD, -1),
+    ]
+  )
   if done:
     _configured[:] = [libc]
   return done
@@ -89,5 +99,7 @@ def bound(temp_bytes, share=0.5):
   if not _configured or 3 * temp_bytes <= share * total:
     return False
   libc = _configured.pop()
-  return bool(libc.mallopt(_M_MMAP_THRESHOLD, _LARGEST_MMAP_THRESHOLD)
-              and libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX))
+  return bool(
+    libc.mallopt(_M_MMAP_THRESHOLD, _LARGEST_MMAP_THRESHOLD)
+    and libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+  )

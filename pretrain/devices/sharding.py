@@ -5,16 +5,18 @@ devices the other axes leave". Parameters and activations carry logical names (m
 in config.mesh.rules map each logical name to mesh axes, e.g. ('embed', 'fsdp') shards the
 model width over the FSDP axis and ('batch', ('data', 'fsdp')) splits examples over both.
 """
+
 import contextlib
 import math
 
 import jax
 from flax import nnx
 from jax.experimental import mesh_utils
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from pretrain.ground import errors
 from models import axes
+from pretrain.ground import errors
 
 MESH_AXES = ("data", "fsdp", "sequence", "tensor")
 
@@ -34,18 +36,23 @@ def mesh_shape(mesh_cfg, num_devices):
     named = " and ".join(f"{MESH_AXES[i]}=-1" for i in free)
     raise MeshError(f"config.mesh: {named}; at most one axis may be -1, set the others to sizes")
   if any(s == 0 or s < -1 for s in sizes):
-    raise MeshError(f"config.mesh: axis sizes must be positive or -1, got {dict(zip(MESH_AXES, sizes))}")
+    raise MeshError(
+      f"config.mesh: axis sizes must be positive or -1, got {dict(zip(MESH_AXES, sizes))}"
+    )
   fixed = math.prod(s for s in sizes if s != -1)
   if free:
     if num_devices % fixed:
-      raise MeshError(f"config.mesh: the fixed axes ({fixed} ways) do not divide the "
-                      f"{num_devices} devices; choose sizes whose product divides {num_devices}")
+      raise MeshError(
+        f"config.mesh: the fixed axes ({fixed} ways) do not divide the "
+        f"{num_devices} devices; choose sizes whose product divides {num_devices}"
+      )
     sizes[free[0]] = num_devices // fixed
   if math.prod(sizes) != num_devices:
     raise MeshError(
-        f"config.mesh: data*fsdp*sequence*tensor = {math.prod(sizes)} but there are {num_devices} "
-        "devices; "
-        "make the product match (or set one axis to -1)")
+      f"config.mesh: data*fsdp*sequence*tensor = {math.prod(sizes)} but there are {num_devices} "
+      "devices; "
+      "make the product match (or set one axis to -1)"
+    )
   return dict(zip(MESH_AXES, sizes))
 
 
@@ -67,8 +74,9 @@ def hybrid_device_array(shape, dcn, devices):
   ici = [total // outer for total, outer in zip(shape, dcn)]
   slices = {getattr(d, "slice_index", 0) for d in devices}
   try:
-    return mesh_utils.create_hybrid_device_mesh(ici, dcn, devices,
-                                                process_is_granule=len(slices) == 1)
+    return mesh_utils.create_hybrid_device_mesh(
+      ici, dcn, devices, process_is_granule=len(slices) == 1
+    )
   except ValueError as e:
     raise MeshError(f"config.mesh.dcn: {e}") from None
 
@@ -95,8 +103,9 @@ def is_spec(x):
 
 def tree_shardings(logical_specs, mesh, rules):
   """A tree of logical PartitionSpecs -> the same tree of NamedShardings."""
-  return jax.tree.map(lambda s: NamedSharding(mesh, logical_to_mesh(s, rules)), logical_specs,
-                      is_leaf=is_spec)
+  return jax.tree.map(
+    lambda s: NamedSharding(mesh, logical_to_mesh(s, rules)), logical_specs, is_leaf=is_spec
+  )
 
 
 def batch_sharding(mesh, rules, ndim=2):

@@ -6,6 +6,7 @@ end of the split wrap around and carry weight 0), so every example counts exactl
 Metrics are reported per dataset ('<name>/<metric>' for a mixture's datasets) and over all of
 them together (token-weighted, as in training).
 """
+
 import math
 
 import jax
@@ -15,9 +16,7 @@ import tqdm
 
 
 class Evaluator:
-
-  def __init__(self, objective, loaders, steps, *, token_bytes=None, max_batches=0,
-               progress=False):
+  def __init__(self, objective, loaders, steps, *, token_bytes=None, max_batches=0, progress=False):
     """`loaders`: {name: StepIndexed} ('' for a single dataset); `steps`: a steps.Steps;
     `token_bytes`: UTF-8 bytes per token id (bits per byte for causal LM); `max_batches`:
     at most this many batches of each split (0: the whole split)."""

@@ -6,6 +6,7 @@ points (pretrain.train, pretrain.evaluate, pretrain.aot, input_pipeline.prepare)
 `UserError` the same way: they print `error: <message>` and exit with status 2, before any
 expensive work. Anything else is a bug and keeps its traceback.
 """
+
 import os
 import re
 import sys
@@ -43,9 +44,10 @@ def parse_flags(argv, define=None):
     _load_config_files()
     return parsed
   except (KeyError, AttributeError) as e:  # an override of a field the config does not have
-    message = (config_file_error(e, argv) if _raised_in_config_file(e, argv) else
-               unknown_field(e, argv))
-  except Exception as e:  # pylint: disable=broad-except  # each becomes one line, below
+    message = (
+      config_file_error(e, argv) if _raised_in_config_file(e, argv) else unknown_field(e, argv)
+    )
+  except Exception as e:  # each becomes one line, below
     message = config_file_error(e, argv)
   fail(message)
 
@@ -79,8 +81,10 @@ def _user_error(error):
 
 def _raised_in_config_file(error, argv):
   path = _config_arg(argv).split(":", 1)[0]
-  return bool(path) and any(os.path.abspath(frame.filename) == os.path.abspath(path)
-                            for frame in traceback.extract_tb(error.__traceback__))
+  return bool(path) and any(
+    os.path.abspath(frame.filename) == os.path.abspath(path)
+    for frame in traceback.extract_tb(error.__traceback__)
+  )
 
 
 def _config_arg(argv):
@@ -99,15 +103,19 @@ def config_file_error(error, argv):
   if isinstance(error, OSError) or (path and not os.path.isfile(path)):
     return f"--config={arg}: no config file {path!r}; {fix}"
   if isinstance(error, SyntaxError):
-    return (f"--config={arg}: {path} is not a Python config file ({error.msg}, line "
-            f"{error.lineno}); {fix}")
+    return (
+      f"--config={arg}: {path} is not a Python config file ({error.msg}, line "
+      f"{error.lineno}); {fix}"
+    )
   if isinstance(error, flags.Error):
     lines = [l.strip() for l in str(error).splitlines() if l.strip()]
     found = [l.split(": ", 1)[1] for l in lines if l.startswith(("ValueError:", "KeyError:"))]
     return found[-1] if found else lines[0] if lines else str(error)
   cause = error.__context__ or error
-  return (f"--config={arg}: {path}'s get_config raised {type(cause).__name__}: "
-          f"{str(cause).splitlines()[-1] if str(cause) else ''}; fix the file or its argument")
+  return (
+    f"--config={arg}: {path}'s get_config raised {type(cause).__name__}: "
+    f"{str(cause).splitlines()[-1] if str(cause) else ''}; fix the file or its argument"
+  )
 
 
 def unknown_field(error, argv):
@@ -117,7 +125,7 @@ def unknown_field(error, argv):
   text = text.args[0] if isinstance(text, BaseException) and text.args else str(text)
   key = re.match(r"""\W*([^'"\s]+)""", text)
   key = key.group(1) if key else text
-  paths = [a.split("=", 1)[0][len("--config."):] for a in argv if a.startswith("--config.")]
+  paths = [a.split("=", 1)[0][len("--config.") :] for a in argv if a.startswith("--config.")]
   path = next((p for p in paths if key in p.split(".")), key)
   message = f"unknown config field {path}"
   suggestion = re.search(r'Did you mean "([^"]+)"', text)

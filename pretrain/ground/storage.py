@@ -11,7 +11,9 @@ client reads the environment.
 Object storage has no rename, append or locks: a file is written whole (a single object
 write is atomic), an appended log is rewritten whole, and <workdir>/.lock is not taken there.
 """
+
 import functools
+import importlib.util
 import json
 import os
 import tempfile
@@ -24,7 +26,8 @@ def configure():
   os.environ.setdefault("EPATH_USE_TF", "false")  # gs:// through gcsfs: see the module doc
   # No cached listings: files appear while a run goes on (another process's checkpoint, a
   # trial's results), and a stale listing would say they do not exist.
-  import fsspec.config  # pylint: disable=g-import-not-at-top
+  import fsspec.config
+
   fsspec.config.conf.setdefault("gs", {}).setdefault("use_listings_cache", False)
   emulator = os.environ.get("STORAGE_EMULATOR_HOST")
   if emulator:
@@ -32,7 +35,7 @@ def configure():
       emulator = "http://" + emulator
     os.environ.setdefault("TENSORSTORE_GCS_HTTP_URL", emulator)
     os.environ.setdefault("GOOGLE_AUTH_TOKEN_FOR_TESTING", "emulator")  # TensorStore: no auth
-    os.environ.setdefault("FSSPEC_GS_TOKEN", "anon")                    # gcsfs: no auth
+    os.environ.setdefault("FSSPEC_GS_TOKEN", "anon")  # gcsfs: no auth
     # gcsfs's bucket-layout lookup is a gRPC call an emulator does not answer.
     os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
@@ -47,7 +50,8 @@ def absolute(path):
 
 
 def path(p):
-  from etils import epath  # pylint: disable=g-import-not-at-top
+  from etils import epath
+
   return epath.Path(p)
 
 
@@ -69,7 +73,8 @@ def makedirs(p):
 
 def filesystem(p):
   """(the fsspec filesystem of `p`, `p` as that filesystem names it)."""
-  import fsspec  # pylint: disable=g-import-not-at-top
+  import fsspec
+
   return fsspec.core.url_to_fs(str(p))
 
 
@@ -125,6 +130,7 @@ def write_text(p, text):
   def write(tmp):
     with open(tmp, "w", encoding="utf-8") as f:
       f.write(text)
+
   write_atomic(p, write)
 
 
@@ -145,8 +151,7 @@ class AppendLog:
       self.written = len(self.data)
       self.encode = (lambda x: x) if binary else (lambda x: x.encode("utf-8"))
     else:
-      self.file = open(p, "ab" if binary else "a",  # pylint: disable=consider-using-with
-                       encoding=None if binary else "utf-8")
+      self.file = open(p, "ab" if binary else "a", encoding=None if binary else "utf-8")
 
   def write(self, data):
     if self.remote:
@@ -174,7 +179,7 @@ def bucket(url):
   return f"{scheme}://{rest.split('/', 1)[0]}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def check_remote(url, field):
   """One-line errors, before anything expensive, for a URL that cannot be used: an unknown
   scheme, gcsfs missing, no credentials, or a bucket that does not exist."""
@@ -182,9 +187,7 @@ def check_remote(url, field):
   scheme = url.split("://", 1)[0]
   if scheme != "gs":
     raise errors.UserError(f"{field}: {url!r}: only local paths and gs:// URLs are supported")
-  try:
-    import gcsfs  # pylint: disable=g-import-not-at-top,unused-import
-  except ImportError:
+  if importlib.util.find_spec("gcsfs") is None:  # the optional gcs extra
     raise errors.UserError(f"{field}: {url!r} needs gcsfs; pip install -e '.[gcs]'") from None
   if not os.environ.get("STORAGE_EMULATOR_HOST"):
     _check_credentials(url, field)
@@ -192,26 +195,32 @@ def check_remote(url, field):
     found = exists(bucket(url))
   except PermissionError:  # may use objects without reading the bucket's own metadata
     return
-  except Exception as e:  # pylint: disable=broad-except
-    raise errors.UserError(f"{field}: cannot reach {bucket(url)} ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0] if str(e) else ''}); check the URL and "
-                           "your access to the bucket") from None
+  except Exception as e:
+    raise errors.UserError(
+      f"{field}: cannot reach {bucket(url)} ({type(e).__name__}: "
+      f"{str(e).splitlines()[0] if str(e) else ''}); check the URL and "
+      "your access to the bucket"
+    ) from None
   if not found:
-    raise errors.UserError(f"{field}: bucket {bucket(url)} does not exist; create it (gcloud "
-                           f"storage buckets create {bucket(url)}) or fix the URL")
+    raise errors.UserError(
+      f"{field}: bucket {bucket(url)} does not exist; create it (gcloud "
+      f"storage buckets create {bucket(url)}) or fix the URL"
+    )
 
 
 def _check_credentials(url, field):
-  import google.auth  # pylint: disable=g-import-not-at-top
-  from google.auth import exceptions  # pylint: disable=g-import-not-at-top
+  import google.auth
+  from google.auth import exceptions
+
   try:
     google.auth.default()
   except exceptions.DefaultCredentialsError as e:
     first = str(e).splitlines()[0] if str(e) else ""
     raise errors.UserError(
-        f"{field}: no Google Cloud credentials to reach {url!r} ({first[:160]}); run `gcloud "
-        "auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS to a "
-        "service-account key") from None
+      f"{field}: no Google Cloud credentials to reach {url!r} ({first[:160]}); run `gcloud "
+      "auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS to a "
+      "service-account key"
+    ) from None
 
 
 def check(p, field):

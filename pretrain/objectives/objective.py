@@ -1,7 +1,8 @@
 """What an objective is (`Objective`: its model, data, loss and metrics, each a function),
 and the losses and ratios every objective shares."""
+
 import dataclasses
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -10,26 +11,26 @@ import jax.numpy as jnp
 @dataclasses.dataclass(frozen=True)
 class Objective:
   name: str
-  make_model: Callable     # (resolved model cfg, nnx.Rngs) -> nnx.Module
-  build: Callable          # (prepared split, config.data, tokenizer, *, seq_len, seed,
-                           #  process_index, process_count): work done once per split and
-                           #  settings, shared out over processes (BERT's pairs)
-  load: Callable           # (prepared split, config.data, tokenizer, **kw) -> a StepIndexed loader
-  denominators: Callable   # batch -> dict of float32 counts
-  loss: Callable           # (model, batch, dropout_key, denominators) -> (loss, sums)
-  summarize: Callable      # summed sums + denominators -> dict of means, with 'loss'
+  make_model: Callable  # (resolved model cfg, nnx.Rngs) -> nnx.Module
+  build: Callable  # (prepared split, config.data, tokenizer, *, seq_len, seed,
+  #  process_index, process_count): work done once per split and
+  #  settings, shared out over processes (BERT's pairs)
+  load: Callable  # (prepared split, config.data, tokenizer, **kw) -> a StepIndexed loader
+  denominators: Callable  # batch -> dict of float32 counts
+  loss: Callable  # (model, batch, dropout_key, denominators) -> (loss, sums)
+  summarize: Callable  # summed sums + denominators -> dict of means, with 'loss'
   flops_per_token: Callable  # (resolved model cfg, params excl. positions, config) -> FLOPs
-  fake_batch: Callable     # (config, batch size, vocab size) -> a random batch of numpy arrays
-  eval_batch: Callable     # (batch, valid rows, bytes per token id or None) -> the batch with
-                           # padding rows weighted 0 and what evaluation needs beyond training
+  fake_batch: Callable  # (config, batch size, vocab size) -> a random batch of numpy arrays
+  eval_batch: Callable  # (batch, valid rows, bytes per token id or None) -> the batch with
+  # padding rows weighted 0 and what evaluation needs beyond training
   # Fine-tuning tasks (pretrain/objectives/tasks.py) also give:
-  load_data: Optional[Callable] = None  # (config, tok, train) -> as pretrain.training.data.load_data
-  evaluate: Optional[Callable] = None   # (model, batch, denominators) -> (sums, predictions
-                                        # per row): one forward pass for both
-  score: Optional[Callable] = None      # (predictions of the whole split, its loader) -> the
-                                        # task's metrics (accuracy, F1, EM, ...)
-  write_predictions: Optional[Callable] = None  # (predictions, loader, path): the task's
-                                                # submission format
+  load_data: Callable | None = None  # (config, tok, train) -> as pretrain.training.data.load_data
+  evaluate: Callable | None = None  # (model, batch, denominators) -> (sums, predictions
+  # per row): one forward pass for both
+  score: Callable | None = None  # (predictions of the whole split, its loader) -> the
+  # task's metrics (accuracy, F1, EM, ...)
+  write_predictions: Callable | None = None  # (predictions, loader, path): the task's
+  # submission format
 
 
 def cross_entropy(logits, labels):

@@ -1,4 +1,5 @@
 """Every objective by name: pretraining's and the fine-tuning tasks'."""
+
 from pretrain.objectives import pretraining, tasks
 
 

@@ -17,6 +17,7 @@ SQuAD: `normalize_answer` (lower case, no punctuation, no articles a/an/the, sin
 script, with its no-answer threshold and best-threshold search). Unlike the official scripts,
 which report percentages, every score here is a fraction in [0, 1]; thresholds are unchanged.
 """
+
 import collections
 import re
 import string
@@ -112,11 +113,11 @@ def spearman(x, y):
 
 
 METRICS = {
-    "accuracy": accuracy,
-    "f1": f1,
-    "matthews": matthews,
-    "pearson": pearson,
-    "spearman": spearman,
+  "accuracy": accuracy,
+  "f1": f1,
+  "matthews": matthews,
+  "pearson": pearson,
+  "spearman": spearman,
 }
 
 
@@ -263,7 +264,9 @@ def squad_scores(predictions, answers):
     raise ValueError("No questions to score.")
   missing = [qid for qid in answers if qid not in predictions]
   if missing:
-    warnings.warn(f"{len(missing)} unanswered questions score 0, e.g. {missing[0]!r}.")
+    warnings.warn(
+      f"{len(missing)} unanswered questions score 0, e.g. {missing[0]!r}.", stacklevel=2
+    )
   em = f1_sum = 0.0
   for qid, golds in answers.items():
     if not golds:
@@ -287,8 +290,10 @@ def _v2_raw_scores(predictions, answers):
 
 def _apply_threshold(scores, na_probs, has_answer, threshold):
   """A question whose no-answer probability exceeds threshold is answered "" instead."""
-  return {qid: (float(not has_answer[qid]) if na_probs[qid] > threshold else score)
-          for qid, score in scores.items()}
+  return {
+    qid: (float(not has_answer[qid]) if na_probs[qid] > threshold else score)
+    for qid, score in scores.items()
+  }
 
 
 def _best_threshold(predictions, scores, na_probs, has_answer):
@@ -314,8 +319,10 @@ def _best_threshold(predictions, scores, na_probs, has_answer):
 def _group_means(exact, f1s, qids, prefix):
   if not qids:
     return {}
-  return {f"{prefix}exact": sum(exact[q] for q in qids) / len(qids),
-          f"{prefix}f1": sum(f1s[q] for q in qids) / len(qids)}
+  return {
+    f"{prefix}exact": sum(exact[q] for q in qids) / len(qids),
+    f"{prefix}f1": sum(f1s[q] for q in qids) / len(qids),
+  }
 
 
 def squad_v2_scores(predictions, answers, na_probs=None, threshold=1.0):
@@ -356,7 +363,9 @@ def squad_v2_scores(predictions, answers, na_probs=None, threshold=1.0):
   out.update(_group_means(exact, f1s, [q for q in answers if not has_answer[q]], "NoAns_"))
   if na_probs is not None:
     out["best_exact"], out["best_exact_thresh"] = _best_threshold(
-        predictions, exact_raw, na_probs, has_answer)
+      predictions, exact_raw, na_probs, has_answer
+    )
     out["best_f1"], out["best_f1_thresh"] = _best_threshold(
-        predictions, f1_raw, na_probs, has_answer)
+      predictions, f1_raw, na_probs, has_answer
+    )
   return out

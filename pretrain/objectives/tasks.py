@@ -8,17 +8,17 @@ per row, the task's metrics computed from them exactly as the standard scripts d
 (pretrain/objectives/task_metrics.py), and the predictions written in the task's submission format.
 Adding a task is adding one Objective here and a config in configs/finetune/.
 """
+
 import json
 import math
 
 import jax.numpy as jnp
 import numpy as np
 
-from pretrain.ground import errors
 from input_pipeline.finetuning import conll, glue, squad, task_data
 from models import encoder
+from pretrain.ground import errors, storage
 from pretrain.objectives import objective, task_metrics
-from pretrain.ground import storage
 
 Objective = objective.Objective
 
@@ -28,24 +28,34 @@ class TaskError(errors.UserError):
 
 
 def _hidden(model, batch, dropout_key):
-  return model(batch["inputs"], type_ids=batch["type_ids"], input_mask=batch["input_mask"],
-               dropout_key=dropout_key)
+  return model(
+    batch["inputs"],
+    type_ids=batch["type_ids"],
+    input_mask=batch["input_mask"],
+    dropout_key=dropout_key,
+  )
 
 
 def _mean_loss(outputs, denominator):
   """The loss of a task whose `outputs` sum it: the mean over `denominator` (examples or
   labelled tokens) of the whole batch."""
+
   def loss(model, batch, dropout_key, denominators):
     sums, _ = outputs(model, batch, dropout_key)
     return sums["loss_sum"] / jnp.maximum(denominators[denominator], 1.0), sums
+
   return loss
 
 
 def _means(denominator, accuracy):
   """summarize: the mean loss and, as `accuracy`, the share of correct ones."""
+
   def summarize(s):
-    return {"loss": objective.ratio(s["loss_sum"], s[denominator]),
-            accuracy: objective.ratio(s["correct"], s[denominator])}
+    return {
+      "loss": objective.ratio(s["loss_sum"], s[denominator]),
+      accuracy: objective.ratio(s["correct"], s[denominator]),
+    }
+
   return summarize
 
 
@@ -67,16 +77,20 @@ def _flops_per_token(cfg, n_params, config):
 def _fake_inputs(config, batch, vocab):
   rng = np.random.default_rng(0)
   seq = config.batch.seq_len
-  return rng, {"inputs": rng.integers(5, vocab, (batch, seq)).astype(np.int32),
-               "type_ids": np.zeros((batch, seq), np.int32),
-               "input_mask": np.ones((batch, seq), np.int32),
-               "example_weights": np.ones(batch, np.float32)}
+  return rng, {
+    "inputs": rng.integers(5, vocab, (batch, seq)).astype(np.int32),
+    "type_ids": np.zeros((batch, seq), np.int32),
+    "input_mask": np.ones((batch, seq), np.int32),
+    "example_weights": np.ones(batch, np.float32),
+  }
 
 
 def _check_num_labels(config, n, what):
   if config.model.num_labels != n:
-    raise TaskError(f"config.model.num_labels: {config.model.num_labels}, but {what} has {n} "
-                    f"labels; set config.model.num_labels={n}")
+    raise TaskError(
+      f"config.model.num_labels: {config.model.num_labels}, but {what} has {n} "
+      f"labels; set config.model.num_labels={n}"
+    )
 
 
 def _truncation_notes(truncated, n, what, seq_len):
@@ -86,8 +100,10 @@ def _truncation_notes(truncated, n, what, seq_len):
     return []
   notes = [f"{truncated:,} {what} truncated to the window"]
   if 2 * truncated > n:
-    notes.append(f"warning: {truncated:,} of {n:,} {what} ({truncated / n:.0%}) lose tokens to "
-                 f"the {seq_len}-token window; raise config.batch.seq_len")
+    notes.append(
+      f"warning: {truncated:,} of {n:,} {what} ({truncated / n:.0%}) lose tokens to "
+      f"the {seq_len}-token window; raise config.batch.seq_len"
+    )
   return notes
 
 
@@ -101,11 +117,12 @@ def _glue_encode(examples, tok, data, seq_len, train):
 
 
 GLUE_FORMAT = task_data.TaskFormat(
-    read_file=lambda path, data: glue.read_tsv(path, data.task),
-    from_tfds=lambda rows, data, info: glue.from_tfds(rows, data.task),
-    encode=_glue_encode,
-    batch_keys=("inputs", "type_ids", "input_mask", "labels"),
-    texts=lambda examples: (v for e in examples for v in e.values() if isinstance(v, str)))
+  read_file=lambda path, data: glue.read_tsv(path, data.task),
+  from_tfds=lambda rows, data, info: glue.from_tfds(rows, data.task),
+  encode=_glue_encode,
+  batch_keys=("inputs", "type_ids", "input_mask", "labels"),
+  texts=lambda examples: (v for e in examples for v in e.values() if isinstance(v, str)),
+)
 
 
 def _glue_load(config, tok, train):
@@ -122,8 +139,10 @@ def _classify_outputs(model, batch, dropout_key):
     score = logits[:, 0]
     return {"loss_sum": jnp.sum((score - batch["labels"]) ** 2 * w)}, {"scores": score}
   xent, correct = objective.cross_entropy(logits, batch["labels"])
-  return ({"loss_sum": jnp.sum(xent * w), "correct": jnp.sum(correct * w)},
-          {"labels": jnp.argmax(logits, -1).astype(jnp.int32)})
+  return (
+    {"loss_sum": jnp.sum(xent * w), "correct": jnp.sum(correct * w)},
+    {"labels": jnp.argmax(logits, -1).astype(jnp.int32)},
+  )
 
 
 def _classify_summarize(s):
@@ -163,8 +182,9 @@ def _glue_write(preds, loader, path):
 def _classify_fake(config, batch, vocab):
   rng, out = _fake_inputs(config, batch, vocab)
   n = config.model.num_labels
-  out["labels"] = (rng.random(batch).astype(np.float32) if n == 1 else
-                   rng.integers(0, n, batch).astype(np.int32))
+  out["labels"] = (
+    rng.random(batch).astype(np.float32) if n == 1 else rng.integers(0, n, batch).astype(np.int32)
+  )
   return out
 
 
@@ -188,11 +208,12 @@ def _tfds_ner(rows, data, info):
 
 
 NER_FORMAT = task_data.TaskFormat(
-    read_file=lambda path, data: conll.read_conll(path),
-    from_tfds=_tfds_ner,
-    encode=_ner_encode,
-    batch_keys=("inputs", "type_ids", "input_mask", "labels"),
-    texts=lambda examples: (" ".join(e["tokens"]) for e in examples))
+  read_file=lambda path, data: conll.read_conll(path),
+  from_tfds=_tfds_ner,
+  encode=_ner_encode,
+  batch_keys=("inputs", "type_ids", "input_mask", "labels"),
+  texts=lambda examples: (" ".join(e["tokens"]) for e in examples),
+)
 
 
 def _ner_load(config, tok, train):
@@ -208,13 +229,16 @@ def _tag_outputs(model, batch, dropout_key):
   logits = model.logits(_hidden(model, batch, dropout_key), dropout_key)
   xent, correct = objective.cross_entropy(logits, jnp.maximum(batch["labels"], 0))
   w = _token_weights(batch)
-  return ({"loss_sum": jnp.sum(xent * w), "correct": jnp.sum(correct * w)},
-          {"labels": jnp.argmax(logits, -1).astype(jnp.int32)})
+  return (
+    {"loss_sum": jnp.sum(xent * w), "correct": jnp.sum(correct * w)},
+    {"labels": jnp.argmax(logits, -1).astype(jnp.int32)},
+  )
 
 
 def _ner_tags(preds, loader):
-  return conll.word_predictions(preds["labels"], loader.arrays, loader.source,
-                                ner_labels(loader.data))
+  return conll.word_predictions(
+    preds["labels"], loader.arrays, loader.source, ner_labels(loader.data)
+  )
 
 
 def _ner_score(preds, loader):
@@ -241,12 +265,20 @@ def _tag_fake(config, batch, vocab):
 
 
 def _squad_encode(examples, tok, data, seq_len, train):
-  arrays, stats = squad.encode(examples, tok, seq_len, doc_stride=data.squad.doc_stride,
-                               max_query_len=data.squad.max_query_len, train=train)
+  arrays, stats = squad.encode(
+    examples,
+    tok,
+    seq_len,
+    doc_stride=data.squad.doc_stride,
+    max_query_len=data.squad.max_query_len,
+    train=train,
+  )
   notes = [f"{stats['features']:,} windows (doc stride {data.squad.doc_stride})"]
   if stats["dropped_no_span"]:
-    notes.append(f"{stats['dropped_no_span']:,} questions whose answer text is not at its "
-                 "answer_start skipped for training")
+    notes.append(
+      f"{stats['dropped_no_span']:,} questions whose answer text is not at its "
+      "answer_start skipped for training"
+    )
   return arrays, notes
 
 
@@ -257,11 +289,12 @@ def _squad_read(path, data):
 
 
 SQUAD_FORMAT = task_data.TaskFormat(
-    read_file=_squad_read,
-    from_tfds=lambda rows, data, info: squad.from_tfds(rows),
-    encode=_squad_encode,
-    batch_keys=("inputs", "type_ids", "input_mask", "start_positions", "end_positions"),
-    texts=lambda examples: (t for e in examples for t in (e["question"], e["context"])))
+  read_file=_squad_read,
+  from_tfds=lambda rows, data, info: squad.from_tfds(rows),
+  encode=_squad_encode,
+  batch_keys=("inputs", "type_ids", "input_mask", "start_positions", "end_positions"),
+  texts=lambda examples: (t for e in examples for t in (e["question"], e["context"])),
+)
 
 
 def _squad_load(config, tok, train):
@@ -274,15 +307,24 @@ def _span_outputs(model, batch, dropout_key):
   xs, cs = objective.cross_entropy(start, batch["start_positions"])
   xe, ce = objective.cross_entropy(end, batch["end_positions"])
   w = batch["example_weights"]
-  return ({"loss_sum": jnp.sum((xs + xe) / 2 * w), "correct": jnp.sum(cs * ce * w)},
-          {"start_logits": start, "end_logits": end})
+  return (
+    {"loss_sum": jnp.sum((xs + xe) / 2 * w), "correct": jnp.sum(cs * ce * w)},
+    {"start_logits": start, "end_logits": end},
+  )
 
 
 def _squad_answers(preds, loader):
   cfg = loader.data.squad
-  return squad.postprocess(preds["start_logits"], preds["end_logits"], loader.arrays,
-                           loader.source, n_best=cfg.n_best, max_answer_len=cfg.max_answer_len,
-                           version_2=cfg.version_2, null_threshold=cfg.null_threshold)
+  return squad.postprocess(
+    preds["start_logits"],
+    preds["end_logits"],
+    loader.arrays,
+    loader.source,
+    n_best=cfg.n_best,
+    max_answer_len=cfg.max_answer_len,
+    version_2=cfg.version_2,
+    null_threshold=cfg.null_threshold,
+  )
 
 
 def _squad_score(preds, loader):
@@ -291,8 +333,9 @@ def _squad_score(preds, loader):
   if not loader.data.squad.version_2:
     return task_metrics.squad_scores(predictions, answers)
   # The null threshold is already applied; the null scores give the best threshold.
-  return task_metrics.squad_v2_scores(predictions, answers, na_probs=null_scores,
-                                      threshold=math.inf)
+  return task_metrics.squad_v2_scores(
+    predictions, answers, na_probs=null_scores, threshold=math.inf
+  )
 
 
 def _squad_write(preds, loader, path):
@@ -316,29 +359,69 @@ def _span_fake(config, batch, vocab):
 # ----------------------------------------------------------------------------- the objectives
 
 
-def _task(name, model, load_data, outputs, loss, summarize, score, write, fake,
-          denominators=_examples_denominator):
+def _task(
+  name,
+  model,
+  load_data,
+  outputs,
+  loss,
+  summarize,
+  score,
+  write,
+  fake,
+  denominators=_examples_denominator,
+):
   return Objective(
-      name=name, make_model=lambda cfg, rngs: model(cfg, rngs=rngs), build=None, load=None,
-      denominators=denominators, loss=loss, summarize=summarize,
-      flops_per_token=_flops_per_token, fake_batch=fake, eval_batch=_weight_rows,
-      load_data=load_data,
-      evaluate=lambda m, batch, den: outputs(m, batch, None),
-      score=score, write_predictions=write)
+    name=name,
+    make_model=lambda cfg, rngs: model(cfg, rngs=rngs),
+    build=None,
+    load=None,
+    denominators=denominators,
+    loss=loss,
+    summarize=summarize,
+    flops_per_token=_flops_per_token,
+    fake_batch=fake,
+    eval_batch=_weight_rows,
+    load_data=load_data,
+    evaluate=lambda m, batch, den: outputs(m, batch, None),
+    score=score,
+    write_predictions=write,
+  )
 
 
 OBJECTIVES = {
-    "classification": _task(  # GLUE: sentence (pair) classification, STS-B regression
-        "classification", encoder.SequenceClassifier, _glue_load, _classify_outputs,
-        _mean_loss(_classify_outputs, "examples"), _classify_summarize, _glue_score,
-        _glue_write, _classify_fake),
-    "token_classification": _task(  # NER
-        "token_classification", encoder.TokenClassifier, _ner_load, _tag_outputs,
-        _mean_loss(_tag_outputs, "tokens"), _means("tokens", "token_accuracy"), _ner_score,
-        _ner_write, _tag_fake,
-        denominators=lambda batch: {"tokens": jnp.sum(_token_weights(batch))}),
-    "span_extraction": _task(  # SQuAD v1.1 / v2.0
-        "span_extraction", encoder.SpanClassifier, _squad_load, _span_outputs,
-        _mean_loss(_span_outputs, "examples"), _means("examples", "span_accuracy"),
-        _squad_score, _squad_write, _span_fake),
+  "classification": _task(  # GLUE: sentence (pair) classification, STS-B regression
+    "classification",
+    encoder.SequenceClassifier,
+    _glue_load,
+    _classify_outputs,
+    _mean_loss(_classify_outputs, "examples"),
+    _classify_summarize,
+    _glue_score,
+    _glue_write,
+    _classify_fake,
+  ),
+  "token_classification": _task(  # NER
+    "token_classification",
+    encoder.TokenClassifier,
+    _ner_load,
+    _tag_outputs,
+    _mean_loss(_tag_outputs, "tokens"),
+    _means("tokens", "token_accuracy"),
+    _ner_score,
+    _ner_write,
+    _tag_fake,
+    denominators=lambda batch: {"tokens": jnp.sum(_token_weights(batch))},
+  ),
+  "span_extraction": _task(  # SQuAD v1.1 / v2.0
+    "span_extraction",
+    encoder.SpanClassifier,
+    _squad_load,
+    _span_outputs,
+    _mean_loss(_span_outputs, "examples"),
+    _means("examples", "span_accuracy"),
+    _squad_score,
+    _squad_write,
+    _span_fake,
+  ),
 }

@@ -7,6 +7,7 @@ an odd function of each element's position, so a change of any one element (or t
 elements) changes it. Computed by one jitted reduction over the sharded arrays: every device
 sums its own shard and only two numbers per array leave it.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,8 +39,13 @@ def _position_weights(shape):
 def _sums(tree):
   def one(x):
     bits = _bits(x)
-    return jnp.stack([jnp.sum(bits, dtype=jnp.uint32),
-                      jnp.sum(bits * _position_weights(bits.shape), dtype=jnp.uint32)])
+    return jnp.stack(
+      [
+        jnp.sum(bits, dtype=jnp.uint32),
+        jnp.sum(bits * _position_weights(bits.shape), dtype=jnp.uint32),
+      ]
+    )
+
   return jax.tree.map(one, tree)
 
 
@@ -52,22 +58,31 @@ def path_name(path):
 def of(tree):
   """{path: [sum, weighted sum]} of every array in `tree` (JSON-ready)."""
   sums = jax.device_get(_sums(tree))
-  return {path_name(p): [int(v) for v in np.asarray(s)]
-          for p, s in jax.tree_util.tree_flatten_with_path(sums)[0]}
+  return {
+    path_name(p): [int(v) for v in np.asarray(s)]
+    for p, s in jax.tree_util.tree_flatten_with_path(sums)[0]
+  }
 
 
 def mismatches(tree, recorded, prefix=""):
   """The paths of `tree` (a restored state, or part of it under `prefix`) whose checksums differ
   from `recorded` (a checkpoint's meta['checksums']); a path the record lacks is not checked."""
   found = of(tree)
-  return [path for path, sums in found.items()
-          if prefix + path in recorded and recorded[prefix + path] != sums]
+  return [
+    path
+    for path, sums in found.items()
+    if prefix + path in recorded and recorded[prefix + path] != sums
+  ]
 
 
 @jax.jit
 def _non_finite(tree):
-  return jax.tree.map(lambda x: jnp.logical_not(jnp.all(jnp.isfinite(x)))
-                      if jnp.issubdtype(x.dtype, jnp.floating) else jnp.bool_(False), tree)
+  return jax.tree.map(
+    lambda x: jnp.logical_not(jnp.all(jnp.isfinite(x)))
+    if jnp.issubdtype(x.dtype, jnp.floating)
+    else jnp.bool_(False),
+    tree,
+  )
 
 
 def non_finite(tree):

@@ -24,12 +24,15 @@ BertForSequenceClassification. RoBERTa's special tokens (<s> </s> <pad> <unk> <m
 the roles of BERT's in the masked-LM and fine-tuning data, so every workdir trains, evaluates
 and fine-tunes like a run of ours.
 """
+
 import dataclasses
+import importlib.util
 import json
 import os
 import shutil
 import tempfile
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -52,8 +55,9 @@ ConvertError = hf_decoder.ConvertError
 
 def _check_output(path, flag, overwrite):
   if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)) and not overwrite:
-    raise ConvertError(f"{flag}: {path!r} exists and is not empty; choose another directory or "
-                       "pass --overwrite")
+    raise ConvertError(
+      f"{flag}: {path!r} exists and is not empty; choose another directory or pass --overwrite"
+    )
 
 
 def _check_apart(out, flag, source):
@@ -85,8 +89,10 @@ def _temporary_dir(path):
 
 def read_hf_config(hf_dir):
   if not os.path.isdir(hf_dir):
-    raise ConvertError(f"--hf_dir: {hf_dir!r} is not a local directory; download the model first "
-                       "(e.g. `huggingface-cli download <name> --local-dir <dir>`)")
+    raise ConvertError(
+      f"--hf_dir: {hf_dir!r} is not a local directory; download the model first "
+      "(e.g. `huggingface-cli download <name> --local-dir <dir>`)"
+    )
   path = os.path.join(hf_dir, "config.json")
   if not os.path.isfile(path):
     raise ConvertError(f"--hf_dir: {hf_dir!r} has no config.json; give a saved Hugging Face model")
@@ -106,14 +112,16 @@ def _weight_files(hf_dir):
     return "safetensors", [os.path.join(hf_dir, s) for s in shards]
   bin_path = os.path.join(hf_dir, "pytorch_model.bin")
   if os.path.isfile(bin_path):
-    try:
-      import torch  # pylint: disable=g-import-not-at-top,unused-import
-    except ImportError:
-      raise ConvertError(f"--hf_dir: {hf_dir!r} holds only pytorch_model.bin, which needs torch; "
-                         "install torch or save the model as safetensors") from None
+    if importlib.util.find_spec("torch") is None:  # torch reads pytorch_model.bin; optional
+      raise ConvertError(
+        f"--hf_dir: {hf_dir!r} holds only pytorch_model.bin, which needs torch; "
+        "install torch or save the model as safetensors"
+      ) from None
     return "torch", [bin_path]
-  raise ConvertError(f"--hf_dir: {hf_dir!r} has no model.safetensors (or pytorch_model.bin); "
-                     "download the weights too")
+  raise ConvertError(
+    f"--hf_dir: {hf_dir!r} has no model.safetensors (or pytorch_model.bin); "
+    "download the weights too"
+  )
 
 
 def read_tensors(hf_dir):
@@ -122,11 +130,13 @@ def read_tensors(hf_dir):
   out = {}
   for path in paths:
     if kind == "torch":
-      import torch  # pylint: disable=g-import-not-at-top
+      import torch
+
       state = torch.load(path, map_location="cpu", weights_only=True)
       out.update({k: v.float().numpy() for k, v in state.items()})
       continue
-    from safetensors import safe_open  # pylint: disable=g-import-not-at-top
+    from safetensors import safe_open
+
     with safe_open(path, framework="flax") as f:  # jax arrays: bfloat16 files read too
       out.update({k: np.asarray(f.get_tensor(k).astype(np.float32)) for k in f.keys()})
   return out
@@ -141,8 +151,10 @@ def read_tokenizer(hf_dir, kind):
   vocab, merges = (os.path.join(hf_dir, n) for n in ("vocab.json", "merges.txt"))
   if kind != "gpt2" or not (os.path.isfile(vocab) and os.path.isfile(merges)):
     also = " (or vocab.json + merges.txt)" if kind == "gpt2" else ""
-    raise ConvertError(f"--hf_dir: {hf_dir!r} has no tokenizer.json{also}; save the model's "
-                       "tokenizer there (AutoTokenizer.from_pretrained(...).save_pretrained)")
+    raise ConvertError(
+      f"--hf_dir: {hf_dir!r} has no tokenizer.json{also}; save the model's "
+      "tokenizer there (AutoTokenizer.from_pretrained(...).save_pretrained)"
+    )
   tok = tokenizers.Tokenizer(tokenizers.models.BPE.from_file(vocab, merges))
   tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   tok.decoder = decoders.ByteLevel()
@@ -165,8 +177,10 @@ def _eos_token(hf, tok, hf_dir):
   if token is None and tok.token_to_id("<|endoftext|>") is not None:
     token = "<|endoftext|>"
   if token is None or tok.token_to_id(token) is None:
-    raise ConvertError(f"{hf_dir}/config.json: eos_token_id={eos!r} is not a token of the "
-                       "tokenizer; set the model's end-of-text token id")
+    raise ConvertError(
+      f"{hf_dir}/config.json: eos_token_id={eos!r} is not a token of the "
+      "tokenizer; set the model's end-of-text token id"
+    )
   return token
 
 
@@ -179,19 +193,21 @@ def _make_model(objective, model_cfg, seed=0):
 
 
 def _abstract_params(model_cfg, objective="causal_lm"):
-  return jax.eval_shape(lambda: nnx.to_pure_dict(nnx.state(
-      _make_model(objective, model_cfg), nnx.Param)))
+  return jax.eval_shape(
+    lambda: nnx.to_pure_dict(nnx.state(_make_model(objective, model_cfg), nnx.Param))
+  )
 
 
 @dataclasses.dataclass
 class Imported:
   """A Hugging Face model as a run of ours, before it is written (write_run)."""
+
   config: ml_collections.ConfigDict  # the run's full config (base_config's, with the model)
-  model: ml_collections.ConfigDict   # the resolved model
-  params: Any                        # in the layout of model.scan_layers
+  model: ml_collections.ConfigDict  # the resolved model
+  params: Any  # in the layout of model.scan_layers
   tokenizer: tokenizers.Tokenizer
   hf_dir: str
-  notes: list                        # heads initialised fresh or not imported
+  notes: list  # heads initialised fresh or not imported
 
 
 def import_config(hf, hf_dir, tok_eos, base_config, scan_layers=True):
@@ -206,8 +222,9 @@ def import_config(hf, hf_dir, tok_eos, base_config, scan_layers=True):
   return config
 
 
-def import_hf(hf_dir, base_config: Callable[[str], ml_collections.ConfigDict],
-              scan_layers=True) -> Imported:
+def import_hf(
+  hf_dir, base_config: Callable[[str], ml_collections.ConfigDict], scan_layers=True
+) -> Imported:
   """A local HF directory as a run of ours. `base_config(kind)` gives the config it goes
   into: 'gpt' (a decoder), 'bert' or 'roberta' (an encoder), or the GLUE task ('sst2',
   'mnli', 'stsb') of an imported sequence classifier."""
@@ -215,8 +232,10 @@ def import_hf(hf_dir, base_config: Callable[[str], ml_collections.ConfigDict],
   kind = hf.get("model_type")
   supported = hf_decoder.SUPPORTED + hf_encoder.SUPPORTED
   if kind not in supported:
-    raise ConvertError(f"{os.path.join(hf_dir, 'config.json')}: model_type={kind!r} is not "
-                       f"supported; supported model types: {', '.join(supported)}")
+    raise ConvertError(
+      f"{os.path.join(hf_dir, 'config.json')}: model_type={kind!r} is not "
+      f"supported; supported model types: {', '.join(supported)}"
+    )
   if kind in hf_encoder.SUPPORTED:
     return _import_encoder(hf, hf_dir, base_config, scan_layers)
   hf_decoder.model_fields(hf, os.path.join(hf_dir, "config.json"))  # refuse early
@@ -231,10 +250,15 @@ def import_hf(hf_dir, base_config: Callable[[str], ml_collections.ConfigDict],
   abstract = _abstract_params(unscanned)
   hf_decoder.check_tensors(kind, m, {k: v.shape for k, v in tensors.items()}, abstract, where)
   embed = "transformer.wte.weight" if kind == "gpt2" else "model.embed_tokens.weight"
-  if m.tie_embeddings and "lm_head.weight" in tensors and not np.array_equal(
-      tensors["lm_head.weight"], tensors[embed]):
-    raise ConvertError(f"{where}: lm_head.weight differs from {embed} but tie_word_embeddings "
-                       "is true; fix config.json")
+  if (
+    m.tie_embeddings
+    and "lm_head.weight" in tensors
+    and not np.array_equal(tensors["lm_head.weight"], tensors[embed])
+  ):
+    raise ConvertError(
+      f"{where}: lm_head.weight differs from {embed} but tie_word_embeddings "
+      "is true; fix config.json"
+    )
   params = hf_decoder.from_hf(kind, m, tensors)
   params = jax.tree.map(lambda x: jnp.asarray(np.ascontiguousarray(x)), params)
   params = layer_stack.to_layout(params, scan=m.scan_layers)
@@ -250,8 +274,7 @@ def write_run(imported, workdir, overwrite=False):
   config.data.tokenizer.path = os.path.join(os.path.abspath(workdir), "tokenizer.json")
   tmp = _temporary_dir(workdir)
   try:
-    checkpointing.write_step_zero(tmp, config, imported.model, imported.params,
-                                  imported.tokenizer)
+    checkpointing.write_step_zero(tmp, config, imported.model, imported.params, imported.tokenizer)
     _replace(tmp, workdir)
   finally:
     if os.path.exists(tmp):
@@ -273,8 +296,7 @@ def import_encoder_config(hf, hf_dir, tok, nsp, base_config, scan_layers=True):
   config.data.mlm.nsp = nsp
   eos = "</s>" if kind == "roberta" else "[SEP]"
   if tok.token_to_id(eos) is None:
-    raise ConvertError(f"{hf_dir}/tokenizer.json: no {eos} token; give the model's own "
-                       "tokenizer")
+    raise ConvertError(f"{hf_dir}/tokenizer.json: no {eos} token; give the model's own tokenizer")
   config.data.tokenizer.update(kind="file", eos_token=eos)  # path: write_run's
   config.batch.seq_len = min(config.batch.seq_len, model.max_len)
   config.data.mlm.max_predictions = min(config.data.mlm.max_predictions, config.batch.seq_len)
@@ -297,15 +319,18 @@ def _classification_config(config, hf, base_config):
 def _encoder_tokenizer(hf_dir, kind):
   """tokenizer.json, else (BERT) vocab.txt with tokenizer_config.json's do_lower_case."""
   vocab = os.path.join(hf_dir, "vocab.txt")
-  if os.path.isfile(os.path.join(hf_dir, "tokenizer.json")) or kind != "bert" or \
-      not os.path.isfile(vocab):
+  if (
+    os.path.isfile(os.path.join(hf_dir, "tokenizer.json"))
+    or kind != "bert"
+    or not os.path.isfile(vocab)
+  ):
     return read_tokenizer(hf_dir, kind)
   lowercase = True
   path = os.path.join(hf_dir, "tokenizer_config.json")
   if os.path.isfile(path):
     with open(path, encoding="utf-8") as f:
       lowercase = bool(json.load(f).get("do_lower_case", True))
-  return tokenizer._load_vocab_txt(vocab, lowercase)  # pylint: disable=protected-access
+  return tokenizer._load_vocab_txt(vocab, lowercase)
 
 
 def _resolved_model(config, tok, hf_dir):
@@ -313,8 +338,10 @@ def _resolved_model(config, tok, hf_dir):
   config_checks.check_model(config.model)
   m = layers.resolve(config.model, tok.get_vocab_size())
   if tok.get_vocab_size() > m.vocab_size:
-    raise ConvertError(f"{hf_dir}: the tokenizer has {tok.get_vocab_size()} tokens but "
-                       f"vocab_size={m.vocab_size}; give the model's own tokenizer")
+    raise ConvertError(
+      f"{hf_dir}: the tokenizer has {tok.get_vocab_size()} tokens but "
+      f"vocab_size={m.vocab_size}; give the model's own tokenizer"
+    )
   return m
 
 
@@ -339,19 +366,30 @@ def _import_encoder(hf, hf_dir, base_config, scan_layers):
   pad_id = hf_encoder.pad_id(hf)
   unscanned = ml_collections.ConfigDict(dict(m.to_dict(), scan_layers=False))
   present, tied, extras = hf_encoder.check_tensors(
-      kind, m, {k: v.shape for k, v in tensors.items()},
-      _abstract_params(unscanned, config.objective), where, pad_id=pad_id)
+    kind,
+    m,
+    {k: v.shape for k, v in tensors.items()},
+    _abstract_params(unscanned, config.objective),
+    where,
+    pad_id=pad_id,
+  )
   for name, source in tied.items():
     if not np.array_equal(tensors[name], tensors[source]):
-      raise ConvertError(f"{where}: {name} differs from {source}, which it is tied to; only "
-                         "tied masked-LM decoders convert")
-  fresh = nnx.to_pure_dict(nnx.state(_make_model(config.objective, unscanned, config.seed),
-                                     nnx.Param))
+      raise ConvertError(
+        f"{where}: {name} differs from {source}, which it is tied to; only "
+        "tied masked-LM decoders convert"
+      )
+  fresh = nnx.to_pure_dict(
+    nnx.state(_make_model(config.objective, unscanned, config.seed), nnx.Param)
+  )
   params = hf_encoder.from_hf(kind, m, tensors, jax.tree.map(np.asarray, fresh), pad_id=pad_id)
   params = jax.tree.map(lambda x: jnp.asarray(np.ascontiguousarray(x)), params)
   params = layer_stack.to_layout(params, scan=m.scan_layers)
-  missing = [g for g, key in (("pooler", "pooler"), ("mlm", "mlm_dense"), ("nsp", "nsp"))
-             if g not in present and key in params]
+  missing = [
+    g
+    for g, key in (("pooler", "pooler"), ("mlm", "mlm_dense"), ("nsp", "nsp"))
+    if g not in present and key in params
+  ]
   notes = []
   if missing:
     notes.append(f"initialised fresh (not in the file): {', '.join(missing)}")
@@ -387,7 +425,8 @@ def load_model(workdir, step=None):
 
 def export_hf(workdir, hf_dir, step=None, overwrite=False):
   """A run's checkpoint -> an HF directory: config.json, model.safetensors, tokenizer files."""
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  from safetensors.numpy import save_file
+
   _check_output(hf_dir, "--hf_dir", overwrite)
   _check_apart(hf_dir, "--hf_dir", workdir)
   m, params, config, step = load_params(workdir, step)
@@ -415,8 +454,11 @@ def export_hf(workdir, hf_dir, step=None, overwrite=False):
     if tok is not None:
       shutil.copyfile(tok_path, os.path.join(tmp, "tokenizer.json"))
       with open(os.path.join(tmp, "tokenizer_config.json"), "w", encoding="utf-8") as f:
-        json.dump(dict(tokenizer_class="PreTrainedTokenizerFast",
-                       model_max_length=m.max_len, **specials), f, indent=2)
+        json.dump(
+          dict(tokenizer_class="PreTrainedTokenizerFast", model_max_length=m.max_len, **specials),
+          f,
+          indent=2,
+        )
     _replace(tmp, out)
   finally:
     if os.path.exists(tmp):
@@ -426,22 +468,37 @@ def export_hf(workdir, hf_dir, step=None, overwrite=False):
 
 # The special tokens of each encoder flavour: tokenizer_config.json name -> token.
 ENCODER_SPECIALS = {
-    "bert": dict(pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
-                 mask_token="[MASK]"),
-    "roberta": dict(bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
-                    cls_token="<s>", sep_token="</s>", mask_token="<mask>"),
+  "bert": dict(
+    pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]"
+  ),
+  "roberta": dict(
+    bos_token="<s>",
+    eos_token="</s>",
+    pad_token="<pad>",
+    unk_token="<unk>",
+    cls_token="<s>",
+    sep_token="</s>",
+    mask_token="<mask>",
+  ),
 }
 
 
 def _encoder_to_hf(m, params, tok, objective):
   """(tensors, config.json dict, tokenizer_config specials) of an encoder run."""
   kind, arch = hf_encoder.hf_type(m, objective)
-  specials = {k: v for k, v in ENCODER_SPECIALS[kind].items()
-              if tok is not None and tok.token_to_id(v) is not None}
-  ids = {k: tok.token_to_id(specials[k + "_token"]) for k in ("pad", "bos", "eos")
-         if k + "_token" in specials}
-  groups = {"BertForPreTraining": ("encoder", "mlm", "pooler", "nsp"),
-            "BertForSequenceClassification": ("encoder", "pooler", "classifier")}.get(
-                arch, ("encoder", "mlm"))
+  specials = {
+    k: v
+    for k, v in ENCODER_SPECIALS[kind].items()
+    if tok is not None and tok.token_to_id(v) is not None
+  }
+  ids = {
+    k: tok.token_to_id(specials[k + "_token"])
+    for k in ("pad", "bos", "eos")
+    if k + "_token" in specials
+  }
+  groups = {
+    "BertForPreTraining": ("encoder", "mlm", "pooler", "nsp"),
+    "BertForSequenceClassification": ("encoder", "pooler", "classifier"),
+  }.get(arch, ("encoder", "mlm"))
   tensors = hf_encoder.to_hf(kind, m, params, groups=groups, pad_id=ids.get("pad", 1))
   return tensors, hf_encoder.hf_config(m.to_dict(), ids, objective), specials

@@ -9,13 +9,13 @@ is <workdir>/results.json, rewritten after every evaluation: {"best_metric", "be
 keeps the rows up to the step it resumes from, so reruns never count an evaluation twice. At
 the end of the run a table of the evaluations is printed.
 """
+
 import json
 import os
 
-from pretrain.ground import errors
+from pretrain.ground import errors, storage
 from pretrain.state import checkpointing
 from pretrain.training import metrics
-from pretrain.ground import storage
 
 
 def read_history(workdir):
@@ -28,7 +28,6 @@ def read_history(workdir):
 
 
 class Results:
-
   def __init__(self, config, workdir, resumed_step, enabled):
     """`resumed_step`: the step the run starts from (None: a fresh run); `enabled`: this
     process writes the record (process 0)."""
@@ -40,7 +39,8 @@ class Results:
     self.best_ckpt = None
     if config.checkpoint.keep_best:
       self.best_ckpt = checkpointing.Checkpointer(
-          os.path.join(workdir, "best"), keep=1, async_save=config.checkpoint.async_save)
+        os.path.join(workdir, "best"), keep=1, async_save=config.checkpoint.async_save
+      )
       for step in self.best_ckpt.all_steps():  # beyond the resumed step: redone identically
         if resumed_step is None or step > resumed_step:
           self.best_ckpt.manager.delete(step)
@@ -56,16 +56,20 @@ class Results:
     """Records one evaluation; saves the state as the best checkpoint if it is the best."""
     if self.metric not in eval_metrics:
       raise errors.UserError(
-          f"config.train.best_metric: {self.metric!r} is not among the eval metrics "
-          f"({', '.join(sorted(eval_metrics))}); set it to one of them")
-    row = dict(step=step, epoch=round(float(epoch), 4),
-               **{k: float(v) for k, v in eval_metrics.items()})
+        f"config.train.best_metric: {self.metric!r} is not among the eval metrics "
+        f"({', '.join(sorted(eval_metrics))}); set it to one of them"
+      )
+    row = dict(
+      step=step, epoch=round(float(epoch), 4), **{k: float(v) for k, v in eval_metrics.items()}
+    )
     self.history.append(row)
     if self.best is row and self.best_ckpt is not None:
       self.best_ckpt.save(step, state, meta, force=True)
     if self.enabled:
-      storage.write_json(self.path, dict(best_metric=self.metric, best_mode=self.mode,
-                                           best=self.best, history=self.history))
+      storage.write_json(
+        self.path,
+        dict(best_metric=self.metric, best_mode=self.mode, best=self.best, history=self.history),
+      )
 
   def table(self):
     """The evaluations as text, the best marked with '*'."""
@@ -80,8 +84,10 @@ class Results:
       cells += [f"{row.get(k, float('nan')):>10.4f}" for k in keys]
       lines.append("  ".join(cells) + (" *" if row is best else ""))
     where = f"; its checkpoint is in {self.best_ckpt.directory}" if self.best_ckpt else ""
-    lines.append(f"best {self.metric} ({self.mode}): {metrics.format_metrics({self.metric: best[self.metric]})} "
-                 f"at step {best['step']}{where}; all in {self.path}")
+    lines.append(
+      f"best {self.metric} ({self.mode}): {metrics.format_metrics({self.metric: best[self.metric]})} "
+      f"at step {best['step']}{where}; all in {self.path}"
+    )
     return "\n".join(lines)
 
   def close(self):

@@ -1,5 +1,6 @@
 """The datasets of a run: prepared, tokenized and turned into step-indexed loaders, shared out
 over the processes (the trainer and `pretrain.evaluate` both read their data through here)."""
+
 import contextlib
 import os
 
@@ -55,22 +56,41 @@ def load_data(config, objective, tok=None, train=True):
   with sources.preparation_lock(data.data_dir) if pcount == 1 else contextlib.nullcontext():
     built = first_process_first(synced(remote.source_dirs, lambda: sources.builders(data)))
     if tok is None:
-      tok = first_process_first(synced(remote.tokenizer_dirs,
-                                       lambda: tokenized.tokenizer_for(data, built)))
-    synced(split_dirs, lambda: tokenized.prepare_all(  # each uploads the pieces it tokenized
-        data, mode, tok, built, eval_only, write_manifest=pcount == 1, log=log, **shared),
-           push=True)()
+      tok = first_process_first(
+        synced(remote.tokenizer_dirs, lambda: tokenized.tokenizer_for(data, built))
+      )
+    synced(
+      split_dirs,
+      lambda: tokenized.prepare_all(  # each uploads the pieces it tokenized
+        data, mode, tok, built, eval_only, write_manifest=pcount == 1, log=log, **shared
+      ),
+      push=True,
+    )()
   barrier("pieces tokenized")
   if pcount > 1:
-    first_process_first(synced(split_dirs,
-                               lambda: tokenized.prepare_all(data, mode, tok, built, eval_only)))
-  opened = {(name, split): tokenized.open_split(src, built[name], split, tok, mode)
-            for name, src, split in tokenized.splits(data, eval_only)}
+    first_process_first(
+      synced(split_dirs, lambda: tokenized.prepare_all(data, mode, tok, built, eval_only))
+    )
+  opened = {
+    (name, split): tokenized.open_split(src, built[name], split, tok, mode)
+    for name, src, split in tokenized.splits(data, eval_only)
+  }
   index = {name: k for k, (name, _, _) in enumerate(datasets)}
-  synced(split_dirs, lambda: [  # BERT's pairs, each process its pieces, beside the splits
-      objective.build(opened[name, split], src, tok, seq_len=config.batch.seq_len,
-                      seed=[config.seed, index[name]], **shared)
-      for name, src, split in tokenized.splits(data, eval_only)], push=True)()
+  synced(
+    split_dirs,
+    lambda: [  # BERT's pairs, each process its pieces, beside the splits
+      objective.build(
+        opened[name, split],
+        src,
+        tok,
+        seq_len=config.batch.seq_len,
+        seed=[config.seed, index[name]],
+        **shared,
+      )
+      for name, src, split in tokenized.splits(data, eval_only)
+    ],
+    push=True,
+  )()
   barrier("examples built")
   if pcount > 1:  # the other processes' pieces
     synced(split_dirs, lambda: None, push=False)()
@@ -78,16 +98,24 @@ def load_data(config, objective, tok=None, train=True):
   train_loaders, val, notes = {}, {}, []
   for k, (name, src, _) in enumerate(datasets):
     kw = dict(batch_size=config.batch.size, seq_len=config.batch.seq_len, seed=[config.seed, k])
-    for split, shuffle, out in ((src.train_split, data.shuffle, train_loaders),
-                                (src.eval_split, False, val))[eval_only:]:
+    for split, shuffle, out in (
+      (src.train_split, data.shuffle, train_loaders),
+      (src.eval_split, False, val),
+    )[eval_only:]:
       out[name] = objective.load(opened[name, split], src, tok, shuffle=shuffle, **kw)
-      notes.append(f"data{' ' + name if name else ''}: {opened[name, split].summary()}"
-                   + (f"; {out[name].note}" if out[name].note else ""))
+      notes.append(
+        f"data{' ' + name if name else ''}: {opened[name, split].summary()}"
+        + (f"; {out[name].note}" if out[name].note else "")
+      )
   if eval_only:
     return tok, None, val, notes
   if len(train_loaders) > 1:
-    return tok, batches.Mixture(train_loaders, {name: w for name, _, w in datasets},
-                                config.batch.size), val, notes
+    return (
+      tok,
+      batches.Mixture(train_loaders, {name: w for name, _, w in datasets}, config.batch.size),
+      val,
+      notes,
+    )
   return tok, train_loaders[""], val, notes
 
 
@@ -98,6 +126,9 @@ def _task_data(config, objective, tok, train, remote, push):
     return objective.load_data(config, tok, train)
   config = ml_collections.ConfigDict(config.to_dict())
   config.data = remote.data
-  dirs = remote.source_dirs() + remote.tokenizer_dirs() + [
-      (os.path.join(remote.data.data_dir, "finetune"), None)]
+  dirs = (
+    remote.source_dirs()
+    + remote.tokenizer_dirs()
+    + [(os.path.join(remote.data.data_dir, "finetune"), None)]
+  )
   return remote.synced(dirs, lambda: objective.load_data(config, tok, train), push)

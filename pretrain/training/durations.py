@@ -1,6 +1,6 @@
 """How long a run is and how often things happen."""
-import math
 
+import math
 
 # The fields that set a run's length; one of them at most is > 0.
 LENGTH_FIELDS = ("epochs", "total_tokens", "total_steps")
@@ -11,8 +11,10 @@ def length_conflict(train):
   given = [f"config.train.{f}={train[f]}" for f in LENGTH_FIELDS if train[f] > 0]
   if len(given) < 2:
     return None
-  return (f"{' and '.join(given)} each set the run's length; keep one and set the other to 0 "
-          "(on the command line, the one given replaces the config file's)")
+  return (
+    f"{' and '.join(given)} each set the run's length; keep one and set the other to 0 "
+    "(on the command line, the one given replaces the config file's)"
+  )
 
 
 def prefer_command_line(train, overrides):
@@ -24,8 +26,10 @@ def prefer_command_line(train, overrides):
     return None
   for f in replaced:
     train[f] = type(train[f])(0)
-  return (f"run length: config.train.{given[0]}={train[given[0]]} from the command line "
-          f"replaces the config file's {', '.join(replaced)}")
+  return (
+    f"run length: config.train.{given[0]}={train[given[0]]} from the command line "
+    f"replaces the config file's {', '.join(replaced)}"
+  )
 
 
 def steps_per_epoch(config, train_examples):

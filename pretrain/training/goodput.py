@@ -7,6 +7,7 @@ killed run had reached beyond its last checkpoint, at that run's time per step).
 cumulative over restarts: <workdir>/goodput.json carries the totals of earlier runs, so a
 resumed run reports the goodput of the whole job.
 """
+
 import json
 import os
 import time
@@ -17,14 +18,18 @@ KINDS = ("startup", "compile", "data", "eval", "checkpoint", "redone")
 
 
 class Goodput:
-
   def __init__(self, workdir, enabled):
     self.path = os.path.join(workdir, "goodput.json")
     self.enabled = enabled
     self.began = time.perf_counter()
     self.seconds = dict.fromkeys(KINDS, 0.0)
-    self.earlier = {"runs": 0, "wall": 0.0, "step": 0, "step_time": 0.0,
-                    **dict.fromkeys(KINDS, 0.0)}
+    self.earlier = {
+      "runs": 0,
+      "wall": 0.0,
+      "step": 0,
+      "step_time": 0.0,
+      **dict.fromkeys(KINDS, 0.0),
+    }
     if storage.exists(self.path):
       self.earlier.update(json.loads(storage.read_text(self.path)))
     self.step, self.step_time = 0, 0.0
@@ -74,7 +79,6 @@ class Goodput:
 
 
 class _Timer:
-
   def __init__(self, goodput, kind):
     self.goodput, self.kind = goodput, kind
 

@@ -10,6 +10,7 @@ MLM head (dense d x d + decoder d x V) runs at the P masked positions of each se
 MLM dense layer and the pooler, which run once per prediction / sequence rather than per token.
 MFU = achieved FLOP/s per device / peak FLOP/s per device.
 """
+
 import json
 import math
 import os
@@ -21,22 +22,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pretrain.ground import errors
-from pretrain.ground import storage
+from pretrain.ground import errors, storage
 
 # Dense peak FLOP/s per device in the accelerators' training dtype (bf16), from vendor sheets.
 PEAK_FLOPS = {
-    "NVIDIA H100": 989e12,   # SXM, dense bf16
-    "NVIDIA H200": 989e12,
-    "NVIDIA A100": 312e12,
-    "NVIDIA L4": 121e12,
-    "NVIDIA A10G": 125e12,
-    "TPU v4": 275e12,
-    "TPU v5 lite": 197e12,   # v5e
-    "TPU v5e": 197e12,
-    "TPU v5p": 459e12,
-    "TPU v6 lite": 918e12,   # v6e (Trillium)
-    "TPU v6e": 918e12,
+  "NVIDIA H100": 989e12,  # SXM, dense bf16
+  "NVIDIA H200": 989e12,
+  "NVIDIA A100": 312e12,
+  "NVIDIA L4": 121e12,
+  "NVIDIA A10G": 125e12,
+  "TPU v4": 275e12,
+  "TPU v5 lite": 197e12,  # v5e
+  "TPU v5e": 197e12,
+  "TPU v5p": 459e12,
+  "TPU v6 lite": 918e12,  # v6e (Trillium)
+  "TPU v6e": 918e12,
 }
 
 
@@ -51,8 +51,11 @@ def mlm_flops_per_token(cfg, n_params, seq_len, predictions):
   """Training FLOPs per token for a masked-LM encoder (see the module docstring)."""
   d, v = cfg.d_model, cfg.vocab_size
   body = n_params - v * d - cfg.type_vocab_size * d - 2 * d * d
-  return (6 * body + 6 * (d * d + v * d) * predictions / seq_len +
-          12 * cfg.num_layers * cfg.num_heads * cfg.head_dim * seq_len)
+  return (
+    6 * body
+    + 6 * (d * d + v * d) * predictions / seq_len
+    + 12 * cfg.num_layers * cfg.num_heads * cfg.head_dim * seq_len
+  )
 
 
 def measure_matmul_peak(n=1024, dtype=jnp.float32, repeats=5):
@@ -74,10 +77,14 @@ def _machine_key():
   model = ""
   if os.path.exists("/proc/cpuinfo"):
     with open("/proc/cpuinfo") as f:
-      model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+      model = next(
+        (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), ""
+      )
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-  return (f"{jax.default_backend()}|{jax.devices()[0].device_kind}|{model}|{cores} cores|"
-          f"jax {jax.__version__}|{os.environ.get('XLA_FLAGS', '')}")
+  return (
+    f"{jax.default_backend()}|{jax.devices()[0].device_kind}|{model}|{cores} cores|"
+    f"jax {jax.__version__}|{os.environ.get('XLA_FLAGS', '')}"
+  )
 
 
 def cached_matmul_peak(remeasure=False):
@@ -150,7 +157,7 @@ def import_tensorboardx():
     for name in skipped:
       sys.modules[name] = None  # importing it raises ImportError
     try:
-      import tensorboardX  # pylint: disable=g-import-not-at-top,unused-import
+      import tensorboardX  # noqa: F401  # imported here, with the skipped modules missing
     finally:
       for name in skipped:
         del sys.modules[name]
@@ -171,14 +178,13 @@ class Writer:
   (read_rows applies it).
   """
 
-  def __init__(self, workdir, enabled=True, wandb_config=None, run_config=None,
-               resumed_at=None):
+  def __init__(self, workdir, enabled=True, wandb_config=None, run_config=None, resumed_at=None):
     self.enabled = enabled
     self.jsonl = self.tb = self.wandb = None
     if enabled:
       if wandb_config is not None and wandb_config.enabled:
         self.wandb = start_wandb(workdir, wandb_config, run_config)
-      SummaryWriter = import_tensorboardx().SummaryWriter  # pylint: disable=invalid-name
+      SummaryWriter = import_tensorboardx().SummaryWriter
       self.jsonl = storage.AppendLog(os.path.join(workdir, "metrics.jsonl"))
       purge = None if resumed_at is None else resumed_at + 1
       self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=purge)
@@ -238,17 +244,24 @@ def start_wandb(workdir, wandb_config, run_config=None):
   """A W&B run logging into <workdir>/wandb (W&B's default local directory when the workdir
   is on object storage); a resumed run continues the workdir's run."""
   try:
-    import wandb  # pylint: disable=g-import-not-at-top
+    import wandb
   except ImportError as e:
-    raise errors.UserError("config.wandb.enabled: the wandb package is not installed; "
-                           "pip install wandb, or set config.wandb.enabled=False") from e
+    raise errors.UserError(
+      "config.wandb.enabled: the wandb package is not installed; "
+      "pip install wandb, or set config.wandb.enabled=False"
+    ) from e
   workdir = storage.absolute(workdir)
   return wandb.init(
-      project=wandb_config.project, entity=wandb_config.entity or None,
-      group=wandb_config.group or None, name=wandb_config.name or os.path.basename(workdir),
-      mode=wandb_config.mode or None,
-      dir=None if storage.is_remote(workdir) else workdir, id=wandb_run_id(workdir), resume="allow",
-      config=run_config.to_dict() if run_config is not None else None)
+    project=wandb_config.project,
+    entity=wandb_config.entity or None,
+    group=wandb_config.group or None,
+    name=wandb_config.name or os.path.basename(workdir),
+    mode=wandb_config.mode or None,
+    dir=None if storage.is_remote(workdir) else workdir,
+    id=wandb_run_id(workdir),
+    resume="allow",
+    config=run_config.to_dict() if run_config is not None else None,
+  )
 
 
 def format_metrics(scalars):

@@ -17,6 +17,7 @@ momentum: optimizer state of O(rows + cols) instead of AdamW's 2x the parameters
 clipped to RMS 1 per parameter (Shazeer & Stern 2018) and scaled by the lr as AdamW's are,
 with the same decoupled weight decay. Its factored statistics are replicated: they are a
 sliver of the parameters' size."""
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -32,8 +33,9 @@ HIDDEN_AXES = ("heads", "kv_heads", "head_dim", "mlp")  # with 'embed': a hidden
 
 def check_schedule(name):
   if name not in SCHEDULES:
-    raise errors.UserError(f"config.optimizer.schedule: {name!r}; use one of "
-                           f"{', '.join(map(repr, SCHEDULES))}")
+    raise errors.UserError(
+      f"config.optimizer.schedule: {name!r}; use one of {', '.join(map(repr, SCHEDULES))}"
+    )
 
 
 def name(opt):
@@ -44,21 +46,28 @@ def check(opt):
   """One-line errors for the optimizer's name and the schedule's fields."""
   check_schedule(opt.schedule)
   if name(opt) not in NAMES:
-    raise errors.UserError(f"config.optimizer.name: {name(opt)!r}; use one of "
-                           f"{', '.join(map(repr, NAMES))}")
+    raise errors.UserError(
+      f"config.optimizer.name: {name(opt)!r}; use one of {', '.join(map(repr, NAMES))}"
+    )
   scales = lr_scales(opt)
   for group, scale in scales.items():
     if group not in LR_GROUPS or not scale >= 0:
-      raise errors.UserError(f"config.optimizer.lr_scale.{group}: {scale!r}; the groups are "
-                             f"{', '.join(LR_GROUPS)}, each a multiplier >= 0 of the lr")
+      raise errors.UserError(
+        f"config.optimizer.lr_scale.{group}: {scale!r}; the groups are "
+        f"{', '.join(LR_GROUPS)}, each a multiplier >= 0 of the lr"
+      )
   if opt.schedule != "wsd":
     return
   if opt.decay_shape not in DECAY_SHAPES:
-    raise errors.UserError(f"config.optimizer.decay_shape: {opt.decay_shape!r}; use one of "
-                           f"{', '.join(map(repr, DECAY_SHAPES))}")
+    raise errors.UserError(
+      f"config.optimizer.decay_shape: {opt.decay_shape!r}; use one of "
+      f"{', '.join(map(repr, DECAY_SHAPES))}"
+    )
   if not 0 < opt.decay_fraction <= 1:
-    raise errors.UserError("config.optimizer.decay_fraction: must be in (0, 1] (the share of "
-                           "the run WSD spends cooling down)")
+    raise errors.UserError(
+      "config.optimizer.decay_fraction: must be in (0, 1] (the share of "
+      "the run WSD spends cooling down)"
+    )
 
 
 def warmup_steps(opt, total_steps):
@@ -74,18 +83,22 @@ def schedule(opt, total_steps):
   warmup = min(warmup_steps(opt, total_steps), total_steps)
   if opt.schedule == "cosine":
     return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=opt.lr, warmup_steps=warmup,
-        decay_steps=max(total_steps, warmup + 1), end_value=opt.min_lr)
+      init_value=0.0,
+      peak_value=opt.lr,
+      warmup_steps=warmup,
+      decay_steps=max(total_steps, warmup + 1),
+      end_value=opt.min_lr,
+    )
   ramp = optax.linear_schedule(0.0, opt.lr, max(1, warmup))
   if opt.schedule == "wsd":
     cooldown = max(1, min(round(opt.decay_fraction * total_steps), total_steps - warmup))
     stable = total_steps - warmup - cooldown
     return optax.join_schedules(
-        [ramp, optax.constant_schedule(opt.lr), _cooldown(opt, cooldown)],
-        [warmup, warmup + stable])
+      [ramp, optax.constant_schedule(opt.lr), _cooldown(opt, cooldown)], [warmup, warmup + stable]
+    )
   decay = {
-      "linear": optax.linear_schedule(opt.lr, opt.min_lr, max(1, total_steps - warmup)),
-      "constant": optax.constant_schedule(opt.lr),
+    "linear": optax.linear_schedule(opt.lr, opt.min_lr, max(1, total_steps - warmup)),
+    "constant": optax.constant_schedule(opt.lr),
   }
   return optax.join_schedules([ramp, decay[opt.schedule]], [warmup])
 
@@ -95,9 +108,11 @@ def _cooldown(opt, steps):
   by 1 - sqrt(t / steps): steep at first, then flatter than linear)."""
   if opt.decay_shape == "linear":
     return optax.linear_schedule(opt.lr, opt.min_lr, steps)
+
   def one_minus_sqrt(count):
     frac = jnp.clip(count / steps, 0.0, 1.0)
     return opt.min_lr + (opt.lr - opt.min_lr) * (1.0 - jnp.sqrt(frac))
+
   return one_minus_sqrt
 
 
@@ -116,7 +131,7 @@ def is_hidden(axes):
 def muon_dimensions(logical):
   """optax's MuonDimensionNumbers for each hidden matrix of a tree of logical axis names
   (PartitionSpecs), None for the parameters AdamW takes."""
-  from optax.contrib import MuonDimensionNumbers  # pylint: disable=g-import-not-at-top
+  from optax.contrib import MuonDimensionNumbers
 
   def dims(spec):
     axes = tuple(spec)
@@ -163,17 +178,19 @@ def scale_by_group(opt, logical):
   if logical is None:
     raise ValueError("config.optimizer.lr_scale needs the parameters' logical axis names")
   factors = jax.tree.map(lambda spec: scales.get(lr_group(spec), 1.0), logical, is_leaf=_is_spec)
-  return optax.stateless(lambda updates, params: jax.tree.map(
-      lambda u, f: u * jnp.asarray(f, u.dtype), updates, factors))
+  return optax.stateless(
+    lambda updates, params: jax.tree.map(lambda u, f: u * jnp.asarray(f, u.dtype), updates, factors)
+  )
 
 
 def adafactor(lr, opt):
   """optax's factored second moments and block-RMS clipping, with AdamW's lr and weight decay."""
   return optax.chain(
-      optax.scale_by_factored_rms(decay_rate=0.8, min_dim_size_to_factor=128),
-      optax.clip_by_block_rms(1.0),
-      optax.add_decayed_weights(opt.weight_decay, mask=decay_mask),
-      optax.scale_by_learning_rate(lr))
+    optax.scale_by_factored_rms(decay_rate=0.8, min_dim_size_to_factor=128),
+    optax.clip_by_block_rms(1.0),
+    optax.add_decayed_weights(opt.weight_decay, mask=decay_mask),
+    optax.scale_by_learning_rate(lr),
+  )
 
 
 def make(opt, total_steps, logical=None):
@@ -183,21 +200,47 @@ def make(opt, total_steps, logical=None):
   lr = schedule(opt, total_steps)
   parts = [optax.clip_by_global_norm(opt.grad_clip)] if opt.grad_clip else []
   if name(opt) == "adamw":
-    parts.append(optax.adamw(lr, b1=opt.b1, b2=opt.b2, eps=opt.eps, mu_dtype=opt.mu_dtype or None,
-                             weight_decay=opt.weight_decay, mask=decay_mask))
+    parts.append(
+      optax.adamw(
+        lr,
+        b1=opt.b1,
+        b2=opt.b2,
+        eps=opt.eps,
+        mu_dtype=opt.mu_dtype or None,
+        weight_decay=opt.weight_decay,
+        mask=decay_mask,
+      )
+    )
   elif name(opt) == "lion":  # sign updates, so its lr is usually 3-10x smaller than AdamW's
-    parts.append(optax.lion(lr, b1=opt.b1, b2=opt.b2, mu_dtype=opt.mu_dtype or None,
-                            weight_decay=opt.weight_decay, mask=decay_mask))
+    parts.append(
+      optax.lion(
+        lr,
+        b1=opt.b1,
+        b2=opt.b2,
+        mu_dtype=opt.mu_dtype or None,
+        weight_decay=opt.weight_decay,
+        mask=decay_mask,
+      )
+    )
   elif name(opt) == "adafactor":
     parts.append(adafactor(lr, opt))
   else:
-    parts.append(optax.contrib.muon(
-        lr, beta=opt.muon_momentum, weight_decay=opt.weight_decay, weight_decay_mask=decay_mask,
-        mu_dtype=opt.mu_dtype or None, adam_b1=opt.b1, adam_b2=opt.b2,
+    parts.append(
+      optax.contrib.muon(
+        lr,
+        beta=opt.muon_momentum,
+        weight_decay=opt.weight_decay,
+        weight_decay_mask=decay_mask,
+        mu_dtype=opt.mu_dtype or None,
+        adam_b1=opt.b1,
+        adam_b2=opt.b2,
         # optax applies its AdamW part's decay to every leaf (norms and biases too): none, as
         # in modded-nanogpt; the hidden matrices take weight_decay
-        adam_weight_decay=0.0, muon_weight_dimension_numbers=muon_dimensions(logical),
-        consistent_rms=0.2))
+        adam_weight_decay=0.0,
+        muon_weight_dimension_numbers=muon_dimensions(logical),
+        consistent_rms=0.2,
+      )
+    )
   group_scale = scale_by_group(opt, logical)
   if group_scale is not None:
     parts.append(group_scale)

@@ -5,9 +5,11 @@ are pure module-level functions; the model, objective and optimizer are bound wi
 functools.partial and jitted with explicit shardings (the state donated). The trainer, the
 evaluator, the AOT memory check and the benchmarks all build them through `build_steps`.
 """
+
 import dataclasses
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -38,8 +40,19 @@ def rows_seen(b, step):
   return int(jnp.sum(rows(jnp.arange(ramp)))) + (step - ramp) * b.size
 
 
-def train_step(state, batch, *, graphdef, objective, tx, lr_fn, grad_accum, micro_sharding,
-               nan_policy="stop", rows_fn=None):
+def train_step(
+  state,
+  batch,
+  *,
+  graphdef,
+  objective,
+  tx,
+  lr_fn,
+  grad_accum,
+  micro_sharding,
+  nan_policy="stop",
+  rows_fn=None,
+):
   """One optimizer update over `grad_accum` microbatches; returns (state, metric sums).
 
   With a batch-size ramp (`rows_fn`, batch_schedule's), only the first rows_fn(step) rows of
@@ -53,8 +66,11 @@ def train_step(state, batch, *, graphdef, objective, tx, lr_fn, grad_accum, micr
   rng = jax.random.fold_in(state["rng"], state["step"])
   # Row i of microbatch k is global row i * grad_accum + k: every microbatch stays spread over
   # all data-parallel devices.
-  micro = None if grad_accum == 1 else jax.tree.map(
-      lambda x: x.reshape(-1, grad_accum, *x.shape[1:]).swapaxes(0, 1), batch)
+  micro = (
+    None
+    if grad_accum == 1
+    else jax.tree.map(lambda x: x.reshape(-1, grad_accum, *x.shape[1:]).swapaxes(0, 1), batch)
+  )
   used = None  # microbatches this step trains on (all of them without a batch-size ramp)
   if rows_fn is None:
     denominators = objective.denominators(batch)  # of the whole batch: exact accumulation
@@ -63,7 +79,8 @@ def train_step(state, batch, *, graphdef, objective, tx, lr_fn, grad_accum, micr
     used = jnp.clip(rows_fn(state["step"]) // micro_rows, 1, grad_accum)
     counted = jnp.arange(grad_accum) < used
     denominators = jax.tree.map(  # the counts are sums: those of the microbatches used
-        lambda d: jnp.sum(jnp.where(counted, d, 0)), jax.vmap(objective.denominators)(micro))
+      lambda d: jnp.sum(jnp.where(counted, d, 0)), jax.vmap(objective.denominators)(micro)
+    )
 
   def loss_fn(p, micro, key):
     return objective.loss(nnx.merge(graphdef, p), micro, key, denominators)
@@ -73,8 +90,9 @@ def train_step(state, batch, *, graphdef, objective, tx, lr_fn, grad_accum, micr
     grads, sums = grad_fn(params, batch, rng)
   else:
     first = jax.tree.map(lambda x: x[0], micro)
-    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
-                         jax.eval_shape(grad_fn, params, first, rng))
+    zeros = jax.tree.map(
+      lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(grad_fn, params, first, rng)
+    )
 
     def body(carry, xs):
       mb, k = xs
@@ -87,18 +105,26 @@ def train_step(state, batch, *, graphdef, objective, tx, lr_fn, grad_accum, micr
   if used is not None:
     sums = dict(sums, batch_rows=(used * micro_rows).astype(jnp.float32))
   grad_norm = optax.tree.norm(grads)
-  finite = jnp.isfinite(grad_norm) & jnp.all(jnp.stack(
-      [jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(sums)]))
+  finite = jnp.isfinite(grad_norm) & jnp.all(
+    jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(sums)])
+  )
   updates, opt_state = tx.update(grads, state["opt_state"], params)
   new_params = optax.apply_updates(params, updates)
   if nan_policy == "skip":
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_params, opt_state = keep(new_params, params), keep(opt_state, state["opt_state"])
-    sums, denominators = jax.tree.map(lambda v: jnp.where(finite, v, jnp.zeros_like(v)),
-                                      (sums, denominators))
-  out = dict(sums, **denominators, grad_norm=grad_norm, update_norm=optax.tree.norm(updates),
-             param_norm=optax.tree.norm(new_params), lr=lr_fn(state["step"]),
-             nonfinite=1 - finite.astype(jnp.int32))
+    sums, denominators = jax.tree.map(
+      lambda v: jnp.where(finite, v, jnp.zeros_like(v)), (sums, denominators)
+    )
+  out = dict(
+    sums,
+    **denominators,
+    grad_norm=grad_norm,
+    update_norm=optax.tree.norm(updates),
+    param_norm=optax.tree.norm(new_params),
+    lr=lr_fn(state["step"]),
+    nonfinite=1 - finite.astype(jnp.int32),
+  )
   new_state = dict(step=state["step"] + 1, params=new_params, opt_state=opt_state, rng=state["rng"])
   return new_state, out
 
@@ -138,8 +164,10 @@ def state_shardings(abstract_state, logical_specs, mesh, rules):
   whatever containers the optimizer keeps them); the rest (counts) replicated."""
   params = sharding.tree_shardings(logical_specs, mesh, rules)
   rep = sharding.replicated(mesh)
-  shapes = {path: leaf.shape for path, leaf in
-            jax.tree_util.tree_flatten_with_path(abstract_state["params"])[0]}
+  shapes = {
+    path: leaf.shape
+    for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_state["params"])[0]
+  }
   by_path = dict(jax.tree_util.tree_flatten_with_path(params)[0])
 
   def like_its_param(path, leaf):
@@ -161,13 +189,14 @@ def model_logical_specs(objective, model_cfg):
 @dataclasses.dataclass
 class Steps:
   """Everything compiled for one model on one mesh (the trainer, AOT check and benchmarks)."""
+
   graphdef: Any
-  abstract_state: Any   # ShapeDtypeStructs carrying their shardings
+  abstract_state: Any  # ShapeDtypeStructs carrying their shardings
   state_shardings: Any
-  data_sharding: dict   # batch key -> NamedSharding
-  train_jit: Any        # jitted train_step (lower it under `sharding.context(mesh, rules)`)
+  data_sharding: dict  # batch key -> NamedSharding
+  train_jit: Any  # jitted train_step (lower it under `sharding.context(mesh, rules)`)
   eval_jit: Any
-  init: Callable        # () -> a freshly initialised, sharded state
+  init: Callable  # () -> a freshly initialised, sharded state
   mesh: Any
   rules: Any
 
@@ -195,8 +224,12 @@ class Steps:
 
   def to_global(self, batch):
     """A process's rows of a batch -> global arrays split over the batch axes of the mesh."""
-    return {k: jax.make_array_from_process_local_data(
-        sharding.batch_sharding(self.mesh, self.rules, v.ndim), v) for k, v in batch.items()}
+    return {
+      k: jax.make_array_from_process_local_data(
+        sharding.batch_sharding(self.mesh, self.rules, v.ndim), v
+      )
+      for k, v in batch.items()
+    }
 
 
 def build_steps(config, objective, model_cfg, mesh, rules, batch_ndims, total_steps):
@@ -207,22 +240,33 @@ def build_steps(config, objective, model_cfg, mesh, rules, batch_ndims, total_st
   key = jax.random.PRNGKey(config.seed)
   abstract = jax.eval_shape(init_fn, key)
   shardings = state_shardings(abstract, logical, mesh, rules)
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract, shardings)
+  abstract = jax.tree.map(
+    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+  )
   data_sharding = {k: sharding.batch_sharding(mesh, rules, n) for k, n in batch_ndims.items()}
   train_jit = jax.jit(
-      functools.partial(train_step, graphdef=graphdef, objective=objective, tx=tx, lr_fn=lr_fn,
-                        grad_accum=config.batch.grad_accum, micro_sharding=data_sharding,
-                        nan_policy=config.train.nan_policy,
-                        rows_fn=batch_schedule(config.batch)),
-      in_shardings=(shardings, data_sharding), out_shardings=(shardings, None),
-      donate_argnums=(0,))
+    functools.partial(
+      train_step,
+      graphdef=graphdef,
+      objective=objective,
+      tx=tx,
+      lr_fn=lr_fn,
+      grad_accum=config.batch.grad_accum,
+      micro_sharding=data_sharding,
+      nan_policy=config.train.nan_policy,
+      rows_fn=batch_schedule(config.batch),
+    ),
+    in_shardings=(shardings, data_sharding),
+    out_shardings=(shardings, None),
+    donate_argnums=(0,),
+  )
   # Evaluation batches carry extra keys (padding weights, bytes per target), and arrive as
   # global arrays already split over the batch axes (Steps.to_global): jit takes their shardings.
   # Its outputs are replicated, so that every process can read all the predictions.
-  eval_jit = jax.jit(functools.partial(eval_step, graphdef=graphdef, objective=objective),
-                     out_shardings=sharding.replicated(mesh))
+  eval_jit = jax.jit(
+    functools.partial(eval_step, graphdef=graphdef, objective=objective),
+    out_shardings=sharding.replicated(mesh),
+  )
   # Sharded initialisation: parameters are created in place, never whole on one host.
   init = lambda: jax.jit(init_fn, out_shardings=shardings)(key)
-  return Steps(graphdef, abstract, shardings, data_sharding, train_jit, eval_jit, init, mesh,
-               rules)
+  return Steps(graphdef, abstract, shardings, data_sharding, train_jit, eval_jit, init, mesh, rules)

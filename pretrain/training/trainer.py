@@ -10,13 +10,14 @@ pretrain/training/steps.py, the data in pretrain/training/data.py, restore-or-in
 optimizer, step, RNG, data position; else config.init_from, parameters only, step 0; else
 scratch), the evaluator in pretrain/evaluation/evaluator.py.
 """
+
 import collections
 import contextlib
 import dataclasses
 import os
 import signal
 import time
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import numpy as np
@@ -27,11 +28,13 @@ from jax.experimental import multihost_utils
 from input_pipeline import batches, tokenizer
 from input_pipeline.corpora import sources
 from models import layers
-from pretrain.objectives import registry
 from pretrain.devices import host_memory, sharding
 from pretrain.evaluation import evaluator
-from pretrain.state import checkpointing, results as results_lib
-from pretrain.training import (config_checks, data, durations, goodput, metrics, optimizer, steps as steps_lib)
+from pretrain.objectives import registry
+from pretrain.state import checkpointing
+from pretrain.state import results as results_lib
+from pretrain.training import config_checks, data, durations, goodput, metrics, optimizer
+from pretrain.training import steps as steps_lib
 
 
 class Preemption:
@@ -49,8 +52,9 @@ class Preemption:
     self.requested = False
     self.signal = None  # the name of the first signal received
     self.training = False  # set by the loop: a SIGINT before it stops at once
-    self.synced = (jax.process_count() > 1 and
-                   jax_distributed.global_state.preemption_sync_manager is not None)
+    self.synced = (
+      jax.process_count() > 1 and jax_distributed.global_state.preemption_sync_manager is not None
+    )
     self._previous = {signal.SIGINT: signal.signal(signal.SIGINT, self._interrupt)}
     if not self.synced:
       self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._handle)
@@ -64,12 +68,18 @@ class Preemption:
     if not self.training:
       raise KeyboardInterrupt  # before the first step there is nothing to save: stop now
     if self.signal == "SIGINT":
-      os.write(2, b"interrupted again: stopped at once; the current step is not saved (the "
-                  b"last checkpoint is intact)\n")
+      os.write(
+        2,
+        b"interrupted again: stopped at once; the current step is not saved (the "
+        b"last checkpoint is intact)\n",
+      )
       os._exit(EXIT_INTERRUPTED)  # at once: the save in progress, if any, is never committed
     self._handle(signum, frame)
-    os.write(2, b"interrupt: saving a checkpoint after this step (Ctrl-C again stops at once, "
-                b"without saving it)\n")  # os.write: safe inside a signal handler
+    os.write(
+      2,
+      b"interrupt: saving a checkpoint after this step (Ctrl-C again stops at once, "
+      b"without saving it)\n",
+    )  # os.write: safe inside a signal handler
     if self.synced:
       os.kill(os.getpid(), signal.SIGTERM)  # to JAX's preemption service
 
@@ -91,10 +101,10 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT: what shells expect of a program stopped 
 
 @dataclasses.dataclass
 class TrainResult:
-  step: int      # the step the run reached
-  state: Any     # the final train state (None when the run had already finished)
+  step: int  # the step the run reached
+  state: Any  # the final train state (None when the run had already finished)
   metrics: dict  # the last logged train metrics, 'eval_<metric>' from the last evaluation
-  stopped_by: Optional[str] = None  # 'SIGTERM' or 'SIGINT' when a signal stopped the run
+  stopped_by: str | None = None  # 'SIGTERM' or 'SIGINT' when a signal stopped the run
 
   @property
   def exit_code(self):
@@ -106,17 +116,18 @@ class TrainResult:
 class Setup:
   """A run's checked config, mesh, objective, data and model: what the loop and the
   evaluation entry point build on."""
+
   config: Any
   mesh: Any
   rules: list
   objective: Any
   tok: Any
-  train_data: Any      # StepIndexed (None when only evaluating)
-  val_data: dict       # name -> StepIndexed
+  train_data: Any  # StepIndexed (None when only evaluating)
+  val_data: dict  # name -> StepIndexed
   data_notes: list
-  model_cfg: Any       # the resolved model section
+  model_cfg: Any  # the resolved model section
   total_steps: int
-  eval_every: int      # config.train.eval_every, with -1 (each epoch) resolved
+  eval_every: int  # config.train.eval_every, with -1 (each epoch) resolved
   checkpoint_every: int
 
   @property
@@ -127,15 +138,26 @@ class Setup:
 
   def build_steps(self):
     batch = (self.train_data or next(iter(self.val_data.values()))).batch(0, self.rows)
-    return steps_lib.build_steps(self.config, self.objective, self.model_cfg, self.mesh,
-                                 self.rules, {k: v.ndim for k, v in batch.items()},
-                                 self.total_steps)
+    return steps_lib.build_steps(
+      self.config,
+      self.objective,
+      self.model_cfg,
+      self.mesh,
+      self.rules,
+      {k: v.ndim for k, v in batch.items()},
+      self.total_steps,
+    )
 
   def evaluator(self, steps, max_batches, progress=False):
     """The evaluator over every dataset's validation split (at most `max_batches` of each)."""
-    return evaluator.Evaluator(self.objective, self.val_data, steps,
-                               token_bytes=tokenizer.token_bytes(self.tok),
-                               max_batches=max_batches, progress=progress)
+    return evaluator.Evaluator(
+      self.objective,
+      self.val_data,
+      steps,
+      token_bytes=tokenizer.token_bytes(self.tok),
+      max_batches=max_batches,
+      progress=progress,
+    )
 
 
 def setup(config, devices=None, tok=None, train=True):
@@ -152,10 +174,20 @@ def setup(config, devices=None, tok=None, train=True):
   tok, train_data, val_data, notes = data.load_data(config, objective, tok, train)
   model_cfg = layers.resolve(config.model, tok.get_vocab_size())
   n = train_data.num_examples if train_data is not None else None
-  return Setup(config, mesh, rules, objective, tok, train_data, val_data, notes, model_cfg,
-               durations.total_steps(config, n),
-               durations.cadence(config.train.eval_every, config, n),
-               durations.cadence(config.checkpoint.every, config, n))
+  return Setup(
+    config,
+    mesh,
+    rules,
+    objective,
+    tok,
+    train_data,
+    val_data,
+    notes,
+    model_cfg,
+    durations.total_steps(config, n),
+    durations.cadence(config.train.eval_every, config, n),
+    durations.cadence(config.checkpoint.every, config, n),
+  )
 
 
 def _init_from_tokenizer(init_from):
@@ -163,17 +195,20 @@ def _init_from_tokenizer(init_from):
   tok = checkpointing.run_tokenizer(init_from)
   if tok is None:
     raise checkpointing.CheckpointError(
-        f"config.init_from: {init_from!r} has no tokenizer.json; give the workdir of a "
-        "pretrain.train run or of a pretrain.convert import")
+      f"config.init_from: {init_from!r} has no tokenizer.json; give the workdir of a "
+      "pretrain.train run or of a pretrain.convert import"
+    )
   return tok
 
 
 def datasets_meta(run):
   """Example counts and mixture weights: enough to warn when a resumed run's data changed
   (say, new weights for the next stage of a curriculum)."""
-  return {"train": run.train_data.num_examples,
-          "eval": {name: loader.num_examples for name, loader in run.val_data.items()},
-          "weights": {name: w for name, _, w in sources.named(run.config.data)}}
+  return {
+    "train": run.train_data.num_examples,
+    "eval": {name: loader.num_examples for name, loader in run.val_data.items()},
+    "weights": {name: w for name, _, w in sources.named(run.config.data)},
+  }
 
 
 def train_and_evaluate(config, workdir, devices=None):
@@ -223,15 +258,26 @@ class Loop:
     self.ckpt, self.last = start.ckpt, {}
     lead = jax.process_index() == 0
     self.evaluate = run.evaluator(steps, self.config.train.eval_batches)
-    self.writer = metrics.Writer(workdir, enabled=lead, wandb_config=self.config.wandb,
-                                 run_config=self.config, resumed_at=start.latest)
+    self.writer = metrics.Writer(
+      workdir,
+      enabled=lead,
+      wandb_config=self.config.wandb,
+      run_config=self.config,
+      resumed_at=start.latest,
+    )
     self.log = TrainLog(run, self.writer, len(run.mesh.devices.flat))
     self.log.header(start.describe(run.total_steps))
     self.results = results_lib.Results(self.config, workdir, start.latest, lead)
 
   def meta(self, step):
-    return checkpointing.run_meta(self.setup.model_cfg, self.tok_id, step, self.config.seed,
-                                  datasets_meta(self.setup), optimizer.name(self.config.optimizer))
+    return checkpointing.run_meta(
+      self.setup.model_cfg,
+      self.tok_id,
+      step,
+      self.config.seed,
+      datasets_meta(self.setup),
+      optimizer.name(self.config.optimizer),
+    )
 
   def run(self, state, stop_at):
     step = int(state["step"])
@@ -280,8 +326,9 @@ class Loop:
     if self.preemption.should_stop(step):
       self._save(step, state, wait=True)
       how = "interrupted" if self.preemption.signal == "SIGINT" else "preempted"
-      self.writer.print(f"{how}: saved a checkpoint at step {step}; rerun the same command to "
-                        "resume")
+      self.writer.print(
+        f"{how}: saved a checkpoint at step {step}; rerun the same command to resume"
+      )
       self.last["preempted_at"] = step
       return False
     if durations.every(step, run.checkpoint_every) or step == stop_at:
@@ -317,9 +364,12 @@ def _bound_host_memory(temp_bytes):
   """Host memory kept for reuse (pretrain/devices/host_memory.py) unless the step's temporary buffer
   is too large for it on this machine."""
   if host_memory.bound(temp_bytes) and jax.process_index() == 0:
-    print(f"host memory: the step's {temp_bytes / 2**30:.1f} GiB temporary buffer, kept for "
-          "reuse, would take over half of this machine's memory; it is mapped afresh each "
-          "step instead (slower, smaller)", flush=True)
+    print(
+      f"host memory: the step's {temp_bytes / 2**30:.1f} GiB temporary buffer, kept for "
+      "reuse, would take over half of this machine's memory; it is mapped afresh each "
+      "step instead (slower, smaller)",
+      flush=True,
+    )
 
 
 def _finished(run, start, workdir):
@@ -327,8 +377,10 @@ def _finished(run, start, workdir):
   nothing, writes nothing."""
   if jax.process_index() == 0:
     reason = "" if start.latest >= run.total_steps else " (config.train.stop_at_step)"
-    print(f"run finished: step {start.latest} of {run.total_steps} in {workdir}{reason}; "
-          "nothing to do", flush=True)
+    print(
+      f"run finished: step {start.latest} of {run.total_steps} in {workdir}{reason}; nothing to do",
+      flush=True,
+    )
   start.close()
   return TrainResult(start.latest, None, {})
 
@@ -340,10 +392,13 @@ class TrainLog:
 
   def __init__(self, run, writer, num_devices):
     self.run, self.writer, self.config = run, writer, run.config
-    self.n_params = layers.count_params(lambda: run.objective.make_model(run.model_cfg, nnx.Rngs(0)))
+    self.n_params = layers.count_params(
+      lambda: run.objective.make_model(run.model_cfg, nnx.Rngs(0))
+    )
     self.tokens_per_step = run.config.batch.size * run.config.batch.seq_len
-    self.flops_per_step = (run.objective.flops_per_token(run.model_cfg, self.n_params, run.config)
-                           * self.tokens_per_step)
+    self.flops_per_step = (
+      run.objective.flops_per_token(run.model_cfg, self.n_params, run.config) * self.tokens_per_step
+    )
     self.peak, self.peak_source = metrics.peak_flops(run.config.train.peak_flops)
     self.peak_total = self.peak * num_devices
     self.pending, self.window_start, self.window_steps = [], None, 0
@@ -353,16 +408,19 @@ class TrainLog:
   def header(self, how):
     run, cfg = self.run, self.run.model_cfg
     self.writer.print(
-        f"model {cfg.size}: {self.n_params / 1e6:.2f}M params (excl. positions), vocab "
-        f"{cfg.vocab_size}; mesh {dict(run.mesh.shape)}; {run.total_steps} steps of "
-        f"{self.tokens_per_step} tokens; train {run.train_data.num_examples} examples; peak "
-        f"{self.peak:.3g} FLOP/s/device ({self.peak_source}); MFU FLOPs/token as in "
-        "pretrain/training/metrics.py")
+      f"model {cfg.size}: {self.n_params / 1e6:.2f}M params (excl. positions), vocab "
+      f"{cfg.vocab_size}; mesh {dict(run.mesh.shape)}; {run.total_steps} steps of "
+      f"{self.tokens_per_step} tokens; train {run.train_data.num_examples} examples; peak "
+      f"{self.peak:.3g} FLOP/s/device ({self.peak_source}); MFU FLOPs/token as in "
+      "pretrain/training/metrics.py"
+    )
     for note in run.data_notes:
       self.writer.print(note)
     if layers.remat_in_effect(cfg.remat) != cfg.remat:
-      self.writer.print(f"model.remat: {cfg.remat!r} runs as {layers.remat_in_effect(cfg.remat)!r} "
-                        f"on {jax.default_backend()} (no host memory to offload to)")
+      self.writer.print(
+        f"model.remat: {cfg.remat!r} runs as {layers.remat_in_effect(cfg.remat)!r} "
+        f"on {jax.default_backend()} (no host memory to offload to)"
+      )
     self.writer.print(how)
 
   def add(self, step, out):
@@ -377,17 +435,22 @@ class TrainLog:
     or gradients were not finite, and the checkpoint to resume from."""
     if self.config.train.nan_policy != "stop" or self.checked == len(self.pending):
       return
-    flags = jax.device_get([out["nonfinite"] for _, out in self.pending[self.checked:]])
-    bad = [step for (step, _), flag in zip(self.pending[self.checked:], flags) if flag]
+    flags = jax.device_get([out["nonfinite"] for _, out in self.pending[self.checked :]])
+    bad = [step for (step, _), flag in zip(self.pending[self.checked :], flags) if flag]
     self.checked = len(self.pending)
     if bad:
       ckpt.wait()
       latest = ckpt.all_steps(reload=True)
-      resume = (f"the last checkpoint is step {latest[-1]} in {ckpt.directory}: rerun the same "
-                "command to resume from it" if latest else "no checkpoint was saved yet")
+      resume = (
+        f"the last checkpoint is step {latest[-1]} in {ckpt.directory}: rerun the same "
+        "command to resume from it"
+        if latest
+        else "no checkpoint was saved yet"
+      )
       raise FloatingPointError(
-          f"loss or gradients not finite at step {bad[0]}; {resume} (lower "
-          "config.optimizer.lr first), or set config.train.nan_policy='skip'")
+        f"loss or gradients not finite at step {bad[0]}; {resume} (lower "
+        "config.optimizer.lr first), or set config.train.nan_policy='skip'"
+      )
 
   @contextlib.contextmanager
   def paused(self):
@@ -403,11 +466,19 @@ class TrainLog:
     self.check_finite(ckpt)
     fetched = jax.device_get([out for _, out in self.pending])
     elapsed = time.perf_counter() - self.window_start
-    out = _summarise(self.run.objective, fetched, elapsed, self.window_steps,
-                     self.tokens_per_step, self.flops_per_step, self.peak_total,
-                     self.config.batch.size)
-    self.objective_keys = [k for k in self.run.objective.summarize(fetched[-1])
-                           if k not in ("loss", "perplexity")]
+    out = _summarise(
+      self.run.objective,
+      fetched,
+      elapsed,
+      self.window_steps,
+      self.tokens_per_step,
+      self.flops_per_step,
+      self.peak_total,
+      self.config.batch.size,
+    )
+    self.objective_keys = [
+      k for k in self.run.objective.summarize(fetched[-1]) if k not in ("loss", "perplexity")
+    ]
     train_data = self.run.train_data
     out["epoch"] = train_data.epoch_of(step)
     if isinstance(train_data, batches.Mixture):
@@ -418,10 +489,11 @@ class TrainLog:
     # The objective's own metrics beside the loss (BERT: mlm_loss, mlm_accuracy, nsp_...).
     parts = "".join(f" | {k} {out[k]:.4g}" for k in self.objective_keys)
     self.writer.print(
-        f"step {step}/{total} | loss {out['loss']:.4f}{parts} | lr {out['lr']:.2e} | "
-        f"gnorm {out['grad_norm']:.3f} | {out['tokens_per_s']:,.0f} tok/s | "
-        f"{out['step_time_s'] * 1e3:.1f} ms/step | MFU {100 * out['mfu']:.2f}% | "
-        f"ETA {metrics.format_duration((total - step) * out['step_time_s'])}")
+      f"step {step}/{total} | loss {out['loss']:.4f}{parts} | lr {out['lr']:.2e} | "
+      f"gnorm {out['grad_norm']:.3f} | {out['tokens_per_s']:,.0f} tok/s | "
+      f"{out['step_time_s'] * 1e3:.1f} ms/step | MFU {100 * out['mfu']:.2f}% | "
+      f"ETA {metrics.format_duration((total - step) * out['step_time_s'])}"
+    )
     self.pending, self.checked = [], 0
     self.window_start, self.window_steps = time.perf_counter(), 0
     return out
@@ -431,8 +503,9 @@ class TrainLog:
     self.writer.print(f"step {step}/{self.run.total_steps} | eval " + metrics.format_metrics(ev))
 
 
-def _summarise(objective, fetched, elapsed, steps, tokens_per_step, flops_per_step, peak_total,
-               batch_size):
+def _summarise(
+  objective, fetched, elapsed, steps, tokens_per_step, flops_per_step, peak_total, batch_size
+):
   """Means over the logged window (sums added, then divided); timing over its steps after the
   first, which includes compilation. During a batch-size ramp, throughput and MFU count the
   rows trained on, and 'batch_size' is their mean."""
@@ -444,8 +517,14 @@ def _summarise(objective, fetched, elapsed, steps, tokens_per_step, flops_per_st
     tokens_per_step, flops_per_step = tokens_per_step * share, flops_per_step * share
     ramp = {"batch_size": share * batch_size}
   return dict(
-      objective.summarize(totals), **ramp,
-      grad_norm=float(fetched[-1]["grad_norm"]), param_norm=float(fetched[-1]["param_norm"]),
-      update_norm=float(fetched[-1]["update_norm"]), lr=float(fetched[-1]["lr"]),
-      skipped=int(totals["nonfinite"]), step_time_s=step_time, tokens_per_s=tokens_per_step / step_time,
-      mfu=flops_per_step / step_time / peak_total)
+    objective.summarize(totals),
+    **ramp,
+    grad_norm=float(fetched[-1]["grad_norm"]),
+    param_norm=float(fetched[-1]["param_norm"]),
+    update_norm=float(fetched[-1]["update_norm"]),
+    lr=float(fetched[-1]["lr"]),
+    skipped=int(totals["nonfinite"]),
+    step_time_s=step_time,
+    tokens_per_s=tokens_per_step / step_time,
+    mfu=flops_per_step / step_time / peak_total,
+  )

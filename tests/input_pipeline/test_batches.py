@@ -1,5 +1,6 @@
 """Step-indexed global batches and mixtures (input_pipeline/batches.py): elastic across process
 counts, deterministic, weighted, with per-dataset epochs."""
+
 import numpy as np
 import pytest
 
@@ -15,14 +16,26 @@ def _windows(n_tokens, seed, batch_size=8, offset=0, document_mask=False):
 
 def _masked(seed, batch_size=8):
   return bert_data.MaskedExamples.from_examples(
-      _examples(), seq_len=32, pad_id=PAD, batch_size=batch_size, seed=seed, shuffle=True,
-      spec=_spec(max_predictions=6), nsp=True)
+    _examples(),
+    seq_len=32,
+    pad_id=PAD,
+    batch_size=batch_size,
+    seed=seed,
+    shuffle=True,
+    spec=_spec(max_predictions=6),
+    nsp=True,
+  )
 
 
 def _mixture(batch_size=8):
-  return batches.Mixture({"a": _windows(1000, [0, 0], batch_size),
-                          "b": _windows(300, [0, 1], batch_size, offset=100_000)},
-                         {"a": 0.7, "b": 0.3}, batch_size)
+  return batches.Mixture(
+    {
+      "a": _windows(1000, [0, 0], batch_size),
+      "b": _windows(300, [0, 1], batch_size, offset=100_000),
+    },
+    {"a": 0.7, "b": 0.3},
+    batch_size,
+  )
 
 
 def _equal(x, y):
@@ -31,8 +44,11 @@ def _equal(x, y):
     np.testing.assert_array_equal(x[k], y[k], err_msg=k)
 
 
-@pytest.mark.parametrize("make", [lambda: _windows(1000, [0, 0]), lambda: _masked([3, 0]),
-                                  _mixture], ids=["gpt_windows", "bert_masked", "mixture"])
+@pytest.mark.parametrize(
+  "make",
+  [lambda: _windows(1000, [0, 0]), lambda: _masked([3, 0]), _mixture],
+  ids=["gpt_windows", "bert_masked", "mixture"],
+)
 def test_processes_rows_make_the_same_global_batch(make):
   """1, 2, 4 or 8 processes, each asking for its rows, assemble the one-process batch."""
   loader = make()
@@ -51,7 +67,7 @@ def test_schedule_counts_and_spread():
   np.testing.assert_array_equal(np.bincount(owner), counts)
   # spread evenly: every window of 10 consecutive positions holds 7 / 2 / 1 (+-1)
   for start in range(0, 990):
-    window = np.bincount(owner[start:start + 10], minlength=3)
+    window = np.bincount(owner[start : start + 10], minlength=3)
     assert all(abs(window[i] - 10 * w) <= 1 for i, w in enumerate((0.7, 0.2, 0.1)))
   # weights are normalised; rounding by largest remainders keeps the period's length
   _, counts = batches.schedule([1, 1, 1], 100)
@@ -84,7 +100,7 @@ def test_mixture_proportions_order_and_epochs():
     batch = mix.batch(step)["inputs"][:, 0]
     firsts.extend(batch[batch >= 100_000].tolist())
     step += 1
-  assert len(set(firsts[:b.num_examples])) == b.num_examples
+  assert len(set(firsts[: b.num_examples])) == b.num_examples
 
 
 def test_mixture_batches_are_deterministic():
@@ -96,9 +112,11 @@ def test_mixture_batches_are_deterministic():
 
 
 def test_mixture_errors():
-  with pytest.raises(sources.DataError,
-                     match=r"config\.data\.mixture: weights of \['b'\] are below 1/1000"):
+  with pytest.raises(
+    sources.DataError, match=r"config\.data\.mixture: weights of \['b'\] are below 1/1000"
+  ):
     batches.Mixture({"a": _windows(100, 0), "b": _windows(100, 1)}, {"a": 1.0, "b": 1e-5}, 8)
   with pytest.raises(sources.DataError, match=r"different structure"):
-    batches.Mixture({"a": _windows(1000, 0), "b": _windows(1000, 1, document_mask=True)},
-                    {"a": 0.5, "b": 0.5}, 8).batch(0)
+    batches.Mixture(
+      {"a": _windows(1000, 0), "b": _windows(1000, 1, document_mask=True)}, {"a": 0.5, "b": 0.5}, 8
+    ).batch(0)

@@ -1,6 +1,7 @@
 """BERT / RoBERTa examples (input_pipeline/bert_data.py) and the BERT tokenizers they need:
 sentence splitting, next-sentence pairs, full-sentence packing, bert_data.load on the real tfds
 path."""
+
 import ml_collections
 import numpy as np
 import pytest
@@ -30,8 +31,9 @@ class Corpus:
       if layout is not None:
         sizes = layout(rng, d)
       else:
-        sizes = rng.integers(lengths[0], lengths[1] + 1, int(rng.integers(sentences[0],
-                                                                           sentences[1] + 1)))
+        sizes = rng.integers(
+          lengths[0], lengths[1] + 1, int(rng.integers(sentences[0], sentences[1] + 1))
+        )
       doc = []
       for size in sizes:
         doc.append(np.arange(nxt, nxt + size, dtype=np.int32))
@@ -65,7 +67,7 @@ def _split_pair(tokens, types, seq_len):
   assert tokens[0] == CLS and tokens[-1] == SEP
   seps = [i for i, t in enumerate(tokens) if t == SEP]
   assert len(seps) == 2, tokens
-  a, b = tokens[1:seps[0]], tokens[seps[0] + 1:-1]
+  a, b = tokens[1 : seps[0]], tokens[seps[0] + 1 : -1]
   assert len(a) >= 1 and len(b) >= 1
   assert types == [0] * (len(a) + 2) + [1] * (len(b) + 1)
   return np.asarray(a), np.asarray(b)
@@ -84,13 +86,15 @@ def _load(config, split="train", seq_len=32, seed=(0, 0), shuffle=True, tok=None
   b = sources.builder(data)
   sources.prepare(b)
   if tok is None:
-    tok = tokenizer.get_tokenizer(data.tokenizer, data.data_dir,
-                                  lambda: sources.texts(b, data.train_split, data.text_key))
+    tok = tokenizer.get_tokenizer(
+      data.tokenizer, data.data_dir, lambda: sources.texts(b, data.train_split, data.text_key)
+    )
   tokenized.prepare(data, b, split, tok, "sentences")
   opened = tokenized.open_split(data, b, split, tok, "sentences")
   bert_data.build_examples(opened, data, tok, seq_len=seq_len, seed=list(seed))
-  loader = bert_data.load(opened, data, tok, batch_size=8, seq_len=seq_len, seed=list(seed),
-                          shuffle=shuffle)
+  loader = bert_data.load(
+    opened, data, tok, batch_size=8, seq_len=seq_len, seed=list(seed), shuffle=shuffle
+  )
   return loader, tok, b
 
 
@@ -104,8 +108,9 @@ def _rows(loader):
 # ----------------------------------------------------------------------------- tokenizers
 
 
-TEXTS = ["The Quick Brown Fox jumps over the Lazy Dog. Playing and played, unbelievable things!"] * 20 \
-    + ["Another Sentence Here. And More Words, e.g. these ones!"] * 10
+TEXTS = [
+  "The Quick Brown Fox jumps over the Lazy Dog. Playing and played, unbelievable things!"
+] * 20 + ["Another Sentence Here. And More Words, e.g. these ones!"] * 10
 
 
 def _tok_cfg(**overrides):
@@ -115,8 +120,9 @@ def _tok_cfg(**overrides):
 
 
 def test_wordpiece_training_puts_bert_specials_first_and_lowercases(tmp_path):
-  tok = tokenizer.get_tokenizer(_tok_cfg(kind="wordpiece", vocab_size=200), str(tmp_path),
-                                lambda: iter(TEXTS))
+  tok = tokenizer.get_tokenizer(
+    _tok_cfg(kind="wordpiece", vocab_size=200), str(tmp_path), lambda: iter(TEXTS)
+  )
   assert [tok.id_to_token(i) for i in range(5)] == list(tokenizer.BERT_SPECIALS)
   assert tokenizer.check_bert_specials(tok) == {t: i for i, t in enumerate(tokenizer.BERT_SPECIALS)}
   assert any(t.startswith("##") for t in tok.get_vocab())
@@ -124,15 +130,30 @@ def test_wordpiece_training_puts_bert_specials_first_and_lowercases(tmp_path):
   assert enc.tokens == ["the", "quick", "brown", "fox"]
   assert enc.ids == tok.encode("the quick brown fox", add_special_tokens=False).ids
   assert tok.encode("[MASK]", add_special_tokens=False).ids == [4]  # one token, not split
-  cased = tokenizer.get_tokenizer(_tok_cfg(kind="wordpiece", vocab_size=200, lowercase=False),
-                                  str(tmp_path), lambda: iter(TEXTS))
+  cased = tokenizer.get_tokenizer(
+    _tok_cfg(kind="wordpiece", vocab_size=200, lowercase=False), str(tmp_path), lambda: iter(TEXTS)
+  )
   assert cased.encode("The Quick", add_special_tokens=False).tokens == ["The", "Quick"]
   assert [cased.id_to_token(i) for i in range(5)] == list(tokenizer.BERT_SPECIALS)
 
 
 VOCAB_TXT = list(tokenizer.BERT_SPECIALS) + [
-    "[unused0]", "the", "un", "##believ", "##able", "play", "##ing", "##ed", "dog", ".", ",", "h",
-    "##e", "##l", "##o"]
+  "[unused0]",
+  "the",
+  "un",
+  "##believ",
+  "##able",
+  "play",
+  "##ing",
+  "##ed",
+  "dog",
+  ".",
+  ",",
+  "h",
+  "##e",
+  "##l",
+  "##o",
+]
 
 
 def test_bert_vocab_txt_loads_as_a_file_tokenizer(tmp_path):
@@ -142,13 +163,37 @@ def test_bert_vocab_txt_loads_as_a_file_tokenizer(tmp_path):
   assert tok.get_vocab_size() == len(VOCAB_TXT)
   assert all(tok.token_to_id(t) == i for i, t in enumerate(VOCAB_TXT))  # ids are line numbers
   enc = tok.encode("The DOG, unbelievable; playing played. Hello [MASK]", add_special_tokens=False)
-  assert enc.tokens == ["the", "dog", ",", "un", "##believ", "##able", "[UNK]", "play", "##ing",
-                        "play", "##ed", ".", "h", "##e", "##l", "##l", "##o", "[MASK]"]
+  assert enc.tokens == [
+    "the",
+    "dog",
+    ",",
+    "un",
+    "##believ",
+    "##able",
+    "[UNK]",
+    "play",
+    "##ing",
+    "play",
+    "##ed",
+    ".",
+    "h",
+    "##e",
+    "##l",
+    "##l",
+    "##o",
+    "[MASK]",
+  ]
   assert enc.ids == [VOCAB_TXT.index(t) for t in enc.tokens]
-  assert tokenizer.check_bert_specials(tok) == {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3,
-                                                "[MASK]": 4}
-  cased = tokenizer.get_tokenizer(_tok_cfg(kind="file", path=str(path), lowercase=False),
-                                  str(tmp_path / "d"), None)
+  assert tokenizer.check_bert_specials(tok) == {
+    "[PAD]": 0,
+    "[UNK]": 1,
+    "[CLS]": 2,
+    "[SEP]": 3,
+    "[MASK]": 4,
+  }
+  cased = tokenizer.get_tokenizer(
+    _tok_cfg(kind="file", path=str(path), lowercase=False), str(tmp_path / "d"), None
+  )
   assert cased.encode("The dog", add_special_tokens=False).tokens == ["[UNK]", "dog"]
   bad = tmp_path / "novocab.txt"
   bad.write_text("[PAD]\nthe\n", encoding="utf-8")
@@ -165,10 +210,12 @@ def no_mask_tokenizer_json(tmp_path):
   return str(path)
 
 
-def test_tokenizer_without_mask_is_refused(no_mask_tokenizer_json, tmp_path, data_dir,
-                                           sentence_corpus):
-  tok = tokenizer.get_tokenizer(_tok_cfg(kind="file", path=no_mask_tokenizer_json),
-                                str(tmp_path), None)
+def test_tokenizer_without_mask_is_refused(
+  no_mask_tokenizer_json, tmp_path, data_dir, sentence_corpus
+):
+  tok = tokenizer.get_tokenizer(
+    _tok_cfg(kind="file", path=no_mask_tokenizer_json), str(tmp_path), None
+  )
   with pytest.raises(tokenizer.TokenizerError, match=r"config\.data\.tokenizer: .*\[MASK\]") as e:
     tokenizer.check_bert_specials(tok)
   assert "[PAD]" not in str(e.value).split(";")[0]  # names only what is missing
@@ -185,20 +232,32 @@ def test_tokenizer_without_mask_is_refused(no_mask_tokenizer_json, tmp_path, dat
 
 def test_split_sentences():
   assert tokenized.split_sentences("Hello there. How are you? Fine!") == [
-      "Hello there.", "How are you?", "Fine!"]
+    "Hello there.",
+    "How are you?",
+    "Fine!",
+  ]
   assert tokenized.split_sentences("Use a tool, e.g. this one. Then stop.") == [
-      "Use a tool, e.g. this one.", "Then stop."]
+    "Use a tool, e.g. this one.",
+    "Then stop.",
+  ]
   assert tokenized.split_sentences("It was 3.5 m long. 42 is the answer.") == [
-      "It was 3.5 m long.", "42 is the answer."]
+    "It was 3.5 m long.",
+    "42 is the answer.",
+  ]
   # lines are sentences too; blank lines and surrounding spaces go
   assert tokenized.split_sentences("  first line\n\nSecond one.  Third!\n") == [
-      "first line", "Second one.", "Third!"]
+    "first line",
+    "Second one.",
+    "Third!",
+  ]
   assert tokenized.split_sentences("") == []
 
 
 def test_split_sentences_keeps_closing_quotes_and_brackets():
   assert tokenized.split_sentences('He said "stop." Then he left.') == [
-      'He said "stop."', "Then he left."]
+    'He said "stop."',
+    "Then he left.",
+  ]
   assert tokenized.split_sentences("(See above.) Next one.") == ["(See above.)", "Next one."]
 
 
@@ -220,8 +279,9 @@ def test_tokenize_documents(tmp_path):
 
 
 def _nsp(corpus, seq_len, short_seq_prob=0.1, seed=1):
-  return bert_data.nsp_examples(corpus.docs, seq_len, short_seq_prob,
-                                np.random.default_rng(seed), CLS, SEP)
+  return bert_data.nsp_examples(
+    corpus.docs, seq_len, short_seq_prob, np.random.default_rng(seed), CLS, SEP
+  )
 
 
 @pytest.mark.parametrize("seq_len", [128, 64])
@@ -251,7 +311,7 @@ def test_nsp_pairs_are_well_formed_and_located(seq_len):
         assert pb[0] == pa[-1] + 1, "B is not the continuation of A"
       else:
         # only A's tail and B's head can be cut: a sentence boundary lies in between
-        assert pb[0] > pa[-1] and corpus.sent_start[pa[-1] + 1:pb[0] + 1].any()
+        assert pb[0] > pa[-1] and corpus.sent_start[pa[-1] + 1 : pb[0] + 1].any()
   # one pass uses a sentence at most once as A or as the actual next B, and most of them
   assert used.max() == 1
   assert used.mean() > 0.75
@@ -263,8 +323,12 @@ def test_nsp_pairs_are_well_formed_and_located(seq_len):
 
 def _forced(corpus, examples):
   """Examples whose chunk was the document's lone last sentence (A = that sentence)."""
-  return np.array([corpus.doc_last_sentence[corpus.pos(_split_pair(t, ty, 10**6)[0])].all()
-                   for t, ty, _ in examples])
+  return np.array(
+    [
+      corpus.doc_last_sentence[corpus.pos(_split_pair(t, ty, 10**6)[0])].all()
+      for t, ty, _ in examples
+    ]
+  )
 
 
 @pytest.mark.parametrize("seq_len", [128, 64])
@@ -285,8 +349,9 @@ def _sentence_corpus_labels(data_dir, sentence_corpus, seq_len):
   return loader.nsp_labels
 
 
-@pytest.mark.parametrize("source", ["synthetic-128", "synthetic-64", "sentence_corpus-128",
-                                    "sentence_corpus-32"])
+@pytest.mark.parametrize(
+  "source", ["synthetic-128", "synthetic-64", "sentence_corpus-128", "sentence_corpus-32"]
+)
 def test_nsp_labels_are_balanced(source, data_dir, sentence_corpus):
   kind, seq_len = source.rsplit("-", 1)
   seq_len = int(seq_len)
@@ -390,7 +455,7 @@ def _check_nsp_labels(corpus, examples, seq_len):
       if len(tokens) < seq_len:
         assert pb[0] == pa[-1] + 1, "B is not the continuation of A"
       else:  # only A's tail and B's head can be cut
-        assert pb[0] > pa[-1] and corpus.sent_start[pa[-1] + 1:pb[0] + 1].any()
+        assert pb[0] > pa[-1] and corpus.sent_start[pa[-1] + 1 : pb[0] + 1].any()
     labels.append(is_random)
   return np.array(labels)
 
@@ -417,7 +482,9 @@ def test_nsp_single_document_gives_only_actual_next_pairs():
 
 def _train_docs(tok, b):
   """The train split's documents as bert_data.load sees them (lists of sentence token arrays)."""
-  return [d for d in tokenized.tokenize_documents(tok, list(sources.texts(b, "train", "text"))) if d]
+  return [
+    d for d in tokenized.tokenize_documents(tok, list(sources.texts(b, "train", "text"))) if d
+  ]
 
 
 @pytest.mark.parametrize("seq_len", [32, 128])
@@ -432,8 +499,9 @@ def test_load_nsp_on_the_sentence_corpus(data_dir, sentence_corpus, seq_len):
     for i in range(len(d)):
       for j in range(i + 1, len(d)):
         for k in range(j + 1, len(d) + 1):
-          pairs.add((tuple(int(t) for s in d[i:j] for t in s),
-                     tuple(int(t) for s in d[j:k] for t in s)))
+          pairs.add(
+            (tuple(int(t) for s in d[i:j] for t in s), tuple(int(t) for s in d[j:k] for t in s))
+          )
   located = 0
   for tokens, types, is_random, pad in _rows(loader):
     a, b_ = _split_pair(tokens, types, seq_len)
@@ -445,8 +513,16 @@ def test_load_nsp_on_the_sentence_corpus(data_dir, sentence_corpus, seq_len):
   assert located > 100
   assert 0.4 < loader.nsp_labels.mean() < 0.65
   batch = loader.batch(0)
-  assert set(batch) >= {"inputs", "type_ids", "input_mask", "masked_positions", "masked_ids",
-                        "masked_weights", "nsp_labels", "example_weights"}
+  assert set(batch) >= {
+    "inputs",
+    "type_ids",
+    "input_mask",
+    "masked_positions",
+    "masked_ids",
+    "masked_weights",
+    "nsp_labels",
+    "example_weights",
+  }
   k = batch["masked_weights"] > 0
   assert k.any()
   assert not np.isin(batch["masked_ids"][k], list(ids.values())).any()
@@ -475,8 +551,10 @@ def _single_sentence_docs(n, word="zebra"):
 
 
 def test_documents_with_one_sentence_are_skipped(data_dir, tmp_path, capsys):
-  multi = [" ".join(f"{n} sees {c} boats." for c in ("red", "green", "old")[: 2 + i % 2])
-           for i, n in enumerate(["Alice", "Bob", "Carol", "Dave", "Erin", "Frank"] * 30)]
+  multi = [
+    " ".join(f"{n} sees {c} boats." for c in ("red", "green", "old")[: 2 + i % 2])
+    for i, n in enumerate(["Alice", "Bob", "Carol", "Dave", "Erin", "Frank"] * 30)
+  ]
   multi = [f"{d} Count {i}." for i, d in enumerate(multi)]
   files = _write_docs(tmp_path / "mixed.txt", multi + _single_sentence_docs(200))
   loader, tok, b = _load(_data_config(data_dir, files), seq_len=64)
@@ -514,7 +592,7 @@ def _check_full_sentences(docs, examples, seq_len, sep=SEP):
     inners.append(list(tokens[1:-1]))
   stream = [t for inner in inners for t in inner]
   expected = []
-  for d, doc in enumerate(docs):
+  for doc in docs:
     expected.extend(int(t) for s in doc for t in s)
   assert [t for t in stream if t != sep] == expected  # every token once, in order
   return inners, stream
@@ -570,7 +648,7 @@ def test_full_sentences_pack_whole_sentences_in_order(seq_len):
     first = inners[e + 1][0]
     p = corpus.pos([first])[0]
     s = corpus.sent_of[p]
-    rest = int(np.sum(corpus.sent_of[p:p + seq_len] == s))
+    rest = int(np.sum(corpus.sent_of[p : p + seq_len] == s))
     assert len(inners[e]) + min(rest, max_tokens) > max_tokens
   assert np.mean([len(t) for t, _, _ in examples]) > 0.8 * seq_len
 
@@ -579,10 +657,19 @@ def test_full_sentences_edge_cases():
   assert bert_data.full_sentence_examples([], 16, CLS, SEP) == []
   one = [[np.arange(10, 15, dtype=np.int32)]]
   assert bert_data.full_sentence_examples(one, 16, CLS, SEP) == [
-      ([CLS, 10, 11, 12, 13, 14, SEP], [0] * 7, False)]
+    ([CLS, 10, 11, 12, 13, 14, SEP], [0] * 7, False)
+  ]
   two = [[np.arange(10, 13, dtype=np.int32)], [np.arange(13, 15, dtype=np.int32)]]
-  assert bert_data.full_sentence_examples(two, 16, CLS, SEP)[0][0] == [CLS, 10, 11, 12, SEP, 13,
-                                                                       14, SEP]
+  assert bert_data.full_sentence_examples(two, 16, CLS, SEP)[0][0] == [
+    CLS,
+    10,
+    11,
+    12,
+    SEP,
+    13,
+    14,
+    SEP,
+  ]
 
 
 def test_load_full_sentences_on_the_sentence_corpus(data_dir, sentence_corpus):
@@ -646,8 +733,13 @@ def _reference_nsp(docs, seq_len, short_seq_prob, rng, cls_id, sep_id):
           b = [int(t) for s in chunk[a_end:] for t in s]
         _reference_truncate(a, b, max_tokens, rng)
         if a and b:
-          examples.append(([cls_id] + a + [sep_id] + b + [sep_id],
-                           [0] * (len(a) + 2) + [1] * (len(b) + 1), is_random))
+          examples.append(
+            (
+              [cls_id] + a + [sep_id] + b + [sep_id],
+              [0] * (len(a) + 2) + [1] * (len(b) + 1),
+              is_random,
+            )
+          )
         chunk, length = [], 0
       i += 1
   return examples
@@ -664,7 +756,7 @@ def _reference_full_sentences(docs, seq_len, cls_id, sep_id):
   for d, doc in enumerate(docs):
     for sent in doc:
       for start in range(0, len(sent), max_tokens):
-        piece = [int(t) for t in sent[start:start + max_tokens]]
+        piece = [int(t) for t in sent[start : start + max_tokens]]
         if len(cur) + len(piece) > max_tokens:
           emit()
           cur = []
@@ -683,18 +775,24 @@ def _reference_full_sentences(docs, seq_len, cls_id, sep_id):
 def test_examples_equal_the_list_based_reference(seed):
   """Pairs and packs computed on offsets, and their arrays, equal the list-based algorithm's,
   draw for draw: short and overlong sentences, one document, few, many, short targets."""
-  for num_docs, sentences, lengths in ((1, (1, 12), (1, 5)), (2, (2, 30), (1, 60)),
-                                       (60, (1, 12), (1, 200)), (150, (2, 8), (3, 40))):
+  for num_docs, sentences, lengths in (
+    (1, (1, 12), (1, 5)),
+    (2, (2, 30), (1, 60)),
+    (60, (1, 12), (1, 200)),
+    (150, (2, 8), (3, 40)),
+  ):
     corpus = Corpus(num_docs, seed=seed, sentences=sentences, lengths=lengths)
     docs = [d for d in corpus.docs if len(d) >= 2] or corpus.docs
     for seq_len in (8, 16, 64, 128):
       for p in (0.0, 0.1, 1.0):
         ours = bert_data.nsp_examples(docs, seq_len, p, np.random.default_rng(seed), CLS, SEP)
         assert ours == _reference_nsp(docs, seq_len, p, np.random.default_rng(seed), CLS, SEP)
-      assert (bert_data.full_sentence_examples(corpus.docs, seq_len, CLS, SEP)
-              == _reference_full_sentences(corpus.docs, seq_len, CLS, SEP))
-  assert bert_data.full_sentence_examples([[], [np.arange(10, 13)], []], 8, CLS, SEP) == \
-      _reference_full_sentences([[], [np.arange(10, 13)], []], 8, CLS, SEP)
+      assert bert_data.full_sentence_examples(
+        corpus.docs, seq_len, CLS, SEP
+      ) == _reference_full_sentences(corpus.docs, seq_len, CLS, SEP)
+  assert bert_data.full_sentence_examples(
+    [[], [np.arange(10, 13)], []], 8, CLS, SEP
+  ) == _reference_full_sentences([[], [np.arange(10, 13)], []], 8, CLS, SEP)
   # the arrays a piece's examples are stored as, with dupe_factor passes and skipped documents
   corpus = Corpus(200, seed=seed, sentences=(1, 10), lengths=(1, 50))
   sents = bert_data.Sentences.from_lists(corpus.docs)
@@ -702,7 +800,7 @@ def test_examples_equal_the_list_based_reference(seed):
   for nsp in (True, False):
     data = common.data_config()
     data.mlm = ml_collections.ConfigDict(dict(nsp=nsp, short_seq_prob=0.1, dupe_factor=2))
-    build = bert_data._build_examples  # pylint: disable=protected-access
+    build = bert_data._build_examples
     arrays, skipped = build(sents, data, 64, np.random.default_rng(seed), ids)
     if nsp:
       usable, rng = [d for d in corpus.docs if len(d) >= 2], np.random.default_rng(seed)

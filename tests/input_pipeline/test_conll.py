@@ -1,4 +1,5 @@
 """CoNLL NER reading, sub-token label alignment and mapping back (input_pipeline/finetuning/conll.py)."""
+
 import numpy as np
 import pytest
 
@@ -41,7 +42,8 @@ def _write(tmp_path, name, text):
 @pytest.fixture(scope="module")
 def tok():
   """A 300-token WordPiece vocabulary from CPython's docs: most CoNLL words split into pieces."""
-  import pydoc_data.topics  # pylint: disable=g-import-not-at-top
+  import pydoc_data.topics
+
   docs = [text for _, text in sorted(pydoc_data.topics.topics.items())][:40]
   words = " ".join(line.split(" ")[0] for line in CONLL.splitlines())
   return tokenizer._train_wordpiece(docs + [words], 300, True)
@@ -61,8 +63,17 @@ def _pieces(tok, word):
 
 def test_read_conll2003_layout(examples):
   assert len(examples) == 3
-  assert examples[0]["tokens"] == ["EU", "rejects", "German", "call", "to", "boycott", "British",
-                                   "lamb", "."]
+  assert examples[0]["tokens"] == [
+    "EU",
+    "rejects",
+    "German",
+    "call",
+    "to",
+    "boycott",
+    "British",
+    "lamb",
+    ".",
+  ]
   assert examples[0]["ner_tags"] == ["B-ORG", "O", "B-MISC", "O", "O", "O", "B-MISC", "O", "O"]
   assert examples[1] == {"tokens": ["Peter", "Blackburn"], "ner_tags": ["B-PER", "I-PER"]}
   assert examples[2] == {"tokens": ["BRUSSELS", "1996-08-22"], "ner_tags": ["B-LOC", "O"]}
@@ -71,8 +82,9 @@ def test_read_conll2003_layout(examples):
 def test_read_two_columns_without_trailing_blank(tmp_path):
   path = _write(tmp_path, "two.txt", "Jim B-PER\nsaw O\n\n\n\nParis S-LOC\nagain O")
   assert conll.read_conll(path) == [
-      {"tokens": ["Jim", "saw"], "ner_tags": ["B-PER", "O"]},
-      {"tokens": ["Paris", "again"], "ner_tags": ["S-LOC", "O"]}]
+    {"tokens": ["Jim", "saw"], "ner_tags": ["B-PER", "O"]},
+    {"tokens": ["Paris", "again"], "ner_tags": ["S-LOC", "O"]},
+  ]
 
 
 def test_tags_of(examples):
@@ -93,10 +105,16 @@ def test_malformed_lines_name_file_and_line(tmp_path):
 
 
 def test_from_tfds():
-  rows = [{"tokens": np.array([b"EU", b"rejects", b"German"], dtype=object),
-           "ner": np.array([3, 0, 7]), "pos": np.array([22, 42, 16])}]
+  rows = [
+    {
+      "tokens": np.array([b"EU", b"rejects", b"German"], dtype=object),
+      "ner": np.array([3, 0, 7]),
+      "pos": np.array([22, 42, 16]),
+    }
+  ]
   assert conll.from_tfds(rows, TFDS_NAMES) == [
-      {"tokens": ["EU", "rejects", "German"], "ner_tags": ["B-ORG", "O", "B-MISC"]}]
+    {"tokens": ["EU", "rejects", "German"], "ner_tags": ["B-ORG", "O", "B-MISC"]}
+  ]
   with pytest.raises(DataError, match=r"example 0 has ner id 9"):
     conll.from_tfds([{"tokens": [b"x"], "ner": [9]}], TFDS_NAMES)
 
@@ -131,8 +149,9 @@ def test_labels_on_first_sub_token_only(examples, tok):
   date = _pieces(tok, "1996-08-22")
   first = 1 + len(_pieces(tok, "BRUSSELS"))
   assert len(date) >= 5
-  assert arrays["labels"][2, first:first + len(date)].tolist() == [label_ids["O"]] + [-1] * (
-      len(date) - 1)
+  assert arrays["labels"][2, first : first + len(date)].tolist() == [label_ids["O"]] + [-1] * (
+    len(date) - 1
+  )
   assert arrays["labels"][2, 1] == label_ids["B-LOC"]
 
 
@@ -163,13 +182,16 @@ def test_word_predictions_use_the_first_sub_token(examples, tok):
   arrays, _ = conll.encode(examples[2:], tags, tok, 32)
   preds = np.zeros_like(arrays["labels"])
   date_start = 1 + len(_pieces(tok, "BRUSSELS"))
-  preds[0, date_start + 1:] = tags.index("I-PER")  # later pieces must not count
+  preds[0, date_start + 1 :] = tags.index("I-PER")  # later pieces must not count
   preds[0, date_start] = tags.index("B-LOC")
   assert conll.word_predictions(preds, arrays, examples[2:], tags) == [["O", "B-LOC"]]
 
 
 def test_unknown_tag(examples, tok):
   label_ids = {"O": 0, "B-ORG": 1}
-  with pytest.raises(DataError, match=r"config\.data\.files: sentence 1 \(word 'German'\): tag "
-                                      r"'B-MISC' is not in the training set's tags \(O, B-ORG\)"):
+  with pytest.raises(
+    DataError,
+    match=r"config\.data\.files: sentence 1 \(word 'German'\): tag "
+    r"'B-MISC' is not in the training set's tags \(O, B-ORG\)",
+  ):
     conll.encode(examples, label_ids, tok, 32)

@@ -1,6 +1,7 @@
 """A gs:// data_dir / tokenized_dir (input_pipeline/corpora/mirror.py), against a local GCS emulator:
 prepared once through a local mirror and uploaded, found by the next run on an empty cache;
 half-uploaded directories are not taken; a missing bucket fails first, in one line."""
+
 import os
 import subprocess
 import sys
@@ -9,9 +10,9 @@ import fsspec
 import numpy as np
 import pytest
 
-from pretrain.ground import errors
 from input_pipeline import tokenizer
 from input_pipeline.corpora import mirror, tokenized
+from pretrain.ground import errors
 from pretrain.objectives import registry
 from pretrain.training import data
 from tests.conftest import REPO, tiny_bert_config, tiny_gpt_config, write_sentence_corpus
@@ -22,7 +23,8 @@ def _corpus(tmp_path, n=40):
   folder.mkdir(exist_ok=True)
   for i in range(n):
     (folder / f"{i:03d}.txt").write_text(
-        f"Document {i} begins here. The cat sat on mat number {i * 7}.\n" + "More words. " * i)
+      f"Document {i} begins here. The cat sat on mat number {i * 7}.\n" + "More words. " * i
+    )
   return str(folder / "*.txt")
 
 
@@ -30,12 +32,13 @@ def _listing(url):
   """The files under `url`, relative to it."""
   fs, root = fsspec.core.url_to_fs(url)
   fs.invalidate_cache()
-  return sorted(p[len(root) + 1:] for p in fs.find(root))
+  return sorted(p[len(root) + 1 :] for p in fs.find(root))
 
 
 def _gpt(data_dir, corpus, cache, **overrides):
-  return tiny_gpt_config(data_dir, **{"data.files": corpus, "data.cache_dir": str(cache),
-                                      **overrides})
+  return tiny_gpt_config(
+    data_dir, **{"data.files": corpus, "data.cache_dir": str(cache), **overrides}
+  )
 
 
 def _spy(monkeypatch, module, name):
@@ -45,8 +48,9 @@ def _spy(monkeypatch, module, name):
   return calls
 
 
-def test_a_gs_data_dir_is_prepared_once_and_found_by_the_next_host(gcs, tmp_path, capsys,
-                                                                   monkeypatch):
+def test_a_gs_data_dir_is_prepared_once_and_found_by_the_next_host(
+  gcs, tmp_path, capsys, monkeypatch
+):
   url, corpus = gcs("data"), _corpus(tmp_path)
   trained = _spy(monkeypatch, tokenizer, "_train_bpe")
   causal_lm = registry.get("causal_lm")
@@ -57,7 +61,9 @@ def test_a_gs_data_dir_is_prepared_once_and_found_by_the_next_host(gcs, tmp_path
   tfds_dir = [f for f in files if f.startswith("local_text/") and f.endswith("dataset_info.json")]
   assert len(tfds_dir) == 1 and any(".array_record-" in f for f in files)
   assert [f for f in files if f.startswith("tokenizers/")] == [
-      f"tokenizers/{f}" for f in sorted(os.listdir(tmp_path / "cache1" / "gs" / url[5:] / "tokenizers"))]
+    f"tokenizers/{f}"
+    for f in sorted(os.listdir(tmp_path / "cache1" / "gs" / url[5:] / "tokenizers"))
+  ]
   manifests = [f for f in files if f.startswith("tokenized/") and f.endswith("/manifest.json")]
   assert len(manifests) == 2  # train and validation
   assert not [f for f in files if f.startswith("downloads") or "/." in f or f.startswith(".")]
@@ -75,23 +81,36 @@ def test_a_gs_tokenized_dir_through_the_prepare_command(gcs, tmp_path, monkeypat
   url, corpus = gcs("tokenized"), _corpus(tmp_path)
   local = tmp_path / "tfds"
   proc = subprocess.run(
-      [sys.executable, "-m", "input_pipeline.prepare", "--config=configs/gpt.py:smoke",
-       f"--config.data.data_dir={local}", f"--config.data.tokenized_dir={url}",
-       f"--config.data.files={corpus}", f"--config.data.cache_dir={tmp_path / 'cache1'}",
-       "--config.data.tokenizer.vocab_size=256"],
-      cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True,
-      timeout=120)
+    [
+      sys.executable,
+      "-m",
+      "input_pipeline.prepare",
+      "--config=configs/gpt.py:smoke",
+      f"--config.data.data_dir={local}",
+      f"--config.data.tokenized_dir={url}",
+      f"--config.data.files={corpus}",
+      f"--config.data.cache_dir={tmp_path / 'cache1'}",
+      "--config.data.tokenizer.vocab_size=256",
+    ],
+    cwd=REPO,
+    env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert f"-> {url}/train.documents" in proc.stdout, proc.stdout
   assert {"train.documents/manifest.json", "validation.documents/manifest.json"} <= set(
-      _listing(url))
+    _listing(url)
+  )
   assert not (local / "tokenized").exists()  # the tokens went to the bucket (and the mirror)
   pieces = _spy(monkeypatch, tokenized, "_prepare_piece")
   config = _gpt(str(local), corpus, tmp_path / "cache2", **{"data.tokenized_dir": url})
   _, train, _, notes = data.load_data(config, registry.get("causal_lm"))
   assert not pieces and train.num_examples > 0
-  assert os.path.isfile(tmp_path / "cache2" / "gs" / url[5:] / "train.documents" /
-                        "manifest.json"), notes
+  assert os.path.isfile(
+    tmp_path / "cache2" / "gs" / url[5:] / "train.documents" / "manifest.json"
+  ), notes
 
 
 def test_bert_examples_travel_with_the_splits(gcs, tmp_path):
@@ -105,14 +124,20 @@ def test_bert_examples_travel_with_the_splits(gcs, tmp_path):
 
 
 def test_a_fine_tuning_task_caches_its_rows_in_the_bucket(gcs, tmp_path, monkeypatch):
-  from configs.finetune import glue  # pylint: disable=g-import-not-at-top
+  from configs.finetune import glue
+
   url = gcs("glue")
   for name, n in (("train", 30), ("dev", 10)):
-    (tmp_path / f"{name}.tsv").write_text("sentence\tlabel\n" + "".join(
-        f"the old boat {i} sees red apples\t{i % 2}\n" for i in range(n)))
+    (tmp_path / f"{name}.tsv").write_text(
+      "sentence\tlabel\n"
+      + "".join(f"the old boat {i} sees red apples\t{i % 2}\n" for i in range(n))
+    )
   config = glue.get_config("sst2,size=smoke")
-  config.data.update(data_dir=url, files=f"{tmp_path}/train.tsv,{tmp_path}/dev.tsv",
-                     cache_dir=str(tmp_path / "cache1"))
+  config.data.update(
+    data_dir=url,
+    files=f"{tmp_path}/train.tsv,{tmp_path}/dev.tsv",
+    cache_dir=str(tmp_path / "cache1"),
+  )
   config.data.tokenizer.vocab_size = 60
   config.batch.update(size=8, seq_len=16)
   objective = registry.get(config.objective)
@@ -136,8 +161,12 @@ def test_a_missing_bucket_fails_first_in_one_line(gcs, tmp_path, monkeypatch):
   assert "\n" not in message and message.startswith("config.data.data_dir: bucket gs://no-such-")
   assert "does not exist" in message and "gcloud storage buckets create" in message
   assert sorted(os.listdir(tmp_path)) == ["corpus"]  # no cache, no stray local "gs:" directory
-  config = _gpt(str(tmp_path / "tfds"), _corpus(tmp_path), tmp_path / "cache",
-                **{"data.tokenized_dir": "gs://no-such-bucket/tok"})
+  config = _gpt(
+    str(tmp_path / "tfds"),
+    _corpus(tmp_path),
+    tmp_path / "cache",
+    **{"data.tokenized_dir": "gs://no-such-bucket/tok"},
+  )
   with pytest.raises(errors.UserError, match=r"^config\.data\.tokenized_dir: bucket"):
     data.load_data(config, registry.get("causal_lm"))
   assert sorted(os.listdir(tmp_path)) == ["corpus"]
@@ -147,9 +176,16 @@ def test_half_uploaded_directories_are_not_pulled(gcs, tmp_path):
   """A tfds directory without its dataset_info.json and a piece without its .json (an upload
   cut short) stay behind; lock and temporary files are never pushed."""
   url, local = gcs("partial"), tmp_path / "up"
-  for name in ("ds/1.0.0/shard-0", "ds/1.0.0/features.json", "ds/1.0.0/.prepare.lock",
-               "split/piece-00000-of-00002.tokens.bin", "split/piece-00000-of-00002.json",
-               "split/piece-00001-of-00002.tokens.bin", "split/.tmp-1-x", "x.tmp"):
+  for name in (
+    "ds/1.0.0/shard-0",
+    "ds/1.0.0/features.json",
+    "ds/1.0.0/.prepare.lock",
+    "split/piece-00000-of-00002.tokens.bin",
+    "split/piece-00000-of-00002.json",
+    "split/piece-00001-of-00002.tokens.bin",
+    "split/.tmp-1-x",
+    "x.tmp",
+  ):
     (local / name).parent.mkdir(parents=True, exist_ok=True)
     (local / name).write_text(name)
   mirror.push_dir(str(local), url)
@@ -158,13 +194,14 @@ def test_half_uploaded_directories_are_not_pulled(gcs, tmp_path):
   mirror.pull(f"{url}/ds", str(down / "ds"), marker="dataset_info.json")
   mirror.pull(f"{url}/split", str(down / "split"))
   assert not (down / "ds").exists()
-  assert sorted(os.listdir(down / "split")) == ["piece-00000-of-00002.json",
-                                                "piece-00000-of-00002.tokens.bin"]
+  assert sorted(os.listdir(down / "split")) == [
+    "piece-00000-of-00002.json",
+    "piece-00000-of-00002.tokens.bin",
+  ]
   (local / "ds/1.0.0/dataset_info.json").write_text("{}")
   mirror.push_dir(str(local), url)
   mirror.pull(f"{url}/ds", str(down / "ds"), marker="dataset_info.json")
-  assert sorted(os.listdir(down / "ds/1.0.0")) == ["dataset_info.json", "features.json",
-                                                   "shard-0"]
+  assert sorted(os.listdir(down / "ds/1.0.0")) == ["dataset_info.json", "features.json", "shard-0"]
 
 
 _PROCESS = """
@@ -187,20 +224,29 @@ print("processes:", jax.process_count())
 def test_two_hosts_share_a_gs_data_dir(gcs, tmp_path):
   """Two processes with a cache each (two hosts' disks): each tokenizes its piece and uploads
   it, process 0 writes the manifest; both read the batches one process reads."""
-  from launch import local  # pylint: disable=g-import-not-at-top
+  from launch import local
+
   url, corpus = gcs("hosts"), _corpus(tmp_path)
   envs = local.process_envs(2, local.free_port(), devices_per_process=4)
-  procs = [subprocess.Popen(  # pylint: disable=consider-using-with
+  procs = [
+    subprocess.Popen(
       [sys.executable, "-c", _PROCESS, url, corpus, str(tmp_path / f"batches{i}.npy")],
-      cwd=REPO, env=dict(os.environ, **env, PRETRAIN_CACHE_DIR=str(tmp_path / f"host{i}")),
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i, env in enumerate(envs)]
+      cwd=REPO,
+      env=dict(os.environ, **env, PRETRAIN_CACHE_DIR=str(tmp_path / f"host{i}")),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i, env in enumerate(envs)
+  ]
   outs = [p.communicate(timeout=180)[0] for p in procs]
   assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outs)
   assert all("processes: 2" in o for o in outs)
   assert "tokenized" in outs[0] and "piece 1/2" in outs[0] and "piece 2/2" not in outs[0]
   split = [f for f in _listing(url) if "/train.documents/" in f]
   assert sum(f.endswith(".tokens.bin") for f in split) == 2 and any(
-      f.endswith("manifest.json") for f in split)
+    f.endswith("manifest.json") for f in split
+  )
   for i in (0, 1):  # each host holds both pieces: its own and the other's, downloaded
     assert len(list((tmp_path / f"host{i}").rglob("train.documents/piece-*.tokens.bin"))) == 2
   one = _gpt(url, corpus, tmp_path / "host2", **{"data.prepare_pieces": 2})
@@ -212,7 +258,8 @@ def test_two_hosts_share_a_gs_data_dir(gcs, tmp_path):
 
 def test_entry_points_without_a_mirror_refuse_a_url(tmp_path):
   """sources.builders reads local directories only; the entry points hand it the mirror."""
-  from input_pipeline.corpora import sources  # pylint: disable=g-import-not-at-top
+  from input_pipeline.corpora import sources
+
   config = _gpt("gs://bucket/data", _corpus(tmp_path), tmp_path / "cache")
   with pytest.raises(sources.DataError, match=r"^config\.data\.data_dir: 'gs://bucket/data' is a"):
     sources.builders(config.data)

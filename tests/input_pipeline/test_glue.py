@@ -1,4 +1,5 @@
 """GLUE readers and encoding (input_pipeline/finetuning/glue.py), on files in GLUE's original layouts."""
+
 import pathlib
 
 import ml_collections
@@ -13,49 +14,69 @@ from pretrain.objectives import tasks
 DataError = sources.DataError
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
-SST2 = ("sentence\tlabel\n"
-        "it 's a charming and often affecting journey . \t1\n"
-        "unflinchingly bleak and desperate \t0\n"
-        "the \" quoted \" film is a wry , wonderful mess \t1\n")
+SST2 = (
+  "sentence\tlabel\n"
+  "it 's a charming and often affecting journey . \t1\n"
+  "unflinchingly bleak and desperate \t0\n"
+  'the " quoted " film is a wry , wonderful mess \t1\n'
+)
 SST2_TEST = "index\tsentence\n0\tuneasy mishmash of styles and genres .\n1\ta fine film .\n"
-COLA = ("gj04\t1\t\tOur friends won't buy this analysis, let alone the next one we propose.\n"
-        "gj04\t0\t*\tOne more pseudo generalization and I'm giving up.\n")
+COLA = (
+  "gj04\t1\t\tOur friends won't buy this analysis, let alone the next one we propose.\n"
+  "gj04\t0\t*\tOne more pseudo generalization and I'm giving up.\n"
+)
 COLA_TEST = "index\tsentence\n0\tBill whistled past the house.\n"
-MRPC = ("\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
-        "1\t702876\t702977\tAmrozi accused his brother , whom he called \" the witness \" , of "
-        "deliberately distorting his evidence .\tReferring to him as only \" the witness \" , "
-        "Amrozi accused his brother of deliberately distorting his evidence .\n"
-        "0\t2108705\t2108831\tYucaipa owned Dominick 's before selling the chain to Safeway .\t"
-        "Yucaipa bought Dominick 's in 1995 for $ 693 million .\n")
-STSB = ("index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
-        "0\tmain-captions\tMSRvid\t2012test\t0001\tnone\tnone\tA plane is taking off.\t"
-        "An air plane is taking off.\t5.000\n"
-        "1\tmain-captions\tMSRvid\t2012test\t0004\tnone\tnone\tA man is playing a flute.\t"
-        "A man is playing a bamboo flute.\t3.800\n")
-STSB_TEST = ("index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\n"
-             "0\tmain-captions\tMSRvid\t2012test\t0024\tnone\tnone\tA girl is styling her hair."
-             "\tA girl is brushing her hair.\n")
-_MNLI_HEAD = ("index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\t"
-              "sentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1\tlabel2\tlabel3\t"
-              "label4\tlabel5\tgold_label\n")
+MRPC = (
+  "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+  '1\t702876\t702977\tAmrozi accused his brother , whom he called " the witness " , of '
+  'deliberately distorting his evidence .\tReferring to him as only " the witness " , '
+  "Amrozi accused his brother of deliberately distorting his evidence .\n"
+  "0\t2108705\t2108831\tYucaipa owned Dominick 's before selling the chain to Safeway .\t"
+  "Yucaipa bought Dominick 's in 1995 for $ 693 million .\n"
+)
+STSB = (
+  "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+  "0\tmain-captions\tMSRvid\t2012test\t0001\tnone\tnone\tA plane is taking off.\t"
+  "An air plane is taking off.\t5.000\n"
+  "1\tmain-captions\tMSRvid\t2012test\t0004\tnone\tnone\tA man is playing a flute.\t"
+  "A man is playing a bamboo flute.\t3.800\n"
+)
+STSB_TEST = (
+  "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\n"
+  "0\tmain-captions\tMSRvid\t2012test\t0024\tnone\tnone\tA girl is styling her hair."
+  "\tA girl is brushing her hair.\n"
+)
+_MNLI_HEAD = (
+  "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\t"
+  "sentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1\tlabel2\tlabel3\t"
+  "label4\tlabel5\tgold_label\n"
+)
 
 
 def _mnli_row(i, premise, hypothesis, gold):
-  return (f"{i}\t{i}\t{i}n\tfiction\t( x )\t( y )\t(ROOT x)\t(ROOT y)\t{premise}\t{hypothesis}\t"
-          f"{gold}\t{gold}\t{gold}\t{gold}\t{gold}\t{gold}\n")
+  return (
+    f"{i}\t{i}\t{i}n\tfiction\t( x )\t( y )\t(ROOT x)\t(ROOT y)\t{premise}\t{hypothesis}\t"
+    f"{gold}\t{gold}\t{gold}\t{gold}\t{gold}\t{gold}\n"
+  )
 
 
-MNLI = (_MNLI_HEAD
-        + _mnli_row(0, "The new rights are nice enough", "Everyone really likes the rights.",
-                    "neutral")
-        + _mnli_row(1, "This site includes a list of all award winners.",
-                    "The site has a list of winners.", "entailment")
-        + _mnli_row(2, "uh i don't know i i have mixed emotions", "I like it a lot.",
-                    "contradiction"))
-QNLI = ("index\tquestion\tsentence\tlabel\n"
-        "0\tWhat came into force after the new constitution?\tThe law came into force.\t"
-        "entailment\n"
-        "1\tWhat is the first major city?\tThe stream flows through Bern.\tnot_entailment\n")
+MNLI = (
+  _MNLI_HEAD
+  + _mnli_row(0, "The new rights are nice enough", "Everyone really likes the rights.", "neutral")
+  + _mnli_row(
+    1,
+    "This site includes a list of all award winners.",
+    "The site has a list of winners.",
+    "entailment",
+  )
+  + _mnli_row(2, "uh i don't know i i have mixed emotions", "I like it a lot.", "contradiction")
+)
+QNLI = (
+  "index\tquestion\tsentence\tlabel\n"
+  "0\tWhat came into force after the new constitution?\tThe law came into force.\t"
+  "entailment\n"
+  "1\tWhat is the first major city?\tThe stream flows through Bern.\tnot_entailment\n"
+)
 
 ALL_TEXT = [SST2, SST2_TEST, COLA, MRPC, STSB, MNLI, QNLI]
 
@@ -85,8 +106,10 @@ def test_tasks_cover_glue_with_tfds_names():
   assert glue.TASKS["mnli"].eval_split == "validation_matched"
   assert glue.TASKS["qnli"].text_keys == ("question", "sentence")
   assert glue.TASKS["rte"].label_names == ("entailment", "not_entailment")
-  assert glue.TASKS["stsb"].num_labels == 1 and glue.TASKS["stsb"].metrics == ("pearson",
-                                                                              "spearman")
+  assert glue.TASKS["stsb"].num_labels == 1 and glue.TASKS["stsb"].metrics == (
+    "pearson",
+    "spearman",
+  )
   assert glue.TASKS["cola"].metrics == ("matthews",)
   assert glue.TASKS["mrpc"].metrics == ("accuracy", "f1")
   assert glue.TASKS["qqp"].text_keys == ("question1", "question2")
@@ -102,18 +125,23 @@ def test_read_sst2_train_and_test(tmp_path):
   assert [r["label"] for r in rows] == [1, 0, 1]
   assert [r["idx"] for r in rows] == [0, 1, 2]
   assert rows[1] == {"sentence": "unflinchingly bleak and desperate ", "label": 0, "idx": 1}
-  assert rows[2]["sentence"] == "the \" quoted \" film is a wry , wonderful mess "  # QUOTE_NONE
+  assert rows[2]["sentence"] == 'the " quoted " film is a wry , wonderful mess '  # QUOTE_NONE
   test = glue.read_tsv(_write(tmp_path, "test.tsv", SST2_TEST), glue.TASKS["sst2"])
-  assert test == [{"sentence": "uneasy mishmash of styles and genres .", "label": -1, "idx": 0},
-                  {"sentence": "a fine film .", "label": -1, "idx": 1}]
+  assert test == [
+    {"sentence": "uneasy mishmash of styles and genres .", "label": -1, "idx": 0},
+    {"sentence": "a fine film .", "label": -1, "idx": 1},
+  ]
 
 
 def test_read_cola_without_header_and_its_test_file(tmp_path):
   rows = glue.read_tsv(_write(tmp_path, "dev.tsv", COLA), "cola")
   assert len(rows) == 2
   assert rows[0]["sentence"].startswith("Our friends won't buy") and rows[0]["label"] == 1
-  assert rows[1] == {"sentence": "One more pseudo generalization and I'm giving up.",
-                     "label": 0, "idx": 1}
+  assert rows[1] == {
+    "sentence": "One more pseudo generalization and I'm giving up.",
+    "label": 0,
+    "idx": 1,
+  }
   test = glue.read_tsv(_write(tmp_path, "test.tsv", COLA_TEST), "cola")
   assert test == [{"sentence": "Bill whistled past the house.", "label": -1, "idx": 0}]
 
@@ -121,7 +149,7 @@ def test_read_cola_without_header_and_its_test_file(tmp_path):
 def test_read_mrpc_pairs(tmp_path):
   rows = glue.read_tsv(_write(tmp_path, "dev.tsv", MRPC), "mrpc")
   assert [r["label"] for r in rows] == [1, 0]
-  assert rows[0]["sentence1"].startswith("Amrozi accused his brother , whom he called \" the")
+  assert rows[0]["sentence1"].startswith('Amrozi accused his brother , whom he called " the')
   assert rows[0]["sentence2"].startswith("Referring to him as only")
   assert rows[1]["sentence2"] == "Yucaipa bought Dominick 's in 1995 for $ 693 million ."
   assert set(rows[0]) == {"sentence1", "sentence2", "label", "idx"}
@@ -156,8 +184,11 @@ def test_label_outside_the_set_names_file_and_line(tmp_path):
   assert message.startswith("config.data.files: ") and "\n" not in message
   assert f"{path} line 5: label '3' is not one of 0, 1 (sst2)" in message
   bad = MNLI + _mnli_row(3, "a", "b", "maybe")
-  with pytest.raises(DataError, match=r"mnli\.tsv line 5: label 'maybe' is not one of "
-                                      r"entailment, neutral, contradiction \(mnli\)"):
+  with pytest.raises(
+    DataError,
+    match=r"mnli\.tsv line 5: label 'maybe' is not one of "
+    r"entailment, neutral, contradiction \(mnli\)",
+  ):
     glue.read_tsv(_write(tmp_path, "mnli.tsv", bad), "mnli")
   bad = STSB.replace("\t3.800", "\t7.5")
   with pytest.raises(DataError, match=r"stsb\.tsv line 3: label '7\.5' is not a number"):
@@ -166,8 +197,11 @@ def test_label_outside_the_set_names_file_and_line(tmp_path):
 
 def test_row_with_too_few_columns(tmp_path):
   path = _write(tmp_path, "train.tsv", SST2 + "no tab on this line\n")
-  with pytest.raises(DataError, match=r"config\.data\.files: .*train\.tsv line 5: the row has 1 "
-                                      r"of the 2 tab-separated columns sst2 reads"):
+  with pytest.raises(
+    DataError,
+    match=r"config\.data\.files: .*train\.tsv line 5: the row has 1 "
+    r"of the 2 tab-separated columns sst2 reads",
+  ):
     glue.read_tsv(path, "sst2")
   with pytest.raises(DataError, match=r"cola\.tsv line 2: the row has 2 of the 4"):
     glue.read_tsv(_write(tmp_path, "cola.tsv", COLA.splitlines(True)[0] + "gj04\t0\n"), "cola")
@@ -178,7 +212,8 @@ def test_pair_task_on_a_one_text_file(tmp_path):
   with pytest.raises(DataError) as e:
     glue.read_tsv(path, "mrpc")
   assert str(e.value).startswith(
-      f"config.data.task: mrpc is a sentence-pair task but {path} has one text column")
+    f"config.data.task: mrpc is a sentence-pair task but {path} has one text column"
+  )
 
 
 def test_wrong_layout_names_missing_column(tmp_path):
@@ -191,16 +226,31 @@ def test_wrong_layout_names_missing_column(tmp_path):
 
 
 def test_from_tfds_normalises_types():
-  rows = [{"sentence1": b"A plane is taking off.", "sentence2": np.bytes_(b"An air plane."),
-           "label": np.float32(3.8), "idx": np.int32(7)}]
+  rows = [
+    {
+      "sentence1": b"A plane is taking off.",
+      "sentence2": np.bytes_(b"An air plane."),
+      "label": np.float32(3.8),
+      "idx": np.int32(7),
+    }
+  ]
   out = glue.from_tfds(rows, "stsb")
-  assert out == [{"sentence1": "A plane is taking off.", "sentence2": "An air plane.",
-                  "label": pytest.approx(3.8), "idx": 7}]
+  assert out == [
+    {
+      "sentence1": "A plane is taking off.",
+      "sentence2": "An air plane.",
+      "label": pytest.approx(3.8),
+      "idx": 7,
+    }
+  ]
   assert type(out[0]["label"]) is float and type(out[0]["idx"]) is int
-  out = glue.from_tfds([{"premise": b"p", "hypothesis": b"h", "label": np.int64(2),
-                         "idx": np.int32(0)},
-                        {"premise": b"q", "hypothesis": b"i", "label": np.int64(-1),
-                         "idx": np.int32(1)}], "mnli")
+  out = glue.from_tfds(
+    [
+      {"premise": b"p", "hypothesis": b"h", "label": np.int64(2), "idx": np.int32(0)},
+      {"premise": b"q", "hypothesis": b"i", "label": np.int64(-1), "idx": np.int32(1)},
+    ],
+    "mnli",
+  )
   assert [r["label"] for r in out] == [2, -1] and type(out[0]["label"]) is int
   assert out[0]["premise"] == "p"
 
@@ -227,7 +277,8 @@ def test_encode_pair_exact(tmp_path, tok):
   assert arrays["inputs"].shape == (2, seq_len) and arrays["inputs"].dtype == np.int32
   assert arrays["inputs"][1].tolist() == expected + [pad] * (seq_len - n)
   assert arrays["type_ids"][1].tolist() == [0] * (len(a) + 2) + [1] * (len(b) + 1) + [0] * (
-      seq_len - n)
+    seq_len - n
+  )
   assert arrays["input_mask"][1].tolist() == [1] * n + [0] * (seq_len - n)
   assert arrays["labels"].dtype == np.float32
   np.testing.assert_allclose(arrays["labels"], [5.0, 3.8], rtol=1e-6)
@@ -240,7 +291,7 @@ def test_encode_single_and_int_labels(tmp_path, tok):
   assert arrays["labels"].dtype == np.int32 and arrays["labels"].tolist() == [1, 0, 1]
   a = _ids(tok, rows[0]["sentence"])
   cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-  assert arrays["inputs"][0, :len(a) + 2].tolist() == [cls] + a + [sep]
+  assert arrays["inputs"][0, : len(a) + 2].tolist() == [cls] + a + [sep]
   assert not arrays["type_ids"].any()
   assert arrays["input_mask"][0].sum() == len(a) + 2
 
@@ -269,10 +320,10 @@ def test_longest_first_truncation(tok):
   seq_len = 3 + 2 * len(b)
   arrays, truncated = glue.encode(_pair(long_text, short_text), "rte", tok, seq_len)
   assert truncated == 1
-  assert arrays["inputs"][0].tolist() == [cls] + a[:len(b)] + [sep] + b + [sep]
+  assert arrays["inputs"][0].tolist() == [cls] + a[: len(b)] + [sep] + b + [sep]
   # Swapped: the long second text is the one cut.
   arrays, _ = glue.encode(_pair(short_text, long_text), "rte", tok, seq_len + 1)
-  assert arrays["inputs"][0].tolist() == [cls] + b + [sep] + a[:len(b) + 1] + [sep]
+  assert arrays["inputs"][0].tolist() == [cls] + b + [sep] + a[: len(b) + 1] + [sep]
   assert arrays["type_ids"][0].tolist() == [0] * (len(b) + 2) + [1] * (len(b) + 2)
   # Equal lengths, odd budget: both are cut, b first on ties, so a keeps one more.
   arrays, _ = glue.encode(_pair(long_text, long_text), "rte", tok, 3 + 7)
@@ -309,8 +360,9 @@ def test_a_window_that_cuts_most_examples_warns_on_a_line_of_its_own(tmp_path, t
   lengths = sorted(len(_ids(tok, e["sentence"])) + 2 for e in examples)  # with [CLS] [SEP]
   _, notes = tasks.GLUE_FORMAT.encode(examples, tok, data, lengths[0], True)
   assert notes[0] == "2 examples truncated to the window"
-  assert notes[1].startswith(f"warning: 2 of 3 examples (67%) lose tokens to the {lengths[0]}-"
-                             "token window")
+  assert notes[1].startswith(
+    f"warning: 2 of 3 examples (67%) lose tokens to the {lengths[0]}-token window"
+  )
   assert "config.batch.seq_len" in notes[1]
   assert lengths[1] < lengths[2]
   _, notes = tasks.GLUE_FORMAT.encode(examples, tok, data, lengths[2] - 1, True)

@@ -1,12 +1,11 @@
 """Packing and step-indexed batches (input_pipeline/lm_data.py)."""
+
 import numpy as np
 import pytest
 
 from configs import common
-from input_pipeline import lm_data
-from input_pipeline.corpora import sources
-from input_pipeline.corpora import tokenized
-from input_pipeline import tokenizer
+from input_pipeline import lm_data, tokenizer
+from input_pipeline.corpora import sources, tokenized
 
 EOS = "<|endoftext|>"
 
@@ -17,8 +16,9 @@ def _char_tok(tmp_path, texts):
   return tokenizer.get_tokenizer(cfg, str(tmp_path / "tok"), lambda: iter(texts))
 
 
-def _windows(n_tokens=101, seq_len=10, batch_size=2, seed=0, shuffle=True, document_mask=False,
-             positions=None):
+def _windows(
+  n_tokens=101, seq_len=10, batch_size=2, seed=0, shuffle=True, document_mask=False, positions=None
+):
   tokens = np.arange(n_tokens, dtype=np.int32)  # a token's value is its index in the stream
   if positions is None:
     positions = np.arange(n_tokens, dtype=np.int32)
@@ -44,7 +44,7 @@ def test_tokenize_stream_joins_documents_with_eos(tmp_path):
     expected += tok.encode(d, add_special_tokens=False).ids + [eos]
   assert tokens.tolist() == expected
   assert len(tokens) == sum(len(d) + 1 for d in docs)
-  assert positions.tolist() == [0, 1, 2, 3, 4, 5,  0,  0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,  0, 1]
+  assert positions.tolist() == [0, 1, 2, 3, 4, 5, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0, 1]
   # the position resets to 0 exactly on the token after each EOS
   assert positions[0] == 0
   np.testing.assert_array_equal(positions[1:] == 0, tokens[:-1] == eos)
@@ -130,8 +130,11 @@ def test_batch_is_a_pure_function_of_seed_and_step():
     np.testing.assert_array_equal(a.batch(step)["inputs"], fresh.batch(step)["inputs"])
   # a different seed (or dataset, as the trainer passes [seed, dataset index]) gives another
   # order
-  order = lambda seed: [s for step in range(5)  # noqa: E731
-                        for s in _starts(_windows(n_tokens=110, seed=seed).batch(step))]
+  order = lambda seed: [
+    s
+    for step in range(5)  # noqa: E731
+    for s in _starts(_windows(n_tokens=110, seed=seed).batch(step))
+  ]
   assert order(3) != order(4)
   assert order([3, 0]) == order([3, 0])
   assert order([3, 0]) != order([3, 1])
@@ -141,8 +144,9 @@ def _epoch_starts(w, epoch):
   n = w.num_windows
   assert n % w.batch_size == 0
   per_epoch = n // w.batch_size
-  return [s for step in range(epoch * per_epoch, (epoch + 1) * per_epoch)
-          for s in _starts(w.batch(step))]
+  return [
+    s for step in range(epoch * per_epoch, (epoch + 1) * per_epoch) for s in _starts(w.batch(step))
+  ]
 
 
 def test_every_window_once_per_epoch_and_epochs_reshuffle():
@@ -169,7 +173,7 @@ def test_batch_straddling_an_epoch_boundary():
   assert w.num_windows == 10
   starts = [s for step in range(10) for s in _starts(w.batch(step))]
   for e in range(3):
-    epoch = starts[10 * e:10 * (e + 1)]
+    epoch = starts[10 * e : 10 * (e + 1)]
     assert sorted(epoch) == [min(epoch) + 10 * k for k in range(10)]
   fresh = _windows(n_tokens=110, seq_len=10, batch_size=3, seed=1, shuffle=True)
   assert _starts(fresh.batch(3)) == starts[9:12]
@@ -178,8 +182,14 @@ def test_batch_straddling_an_epoch_boundary():
 
 
 def test_document_mask_positions_and_segments(tmp_path):
-  docs = ["short", "a somewhat longer document here", "x", "", "mid-sized text",
-          "another one that spans windows for sure, it is long enough"] * 3
+  docs = [
+    "short",
+    "a somewhat longer document here",
+    "x",
+    "",
+    "mid-sized text",
+    "another one that spans windows for sure, it is long enough",
+  ] * 3
   tok = _char_tok(tmp_path, docs)
   eos = tok.token_to_id(EOS)
   tokens, doc_pos = lm_data.tokenize_stream(tok, docs, eos)
@@ -197,8 +207,8 @@ def test_document_mask_positions_and_segments(tmp_path):
     assert pos.shape == seg.shape == inp.shape == (4, seq_len)
     for r in range(4):
       start = (step * 4 + r) * seq_len
-      np.testing.assert_array_equal(inp[r], tokens[start:start + seq_len])
-      expected = doc_pos[start:start + seq_len].copy()
+      np.testing.assert_array_equal(inp[r], tokens[start : start + seq_len])
+      expected = doc_pos[start : start + seq_len].copy()
       carried = np.cumsum(expected == 0) == 0  # a document begun in an earlier window
       expected[carried] -= expected[0]
       np.testing.assert_array_equal(pos[r], expected)
@@ -241,8 +251,9 @@ def _prepared_char_corpus(tmp_path, text, **data_overrides):
   data.update(data_overrides)
   b = sources.builder(data)
   sources.prepare(b)
-  tok = tokenizer.get_tokenizer(data.tokenizer, data.data_dir,
-                                lambda: sources.texts(b, "train", "text"))
+  tok = tokenizer.get_tokenizer(
+    data.tokenizer, data.data_dir, lambda: sources.texts(b, "train", "text")
+  )
   return data, b, tok
 
 
@@ -269,32 +280,30 @@ def test_load(tmp_path):
   assert tok.decode(_all_tokens(train)[:-1].tolist()) == text[:n_train]
   # shuffled: as many windows as leave seq_len - 1 tokens of slack for the per-epoch shift
   assert train.num_windows * 64 + 63 <= n_train < (train.num_windows + 1) * 64 + 63
-  ordered = _load(data, b, tok, "train", batch_size=2, seq_len=64, seed=0,
-                               shuffle=False)
+  ordered = _load(data, b, tok, "train", batch_size=2, seq_len=64, seed=0, shuffle=False)
   assert ordered.num_windows == n_train // 64
   np.testing.assert_array_equal(_all_tokens(ordered), _all_tokens(train))
   batch = train.batch(0)
   assert set(batch) == {"inputs", "targets", "positions", "segment_ids"}
   assert batch["inputs"].shape == (2, 64)
 
-  with pytest.raises(sources.DataError, match=r"validation: .*fewer than one window.*"
-                                              r"config\.batch\.seq_len"):
-    _load(data, b, tok, "validation", batch_size=2, seq_len=200, seed=0,
-                       shuffle=False)
+  with pytest.raises(
+    sources.DataError,
+    match=r"validation: .*fewer than one window.*"
+    r"config\.batch\.seq_len",
+  ):
+    _load(data, b, tok, "validation", batch_size=2, seq_len=200, seed=0, shuffle=False)
   # exactly one window needs seq_len + 1 tokens
-  val = _load(data, b, tok, "validation", batch_size=1, seq_len=n_val, seed=0,
-                           shuffle=False)
+  val = _load(data, b, tok, "validation", batch_size=1, seq_len=n_val, seed=0, shuffle=False)
   assert val.num_windows == 1
   with pytest.raises(sources.DataError, match="fewer than one window"):
-    _load(data, b, tok, "validation", batch_size=1, seq_len=n_val + 1, seed=0,
-                       shuffle=False)
+    _load(data, b, tok, "validation", batch_size=1, seq_len=n_val + 1, seed=0, shuffle=False)
 
 
 def test_load_one_window_when_shuffled(tmp_path):
   text = "".join(f"line {i}: sphinx of black quartz, judge my vow.\n" for i in range(20))
   data, b, tok = _prepared_char_corpus(tmp_path, text)
   n_val = len(text) - int(len(text) * 0.9)  # n_val + 1 tokens == one window of seq_len=n_val
-  val = _load(data, b, tok, "validation", batch_size=1, seq_len=n_val, seed=0,
-                           shuffle=True)
+  val = _load(data, b, tok, "validation", batch_size=1, seq_len=n_val, seed=0, shuffle=True)
   assert val.num_windows == 1
   np.testing.assert_array_equal(val.batch(0)["inputs"][0], _all_tokens(val)[:-1])

@@ -1,4 +1,5 @@
 """The local-text tfds builder (input_pipeline/corpora/local_text.py) and sources.py, on real files."""
+
 import collections
 import gzip
 import json
@@ -8,8 +9,7 @@ import socket
 import pytest
 
 from configs import common
-from input_pipeline.corpora import local_text
-from input_pipeline.corpora import sources
+from input_pipeline.corpora import local_text, sources
 
 DataError = local_text.DataError
 
@@ -104,8 +104,9 @@ def test_comma_separated_paths_and_globs(tmp_path):
   assert cfg.files == tuple(str(p) for p in a + b_ + [single])
   b = _prepared(tmp_path / "tfds", spec, validation_fraction=0.3)
   got = _texts(b, "train") + _texts(b, "validation")
-  assert sorted(got) == sorted([_doc(i) for i in range(10)] + [_doc(50 + i) for i in range(10)] +
-                               [_doc(99)])
+  assert sorted(got) == sorted(
+    [_doc(i) for i in range(10)] + [_doc(50 + i) for i in range(10)] + [_doc(99)]
+  )
 
 
 def test_overlapping_patterns_do_not_duplicate_files(tmp_path):
@@ -119,8 +120,10 @@ def test_overlapping_patterns_do_not_duplicate_files(tmp_path):
 
 
 def test_doc_split_file_vs_blank_line(tmp_path):
-  blocks = [[f"file {f} block {k}: some words here\nand another line {f * 10 + k}" for k in range(8)]
-            for f in range(4)]
+  blocks = [
+    [f"file {f} block {k}: some words here\nand another line {f * 10 + k}" for k in range(8)]
+    for f in range(4)
+  ]
   files = []
   for f, bl in enumerate(blocks):
     # runs of blank lines and whitespace-only blocks give no extra documents
@@ -130,7 +133,8 @@ def test_doc_split_file_vs_blank_line(tmp_path):
   whole = _prepared(tmp_path / "tfds", files, doc_split="file", validation_fraction=0.5)
   assert len(_texts(whole, "train")) + len(_texts(whole, "validation")) == 4
   assert sorted(_texts(whole, "train") + _texts(whole, "validation")) == sorted(
-      p.read_text() for p in files)
+    p.read_text() for p in files
+  )
   # 'blank_line': one document per non-empty block
   split = _prepared(tmp_path / "tfds", files, doc_split="blank_line", validation_fraction=0.5)
   got = _texts(split, "train") + _texts(split, "validation")
@@ -174,8 +178,8 @@ def test_tail_split_matches_nanogpt(tmp_path):
   path = _write(tmp_path / "input.txt", text)
   b = _prepared(tmp_path / "tfds", str(path), split_by="tail", validation_fraction=0.1)
   train, val = _texts(b, "train"), _texts(b, "validation")
-  assert train == [text[:int(n * 0.9)]]
-  assert val == [text[int(n * 0.9):]]
+  assert train == [text[: int(n * 0.9)]]
+  assert val == [text[int(n * 0.9) :]]
 
 
 def test_tail_split_over_several_documents(tmp_path):
@@ -227,8 +231,9 @@ def test_new_files_never_reuse_stale_data(tmp_path):
   b_new = _prepared(data_dir, new, validation_fraction=0.3)
   assert b_old.builder_config.name != b_new.builder_config.name
   assert b_old.data_dir != b_new.data_dir
-  assert set(_texts(b_new, "train") + _texts(b_new, "validation")) == {_doc(500 + i)
-                                                                        for i in range(20)}
+  assert set(_texts(b_new, "train") + _texts(b_new, "validation")) == {
+    _doc(500 + i) for i in range(20)
+  }
   # the old corpus is still there, untouched
   again = _prepared(data_dir, old, validation_fraction=0.3)
   assert set(_texts(again, "train") + _texts(again, "validation")) == {_doc(i) for i in range(20)}
@@ -280,8 +285,11 @@ def test_glob_matching_only_directories(tmp_path):
 
 
 def test_whitespace_only_files(tmp_path):
-  files = [_write(tmp_path / "in" / "a.txt", "  \n\n\t \n"), _write(tmp_path / "in" / "b.txt", ""),
-           _write(tmp_path / "in" / "c.jsonl", _jsonl([{"text": "   "}, {"text": "\n"}]))]
+  files = [
+    _write(tmp_path / "in" / "a.txt", "  \n\n\t \n"),
+    _write(tmp_path / "in" / "b.txt", ""),
+    _write(tmp_path / "in" / "c.jsonl", _jsonl([{"text": "   "}, {"text": "\n"}])),
+  ]
   with pytest.raises(DataError, match=r"config\.data\.files.*no text"):
     _prepared(tmp_path / "tfds", files)
   with pytest.raises(DataError, match=r"config\.data\.files.*no text"):
@@ -290,7 +298,9 @@ def test_whitespace_only_files(tmp_path):
 
 def test_bad_jsonl_lines_are_skipped_and_counted(tmp_path, capsys):
   good = [{"text": _doc(i)} for i in range(40)]
-  lines = _jsonl(good[:20]) + "{not json\n" + _jsonl([{"content": "no text field"}]) + _jsonl(good[20:])
+  lines = (
+    _jsonl(good[:20]) + "{not json\n" + _jsonl([{"content": "no text field"}]) + _jsonl(good[20:])
+  )
   path = _write(tmp_path / "in" / "c.jsonl", lines)
   b = _prepared(tmp_path / "tfds", str(path))
   assert sorted(_texts(b, "train") + _texts(b, "validation")) == sorted(r["text"] for r in good)
@@ -319,10 +329,13 @@ def test_blank_line_blocks_skip_only_the_invalid_block(tmp_path):
   path = tmp_path / "in" / "a.txt"
   path.parent.mkdir(parents=True)
   path.write_bytes(b"first block\n\nbad \xff block\n\n\n\nthird block\r\nsame block\n")
-  b = _prepared(tmp_path / "tfds", str(path), doc_split="blank_line", split_by="tail",
-                validation_fraction=0.01)
+  b = _prepared(
+    tmp_path / "tfds", str(path), doc_split="blank_line", split_by="tail", validation_fraction=0.01
+  )
   texts = _texts(b, "train") + _texts(b, "validation")
-  assert "".join(sorted(texts)).strip() == "first blockthird block\nsame block"  # CRLF as in text mode
+  assert (
+    "".join(sorted(texts)).strip() == "first blockthird block\nsame block"
+  )  # CRLF as in text mode
 
 
 def test_stats_of_tfds_texts(tmp_path):
@@ -356,7 +369,8 @@ def test_too_few_documents_for_a_hash_split(tmp_path):
 
 
 def test_default_corpus_is_pydoc_topics(tmp_path):
-  import pydoc_data.topics  # pylint: disable=g-import-not-at-top
+  import pydoc_data.topics
+
   b = _prepared(tmp_path / "tfds")
   assert b.builder_config.name.startswith(local_text.DEFAULT_CORPUS + "_")
   assert b.builder_config.files == ()
@@ -374,6 +388,7 @@ def test_default_corpus_is_pydoc_topics(tmp_path):
 def no_network(monkeypatch):
   def refuse(*args, **kwargs):
     raise AssertionError("tried to use the network")
+
   monkeypatch.setattr(socket.socket, "connect", refuse)
   monkeypatch.setattr(socket.socket, "connect_ex", refuse)
   monkeypatch.setattr(socket, "create_connection", refuse)
@@ -384,8 +399,11 @@ def test_unprepared_tfds_dataset_says_tfds_build(tmp_path, no_network):
   data_dir = tmp_path / "empty"
   data_dir.mkdir()
   data = _data(data_dir, dataset="tiny_shakespeare")
-  with pytest.raises(DataError, match=r"config\.data\.dataset.*tiny_shakespeare.*tfds build "
-                                      r"tiny_shakespeare"):
+  with pytest.raises(
+    DataError,
+    match=r"config\.data\.dataset.*tiny_shakespeare.*tfds build "
+    r"tiny_shakespeare",
+  ):
     sources.builder(data)
   assert not list(data_dir.rglob("*.array_record*")) and not list(data_dir.rglob("*.tfrecord*"))
 
@@ -413,11 +431,16 @@ def test_texts_errors_and_shards(tmp_path):
 def test_tokenizer_training_sample_is_bounded_spread_and_deterministic(tmp_path, monkeypatch):
   """config.data.tokenizer.max_train_chars: a sample spread over the whole train split (every
   file), not its first characters; the whole split when it fits."""
-  from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
+  from input_pipeline import tokenizer
   from input_pipeline.corpora import tokenized
-  files = [_write(tmp_path / "c" / f"{i}.txt",
-                  "\n\n".join(f"file {i} block {j}: " + "words " * (j % 7) for j in range(60)))
-           for i in range(6)]
+
+  files = [
+    _write(
+      tmp_path / "c" / f"{i}.txt",
+      "\n\n".join(f"file {i} block {j}: " + "words " * (j % 7) for j in range(60)),
+    )
+    for i in range(6)
+  ]
   data = _data(tmp_path / "d", files, doc_split="blank_line")
   b = sources.builders(data)[""]
   everything = _texts(b, "train")
@@ -433,9 +456,10 @@ def test_tokenizer_training_sample_is_bounded_spread_and_deterministic(tmp_path,
   assert sources.sample_texts(b, "train", "text", 10**9) == everything
   # the tokenizer is trained on that sample (its cache key covers the sample's text)
   trained_on = []
-  real = tokenizer._train_bpe  # pylint: disable=protected-access
-  monkeypatch.setattr(tokenizer, "_train_bpe",
-                      lambda texts, *a: trained_on.extend(texts) or real(texts, *a))
+  real = tokenizer._train_bpe
+  monkeypatch.setattr(
+    tokenizer, "_train_bpe", lambda texts, *a: trained_on.extend(texts) or real(texts, *a)
+  )
   data.tokenizer.update(max_train_chars=limit, vocab_size=300)
   tokenized.tokenizer_for(data, {"": b})
   assert trained_on == sample

@@ -1,10 +1,10 @@
 """BERT masked-LM corruption (input_pipeline/masking.py) and the step-indexed loader of masked
 examples (bert_data.MaskedExamples): statistics, layout, whole words, determinism."""
+
 import numpy as np
 import pytest
 
-from configs import bert
-from configs import common
+from configs import bert, common
 from input_pipeline import bert_data, masking, tokenizer
 
 SPECIALS = list(tokenizer.BERT_SPECIALS)  # ids 0..4, as in a trained WordPiece vocabulary
@@ -37,8 +37,9 @@ def _mlm(seq_len=128, **overrides):
 
 
 def _spec(max_predictions=128, tokens=VOCAB, **overrides):
-  return masking.make_spec(FakeTok(tokens), range(5), MASK,
-                           _mlm(max_predictions=max_predictions, **overrides))
+  return masking.make_spec(
+    FakeTok(tokens), range(5), MASK, _mlm(max_predictions=max_predictions, **overrides)
+  )
 
 
 def _example_rows(n, seq_len, seed=0, body=lambda rng, k: rng.choice(NON_SPECIAL, k)):
@@ -92,8 +93,9 @@ def test_make_spec_from_a_tokenizer_and_config():
   spec = masking.make_spec(FakeTok(tokens), [3, 0, 2, 3, 1, 4], MASK, _mlm(max_predictions=7))
   np.testing.assert_array_equal(spec.special_ids, [0, 1, 2, 3, 4])
   np.testing.assert_array_equal(spec.replacement_ids, np.arange(5, len(tokens)))
-  np.testing.assert_array_equal(spec.continuation,
-                                [t is not None and t.startswith("##") for t in tokens])
+  np.testing.assert_array_equal(
+    spec.continuation, [t is not None and t.startswith("##") for t in tokens]
+  )
   assert spec.continuation[PIECE_IDS].all() and not spec.continuation[WORD_IDS].any()
   assert spec.mask_id == MASK and spec.max_predictions == 7 and not spec.whole_word
   assert (spec.mask_prob, spec.mask_token_prob, spec.random_token_prob) == (0.15, 0.8, 0.1)
@@ -194,16 +196,19 @@ def test_probabilities_are_honoured():
   changed = total = 0
   for i in range(len(rows)):
     length = int(lengths[i])
-    inputs, positions, _, weights = masking.mask_row(rows[i], length, all_mask,
-                                                     np.random.default_rng(i))
+    inputs, positions, _, weights = masking.mask_row(
+      rows[i], length, all_mask, np.random.default_rng(i)
+    )
     sel = positions[weights > 0]
     assert len(sel) and np.all(inputs[sel] == MASK)
-    inputs, positions, _, weights = masking.mask_row(rows[i], length, none_changed,
-                                                     np.random.default_rng(i))
+    inputs, positions, _, weights = masking.mask_row(
+      rows[i], length, none_changed, np.random.default_rng(i)
+    )
     assert weights.sum() > 0
     np.testing.assert_array_equal(inputs, rows[i])
-    inputs, positions, _, weights = masking.mask_row(rows[i], length, all_random,
-                                                     np.random.default_rng(i))
+    inputs, positions, _, weights = masking.mask_row(
+      rows[i], length, all_random, np.random.default_rng(i)
+    )
     sel = positions[weights > 0]
     assert not np.isin(inputs[sel], all_random.special_ids).any()
     changed += np.sum(inputs[sel] != rows[i][sel])
@@ -263,8 +268,12 @@ def test_whole_word_masking_selects_every_piece_of_a_word():
     assert len(sel) <= num
     full += len(sel) == num
     multi += sum(len(g) > 1 and g[0] in sel for g in groups)
-    sel = _check_layout(rows[i], length, plain,
-                        masking.mask_row(rows[i], length, plain, np.random.default_rng([1, i])))
+    sel = _check_layout(
+      rows[i],
+      length,
+      plain,
+      masking.mask_row(rows[i], length, plain, np.random.default_rng([1, i])),
+    )
     plain_split += len(_split_words(groups, sel))
   assert full > 0.95 * n  # whole words still fill the quota (single-piece words fit the gaps)
   assert multi > n  # multi-piece words are selected, not avoided
@@ -272,18 +281,41 @@ def test_whole_word_masking_selects_every_piece_of_a_word():
 
 
 def test_whole_word_masking_with_a_real_wordpiece_vocabulary(tmp_path):
-  pieces = ["un", "##believ", "##able", "play", "##ing", "##ed", "the", "cat", "dog", "s",
-            "##tr", "##ang", "##ely", "re", "##do", "##ne", ".", ","]
+  pieces = [
+    "un",
+    "##believ",
+    "##able",
+    "play",
+    "##ing",
+    "##ed",
+    "the",
+    "cat",
+    "dog",
+    "s",
+    "##tr",
+    "##ang",
+    "##ely",
+    "re",
+    "##do",
+    "##ne",
+    ".",
+    ",",
+  ]
   path = tmp_path / "vocab.txt"
   path.write_text("\n".join(SPECIALS + pieces) + "\n", encoding="utf-8")
   cfg = common.data_config().tokenizer
   cfg.update(kind="file", path=str(path), eos_token="[SEP]")
   tok = tokenizer.get_tokenizer(cfg, str(tmp_path), None)
   ids = tokenizer.check_bert_specials(tok)
-  spec = masking.make_spec(tok, [ids[t] for t in tokenizer.BERT_SPECIALS], ids["[MASK]"],
-                           _mlm(max_predictions=20, whole_word=True))
+  spec = masking.make_spec(
+    tok,
+    [ids[t] for t in tokenizer.BERT_SPECIALS],
+    ids["[MASK]"],
+    _mlm(max_predictions=20, whole_word=True),
+  )
   np.testing.assert_array_equal(
-      spec.continuation, [tok.id_to_token(i).startswith("##") for i in range(tok.get_vocab_size())])
+    spec.continuation, [tok.id_to_token(i).startswith("##") for i in range(tok.get_vocab_size())]
+  )
   text = ("The cat, strangely unbelievable, played; the dog redone playing. " * 4).strip()
   enc = tok.encode(text, add_special_tokens=False)
   assert "##believ" in enc.tokens and "[UNK]" in enc.tokens  # ';' is unknown
@@ -322,9 +354,15 @@ def _examples(n=24, seq_len=32, seed=0):
 
 def _loader(examples=None, seed=(3, 0), shuffle=True, batch_size=8, nsp=True, max_predictions=6):
   return bert_data.MaskedExamples.from_examples(
-      _examples() if examples is None else examples, seq_len=32, pad_id=PAD,
-      batch_size=batch_size, seed=list(seed), shuffle=shuffle,
-      spec=_spec(max_predictions=max_predictions), nsp=nsp)
+    _examples() if examples is None else examples,
+    seq_len=32,
+    pad_id=PAD,
+    batch_size=batch_size,
+    seed=list(seed),
+    shuffle=shuffle,
+    spec=_spec(max_predictions=max_predictions),
+    nsp=nsp,
+  )
 
 
 def _assert_batches_equal(a, b):
@@ -334,8 +372,10 @@ def _assert_batches_equal(a, b):
 
 
 def _masks_differ(a, b):
-  return not (np.array_equal(a["inputs"], b["inputs"]) and
-              np.array_equal(a["masked_positions"], b["masked_positions"]))
+  return not (
+    np.array_equal(a["inputs"], b["inputs"])
+    and np.array_equal(a["masked_positions"], b["masked_positions"])
+  )
 
 
 def test_batch_contents_match_the_examples():
@@ -346,7 +386,9 @@ def test_batch_contents_match_the_examples():
   for step in range(3):
     b = loader.batch(step)
     assert b["inputs"].shape == b["type_ids"].shape == b["input_mask"].shape == (8, 32)
-    assert b["masked_positions"].shape == b["masked_ids"].shape == b["masked_weights"].shape == (8, 6)
+    assert (
+      b["masked_positions"].shape == b["masked_ids"].shape == b["masked_weights"].shape == (8, 6)
+    )
     np.testing.assert_array_equal(b["example_weights"], np.ones(8))
     for j in range(8):
       length = int(b["input_mask"][j].sum())
@@ -387,8 +429,9 @@ def test_batches_are_deterministic_and_masked_afresh_each_step():
   # another seed: other masks (and another shuffle)
   other = _loader(seed=(4, 0))
   assert _masks_differ(a.batch(0), other.batch(0))
-  assert _masks_differ(_loader(small, shuffle=False).batch(0),
-                       _loader(small, shuffle=False, seed=(4, 0)).batch(0))
+  assert _masks_differ(
+    _loader(small, shuffle=False).batch(0), _loader(small, shuffle=False, seed=(4, 0)).batch(0)
+  )
   # the dataset index is part of the seed
   assert _masks_differ(_loader(small, shuffle=False, seed=(3, 1)).batch(0), s0)
 
@@ -407,7 +450,7 @@ def test_shuffle_visits_every_example_once_per_epoch():
   odd = _loader(batch_size=10)
   seen = np.concatenate([odd.batch(s)["input_mask"].sum(1) for s in range(12)])  # 5 epochs
   for e in range(5):
-    assert sorted(seen[e * 24:(e + 1) * 24].tolist()) == list(range(8, 32))
+    assert sorted(seen[e * 24 : (e + 1) * 24].tolist()) == list(range(8, 32))
   np.testing.assert_array_equal(seen[20:30], _loader(batch_size=10).batch(2)["input_mask"].sum(1))
 
 

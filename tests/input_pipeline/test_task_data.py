@@ -1,5 +1,6 @@
 """Labelled data for fine-tuning: a prepared tfds dataset and local files give the same rows;
 rows are encoded once and cached; batches are step-indexed (a resumed run sees the same)."""
+
 import os
 import random
 
@@ -15,18 +16,32 @@ WORDS = ["alice", "bob", "likes", "sees", "green", "red", "apples", "boats", "th
 
 def _examples(n, seed):
   r = random.Random(seed)
-  return [{"sentence": " ".join(r.choice(WORDS) for _ in range(r.randint(3, 9))),
-           "label": r.randrange(2), "idx": i} for i in range(n)]
+  return [
+    {
+      "sentence": " ".join(r.choice(WORDS) for _ in range(r.randint(3, 9))),
+      "label": r.randrange(2),
+      "idx": i,
+    }
+    for i in range(n)
+  ]
 
 
 class GlueSst2Fixture(tfds.core.GeneratorBasedBuilder):
   """A real tfds builder with the features of tfds `glue/sst2`."""
+
   VERSION = tfds.core.Version("1.0.0")
 
   def _info(self):
-    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-        "sentence": tfds.features.Text(), "idx": np.int32,
-        "label": tfds.features.ClassLabel(names=["negative", "positive"])}))
+    return tfds.core.DatasetInfo(
+      builder=self,
+      features=tfds.features.FeaturesDict(
+        {
+          "sentence": tfds.features.Text(),
+          "idx": np.int32,
+          "label": tfds.features.ClassLabel(names=["negative", "positive"]),
+        }
+      ),
+    )
 
   def _split_generators(self, dl_manager):
     del dl_manager
@@ -38,7 +53,8 @@ class GlueSst2Fixture(tfds.core.GeneratorBasedBuilder):
 
 
 def _config(data_dir, **data):
-  from configs.finetune import glue  # pylint: disable=g-import-not-at-top
+  from configs.finetune import glue
+
   config = glue.get_config("sst2,size=smoke")
   config.data.update(data_dir=data_dir, **data)
   config.batch.update(size=8, seq_len=16)
@@ -53,36 +69,46 @@ def _write_tsv(path, examples):
 
 @pytest.fixture(scope="module")
 def tok():
-  return tokenizer._train_wordpiece([" ".join(WORDS)] * 5, 60, True)  # pylint: disable=protected-access
+  return tokenizer._train_wordpiece([" ".join(WORDS)] * 5, 60, True)
 
 
 def test_tfds_dataset_and_files_give_the_same_rows(tmp_path, tok):
   tfds_dir = str(tmp_path / "tfds")
   GlueSst2Fixture(data_dir=tfds_dir).download_and_prepare(file_format="array_record")
   _, train, val, notes = task_data.load(
-      _config(tfds_dir, dataset="glue_sst2_fixture"), _sst2_format(), tok)
-  files = _write_tsv(tmp_path / "train.tsv", _examples(40, 0)) + "," + _write_tsv(
-      tmp_path / "dev.tsv", _examples(12, 1))
-  _, train2, val2, _ = task_data.load(_config(str(tmp_path / "d2"), files=files),
-                                      _sst2_format(), tok)
+    _config(tfds_dir, dataset="glue_sst2_fixture"), _sst2_format(), tok
+  )
+  files = (
+    _write_tsv(tmp_path / "train.tsv", _examples(40, 0))
+    + ","
+    + _write_tsv(tmp_path / "dev.tsv", _examples(12, 1))
+  )
+  _, train2, val2, _ = task_data.load(
+    _config(str(tmp_path / "d2"), files=files), _sst2_format(), tok
+  )
   assert train.num_examples == 40 and val[""].num_examples == 12
   for a, b in ((train, train2), (val[""], val2[""])):
     order = np.argsort([e["idx"] for e in a.source])  # tfds stores examples shuffled
     for k in ("inputs", "type_ids", "input_mask", "labels"):
       np.testing.assert_array_equal(a.arrays[k][order], b.arrays[k])
   assert sorted(e["sentence"] for e in val[""].source) == sorted(
-      e["sentence"] for e in _examples(12, 1))
+    e["sentence"] for e in _examples(12, 1)
+  )
   assert notes[0].startswith("data sst2 train: 40 examples, 40 rows of 16 tokens")
 
 
 def _sst2_format():
-  from pretrain.objectives import tasks  # pylint: disable=g-import-not-at-top
+  from pretrain.objectives import tasks
+
   return tasks.GLUE_FORMAT
 
 
 def test_rows_are_encoded_once_and_cached(tmp_path, tok, monkeypatch):
-  files = _write_tsv(tmp_path / "train.tsv", _examples(30, 0)) + "," + _write_tsv(
-      tmp_path / "dev.tsv", _examples(10, 1))
+  files = (
+    _write_tsv(tmp_path / "train.tsv", _examples(30, 0))
+    + ","
+    + _write_tsv(tmp_path / "dev.tsv", _examples(10, 1))
+  )
   config = _config(str(tmp_path / "data"), files=files)
   _, first, _, _ = task_data.load(config, _sst2_format(), tok)
   cached = sorted(os.listdir(tmp_path / "data" / "finetune"))
@@ -100,20 +126,24 @@ def test_rows_are_encoded_once_and_cached(tmp_path, tok, monkeypatch):
 
 
 def test_batches_are_step_indexed(tmp_path, tok):
-  files = _write_tsv(tmp_path / "train.tsv", _examples(20, 0)) + "," + _write_tsv(
-      tmp_path / "dev.tsv", _examples(6, 1))
-  _, train, val, _ = task_data.load(_config(str(tmp_path / "data"), files=files),
-                                    _sst2_format(), tok)
+  files = (
+    _write_tsv(tmp_path / "train.tsv", _examples(20, 0))
+    + ","
+    + _write_tsv(tmp_path / "dev.tsv", _examples(6, 1))
+  )
+  _, train, val, _ = task_data.load(
+    _config(str(tmp_path / "data"), files=files), _sst2_format(), tok
+  )
   # Two epochs of 20 examples in batches of 8: each epoch a permutation of all examples.
   rows = [train.examples(np.arange(20 * e, 20 * (e + 1)), 0, 0, None)["inputs"] for e in (0, 1)]
   for epoch_rows in rows:
     assert sorted(map(tuple, epoch_rows)) == sorted(map(tuple, train.arrays["inputs"]))
   assert not np.array_equal(rows[0], rows[1])  # a fresh order each epoch
   # The batch of a step is the same from a fresh loader (a resumed run) and for any rows split.
-  _, again, _, _ = task_data.load(_config(str(tmp_path / "data"), files=files),
-                                  _sst2_format(), tok)
+  _, again, _, _ = task_data.load(_config(str(tmp_path / "data"), files=files), _sst2_format(), tok)
   np.testing.assert_array_equal(train.batch(3)["inputs"], again.batch(3)["inputs"])
-  np.testing.assert_array_equal(train.batch(3, rows=[4, 5])["inputs"],
-                                train.batch(3)["inputs"][4:6])
+  np.testing.assert_array_equal(
+    train.batch(3, rows=[4, 5])["inputs"], train.batch(3)["inputs"][4:6]
+  )
   # Evaluation reads in order.
   np.testing.assert_array_equal(val[""].eval_batch(0)["inputs"][:6], val[""].arrays["inputs"])

@@ -1,5 +1,6 @@
 """Tokenized datasets on disk (input_pipeline/corpora/tokenized.py) and the prepare entry point: pieces,
 parallel workers, interruption, tokenizer identity, other tfds datasets, bad records."""
+
 import filecmp
 import os
 import subprocess
@@ -22,8 +23,10 @@ def _corpus(tmp_path, n=60):
   folder.mkdir(exist_ok=True)
   for i in range(n):
     (folder / f"{i:03d}.txt").write_text(
-        f"Document {i} begins here. It has a second sentence, number {i * 7}.\n"
-        + "More words follow. " * (i % 5) + "\n")
+      f"Document {i} begins here. It has a second sentence, number {i * 7}.\n"
+      + "More words follow. " * (i % 5)
+      + "\n"
+    )
   return str(folder / "*.txt")
 
 
@@ -61,7 +64,9 @@ def test_documents_mode_is_the_eos_joined_stream(tmp_path):
   m = split.manifest
   assert m["documents"] == len(offsets) - 1 == len(list(sources.texts(b, "train", "text")))
   assert m["tokenizer"] == tokenizer.identity(tok) and m["mode"] == "documents"
-  assert out == split.path and out.startswith(os.path.join(data.data_dir, "tokenized", "local_text"))
+  assert out == split.path and out.startswith(
+    os.path.join(data.data_dir, "tokenized", "local_text")
+  )
   # rerunning is a no-op: nothing is rewritten
   before = {f: os.stat(os.path.join(out, f)).st_mtime_ns for f in _files(out)}
   tokenized.prepare(data, b, "train", tok, "documents")
@@ -72,7 +77,9 @@ def test_sentences_mode_matches_the_sentence_tokenizer(tmp_path):
   data, b, tok = _setup(tmp_path, prepare_pieces=3)
   tokenized.prepare(data, b, "train", tok, "sentences")
   split = tokenized.open_split(data, b, "train", tok, "sentences")
-  expected = [d for d in tokenized.tokenize_documents(tok, list(sources.texts(b, "train", "text"))) if d]
+  expected = [
+    d for d in tokenized.tokenize_documents(tok, list(sources.texts(b, "train", "text"))) if d
+  ]
   got = split.documents()
   assert len(got) == len(expected) == split.manifest["documents"]
   for g, e in zip(got, expected):
@@ -84,21 +91,28 @@ def test_pieces_and_workers_do_not_change_the_data(tmp_path):
   one = tokenized.prepare(data, b, "train", tok, "documents")
   stream = tokenized.open_split(data, b, "train", tok, "documents").stream
   whole = stream.read(0, len(stream))
-  split4 = ml_collections.ConfigDict(dict(data.to_dict(), tokenized_dir=str(tmp_path / "four"),
-                                           prepare_pieces=4))
+  split4 = ml_collections.ConfigDict(
+    dict(data.to_dict(), tokenized_dir=str(tmp_path / "four"), prepare_pieces=4)
+  )
   # two workers, each its own pieces; the manifest appears only when both are done
   tokenized.prepare(split4, b, "train", tok, "documents", process_index=1, process_count=2)
-  with pytest.raises(sources.DataError, match=r"not tokenized .*\(2 pieces done\).*input_pipeline\.prepare"):
+  with pytest.raises(
+    sources.DataError, match=r"not tokenized .*\(2 pieces done\).*input_pipeline\.prepare"
+  ):
     tokenized.open_split(split4, b, "train", tok, "documents")
   tokenized.prepare(split4, b, "train", tok, "documents", process_index=0, process_count=2)
   four = tokenized.open_split(split4, b, "train", tok, "documents")
   assert len(four.stream.arrays) == 4 and len(_files(one)) == 4
   np.testing.assert_array_equal(four.stream.read(0, len(four.stream)), whole)
-  np.testing.assert_array_equal(four.document_offsets(),
-                                tokenized.open_split(data, b, "train", tok, "documents").document_offsets())
+  np.testing.assert_array_equal(
+    four.document_offsets(),
+    tokenized.open_split(data, b, "train", tok, "documents").document_offsets(),
+  )
   # reads across piece boundaries equal reads of the whole stream
   starts = np.arange(0, len(whole) - 50, 37)
-  np.testing.assert_array_equal(four.stream.spans(starts, 50), whole[starts[:, None] + np.arange(50)])
+  np.testing.assert_array_equal(
+    four.stream.spans(starts, 50), whole[starts[:, None] + np.arange(50)]
+  )
 
 
 def test_interrupted_preparation_resumes_at_the_missing_piece(tmp_path, monkeypatch):
@@ -132,8 +146,9 @@ def test_interrupted_preparation_resumes_at_the_missing_piece(tmp_path, monkeypa
   fresh = ml_collections.ConfigDict(dict(data.to_dict(), tokenized_dir=str(tmp_path / "fresh")))
   tokenized.prepare(fresh, b, "train", tok, "documents")
   other = tokenized.open_split(fresh, b, "train", tok, "documents")
-  np.testing.assert_array_equal(split.stream.read(0, len(split.stream)),
-                                other.stream.read(0, len(other.stream)))
+  np.testing.assert_array_equal(
+    split.stream.read(0, len(split.stream)), other.stream.read(0, len(other.stream))
+  )
 
 
 def test_another_tokenizer_is_refused(tmp_path):
@@ -147,9 +162,11 @@ def test_another_tokenizer_is_refused(tmp_path):
   data.tokenized_dir = str(tmp_path / "shared")
   tokenized.prepare(data, b, "train", tok, "documents")
   for call in (tokenized.prepare, tokenized.open_split):
-    with pytest.raises(tokenizer.TokenizerError,
-                       match=r"config\.data\.tokenizer: .* another tokenizer \(WordLevel, vocab "
-                             r"\d+; this run's is BPE, vocab 300.*config\.data\.tokenized_dir"):
+    with pytest.raises(
+      tokenizer.TokenizerError,
+      match=r"config\.data\.tokenizer: .* another tokenizer \(WordLevel, vocab "
+      r"\d+; this run's is BPE, vocab 300.*config\.data\.tokenized_dir",
+    ):
       call(data, b, "train", bpe, "documents")
 
 
@@ -174,17 +191,25 @@ def test_mixture_sources_inherit_fields_and_get_their_own_tokenized_dir(tmp_path
   assert src_a.tokenized_dir == str(tmp_path / "tok" / "a") and src_b.tokenized_dir == "elsewhere"
   assert "mixture" not in src_a
   data.mixture.c = ml_collections.ConfigDict({"weight": 1.0, "vocab_size": 3})
-  with pytest.raises(sources.DataError, match=r"config\.data\.mixture\.c\.vocab_size: not a dataset field"):
+  with pytest.raises(
+    sources.DataError, match=r"config\.data\.mixture\.c\.vocab_size: not a dataset field"
+  ):
     sources.named(data)
   with pytest.raises(ValueError, match=r"unknown fields \['tokenizer'\]"):
     common.mixture_source(1.0, tokenizer="bpe")
 
 
 def _bert_split(tmp_path, pieces):
-  data = _data(tmp_path, _corpus(tmp_path), kind="wordpiece", prepare_pieces=pieces,
-               tokenized_dir=str(tmp_path / f"tok{pieces}"))
+  data = _data(
+    tmp_path,
+    _corpus(tmp_path),
+    kind="wordpiece",
+    prepare_pieces=pieces,
+    tokenized_dir=str(tmp_path / f"tok{pieces}"),
+  )
   data.tokenizer.eos_token = "[SEP]"
-  from configs import bert  # pylint: disable=g-import-not-at-top
+  from configs import bert
+
   data.mlm = bert.mlm_config(32)
   built = sources.builders(data)
   tok = tokenized.tokenizer_for(data, built)
@@ -197,10 +222,14 @@ def test_bert_examples_are_built_once_per_piece_in_parallel_and_cached(tmp_path)
   with pytest.raises(sources.DataError, match=r"examples of .* are not built .*piece 0 of 3"):
     bert_data.open_examples(split, data, seq_len=32, seed=[0, 0])
   # two workers share the pieces: 0 and 2, then 1
-  bert_data.build_examples(split, data, tok, seq_len=32, seed=[0, 0], process_index=0, process_count=2)
+  bert_data.build_examples(
+    split, data, tok, seq_len=32, seed=[0, 0], process_index=0, process_count=2
+  )
   with pytest.raises(sources.DataError, match=r"piece 1 of 3 missing"):
     bert_data.open_examples(split, data, seq_len=32, seed=[0, 0])
-  bert_data.build_examples(split, data, tok, seq_len=32, seed=[0, 0], process_index=1, process_count=2)
+  bert_data.build_examples(
+    split, data, tok, seq_len=32, seed=[0, 0], process_index=1, process_count=2
+  )
   first = bert_data.open_examples(split, data, seq_len=32, seed=[0, 0])
   cache = bert_data.examples_dir(split, data, 32, [0, 0])
   stamps = {f: os.stat(os.path.join(cache, f)).st_mtime_ns for f in os.listdir(cache)}
@@ -219,7 +248,9 @@ def test_bert_examples_are_built_once_per_piece_in_parallel_and_cached(tmp_path)
   assert len(first["tokens"].arrays) == 3 and first["tokens"].arrays[0].dtype == np.uint16
   # rows come back in the order asked, across pieces
   shuffled = np.random.default_rng(0).permutation(rows)
-  np.testing.assert_array_equal(first["tokens"].take(shuffled), first["tokens"].take(rows)[shuffled])
+  np.testing.assert_array_equal(
+    first["tokens"].take(shuffled), first["tokens"].take(rows)[shuffled]
+  )
   assert bert_data.examples_dir(split, data, 32, [1, 0]) != cache  # another seed, other pairs
   # every pair is [CLS] A [SEP] B [SEP] within one piece's documents
   tokens = first["tokens"].take(rows)
@@ -241,7 +272,10 @@ class RawTextForTests(tfds.core.GeneratorBasedBuilder):
 
   def _info(self):
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({"content": tfds.features.Tensor(shape=(), dtype=np.object_)}))
+      features=tfds.features.FeaturesDict(
+        {"content": tfds.features.Tensor(shape=(), dtype=np.object_)}
+      )
+    )
 
   def _split_generators(self, dl_manager):
     del dl_manager
@@ -258,15 +292,18 @@ class RawTextForTests(tfds.core.GeneratorBasedBuilder):
       yield i, {"content": text}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("file_format", FILE_FORMATS)
 def test_any_tfds_dataset_by_name_with_bad_records_and_no_validation_split(tmp_path, file_format):
   data = _data(tmp_path, "", dataset="raw_text_for_tests", text_key="content", prepare_pieces=3)
   RawTextForTests(data_dir=data.data_dir).download_and_prepare(file_format=file_format)
   built = sources.builders(data)
   tok = tokenized.tokenizer_for(data, built)
-  with pytest.raises(sources.DataError,
-                     match=r"split 'validation' is not in raw_text_for_tests \(has train\); carve "
-                           r"one out of train, e\.g\. --config\.data\.train_split='train\[5%:\]'"):
+  with pytest.raises(
+    sources.DataError,
+    match=r"split 'validation' is not in raw_text_for_tests \(has train\); carve "
+    r"one out of train, e\.g\. --config\.data\.train_split='train\[5%:\]'",
+  ):
     tokenized.prepare_all(data, "documents", tok, built)
   data.update(train_split="train[5%:]", eval_split="train[:5%]")
   dirs = tokenized.prepare_all(data, "documents", tok, built)
@@ -289,12 +326,25 @@ def test_prepare_entry_point_two_workers_equal_one(tmp_path):
 
   def run(tokenized_dir, *worker):
     return subprocess.Popen(
-        [sys.executable, "-m", "input_pipeline.prepare", "--config=configs/gpt.py:smoke",
-         f"--config.data.files={files}", f"--config.data.data_dir={tmp_path / 'tfds'}",
-         "--config.data.tokenizer.kind=char", "--config.data.prepare_pieces=4",
-         "--config.data.doc_split=file", "--config.data.validation_fraction=0.05",
-         f"--config.data.tokenized_dir={tokenized_dir}", *worker],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      [
+        sys.executable,
+        "-m",
+        "input_pipeline.prepare",
+        "--config=configs/gpt.py:smoke",
+        f"--config.data.files={files}",
+        f"--config.data.data_dir={tmp_path / 'tfds'}",
+        "--config.data.tokenizer.kind=char",
+        "--config.data.prepare_pieces=4",
+        "--config.data.doc_split=file",
+        "--config.data.validation_fraction=0.05",
+        f"--config.data.tokenized_dir={tokenized_dir}",
+        *worker,
+      ],
+      cwd=REPO,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
 
   single = run(tmp_path / "one")
   assert single.wait(timeout=300) == 0, single.stdout.read()
@@ -311,9 +361,19 @@ def test_prepare_entry_point_two_workers_equal_one(tmp_path):
   out = again.communicate(timeout=300)[0]
   assert again.returncode == 0 and "data train: local_text" in out, out
   # a config error exits 2 with one line
-  bad = subprocess.run([sys.executable, "-m", "input_pipeline.prepare", "--config=configs/gpt.py:smoke",
-                        f"--config.data.files={tmp_path / 'nothing*.txt'}"], cwd=REPO,
-                       capture_output=True, text=True, timeout=300)
+  bad = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "input_pipeline.prepare",
+      "--config=configs/gpt.py:smoke",
+      f"--config.data.files={tmp_path / 'nothing*.txt'}",
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert bad.returncode == 2 and "config.data.files: no file matches" in bad.stderr
 
 
@@ -324,17 +384,26 @@ def test_prepare_killed_with_sigkill_resumes_to_the_same_data(tmp_path):
   stdlib = os.path.join(os.path.dirname(os.__file__), "*.py")
 
   def command(tokenized_dir):
-    return [sys.executable, "-m", "input_pipeline.prepare", "--config=configs/gpt.py:smoke",
-            f"--config.data.files={stdlib}", f"--config.data.data_dir={tmp_path / 'tfds'}",
-            "--config.data.tokenizer.kind=char", "--config.data.prepare_pieces=64",
-            f"--config.data.tokenized_dir={tokenized_dir}"]
+    return [
+      sys.executable,
+      "-m",
+      "input_pipeline.prepare",
+      "--config=configs/gpt.py:smoke",
+      f"--config.data.files={stdlib}",
+      f"--config.data.data_dir={tmp_path / 'tfds'}",
+      "--config.data.tokenizer.kind=char",
+      "--config.data.prepare_pieces=64",
+      f"--config.data.tokenized_dir={tokenized_dir}",
+    ]
 
-  reference = subprocess.run(command(tmp_path / "straight"), cwd=REPO, capture_output=True,
-                             text=True, timeout=300)
+  reference = subprocess.run(
+    command(tmp_path / "straight"), cwd=REPO, capture_output=True, text=True, timeout=300
+  )
   assert reference.returncode == 0, reference.stderr[-3000:]
   train = tmp_path / "killed" / "train.documents"
-  proc = subprocess.Popen(command(tmp_path / "killed"), cwd=REPO, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+    command(tmp_path / "killed"), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
   deadline = time.monotonic() + 300
   while len(list(train.glob("piece-*.json"))) < 2:
     assert proc.poll() is None, "finished before it could be killed"
@@ -348,8 +417,9 @@ def test_prepare_killed_with_sigkill_resumes_to_the_same_data(tmp_path):
   done = sorted(p.name for p in train.glob("piece-*.json"))
   assert 2 <= len(done) < 64 and not (train / "manifest.json").exists()
   stamps = {name: (train / name).stat().st_mtime_ns for name in done}
-  rerun = subprocess.run(command(tmp_path / "killed"), cwd=REPO, capture_output=True, text=True,
-                         timeout=300)
+  rerun = subprocess.run(
+    command(tmp_path / "killed"), cwd=REPO, capture_output=True, text=True, timeout=300
+  )
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert all((train / name).stat().st_mtime_ns == stamp for name, stamp in stamps.items())
   for split in ("train.documents", "validation.documents"):
@@ -367,7 +437,7 @@ def _line_by_line_sentences(text):
   """The sentence splitter applied one line at a time (the reference for split_sentences)."""
   out = []
   for line in text.split("\n"):
-    pieces = tokenized._SENTENCE_END.sub("\\1\n", line).split("\n")  # pylint: disable=protected-access
+    pieces = tokenized._SENTENCE_END.sub("\\1\n", line).split("\n")
     out.extend(s.strip() for s in pieces if s.strip())
   return out
 
@@ -380,10 +450,19 @@ def test_split_sentences_equals_the_line_by_line_split():
     assert tokenized.split_sentences(text) == _line_by_line_sentences(text), repr(text)
 
 
-TRICKY = ["The dog. Hello dog!", "", "   \n ", "Played.\n\nUnbelievable", "x",
-          "\u00fcn\u00efc\u00f6d\u00e9 \u65e5\u672c\u8a9e \U0001f600. \u03a9\u03bc\u03ad\u03b3\u03b1 "
-          "\u2014 \u201cquotes\u201d!", "tabs\tand\r\nCRLF lines. Next one", "a" * 3000 + ". B",
-          "<|endoftext|> inside. [SEP] too", "\x1f control. Chars \u200b here"]
+TRICKY = [
+  "The dog. Hello dog!",
+  "",
+  "   \n ",
+  "Played.\n\nUnbelievable",
+  "x",
+  "\u00fcn\u00efc\u00f6d\u00e9 \u65e5\u672c\u8a9e \U0001f600. \u03a9\u03bc\u03ad\u03b3\u03b1 "
+  "\u2014 \u201cquotes\u201d!",
+  "tabs\tand\r\nCRLF lines. Next one",
+  "a" * 3000 + ". B",
+  "<|endoftext|> inside. [SEP] too",
+  "\x1f control. Chars \u200b here",
+]
 
 
 @pytest.mark.parametrize("kind", ["bpe", "wordpiece", "char"])
@@ -416,13 +495,13 @@ def test_batched_tokenization_equals_encoding_each_document_alone(tmp_path, kind
   assert [[s.tolist() for s in d] for d in tokenized.tokenize_documents(tok, texts)] == docs
   # A document's sentences go to the tokenizer as one text, joined by a special token, unless
   # a text holds that token's own text: the same tokens as each sentence alone either way.
-  sep = tokenized._separator(tok)[0]  # pylint: disable=protected-access
+  sep = tokenized._separator(tok)[0]
   for some in ([t for t in texts if sep not in t], texts + [f"One {sep} two. Three"]):
     split = [tokenized.split_sentences(t) for t in some]
     counts = np.array([len(d) for d in split])
-    joined = tokenized._encode_joined(tok, split, counts, some)  # pylint: disable=protected-access
+    joined = tokenized._encode_joined(tok, split, counts, some)
     assert (joined is None) == any(sep in t for t in some)
-    each = tokenized._encode_each(tok, split)  # pylint: disable=protected-access
+    each = tokenized._encode_each(tok, split)
     if joined is not None:
       assert [a.tolist() for a in joined] == [a.tolist() for a in each]
   # as BERT's example building takes them: documents of sentences as offsets into the tokens
@@ -437,6 +516,7 @@ def test_read_ahead_keeps_the_order_raises_errors_and_stops_with_its_reader():
   def failing():
     yield 1
     raise OSError("disk gone")
+
   got = []
   with pytest.raises(OSError, match="disk gone"):
     for item in sources.read_ahead(failing()):
@@ -448,6 +528,7 @@ def test_read_ahead_keeps_the_order_raises_errors_and_stops_with_its_reader():
     for i in range(1000):
       produced.append(i)
       yield i
+
   reader = sources.read_ahead(counted(), depth=2)
   assert next(reader) == 0
   reader.close()  # a reader that stops early: the thread reads a few items past it, no more

@@ -1,4 +1,5 @@
 """Tokenizers (input_pipeline/tokenizer.py): trained BPE cached by content, char-level, files."""
+
 import os
 
 import numpy as np
@@ -14,20 +15,20 @@ TokenizerError = tokenizer.TokenizerError
 EOS = "<|endoftext|>"
 
 CORPUS = [
-    "the quick brown fox jumps over the lazy dog.\n" * 30,
-    "Pack my box with five dozen liquor jugs!  Sphinx of black quartz, judge my vow.\n\n",
-    "ünïcödé, 日本語のテキスト, emoji 😀🎉 and\ttabs\r\nand CRLF lines\n",
-    "def f(x):\n    return x ** 2  # indented code\n",
+  "the quick brown fox jumps over the lazy dog.\n" * 30,
+  "Pack my box with five dozen liquor jugs!  Sphinx of black quartz, judge my vow.\n\n",
+  "ünïcödé, 日本語のテキスト, emoji 😀🎉 and\ttabs\r\nand CRLF lines\n",
+  "def f(x):\n    return x ** 2  # indented code\n",
 ]
 
 ROUND_TRIP = [
-    "hello world\n",
-    "  two leading spaces, three trailing   ",
-    "\n\n\nonly newlines before\n\n",
-    "tabs\tand\r\ncarriage returns",
-    "ünïcödé 日本語 😀🎉 Ωμέγα — “quotes” ‘single’ …",
-    "never seen in training: ĳ ŋ ʃ ∑∫ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 \u200b zero-width",
-    "",
+  "hello world\n",
+  "  two leading spaces, three trailing   ",
+  "\n\n\nonly newlines before\n\n",
+  "tabs\tand\r\ncarriage returns",
+  "ünïcödé 日本語 😀🎉 Ωμέγα — “quotes” ‘single’ …",
+  "never seen in training: ĳ ŋ ʃ ∑∫ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 \u200b zero-width",
+  "",
 ]
 
 
@@ -109,8 +110,11 @@ def test_max_train_chars_limits_the_training_text(tmp_path):
   limit = len(CORPUS[0]) + 10
   a = tokenizer.get_tokenizer(_cfg(max_train_chars=limit), data_dir, corpus)
   # text past the limit neither changes the tokenizer nor the cache file
-  b = tokenizer.get_tokenizer(_cfg(max_train_chars=limit), data_dir,
-                              Corpus(CORPUS[:1] + [CORPUS[1][:10] + "anything else entirely"]))
+  b = tokenizer.get_tokenizer(
+    _cfg(max_train_chars=limit),
+    data_dir,
+    Corpus(CORPUS[:1] + [CORPUS[1][:10] + "anything else entirely"]),
+  )
   assert a.to_str() == b.to_str()
   assert len(_cache_files(data_dir)) == 1
 
@@ -219,8 +223,9 @@ def test_char_cached(tmp_path, monkeypatch):
 
 
 def test_char_eos_that_is_a_corpus_character(tmp_path):
-  tok = tokenizer.get_tokenizer(_cfg("char", eos_token="\n"), str(tmp_path),
-                                Corpus(["hello world\n"]))
+  tok = tokenizer.get_tokenizer(
+    _cfg("char", eos_token="\n"), str(tmp_path), Corpus(["hello world\n"])
+  )
   vocab = tok.get_vocab()
   assert len(set(vocab.values())) == len(vocab)  # ids are unique
   assert tok.token_to_id("\n") != tok.token_to_id(tokenizer.UNK)
@@ -291,8 +296,9 @@ def test_token_bytes_sum_to_the_texts_utf8_bytes(tmp_path, kind):
 
 
 def test_token_bytes_of_wordpiece_drop_continuation_marks(tmp_path):
-  tok = tokenizer.get_tokenizer(_cfg("wordpiece", vocab_size=200, eos_token="[SEP]"),
-                                str(tmp_path), Corpus(CORPUS))
+  tok = tokenizer.get_tokenizer(
+    _cfg("wordpiece", vocab_size=200, eos_token="[SEP]"), str(tmp_path), Corpus(CORPUS)
+  )
   table = tokenizer.token_bytes(tok)
   assert all(table[tok.token_to_id(t)] == 0 for t in tokenizer.BERT_SPECIALS)
   ids = tok.encode("the lazy dog", add_special_tokens=False).ids
@@ -306,8 +312,9 @@ def test_a_tokenizer_json_that_pads_and_truncates_is_loaded_plain(tmp_path):
   """Published tokenizer.json files often pad and truncate every encoding (MiniLM: to 128);
   loaded from a file, an import or a run, they give the text's tokens and nothing else, so
   the rows and documents equal those of the same tokenizer without the settings."""
-  plain = tokenizer.get_tokenizer(_cfg("wordpiece", vocab_size=200, eos_token="[SEP]"), str(tmp_path),
-                                  Corpus(CORPUS))
+  plain = tokenizer.get_tokenizer(
+    _cfg("wordpiece", vocab_size=200, eos_token="[SEP]"), str(tmp_path), Corpus(CORPUS)
+  )
   padding = hf_tokenizers.Tokenizer.from_str(plain.to_str())
   padding.enable_padding(length=24, pad_id=0, pad_token="[PAD]")
   padding.enable_truncation(max_length=6)
@@ -316,10 +323,12 @@ def test_a_tokenizer_json_that_pads_and_truncates_is_loaded_plain(tmp_path):
   padding.save(str(path))
   texts = [t for t in CORPUS + ROUND_TRIP if t]
   assert [len(e.ids) for e in padding.encode_batch(texts)] == [24] * len(texts)  # cut, padded
-  loaded = [tokenizer.get_tokenizer(_cfg("file", path=str(path), eos_token="[SEP]"),
-                                    str(tmp_path), _never),
-            tokenizer.load(str(path)), tokenizer.from_str(path.read_text()),
-            hf_conversion.read_tokenizer(str(path.parent), "bert")]
+  loaded = [
+    tokenizer.get_tokenizer(_cfg("file", path=str(path), eos_token="[SEP]"), str(tmp_path), _never),
+    tokenizer.load(str(path)),
+    tokenizer.from_str(path.read_text()),
+    hf_conversion.read_tokenizer(str(path.parent), "bert"),
+  ]
   want = [e.ids for e in plain.encode_batch(texts)]
   for tok in loaded:
     assert tok.padding is None and tok.truncation is None

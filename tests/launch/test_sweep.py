@@ -1,5 +1,6 @@
 """launch.sweep end to end: real Optuna studies in SQLite, real trials of pretrain.train as
 subprocesses, real signals (kill -9 of the sweep, SIGTERM of a pruned trial)."""
+
 import csv
 import json
 import os
@@ -18,10 +19,10 @@ from tests.conftest import REPO, xla_flags
 
 optuna = pytest.importorskip("optuna")
 
-from configs import sweeps  # pylint: disable=g-import-not-at-top,wrong-import-position
-from launch import sweep, sweep_trials  # pylint: disable=g-import-not-at-top,wrong-import-position
-from pretrain.state import results  # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import sweeps
+from launch import sweep, sweep_trials
 from pretrain.ground import storage
+from pretrain.state import results
 
 CONFIG = "tests/fixtures/sweep/config.py"
 
@@ -30,8 +31,10 @@ CONFIG = "tests/fixtures/sweep/config.py"
 def corpus(tmp_path_factory):
   """A small text corpus: its preparation and tokenizer training take a second."""
   path = tmp_path_factory.mktemp("sweep_corpus") / "corpus.txt"
-  words = ("the quick brown fox jumps over a lazy dog while seven birds sing of rivers and "
-           "mountains under a pale winter sky").split()
+  words = (
+    "the quick brown fox jumps over a lazy dog while seven birds sing of rivers and "
+    "mountains under a pale winter sky"
+  ).split()
   rng = random.Random(0)
   paragraphs = [" ".join(rng.choice(words) for _ in range(40)) for _ in range(300)]
   path.write_text("\n\n".join(paragraphs))
@@ -40,14 +43,23 @@ def corpus(tmp_path_factory):
 
 def _env():
   """One CPU device per trial (the tests' 8 fake devices would only slow the trials down)."""
-  return dict(os.environ, JAX_PLATFORMS="cpu",
-              XLA_FLAGS=xla_flags(1))
+  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(1))
 
 
 def _argv(sweepdir, name, data_dir, corpus, *extra):
-  return [sys.executable, "-m", "launch.sweep", f"--config={CONFIG}", f"--sweep={name}",
-          f"--sweepdir={sweepdir}", "--poll=0.3", "--heartbeat=1",
-          f"--config.data.data_dir={data_dir}", f"--config.data.files={corpus}", *extra]
+  return [
+    sys.executable,
+    "-m",
+    "launch.sweep",
+    f"--config={CONFIG}",
+    f"--sweep={name}",
+    f"--sweepdir={sweepdir}",
+    "--poll=0.3",
+    "--heartbeat=1",
+    f"--config.data.data_dir={data_dir}",
+    f"--config.data.files={corpus}",
+    *extra,
+  ]
 
 
 def _commands_run(log):
@@ -72,15 +84,20 @@ def test_grid_order_the_prune_sweep_relies_on():
 
 def _interrupt(argv, trial_dir, sig):
   """Starts the sweep and sends it `sig` once the trial in `trial_dir` has checkpointed."""
-  proc = subprocess.Popen(argv, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
-  _wait_for(lambda: (trial_dir / "checkpoints" / "100").is_dir() or proc.poll() is not None,
-            240, f"{trial_dir}'s first checkpoint")
+  proc = subprocess.Popen(
+    argv, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+  )
+  _wait_for(
+    lambda: (trial_dir / "checkpoints" / "100").is_dir() or proc.poll() is not None,
+    240,
+    f"{trial_dir}'s first checkpoint",
+  )
   assert proc.poll() is None, proc.stdout.read()
   proc.send_signal(sig)
   return proc.communicate(timeout=120)[0], proc.returncode
 
 
+@pytest.mark.slow
 def test_sweep_stopped_killed_resumes_prunes_and_reports(tmp_path, corpus):
   """A 3-trial grid with the median pruner. The sweep is stopped with SIGTERM during its first
   trial, then killed with SIGKILL during its second; rerun, it skips the finished trial,
@@ -93,15 +110,19 @@ def test_sweep_stopped_killed_resumes_prunes_and_reports(tmp_path, corpus):
   second_trial = sweepdir / "trials" / "1"
   _interrupt(argv, second_trial, signal.SIGKILL)
   # the orphaned trial got SIGTERM from the kernel: it checkpointed and left
-  _wait_for(lambda: "preempted: saved a checkpoint" in (second_trial / "train.log").read_text(),
-            60, "the interrupted trial to checkpoint")
+  _wait_for(
+    lambda: "preempted: saved a checkpoint" in (second_trial / "train.log").read_text(),
+    60,
+    "the interrupted trial to checkpoint",
+  )
   time.sleep(2.5)  # its heartbeat goes stale (2 x --heartbeat)
 
   rerun = subprocess.run(argv, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
   out = rerun.stdout + rerun.stderr
   assert rerun.returncode == 0, out
-  trials = {n: json.loads((sweepdir / "trials" / str(n) / "trial.json").read_text())
-            for n in range(3)}
+  trials = {
+    n: json.loads((sweepdir / "trials" / str(n) / "trial.json").read_text()) for n in range(3)
+  }
   assert [trials[n]["overrides"]["optimizer.lr"] for n in range(3)] == [3e-2, 1e-2, 1e-7]
   for n in (0, 1):  # each resumed once, not restarted; finished, not rerun
     assert _commands_run(sweepdir / "trials" / str(n) / "train.log") == 2
@@ -111,15 +132,20 @@ def test_sweep_stopped_killed_resumes_prunes_and_reports(tmp_path, corpus):
   pruned_at = int(re.search(r"trial 2 pruned at step (\d+)", out).group(1))
   assert 100 <= pruned_at < 600  # at an evaluation, long before the end
   log2 = (sweepdir / "trials" / "2" / "train.log").read_text()
-  assert "preempted: saved a checkpoint at step" in log2          # SIGTERM: it checkpointed
+  assert "preempted: saved a checkpoint at step" in log2  # SIGTERM: it checkpointed
   leftovers = [p for p in sweepdir.glob("trials/*/checkpoints/*") if "tmp" in p.name]
   assert not leftovers
 
   # the table: every trial, ranked by its best eval loss, the pruned one said to be so
   with open(sweepdir / "results.csv", encoding="utf-8") as f:
     rows = list(csv.DictReader(f))
-  best = {n: min(r["loss"] for r in json.loads(
-      (sweepdir / "trials" / str(n) / "results.json").read_text())["history"]) for n in range(3)}
+  best = {
+    n: min(
+      r["loss"]
+      for r in json.loads((sweepdir / "trials" / str(n) / "results.json").read_text())["history"]
+    )
+    for n in range(3)
+  }
   assert [int(r["trial"]) for r in rows] == sorted(best, key=best.get)
   assert {int(r["trial"]): r["state"] for r in rows} == {0: "COMPLETE", 1: "COMPLETE", 2: "PRUNED"}
   for r in rows:
@@ -131,9 +157,11 @@ def test_sweep_stopped_killed_resumes_prunes_and_reports(tmp_path, corpus):
   assert shlex.join(trials[int(winner)]["command"]) in out
 
   # the plot: a valid PNG; one curve per trial
-  from matplotlib import image  # pylint: disable=g-import-not-at-top
+  from matplotlib import image
+
   assert image.imread(sweepdir / "sweep.png").ndim == 3
-  from launch import sweep_report  # pylint: disable=g-import-not-at-top
+  from launch import sweep_report
+
   study = optuna.load_study(study_name="prune", storage=f"sqlite:///{sweepdir}/study.db")
   fig = sweep_report.plot(sweep_trials.records(study), "loss", "min", str(tmp_path / "again.png"))
   assert len(fig.axes[0].get_lines()) == 3
@@ -142,6 +170,7 @@ def test_sweep_stopped_killed_resumes_prunes_and_reports(tmp_path, corpus):
     assert list((sweepdir / "trials" / str(n) / "tensorboard").glob("*.hparams"))
 
 
+@pytest.mark.slow
 def test_two_workers_split_the_trials(tmp_path, corpus, gcs):
   """Two workers started at once on one SQLite study and one fresh data_dir: each trial runs
   exactly once, both workers take some, the data is prepared once, and a trial that fails is
@@ -149,14 +178,21 @@ def test_two_workers_split_the_trials(tmp_path, corpus, gcs):
   bucket (--trials_dir, a local GCS emulator); their logs stay in the sweepdir."""
   sweepdir, data_dir, trials = tmp_path / "sweep", tmp_path / "data", gcs("trials")
   argv = _argv(sweepdir, "pair", data_dir, corpus, "--worker", f"--trials_dir={trials}")
-  procs = [subprocess.Popen(argv, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+  procs = [
+    subprocess.Popen(
+      argv, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    for _ in range(2)
+  ]
   outs = [p.communicate(timeout=300)[0] for p in procs]
   assert [p.returncode for p in procs] == [0, 0], outs
   study = optuna.load_study(study_name="pair", storage=f"sqlite:///{sweepdir}/study.db")
   records = sweep_trials.records(study)
   assert [(r["trial"], r["state"], r["overrides"]["optimizer.lr"]) for r in records] == [
-      (0, "COMPLETE", 3e-2), (1, "COMPLETE", 3e-3), (2, "FAIL", -1.0)]
+    (0, "COMPLETE", 3e-2),
+    (1, "COMPLETE", 3e-3),
+    (2, "FAIL", -1.0),
+  ]
   for r in records:
     assert r["workdir"] == f"{trials}/{r['trial']}"
     assert r["log"] == str(sweepdir / "trials" / str(r["trial"]) / "train.log")
@@ -178,9 +214,14 @@ def test_two_workers_split_the_trials(tmp_path, corpus, gcs):
   assert error in failed and error in records[2]["log_tail"]
   # workers print no report; --report, given only the sweepdir, does
   assert not any("objective:" in out for out in outs)
-  report = subprocess.run([sys.executable, "-m", "launch.sweep", f"--sweepdir={sweepdir}",
-                           "--report"], cwd=REPO, env=_env(), capture_output=True, text=True,
-                          timeout=120)
+  report = subprocess.run(
+    [sys.executable, "-m", "launch.sweep", f"--sweepdir={sweepdir}", "--report"],
+    cwd=REPO,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert report.returncode == 0, report.stderr
   assert report.stdout.startswith("objective: eval loss (min)")
   assert "| FAIL |" in report.stdout
@@ -188,39 +229,77 @@ def test_two_workers_split_the_trials(tmp_path, corpus, gcs):
   assert f"best trial {best['trial']}: loss {best['best']:.4g}" in report.stdout
   assert shlex.join(best["command"]) in report.stdout
   assert f"tensorboard --logdir {trials}" in report.stdout
-  assert any(p.name.endswith(".hparams") for p in storage.path(
-      f"{best['workdir']}/tensorboard").iterdir())  # the HParams session, in the bucket
+  assert any(
+    p.name.endswith(".hparams") for p in storage.path(f"{best['workdir']}/tensorboard").iterdir()
+  )  # the HParams session, in the bucket
 
 
 def test_slurm_dry_run_prints_the_array_job(tmp_path):
   sweepdir = tmp_path / "sweep"
   out = subprocess.run(
-      [sys.executable, "-m", "launch.sweep", f"--config={CONFIG}", "--sweep=pair",
-       f"--sweepdir={sweepdir}", "--executor=slurm", "--workers=16", "--gpus_per_worker=2",
-       "--storage=postgresql://db.example/sweeps", "--partition=gpu", "--dry_run",
-       "--config.optimizer.warmup_steps=5"],
-      cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    [
+      sys.executable,
+      "-m",
+      "launch.sweep",
+      f"--config={CONFIG}",
+      "--sweep=pair",
+      f"--sweepdir={sweepdir}",
+      "--executor=slurm",
+      "--workers=16",
+      "--gpus_per_worker=2",
+      "--storage=postgresql://db.example/sweeps",
+      "--partition=gpu",
+      "--dry_run",
+      "--config.optimizer.warmup_steps=5",
+    ],
+    cwd=REPO,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert out.returncode == 0, out.stderr
   script, submit = out.stdout.split("# submit with:\n")
   lines = script.splitlines()
   assert lines[0] == "#!/bin/bash"
-  for directive in ("--job-name=sweep-pair", "--array=0-15", "--nodes=1", "--ntasks-per-node=1",
-                    "--gpus-per-node=2", "--partition=gpu", "--signal=B:TERM@120",
-                    f"--output={sweepdir}/slurm/%x-%A_%a.out"):
+  for directive in (
+    "--job-name=sweep-pair",
+    "--array=0-15",
+    "--nodes=1",
+    "--ntasks-per-node=1",
+    "--gpus-per-node=2",
+    "--partition=gpu",
+    "--signal=B:TERM@120",
+    f"--output={sweepdir}/slurm/%x-%A_%a.out",
+  ):
     assert f"#SBATCH {directive}" in lines
-  assert lines.index("set -euo pipefail") > max(i for i, l in enumerate(lines) if l.startswith("#SBATCH"))
+  assert lines.index("set -euo pipefail") > max(
+    i for i, l in enumerate(lines) if l.startswith("#SBATCH")
+  )
   assert lines[-2] == f"cd {shlex.quote(str(REPO))}"
   worker = shlex.split(lines[-1])
   assert worker[:4] == ["exec", sys.executable, "-m", "launch.sweep"]
-  assert set(worker[4:]) == {f"--config={CONFIG}", "--sweep=pair", f"--sweepdir={sweepdir}",
-                             "--storage=postgresql://db.example/sweeps",
-                             "--config.optimizer.warmup_steps=5", "--worker", "--heartbeat=60",
-                             "--max_retry=3"}
+  assert set(worker[4:]) == {
+    f"--config={CONFIG}",
+    "--sweep=pair",
+    f"--sweepdir={sweepdir}",
+    "--storage=postgresql://db.example/sweeps",
+    "--config.optimizer.warmup_steps=5",
+    "--worker",
+    "--heartbeat=60",
+    "--max_retry=3",
+  }
   assert submit.strip() == f"sbatch {sweepdir}/sweep.sbatch"
   assert not sweepdir.exists()  # a dry run creates nothing
   # a worker of several nodes starts each trial on all of them through srun, as launch.slurm
-  args = sweep.worker_args({"config": CONFIG, "sweep": "pair", "storage": "sqlite:///s.db",
-                            "overrides": []}, str(sweepdir), 0, 60, 3, nodes=2)
+  args = sweep.worker_args(
+    {"config": CONFIG, "sweep": "pair", "storage": "sqlite:///s.db", "overrides": []},
+    str(sweepdir),
+    0,
+    60,
+    3,
+    nodes=2,
+  )
   assert args[-2:] == ["--processes_per_trial=2", "--trial_launcher=srun"]
   spec = {"config": CONFIG, "overrides": [], "objective_overrides": []}
   trial = sweep_trials.trial_command(spec, {"optimizer.lr": 0.1}, "w", 2, "srun")
@@ -230,19 +309,27 @@ def test_slurm_dry_run_prints_the_array_job(tmp_path):
   assert local[1:5] == ["-m", "launch.local", "--num_processes=2", "--"]
 
 
+@pytest.mark.slow
 def test_bad_sweeps_are_refused_before_any_trial(tmp_path):
-  from tests.fixtures.sweep import config as sweep_config  # pylint: disable=g-import-not-at-top
+  from tests.fixtures.sweep import config as sweep_config
+
   config = sweep_config.get_config()
-  with pytest.raises(sweep.SweepError, match=r"'nope' is not defined in .*; it defines accuracy, pair, prune$"):
+  with pytest.raises(
+    sweep.SweepError, match=r"'nope' is not defined in .*; it defines accuracy, pair, prune$"
+  ):
     sweep.load_sweep(CONFIG, "nope")
-  with pytest.raises(sweep.SweepError, match=r"sweep field optimizer\.lrr = 0\.1: the config has no such field"):
+  with pytest.raises(
+    sweep.SweepError, match=r"sweep field optimizer\.lrr = 0\.1: the config has no such field"
+  ):
     sweep.resolve(sweeps.grid({"optimizer.lrr": [0.1]}), config)
   with pytest.raises(sweep.SweepError, match=r"sweep field optimizer\.lr = 'high'"):
     sweep.resolve(sweeps.random({"optimizer.lr": ["high", 0.1]}, trials=2), config)
   with pytest.raises(sweep.SweepError, match="the grid is empty .optimizer.lr has no values"):
     sweep.resolve(sweeps.grid({"optimizer.lr": []}), config)
+
   def suggest(trial):
     return {"model.widthh": trial.suggest_int("w", 1, 4)}
+
   with pytest.raises(sweep.SweepError, match="model.widthh"):
     sweep.resolve(sweeps.tpe(suggest, trials=4), config)
   # the objective: the config's best_metric by default, or the sweep's, passed to each trial
@@ -259,20 +346,48 @@ def test_bad_sweeps_are_refused_before_any_trial(tmp_path):
 
   # the command line: one error line, exit 2, nothing created
   sweepdir = tmp_path / "new"
-  out = subprocess.run([sys.executable, "-m", "launch.sweep", f"--config={CONFIG}",
-                        "--sweep=nope", f"--sweepdir={sweepdir}"],
-                       cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+  out = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "launch.sweep",
+      f"--config={CONFIG}",
+      "--sweep=nope",
+      f"--sweepdir={sweepdir}",
+    ],
+    cwd=REPO,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert out.returncode == 2 and not out.stdout
   assert out.stderr.strip().splitlines() == [
-      f"error: --sweep: 'nope' is not defined in {CONFIG}; it defines accuracy, pair, prune"]
+    f"error: --sweep: 'nope' is not defined in {CONFIG}; it defines accuracy, pair, prune"
+  ]
   assert not sweepdir.exists()
   # a sweepdir in a bucket (the trials may be there: --trials_dir), and another trials_dir
-  out = subprocess.run([sys.executable, "-m", "launch.sweep", f"--config={CONFIG}",
-                        "--sweep=pair", "--sweepdir=gs://bucket/sweep"],
-                       cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+  out = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "launch.sweep",
+      f"--config={CONFIG}",
+      "--sweep=pair",
+      "--sweepdir=gs://bucket/sweep",
+    ],
+    cwd=REPO,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
-  assert out.stderr.startswith("error: --sweepdir: gs://bucket/sweep is a URL") and (
-      "--trials_dir=gs://BUCKET/path" in out.stderr) and not os.path.exists(REPO / "gs:")
+  assert (
+    out.stderr.startswith("error: --sweepdir: gs://bucket/sweep is a URL")
+    and ("--trials_dir=gs://BUCKET/path" in out.stderr)
+    and not os.path.exists(REPO / "gs:")
+  )
   spec = sweep.Spec(spec, trials_dir="")
   with pytest.raises(sweep.SweepError, match=r"--trials_dir: the sweep in .* keeps its trials in "):
     sweep.Spec(spec, trials_dir="gs://b/elsewhere").check_trials_dir(str(tmp_path))

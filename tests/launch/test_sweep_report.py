@@ -1,4 +1,5 @@
 """The sweep report over fake trial workdirs: real metrics.jsonl files and TensorBoard scalars."""
+
 import csv
 import glob
 import json
@@ -11,26 +12,36 @@ from launch import sweep_report
 
 # trial: (state, overrides, eval losses by step, train losses by step)
 TRIALS = {
-    0: ("COMPLETE", {"optimizer.lr": 0.003, "model.activation": "gelu"},
-        {100: 4.0, 200: 3.5, 300: 3.2}, {50: 5.0, 150: 4.2}),
-    1: ("PRUNED", {"optimizer.lr": 1e-05, "model.activation": "relu"}, {100: 5.0}, {50: 6.0}),
-    2: ("FAIL", {"optimizer.lr": 0.1, "model.activation": "gelu"}, {}, {50: 9.0}),
-    3: ("COMPLETE", {"optimizer.lr": 0.001, "model.activation": "relu"},
-        {100: 4.1, 200: 3.0}, {50: 5.1}),
+  0: (
+    "COMPLETE",
+    {"optimizer.lr": 0.003, "model.activation": "gelu"},
+    {100: 4.0, 200: 3.5, 300: 3.2},
+    {50: 5.0, 150: 4.2},
+  ),
+  1: ("PRUNED", {"optimizer.lr": 1e-05, "model.activation": "relu"}, {100: 5.0}, {50: 6.0}),
+  2: ("FAIL", {"optimizer.lr": 0.1, "model.activation": "gelu"}, {}, {50: 9.0}),
+  3: (
+    "COMPLETE",
+    {"optimizer.lr": 0.001, "model.activation": "relu"},
+    {100: 4.1, 200: 3.0},
+    {50: 5.1},
+  ),
 }
 
 
 def _write_trial(workdir, evals, trains):
   """metrics.jsonl as the trainer writes it (trial 0 resumed: step 200 logged twice, the last
   row counting) and the same scalars through a tensorboardX SummaryWriter."""
-  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  from tensorboardX import SummaryWriter
+
   os.makedirs(workdir)
   rows = [{"step": s, "train/loss": v, "train/lr": 0.01} for s, v in trains.items()]
   rows += [{"step": s, "eval/loss": v, "eval/accuracy": 1 / v} for s, v in evals.items()]
   if 300 in evals:  # logged step 200, stopped, resumed from step 100 and logged it again
-    rows[len(trains) + 1:len(trains) + 1] = [
-        {"step": 200, "eval/loss": 99.0, "eval/accuracy": 0.0},
-        {"step": 100, "eval/loss": 4.0, "eval/accuracy": 0.25}]
+    rows[len(trains) + 1 : len(trains) + 1] = [
+      {"step": 200, "eval/loss": 99.0, "eval/accuracy": 0.0},
+      {"step": 100, "eval/loss": 4.0, "eval/accuracy": 0.25},
+    ]
   with open(os.path.join(workdir, "metrics.jsonl"), "w", encoding="utf-8") as f:
     f.writelines(json.dumps(r) + "\n" for r in rows)
   with SummaryWriter(os.path.join(workdir, "tensorboard")) as w:
@@ -47,14 +58,26 @@ def fixture_records(tmp_path):
     workdir = str(tmp_path / "trials" / str(n))
     _write_trial(workdir, evals, trains)
     values = list(evals.values())
-    records.append({
-        "trial": n, "state": state, "overrides": overrides,
-        "steps": max(evals) if evals else None, "final": values[-1] if values else None,
-        "best": min(values) if values else None, "wall_s": 10.0 + n, "workdir": workdir,
-        "command": ["python", "-m", "pretrain.train", "--config=configs/gpt.py:tiny",
-                    f"--config.optimizer.lr={overrides['optimizer.lr']}",
-                    f"--workdir={workdir}"],
-    })
+    records.append(
+      {
+        "trial": n,
+        "state": state,
+        "overrides": overrides,
+        "steps": max(evals) if evals else None,
+        "final": values[-1] if values else None,
+        "best": min(values) if values else None,
+        "wall_s": 10.0 + n,
+        "workdir": workdir,
+        "command": [
+          "python",
+          "-m",
+          "pretrain.train",
+          "--config=configs/gpt.py:tiny",
+          f"--config.optimizer.lr={overrides['optimizer.lr']}",
+          f"--workdir={workdir}",
+        ],
+      }
+    )
   return records
 
 
@@ -62,8 +85,17 @@ def test_table_ranks_by_objective(records):
   rows = sweep_report.table(records, "loss", "min")
   assert [r["trial"] for r in rows] == [3, 0, 1, 2]
   assert [r["rank"] for r in rows] == [1, 2, 3, ""]
-  assert list(rows[0]) == ["rank", "trial", "state", "optimizer.lr", "model.activation",
-                           "steps", "final", "best", "wall_s"]
+  assert list(rows[0]) == [
+    "rank",
+    "trial",
+    "state",
+    "optimizer.lr",
+    "model.activation",
+    "steps",
+    "final",
+    "best",
+    "wall_s",
+  ]
   assert rows[0]["optimizer.lr"] == 0.001 and rows[3]["best"] == ""
   rows = sweep_report.table(records, "loss", "max")
   assert [r["trial"] for r in rows] == [1, 0, 3, 2]
@@ -92,12 +124,15 @@ def test_best_command(records):
 
 
 def test_eval_curve_keeps_last_row_of_a_step(records):
-  assert sweep_report.eval_curve(records[0]["workdir"], "loss") == ([100, 200, 300],
-                                                                  [4.0, 3.5, 3.2])
+  assert sweep_report.eval_curve(records[0]["workdir"], "loss") == (
+    [100, 200, 300],
+    [4.0, 3.5, 3.2],
+  )
 
 
 def test_plot(records, tmp_path):
-  from matplotlib import image  # pylint: disable=g-import-not-at-top
+  from matplotlib import image
+
   path = tmp_path / "sweep.png"
   fig = sweep_report.plot(records, "loss", "min", path)
   lines = fig.axes[0].get_lines()
@@ -119,10 +154,11 @@ def _summaries(directory):
   """{tag: [(step, summary value)]} over every event file of one TensorBoard run (directory),
   read with TensorBoard's own record reader, protos and data migration. (Its
   EventAccumulator would do too, but it imports TensorFlow when installed: seconds.)"""
-  # pylint: disable=g-import-not-at-top
+
   from tensorboard import data_compat
   from tensorboard.compat.proto import event_pb2
   from tensorboard.compat.tensorflow_stub import errors, pywrap_tensorflow
+
   tags = {}
   for path in sorted(glob.glob(os.path.join(directory, "*tfevents*"))):
     reader = pywrap_tensorflow.PyRecordReader_New(path)
@@ -139,8 +175,9 @@ def _summaries(directory):
 
 def test_write_hparams_is_a_tensorboard_session(records):
   pytest.importorskip("tensorboard")
-  from tensorboard.plugins.hparams import api_pb2, metadata  # pylint: disable=g-import-not-at-top
-  from tensorboard.util import tensor_util  # pylint: disable=g-import-not-at-top
+  from tensorboard.plugins.hparams import api_pb2, metadata
+  from tensorboard.util import tensor_util
+
   directory = os.path.join(records[0]["workdir"], "tensorboard")
   assert sweep_report.write_hparams(records[0], "loss", directory)
   assert len(_hparams_files(directory)) == 1
@@ -191,8 +228,9 @@ def test_a_best_value_at_the_edge_of_those_tried_is_said(records, tmp_path):
   assert sweep_report.edge_notes(records, "min") == []  # lr 1e-3: inside 1e-5 .. 0.1
   records[3]["overrides"]["optimizer.lr"] = 1e-6  # now the smallest value tried
   assert sweep_report.edge_notes(records, "min") == [
-      "note: the best optimizer.lr=1e-06 is the smallest value tried; the optimum may lie "
-      "below it: extend the grid or range below 1e-06"]
+    "note: the best optimizer.lr=1e-06 is the smallest value tried; the optimum may lie "
+    "below it: extend the grid or range below 1e-06"
+  ]
   text = sweep_report.write_report(records, "loss", "min", str(tmp_path))
   assert "note: the best optimizer.lr=1e-06 is the smallest value tried" in text
   assert sweep_report.edge_notes(records[:2], "min") == []  # two values: no edge to speak of

@@ -1,4 +1,5 @@
 """Hugging Face GPT-2 / Llama <-> our runs: same logits, lossless round trips, clear refusals."""
+
 import json
 import os
 
@@ -8,33 +9,43 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp
+from safetensors.numpy import load_file
 
-from pretrain.ground import errors  # pylint: disable=g-import-not-at-top
-from models import hf_decoder  # pylint: disable=g-import-not-at-top
+from models import hf_decoder
 from pretrain import convert
+from pretrain.ground import errors
 from pretrain.state import hf_conversion
-from tests.conftest import randomise_hf  # pylint: disable=g-import-not-at-top
+from tests.conftest import randomise_hf
 
 VOCAB = 300
-TEXT = ("The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. "
-        "How vexingly quick daft zebras jump! Sphinx of black quartz, judge my vow. ") * 20
+TEXT = (
+  "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. "
+  "How vexingly quick daft zebras jump! Sphinx of black quartz, judge my vow. "
+) * 20
 
 
 @pytest.fixture(scope="module")
 def tok():
   """A byte-level BPE of VOCAB tokens, <|endoftext|> included."""
-  from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
-  t = tokenizer._train_bpe([TEXT], VOCAB, "<|endoftext|>")  # pylint: disable=protected-access
+  from input_pipeline import tokenizer
+
+  t = tokenizer._train_bpe([TEXT], VOCAB, "<|endoftext|>")
   assert t.get_vocab_size() <= VOCAB
   return t
 
 
 def _hf_gpt2(path, tok):
   eos = tok.token_to_id("<|endoftext|>")
-  cfg = transformers.GPT2Config(n_layer=2, n_head=4, n_embd=64, vocab_size=VOCAB, n_positions=64,
-                                bos_token_id=eos, eos_token_id=eos)
+  cfg = transformers.GPT2Config(
+    n_layer=2,
+    n_head=4,
+    n_embd=64,
+    vocab_size=VOCAB,
+    n_positions=64,
+    bos_token_id=eos,
+    eos_token_id=eos,
+  )
   model = randomise_hf(transformers.GPT2LMHeadModel(cfg), 0).eval()
   model.save_pretrained(path)
   tok.model.save(str(path))  # vocab.json + merges.txt: the tokenizer is rebuilt from them
@@ -44,9 +55,17 @@ def _hf_gpt2(path, tok):
 def _hf_llama(path, tok):
   eos = tok.token_to_id("<|endoftext|>")
   cfg = transformers.LlamaConfig(
-      num_hidden_layers=2, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
-      intermediate_size=128, vocab_size=VOCAB, max_position_embeddings=64, bos_token_id=eos,
-      eos_token_id=eos, rope_parameters={"rope_type": "default", "rope_theta": 5e5})
+    num_hidden_layers=2,
+    hidden_size=64,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=128,
+    vocab_size=VOCAB,
+    max_position_embeddings=64,
+    bos_token_id=eos,
+    eos_token_id=eos,
+    rope_parameters={"rope_type": "default", "rope_theta": 5e5},
+  )
   model = randomise_hf(transformers.LlamaForCausalLM(cfg), 1).eval()
   model.save_pretrained(path)
   tok.save(str(path / "tokenizer.json"))
@@ -75,6 +94,7 @@ def imported(request, tok, tmp_path_factory):
   return request.param, model, root, str(root / "run")
 
 
+@pytest.mark.slow
 def test_import_matches_hf_logits(imported, tok):
   kind, model, _, workdir = imported
   with open(os.path.join(workdir, "config.json")) as f:
@@ -86,9 +106,11 @@ def test_import_matches_hf_logits(imported, tok):
     assert not m["tie_embeddings"] and m["d_ff"] == 128
   else:
     assert m["gelu_approximate"] and m["tie_embeddings"] and m["use_bias"]
-  assert saved["data"]["tokenizer"] == dict(saved["data"]["tokenizer"], kind="file",
-                                            path=os.path.join(workdir, "tokenizer.json"))
-  from pretrain.state import checkpointing  # pylint: disable=g-import-not-at-top
+  assert saved["data"]["tokenizer"] == dict(
+    saved["data"]["tokenizer"], kind="file", path=os.path.join(workdir, "tokenizer.json")
+  )
+  from pretrain.state import checkpointing
+
   ours, theirs = checkpointing.run_tokenizer(workdir), tok
   text = TEXT[:200] + " <|endoftext|> naïve"
   assert ours.encode(text).ids == theirs.encode(text).ids
@@ -98,9 +120,10 @@ def test_import_matches_hf_logits(imported, tok):
 
 def test_workdir_reads_like_a_run(imported):
   """What pretrain.evaluate and config.init_from check: the meta's model and tokenizer."""
-  from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
-  from models import layers  # pylint: disable=g-import-not-at-top
-  from pretrain.state import checkpointing  # pylint: disable=g-import-not-at-top
+  from input_pipeline import tokenizer
+  from models import layers
+  from pretrain.state import checkpointing
+
   _, _, _, workdir = imported
   config = checkpointing.run_config(workdir)
   tok = checkpointing.run_tokenizer(workdir)
@@ -121,14 +144,17 @@ def test_export_loads_in_transformers_and_round_trips(imported):
   out = root / "export"
   hf_conversion.export_hf(workdir, str(out))
   loaded, info = transformers.AutoModelForCausalLM.from_pretrained(
-      str(out), output_loading_info=True)
+    str(out), output_loading_info=True
+  )
   assert type(loaded).__name__ == hf_decoder.ARCHITECTURES[kind]
   for key in ("missing_keys", "unexpected_keys", "mismatched_keys"):
     assert not info.get(key), (key, info[key])
   np.testing.assert_allclose(_hf_logits(loaded.eval()), _our_logits(workdir), atol=1e-4, rtol=0)
   # The exported tensors are the original ones, bit for bit.
-  original, exported = load_file(str(root / "hf" / "model.safetensors")), load_file(
-      str(out / "model.safetensors"))
+  original, exported = (
+    load_file(str(root / "hf" / "model.safetensors")),
+    load_file(str(out / "model.safetensors")),
+  )
   assert set(exported) == set(original) - {"lm_head.weight"} or set(exported) == set(original)
   for name, value in exported.items():
     np.testing.assert_array_equal(value, original[name], err_msg=name)
@@ -157,8 +183,10 @@ def test_unscanned_checkpoint_exports_the_same(imported, tmp_path):
   hf_conversion.export_hf(str(tmp_path / "run"), str(tmp_path / "export"))
   scanned = root / "scanned_export"
   hf_conversion.export_hf(imported[3], str(scanned))
-  a, b = load_file(str(tmp_path / "export" / "model.safetensors")), load_file(
-      str(scanned / "model.safetensors"))
+  a, b = (
+    load_file(str(tmp_path / "export" / "model.safetensors")),
+    load_file(str(scanned / "model.safetensors")),
+  )
   assert a.keys() == b.keys()
   for name in a:
     np.testing.assert_array_equal(a[name], b[name], err_msg=name)
@@ -191,8 +219,9 @@ def test_refusals_write_nothing(tok, tmp_path):
   assert "gpt2, llama" in message
   scaled = tmp_path / "scaled"
   scaled.mkdir()
-  (scaled / "config.json").write_text(json.dumps(
-      {"model_type": "llama", "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}))
+  (scaled / "config.json").write_text(
+    json.dumps({"model_type": "llama", "rope_scaling": {"rope_type": "llama3", "factor": 8.0}})
+  )
   _refused(convert.from_hf, str(scaled), str(run), match="rope_scaling")
   (scaled / "config.json").write_text(json.dumps({"model_type": "llama", "attention_bias": True}))
   _refused(convert.from_hf, str(scaled), str(run), match="attention_bias")
@@ -209,21 +238,27 @@ def test_existing_workdir_needs_overwrite(imported, tmp_path):
   assert os.listdir(run) == ["notes.txt"]
   _refused(hf_conversion.export_hf, imported[3], str(run), match="--overwrite")
   assert os.listdir(run) == ["notes.txt"]
-  _refused(hf_conversion.export_hf, imported[3], imported[3], match="holds the input", overwrite=True)
+  _refused(
+    hf_conversion.export_hf, imported[3], imported[3], match="holds the input", overwrite=True
+  )
   _refused(convert.from_hf, str(root / "hf"), str(root), match="holds the input", overwrite=True)
   convert.from_hf(str(root / "hf"), str(run), overwrite=True)
   assert sorted(os.listdir(run)) == ["checkpoints", "config.json", "tokenizer.json"]
 
 
-@pytest.mark.parametrize("fields,match", [
+@pytest.mark.parametrize(
+  "fields,match",
+  [
     (dict(norm="rmsnorm"), "config.model.norm"),
     (dict(use_bias=False), "config.model.use_bias"),
     (dict(position="rope", mlp="gelu", norm="rmsnorm"), "config.model.mlp"),
     (dict(tie_embeddings=False), "config.model.tie_embeddings"),
-])
+  ],
+)
 def test_export_refuses_what_hf_cannot_express(fields, match):
-  from configs import gpt  # pylint: disable=g-import-not-at-top
-  from models import layers  # pylint: disable=g-import-not-at-top
+  from configs import gpt
+  from models import layers
+
   model = gpt.get_config("smoke").model
   model.update(fields)
   _refused(hf_decoder.hf_type, layers.resolve(model, 100).to_dict(), match=match)
@@ -231,11 +266,22 @@ def test_export_refuses_what_hf_cannot_express(fields, match):
 
 @pytest.mark.slow
 def test_cli_reports_one_line(tmp_path):
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
-  out = subprocess.run([sys.executable, "-m", "pretrain.convert", "from_hf", "--hf_dir=gpt2",
-                        f"--workdir={tmp_path / 'run'}"], capture_output=True, text=True,
-                       cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+  import subprocess
+  import sys
+
+  out = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "pretrain.convert",
+      "from_hf",
+      "--hf_dir=gpt2",
+      f"--workdir={tmp_path / 'run'}",
+    ],
+    capture_output=True,
+    text=True,
+    cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+  )
   assert out.returncode == 2, out.stderr
   assert out.stderr.strip().startswith("error: --hf_dir:") and "\n" not in out.stderr.strip()
   assert not (tmp_path / "run").exists()
@@ -244,15 +290,26 @@ def test_cli_reports_one_line(tmp_path):
 def test_greedy_generation_matches_transformers(imported):
   """The imported model continues a batch of prompts greedily with the KV cache exactly as
   transformers' generate does (GPT-2: learned positions; Llama: RoPE, GQA)."""
-  from models import decode  # pylint: disable=g-import-not-at-top
-  from pretrain.state import checkpointing  # pylint: disable=g-import-not-at-top
+  from models import decode
+  from pretrain.state import checkpointing
+
   _, model, _, workdir = imported
   prompts = [list(TOKENS[0, :9]), list(TOKENS[1, :9])]
   m, params, config, _ = checkpointing.load_params(workdir)
-  ours = decode.generate(checkpointing.with_params(config.objective, m, params), m, prompts,
-                         decode.Sampling(max_new_tokens=12))
+  ours = decode.generate(
+    checkpointing.with_params(config.objective, m, params),
+    m,
+    prompts,
+    decode.Sampling(max_new_tokens=12),
+  )
   with torch.no_grad():
     ids = torch.tensor(prompts)
-    theirs = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
-                            do_sample=False, eos_token_id=None, pad_token_id=0)
+    theirs = model.generate(
+      ids,
+      attention_mask=torch.ones_like(ids),
+      max_new_tokens=12,
+      do_sample=False,
+      eos_token_id=None,
+      pad_token_id=0,
+    )
   assert ours == theirs[:, 9:].tolist()

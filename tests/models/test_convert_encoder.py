@@ -1,4 +1,5 @@
 """Hugging Face BERT / RoBERTa <-> our encoder runs: same outputs, lossless round trips."""
+
 import json
 import os
 
@@ -8,47 +9,70 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp
+from safetensors.numpy import load_file
 
-from pretrain.ground import errors  # pylint: disable=g-import-not-at-top
-from pretrain import convert  # pylint: disable=g-import-not-at-top
-from pretrain.state import hf_conversion  # pylint: disable=g-import-not-at-top
-from tests.conftest import randomise_hf  # pylint: disable=g-import-not-at-top
+from pretrain import convert
+from pretrain.ground import errors
+from pretrain.state import hf_conversion
+from tests.conftest import randomise_hf
 
 VOCAB = 300
-TEXT = ("The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. "
-        "How vexingly quick daft zebras jump! Sphinx of black quartz, judge my vow. ") * 20
+TEXT = (
+  "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. "
+  "How vexingly quick daft zebras jump! Sphinx of black quartz, judge my vow. "
+) * 20
 ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-SMALL = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=128,
-             vocab_size=VOCAB)
+SMALL = dict(
+  num_hidden_layers=2,
+  hidden_size=64,
+  num_attention_heads=4,
+  intermediate_size=128,
+  vocab_size=VOCAB,
+)
 B, T, PAD_FROM = 2, 16, 12  # row 1 is padding from PAD_FROM on
 POSITIONS = np.array([[0, 3, 7, 15], [1, 2, 5, 11]])  # masked-LM positions (not padding)
 
 
 def _bert_tok():
-  from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
-  return tokenizer._train_wordpiece([TEXT], VOCAB, True)  # pylint: disable=protected-access
+  from input_pipeline import tokenizer
+
+  return tokenizer._train_wordpiece([TEXT], VOCAB, True)
 
 
 def _roberta_tok():
-  import tokenizers  # pylint: disable=g-import-not-at-top
-  from tokenizers import decoders, pre_tokenizers, trainers  # pylint: disable=g-import-not-at-top
+  import tokenizers
+  from tokenizers import decoders, pre_tokenizers, trainers
+
   tok = tokenizers.Tokenizer(tokenizers.models.BPE())
   tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   tok.decoder = decoders.ByteLevel()
-  tok.train_from_iterator([TEXT], trainers.BpeTrainer(
-      vocab_size=VOCAB, special_tokens=ROBERTA_SPECIALS, show_progress=False,
-      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+  tok.train_from_iterator(
+    [TEXT],
+    trainers.BpeTrainer(
+      vocab_size=VOCAB,
+      special_tokens=ROBERTA_SPECIALS,
+      show_progress=False,
+      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    ),
+  )
   assert [tok.token_to_id(t) for t in ROBERTA_SPECIALS] == [0, 1, 2, 3, 4]
   return tok
 
 
 def _hf_model(path, arch, seed=0):
   if arch.startswith("Roberta"):
-    cfg, tok = transformers.RobertaConfig(**SMALL, max_position_embeddings=66, pad_token_id=1,
-                                          bos_token_id=0, eos_token_id=2,
-                                          type_vocab_size=1), _roberta_tok()
+    cfg, tok = (
+      transformers.RobertaConfig(
+        **SMALL,
+        max_position_embeddings=66,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        type_vocab_size=1,
+      ),
+      _roberta_tok(),
+    )
   else:
     cfg, tok = transformers.BertConfig(**SMALL, max_position_embeddings=64), _bert_tok()
   model = randomise_hf(getattr(transformers, arch)(cfg), seed).eval()
@@ -63,7 +87,7 @@ def _inputs(kind):
   tokens = rng.integers(5, VOCAB, (B, T))
   types = np.zeros((B, T), np.int64)
   if kind == "bert":
-    types[:, T // 2:] = 1
+    types[:, T // 2 :] = 1
   mask = np.ones((B, T), np.int64)
   mask[1, PAD_FROM:] = 0
   if kind == "roberta":
@@ -83,20 +107,20 @@ def _hf_outputs(model, kind):
     logits = getattr(out, "logits", None)
   rows = np.arange(B)[:, None]
   return dict(
-      hidden=out.hidden_states[-1].numpy() if out.hidden_states else out.last_hidden_state.numpy(),
-      mlm=None if logits is None or logits.ndim != 3 else logits.numpy()[rows, POSITIONS],
-      nsp=(out.seq_relationship_logits.numpy() if hasattr(out, "seq_relationship_logits")
-           else None))
+    hidden=out.hidden_states[-1].numpy() if out.hidden_states else out.last_hidden_state.numpy(),
+    mlm=None if logits is None or logits.ndim != 3 else logits.numpy()[rows, POSITIONS],
+    nsp=(out.seq_relationship_logits.numpy() if hasattr(out, "seq_relationship_logits") else None),
+  )
 
 
 def _our_outputs(workdir, kind):
   tokens, types, mask = _inputs(kind)
   model = hf_conversion.load_model(workdir)
   hidden = model(jnp.asarray(tokens), type_ids=jnp.asarray(types), input_mask=jnp.asarray(mask))
-  out = dict(hidden=np.asarray(hidden),
-             mlm=np.asarray(model.mlm_logits(hidden, jnp.asarray(POSITIONS))))
-  out["nsp"] = (np.asarray(model.nsp_logits(model.pooled(hidden))) if model.nsp is not None
-                else None)
+  out = dict(
+    hidden=np.asarray(hidden), mlm=np.asarray(model.mlm_logits(hidden, jnp.asarray(POSITIONS)))
+  )
+  out["nsp"] = np.asarray(model.nsp_logits(model.pooled(hidden))) if model.nsp is not None else None
   return out
 
 
@@ -133,18 +157,23 @@ def test_import_matches_hf(imported):
   assert m["nsp_head"] == (kind == "bert")
   assert saved["objective"] == ("mlm_nsp" if kind == "bert" else "mlm")
   assert saved["data"]["tokenizer"] == dict(
-      saved["data"]["tokenizer"], kind="file", path=os.path.join(workdir, "tokenizer.json"),
-      eos_token="[SEP]" if kind == "bert" else "</s>")
+    saved["data"]["tokenizer"],
+    kind="file",
+    path=os.path.join(workdir, "tokenizer.json"),
+    eos_token="[SEP]" if kind == "bert" else "</s>",
+  )
   ours, theirs = _our_outputs(workdir, kind), _hf_outputs(model, kind)
   assert theirs["mlm"] is not None and (theirs["nsp"] is not None) == (kind == "bert")
   _compare(ours, theirs, kind)
 
 
 def test_workdir_passes_the_run_checks(imported):
-  from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
-  from pretrain.training import config_checks  # pylint: disable=g-import-not-at-top
-  import tokenizers  # pylint: disable=g-import-not-at-top
-  from pretrain.state import checkpointing  # pylint: disable=g-import-not-at-top
+  import tokenizers
+
+  from input_pipeline import tokenizer
+  from pretrain.state import checkpointing
+  from pretrain.training import config_checks
+
   kind, _, _, workdir = imported
   config = checkpointing.run_config(workdir)
   tok = tokenizers.Tokenizer.from_file(config.data.tokenizer.path)
@@ -156,8 +185,9 @@ def test_workdir_passes_the_run_checks(imported):
 def test_workdir_evaluates_on_a_corpus(imported, data_dir, sentence_corpus):
   """An import runs through the masked-LM pipeline: BERT's NSP pairs, RoBERTa's full
   sentences (<s> ... </s> in the roles of [CLS] ... [SEP])."""
-  from pretrain import evaluate  # pylint: disable=g-import-not-at-top
+  from pretrain import evaluate
   from pretrain.state import checkpointing
+
   _, _, _, workdir = imported
   config = checkpointing.run_config(workdir)
   config.data.update(data_dir=data_dir, files=sentence_corpus, doc_split="blank_line")
@@ -179,28 +209,37 @@ def test_export_loads_in_transformers_and_round_trips(imported):
   with open(out / "config.json") as f:
     assert json.load(f)["architectures"] == [ARCHS[kind]]
   loaded, info = getattr(transformers, ARCHS[kind]).from_pretrained(
-      str(out), output_loading_info=True)
+    str(out), output_loading_info=True
+  )
   for key in ("missing_keys", "unexpected_keys", "mismatched_keys"):
     assert not info.get(key), (key, info[key])
   _compare(_our_outputs(workdir, kind), _hf_outputs(loaded.eval(), kind), kind)
-  original, exported = load_file(str(root / "hf" / "model.safetensors")), load_file(
-      str(out / "model.safetensors"))
+  original, exported = (
+    load_file(str(root / "hf" / "model.safetensors")),
+    load_file(str(out / "model.safetensors")),
+  )
   for name, value in exported.items():
     if name.endswith("position_embeddings.weight") and kind == "roberta":
       value, original[name] = value[2:], original[name][2:]  # rows before position 0
     np.testing.assert_array_equal(value, original[name], err_msg=name)
   convert.from_hf(str(out), str(root / "again"))
-  a, b = _flatten(hf_conversion.load_params(workdir)[1]), _flatten(
-      hf_conversion.load_params(str(root / "again"))[1])
+  a, b = (
+    _flatten(hf_conversion.load_params(workdir)[1]),
+    _flatten(hf_conversion.load_params(str(root / "again"))[1]),
+  )
   assert a.keys() == b.keys()
   for name in a:
     np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
-@pytest.mark.parametrize("arch,note", [
+@pytest.mark.parametrize(
+  "arch,note",
+  [
     ("BertModel", "initialised fresh (not in the file): mlm, nsp"),
     ("BertForMaskedLM", None),
-])
+  ],
+)
+@pytest.mark.slow
 def test_other_bert_classes(arch, note, tmp_path, capsys):
   model = _hf_model(tmp_path / "hf", arch, seed=1)
   tok = None
@@ -222,22 +261,25 @@ def test_other_bert_classes(arch, note, tmp_path, capsys):
     saved = json.load(f)
   assert saved["objective"] == ("mlm" if arch == "BertForMaskedLM" else "mlm_nsp")
   if arch == "BertModel":
-    import tokenizers  # pylint: disable=g-import-not-at-top
+    import tokenizers
+
     text = "The Quick brown fox, judge my vow!"
     ours = tokenizers.Tokenizer.from_file(str(tmp_path / "run" / "tokenizer.json"))
     assert ours.encode(text).ids == tok.encode(text).ids
   if arch == "BertForMaskedLM":
     hf_conversion.export_hf(str(tmp_path / "run"), str(tmp_path / "export"))
     _, info = transformers.BertForMaskedLM.from_pretrained(
-        str(tmp_path / "export"), output_loading_info=True)
+      str(tmp_path / "export"), output_loading_info=True
+    )
     assert not info["missing_keys"] and not info["unexpected_keys"]
 
 
 def _classifier_logits(model):
   tokens, types, mask = _inputs("bert")
   with torch.no_grad():
-    return model(torch.tensor(tokens), token_type_ids=torch.tensor(types),
-                 attention_mask=torch.tensor(mask)).logits.numpy()
+    return model(
+      torch.tensor(tokens), token_type_ids=torch.tensor(types), attention_mask=torch.tensor(mask)
+    ).logits.numpy()
 
 
 def test_sequence_classification_both_ways(tmp_path):
@@ -254,28 +296,34 @@ def test_sequence_classification_both_ways(tmp_path):
   assert saved["data"]["task"] == "mnli"  # the GLUE task with three labels
   tokens, types, mask = _inputs("bert")
   ours = hf_conversion.load_model(str(tmp_path / "run"))
-  logits = ours.logits(ours(jnp.asarray(tokens), type_ids=jnp.asarray(types),
-                            input_mask=jnp.asarray(mask)))
+  logits = ours.logits(
+    ours(jnp.asarray(tokens), type_ids=jnp.asarray(types), input_mask=jnp.asarray(mask))
+  )
   np.testing.assert_allclose(np.asarray(logits), _classifier_logits(model), atol=1e-4, rtol=0)
   hf_conversion.export_hf(str(tmp_path / "run"), str(tmp_path / "export"))
   loaded, info = transformers.BertForSequenceClassification.from_pretrained(
-      str(tmp_path / "export"), output_loading_info=True)
+    str(tmp_path / "export"), output_loading_info=True
+  )
   for key in ("missing_keys", "unexpected_keys", "mismatched_keys"):
     assert not info.get(key), (key, info[key])
   assert loaded.config.num_labels == 3
-  np.testing.assert_allclose(_classifier_logits(loaded.eval()), _classifier_logits(model),
-                             atol=1e-5, rtol=0)
+  np.testing.assert_allclose(
+    _classifier_logits(loaded.eval()), _classifier_logits(model), atol=1e-5, rtol=0
+  )
   original = load_file(str(tmp_path / "hf" / "model.safetensors"))
   for name, value in load_file(str(tmp_path / "export" / "model.safetensors")).items():
     np.testing.assert_array_equal(value, original[name], err_msg=name)
 
 
-@pytest.mark.parametrize("field,value", [
+@pytest.mark.parametrize(
+  "field,value",
+  [
     ("position_embedding_type", "relative_key"),
     ("hidden_act", "relu"),
     ("is_decoder", True),
     ("add_cross_attention", True),
-])
+  ],
+)
 def test_refusals_write_nothing(field, value, tmp_path):
   hf = tmp_path / "hf"
   hf.mkdir()

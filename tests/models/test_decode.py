@@ -1,5 +1,6 @@
 """Decoding with a KV cache: exactly the full forward pass, for every position switch, GQA and
 both layer layouts; greedy decoding of a batch equals decoding each prompt alone."""
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -20,17 +21,25 @@ def _model(**fields):
 
 
 SWITCHES = [
-    dict(),                                                     # GPT-2: learned positions
-    dict(position="rope", norm="rmsnorm", mlp="swiglu", num_kv_heads=2, use_bias=False,
-         tie_embeddings=False),                                 # Llama-style, GQA
-    dict(position="rope", num_kv_heads=1, scan_layers=False),   # multi-query, unscanned
-    dict(pre_norm=False, scan_layers=False),                    # post-LN
-    dict(position="rope", qk_norm=True, mlp="relu2", logit_softcap=5.0),  # modded-nanogpt-like
+  dict(),  # GPT-2: learned positions
+  dict(
+    position="rope",
+    norm="rmsnorm",
+    mlp="swiglu",
+    num_kv_heads=2,
+    use_bias=False,
+    tie_embeddings=False,
+  ),  # Llama-style, GQA
+  dict(position="rope", num_kv_heads=1, scan_layers=False),  # multi-query, unscanned
+  dict(pre_norm=False, scan_layers=False),  # post-LN
+  dict(position="rope", qk_norm=True, mlp="relu2", logit_softcap=5.0),  # modded-nanogpt-like
 ]
 
 
-@pytest.mark.parametrize("fields", SWITCHES,
-                         ids=["gpt2", "llama_gqa", "mqa_unscanned", "postln", "qknorm_softcap"])
+@pytest.mark.parametrize(
+  "fields", SWITCHES, ids=["gpt2", "llama_gqa", "mqa_unscanned", "postln", "qknorm_softcap"]
+)
+@pytest.mark.slow
 def test_cached_logits_equal_the_full_forward_pass(fields):
   model, cfg = _model(**fields)
   graphdef, params = nnx.split(model)
@@ -39,14 +48,14 @@ def test_cached_logits_equal_the_full_forward_pass(fields):
   lengths = np.array([5, 3], np.int32)  # prompts of different lengths in one batch
   prompt = np.where(np.arange(8)[None] < lengths[:, None], tokens[:, :8], 0)
   cache = decode.init_cache(cfg, 2, 16)
-  logits, cache = decode.prefill(graphdef, params, jnp.asarray(prompt), jnp.asarray(lengths),
-                                 cache)
+  logits, cache = decode.prefill(graphdef, params, jnp.asarray(prompt), jnp.asarray(lengths), cache)
   rows = np.arange(2)
   np.testing.assert_allclose(logits, full[rows, lengths - 1], rtol=1e-5, atol=1e-5)
   positions = lengths.copy()
   for _ in range(6):  # teacher-forced: each row feeds its own next token
-    logits, cache = decode.decode_step(graphdef, params, jnp.asarray(tokens[rows, positions]),
-                                       jnp.asarray(positions), cache)
+    logits, cache = decode.decode_step(
+      graphdef, params, jnp.asarray(tokens[rows, positions]), jnp.asarray(positions), cache
+    )
     np.testing.assert_allclose(logits, full[rows, positions], rtol=1e-5, atol=1e-5)
     positions += 1
 
@@ -76,11 +85,13 @@ def test_sampling_is_reproducible_and_cut_by_top_k_and_top_p():
 def test_stops_at_eos_and_at_stop_strings():
   model, cfg = _model()
   free = decode.generate(model, cfg, [[1, 2, 3]], decode.Sampling(max_new_tokens=8))[0]
-  eos = decode.generate(model, cfg, [[1, 2, 3]],
-                        decode.Sampling(max_new_tokens=8, eos_id=free[2]))[0]
-  assert eos == free[:free.index(free[2]) + 1]
-  stop = decode.generate(model, cfg, [[1, 2, 3]], decode.Sampling(
-      max_new_tokens=8, stop=lambda row, new: len(new) == 4))[0]
+  eos = decode.generate(model, cfg, [[1, 2, 3]], decode.Sampling(max_new_tokens=8, eos_id=free[2]))[
+    0
+  ]
+  assert eos == free[: free.index(free[2]) + 1]
+  stop = decode.generate(
+    model, cfg, [[1, 2, 3]], decode.Sampling(max_new_tokens=8, stop=lambda row, new: len(new) == 4)
+  )[0]
   assert stop == free[:4]
   with pytest.raises(ValueError, match="max_len=64"):
     decode.generate(model, cfg, [[1] * 60], decode.Sampling(max_new_tokens=8))

@@ -1,4 +1,5 @@
 """The decoder: GPT-2 shapes and counts, causality, document masking, variants, scan == loop."""
+
 import jax
 import jax.ad_checkpoint  # (print_saved_residuals)
 import jax.numpy as jnp
@@ -21,8 +22,9 @@ def _tokens(b=2, t=16, seed=0):
   return jax.random.randint(jax.random.key(seed), (b, t), 0, 100)
 
 
-@pytest.mark.parametrize("size,millions", [("small", 123.69), ("medium", 353.82),
-                                           ("large", 772.78), ("xl", 1556.05)])
+@pytest.mark.parametrize(
+  "size,millions", [("small", 123.69), ("medium", 353.82), ("large", 772.78), ("xl", 1556.05)]
+)
 def test_gpt2_parameter_counts(size, millions):
   # nanoGPT reports 123.69M for GPT-2 small with the padded 50304 vocab (positions excluded).
   cfg = layers.resolve(gpt.get_config(size).model, 50257)
@@ -61,22 +63,30 @@ def test_document_mask_isolates_packed_documents():
   b = model(changed, positions=positions, segment_ids=segments)
   np.testing.assert_allclose(a[:, 6:], b[:, 6:], atol=1e-6)  # doc 2 never sees doc 1
   alone = model(tokens[:, 6:])
-  np.testing.assert_allclose(a[:, 6:], alone, atol=1e-5)     # same as running it on its own
+  np.testing.assert_allclose(a[:, 6:], alone, atol=1e-5)  # same as running it on its own
 
 
 VARIANTS = {
-    "gpt2": {},
-    "modern": dict(position="rope", norm="rmsnorm", mlp="swiglu", num_kv_heads=2, use_bias=False,
-                   tie_embeddings=False),
-    "remat_full": dict(remat="full"),
-    "remat_dots": dict(remat="dots", dropout=0.1),
-    "bf16": dict(dtype="bfloat16"),
-    "cudnn_falls_back_off_gpu": dict(dtype="bfloat16", attention="cudnn"),
-    "recipes": dict(qk_norm=True, mlp="relu2", zero_init_proj=True, z_loss=1e-4,
-                    dtype="bfloat16"),  # (soft-capped logits are float32: test_switches)
+  "gpt2": {},
+  "modern": dict(
+    position="rope",
+    norm="rmsnorm",
+    mlp="swiglu",
+    num_kv_heads=2,
+    use_bias=False,
+    tie_embeddings=False,
+  ),
+  "remat_full": dict(remat="full"),
+  "remat_dots": dict(remat="dots", dropout=0.1),
+  "bf16": dict(dtype="bfloat16"),
+  "cudnn_falls_back_off_gpu": dict(dtype="bfloat16", attention="cudnn"),
+  "recipes": dict(
+    qk_norm=True, mlp="relu2", zero_init_proj=True, z_loss=1e-4, dtype="bfloat16"
+  ),  # (soft-capped logits are float32: test_switches)
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", VARIANTS)
 def test_variants_train_and_carry_logical_axes(name):
   cfg = _cfg(**VARIANTS[name])
@@ -84,8 +94,9 @@ def test_variants_train_and_carry_logical_axes(name):
   params = nnx.state(model, nnx.Param)
   names = {v for k, v in vars(axes).items() if k.isupper()}
   for path, spec in jax.tree_util.tree_leaves_with_path(
-      nnx.to_pure_dict(nnx.get_partition_spec(params)),
-      is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)):
+    nnx.to_pure_dict(nnx.get_partition_spec(params)),
+    is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec),
+  ):
     assert spec and all(n in names for n in spec), (path, spec)
     assert spec[0] == axes.LAYERS or "blocks" not in jax.tree_util.keystr(path)
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))  # params stay f32
@@ -129,8 +140,17 @@ def test_dropout_is_keyed():
   assert not np.allclose(a, model(t))
 
 
-@pytest.mark.parametrize("switch", [dict(remat="full"), dict(remat="dots"), dict(remat="offload"),
-                                    dict(attention="xla"), dict(attention="cudnn")])
+@pytest.mark.parametrize(
+  "switch",
+  [
+    dict(remat="full"),
+    dict(remat="dots"),
+    dict(remat="offload"),
+    dict(attention="xla"),
+    dict(attention="cudnn"),
+  ],
+)
+@pytest.mark.slow
 def test_remat_and_attention_switches_equal_the_plain_model(switch):
   """Loss and gradients (dropout on, same key) equal the model without the switch; 'cudnn'
   falls back to XLA's kernel off GPUs and 'offload' to 'dots' where there is no host memory."""
@@ -144,6 +164,7 @@ def test_remat_and_attention_switches_equal_the_plain_model(switch):
     def loss(p):
       logits = nnx.merge(graphdef, p)(_tokens(), dropout_key=jax.random.key(3))
       return jnp.mean(jax.nn.log_softmax(logits.astype(jnp.float32))[..., 0])
+
     return jax.jit(jax.value_and_grad(loss))(params)
 
   (a, ga), (b, gb) = loss_and_grads(plain), loss_and_grads(variant)
@@ -157,8 +178,8 @@ def test_unrolled_scan_keeps_the_layout_and_the_numbers():
   any backend."""
   for backend in ("cpu", "gpu"):  # (gpu: pretrain.aot builds the program it would run)
     with layers.built_for(backend):
-      assert layers.scan_unroll(_cfg(num_layers=4)) == 4       # <= 12 layers: unrolled
-      assert layers.scan_unroll(_cfg(num_layers=24)) == 1      # deep: a loop, flat compile time
+      assert layers.scan_unroll(_cfg(num_layers=4)) == 4  # <= 12 layers: unrolled
+      assert layers.scan_unroll(_cfg(num_layers=24)) == 1  # deep: a loop, flat compile time
       assert layers.scan_unroll(_cfg(num_layers=4, remat="dots")) == 1  # remat saves memory
       assert layers.scan_unroll(_cfg(num_layers=4, scan_unroll=2)) == 2
       assert layers.flat_matmuls() == (backend == "cpu")
@@ -194,21 +215,34 @@ def test_cpu_matmul_gradient_equals_autodiff():
   flat = jax.make_jaxpr(lambda x, k: layers.dot_general(x, k, dims))(x, kernel)
   assert "custom_vjp_call" in str(flat)
   with layers.built_for("gpu"):
-    assert "custom_vjp_call" not in str(jax.make_jaxpr(lambda x, k: layers.dot_general(x, k, dims))(x, kernel))
+    assert "custom_vjp_call" not in str(
+      jax.make_jaxpr(lambda x, k: layers.dot_general(x, k, dims))(x, kernel)
+    )
   batched = jax.make_jaxpr(lambda x: layers.dot_general(x, x, (((2,), (2,)), ((0,), (0,)))))(x)
   assert "custom_vjp_call" not in str(batched)
 
 
-@pytest.mark.parametrize("kind,exact_gelu,use_bias", [("gelu", False, True), ("gelu", True, False),
-                                                      ("relu2", False, False), ("swiglu", False, True)])
+@pytest.mark.parametrize(
+  "kind,exact_gelu,use_bias",
+  [("gelu", False, True), ("gelu", True, False), ("relu2", False, False), ("swiglu", False, True)],
+)
 def test_cpu_mlp_recomputes_its_activation(kind, exact_gelu, use_bias, capsys):
   """On CPU the MLP's activation runs inside its projection's matmul (layers._flat_matmul),
   whose backward pass recomputes it: the same values and gradients as the plain form
   accelerators run, with the activation's output no longer among the residuals kept for the
   backward pass (only the activation's inputs, [tokens, d_ff] each)."""
-  mlp = layers.MLP(d_model=8, d_ff=32, kind=kind, use_bias=use_bias, init_std=0.3,
-                   out_init=nnx.initializers.normal(0.3), dtype=jnp.float32,
-                   param_dtype=jnp.float32, rngs=nnx.Rngs(0), gelu_approximate=not exact_gelu)
+  mlp = layers.MLP(
+    d_model=8,
+    d_ff=32,
+    kind=kind,
+    use_bias=use_bias,
+    init_std=0.3,
+    out_init=nnx.initializers.normal(0.3),
+    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    rngs=nnx.Rngs(0),
+    gelu_approximate=not exact_gelu,
+  )
   graphdef, params = nnx.split(mlp)
   x = jax.random.normal(jax.random.key(1), (3, 5, 8))
   loss = lambda p, x: jnp.sum(jnp.sin(nnx.merge(graphdef, p)(x)))
@@ -247,6 +281,7 @@ def test_cpu_backward_frees_each_layer_before_the_next(monkeypatch):
   assert ordered < 0.85 * free, (ordered, free)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kv_heads,block", [(4, 64), (2, 64), (1, 64), (2, 5)])
 def test_heads_major_attention_equals_jax(kv_heads, block, monkeypatch):
   """The CPU attention (heads moved ahead once, queries scaled; causal attention by blocks of
@@ -263,10 +298,18 @@ def test_heads_major_attention_equals_jax(kv_heads, block, monkeypatch):
   no_keys = full.at[1, 0, 6].set(False)
   for causal in (False, True):
     for m in (None, mask, full) + (() if causal else (no_keys,)):
+
       def loss(attention):
         return lambda q, k, v: jnp.sum(jnp.sin(attention(q, k, v, m, causal)))
-      ours = jax.value_and_grad(loss(lambda q, k, v, m, c: layers.heads_major_attention(
-          q, k, v, mask=m, causal=c)), argnums=(0, 1, 2))(q, k, v)
-      theirs = jax.value_and_grad(loss(lambda q, k, v, m, c: jax.nn.dot_product_attention(
-          q, k, v, mask=m, is_causal=c)), argnums=(0, 1, 2))(q, k, v)
-      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), ours, theirs)
+
+      ours = jax.value_and_grad(
+        loss(lambda q, k, v, m, c: layers.heads_major_attention(q, k, v, mask=m, causal=c)),
+        argnums=(0, 1, 2),
+      )(q, k, v)
+      theirs = jax.value_and_grad(
+        loss(lambda q, k, v, m, c: jax.nn.dot_product_attention(q, k, v, mask=m, is_causal=c)),
+        argnums=(0, 1, 2),
+      )(q, k, v)
+      jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), ours, theirs
+      )

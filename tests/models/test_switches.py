@@ -1,6 +1,7 @@
 """The modern architecture switches (config.model): QK-norm, ReLU², logit soft-capping,
 zero-initialised output projections and z-loss; what each does, that old checkpoints stay
 compatible with the ones that change no shapes, and that HF export refuses what it can't hold."""
+
 import json
 
 import jax
@@ -10,7 +11,7 @@ import pytest
 from flax import nnx
 
 from configs import bert
-from models import encoder, decoder, hf_decoder, hf_encoder, layers
+from models import decoder, encoder, hf_decoder, hf_encoder, layers
 from pretrain.objectives import pretraining
 from pretrain.state import checkpointing
 from pretrain.training import trainer
@@ -32,7 +33,9 @@ def test_qk_norm_makes_attention_blind_to_the_scale_of_queries_and_keys():
   params = nnx.state(model, nnx.Param)
   assert params["blocks"]["attn"]["q_norm"]["scale"].shape == (2, 8)  # layers x head_dim
   assert tuple(nnx.get_partition_spec(params)["blocks"]["attn"]["k_norm"]["scale"].value) == (
-      "layers", "head_dim")
+    "layers",
+    "head_dim",
+  )
   before = model(_tokens())
   for proj in (model.blocks.attn.query, model.blocks.attn.key):
     proj.kernel[...] = proj.kernel[...] * 30.0
@@ -90,23 +93,29 @@ def test_z_loss_adds_the_mean_squared_log_partition_to_the_training_loss_only():
   loss, sums = pretraining.causal_lm_loss(plain, batch, None, den)
   z_total, z_sums = pretraining.causal_lm_loss(z, batch, None, den)
   lse = jax.nn.logsumexp(plain(batch["inputs"]).astype(jnp.float32), axis=-1)
-  np.testing.assert_allclose(z_total, loss + 0.01 * jnp.mean(lse ** 2), rtol=1e-6)
+  np.testing.assert_allclose(z_total, loss + 0.01 * jnp.mean(lse**2), rtol=1e-6)
   summary = pretraining.causal_lm_summarize(jax.tree.map(float, dict(z_sums, **den)))
   assert summary["loss"] == pytest.approx(float(loss), rel=1e-6)  # reported: cross-entropy
-  assert summary["z_loss"] == pytest.approx(float(jnp.mean(lse ** 2)), rel=1e-5)
+  assert summary["z_loss"] == pytest.approx(float(jnp.mean(lse**2)), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_encoder_takes_the_switches():
   model_cfg = bert.get_config("smoke").model
   model_cfg.update(num_layers=2, num_heads=2, d_model=32, max_len=16, dropout=0.0, **RECIPES)
   cfg = layers.resolve(model_cfg, 100)
   model = encoder.Encoder(cfg, rngs=nnx.Rngs(0))
   assert not np.any(model.blocks.attn.out.kernel[...])
-  batch = {"inputs": _tokens(), "type_ids": jnp.zeros((2, 16), jnp.int32),
-           "input_mask": jnp.ones((2, 16), jnp.int32),
-           "masked_positions": jnp.array([[1, 3], [2, 5]]), "masked_ids": jnp.array([[4, 5], [6, 7]]),
-           "masked_weights": jnp.ones((2, 2)), "example_weights": jnp.ones(2),
-           "nsp_labels": jnp.array([0, 1])}
+  batch = {
+    "inputs": _tokens(),
+    "type_ids": jnp.zeros((2, 16), jnp.int32),
+    "input_mask": jnp.ones((2, 16), jnp.int32),
+    "masked_positions": jnp.array([[1, 3], [2, 5]]),
+    "masked_ids": jnp.array([[4, 5], [6, 7]]),
+    "masked_weights": jnp.ones((2, 2)),
+    "example_weights": jnp.ones(2),
+    "nsp_labels": jnp.array([0, 1]),
+  }
   graphdef, params = nnx.split(model, nnx.Param)
   den = pretraining.mlm_denominators(batch)
   loss_fn = lambda p: pretraining.mlm_loss(nnx.merge(graphdef, p), batch, None, den)
@@ -123,24 +132,30 @@ def test_checkpoints_stay_compatible_with_the_switches_that_change_no_shapes():
   for field in ("qk_norm", "logit_softcap", "zero_init_proj", "z_loss"):
     saved.pop(field)  # a checkpoint from before the switches existed
   checkpointing.check_compatible(
-      saved, _cfg(mlp="relu2", logit_softcap=30.0, zero_init_proj=True, z_loss=1e-4), "ckpt")
-  with pytest.raises(checkpointing.CheckpointError,
-                     match=r"^config.model.qk_norm: the checkpoint in ckpt has qk_norm=False but "
-                           r"the config has True; match the checkpoint's model or use a fresh"):
+    saved, _cfg(mlp="relu2", logit_softcap=30.0, zero_init_proj=True, z_loss=1e-4), "ckpt"
+  )
+  with pytest.raises(
+    checkpointing.CheckpointError,
+    match=r"^config.model.qk_norm: the checkpoint in ckpt has qk_norm=False but "
+    r"the config has True; match the checkpoint's model or use a fresh",
+  ):
     checkpointing.check_compatible(saved, _cfg(qk_norm=True), "ckpt")
   with pytest.raises(checkpointing.CheckpointError, match="config.model.mlp: .*'gelu'.*'swiglu'"):
     checkpointing.check_compatible(saved, _cfg(mlp="swiglu"), "ckpt")
 
 
-@pytest.mark.parametrize("field,value", [("qk_norm", True), ("logit_softcap", 30.0),
-                                         ("mlp", "relu2")])
+@pytest.mark.parametrize(
+  "field,value", [("qk_norm", True), ("logit_softcap", 30.0), ("mlp", "relu2")]
+)
 def test_hugging_face_export_refuses_what_it_cannot_hold(field, value):
   with pytest.raises(hf_decoder.ConvertError, match=f"^config.model.{field}: "):
     hf_decoder.hf_type(_cfg(**{field: value}))
   with pytest.raises(hf_decoder.ConvertError, match=f"^config.model.{field}: "):
-    hf_decoder.hf_type(_cfg(position="rope", norm="rmsnorm", mlp="swiglu", use_bias=False,
-                            **{field: value}) if field != "mlp" else _cfg(
-                                position="rope", norm="rmsnorm", mlp="relu2", use_bias=False))
+    hf_decoder.hf_type(
+      _cfg(position="rope", norm="rmsnorm", mlp="swiglu", use_bias=False, **{field: value})
+      if field != "mlp"
+      else _cfg(position="rope", norm="rmsnorm", mlp="relu2", use_bias=False)
+    )
   model = layers.resolve(bert.get_config("smoke").model, 100)
   model[field] = value
   with pytest.raises(hf_encoder.ConvertError, match=f"^config.model.{field}: "):
@@ -152,16 +167,21 @@ def test_hugging_face_export_refuses_what_it_cannot_hold(field, value):
 def test_a_run_resumes_with_the_switches_that_change_no_shapes(tiny_config, tmp_path):
   """Trained 3 steps as GPT-2; resumed to 6 with ReLU², soft-capping, z-loss and zero-init
   (which only changes a fresh init); qk_norm adds parameters and is refused before compiling."""
-  trainer.train_and_evaluate(tiny_config(**{"train.total_steps": 3}), str(tmp_path),
-                             devices=jax.devices()[:1])
+  trainer.train_and_evaluate(
+    tiny_config(**{"train.total_steps": 3}), str(tmp_path), devices=jax.devices()[:1]
+  )
   switched = {f"model.{k}": v for k, v in RECIPES.items() if k != "qk_norm"}
-  result = trainer.train_and_evaluate(tiny_config(**switched, **{"train.total_steps": 6}),
-                                      str(tmp_path), devices=jax.devices()[:1])
+  result = trainer.train_and_evaluate(
+    tiny_config(**switched, **{"train.total_steps": 6}), str(tmp_path), devices=jax.devices()[:1]
+  )
   assert result.step == 6 and np.isfinite(result.metrics["loss"])
   rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert any("train/z_loss" in r for r in rows)
   compiles = len(COMPILES)
   with pytest.raises(checkpointing.CheckpointError, match="^config.model.qk_norm: the checkpoint"):
-    trainer.train_and_evaluate(tiny_config(**{"model.qk_norm": True, "train.total_steps": 9}),
-                               str(tmp_path), devices=jax.devices()[:1])
+    trainer.train_and_evaluate(
+      tiny_config(**{"model.qk_norm": True, "train.total_steps": 9}),
+      str(tmp_path),
+      devices=jax.devices()[:1],
+    )
   assert len(COMPILES) == compiles

@@ -1,4 +1,5 @@
 """Ahead-of-time check: compile for a mesh of fake devices without running anything."""
+
 import os
 import subprocess
 import sys
@@ -9,8 +10,8 @@ import pytest
 from configs import bert, common, gpt
 from models import encoder, layers
 from pretrain import aot
-from pretrain.objectives import registry
 from pretrain.devices import sharding
+from pretrain.objectives import registry
 from pretrain.training import metrics
 from tests.conftest import REPO, xla_flags
 
@@ -28,6 +29,7 @@ def test_gpt2_xl_fsdp8_holds_an_eighth_of_the_state_per_device():
   assert "fits" in aot.report(r, 80e9) and "does NOT fit" in aot.report(r, 1e9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["bert", "roberta"])
 def test_masked_lm_fsdp8(recipe):
   """BERT (MLM + NSP) and RoBERTa (MLM) compile for fsdp=8; parameters, state and FLOPs are
@@ -44,8 +46,16 @@ def test_masked_lm_fsdp8(recipe):
   assert config.objective == ("mlm_nsp" if nsp else "mlm")
   # token and type tables, embedding LayerNorm, blocks (4 d^2 attention + 8 d^2 MLP, 13 d
   # biases and norms), pooler, MLM dense + LayerNorm + output bias, NSP classifier
-  by_hand = (v * d + types * d + 2 * d + n_layers * (12 * d * d + 13 * d) + 2 * (d * d + d) +
-             2 * d + v + (2 * d + 2 if nsp else 0))
+  by_hand = (
+    v * d
+    + types * d
+    + 2 * d
+    + n_layers * (12 * d * d + 13 * d)
+    + 2 * (d * d + d)
+    + 2 * d
+    + v
+    + (2 * d + 2 if nsp else 0)
+  )
   assert r["params"] == by_hand == encoder.count_params(cfg)
   # params + two Adam moments in float32, the position table included
   total = 3 * 4 * (by_hand + cfg.max_len * d)
@@ -55,14 +65,16 @@ def test_masked_lm_fsdp8(recipe):
   # other biases without a model-width axis (<0.5%).
   whole = 3 * 4 * v
   per_device = r["state_bytes_per_device"]
-  assert total / 8 <= per_device and (per_device - whole) * 8 == pytest.approx(total - whole,
-                                                                               rel=0.01)
+  assert total / 8 <= per_device and (per_device - whole) * 8 == pytest.approx(
+    total - whole, rel=0.01
+  )
   seq, p = config.batch.seq_len, config.data.mlm.max_predictions
   per_token = metrics.mlm_flops_per_token(cfg, by_hand, seq, p)
   assert per_token == registry.get(config.objective).flops_per_token(cfg, by_hand, config)
   assert r["formula_flops_per_step"] == pytest.approx(per_token * 8 * seq, rel=1e-12)
 
 
+@pytest.mark.slow
 def test_fsdp_keeps_activations_batch_sharded():
   # Without activation constraints XLA kept activations sharded like the weights and the
   # batch whole: FSDP then needed ~6x the temporaries of data parallelism.
@@ -71,6 +83,7 @@ def test_fsdp_keeps_activations_batch_sharded():
     config.mesh.update(mesh)
     config.batch.update(size=16, seq_len=256)
     return aot.analyse(config)["temp_bytes"]
+
   assert temps(data=1, fsdp=8, tensor=1) <= 1.1 * temps(data=8, fsdp=1, tensor=1)
 
 
@@ -84,14 +97,34 @@ def test_mesh_errors_are_reported():
 @pytest.mark.slow
 def test_command_line_on_fake_devices():
   env = dict(os.environ, XLA_FLAGS=xla_flags(0), JAX_PLATFORMS="cpu")
-  cmd = [sys.executable, "-m", "pretrain.aot", "--config=configs/gpt.py:medium", "--devices=4",
-         "--config.mesh.fsdp=4", "--config.mesh.data=1", "--config.batch.size=4"]
-  ok = subprocess.run(cmd + ["--memory_per_device=80e9"], cwd=REPO, env=env, capture_output=True,
-                      text=True, timeout=300)
+  cmd = [
+    sys.executable,
+    "-m",
+    "pretrain.aot",
+    "--config=configs/gpt.py:medium",
+    "--devices=4",
+    "--config.mesh.fsdp=4",
+    "--config.mesh.data=1",
+    "--config.batch.size=4",
+  ]
+  ok = subprocess.run(
+    cmd + ["--memory_per_device=80e9"],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert ok.returncode == 0, ok.stderr
   assert "on 4 devices" in ok.stdout and "fits in" in ok.stdout
-  tight = subprocess.run(cmd + ["--memory_per_device=1e8", "--nosearch"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=300)
+  tight = subprocess.run(
+    cmd + ["--memory_per_device=1e8", "--nosearch"],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert tight.returncode == 3 and "does NOT fit" in tight.stdout
   assert "XLA" not in tight.stdout and "per device (the MFU formula" in tight.stdout
   assert len(jax.devices()) == 8  # this process's devices were not touched
@@ -109,31 +142,42 @@ def test_search_finds_the_cheapest_change_that_fits():
   overrides, found = aot.search(config, limit)
   assert found["peak_bytes"] <= limit < baseline
   steps = aot.ladder(config)
-  assert list(overrides.items()) == steps[:len(overrides)], overrides
+  assert list(overrides.items()) == steps[: len(overrides)], overrides
   assert overrides["model.dtype"] == "bfloat16" and len(overrides) < len(steps)
   # one step fewer did not fit (the ladder stops at the first fit)
-  fewer = dict(steps[:len(overrides) - 1])
+  fewer = dict(steps[: len(overrides) - 1])
   if "mesh.fsdp" in fewer and "mesh.data" not in fewer:
     fewer.pop("mesh.fsdp")
-  smaller = common.apply_overrides(gpt.get_config("small"), {
-      "model.num_layers": 2, "mesh.data": 4, "mesh.fsdp": 2, "batch.size": 16,
-      "batch.seq_len": 256, **fewer})
+  smaller = common.apply_overrides(
+    gpt.get_config("small"),
+    {
+      "model.num_layers": 2,
+      "mesh.data": 4,
+      "mesh.fsdp": 2,
+      "batch.size": 16,
+      "batch.seq_len": 256,
+      **fewer,
+    },
+  )
   assert aot.analyse(smaller)["peak_bytes"] > limit
   # Nothing fits: the whole ladder is tried (counted, not compiled: the rungs compile above).
   tried = []
   assert aot.search(config, 1e6, lambda c: tried.append(c) or {"peak_bytes": 2e6}) == (
-      None, {"peak_bytes": 2e6})
+    None,
+    {"peak_bytes": 2e6},
+  )
   assert tried[-1].model.remat == "full" and len(tried) >= len(steps) - 2
 
 
 def test_the_readme_example_fits():
   """The command the README shows fits what it says (parsed from the README itself)."""
-  import re  # pylint: disable=g-import-not-at-top
+  import re
+
   readme = (REPO / "README.md").read_text()
   command = re.search(r"```bash\npython -m pretrain\.aot (.*?)\n```", readme, re.S).group(1)
   args = command.replace("\\\n", " ").split()
   config = gpt.get_config(next(a for a in args if a.startswith("--config=")).split(":")[1])
-  overrides = dict(a[len("--config."):].split("=", 1) for a in args if a.startswith("--config."))
+  overrides = dict(a[len("--config.") :].split("=", 1) for a in args if a.startswith("--config."))
   for key, value in overrides.items():
     current = config
     for part in key.split(".")[:-1]:

@@ -1,5 +1,6 @@
 """A run's length: config.train.epochs, total_tokens or total_steps, one at a time; the one
 given on the command line replaces the config file's."""
+
 import pytest
 from absl import flags
 from ml_collections import config_flags
@@ -20,8 +21,10 @@ def test_the_command_line_length_replaces_the_recipes_epochs():
   config, overrides = _parsed("--config.train.total_steps=60")
   assert config.train.epochs == 3.0  # the recipe's
   line = durations.prefer_command_line(config.train, overrides)
-  assert line == ("run length: config.train.total_steps=60 from the command line replaces the "
-                  "config file's epochs")
+  assert line == (
+    "run length: config.train.total_steps=60 from the command line replaces the "
+    "config file's epochs"
+  )
   assert (config.train.epochs, config.train.total_steps) == (0.0, 60)
   assert durations.total_steps(config, train_examples=67_349) == 60
   assert durations.length_conflict(config.train) is None
@@ -38,7 +41,9 @@ def test_nothing_given_or_nothing_replaced_changes_nothing():
 def test_two_lengths_in_a_config_are_an_error_naming_both():
   config = gpt.get_config("smoke")
   config.train.total_tokens = 10_000
-  with pytest.raises(config_checks.ConfigError,
-                     match=r"^config.train.total_tokens=10000 and config.train.total_steps=200 "
-                           r"each set the run's length; keep one and set the other to 0"):
+  with pytest.raises(
+    config_checks.ConfigError,
+    match=r"^config.train.total_tokens=10000 and config.train.total_steps=200 "
+    r"each set the run's length; keep one and set the other to 0",
+  ):
     config_checks.check(config, 1)

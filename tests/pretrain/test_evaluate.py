@@ -1,5 +1,6 @@
 """pretrain.evaluate: equal to the trainer's evaluation on any mesh and layout, the whole split
 with padding, --watch exactly once, and bad input refused before anything compiles."""
+
 import json
 import os
 import subprocess
@@ -28,8 +29,9 @@ def _train(config, workdir, devices=1):
 
 def _evaluate(workdir, devices=1, overrides=None, **options):
   config = common.apply_overrides(checkpointing.run_config(str(workdir)), overrides or {})
-  return evaluate.evaluate_run(config, str(workdir), evaluate.Options(**options),
-                               devices=jax.devices()[:devices])
+  return evaluate.evaluate_run(
+    config, str(workdir), evaluate.Options(**options), devices=jax.devices()[:devices]
+  )
 
 
 def _rows(workdir):
@@ -45,12 +47,14 @@ def _assert_close(trained, evaluated, keys, rtol):
 @pytest.fixture(scope="module")
 def gpt_run(tmp_path_factory, data_dir):
   """A tiny GPT trained on one device: eval over 2 batches at the final step 6."""
-  from tests.conftest import tiny_gpt_config  # pylint: disable=g-import-not-at-top
+  from tests.conftest import tiny_gpt_config
+
   workdir = tmp_path_factory.mktemp("gpt_run")
   result = _train(tiny_gpt_config(data_dir, **{"train.eval_batches": 2}), workdir)
   return workdir, result.metrics
 
 
+@pytest.mark.slow
 def test_gpt_equals_trainer_eval_on_any_mesh_and_layout(gpt_run):
   workdir, trained = gpt_run
   one = _evaluate(workdir, max_batches=2)[6]
@@ -80,15 +84,19 @@ def test_whole_split_counts_every_example_once(gpt_run):
   assert windows == rows["bs24"]["examples"] and windows % 8 and windows % 24, windows
 
 
+@pytest.mark.slow
 def test_bert_equals_trainer_eval_on_any_mesh(tiny_bert, tmp_path, capsys):
   trained = _train(tiny_bert(), tmp_path).metrics
   step_lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("step 3/6 | loss")]
-  assert len(step_lines) == 1 and "| mlm_accuracy " in step_lines[0] and "| nsp_loss " in step_lines[0]
+  assert (
+    len(step_lines) == 1 and "| mlm_accuracy " in step_lines[0] and "| nsp_loss " in step_lines[0]
+  )
   keys = ("mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy", "loss")
   _assert_close(trained, _evaluate(tmp_path, max_batches=2)[6], keys, rtol=1e-6)
   mesh = {"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2}
-  _assert_close(trained, _evaluate(tmp_path, devices=8, overrides=mesh, max_batches=2)[6], keys,
-                rtol=1e-6)
+  _assert_close(
+    trained, _evaluate(tmp_path, devices=8, overrides=mesh, max_batches=2)[6], keys, rtol=1e-6
+  )
 
 
 def test_layer_stack_round_trip():
@@ -101,6 +109,7 @@ def test_layer_stack_round_trip():
   assert layer_stack.to_layout(params, scan=True) is params
 
 
+@pytest.mark.slow
 def test_watch_evaluates_each_checkpoint_once_across_restarts(tiny_config, tmp_path, capsys):
   # trained under data=2 x fsdp=4 on 8 devices; evaluated on 1, where that mesh cannot be
   _train(tiny_config(**{"mesh.data": 2, "mesh.fsdp": 4}), tmp_path, devices=8)  # steps 3, 6
@@ -112,18 +121,30 @@ def test_watch_evaluates_each_checkpoint_once_across_restarts(tiny_config, tmp_p
 
 
 def _snapshot(workdir):
-  return {os.path.relpath(os.path.join(d, f), workdir): os.stat(os.path.join(d, f)).st_mtime_ns
-          for d, _, files in os.walk(workdir) for f in files}
+  return {
+    os.path.relpath(os.path.join(d, f), workdir): os.stat(os.path.join(d, f)).st_mtime_ns
+    for d, _, files in os.walk(workdir)
+    for f in files
+  }
 
 
-@pytest.mark.parametrize("overrides,options,error,fields", [
+@pytest.mark.parametrize(
+  "overrides,options,error,fields",
+  [
     ({"model.num_layers": 3}, {}, checkpointing.CheckpointError, ("config.model.num_layers",)),
     ({"data.tokenizer.vocab_size": 128}, {}, ValueError, ("config.data.tokenizer", "run's own")),
     ({}, {"step": 5}, evaluate.CheckpointError, ("--step", "step 5", "3, 6")),
-    ({}, {"step": 3, "all": True}, evaluate.CheckpointError, ("--step, --all, --watch and --best",)),
-])
-def test_bad_input_fails_before_compiling_and_writes_nothing(gpt_run, overrides, options, error,
-                                                             fields):
+    (
+      {},
+      {"step": 3, "all": True},
+      evaluate.CheckpointError,
+      ("--step, --all, --watch and --best",),
+    ),
+  ],
+)
+def test_bad_input_fails_before_compiling_and_writes_nothing(
+  gpt_run, overrides, options, error, fields
+):
   workdir, _ = gpt_run
   before = _snapshot(workdir)
   COMPILES.clear()
@@ -139,8 +160,12 @@ def test_data_of_another_tokenizer_is_refused(gpt_run, tiny_config, tmp_path):
   """A tokenized_dir holding another tokenizer's tokens: a one-line error naming the fix."""
   workdir, _ = gpt_run
   other = str(tmp_path / "tokenized")
-  _train(tiny_config(**{"data.tokenizer.kind": "char", "data.tokenized_dir": other,
-                        "train.total_steps": 1}), tmp_path / "char_run")
+  _train(
+    tiny_config(
+      **{"data.tokenizer.kind": "char", "data.tokenized_dir": other, "train.total_steps": 1}
+    ),
+    tmp_path / "char_run",
+  )
   before = _snapshot(workdir)
   with pytest.raises(ValueError, match="tokeniz") as info:
     _evaluate(workdir, overrides={"data.tokenized_dir": other})
@@ -171,8 +196,15 @@ def test_trainer_says_when_it_resumes_and_when_it_is_done(tiny_config, tmp_path,
 
 def _cli(module, *args, **kw):
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(0))
-  return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, env=env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+  return subprocess.Popen(
+    [sys.executable, "-m", module, *args],
+    cwd=REPO,
+    env=env,
+    text=True,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    **kw,
+  )
 
 
 @pytest.mark.slow
@@ -180,19 +212,34 @@ def test_watch_beside_a_running_job(data_dir, tmp_path):
   """The CLI: --watch next to a training job evaluates every checkpoint exactly once (async
   saves in flight included) and exits 0 at the final step; a bad step exits 2 with one line."""
   workdir = str(tmp_path / "run")
-  tiny = ["--config=configs/gpt.py:smoke", f"--config.data.data_dir={data_dir}",
-          "--config.data.tokenizer.vocab_size=256", "--config.model.num_layers=2",
-          "--config.model.d_model=32", "--config.model.num_heads=4", "--config.model.max_len=32",
-          "--config.batch.seq_len=32", "--config.train.total_steps=40",
-          "--config.checkpoint.every=5", "--config.checkpoint.keep=10",
-          "--config.checkpoint.async_save=True", f"--workdir={workdir}"]
+  tiny = [
+    "--config=configs/gpt.py:smoke",
+    f"--config.data.data_dir={data_dir}",
+    "--config.data.tokenizer.vocab_size=256",
+    "--config.model.num_layers=2",
+    "--config.model.d_model=32",
+    "--config.model.num_heads=4",
+    "--config.model.max_len=32",
+    "--config.batch.seq_len=32",
+    "--config.train.total_steps=40",
+    "--config.checkpoint.every=5",
+    "--config.checkpoint.keep=10",
+    "--config.checkpoint.async_save=True",
+    f"--workdir={workdir}",
+  ]
   train = _cli("pretrain.train", *tiny)
   deadline = time.time() + 300
   while not os.path.exists(os.path.join(workdir, "config.json")) and train.poll() is None:
     assert time.time() < deadline
     time.sleep(0.2)
-  watch = _cli("pretrain.evaluate", f"--workdir={workdir}", "--watch", "--max_batches=1",
-               "--poll_seconds=0.2", "--timeout=240")
+  watch = _cli(
+    "pretrain.evaluate",
+    f"--workdir={workdir}",
+    "--watch",
+    "--max_batches=1",
+    "--poll_seconds=0.2",
+    "--timeout=240",
+  )
   out, err = watch.communicate(timeout=400)
   assert train.wait(timeout=400) == 0, train.stderr.read()
   assert watch.returncode == 0, err
@@ -213,13 +260,17 @@ def test_another_corpus_is_tokenized_the_runs_way(gpt_run, data_dir, tmp_path):
   corpus = tmp_path / "heldout.txt"
   corpus.write_text("A held-out text, never seen in training: ünïcödé and all.\n" * 200)
   tokenizers_before = sorted(os.listdir(os.path.join(data_dir, "tokenizers")))
-  overrides = {"data.files": str(corpus), "data.split_by": "tail",
-               "data.eval_split": "train+validation"}
+  overrides = {
+    "data.files": str(corpus),
+    "data.split_by": "tail",
+    "data.eval_split": "train+validation",
+  }
   result = _evaluate(workdir, overrides=overrides, name="heldout")[6]
   assert sorted(os.listdir(os.path.join(data_dir, "tokenizers"))) == tokenizers_before
   row = [r for r in _rows(workdir) if r["name"] == "heldout"][-1]
   assert row["loss"] == result["loss"]
   # both splits of the corpus are read: about all of its tokens, in windows of 32
-  import tokenizers  # pylint: disable=g-import-not-at-top
+  import tokenizers
+
   tok = tokenizers.Tokenizer.from_file(os.path.join(workdir, "tokenizer.json"))
   assert abs(row["examples"] - len(tok.encode(corpus.read_text()).ids) / 32) <= 2

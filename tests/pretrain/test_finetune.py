@@ -1,6 +1,7 @@
 """Fine-tuning end to end on the one trainer: GLUE from a pretrained BERT (backbone loaded,
 head initialised, best checkpoint, results.json, predictions), NER and QA from scratch on small
 fixtures (they must beat chance by a margin), and bad input refused before compiling."""
+
 import csv
 import json
 import os
@@ -32,7 +33,8 @@ def _tiny(config, **overrides):
 
 @pytest.fixture(scope="module")
 def bert_run(data_dir, sentence_corpus, tmp_path_factory):
-  from pretrain.training import trainer  # pylint: disable=g-import-not-at-top
+  from pretrain.training import trainer
+
   workdir = str(tmp_path_factory.mktemp("bert") / "run")
   trainer.train_and_evaluate(tiny_bert_config(data_dir, sentence_corpus), workdir)
   return workdir
@@ -51,19 +53,23 @@ def _write_sst(path, n, seed, bad_label=False):
 
 
 def _glue(tmp_path, data_dir, **overrides):
-  from configs.finetune import glue  # pylint: disable=g-import-not-at-top
+  from configs.finetune import glue
+
   files = overrides.pop("files", None) or (
-      _write_sst(tmp_path / "train.tsv", 400, 0) + "," + _write_sst(tmp_path / "dev.tsv", 100, 1))
+    _write_sst(tmp_path / "train.tsv", 400, 0) + "," + _write_sst(tmp_path / "dev.tsv", 100, 1)
+  )
   config = _tiny(glue.get_config("sst2"), **overrides)
   config.data.update(files=files, data_dir=data_dir)
   config.train.epochs = 3
   return config
 
 
+@pytest.mark.slow
 def test_glue_from_a_pretrained_bert(bert_run, data_dir, tmp_path, capsys):
-  from pretrain import evaluate  # pylint: disable=g-import-not-at-top
+  from pretrain import evaluate
   from pretrain.state import checkpointing
   from pretrain.training import trainer
+
   workdir = str(tmp_path / "sst2")
   result = trainer.train_and_evaluate(_glue(tmp_path, data_dir, init_from=bert_run), workdir)
   out = capsys.readouterr().out
@@ -85,8 +91,7 @@ def test_glue_from_a_pretrained_bert(bert_run, data_dir, tmp_path, capsys):
   config = checkpointing.run_config(workdir)
   assert config.model.d_model == 32 and config.model.size == "smoke"
   predictions = str(tmp_path / "SST-2.tsv")
-  results = evaluate.evaluate_run(config, workdir,
-                                  evaluate.Options(best=True, predict=predictions))
+  results = evaluate.evaluate_run(config, workdir, evaluate.Options(best=True, predict=predictions))
   assert results[best["step"]]["accuracy"] == pytest.approx(best["accuracy"])
   with open(predictions, encoding="utf-8") as f:
     rows = list(csv.reader(f, delimiter="\t"))
@@ -98,7 +103,8 @@ def test_glue_from_a_pretrained_bert(bert_run, data_dir, tmp_path, capsys):
 
 
 def _fails_before_compiling(config, workdir, error, *fields):
-  from pretrain.training import trainer  # pylint: disable=g-import-not-at-top
+  from pretrain.training import trainer
+
   COMPILES.clear()
   with pytest.raises(error) as info:
     trainer.train_and_evaluate(config, workdir)
@@ -109,11 +115,12 @@ def _fails_before_compiling(config, workdir, error, *fields):
 
 
 def test_bad_input_is_refused_before_compiling(bert_run, data_dir, tmp_path):
-  from pretrain.ground import errors  # pylint: disable=g-import-not-at-top
-  from configs.finetune import glue  # pylint: disable=g-import-not-at-top
-  from input_pipeline.corpora import sources  # pylint: disable=g-import-not-at-top
-  from pretrain.objectives import tasks  # pylint: disable=g-import-not-at-top
+  from configs.finetune import glue
+  from input_pipeline.corpora import sources
+  from pretrain.ground import errors
+  from pretrain.objectives import tasks
   from pretrain.state import checkpointing
+
   workdir = str(tmp_path / "run")
   files = _write_sst(tmp_path / "t.tsv", 50, 0) + "," + _write_sst(tmp_path / "d.tsv", 20, 1)
   # A label count that differs from the head's.
@@ -128,8 +135,9 @@ def test_bad_input_is_refused_before_compiling(bert_run, data_dir, tmp_path):
   config = _tiny(glue.get_config("sst2,size=smoke"), init_from=bert_run)
   config.model.d_model = 64
   config.data.update(files=files, data_dir=data_dir)
-  _fails_before_compiling(config, workdir, checkpointing.CheckpointError,
-                          "config.model.d_model", "d_model=32")
+  _fails_before_compiling(
+    config, workdir, checkpointing.CheckpointError, "config.model.d_model", "d_model=32"
+  )
   # A pair task given single sentences.
   config = _tiny(glue.get_config("mrpc"), init_from=bert_run)
   config.data.update(files=files, data_dir=data_dir)
@@ -144,25 +152,40 @@ def test_a_decoder_checkpoint_is_refused(bert_run, data_dir, tmp_path, vocabular
   """A GPT run's checkpoint (a real orbax checkpoint whose meta is a decoder's), with BERT's
   vocabulary or its own: that it is a decoder is said first, before its vocabulary lacks
   [CLS] and the rest."""
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from configs import gpt  # pylint: disable=g-import-not-at-top
-  from input_pipeline import tokenizer  # pylint: disable=g-import-not-at-top
-  from models import layers  # pylint: disable=g-import-not-at-top
-  from pretrain.state import checkpointing  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp
+
+  from configs import gpt
+  from input_pipeline import tokenizer
+  from models import layers
+  from pretrain.state import checkpointing
+
   gpt_dir = tmp_path / "gpt"
-  tok = (checkpointing.run_tokenizer(bert_run) if vocabulary == "bert" else
-         tokenizer._train_bpe(["the quick brown fox"] * 20, 300, "<|endoftext|>"))
+  tok = (
+    checkpointing.run_tokenizer(bert_run)
+    if vocabulary == "bert"
+    else tokenizer._train_bpe(["the quick brown fox"] * 20, 300, "<|endoftext|>")
+  )
   gpt_config = gpt.get_config("smoke")
   model = layers.resolve(gpt_config.model, tok.get_vocab_size())
   checkpointing.write_run_files(str(gpt_dir), gpt_config, model, tok)
   ckpt = checkpointing.Checkpointer(str(gpt_dir / "checkpoints"))
-  ckpt.save(1, {"step": jnp.int32(1), "params": {"embed": {"embedding": jnp.zeros((4, 4))}}},
-            checkpointing.run_meta(model, "tok", 1, 0), force=True)
+  ckpt.save(
+    1,
+    {"step": jnp.int32(1), "params": {"embed": {"embedding": jnp.zeros((4, 4))}}},
+    checkpointing.run_meta(model, "tok", 1, 0),
+    force=True,
+  )
   ckpt.close()
   config = _glue(tmp_path, data_dir, init_from=str(gpt_dir))
   config.model.size = "smoke"  # an explicit size: the decoder's model is not taken
-  _fails_before_compiling(config, str(tmp_path / "run"), checkpointing.CheckpointError,
-                          "config.init_from", "a decoder (GPT)", "an encoder (BERT)")
+  _fails_before_compiling(
+    config,
+    str(tmp_path / "run"),
+    checkpointing.CheckpointError,
+    "config.init_from",
+    "a decoder (GPT)",
+    "an encoder (BERT)",
+  )
 
 
 def _write_conll(path, n, seed):
@@ -171,20 +194,32 @@ def _write_conll(path, n, seed):
   lines = ["-DOCSTART- -X- -X- O", ""]
   for _ in range(n):
     first, second = r.sample(NAMES, 2)
-    words = [(first, "B-PER"), (r.choice(VERBS), "O"), ("with", "O"), (second, "B-PER"),
-             (r.choice(ADJS), "O"), (r.choice(NOUNS), "B-MISC")]
+    words = [
+      (first, "B-PER"),
+      (r.choice(VERBS), "O"),
+      ("with", "O"),
+      (second, "B-PER"),
+      (r.choice(ADJS), "O"),
+      (r.choice(NOUNS), "B-MISC"),
+    ]
     lines += [f"{w} NN O {t}" for w, t in words] + [""]
   path.write_text("\n".join(lines))
   return str(path)
 
 
+@pytest.mark.slow
 def test_ner_from_scratch_beats_chance(data_dir, tmp_path):
-  from configs.finetune import ner  # pylint: disable=g-import-not-at-top
-  from pretrain.training import trainer  # pylint: disable=g-import-not-at-top
+  from configs.finetune import ner
+  from pretrain.training import trainer
+
   config = _tiny(ner.get_config("smoke"))
-  config.data.update(files=_write_conll(tmp_path / "train.conll", 300, 0) + "," +
-                     _write_conll(tmp_path / "dev.conll", 50, 1), data_dir=data_dir,
-                     labels="O,B-PER,I-PER,B-MISC,I-MISC")
+  config.data.update(
+    files=_write_conll(tmp_path / "train.conll", 300, 0)
+    + ","
+    + _write_conll(tmp_path / "dev.conll", 50, 1),
+    data_dir=data_dir,
+    labels="O,B-PER,I-PER,B-MISC,I-MISC",
+  )
   config.data.tokenizer.vocab_size = 200
   config.model.num_labels = 5
   config.train.epochs = 4
@@ -205,23 +240,40 @@ def _write_squad(path, n, seed):
     context = " ".join(f"{p} {v} {a} {o}." for p, v, a, o in facts)
     p, v, a, o = facts[r.randrange(3)]
     answer = f"{a} {o}"
-    paragraphs.append({"context": context, "qas": [{
-        "id": f"q{k}", "question": f"what does {p} {v}?",
-        "answers": [{"text": answer, "answer_start": context.index(f"{p} {v} {a}") +
-                     len(f"{p} {v} ")}]}]})
-  path.write_text(json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs":
-                                                          paragraphs}]}))
+    paragraphs.append(
+      {
+        "context": context,
+        "qas": [
+          {
+            "id": f"q{k}",
+            "question": f"what does {p} {v}?",
+            "answers": [
+              {"text": answer, "answer_start": context.index(f"{p} {v} {a}") + len(f"{p} {v} ")}
+            ],
+          }
+        ],
+      }
+    )
+  path.write_text(
+    json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": paragraphs}]})
+  )
   return str(path)
 
 
+@pytest.mark.slow
 def test_squad_from_scratch_beats_chance(data_dir, tmp_path):
-  from configs.finetune import squad  # pylint: disable=g-import-not-at-top
-  from pretrain import evaluate  # pylint: disable=g-import-not-at-top
+  from configs.finetune import squad
+  from pretrain import evaluate
   from pretrain.state import checkpointing
   from pretrain.training import trainer
+
   config = _tiny(squad.get_config("smoke"))
-  config.data.update(files=_write_squad(tmp_path / "train.json", 400, 0) + "," +
-                     _write_squad(tmp_path / "dev.json", 50, 1), data_dir=data_dir)
+  config.data.update(
+    files=_write_squad(tmp_path / "train.json", 400, 0)
+    + ","
+    + _write_squad(tmp_path / "dev.json", 50, 1),
+    data_dir=data_dir,
+  )
   config.data.tokenizer.vocab_size = 200
   config.data.squad.update(doc_stride=8, max_query_len=8)
   config.train.epochs = 2
@@ -235,8 +287,9 @@ def test_squad_from_scratch_beats_chance(data_dir, tmp_path):
   # loss settles near ln 3), so it scores about one in three.
   assert best["f1"] > 0.3 and best["exact_match"] > 0.1, best
   predictions = str(tmp_path / "predictions.json")
-  evaluate.evaluate_run(checkpointing.run_config(workdir), workdir,
-                        evaluate.Options(predict=predictions))
+  evaluate.evaluate_run(
+    checkpointing.run_config(workdir), workdir, evaluate.Options(predict=predictions)
+  )
   with open(predictions, encoding="utf-8") as f:
     answers = json.load(f)
   assert sorted(answers) == sorted(f"q{k}" for k in range(50))

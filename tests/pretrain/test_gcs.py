@@ -3,6 +3,7 @@ gs:// workdir trains, checkpoints, is killed with SIGKILL and resumes bitwise; t
 are all in the bucket; pretrain.evaluate, pretrain.checkpoints and config.init_from read it
 from there. A missing bucket or missing credentials fail in one line before compiling.
 (Two processes saving and restoring on gs:// are in tests/pretrain/test_multiprocess.py.)"""
+
 import json
 import os
 import re
@@ -16,28 +17,43 @@ import numpy as np
 import pytest
 
 from configs import common, gpt
-from pretrain.ground import errors
 from pretrain import evaluate
+from pretrain.ground import errors, storage
 from pretrain.state import checkpointing
 from pretrain.training import config_checks, trainer
-from pretrain.ground import storage
 from tests import conftest
 from tests.conftest import REPO, xla_flags
 from tests.reliability.test_kill import Trainer
 
 STEPS = 300
 OVERRIDES = {
-    "data.tokenizer.vocab_size": 256, "model.num_layers": 2, "model.num_heads": 4,
-    "model.d_model": 32, "model.max_len": 32, "batch.size": 8, "batch.seq_len": 32,
-    "train.total_steps": STEPS, "train.log_every": 10, "train.eval_every": 50,
-    "train.eval_batches": 1, "train.peak_flops": 1e12, "checkpoint.every": 50,
-    "checkpoint.async_save": True, "checkpoint.keep": 2}
+  "data.tokenizer.vocab_size": 256,
+  "model.num_layers": 2,
+  "model.num_heads": 4,
+  "model.d_model": 32,
+  "model.max_len": 32,
+  "batch.size": 8,
+  "batch.seq_len": 32,
+  "train.total_steps": STEPS,
+  "train.log_every": 10,
+  "train.eval_every": 50,
+  "train.eval_batches": 1,
+  "train.peak_flops": 1e12,
+  "checkpoint.every": 50,
+  "checkpoint.async_save": True,
+  "checkpoint.keep": 2,
+}
 
 
 def _train_command(workdir, data_dir, **more):
   overrides = dict(OVERRIDES, **{"data.data_dir": data_dir}, **more)
-  return [sys.executable, "-m", "pretrain.train", "--config=configs/gpt.py:smoke",
-          f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in overrides.items()]
+  return [
+    sys.executable,
+    "-m",
+    "pretrain.train",
+    "--config=configs/gpt.py:smoke",
+    f"--workdir={workdir}",
+  ] + [f"--config.{k}={v}" for k, v in overrides.items()]
 
 
 def _env():
@@ -45,8 +61,9 @@ def _env():
 
 
 def _run(cmd, env=None):
-  proc = subprocess.run(cmd, cwd=REPO, env=env or _env(), capture_output=True, text=True,
-                        timeout=300)
+  proc = subprocess.run(
+    cmd, cwd=REPO, env=env or _env(), capture_output=True, text=True, timeout=300
+  )
   return proc
 
 
@@ -69,8 +86,9 @@ def _jsonl(url):
 @pytest.mark.slow
 def test_gs_workdir_is_killed_resumes_bitwise_and_is_read_back(gcs, tmp_path, data_dir):
   reference = tmp_path / "reference"  # the same run, uninterrupted, on a local disk
-  config = common.apply_overrides(gpt.get_config("smoke"),
-                                  dict(OVERRIDES, **{"data.data_dir": data_dir}))
+  config = common.apply_overrides(
+    gpt.get_config("smoke"), dict(OVERRIDES, **{"data.data_dir": data_dir})
+  )
   trainer.train_and_evaluate(config, str(reference), devices=jax.devices()[:1])
 
   url = gcs("run")
@@ -90,9 +108,15 @@ def test_gs_workdir_is_killed_resumes_bitwise_and_is_read_back(gcs, tmp_path, da
   # Everything of the run is in the bucket, nothing left temporary, and nothing went to a
   # local directory named after the URL (what os.path.abspath would have made of it).
   objects = _objects(url)
-  for name in ("config.json", "tokenizer.json", "metrics.jsonl", "results.json",
-               "goodput.json", f"checkpoints/{STEPS - 50}/commit_success.txt",
-               f"checkpoints/{STEPS}/commit_success.txt"):
+  for name in (
+    "config.json",
+    "tokenizer.json",
+    "metrics.jsonl",
+    "results.json",
+    "goodput.json",
+    f"checkpoints/{STEPS - 50}/commit_success.txt",
+    f"checkpoints/{STEPS}/commit_success.txt",
+  ):
     assert name in objects, objects
   assert any(o.startswith("tensorboard/events.out.tfevents") for o in objects), objects
   assert not [o for o in objects if "orbax-checkpoint-tmp" in o], objects
@@ -108,28 +132,33 @@ def test_gs_workdir_is_killed_resumes_bitwise_and_is_read_back(gcs, tmp_path, da
   # Read back from the bucket: the checkpoint list and verification, an evaluation ...
   verify = _run([sys.executable, "-m", "pretrain.checkpoints", f"--workdir={url}", "--verify"])
   assert verify.returncode == 0 and verify.stdout.count("ok: complete") == 2, verify.stdout
-  evaluate.evaluate_run(checkpointing.run_config(url), url, evaluate.Options(max_batches=1),
-                        devices=jax.devices()[:1])
+  evaluate.evaluate_run(
+    checkpointing.run_config(url), url, evaluate.Options(max_batches=1), devices=jax.devices()[:1]
+  )
   [row] = _jsonl(f"{url}/eval.jsonl")
   trained = [r for r in _jsonl(f"{url}/metrics.jsonl") if "eval/loss" in r][-1]
   assert row["step"] == STEPS == trained["step"]
   np.testing.assert_allclose(row["loss"], trained["eval/loss"], rtol=1e-6)
 
   # ... and a run initialised from it (config.init_from=gs://...), with the same tokenizer.
-  config = conftest.tiny_gpt_config(data_dir, **{"init_from": url, "train.total_steps": 1,
-                                                 "train.eval_every": 0})
+  config = conftest.tiny_gpt_config(
+    data_dir, **{"init_from": url, "train.total_steps": 1, "train.eval_every": 0}
+  )
   config_checks.check_workdir(url)
-  result = trainer.train_and_evaluate(config, str(tmp_path / "from_gs"),
-                                      devices=jax.devices()[:1])
+  result = trainer.train_and_evaluate(config, str(tmp_path / "from_gs"), devices=jax.devices()[:1])
   assert result.step == 1
   log = (tmp_path / "from_gs" / "metrics.jsonl").read_text()
   assert log  # trained a step from the parameters in the bucket
 
 
+@pytest.mark.slow
 def test_missing_bucket_fails_in_one_line_before_compiling(gcs, tmp_path, data_dir):
   conftest.COMPILES.clear()
-  with pytest.raises(errors.UserError, match=r"--workdir: bucket gs://no-such-bucket does not "
-                     r"exist; create it \(gcloud storage buckets create gs://no-such-bucket\)"):
+  with pytest.raises(
+    errors.UserError,
+    match=r"--workdir: bucket gs://no-such-bucket does not "
+    r"exist; create it \(gcloud storage buckets create gs://no-such-bucket\)",
+  ):
     config_checks.check_workdir("gs://no-such-bucket/run")
   config = conftest.tiny_gpt_config(data_dir, init_from="gs://no-such-bucket/run")
   with pytest.raises(errors.UserError, match="config.init_from: bucket gs://no-such-bucket"):
@@ -145,21 +174,36 @@ def test_missing_bucket_fails_in_one_line_before_compiling(gcs, tmp_path, data_d
   for tool in ("pretrain.evaluate", "pretrain.checkpoints"):
     proc = _run([sys.executable, "-m", tool, "--workdir=gs://no-such-bucket/run"])
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert proc.stderr.strip() == ("error: --workdir: bucket gs://no-such-bucket does not exist; "
-                                   "create it (gcloud storage buckets create gs://no-such-bucket) "
-                                   "or fix the URL"), proc.stderr
+    assert proc.stderr.strip() == (
+      "error: --workdir: bucket gs://no-such-bucket does not exist; "
+      "create it (gcloud storage buckets create gs://no-such-bucket) "
+      "or fix the URL"
+    ), proc.stderr
 
 
 def test_missing_credentials_fail_in_one_line(tmp_path, data_dir):
   """With real GCS (no emulator) and no credentials, the run stops at once, naming the fix."""
-  env = {k: v for k, v in _env().items()
-         if k not in ("STORAGE_EMULATOR_HOST", "TENSORSTORE_GCS_HTTP_URL",
-                      "GOOGLE_AUTH_TOKEN_FOR_TESTING", "FSSPEC_GS_TOKEN")}
-  env.update(GOOGLE_APPLICATION_CREDENTIALS=str(tmp_path / "missing-key.json"),
-             CLOUDSDK_CONFIG=str(tmp_path / "gcloud"), NO_GCE_CHECK="true")
+  env = {
+    k: v
+    for k, v in _env().items()
+    if k
+    not in (
+      "STORAGE_EMULATOR_HOST",
+      "TENSORSTORE_GCS_HTTP_URL",
+      "GOOGLE_AUTH_TOKEN_FOR_TESTING",
+      "FSSPEC_GS_TOKEN",
+    )
+  }
+  env.update(
+    GOOGLE_APPLICATION_CREDENTIALS=str(tmp_path / "missing-key.json"),
+    CLOUDSDK_CONFIG=str(tmp_path / "gcloud"),
+    NO_GCE_CHECK="true",
+  )
   proc = _run(_train_command("gs://some-bucket/run", data_dir), env=env)
   assert proc.returncode == 2, proc.stderr[-2000:]
   [line] = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
-  assert line.startswith("error: --workdir: no Google Cloud credentials to reach "
-                         "'gs://some-bucket/run'") and "gcloud auth application-default login" in line
+  assert (
+    line.startswith("error: --workdir: no Google Cloud credentials to reach 'gs://some-bucket/run'")
+    and "gcloud auth application-default login" in line
+  )
   assert "Traceback" not in proc.stderr

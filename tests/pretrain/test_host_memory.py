@@ -1,6 +1,7 @@
 """Host memory on CPU-only processes (pretrain/devices/host_memory.py): with
 PRETRAIN_HOST_MALLOC=reuse, XLA's per-call temporary buffers are reused from one call to the
 next instead of being faulted in again page by page."""
+
 import json
 import os
 import subprocess
@@ -23,7 +24,9 @@ faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 """
 # What XLA:CPU does at every call: a worker thread allocates the temporary buffer (here
 # 128 MB) with posix_memalign, writes it and frees it. Printed: the page faults of calls 3-6.
-_BLOCKS = _SETUP + """
+_BLOCKS = (
+  _SETUP
+  + """
 libc, size, counted = ctypes.CDLL("libc.so.6"), 128 << 20, []
 def calls():
   for call in range(6):
@@ -37,9 +40,12 @@ worker.start()
 worker.join()
 print(configured, sum(counted))
 """
+)
 # A step like a train step: its state donated and updated, and temporary buffers of 128 MB
 # (the 4096 x 4096 product and its cumulative sum). Printed: the page faults of calls 9-12.
-_STEPS = _SETUP + """
+_STEPS = (
+  _SETUP
+  + """
 import jax, jax.numpy as jnp
 step = jax.jit(lambda s, x: s + jnp.cumsum(x @ x.T, axis=0)[-1], donate_argnums=0)
 x, s = jnp.ones((4096, 64), jnp.float32), jnp.zeros((4096,), jnp.float32)
@@ -50,22 +56,30 @@ for call in range(12):
   s.block_until_ready()
 print(configured, faults() - before)
 """
+)
 
 
 def _faults(script, choice, bound=False):
   """(configure()'s result, the faults the script counted) in a process of its own."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PRETRAIN_HOST_MALLOC=choice,
-             BOUND="1" if bound else "", XLA_FLAGS="",  # the real device, as in production
-             PYTHONPATH=REPO)
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS="cpu",
+    PRETRAIN_HOST_MALLOC=choice,
+    BOUND="1" if bound else "",
+    XLA_FLAGS="",  # the real device, as in production
+    PYTHONPATH=REPO,
+  )
   argv = [sys.executable, "-c", script]
-  out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True,
-                       cwd=REPO).stdout.split()
+  out = subprocess.run(
+    argv, env=env, capture_output=True, text=True, check=True, cwd=REPO
+  ).stdout.split()
   return out[0] == "True", int(out[1])
 
 
-glibc_only = pytest.mark.skipif(host_memory._glibc() is None, reason="glibc's malloc only")  # pylint: disable=protected-access
+glibc_only = pytest.mark.skipif(host_memory._glibc() is None, reason="glibc's malloc only")
 
 
+@pytest.mark.slow
 @glibc_only
 def test_xla_steps_reuse_their_temporary_buffers():
   configured, reused = _faults(_STEPS, "reuse")
@@ -97,12 +111,24 @@ def test_bad_setting_is_one_line_naming_the_variable(monkeypatch):
 
 def test_bad_setting_stops_an_entry_point_in_one_line(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PRETRAIN_HOST_MALLOC="yes")
-  proc = subprocess.run([sys.executable, "-m", "pretrain.train", "--config=configs/gpt.py:smoke",
-                         f"--workdir={tmp_path / 'run'}"], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "pretrain.train",
+      "--config=configs/gpt.py:smoke",
+      f"--workdir={tmp_path / 'run'}",
+    ],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-      "error: PRETRAIN_HOST_MALLOC='yes': set it to 'default' (glibc's own settings) or "
-      "'reuse' (freed host memory kept for reuse on CPU)"], proc.stderr
+    "error: PRETRAIN_HOST_MALLOC='yes': set it to 'default' (glibc's own settings) or "
+    "'reuse' (freed host memory kept for reuse on CPU)"
+  ], proc.stderr
   assert not (tmp_path / "run").exists()
 
 
@@ -117,34 +143,61 @@ def test_jax_platforms_decides_whether_an_accelerator_may_be_used(monkeypatch):
     assert host_memory.accelerator_installed() == accelerator
 
 
+@pytest.mark.slow
 @glibc_only
 def test_a_trainer_with_reuse_trains_the_same_run(data_dir, tmp_path):
   """`pretrain.train` with PRETRAIN_HOST_MALLOC=reuse checks its first step's temporary
   buffer against the machine's memory (a small one: kept for reuse) and trains the same
   run, bitwise, as one without it."""
-  from configs import common, gpt  # pylint: disable=g-import-not-at-top
-  from pretrain.training import trainer  # pylint: disable=g-import-not-at-top
-  from tests.conftest import xla_flags  # pylint: disable=g-import-not-at-top
-  overrides = {"data.data_dir": data_dir, "data.tokenizer.vocab_size": 256,
-               "model.num_layers": 2, "model.num_heads": 4, "model.d_model": 32,
-               "model.max_len": 32, "batch.size": 8, "batch.seq_len": 32,
-               "train.total_steps": 4, "train.log_every": 1, "train.eval_every": 0,
-               "train.peak_flops": 1e12, "checkpoint.every": 0}
+  from configs import common, gpt
+  from pretrain.training import trainer
+  from tests.conftest import xla_flags
+
+  overrides = {
+    "data.data_dir": data_dir,
+    "data.tokenizer.vocab_size": 256,
+    "model.num_layers": 2,
+    "model.num_heads": 4,
+    "model.d_model": 32,
+    "model.max_len": 32,
+    "batch.size": 8,
+    "batch.seq_len": 32,
+    "train.total_steps": 4,
+    "train.log_every": 1,
+    "train.eval_every": 0,
+    "train.peak_flops": 1e12,
+    "checkpoint.every": 0,
+  }
   reference = trainer.train_and_evaluate(
-      common.apply_overrides(gpt.get_config("smoke"), overrides), str(tmp_path / "default"),
-      devices=jax.devices()[:1])
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(1),
-             PRETRAIN_HOST_MALLOC="reuse")
+    common.apply_overrides(gpt.get_config("smoke"), overrides),
+    str(tmp_path / "default"),
+    devices=jax.devices()[:1],
+  )
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(1), PRETRAIN_HOST_MALLOC="reuse")
   proc = subprocess.run(
-      [sys.executable, "-m", "pretrain.train", "--config=configs/gpt.py:smoke",
-       f"--workdir={tmp_path / 'reuse'}"] + [f"--config.{k}={v}" for k, v in overrides.items()],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      "-m",
+      "pretrain.train",
+      "--config=configs/gpt.py:smoke",
+      f"--workdir={tmp_path / 'reuse'}",
+    ]
+    + [f"--config.{k}={v}" for k, v in overrides.items()],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
   assert "host memory:" not in proc.stdout  # a small buffer stays reused
-  losses = [json.loads(line).get("train/loss") for line in
-            (tmp_path / "reuse" / "metrics.jsonl").read_text().splitlines()]
+  losses = [
+    json.loads(line).get("train/loss")
+    for line in (tmp_path / "reuse" / "metrics.jsonl").read_text().splitlines()
+  ]
   assert [l for l in losses if l is not None] == [
-      json.loads(line)["train/loss"] for line in
-      (tmp_path / "default" / "metrics.jsonl").read_text().splitlines()
-      if "train/loss" in json.loads(line)]
+    json.loads(line)["train/loss"]
+    for line in (tmp_path / "default" / "metrics.jsonl").read_text().splitlines()
+    if "train/loss" in json.loads(line)
+  ]
   assert reference.step == 4

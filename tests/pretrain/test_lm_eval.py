@@ -1,6 +1,7 @@
 """pretrain.lm_eval: lm-evaluation-harness runs a local YAML task on our checkpoint with the
 same numbers as pretrain.score; our tokenization of requests is lm-eval's; rolling
 log-likelihoods and generate_until work on the memorised facts."""
+
 import types
 
 import numpy as np
@@ -10,14 +11,13 @@ from tests.conftest import REPO
 
 lm_eval = pytest.importorskip("lm_eval")
 
-# pylint: disable=g-import-not-at-top,wrong-import-position
+
 from lm_eval.api import model as lm_model
 
 from pretrain import lm_eval as ours
 from pretrain import score
 
 pytestmark = pytest.mark.xdist_group("capitals")  # one worker builds the shared run
-# pylint: enable=g-import-not-at-top,wrong-import-position
 
 TASKS = REPO / "tests" / "fixtures" / "lm_eval"
 
@@ -26,9 +26,11 @@ def _requests(*args):
   return [types.SimpleNamespace(args=a) for a in args]
 
 
+@pytest.mark.slow
 def test_simple_evaluate_equals_score(capitals_run, monkeypatch, tmp_path):
-  import datasets  # pylint: disable=g-import-not-at-top
-  from lm_eval import tasks  # pylint: disable=g-import-not-at-top
+  import datasets
+  from lm_eval import tasks
+
   workdir, items_file = capitals_run
   monkeypatch.chdir(REPO)  # the YAML's data_files path is relative to the working directory
   monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
@@ -36,9 +38,12 @@ def test_simple_evaluate_equals_score(capitals_run, monkeypatch, tmp_path):
   monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_datasets"))
   # step 100: barely trained, where acc and acc_norm differ
   results = lm_eval.simple_evaluate(
-      model="pretrain", model_args=f"workdir={workdir},step=100,batch_size=16",
-      tasks=["capitals"], batch_size=1,  # lm-eval's own default, overridden by model_args
-      task_manager=tasks.TaskManager(include_path=str(TASKS), include_defaults=False))
+    model="pretrain",
+    model_args=f"workdir={workdir},step=100,batch_size=16",
+    tasks=["capitals"],
+    batch_size=1,  # lm-eval's own default, overridden by model_args
+    task_manager=tasks.TaskManager(include_path=str(TASKS), include_defaults=False),
+  )
   got = results["results"]["capitals"]
   model, cfg, tok, eos_id, _ = score.load(workdir, 100)
   want = score.score_items(model, cfg, tok, eos_id, score.read_items(items_file))
@@ -73,12 +78,19 @@ class _Tokenized(lm_model.TemplateLM):
 
 
 def test_requests_are_tokenized_as_lm_eval_does(capitals_run):
-  from pretrain.state import checkpointing  # pylint: disable=g-import-not-at-top
+  from pretrain.state import checkpointing
+
   tok = checkpointing.run_tokenizer(capitals_run[0])
   eos_id = tok.token_to_id("<|endoftext|>")
-  pairs = [("the capital of france is", " paris"), ("the capital of france is  ", "paris."),
-           ("", "the capital"), ("", "<|endoftext|>the capital"), ("a", "bc"),
-           ("the capital of", " of"), ("x\n", "\ny")]
+  pairs = [
+    ("the capital of france is", " paris"),
+    ("the capital of france is  ", "paris."),
+    ("", "the capital"),
+    ("", "<|endoftext|>the capital"),
+    ("a", "bc"),
+    ("the capital of", " of"),
+    ("x\n", "\ny"),
+  ]
   reference = _Tokenized(tok, eos_id)
   reference.loglikelihood(_requests(*pairs), disable_tqdm=True)
   assert [score.encode_pair(tok, eos_id, *p) for p in pairs] == reference.seen
@@ -90,17 +102,25 @@ def test_rolling_and_generate_until(capitals_run):
   assert (lm.step, lm.batch_size) == (400, 4)
   short = "the capital of france is paris."
   assert lm.loglikelihood_rolling(_requests((short,)))[0] == pytest.approx(
-      lm.loglikelihood(_requests(("", short)))[0][0], abs=1e-5)
+    lm.loglikelihood(_requests(("", short)))[0][0], abs=1e-5
+  )
   # longer than max_len: the first window predicts max_len tokens from EOS on, the second the
   # rest, each token from the max_len tokens before it
-  text = " ".join(f"the capital of {c} is {x}." for c, x in
-                  [("peru", "lima"), ("cuba", "havana"), ("italy", "rome"), ("chile", "santiago"),
-                   ("egypt", "cairo")])
+  text = " ".join(
+    f"the capital of {c} is {x}."
+    for c, x in [
+      ("peru", "lima"),
+      ("cuba", "havana"),
+      ("italy", "rome"),
+      ("chile", "santiago"),
+      ("egypt", "cairo"),
+    ]
+  )
   ids = score.encode(lm.tok, text)
   n, m = len(ids), lm.cfg.max_len
   assert m < n < 2 * m
-  first = np.asarray(lm.model(np.array([[lm.eos_id] + ids[:m - 1]], np.int32)), np.float64)[0]
-  second = np.asarray(lm.model(np.array([ids[n - m - 1:n - 1]], np.int32)), np.float64)[0]
+  first = np.asarray(lm.model(np.array([[lm.eos_id] + ids[: m - 1]], np.int32)), np.float64)[0]
+  second = np.asarray(lm.model(np.array([ids[n - m - 1 : n - 1]], np.int32)), np.float64)[0]
 
   def logp(logits, at, targets):
     top = logits.max(-1, keepdims=True)
@@ -111,5 +131,6 @@ def test_rolling_and_generate_until(capitals_run):
   assert lm.loglikelihood_rolling(_requests((text,)))[0] == pytest.approx(want, abs=1e-4)
   # greedy generation of the memorised facts, cut before the stop string
   gen = {"until": ["."], "max_gen_toks": 6, "do_sample": False}
-  assert lm.generate_until(_requests(("the capital of france is", gen),
-                                     ("the capital of kenya is", gen))) == [" paris", " nairobi"]
+  assert lm.generate_until(
+    _requests(("the capital of france is", gen), ("the capital of kenya is", gen))
+  ) == [" paris", " nairobi"]

@@ -1,5 +1,6 @@
 """The MFU formulas (pretrain/training/metrics.py) against FLOPs counted by hand and by XLA; what the
 metric writers import."""
+
 import json
 import subprocess
 import sys
@@ -16,8 +17,9 @@ from pretrain.objectives import pretraining, registry
 from pretrain.training import metrics
 from tests.conftest import REPO
 
-MODERN = dict(position="rope", norm="rmsnorm", mlp="swiglu", num_kv_heads=2, head_dim=32,
-              use_bias=False)
+MODERN = dict(
+  position="rope", norm="rmsnorm", mlp="swiglu", num_kv_heads=2, head_dim=32, use_bias=False
+)
 
 
 def _gpt(vocab=128, seq_len=32, **model):
@@ -57,8 +59,9 @@ def _decoder_by_hand(cfg, t):
   the position table) of a tied-embedding decoder."""
   matrices, vectors = _block(cfg)
   norm = 2 * cfg.d_model if cfg.norm == "layernorm" else cfg.d_model
-  forward = (cfg.num_layers * (2 * matrices + _attention_matmuls(cfg, t)) +
-             2 * cfg.d_model * cfg.vocab_size)  # the tied output matmul
+  forward = (
+    cfg.num_layers * (2 * matrices + _attention_matmuls(cfg, t)) + 2 * cfg.d_model * cfg.vocab_size
+  )  # the tied output matmul
   vectors = cfg.num_layers * vectors + norm  # + the final norm
   return forward, vectors, cfg.vocab_size * cfg.d_model + cfg.num_layers * matrices + vectors
 
@@ -70,13 +73,27 @@ def _encoder_by_hand(cfg, t, p):
   d, v = cfg.d_model, cfg.vocab_size
   matrices, vectors = _block(cfg)
   norm = 2 * d if cfg.norm == "layernorm" else d
-  forward = (cfg.num_layers * (2 * matrices + _attention_matmuls(cfg, t)) +
-             (2 * d * d + 2 * d * v) * p / t)
+  forward = (
+    cfg.num_layers * (2 * matrices + _attention_matmuls(cfg, t)) + (2 * d * d + 2 * d * v) * p / t
+  )
   # embedding norm, pooler bias, MLM dense bias + norm + output bias, NSP classifier
-  vectors = (cfg.num_layers * vectors + norm + (norm if cfg.pre_norm else 0) + d + d + norm + v +
-             (2 * d + 2 if cfg.nsp_head else 0))
-  params = (v * d + cfg.type_vocab_size * d + cfg.num_layers * matrices + 2 * d * d +  # pooler, MLM
-            vectors)
+  vectors = (
+    cfg.num_layers * vectors
+    + norm
+    + (norm if cfg.pre_norm else 0)
+    + d
+    + d
+    + norm
+    + v
+    + (2 * d + 2 if cfg.nsp_head else 0)
+  )
+  params = (
+    v * d
+    + cfg.type_vocab_size * d
+    + cfg.num_layers * matrices
+    + 2 * d * d  # pooler, MLM
+    + vectors
+  )
   return forward, vectors, params
 
 
@@ -94,15 +111,18 @@ def test_gpt_formula_is_three_times_the_forward_matmuls(model):
   assert registry.get("causal_lm").flops_per_token(cfg, n, config) == expected
   # untied: the head is a second V x d matrix (a matmul), the input table a lookup (none)
   untied = layers.resolve(
-      ml_collections.ConfigDict(dict(config.model.to_dict(), tie_embeddings=False)), 128)
+    ml_collections.ConfigDict(dict(config.model.to_dict(), tie_embeddings=False)), 128
+  )
   n_untied = decoder.count_params(untied)
   assert n_untied == n + cfg.vocab_size * cfg.d_model
   assert metrics.flops_per_token(untied, n_untied, t) == expected
 
 
-@pytest.mark.parametrize("recipe,model", [("bert", {}), ("roberta", {}),
-                                          ("roberta", dict(MODERN, mlp="gelu", pre_norm=True))],
-                         ids=["bert", "roberta", "roberta-modern"])
+@pytest.mark.parametrize(
+  "recipe,model",
+  [("bert", {}), ("roberta", {}), ("roberta", dict(MODERN, mlp="gelu", pre_norm=True))],
+  ids=["bert", "roberta", "roberta-modern"],
+)
 def test_mlm_formula_is_three_times_the_forward_matmuls(recipe, model):
   config, cfg = _bert(recipe, **model)
   t, p = config.batch.seq_len, config.data.mlm.max_predictions
@@ -112,7 +132,8 @@ def test_mlm_formula_is_three_times_the_forward_matmuls(recipe, model):
   expected = 3 * forward + 6 * vectors
   assert metrics.mlm_flops_per_token(cfg, n, t, p) == pytest.approx(expected, rel=1e-12)
   assert registry.get(config.objective).flops_per_token(cfg, n, config) == pytest.approx(
-      expected, rel=1e-12)
+    expected, rel=1e-12
+  )
 
 
 def _xla_flops(fn, *args):
@@ -136,8 +157,9 @@ def test_gpt_formula_matches_xla_cost_analysis(model, monkeypatch):
   batch = pretraining.causal_lm_fake_batch(config, b, cfg.vocab_size)
 
   def loss(params, batch):
-    return pretraining.causal_lm_loss(nnx.merge(graphdef, params), batch, None,
-                                     {"tokens": b * t})[0]
+    return pretraining.causal_lm_loss(nnx.merge(graphdef, params), batch, None, {"tokens": b * t})[
+      0
+    ]
 
   per_token = _xla_flops(jax.grad(loss), params, batch) / (b * t)
   formula = metrics.flops_per_token(cfg, n, t)
@@ -156,8 +178,9 @@ def test_mlm_formula_matches_xla_cost_analysis(recipe):
   assert ("nsp_labels" in batch) == (recipe == "bert")
 
   def loss(params, batch):
-    return objective.loss(nnx.merge(graphdef, params), batch, None,
-                          objective.denominators(batch))[0]
+    return objective.loss(nnx.merge(graphdef, params), batch, None, objective.denominators(batch))[
+      0
+    ]
 
   per_token = _xla_flops(jax.grad(loss), params, batch) / (b * t)
   formula = objective.flops_per_token(cfg, n, config)
@@ -172,7 +195,9 @@ def test_the_cpu_matmul_peak_is_measured_once_per_machine(tmp_path, monkeypatch)
   table = json.loads((tmp_path / "matmul_peak.json").read_text())
   assert list(table.values()) == [first] and first > 1e9
   assert "cores" in next(iter(table)) and metrics.peak_flops() == (
-      first, "measured f32 matmul, cached per machine")
+    first,
+    "measured f32 matmul, cached per machine",
+  )
   (tmp_path / "matmul_peak.json").write_text(json.dumps({k: 1e15 for k in table}))
   assert metrics.cached_matmul_peak() == 1e15  # read back, not measured again
   assert metrics.cached_matmul_peak(remeasure=True) == 1e15  # the higher one stays
@@ -181,16 +206,19 @@ def test_the_cpu_matmul_peak_is_measured_once_per_machine(tmp_path, monkeypatch)
 def test_tensorboard_events_are_written_without_importing_torch_or_cloud_clients(tmp_path):
   """tensorboardX would import torch, boto3 and google-cloud-storage where installed (seconds
   of every run's start-up); the writer imports it without them, in a process of its own."""
-  probe = ("import sys, glob\n"
-           "from pretrain.training import metrics\n"
-           f"writer = metrics.Writer({str(tmp_path)!r})\n"
-           "writer.write(3, {'loss': 1.5}, prefix='train/')\n"
-           "writer.close()\n"
-           "skipped = ('torch', 'boto3', 'google.cloud.storage')\n"
-           "print(sorted(m for m in skipped if m in sys.modules))\n"
-           f"print(len(glob.glob({str(tmp_path / 'tensorboard' / '*tfevents*')!r})))\n")
-  out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True,
-                       timeout=120)
+  probe = (
+    "import sys, glob\n"
+    "from pretrain.training import metrics\n"
+    f"writer = metrics.Writer({str(tmp_path)!r})\n"
+    "writer.write(3, {'loss': 1.5}, prefix='train/')\n"
+    "writer.close()\n"
+    "skipped = ('torch', 'boto3', 'google.cloud.storage')\n"
+    "print(sorted(m for m in skipped if m in sys.modules))\n"
+    f"print(len(glob.glob({str(tmp_path / 'tensorboard' / '*tfevents*')!r})))\n"
+  )
+  out = subprocess.run(
+    [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120
+  )
   assert out.returncode == 0, out.stderr
   assert out.stdout.split("\n")[:2] == ["[]", "1"]
   assert '"train/loss": 1.5' in (tmp_path / "metrics.jsonl").read_text()

@@ -1,4 +1,7 @@
+import pytest
+
 """Training on a mixture of datasets: per-dataset epochs and eval metrics, exact resume."""
+
 import json
 import os
 
@@ -14,8 +17,9 @@ CODE = ",".join(os.path.join(os.path.dirname(os.__file__), m, "*.py") for m in (
 
 
 def _mixture_config(tiny_config, **overrides):
-  config = tiny_config(**{"train.log_every": 1, "train.eval_every": 3, "train.eval_batches": 2,
-                          **overrides})
+  config = tiny_config(
+    **{"train.log_every": 1, "train.eval_every": 3, "train.eval_batches": 2, **overrides}
+  )
   config.data.mixture.docs = common.mixture_source(0.7)
   config.data.mixture.code = common.mixture_source(0.3, files=CODE, split_by="tail")
   return config
@@ -26,6 +30,7 @@ def _records(workdir):
     return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow
 def test_mixture_reports_each_dataset_and_resumes_exactly(tiny_config, tmp_path):
   straight = trainer.train_and_evaluate(_mixture_config(tiny_config), str(tmp_path / "straight"))
   records = _records(tmp_path / "straight")
@@ -43,8 +48,9 @@ def test_mixture_reports_each_dataset_and_resumes_exactly(tiny_config, tmp_path)
   assert "train/epoch" in train[-1]
   # pretrain.evaluate on the same checkpoint and batches: the same numbers, a row per dataset
   workdir = str(tmp_path / "straight")
-  evaluated = evaluate.evaluate_run(checkpointing.run_config(workdir), workdir,
-                                    evaluate.Options(max_batches=2))[6]
+  evaluated = evaluate.evaluate_run(
+    checkpointing.run_config(workdir), workdir, evaluate.Options(max_batches=2)
+  )[6]
   for key in ("loss", "docs/loss", "code/loss", "code/accuracy"):
     np.testing.assert_allclose(evaluated[key], final[f"eval/{key}"], rtol=1e-6, err_msg=key)
   with open(os.path.join(workdir, "eval.jsonl")) as f:
@@ -52,13 +58,18 @@ def test_mixture_reports_each_dataset_and_resumes_exactly(tiny_config, tmp_path)
   assert sorted(rows) == ["all", "code", "docs"]
   np.testing.assert_allclose(rows["docs"]["loss"], final["eval/docs/loss"], rtol=1e-6)
   # stop at 3, resume: the same losses and parameters, bitwise
-  trainer.train_and_evaluate(_mixture_config(tiny_config, **{"train.stop_at_step": 3}),
-                             str(tmp_path / "split"))
+  trainer.train_and_evaluate(
+    _mixture_config(tiny_config, **{"train.stop_at_step": 3}), str(tmp_path / "split")
+  )
   resumed = trainer.train_and_evaluate(_mixture_config(tiny_config), str(tmp_path / "split"))
   assert [r["train/loss"] for r in train] == [
-      r["train/loss"] for r in _records(tmp_path / "split") if "train/loss" in r]
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(straight.state["params"]),
-               jax.device_get(resumed.state["params"]))
+    r["train/loss"] for r in _records(tmp_path / "split") if "train/loss" in r
+  ]
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    jax.device_get(straight.state["params"]),
+    jax.device_get(resumed.state["params"]),
+  )
 
 
 def test_example_mixture_config():
@@ -67,6 +78,7 @@ def test_example_mixture_config():
   assert config.data.mixture.code.files.endswith(os.path.join("http", "*.py"))
 
 
+@pytest.mark.slow
 def test_resuming_with_new_weights_warns(tiny_config, tmp_path, capsys):
   workdir = str(tmp_path / "run")
   trainer.train_and_evaluate(_mixture_config(tiny_config, **{"train.total_steps": 2}), workdir)

@@ -2,6 +2,7 @@
 collectives, started by launch/local.py) against 1 process x 8 devices, same global batch.
 The two processes tokenize the data in parallel, and a run they checkpoint can continue in a
 single process (elastic): the batches are the same either way."""
+
 import filecmp
 import json
 import os
@@ -12,16 +13,26 @@ import numpy as np
 import pytest
 
 from launch import local
-from pretrain.training import trainer
 from pretrain.ground import storage
+from pretrain.training import trainer
 from tests.conftest import REPO
 
 OVERRIDES = {
-    "data.tokenizer.vocab_size": 256, "data.prepare_pieces": 2,
-    "model.num_layers": 2, "model.num_heads": 4, "model.d_model": 32, "model.max_len": 32,
-    "batch.size": 8, "batch.seq_len": 32, "train.total_steps": 4, "train.log_every": 1,
-    "train.eval_every": 0, "train.eval_batches": 1, "train.peak_flops": 1e12,
-    "checkpoint.every": 2, "checkpoint.async_save": False,
+  "data.tokenizer.vocab_size": 256,
+  "data.prepare_pieces": 2,
+  "model.num_layers": 2,
+  "model.num_heads": 4,
+  "model.d_model": 32,
+  "model.max_len": 32,
+  "batch.size": 8,
+  "batch.seq_len": 32,
+  "train.total_steps": 4,
+  "train.log_every": 1,
+  "train.eval_every": 0,
+  "train.eval_batches": 1,
+  "train.peak_flops": 1e12,
+  "checkpoint.every": 2,
+  "checkpoint.async_save": False,
 }
 
 
@@ -39,37 +50,56 @@ def test_dry_run_prints_each_process(monkeypatch):
   envs = local.process_envs(2, 4321, devices_per_process=4)
   lines = local.render(envs, ["python", "-m", "pretrain.train", "--workdir=w"])
   assert lines == [
-      f"JAX_COORDINATOR_ADDRESS=localhost:4321 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID={i} "
-      "JAX_PLATFORMS=cpu JAX_CPU_COLLECTIVES=gloo "
-      "XLA_FLAGS='--xla_force_host_platform_device_count=4 --xla_dump_to=d' "
-      "python -m pretrain.train --workdir=w" for i in range(2)]
+    f"JAX_COORDINATOR_ADDRESS=localhost:4321 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID={i} "
+    "JAX_PLATFORMS=cpu JAX_CPU_COLLECTIVES=gloo "
+    "XLA_FLAGS='--xla_force_host_platform_device_count=4 --xla_dump_to=d' "
+    "python -m pretrain.train --workdir=w"
+    for i in range(2)
+  ]
   gpus = local.process_envs(2, 1, gpus_per_process=4)
   assert [e["CUDA_VISIBLE_DEVICES"] for e in gpus] == ["0,1,2,3", "4,5,6,7"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mesh", [
+@pytest.mark.parametrize(
+  "mesh",
+  [
     {},  # data parallel over all 8 devices of both processes
     # hybrid: data across the 2 processes (the slow links), fsdp over each one's 4 devices
     {"mesh.data": 2, "mesh.fsdp": 4, "mesh.dcn.data": 2},
-])
+  ],
+)
+@pytest.mark.slow
 def test_two_processes_equal_one(tiny_config, tmp_path, data_dir, mesh, request):
   # The hybrid run's workdir is in a GCS bucket (a local emulator): every process saves and
   # restores its shards there, and only process 0 writes the run's files.
   two = request.getfixturevalue("gcs")("two") if mesh else str(tmp_path / "two")
   single = trainer.train_and_evaluate(
-      tiny_config(**OVERRIDES, **{"data.tokenized_dir": str(tmp_path / "tokenized_by_one")}),
-      str(tmp_path / "one"))
+    tiny_config(**OVERRIDES, **{"data.tokenized_dir": str(tmp_path / "tokenized_by_one")}),
+    str(tmp_path / "one"),
+  )
   tokenized_dir = tmp_path / "tokenized"  # the two processes tokenize it afresh, in parallel
-  cmd = [sys.executable, "-m", "launch.local", "--num_processes=2", "--devices_per_process=4",
-         "--", sys.executable, "-m", "pretrain.train", "--config=configs/gpt.py:smoke",
-         f"--workdir={two}", f"--config.data.data_dir={data_dir}",
-         f"--config.data.tokenized_dir={tokenized_dir}"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "launch.local",
+    "--num_processes=2",
+    "--devices_per_process=4",
+    "--",
+    sys.executable,
+    "-m",
+    "pretrain.train",
+    "--config=configs/gpt.py:smoke",
+    f"--workdir={two}",
+    f"--config.data.data_dir={data_dir}",
+    f"--config.data.tokenized_dir={tokenized_dir}",
+  ]
   cmd += [f"--config.{k}={v}" for k, v in {**OVERRIDES, **mesh}.items()]
   # Stop at step 2 (a checkpoint every process writes), then resume to the end: the
   # restore is collective too.
-  first = subprocess.run(cmd + ["--config.train.stop_at_step=2"], cwd=REPO, capture_output=True,
-                         text=True, timeout=300)
+  first = subprocess.run(
+    cmd + ["--config.train.stop_at_step=2"], cwd=REPO, capture_output=True, text=True, timeout=300
+  )
   assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
   # The pieces both processes wrote equal those one process wrote.
   ours = tmp_path / "tokenized_by_one" / "train.documents"
@@ -92,8 +122,11 @@ def test_two_processes_equal_one(tiny_config, tmp_path, data_dir, mesh, request)
     assert "[0] step 3/4" in proc.stdout and "[0] step 1/4" not in proc.stdout  # resumed
     # pretrain.evaluate in the same 2 processes: process 0 writes the row, equal to the
     # trainer's final evaluation of the same batches.
-    evaluate_cmd = cmd[:cmd.index("pretrain.train")] + [
-        "pretrain.evaluate", f"--workdir={two}", "--max_batches=1"]
+    evaluate_cmd = cmd[: cmd.index("pretrain.train")] + [
+      "pretrain.evaluate",
+      f"--workdir={two}",
+      "--max_batches=1",
+    ]
     proc = subprocess.run(evaluate_cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "[0] step 4/4 | eval |" in proc.stdout and "[1] step 4/4" not in proc.stdout
@@ -111,26 +144,52 @@ def test_two_processes_equal_one(tiny_config, tmp_path, data_dir, mesh, request)
 
 
 @pytest.mark.slow
-def test_two_processes_build_bert_pairs_in_parallel_and_equal_one(tiny_bert, tmp_path, data_dir,
-                                                                  sentence_corpus):
+def test_two_processes_build_bert_pairs_in_parallel_and_equal_one(
+  tiny_bert, tmp_path, data_dir, sentence_corpus
+):
   """BERT's tokenized pieces and NSP pairs are shared out over 2 processes; the run equals one
   process building everything."""
-  overrides = {"data.prepare_pieces": 2, "train.total_steps": 3, "train.log_every": 1,
-               "train.eval_batches": 1, "checkpoint.every": 0}
+  overrides = {
+    "data.prepare_pieces": 2,
+    "train.total_steps": 3,
+    "train.log_every": 1,
+    "train.eval_batches": 1,
+    "checkpoint.every": 0,
+  }
   tokenized_dir = tmp_path / "tokenized"
   single = trainer.train_and_evaluate(
-      tiny_bert(**overrides, **{"data.tokenized_dir": str(tmp_path / "by_one")}),
-      str(tmp_path / "one"))
-  cmd = [sys.executable, "-m", "launch.local", "--num_processes=2", "--devices_per_process=4",
-         "--", sys.executable, "-m", "pretrain.train", "--config=configs/bert.py:smoke",
-         f"--workdir={tmp_path / 'two'}", f"--config.data.tokenized_dir={tokenized_dir}",
-         f"--config.data.data_dir={data_dir}", f"--config.data.files={sentence_corpus}",
-         "--config.data.doc_split=blank_line", "--config.data.tokenizer.vocab_size=128",
-         "--config.model.num_layers=2", "--config.model.num_heads=2", "--config.model.d_model=32",
-         "--config.model.max_len=32", "--config.model.dropout=0.0", "--config.batch.size=8",
-         "--config.batch.seq_len=32", "--config.data.mlm.max_predictions=5",
-         "--config.train.eval_every=0", "--config.train.peak_flops=1e12",
-         "--config.checkpoint.async_save=False"]
+    tiny_bert(**overrides, **{"data.tokenized_dir": str(tmp_path / "by_one")}),
+    str(tmp_path / "one"),
+  )
+  cmd = [
+    sys.executable,
+    "-m",
+    "launch.local",
+    "--num_processes=2",
+    "--devices_per_process=4",
+    "--",
+    sys.executable,
+    "-m",
+    "pretrain.train",
+    "--config=configs/bert.py:smoke",
+    f"--workdir={tmp_path / 'two'}",
+    f"--config.data.tokenized_dir={tokenized_dir}",
+    f"--config.data.data_dir={data_dir}",
+    f"--config.data.files={sentence_corpus}",
+    "--config.data.doc_split=blank_line",
+    "--config.data.tokenizer.vocab_size=128",
+    "--config.model.num_layers=2",
+    "--config.model.num_heads=2",
+    "--config.model.d_model=32",
+    "--config.model.max_len=32",
+    "--config.model.dropout=0.0",
+    "--config.batch.size=8",
+    "--config.batch.seq_len=32",
+    "--config.data.mlm.max_predictions=5",
+    "--config.train.eval_every=0",
+    "--config.train.peak_flops=1e12",
+    "--config.checkpoint.async_save=False",
+  ]
   cmd += [f"--config.{k}={v}" for k, v in overrides.items()]
   proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -1,6 +1,7 @@
 """pretrain.score: a GPT that memorised facts picks them among other endings and an untrained
 one does not; the batched log-likelihoods equal a plain forward pass; bad item files are one
 line naming the file and line."""
+
 import json
 import os
 import re
@@ -25,9 +26,10 @@ def test_memorised_facts_beat_chance_and_an_untrained_model_does_not(capitals_ru
   with open(tmp_path / "scores.jsonl") as f:
     assert [json.loads(line) for line in f] == [row]
   # the same model with fresh parameters (placed as the loaded ones: no new compile)
-  from pretrain.objectives import registry  # pylint: disable=g-import-not-at-top
+  from pretrain.objectives import registry
   from pretrain.state import checkpointing
   from pretrain.training import steps
+
   _, cfg, tok, eos_id, _ = score.load(workdir)
   params = steps.init_params(registry.get("causal_lm"), cfg, jax.random.PRNGKey(1))
   params = jax.device_put(params, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
@@ -47,11 +49,11 @@ def _by_hand(model, cfg, tok, eos_id, requests):
     else:  # trailing spaces move to the continuation; words are whole tokens here
       stripped = context.rstrip()
       ctx = score.encode(tok, stripped)
-      cont = score.encode(tok, stripped + context[len(stripped):] + continuation)[len(ctx):]
-    rows.append(((ctx + cont)[-(cfg.max_len + 1):][:-1], cont))
+      cont = score.encode(tok, stripped + context[len(stripped) :] + continuation)[len(ctx) :]
+    rows.append(((ctx + cont)[-(cfg.max_len + 1) :][:-1], cont))
   tokens = np.zeros((len(rows), cfg.max_len), np.int32)
   for i, (inp, _) in enumerate(rows):
-    tokens[i, :len(inp)] = inp
+    tokens[i, : len(inp)] = inp
   logits = np.asarray(model(tokens), np.float64)
   top = logits.max(-1, keepdims=True)
   logp = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
@@ -65,9 +67,14 @@ def _by_hand(model, cfg, tok, eos_id, requests):
 def test_loglikelihoods_equal_a_full_forward_pass(capitals_run):
   model, cfg, tok, eos_id, _ = score.load(capitals_run[0])
   long_context = "the capital of spain is madrid. " * 5 + "the capital of peru is"
-  requests = [("the capital of france is", " paris"), ("the capital of france is", " rome"),
-              ("", "the capital of chile is santiago."), ("the capital of peru is ", "lima"),
-              (long_context, " lima"), ("the capital of peru is", " lima")]
+  requests = [
+    ("the capital of france is", " paris"),
+    ("the capital of france is", " rome"),
+    ("", "the capital of chile is santiago."),
+    ("the capital of peru is ", "lima"),
+    (long_context, " lima"),
+    ("the capital of peru is", " lima"),
+  ]
   assert len(score.encode(tok, long_context)) > cfg.max_len  # left-truncated
   # batches of 2: several chunks of two lengths, reordered by length and back
   got = score.loglikelihoods(model, cfg, tok, requests, eos_id, batch_size=2)
@@ -78,7 +85,9 @@ def test_loglikelihoods_equal_a_full_forward_pass(capitals_run):
   assert got[3] == got[5] and got[4][1]  # a trailing space moves to the continuation
 
 
-@pytest.mark.parametrize("line, message", [
+@pytest.mark.parametrize(
+  "line, message",
+  [
     ("{not json", "not JSON"),
     ('["a"]', "not a JSON object"),
     ('{"endings": ["a", "b"], "label": 0}', "needs 'context'"),
@@ -86,7 +95,8 @@ def test_loglikelihoods_equal_a_full_forward_pass(capitals_run):
     ('{"context": "x", "endings": ["a", ""], "label": 0}', "at least 2 non-empty strings"),
     ('{"context": "x", "endings": ["a", "b"], "label": 2}', "0 to 1); got 2"),
     ('{"context": "x", "endings": ["a", "b"]}', "got None"),
-])
+  ],
+)
 def test_bad_item_lines_are_one_line_errors(tmp_path, line, message):
   path = tmp_path / "items.jsonl"
   good = json.dumps(dict(ctx="HellaSwag's own key", endings=["a", "b"], label="1"))
@@ -98,11 +108,17 @@ def test_bad_item_lines_are_one_line_errors(tmp_path, line, message):
   assert score.read_items(str(path), limit=1) == [("HellaSwag's own key", ["a", "b"], 1)]
 
 
+@pytest.mark.slow
 def test_cli_prints_a_line_and_appends_a_row(capitals_run, tmp_path):
   workdir, items_file = capitals_run
   run = lambda *args: subprocess.run(
-      [sys.executable, "-m", "pretrain.score", f"--workdir={workdir}", *args], cwd=REPO,
-      capture_output=True, text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    [sys.executable, "-m", "pretrain.score", f"--workdir={workdir}", *args],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env=dict(os.environ, JAX_PLATFORMS="cpu"),
+  )
   out = run(f"--tasks_file={items_file}", "--step=200", "--limit=4")
   assert out.returncode == 0, out.stderr
   with open(os.path.join(workdir, "score.jsonl")) as f:
@@ -114,4 +130,5 @@ def test_cli_prints_a_line_and_appends_a_row(capitals_run, tmp_path):
   out = run(f"--tasks_file={bad}")
   assert out.returncode == 2, out.stderr
   assert out.stderr.strip().splitlines()[-1] == (
-      f"error: --tasks_file: {bad}:1: needs 'endings', a list of at least 2 non-empty strings")
+    f"error: --tasks_file: {bad}:1: needs 'endings', a list of at least 2 non-empty strings"
+  )

@@ -1,4 +1,5 @@
 """Mesh construction: sizes, -1, errors, and hybrid (multi-slice) layouts."""
+
 import dataclasses
 
 import jax
@@ -10,21 +11,26 @@ from pretrain.devices import sharding
 
 def test_minus_one_takes_the_rest():
   assert sharding.mesh_shape(dict(data=-1, fsdp=2, tensor=2), 8) == dict(
-      data=2, fsdp=2, sequence=1, tensor=2)
+    data=2, fsdp=2, sequence=1, tensor=2
+  )
   mesh = sharding.make_mesh(dict(data=-1, sequence=2))
   assert dict(mesh.shape) == dict(data=4, fsdp=1, sequence=2, tensor=1)
   # an explicit -1 on another axis wins over data's default -1: --config.mesh.fsdp=-1
-  assert sharding.mesh_shape(dict(data=-1, fsdp=-1), 8) == dict(data=1, fsdp=8, sequence=1,
-                                                                 tensor=1)
+  assert sharding.mesh_shape(dict(data=-1, fsdp=-1), 8) == dict(
+    data=1, fsdp=8, sequence=1, tensor=1
+  )
 
 
-@pytest.mark.parametrize("cfg,match", [
+@pytest.mark.parametrize(
+  "cfg,match",
+  [
     (dict(data=3), "data\\*fsdp\\*sequence\\*tensor = 3 but there are 8 devices"),
     (dict(data=-1, fsdp=-1, tensor=-1), "fsdp=-1 and tensor=-1; at most one axis may be -1"),
     (dict(data=2, sequence=-1, tensor=-1), "sequence=-1 and tensor=-1; at most one axis"),
     (dict(data=-1, fsdp=3), "the fixed axes \\(3 ways\\) do not divide the 8 devices"),
     (dict(data=0), "axis sizes must be positive or -1"),
-])
+  ],
+)
 def test_mesh_errors_name_the_field(cfg, match):
   with pytest.raises(sharding.MeshError, match="config.mesh: " + match):
     sharding.mesh_shape(cfg, 8)

@@ -1,5 +1,6 @@
 """Fine-tuning task metrics (pretrain/objectives/task_metrics.py) against sklearn, scipy, seqeval and
 SQuAD scores worked out by hand."""
+
 import math
 import warnings
 
@@ -35,9 +36,16 @@ def _classification_cases():
     noisy = np.where(rng.random(n) < 0.3, rng.integers(0, k, n), labels)
     cases += [(noisy, labels), (rng.integers(0, k, n), labels)]
   ones, zeros = np.ones(20, int), np.zeros(20, int)
-  cases += [(ones, ones), (zeros, zeros), (ones, zeros), (zeros, ones),
-            (ones, rng.integers(0, 2, 20)), (rng.integers(0, 2, 20), zeros),
-            (np.array([0, 1]), np.array([1, 0])), (2 * ones, rng.integers(0, 3, 20))]
+  cases += [
+    (ones, ones),
+    (zeros, zeros),
+    (ones, zeros),
+    (zeros, ones),
+    (ones, rng.integers(0, 2, 20)),
+    (rng.integers(0, 2, 20), zeros),
+    (np.array([0, 1]), np.array([1, 0])),
+    (2 * ones, rng.integers(0, 3, 20)),
+  ]
   return cases
 
 
@@ -64,15 +72,15 @@ def _correlation_cases():
   rng = np.random.default_rng(1)
   x = rng.normal(size=100)
   return [
-      (x, 2 * x + rng.normal(size=100)),
-      (rng.normal(size=37), rng.normal(size=37)),
-      (rng.integers(0, 5, 60), rng.integers(0, 5, 60)),  # many ties
-      (rng.integers(0, 3, 60).astype(np.float32), rng.normal(size=60)),
-      (x, -x ** 3),
-      (np.array([1.0, 2.0]), np.array([3.0, 1.0])),
-      (np.array([1e200, -1e200, 3e199]), np.array([1.0, 2.0, 3.0])),
-      (np.full(7, 0.1), rng.normal(size=7)),  # constant (its mean is not 0.1): undefined
-      (rng.normal(size=5), np.full(5, 3)),
+    (x, 2 * x + rng.normal(size=100)),
+    (rng.normal(size=37), rng.normal(size=37)),
+    (rng.integers(0, 5, 60), rng.integers(0, 5, 60)),  # many ties
+    (rng.integers(0, 3, 60).astype(np.float32), rng.normal(size=60)),
+    (x, -(x**3)),
+    (np.array([1.0, 2.0]), np.array([3.0, 1.0])),
+    (np.array([1e200, -1e200, 3e199]), np.array([1.0, 2.0, 3.0])),
+    (np.full(7, 0.1), rng.normal(size=7)),  # constant (its mean is not 0.1): undefined
+    (rng.normal(size=5), np.full(5, 3)),
   ]
 
 
@@ -108,16 +116,16 @@ def test_compute_and_errors():
 # NER
 
 _SEQUENCES = [  # (gold, predicted)
-    (["B-PER", "I-PER", "O", "B-LOC"], ["B-PER", "I-PER", "O", "B-LOC"]),  # IOB2
-    (["I-PER", "I-PER", "O", "I-LOC", "B-LOC"], ["B-PER", "I-PER", "O", "I-LOC", "I-LOC"]),  # IOB1
-    (["O", "I-PER", "I-PER", "O"], ["O", "O", "I-PER", "O"]),  # stray I- after O
-    (["B-PER", "I-LOC", "I-LOC"], ["B-PER", "I-PER", "I-LOC"]),  # type changes
-    (["O", "O", "B-MISC", "I-MISC"], ["O", "O", "B-MISC", "I-MISC"]),  # at the end
-    (["B-ORG", "E-ORG", "S-LOC", "I-ORG", "E-ORG"], ["B-ORG", "E-ORG", "S-LOC", "B-ORG", "E-ORG"]),
-    (["B", "I", "O", "B-X", "X-X", "."], ["B", "O", "I", "B-X", ".-X", "O"]),  # odd tags
-    (["B-ORG", "S-ORG", "I-ORG", "S-ORG"], ["I-ORG", "S-ORG", "E-ORG", "E-ORG"]),
-    (["O", "O"], ["B-PER", "O"]),
-    ([], []),
+  (["B-PER", "I-PER", "O", "B-LOC"], ["B-PER", "I-PER", "O", "B-LOC"]),  # IOB2
+  (["I-PER", "I-PER", "O", "I-LOC", "B-LOC"], ["B-PER", "I-PER", "O", "I-LOC", "I-LOC"]),  # IOB1
+  (["O", "I-PER", "I-PER", "O"], ["O", "O", "I-PER", "O"]),  # stray I- after O
+  (["B-PER", "I-LOC", "I-LOC"], ["B-PER", "I-PER", "I-LOC"]),  # type changes
+  (["O", "O", "B-MISC", "I-MISC"], ["O", "O", "B-MISC", "I-MISC"]),  # at the end
+  (["B-ORG", "E-ORG", "S-LOC", "I-ORG", "E-ORG"], ["B-ORG", "E-ORG", "S-LOC", "B-ORG", "E-ORG"]),
+  (["B", "I", "O", "B-X", "X-X", "."], ["B", "O", "I", "B-X", ".-X", "O"]),  # odd tags
+  (["B-ORG", "S-ORG", "I-ORG", "S-ORG"], ["I-ORG", "S-ORG", "E-ORG", "E-ORG"]),
+  (["O", "O"], ["B-PER", "O"]),
+  ([], []),
 ]
 
 
@@ -135,13 +143,19 @@ def test_entities_by_hand():
   assert tm.entities(["B-PER", "I-LOC"]) == [("PER", 0, 0), ("LOC", 1, 1)]
   assert tm.entities(["B-ORG", "S-ORG", "I-ORG"]) == [("ORG", 0, 0), ("ORG", 1, 1), ("ORG", 2, 2)]
   assert tm.entities(["S-ORG", "B-ORG", "E-ORG", "E-ORG"]) == [
-      ("ORG", 0, 0), ("ORG", 1, 2), ("ORG", 3, 3)]
+    ("ORG", 0, 0),
+    ("ORG", 1, 2),
+    ("ORG", 3, 3),
+  ]
 
 
 def _seqeval_scores(gold, pred):
   m = pytest.importorskip("seqeval.metrics")
-  return {"precision": _quiet(m.precision_score, gold, pred),
-          "recall": _quiet(m.recall_score, gold, pred), "f1": _quiet(m.f1_score, gold, pred)}
+  return {
+    "precision": _quiet(m.precision_score, gold, pred),
+    "recall": _quiet(m.recall_score, gold, pred),
+    "f1": _quiet(m.f1_score, gold, pred),
+  }
 
 
 def _assert_scores_equal(gold, pred):
@@ -173,22 +187,21 @@ def test_entity_scores_equal_seqeval_on_random_sequences():
   for gold in golds:
     assert tm.entities(gold) == _quiet(seq.get_entities, gold)
   for start in range(0, 300, 30):
-    _assert_scores_equal(golds[start:start + 30], preds[start:start + 30])
+    _assert_scores_equal(golds[start : start + 30], preds[start : start + 30])
   _assert_scores_equal(golds, preds)
 
 
 def test_entity_scores_by_hand():
   gold = [["O", "O", "O", "B-MISC", "I-MISC", "I-MISC", "O"], ["B-PER", "I-PER", "O"]]
   pred = [["O", "O", "B-MISC", "I-MISC", "I-MISC", "I-MISC", "O"], ["B-PER", "I-PER", "O"]]
-  assert tm.entity_scores(gold, pred) == pytest.approx({"precision": 0.5, "recall": 0.5,
-                                                        "f1": 0.5})
+  assert tm.entity_scores(gold, pred) == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5})
   # A sentence boundary ends an entity: 2 gold entities, 1 of them predicted (of 2 predicted).
   gold, pred = [["B-PER", "I-PER"], ["I-PER"]], [["B-PER", "I-PER"], ["I-LOC"]]
-  assert tm.entity_scores(gold, pred) == pytest.approx({"precision": 0.5, "recall": 0.5,
-                                                        "f1": 0.5})
+  assert tm.entity_scores(gold, pred) == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5})
   gold, pred = [["B-PER", "O", "B-LOC"]], [["B-PER", "O", "O"]]
-  assert tm.entity_scores(gold, pred) == pytest.approx({"precision": 1.0, "recall": 0.5,
-                                                        "f1": 2 / 3})
+  assert tm.entity_scores(gold, pred) == pytest.approx(
+    {"precision": 1.0, "recall": 0.5, "f1": 2 / 3}
+  )
 
 
 def test_entity_scores_reject_mismatched_lengths():
@@ -202,7 +215,9 @@ def test_entity_scores_reject_mismatched_lengths():
 # SQuAD
 
 
-@pytest.mark.parametrize("text,normal", [
+@pytest.mark.parametrize(
+  "text,normal",
+  [
     ("The  Denver Broncos!", "denver broncos"),
     ("An apple, a day.", "apple day"),
     ("theater at the theatre", "theater at theatre"),  # articles only as whole words
@@ -211,7 +226,8 @@ def test_entity_scores_reject_mismatched_lengths():
     ("the-end", "theend"),  # punctuation goes before articles are looked for
     ("A", ""),
     ("ÉLAN", "élan"),
-])
+  ],
+)
 def test_normalize_answer(text, normal):
   assert tm.normalize_answer(text) == normal
 
@@ -228,8 +244,12 @@ def test_exact_match_and_token_f1_by_hand():
 
 
 def test_squad_v1_by_hand():
-  answers = {"q1": ["Denver Broncos", "Broncos"], "q2": ["Santa Clara"], "q3": ["1966"],
-             "q4": ["the Eiffel Tower"]}
+  answers = {
+    "q1": ["Denver Broncos", "Broncos"],
+    "q2": ["Santa Clara"],
+    "q3": ["1966"],
+    "q4": ["the Eiffel Tower"],
+  }
   predictions = {"q1": "Broncos win", "q2": "Santa Clara, California", "q4": "Eiffel tower."}
   with pytest.warns(UserWarning, match="unanswered"):
     out = tm.squad_scores(predictions, answers)
@@ -239,20 +259,33 @@ def test_squad_v1_by_hand():
   assert tm.squad_scores({"q": "the"}, {"q": ["a"]}) == {"exact_match": 1.0, "f1": 0.0}
 
 
-_V2_ANSWERS = {"a1": ["Denver Broncos"], "a2": ["Santa Clara"], "n1": [], "n2": [],
-               "a3": ["1966"]}
-_V2_PREDICTIONS = {"a1": "Denver Broncos", "a2": "Santa Clara, California", "n1": "",
-                   "n2": "Levi's Stadium", "a3": ""}
+_V2_ANSWERS = {"a1": ["Denver Broncos"], "a2": ["Santa Clara"], "n1": [], "n2": [], "a3": ["1966"]}
+_V2_PREDICTIONS = {
+  "a1": "Denver Broncos",
+  "a2": "Santa Clara, California",
+  "n1": "",
+  "n2": "Levi's Stadium",
+  "a3": "",
+}
 
 
 def test_squad_v2_without_na_probs():
   out = tm.squad_v2_scores(_V2_PREDICTIONS, _V2_ANSWERS)
   # exact: a1 1, a2 0, n1 1, n2 0, a3 0; f1: 1, 0.8, 1, 0, 0.
-  assert out == pytest.approx({"exact": 0.4, "f1": 0.56, "HasAns_exact": 1 / 3, "HasAns_f1": 0.6,
-                               "NoAns_exact": 0.5, "NoAns_f1": 0.5})
+  assert out == pytest.approx(
+    {
+      "exact": 0.4,
+      "f1": 0.56,
+      "HasAns_exact": 1 / 3,
+      "HasAns_f1": 0.6,
+      "NoAns_exact": 0.5,
+      "NoAns_f1": 0.5,
+    }
+  )
   only_ans = tm.squad_v2_scores({"a1": "Denver"}, {"a1": ["Denver Broncos"]})
-  assert only_ans == pytest.approx({"exact": 0.0, "f1": 2 / 3, "HasAns_exact": 0.0,
-                                    "HasAns_f1": 2 / 3})
+  assert only_ans == pytest.approx(
+    {"exact": 0.0, "f1": 2 / 3, "HasAns_exact": 0.0, "HasAns_f1": 2 / 3}
+  )
 
 
 def test_squad_v2_threshold_and_best_threshold():
@@ -261,10 +294,20 @@ def test_squad_v2_threshold_and_best_threshold():
   # Over 0.5, a2, n1 and n2 answer "": a2 loses its 0.8, n2 becomes right.
   # Best threshold, answering in order a1 (0.1), a3, a2 (0.6), n2, n1 from 2 (the NoAns):
   # exact 3, 3, 3, 2, 2 -> best 3/5 at 0.1; f1 3, 3, 3.8, 2.8, 2.8 -> best 3.8/5 at 0.6.
-  assert out == pytest.approx({
-      "exact": 0.6, "f1": 0.6, "HasAns_exact": 1 / 3, "HasAns_f1": 1 / 3,
-      "NoAns_exact": 1.0, "NoAns_f1": 1.0,
-      "best_exact": 0.6, "best_exact_thresh": 0.1, "best_f1": 0.76, "best_f1_thresh": 0.6})
+  assert out == pytest.approx(
+    {
+      "exact": 0.6,
+      "f1": 0.6,
+      "HasAns_exact": 1 / 3,
+      "HasAns_f1": 1 / 3,
+      "NoAns_exact": 1.0,
+      "NoAns_f1": 1.0,
+      "best_exact": 0.6,
+      "best_exact_thresh": 0.1,
+      "best_f1": 0.76,
+      "best_f1_thresh": 0.6,
+    }
+  )
   # Nothing over the default threshold 1.0: the scores are those without na_probs.
   plain = tm.squad_v2_scores(_V2_PREDICTIONS, _V2_ANSWERS, na_probs)
   assert plain["exact"] == pytest.approx(0.4) and plain["f1"] == pytest.approx(0.56)
@@ -273,8 +316,9 @@ def test_squad_v2_threshold_and_best_threshold():
   at = tm.squad_v2_scores(_V2_PREDICTIONS, _V2_ANSWERS, na_probs, threshold=0.6)
   assert (at["exact"], at["f1"]) == pytest.approx((0.6, 0.76))
   # No threshold beats answering nothing: the best stays at 0.0.
-  worse = tm.squad_v2_scores({"n1": "x", "a1": "y"}, {"n1": [], "a1": ["z"]},
-                             {"n1": 0.2, "a1": 0.5})
+  worse = tm.squad_v2_scores(
+    {"n1": "x", "a1": "y"}, {"n1": [], "a1": ["z"]}, {"n1": 0.2, "a1": 0.5}
+  )
   assert (worse["best_exact"], worse["best_exact_thresh"]) == (0.5, 0.0)
   # The search looks at the raw text: "The" to an unanswerable question costs a point there,
   # though it normalises to "" and so scores as exact.

@@ -1,4 +1,5 @@
 """Weights & Biases logging (pretrain/training/metrics.py Writer, config.wandb), offline into tmp_path."""
+
 import glob
 import json
 import os
@@ -13,7 +14,7 @@ from pretrain.ground import errors
 from pretrain.training import metrics
 
 wandb = pytest.importorskip("wandb")
-from wandb.proto import wandb_internal_pb2  # pylint: disable=g-import-not-at-top,wrong-import-position
+from wandb.proto import wandb_internal_pb2
 
 BLOCK = 32768  # the .wandb transaction log is a LevelDB-style log of 32 KiB blocks
 
@@ -23,8 +24,13 @@ def offline(tmp_path, monkeypatch):
   """W&B offline and silent, with its settings, cache and data directories in tmp_path."""
   monkeypatch.setenv("WANDB_MODE", "offline")
   monkeypatch.setenv("WANDB_SILENT", "true")
-  for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR",
-              "WANDB_ARTIFACT_DIR"):
+  for var in (
+    "WANDB_DIR",
+    "WANDB_CACHE_DIR",
+    "WANDB_CONFIG_DIR",
+    "WANDB_DATA_DIR",
+    "WANDB_ARTIFACT_DIR",
+  ):
     monkeypatch.setenv(var, str(tmp_path / "home" / var.lower()))
   for var in ("WANDB_RUN_ID", "WANDB_RUN_GROUP", "WANDB_RESUME", "WANDB_PROJECT", "WANDB_ENTITY"):
     monkeypatch.delenv(var, raising=False)
@@ -48,10 +54,10 @@ def _records(path):
     if BLOCK - pos % BLOCK < 7:  # a block's tail too short for a header is padding
       pos += BLOCK - pos % BLOCK
       continue
-    _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+    _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
     if pos + 7 + length > len(data):  # a record still being written
       return
-    chunks += data[pos + 7:pos + 7 + length]
+    chunks += data[pos + 7 : pos + 7 + length]
     pos += 7 + length
     if kind in (1, 4):
       record = wandb_internal_pb2.Record()
@@ -77,8 +83,10 @@ def _logged(run_dir):
   rows, config, run_id = [], {}, None
   for record in _complete_records(path):
     if record.HasField("history"):
-      row = {item.key or "/".join(item.nested_key): json.loads(item.value_json)
-             for item in record.history.item}
+      row = {
+        item.key or "/".join(item.nested_key): json.loads(item.value_json)
+        for item in record.history.item
+      }
       rows.append({k: v for k, v in row.items() if not k.startswith("_") or k == "_step"})
     elif record.HasField("run"):
       run_id = record.run.run_id
@@ -103,15 +111,19 @@ def test_writer_logs_scalars_to_an_offline_run(tmp_path):
   assert run_id == (tmp_path / "wandb_id.txt").read_text().strip()
   assert run_dir.endswith("-" + run_id)
   assert rows == [
-      {"train/loss": 0.1, "train/lr": 0.5, "_step": 10},
-      {"train/loss": 0.05, "train/lr": 0.5, "_step": 20},
-      {"train/loss": 1 / 30, "train/lr": 0.5, "eval/loss": 2.5, "_step": 30},  # NaN left out
+    {"train/loss": 0.1, "train/lr": 0.5, "_step": 10},
+    {"train/loss": 0.05, "train/lr": 0.5, "_step": 20},
+    {"train/loss": 1 / 30, "train/lr": 0.5, "eval/loss": 2.5, "_step": 30},  # NaN left out
   ]
   assert logged_config["batch"]["seq_len"] == config.batch.seq_len
   assert logged_config["wandb"]["name"] == "tiny"
   # metrics.jsonl is written as before
   lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
-  assert len(lines) == 4 and json.loads(lines[0]) == {"step": 10, "train/loss": 0.1, "train/lr": 0.5}
+  assert len(lines) == 4 and json.loads(lines[0]) == {
+    "step": 10,
+    "train/loss": 0.1,
+    "train/lr": 0.5,
+  }
 
 
 def test_reopened_writer_continues_the_same_run(tmp_path):

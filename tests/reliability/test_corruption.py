@@ -1,6 +1,7 @@
 """Damaged checkpoints: flipped bytes, a truncated file, a deleted file and an empty step
 directory in the latest checkpoint are each detected, reported in one line, set aside (never
 deleted) and fallen back from; with none usable the run stops and moves nothing."""
+
 import os
 import shutil
 import subprocess
@@ -24,8 +25,9 @@ def run(tmp_path_factory, data_dir):
 
 
 def _config(data_dir, steps):
-  return tiny_gpt_config(data_dir, **{"train.total_steps": steps, "checkpoint.every": 2,
-                                      "checkpoint.async_save": True})
+  return tiny_gpt_config(
+    data_dir, **{"train.total_steps": steps, "checkpoint.every": 2, "checkpoint.async_save": True}
+  )
 
 
 def damage(step_dir, mode):
@@ -39,7 +41,7 @@ def damage(step_dir, mode):
     if mode == "deleted":
       os.remove(path)
     elif mode == "truncated":
-      _rewrite(path, lambda data: data[:len(data) // 2])
+      _rewrite(path, lambda data: data[: len(data) // 2])
     else:  # 64 bytes flipped at 16 places
       _rewrite(path, _flip)
 
@@ -47,7 +49,7 @@ def damage(step_dir, mode):
 def _flip(data):
   for k in range(16):
     at = len(data) * (2 * k + 1) // 32
-    data[at:at + 64] = bytes(b ^ 0xFF for b in data[at:at + 64])
+    data[at : at + 64] = bytes(b ^ 0xFF for b in data[at : at + 64])
   return data
 
 
@@ -59,8 +61,9 @@ def _rewrite(path, change):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
-def test_a_damaged_latest_checkpoint_is_set_aside_and_fallen_back_from(run, tmp_path, data_dir,
-                                                                       mode, capsys):
+def test_a_damaged_latest_checkpoint_is_set_aside_and_fallen_back_from(
+  run, tmp_path, data_dir, mode, capsys
+):
   workdir = tmp_path / "run"
   shutil.copytree(run, workdir)
   damage(workdir / "checkpoints" / "6", mode)
@@ -74,7 +77,11 @@ def test_a_damaged_latest_checkpoint_is_set_aside_and_fallen_back_from(run, tmp_
   assert result.step == 8
   # kept for inspection, out of the way of the new step-6 save
   assert (workdir / "checkpoints-corrupt" / "6").is_dir()
-  assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [4, 6, 8]
+  assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [
+    4,
+    6,
+    8,
+  ]
 
 
 @pytest.mark.slow
@@ -84,9 +91,11 @@ def test_no_usable_checkpoint_stops_and_moves_nothing(run, tmp_path, data_dir):
   for step, mode in zip((2, 4, 6), MODES):
     damage(workdir / "checkpoints" / str(step), mode)
   before = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*"))
-  with pytest.raises(checkpointing.CheckpointError,
-                     match=r"no usable checkpoint in .*checkpoints \(step 6: .*step 4: .*step 2: "
-                           r".*\); nothing was moved or deleted"):
+  with pytest.raises(
+    checkpointing.CheckpointError,
+    match=r"no usable checkpoint in .*checkpoints \(step 6: .*step 4: .*step 2: "
+    r".*\); nothing was moved or deleted",
+  ):
     trainer.train_and_evaluate(_config(data_dir, 8), str(workdir))
   assert sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*")) == before
 
@@ -104,7 +113,9 @@ def test_verify_lists_and_checks_every_checkpoint(run, tmp_path):
   for k, step in enumerate((2, 4, 6)):
     row = lines[1 + 2 * k].split()
     assert row[0] == str(step) and row[4] == "MiB" and "2 layers x 32" in lines[1 + 2 * k]
-    assert lines[2 + 2 * k].strip() == "ok: complete, checksums match, finite, agrees with config.json"
+    assert (
+      lines[2 + 2 * k].strip() == "ok: complete, checksums match, finite, agrees with config.json"
+    )
   damage(workdir / "checkpoints" / "4", "flipped")
   bad = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
   assert bad.returncode == 1
@@ -120,9 +131,11 @@ def test_verify_lists_and_checks_every_checkpoint(run, tmp_path):
 def test_arrays_that_differ_from_their_checksums_are_refused(run):
   """What flipped bits inside an array's data amount to once decompressed: values that differ
   from those saved. (Which of a file's bytes hold array data varies from save to save.)"""
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from pretrain.state import checksums  # pylint: disable=g-import-not-at-top
+  import jax
+  import numpy as np
+
+  from pretrain.state import checksums
+
   ckpt = checkpointing.Checkpointer(str(run / "checkpoints"), read_only=True)
   state = ckpt.verified(6, lambda: ckpt.read_as_saved(6))  # whole: it passes
   kernel = np.array(state["params"]["blocks"]["mlp"]["fc"]["kernel"])
@@ -134,8 +147,9 @@ def test_arrays_that_differ_from_their_checksums_are_refused(run):
       bad[0, [3, 4], 5] = bad[0, [4, 3], 5]  # two elements trade places
     altered = jax.tree.map(lambda x: x, state)
     altered["params"]["blocks"]["mlp"]["fc"]["kernel"] = bad
-    with pytest.raises(checkpointing.CorruptCheckpoint,
-                       match=r"checksum mismatch in params/blocks/mlp/fc/kernel\)"):
+    with pytest.raises(
+      checkpointing.CorruptCheckpoint, match=r"checksum mismatch in params/blocks/mlp/fc/kernel\)"
+    ):
       ckpt.verified(6, lambda: altered)
   assert checksums.mismatches(state, ckpt.meta(6)["checksums"]) == []
   ckpt.close()

@@ -2,6 +2,7 @@
 so a SIGTERM or SIGINT is saved within two steps whatever train.log_every is; Ctrl-C saves and
 exits 130, a second Ctrl-C stops at once without saving, and a resumed run supersedes the rows
 and events an earlier run logged past its checkpoint."""
+
 import json
 import os
 import signal
@@ -13,7 +14,8 @@ import time
 import jax
 import pytest
 
-from pretrain.training import metrics, steps as steps_lib, trainer
+from pretrain.training import metrics, trainer
+from pretrain.training import steps as steps_lib
 from tests.conftest import REPO, tiny_gpt_config, xla_flags
 
 DEVICE_STEP_S = 0.1  # the slowed device's time per step
@@ -31,7 +33,9 @@ def test_a_signal_is_saved_within_two_steps_of_a_slow_device(data_dir, tmp_path,
     done[0] += 1
     return x
 
-  slow = jax.jit(lambda x: jax.pure_callback(sleep_then_count, jax.ShapeDtypeStruct(x.shape, x.dtype), x))
+  slow = jax.jit(
+    lambda x: jax.pure_callback(sleep_then_count, jax.ShapeDtypeStruct(x.shape, x.dtype), x)
+  )
   train = steps_lib.Steps.train
 
   def slowed_train(self, state, batch):
@@ -43,8 +47,9 @@ def test_a_signal_is_saved_within_two_steps_of_a_slow_device(data_dir, tmp_path,
     return dict(state, step=slow(state["step"])), out
 
   monkeypatch.setattr(steps_lib.Steps, "train", slowed_train)
-  config = tiny_gpt_config(data_dir, **{"train.total_steps": 40, "train.log_every": 50,
-                                        "checkpoint.every": 100})
+  config = tiny_gpt_config(
+    data_dir, **{"train.total_steps": 40, "train.log_every": 50, "checkpoint.every": 100}
+  )
   result = trainer.train_and_evaluate(config, str(tmp_path / "run"), devices=jax.devices()[:1])
   assert result.stopped_by == "SIGTERM" and result.step == signal_at + 1
   assert max(lead) <= trainer.IN_FLIGHT + 1, lead  # without the bound: up to log_every
@@ -53,11 +58,21 @@ def test_a_signal_is_saved_within_two_steps_of_a_slow_device(data_dir, tmp_path,
 
 def test_read_rows_applies_the_resumed_marker(tmp_path):
   path = tmp_path / "metrics.jsonl"
-  rows = [{"step": 5, "a": 1}, {"step": 10, "a": 2}, {"step": 15, "a": 3},
-          {"step": 10, "resumed": 1}, {"step": 15, "a": 4}, {"step": 20, "a": 5}]
+  rows = [
+    {"step": 5, "a": 1},
+    {"step": 10, "a": 2},
+    {"step": 15, "a": 3},
+    {"step": 10, "resumed": 1},
+    {"step": 15, "a": 4},
+    {"step": 20, "a": 5},
+  ]
   path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-  assert metrics.read_rows(str(path)) == [{"step": 5, "a": 1}, {"step": 10, "a": 2},
-                                          {"step": 15, "a": 4}, {"step": 20, "a": 5}]
+  assert metrics.read_rows(str(path)) == [
+    {"step": 5, "a": 1},
+    {"step": 10, "a": 2},
+    {"step": 15, "a": 4},
+    {"step": 20, "a": 5},
+  ]
 
 
 # ----------------------------------------------------------------------------- real Ctrl-C
@@ -78,19 +93,34 @@ class Trainer:
   """A trainer subprocess whose output is collected as it comes."""
 
   def __init__(self, workdir, data_dir):
-    overrides = {"data.data_dir": data_dir, "data.tokenizer.vocab_size": 256,
-                 "model.num_layers": 2, "model.num_heads": 4, "model.d_model": 32,
-                 "model.max_len": 32, "batch.size": 8, "batch.seq_len": 32,
-                 "train.total_steps": 20, "train.log_every": 5, "train.eval_every": 0,
-                 "train.peak_flops": 1e12, "checkpoint.every": 10}
-    cmd = [sys.executable, "-c", _SLOWED_TRAIN, "--config=configs/gpt.py:smoke",
-           f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in overrides.items()]
+    overrides = {
+      "data.data_dir": data_dir,
+      "data.tokenizer.vocab_size": 256,
+      "model.num_layers": 2,
+      "model.num_heads": 4,
+      "model.d_model": 32,
+      "model.max_len": 32,
+      "batch.size": 8,
+      "batch.seq_len": 32,
+      "train.total_steps": 20,
+      "train.log_every": 5,
+      "train.eval_every": 0,
+      "train.peak_flops": 1e12,
+      "checkpoint.every": 10,
+    }
+    cmd = [
+      sys.executable,
+      "-c",
+      _SLOWED_TRAIN,
+      "--config=configs/gpt.py:smoke",
+      f"--workdir={workdir}",
+    ] + [f"--config.{k}={v}" for k, v in overrides.items()]
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(1))
-    self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True)
+    self.proc = subprocess.Popen(
+      cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     self.lines = []
-    self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout),
-                                   daemon=True)
+    self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
     self.reader.start()
 
   def wait_for(self, prefix, timeout=180):
@@ -106,7 +136,8 @@ class Trainer:
 
 
 def _tensorboard_steps(workdir):
-  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  from tensorboard.backend.event_processing import event_accumulator
+
   acc = event_accumulator.EventAccumulator(str(workdir / "tensorboard"))
   acc.Reload()
   return [e.step for e in acc.Scalars("train/loss")]
@@ -114,7 +145,8 @@ def _tensorboard_steps(workdir):
 
 @pytest.mark.slow
 def test_ctrl_c_saves_and_exits_130_a_second_stops_at_once_and_resuming_supersedes(
-    data_dir, tmp_path):
+  data_dir, tmp_path
+):
   workdir = tmp_path / "run"
   first = Trainer(workdir, data_dir)  # Ctrl-C once: saved at the step it reached
   first.wait_for("step 5/20")
@@ -135,8 +167,10 @@ def test_ctrl_c_saves_and_exits_130_a_second_stops_at_once_and_resuming_supersed
   assert second.proc.returncode == 130, out
   assert "interrupted again: stopped at once; the current step is not saved" in out, out
   assert "Traceback" not in out
-  assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()
-                if p.name.isdigit()) == [saved, 10]
+  assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [
+    saved,
+    10,
+  ]
 
   out = Trainer(workdir, data_dir).finish()  # resumed from 10: redoes 11-15 and goes on
   assert "resumed from step 10 of 20" in out, out

@@ -2,6 +2,7 @@
 bitwise those of a run that never stopped (dropout and gradient accumulation on, asynchronous
 checkpoints), no partial checkpoint is ever restored, and nothing temporary is left behind.
 A second trainer on the same workdir is refused, and the lock of a killed one is not stuck."""
+
 import json
 import os
 import re
@@ -24,11 +25,23 @@ STEPS = 60
 
 
 OVERRIDES = {
-    "data.tokenizer.vocab_size": 256, "model.num_layers": 2, "model.num_heads": 4,
-    "model.d_model": 32, "model.max_len": 32, "model.dropout": 0.1, "batch.size": 8,
-    "batch.seq_len": 32, "batch.grad_accum": 2, "train.total_steps": STEPS,
-    "train.log_every": 5, "train.eval_every": 0, "train.eval_batches": 1,
-    "train.peak_flops": 1e12, "checkpoint.every": 10, "checkpoint.async_save": True}
+  "data.tokenizer.vocab_size": 256,
+  "model.num_layers": 2,
+  "model.num_heads": 4,
+  "model.d_model": 32,
+  "model.max_len": 32,
+  "model.dropout": 0.1,
+  "batch.size": 8,
+  "batch.seq_len": 32,
+  "batch.grad_accum": 2,
+  "train.total_steps": STEPS,
+  "train.log_every": 5,
+  "train.eval_every": 0,
+  "train.eval_batches": 1,
+  "train.peak_flops": 1e12,
+  "checkpoint.every": 10,
+  "checkpoint.async_save": True,
+}
 
 
 def _overrides(data_dir):
@@ -36,8 +49,13 @@ def _overrides(data_dir):
 
 
 def _command(workdir, data_dir):
-  return [sys.executable, "-m", "pretrain.train", "--config=configs/gpt.py:smoke",
-          f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in _overrides(data_dir).items()]
+  return [
+    sys.executable,
+    "-m",
+    "pretrain.train",
+    "--config=configs/gpt.py:smoke",
+    f"--workdir={workdir}",
+  ] + [f"--config.{k}={v}" for k, v in _overrides(data_dir).items()]
 
 
 def _env():
@@ -48,8 +66,9 @@ class Trainer:
   """A trainer subprocess whose output is collected as it comes."""
 
   def __init__(self, cmd):
-    self.proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True)
+    self.proc = subprocess.Popen(
+      cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     self.lines = []
     self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
     self.reader.start()
@@ -95,16 +114,20 @@ def test_kill_9_anywhere_then_restart_ends_bitwise_equal(tmp_path, data_dir):
   ckpts, metrics = workdir / "checkpoints", workdir / "metrics.jsonl"
   logged = lambda: metrics.exists() and metrics.stat().st_size > 0
   saving = lambda: ckpts.is_dir() and any("tmp" in p.name for p in ckpts.iterdir())
-  final_save = lambda: ckpts.is_dir() and any(p.name.startswith(f"{STEPS}.") and "tmp" in p.name
-                                              for p in ckpts.iterdir())
+  final_save = lambda: ckpts.is_dir() and any(
+    p.name.startswith(f"{STEPS}.") and "tmp" in p.name for p in ckpts.iterdir()
+  )
   points = [  # when to interrupt, and how, in order
-      ("compiling the first step", lambda t: any(l.startswith(("resumed", "initialised"))
-                                                 for l in t.lines), signal.SIGKILL),
-      ("training", lambda t: logged(), signal.SIGKILL),
-      ("writing a checkpoint", lambda t: saving(), signal.SIGKILL),
-      ("training (preempted)", lambda t: logged(), signal.SIGTERM),
-      ("writing a checkpoint (preempted)", lambda t: saving(), signal.SIGTERM),
-      ("writing the final checkpoint", lambda t: final_save(), signal.SIGKILL),
+    (
+      "compiling the first step",
+      lambda t: any(l.startswith(("resumed", "initialised")) for l in t.lines),
+      signal.SIGKILL,
+    ),
+    ("training", lambda t: logged(), signal.SIGKILL),
+    ("writing a checkpoint", lambda t: saving(), signal.SIGKILL),
+    ("training (preempted)", lambda t: logged(), signal.SIGTERM),
+    ("writing a checkpoint (preempted)", lambda t: saving(), signal.SIGTERM),
+    ("writing the final checkpoint", lambda t: final_save(), signal.SIGKILL),
   ]
   hit, resumed_from = [], []
   for name, when, sig in points:
@@ -120,7 +143,9 @@ def test_kill_9_anywhere_then_restart_ends_bitwise_equal(tmp_path, data_dir):
     assert "warning: checkpoint" not in out  # a killed save is never taken for a checkpoint
     if sig == signal.SIGTERM and name in hit:  # a checkpoint at the current step, exit 0
       assert trainer.proc.returncode == 0 and "preempted: saved a checkpoint at step" in out, out
-    resumed_from += [int(l.split()[3]) for l in out.splitlines() if l.startswith("resumed from step")]
+    resumed_from += [
+      int(l.split()[3]) for l in out.splitlines() if l.startswith("resumed from step")
+    ]
   assert len(hit) >= 5, hit  # the moments were caught (the run may end before the last)
 
   final = Trainer(cmd).finish()
@@ -132,7 +157,9 @@ def test_kill_9_anywhere_then_restart_ends_bitwise_equal(tmp_path, data_dir):
   record = json.loads((workdir / "goodput.json").read_text())
   assert record["runs"] >= 4 and record["redone"] > 0 and record["step"] == STEPS
   [line] = [l for l in final.splitlines() if l.startswith("goodput ")]
-  assert re.fullmatch(r"goodput \d+\.\d% of \d+ s over \d+ runs \(startup .*redone \d+\.\d%\)", line)
+  assert re.fullmatch(
+    r"goodput \d+\.\d% of \d+ s over \d+ runs \(startup .*redone \d+\.\d%\)", line
+  )
   ours, theirs = _state(workdir, STEPS), _state(reference, STEPS)
   equal = jax.tree.map(np.array_equal, ours, theirs)
   assert all(jax.tree.leaves(equal)), "the restarted run's final state differs"

@@ -2,6 +2,7 @@
 the step and the checkpoint to resume from and saves nothing non-finite; 'skip' leaves the
 state as it was and counts the step. The fault comes in through a seam the tests own: the
 objective's loss, wrapped to be multiplied by a batch key that is NaN at one step."""
+
 import dataclasses
 import json
 
@@ -41,6 +42,7 @@ def fixture_poisoned(monkeypatch):
       value, sums = objective.loss(model, batch, dropout_key, denominators)
       p = batch["poison"][0] if "poison" in batch else 1.0  # (evaluation's batches: none)
       return value * p, {k: v * p for k, v in sums.items()}
+
     return dataclasses.replace(objective, loss=loss)
 
   def poisoned_data(*args, **kwargs):
@@ -52,14 +54,17 @@ def fixture_poisoned(monkeypatch):
 
 
 def _config(tiny_config, **kw):
-  return tiny_config(**{"train.total_steps": 8, "train.log_every": 3, "checkpoint.every": 2,
-                        **kw})
+  return tiny_config(**{"train.total_steps": 8, "train.log_every": 3, "checkpoint.every": 2, **kw})
 
 
 def test_stop_names_the_step_and_saves_nothing_after_it(tiny_config, tmp_path, poisoned):
-  with pytest.raises(FloatingPointError, match=(
+  with pytest.raises(
+    FloatingPointError,
+    match=(
       r"^loss or gradients not finite at step 5; the last checkpoint is step 4 in .*checkpoints: "
-      r"rerun the same command to resume from it .*nan_policy='skip'$")):
+      r"rerun the same command to resume from it .*nan_policy='skip'$"
+    ),
+  ):
     trainer.train_and_evaluate(_config(tiny_config), str(tmp_path))
   ckpt = checkpointing.Checkpointer(str(tmp_path / "checkpoints"), read_only=True)
   assert ckpt.all_steps() == [2, 4]
@@ -69,13 +74,18 @@ def test_stop_names_the_step_and_saves_nothing_after_it(tiny_config, tmp_path, p
 def test_skip_leaves_the_state_as_it_was_and_counts_it(tiny_config, tmp_path, poisoned):
   config = _config(tiny_config, **{"train.nan_policy": "skip", "train.total_steps": 5})
   before = trainer.train_and_evaluate(
-      _config(tiny_config, **{"train.nan_policy": "skip", "train.total_steps": 5,
-                              "train.stop_at_step": 4}), str(tmp_path))
+    _config(
+      tiny_config, **{"train.nan_policy": "skip", "train.total_steps": 5, "train.stop_at_step": 4}
+    ),
+    str(tmp_path),
+  )
   skipped = trainer.train_and_evaluate(config, str(tmp_path))  # resumes: step 5, poisoned
   assert int(before.state["step"]) == 4 and int(skipped.state["step"]) == 5  # data moved on
-  same = jax.tree.map(lambda a, b: np.array_equal(np.asarray(a), np.asarray(b)),
-                      (skipped.state["params"], skipped.state["opt_state"]),
-                      (before.state["params"], before.state["opt_state"]))
+  same = jax.tree.map(
+    lambda a, b: np.array_equal(np.asarray(a), np.asarray(b)),
+    (skipped.state["params"], skipped.state["opt_state"]),
+    (before.state["params"], before.state["opt_state"]),
+  )
   assert all(jax.tree.leaves(same))
   rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   counts = [r["train/skipped"] for r in rows if "train/skipped" in r]
