@@ -25,6 +25,7 @@ from pretrain.training import trainer
 _SST2 = flags.DEFINE_string("sst2", "../shared/data/sst2", "GLUE SST-2 (train.tsv, dev.tsv).")
 _STEPS = flags.DEFINE_integer("steps", 300, "Fine-tuning steps of each run.")
 _SEQ = flags.DEFINE_integer("seq_len", 64, "The fine-tuning window.")
+_LR = flags.DEFINE_float("lr", 1e-3, "Peak learning rate (a small model from random weights).")
 
 
 def _hf_dir(root, sentences):
@@ -53,6 +54,7 @@ def _finetune(init_from, workdir, files):
   config.data.update(files=files, data_dir=os.path.join(workdir, "data"))
   config.train.update(epochs=0.0, total_steps=_STEPS.value, log_every=_STEPS.value, eval_every=0)
   config.checkpoint.update(every=0)
+  config.optimizer.lr = _LR.value
   out = trainer.train_and_evaluate(config, os.path.join(workdir, "run"), devices=jax.devices()[:1])
   return out.metrics
 
@@ -80,15 +82,17 @@ def main(argv):
         convert.from_hf(hf_dir, os.path.join(run, "imported"))
         tok = tokenizer.load(os.path.join(run, "imported", "tokenizer.json"))
         lengths = [len(e.ids) for e in tok.encode_batch(sentences[:2000])]
+        cut = sum(n + 2 > _SEQ.value for n in lengths) / len(lengths)
         results[name] = (
+          cut,
           sum(lengths) / len(lengths),
           _finetune(os.path.join(run, "imported"), run, files),
         )
       finally:
         tokenizer.plain = plain
-  for name, (length, m) in results.items():
+  for name, (cut, length, m) in results.items():
     print(
-      f"{name}: {length:.1f} ids a sentence; after {_STEPS.value} steps: eval accuracy "
+      f"{name}: {length:.1f} ids a sentence, {cut:.0%} cut by the {_SEQ.value}-token window; after {_STEPS.value} steps: eval accuracy "
       f"{m['eval_accuracy']:.4f}, eval loss {m['eval_loss']:.4f}, "
       f"{m['tokens_per_s']:,.0f} tok/s"
     )
