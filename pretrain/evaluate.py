@@ -100,6 +100,13 @@ class Options:
       raise CheckpointError(f"--name: {self.name!r} must be a non-empty name without {os.sep!r}")
 
 
+def _check_predict(options, objective):
+  if options.predict and objective.write_predictions is None:
+    raise CheckpointError(
+      f"--predict: objective {objective.name!r} makes no predictions; it is for fine-tuning tasks"
+    )
+
+
 def evaluate_run(config, workdir, options=Options(), devices=None):
   """Evaluates the checkpoints of the run in `workdir` that `options` selects; returns
   {step: metrics}. Everything that can fail on the input fails before anything compiles, and
@@ -128,11 +135,7 @@ def evaluate_run(config, workdir, options=Options(), devices=None):
       checkpointing.check_compatible(
         ckpt.meta(available[-1])["model"], run.model_cfg, ckpt.directory, ignore=("scan_layers",)
       )
-    if options.predict and run.objective.write_predictions is None:
-      raise CheckpointError(
-        f"--predict: objective {run.objective.name!r} makes no predictions; "
-        "it is for fine-tuning tasks"
-      )
+    _check_predict(options, run.objective)
     steps = run.build_steps()
     evaluator = run.evaluator(steps, options.max_batches, progress=True)
     record = Record(workdir, options.name, jax.process_index() == 0)

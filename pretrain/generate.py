@@ -84,20 +84,9 @@ def _stop_at(text, stops):
 
 
 def generate(
-  workdir,
-  prompts,
-  *,
-  step=None,
-  max_new_tokens=64,
-  temperature=0.8,
-  top_k=0,
-  top_p=1.0,
-  num_samples=1,
-  seed=0,
-  stop=(),
-  batch_size=16,
-  stream=None,
-):
+  workdir, prompts, *, step=None, max_new_tokens=64, temperature=0.8, top_k=0, top_p=1.0,
+  num_samples=1, seed=0, stop=(), batch_size=16, stream=None,
+):  # fmt: skip
   """Completions of `prompts` (num_samples each): a list of Completion, in prompt order.
   `stream(text)` receives the text as it is generated (one prompt, one sample)."""
   model, m, tok, eos_id = load(workdir, step)
@@ -115,41 +104,47 @@ def generate(
         "after the longest prompt",
         flush=True,
       )
-    texts = {}
-
-    def stop_fn(row, new):
-      texts[row], found = _stop_at(tok.decode(new), stop)
-      return found
-
-    on_token = None
-    if stream is not None:
-      shown = [""]
-
-      def on_token(step_, new_ids):
-        del step_, new_ids
-        text = texts.get(0, "").rstrip("\ufffd")  # hold back a character still incomplete
-        stream(text[len(shown[0]) :])
-        shown[0] = text
-
+    texts, shown = {}, [""]
     sampling = decode.Sampling(
-      max_new_tokens=min(room, max_new_tokens),
-      temperature=temperature,
-      top_k=top_k,
-      top_p=top_p,
-      seed=seed + start,
-      eos_id=eos_id,
-      stop=stop_fn,
-    )
+      max_new_tokens=min(room, max_new_tokens), temperature=temperature, top_k=top_k,
+      top_p=top_p, seed=seed + start, eos_id=eos_id, stop=_stop_fn(tok, stop, texts),
+    )  # fmt: skip
+    on_token = None if stream is None else _streamer(stream, texts, shown)
     new = decode.generate(model, m, rows, sampling, on_token)
-    for row, (i, s) in enumerate(batch):
-      text, found = _stop_at(texts.get(row, tok.decode(new[row])), stop)
-      ended = (
-        "stop string" if found else "end of text" if new[row][-1:] == [eos_id] else "max_new_tokens"
-      )
-      results.append(Completion(i, s, text, ended, len(new[row])))
+    results += [_completion(i, s, texts.get(row), new[row], tok, stop, eos_id)
+                for row, (i, s) in enumerate(batch)]  # fmt: skip
     if stream is not None:
       stream(results[0].text[len(shown[0]) :])
   return results
+
+
+def _stop_fn(tok, stop, texts):
+  """decode's stop test: keeps each row's text so far in `texts`, True after a stop string."""
+
+  def stop_fn(row, new):
+    texts[row], found = _stop_at(tok.decode(new), stop)
+    return found
+
+  return stop_fn
+
+
+def _streamer(stream, texts, shown):
+  """decode's on_token for one prompt and sample: the new text to `stream` as it comes."""
+
+  def on_token(step, new_ids):
+    del step, new_ids
+    text = texts.get(0, "").rstrip("\ufffd")  # hold back a character still incomplete
+    stream(text[len(shown[0]) :])
+    shown[0] = text
+
+  return on_token
+
+
+def _completion(prompt, sample, text, new, tok, stop, eos_id):
+  """A row's Completion: its text cut after a stop string, and why it ended."""
+  text, found = _stop_at(text if text is not None else tok.decode(new), stop)
+  ended = "stop string" if found else "end of text" if new[-1:] == [eos_id] else "max_new_tokens"
+  return Completion(prompt, sample, text, ended, len(new))
 
 
 def describe_stop(completion):

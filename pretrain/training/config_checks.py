@@ -88,7 +88,15 @@ def _check_batch_ramp(b):
 def check(config, num_devices, num_processes=1):
   """Validates `config` for a run on `num_devices` devices in `num_processes` processes."""
   check_model(config.model)
-  b, opt, t = config.batch, config.optimizer, config.train
+  _check_batch(config, num_devices, num_processes)
+  _check_optimizer(config.batch, config.optimizer)
+  _check_train(config.train, config.optimizer)
+  _check_data_and_run(config)
+
+
+def _check_batch(config, num_devices, num_processes):
+  """The batch against the model, the mesh's data-parallel ways and the processes."""
+  b = config.batch
   _require(
     b.size > 0 and b.seq_len > 0 and b.grad_accum > 0,
     "config.batch: size, seq_len and grad_accum must be positive",
@@ -125,6 +133,9 @@ def check(config, num_devices, num_processes=1):
     f"config.batch.size: the microbatch of {micro} sequences is not divisible by the "
     f"{ways} data-parallel ways ({' x '.join(batch_axes)}); use a multiple of {ways}",
   )
+
+
+def _check_optimizer(b, opt):
   _check_batch_ramp(b)
   _require(
     opt.lr > 0 and 0 <= opt.min_lr <= opt.lr, "config.optimizer: need lr > 0 and 0 <= min_lr <= lr"
@@ -139,6 +150,9 @@ def check(config, num_devices, num_processes=1):
     opt.warmup_steps >= 0 and opt.weight_decay >= 0 and opt.grad_clip >= 0,
     "config.optimizer: warmup_steps, weight_decay and grad_clip must be >= 0",
   )
+
+
+def _check_train(t, opt):
   _require(
     t.total_steps > 0 or t.total_tokens > 0 or t.epochs > 0,
     "config.train: set total_steps, total_tokens or epochs to a positive number",
@@ -156,6 +170,10 @@ def check(config, num_devices, num_processes=1):
     t.log_every >= 0 and t.stop_at_step >= 0 and t.peak_flops >= 0,
     "config.train: log_every, stop_at_step and peak_flops must be >= 0 (0: never / off / look up)",
   )
+
+
+def _check_data_and_run(config):
+  t = config.train
   _require(
     0 <= config.data.validation_fraction < 1,
     f"config.data.validation_fraction: {config.data.validation_fraction} must be in [0, 1)",

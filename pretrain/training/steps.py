@@ -40,30 +40,10 @@ def rows_seen(b, step):
   return int(jnp.sum(rows(jnp.arange(ramp)))) + (step - ramp) * b.size
 
 
-def train_step(
-  state,
-  batch,
-  *,
-  graphdef,
-  objective,
-  tx,
-  lr_fn,
-  grad_accum,
-  micro_sharding,
-  nan_policy="stop",
-  rows_fn=None,
-):
-  """One optimizer update over `grad_accum` microbatches; returns (state, metric sums).
-
-  With a batch-size ramp (`rows_fn`, batch_schedule's), only the first rows_fn(step) rows of
-  the batch count, a whole number of microbatches: the others are not computed (lax.cond) and
-  the means divide by the rows used ('batch_rows' in the sums).
-
-  'nonfinite' in the sums is 1 when the loss or the gradients are not finite. With nan_policy
-  'skip' such an update is not applied (parameters and optimizer state stay as they were) and
-  its sums are zeroed; with 'stop' the trainer stops before that state is saved."""
-  params = state["params"]
-  rng = jax.random.fold_in(state["rng"], state["step"])
+def _gradients(params, batch, rng, step, graphdef, objective, grad_accum, micro_sharding,
+               rows_fn):  # fmt: skip
+  """(gradients, metric sums, denominators) of one step's batch, accumulated over its
+  `grad_accum` microbatches (only those a batch-size ramp uses), exactly the full batch's."""
   # Row i of microbatch k is global row i * grad_accum + k: every microbatch stays spread over
   # all data-parallel devices.
   micro = (
@@ -76,7 +56,7 @@ def train_step(
     denominators = objective.denominators(batch)  # of the whole batch: exact accumulation
   else:  # (a ramp has microbatches: config_checks)
     micro_rows = jax.tree.leaves(batch)[0].shape[0] // grad_accum
-    used = jnp.clip(rows_fn(state["step"]) // micro_rows, 1, grad_accum)
+    used = jnp.clip(rows_fn(step) // micro_rows, 1, grad_accum)
     counted = jnp.arange(grad_accum) < used
     denominators = jax.tree.map(  # the counts are sums: those of the microbatches used
       lambda d: jnp.sum(jnp.where(counted, d, 0)), jax.vmap(objective.denominators)(micro)
@@ -104,6 +84,36 @@ def train_step(
     (grads, sums), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(grad_accum)))
   if used is not None:
     sums = dict(sums, batch_rows=(used * micro_rows).astype(jnp.float32))
+  return grads, sums, denominators
+
+
+def train_step(
+  state,
+  batch,
+  *,
+  graphdef,
+  objective,
+  tx,
+  lr_fn,
+  grad_accum,
+  micro_sharding,
+  nan_policy="stop",
+  rows_fn=None,
+):
+  """One optimizer update over `grad_accum` microbatches; returns (state, metric sums).
+
+  With a batch-size ramp (`rows_fn`, batch_schedule's), only the first rows_fn(step) rows of
+  the batch count, a whole number of microbatches: the others are not computed (lax.cond) and
+  the means divide by the rows used ('batch_rows' in the sums).
+
+  'nonfinite' in the sums is 1 when the loss or the gradients are not finite. With nan_policy
+  'skip' such an update is not applied (parameters and optimizer state stay as they were) and
+  its sums are zeroed; with 'stop' the trainer stops before that state is saved."""
+  params = state["params"]
+  rng = jax.random.fold_in(state["rng"], state["step"])
+  grads, sums, denominators = _gradients(
+    params, batch, rng, state["step"], graphdef, objective, grad_accum, micro_sharding, rows_fn
+  )
   grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(grad_norm) & jnp.all(
     jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(sums)])

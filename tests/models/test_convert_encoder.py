@@ -234,10 +234,7 @@ def test_export_loads_in_transformers_and_round_trips(imported):
 
 @pytest.mark.parametrize(
   "arch,note",
-  [
-    ("BertModel", "initialised fresh (not in the file): mlm, nsp"),
-    ("BertForMaskedLM", None),
-  ],
+  [("BertModel", "initialised fresh (not in the file): mlm, nsp"), ("BertForMaskedLM", None)],
 )
 @pytest.mark.slow
 def test_other_bert_classes(arch, note, tmp_path, capsys):
