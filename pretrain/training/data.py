@@ -12,6 +12,19 @@ from input_pipeline import batches
 from input_pipeline.corpora import mirror, sources, tokenized
 
 
+def _barrier(name):
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
+def _first_process_first(fn):
+  """fn() on process 0, then (after a barrier) on the others: they find its work done."""
+  if jax.process_index() == 0:
+    out = fn()
+  _barrier(fn.__name__)
+  return out if jax.process_index() == 0 else fn()
+
+
 def load_data(config, objective, tok=None, train=True):
   """Prepares and tokenizes every dataset (once; later runs find them done) and builds the
   train loader (one dataset, or their Mixture; None without `train`) and one eval loader per
@@ -31,16 +44,6 @@ def load_data(config, objective, tok=None, train=True):
     return _task_data(config, objective, tok, train, remote, push=pidx == 0)
   data = remote.data  # a gs:// data_dir or tokenized_dir replaced by its local mirror
 
-  def barrier(name):
-    if pcount > 1:
-      multihost_utils.sync_global_devices(name)
-
-  def first_process_first(fn):
-    if pidx == 0:
-      out = fn()
-    barrier(fn.__name__)
-    return out if pidx == 0 else fn()
-
   def synced(dirs, fn, push=pidx == 0):
     """fn, run between a download of dirs() from a remote data_dir (every process: each host
     has its own disk) and an upload back (by process 0, which prepares first)."""
@@ -54,9 +57,9 @@ def load_data(config, objective, tok=None, train=True):
   # One process prepares under a lock, as other runs may share data_dir; a job's processes
   # take turns through barriers instead.
   with sources.preparation_lock(data.data_dir) if pcount == 1 else contextlib.nullcontext():
-    built = first_process_first(synced(remote.source_dirs, lambda: sources.builders(data)))
+    built = _first_process_first(synced(remote.source_dirs, lambda: sources.builders(data)))
     if tok is None:
-      tok = first_process_first(
+      tok = _first_process_first(
         synced(remote.tokenizer_dirs, lambda: tokenized.tokenizer_for(data, built))
       )
     synced(
@@ -66,18 +69,29 @@ def load_data(config, objective, tok=None, train=True):
       ),
       push=True,
     )()
-  barrier("pieces tokenized")
+  _barrier("pieces tokenized")
   if pcount > 1:
-    first_process_first(
+    _first_process_first(
       synced(split_dirs, lambda: tokenized.prepare_all(data, mode, tok, built, eval_only))
     )
   opened = {
     (name, split): tokenized.open_split(src, built[name], split, tok, mode)
     for name, src, split in tokenized.splits(data, eval_only)
   }
+  _build_examples(config, objective, datasets, opened, tok, data, eval_only, shared,
+                  lambda fn, push: synced(split_dirs, fn, push))  # fmt: skip
+  _barrier("examples built")
+  if pcount > 1:  # the other processes' pieces
+    synced(split_dirs, lambda: None, push=False)()
+
+  return _loaders(config, objective, datasets, opened, tok, data.shuffle, eval_only)
+
+
+def _build_examples(config, objective, datasets, opened, tok, data, eval_only, shared, synced):
+  """BERT's pairs (objective.build), each process its pieces, beside the splits; `synced`
+  is the split directories' sync around a function (a remote data_dir's mirror)."""
   index = {name: k for k, (name, _, _) in enumerate(datasets)}
   synced(
-    split_dirs,
     lambda: [  # BERT's pairs, each process its pieces, beside the splits
       objective.build(
         opened[name, split],
@@ -91,15 +105,16 @@ def load_data(config, objective, tok=None, train=True):
     ],
     push=True,
   )()
-  barrier("examples built")
-  if pcount > 1:  # the other processes' pieces
-    synced(split_dirs, lambda: None, push=False)()
 
+
+def _loaders(config, objective, datasets, opened, tok, shuffle_train, eval_only):
+  """(tokenizer, train loader: one dataset's or their Mixture, None when eval_only, {name: eval
+  loader}, lines for the log) over the opened splits."""
   train_loaders, val, notes = {}, {}, []
   for k, (name, src, _) in enumerate(datasets):
     kw = dict(batch_size=config.batch.size, seq_len=config.batch.seq_len, seed=[config.seed, k])
     for split, shuffle, out in (
-      (src.train_split, data.shuffle, train_loaders),
+      (src.train_split, shuffle_train, train_loaders),
       (src.eval_split, False, val),
     )[eval_only:]:
       out[name] = objective.load(opened[name, split], src, tok, shuffle=shuffle, **kw)
