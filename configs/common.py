@@ -158,67 +158,88 @@ def optimizer_config():
   return opt
 
 
+def _batch_config():
+  batch = ml_collections.ConfigDict()
+  batch.size = 8  # global batch, in sequences
+  batch.seq_len = 128
+  batch.grad_accum = 1  # microbatches per optimizer step
+  # Batch-size warmup: the batch grows linearly from warmup_start sequences (0: one microbatch)
+  # to `size` over the first warmup_steps steps, in whole microbatches (needs grad_accum > 1):
+  # the microbatches past the current size are not computed, and their rows are skipped.
+  batch.warmup_steps = 0
+  batch.warmup_start = 0
+  return batch
+
+
+def _mesh_config():
+  mesh = ml_collections.ConfigDict()
+  mesh.data = -1  # -1: whatever the other axes leave
+  mesh.fsdp = 1
+  mesh.sequence = 1  # context parallelism: activations split along the sequence
+  mesh.tensor = 1
+  mesh.rules = DEFAULT_RULES
+  # Multi-slice / multi-node: how many slices (slow links) each axis spans; the sizes above are
+  # totals. E.g. data=4, dcn.data=4 on 4 TPU slices: data parallel across slices, the rest within.
+  mesh.dcn = ml_collections.ConfigDict(dict(data=1, fsdp=1, sequence=1, tensor=1))
+  return mesh
+
+
+def _train_config():
+  train = ml_collections.ConfigDict()
+  # The run's length: one of total_steps, total_tokens (> 0) or epochs (> 0: passes over the
+  # training split); the others 0. On the command line, the one given replaces the file's.
+  train.total_steps = 1000
+  train.total_tokens = 0
+  train.epochs = 0.0
+  train.stop_at_step = 0  # > 0: stop there with a checkpoint (jobs of fixed length)
+  train.log_every = 10
+  train.eval_every = 200  # 0: only at the end; -1: after every epoch
+  train.eval_batches = 8  # batches of each validation split per evaluation; 0: all
+  # A non-finite loss or gradient: 'stop' with an error naming the step and the checkpoint to
+  # resume from (nothing non-finite is ever saved), or 'skip' the update (counted as 'skipped').
+  train.nan_policy = "stop"
+  train.peak_flops = 0.0  # per-device peak FLOP/s for MFU; 0: look up or measure
+  # The eval metric that ranks checkpoints (results.json; the best checkpoint, if kept).
+  train.best_metric = "loss"
+  train.best_mode = "min"  # 'min' or 'max'
+  return train
+
+
+def _checkpoint_config():
+  checkpoint = ml_collections.ConfigDict()
+  checkpoint.every = 500  # -1: after every epoch
+  checkpoint.keep = 3
+  checkpoint.async_save = True
+  checkpoint.keep_best = False  # also keep the best checkpoint by train.best_metric in
+  # <workdir>/best (a full second save when it improves)
+  return checkpoint
+
+
+def _wandb_config():
+  # Weights & Biases logging from process 0, besides metrics.jsonl and TensorBoard. The run id
+  # is kept in <workdir>/wandb_id.txt, so a resumed run continues the same W&B run.
+  wandb = ml_collections.ConfigDict()
+  wandb.enabled = False
+  wandb.project = "pretrain"
+  wandb.entity = ""  # '': the account's default entity
+  wandb.group = ""  # '': none, or WANDB_RUN_GROUP from the environment (sweeps)
+  wandb.name = ""  # '': the workdir's basename
+  wandb.mode = ""  # '': WANDB_MODE or wandb's default; 'offline' logs to
+  # <workdir>/wandb only (upload later with `wandb sync`)
+  return wandb
+
+
 def base_config():
   config = ml_collections.ConfigDict()
   config.model = ml_collections.ConfigDict()
   config.objective = "causal_lm"
   config.data = data_config()
   config.optimizer = optimizer_config()
-
-  config.batch = ml_collections.ConfigDict()
-  config.batch.size = 8  # global batch, in sequences
-  config.batch.seq_len = 128
-  config.batch.grad_accum = 1  # microbatches per optimizer step
-  # Batch-size warmup: the batch grows linearly from warmup_start sequences (0: one microbatch)
-  # to `size` over the first warmup_steps steps, in whole microbatches (needs grad_accum > 1):
-  # the microbatches past the current size are not computed, and their rows are skipped.
-  config.batch.warmup_steps = 0
-  config.batch.warmup_start = 0
-
-  config.mesh = ml_collections.ConfigDict()
-  config.mesh.data = -1  # -1: whatever the other axes leave
-  config.mesh.fsdp = 1
-  config.mesh.sequence = 1  # context parallelism: activations split along the sequence
-  config.mesh.tensor = 1
-  config.mesh.rules = DEFAULT_RULES
-  # Multi-slice / multi-node: how many slices (slow links) each axis spans; the sizes above are
-  # totals. E.g. data=4, dcn.data=4 on 4 TPU slices: data parallel across slices, the rest within.
-  config.mesh.dcn = ml_collections.ConfigDict(dict(data=1, fsdp=1, sequence=1, tensor=1))
-
-  config.train = ml_collections.ConfigDict()
-  config.train.total_steps = 1000  # or set total_tokens (> 0 wins)
-  config.train.total_tokens = 0
-  config.train.epochs = 0.0  # > 0: this many passes over the training split (wins)
-  config.train.stop_at_step = 0  # > 0: stop there with a checkpoint (jobs of fixed length)
-  config.train.log_every = 10
-  config.train.eval_every = 200  # 0: only at the end; -1: after every epoch
-  config.train.eval_batches = 8  # batches of each validation split per evaluation; 0: all
-  # A non-finite loss or gradient: 'stop' with an error naming the step and the checkpoint to
-  # resume from (nothing non-finite is ever saved), or 'skip' the update (counted as 'skipped').
-  config.train.nan_policy = "stop"
-  config.train.peak_flops = 0.0  # per-device peak FLOP/s for MFU; 0: look up or measure
-  # The eval metric that ranks checkpoints (results.json; the best checkpoint, if kept).
-  config.train.best_metric = "loss"
-  config.train.best_mode = "min"  # 'min' or 'max'
-
-  config.checkpoint = ml_collections.ConfigDict()
-  config.checkpoint.every = 500  # -1: after every epoch
-  config.checkpoint.keep = 3
-  config.checkpoint.async_save = True
-  config.checkpoint.keep_best = False  # also keep the best checkpoint by train.best_metric in
-  # <workdir>/best (a full second save when it improves)
-
-  # Weights & Biases logging from process 0, besides metrics.jsonl and TensorBoard. The run id
-  # is kept in <workdir>/wandb_id.txt, so a resumed run continues the same W&B run.
-  config.wandb = ml_collections.ConfigDict()
-  config.wandb.enabled = False
-  config.wandb.project = "pretrain"
-  config.wandb.entity = ""  # '': the account's default entity
-  config.wandb.group = ""  # '': none, or WANDB_RUN_GROUP from the environment (sweeps)
-  config.wandb.name = ""  # '': the workdir's basename
-  config.wandb.mode = ""  # '': WANDB_MODE or wandb's default; 'offline' logs to
-  # <workdir>/wandb only (upload later with `wandb sync`)
-
+  config.batch = _batch_config()
+  config.mesh = _mesh_config()
+  config.train = _train_config()
+  config.checkpoint = _checkpoint_config()
+  config.wandb = _wandb_config()
   config.init_from = ""  # a checkpoint directory to start from when workdir has none
   config.seed = 0
   return config

@@ -255,8 +255,6 @@ class Worker:
     return out
 
   def _objective(self, trial, slot):
-    import optuna
-
     with self.lock:
       if self._is_surplus(trial.number):
         trial.set_user_attr("surplus", True)
@@ -310,6 +308,13 @@ class Worker:
     trial.set_user_attr("wall_s", base + time.time() - started)
     history = results.read_history(workdir)
     self._record(trial, history)
+    return self._outcome(trial, number, proc, history, pruned_at, log_path, workdir,
+                         base + time.time() - started)  # fmt: skip
+
+  def _outcome(self, trial, number, proc, history, pruned_at, log_path, workdir, wall_s):
+    """The trial's value; or pruned, queued again (stopped before its end) or failed."""
+    import optuna  # the optional sweep extra
+
     if pruned_at is not None:
       self.out(f"trial {number} pruned at step {pruned_at}")
       raise optuna.TrialPruned(f"pruned at step {pruned_at}")
@@ -334,7 +339,7 @@ class Worker:
     self.out(
       f"trial {number} finished: {self.sweep.metric} {value:.4g} (best; final "
       f"{history[-1][self.sweep.metric]:.4g} at step {history[-1]['step']}) in "
-      f"{base + time.time() - started:.0f} s"
+      f"{wall_s:.0f} s"
     )
     return value
 
