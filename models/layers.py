@@ -329,23 +329,9 @@ class Attention(nnx.Module):
   """
 
   def __init__(
-    self,
-    *,
-    d_model,
-    num_heads,
-    num_kv_heads,
-    head_dim,
-    use_bias,
-    rope_theta,
-    init_std,
-    out_init,
-    dtype,
-    param_dtype,
-    implementation,
-    rngs,
-    qk_norm=False,
-    norm_eps=1e-6,
-  ):
+    self, *, d_model, num_heads, num_kv_heads, head_dim, use_bias, rope_theta, init_std,
+    out_init, dtype, param_dtype, implementation, rngs, qk_norm=False, norm_eps=1e-6,
+  ):  # fmt: skip
     self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
     self.rope_theta = rope_theta
     self.implementation = implementation
