@@ -6,9 +6,7 @@ and events an earlier run logged past its checkpoint."""
 import json
 import os
 import signal
-import subprocess
 import sys
-import threading
 import time
 
 import jax
@@ -16,7 +14,8 @@ import pytest
 
 from pretrain.training import metrics, trainer
 from pretrain.training import steps as steps_lib
-from tests.conftest import REPO, tiny_gpt_config, xla_flags
+from tests import helpers
+from tests.conftest import tiny_gpt_config, xla_flags
 
 DEVICE_STEP_S = 0.1  # the slowed device's time per step
 
@@ -89,50 +88,32 @@ runpy.run_module("pretrain.train", run_name="__main__")
 """
 
 
-class Trainer:
-  """A trainer subprocess whose output is collected as it comes."""
-
-  def __init__(self, workdir, data_dir):
-    overrides = {
-      "data.data_dir": data_dir,
-      "data.tokenizer.vocab_size": 256,
-      "model.num_layers": 2,
-      "model.num_heads": 4,
-      "model.d_model": 32,
-      "model.max_len": 32,
-      "batch.size": 8,
-      "batch.seq_len": 32,
-      "train.total_steps": 20,
-      "train.log_every": 5,
-      "train.eval_every": 0,
-      "train.peak_flops": 1e12,
-      "checkpoint.every": 10,
-    }
-    cmd = [
-      sys.executable,
-      "-c",
-      _SLOWED_TRAIN,
-      "--config=configs/gpt.py:smoke",
-      f"--workdir={workdir}",
-    ] + [f"--config.{k}={v}" for k, v in overrides.items()]
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(1))
-    self.proc = subprocess.Popen(
-      cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    self.lines = []
-    self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
-    self.reader.start()
-
-  def wait_for(self, prefix, timeout=180):
-    deadline = time.time() + timeout
-    while not any(line.startswith(prefix) for line in self.lines):
-      assert self.proc.poll() is None and time.time() < deadline, "".join(self.lines)
-      time.sleep(0.01)
-
-  def finish(self):
-    self.proc.wait(timeout=300)
-    self.reader.join()
-    return "".join(self.lines)
+def _trainer(workdir, data_dir):
+  """pretrain.train (slowed) on a tiny GPT in `workdir`, its output collected as it comes."""
+  overrides = {
+    "data.data_dir": data_dir,
+    "data.tokenizer.vocab_size": 256,
+    "model.num_layers": 2,
+    "model.num_heads": 4,
+    "model.d_model": 32,
+    "model.max_len": 32,
+    "batch.size": 8,
+    "batch.seq_len": 32,
+    "train.total_steps": 20,
+    "train.log_every": 5,
+    "train.eval_every": 0,
+    "train.peak_flops": 1e12,
+    "checkpoint.every": 10,
+  }
+  cmd = [
+    sys.executable,
+    "-c",
+    _SLOWED_TRAIN,
+    "--config=configs/gpt.py:smoke",
+    f"--workdir={workdir}",
+  ] + [f"--config.{k}={v}" for k, v in overrides.items()]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(1))
+  return helpers.Running(cmd, env)
 
 
 def _tensorboard_steps(workdir):
@@ -148,7 +129,7 @@ def test_ctrl_c_saves_and_exits_130_a_second_stops_at_once_and_resuming_supersed
   data_dir, tmp_path
 ):
   workdir = tmp_path / "run"
-  first = Trainer(workdir, data_dir)  # Ctrl-C once: saved at the step it reached
+  first = _trainer(workdir, data_dir)  # Ctrl-C once: saved at the step it reached
   first.wait_for("step 5/20")
   first.proc.send_signal(signal.SIGINT)
   out = first.finish()
@@ -158,7 +139,7 @@ def test_ctrl_c_saves_and_exits_130_a_second_stops_at_once_and_resuming_supersed
   saved = int(line.split()[6].rstrip(";"))
   assert 5 <= saved <= 8 and (workdir / "checkpoints" / str(saved)).is_dir(), out
 
-  second = Trainer(workdir, data_dir)  # Ctrl-C twice, past the checkpoint at 10: nothing saved
+  second = _trainer(workdir, data_dir)  # Ctrl-C twice, past the checkpoint at 10: nothing saved
   second.wait_for("step 15/20")
   second.proc.send_signal(signal.SIGINT)
   second.wait_for("interrupt: saving")
@@ -172,7 +153,7 @@ def test_ctrl_c_saves_and_exits_130_a_second_stops_at_once_and_resuming_supersed
     10,
   ]
 
-  out = Trainer(workdir, data_dir).finish()  # resumed from 10: redoes 11-15 and goes on
+  out = _trainer(workdir, data_dir).finish()  # resumed from 10: redoes 11-15 and goes on
   assert "resumed from step 10 of 20" in out, out
   rows = metrics.read_rows(str(workdir / "metrics.jsonl"))
   logged = [r["step"] for r in rows if "train/loss" in r]

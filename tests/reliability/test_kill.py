@@ -9,8 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
-import time
 
 import jax
 import numpy as np
@@ -19,6 +17,7 @@ import pytest
 from configs import common, gpt
 from pretrain.state import checkpointing
 from pretrain.training.trainer import train_and_evaluate
+from tests import helpers
 from tests.conftest import REPO, xla_flags
 
 STEPS = 60
@@ -62,34 +61,8 @@ def _env():
   return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(1))
 
 
-class Trainer:
-  """A trainer subprocess whose output is collected as it comes."""
-
-  def __init__(self, cmd):
-    self.proc = subprocess.Popen(
-      cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    self.lines = []
-    self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
-    self.reader.start()
-
-  def caught(self, predicate, timeout=180):
-    """Waits until `predicate()` holds while the process runs; False if it ended first."""
-    deadline = time.time() + timeout
-    while self.proc.poll() is None:
-      if predicate():
-        return True
-      assert time.time() < deadline, "".join(self.lines)
-      time.sleep(0.003)
-    return False
-
-  def signal(self, sig):
-    self.proc.send_signal(sig)
-
-  def finish(self):
-    self.proc.wait(timeout=300)
-    self.reader.join()
-    return "".join(self.lines)
+def _trainer(cmd):
+  return helpers.Running(cmd, _env())
 
 
 def _state(workdir, step):
@@ -132,7 +105,7 @@ def test_kill_9_anywhere_then_restart_ends_bitwise_equal(tmp_path, data_dir):
   hit, resumed_from = [], []
   for name, when, sig in points:
     metrics.unlink(missing_ok=True)  # (each attempt's own log lines decide when)
-    trainer = Trainer(cmd)
+    trainer = _trainer(cmd)
     if trainer.caught(lambda: when(trainer)):
       if name == "training":  # held still: a second trainer on its workdir is refused
         trainer.signal(signal.SIGSTOP)
@@ -148,7 +121,7 @@ def test_kill_9_anywhere_then_restart_ends_bitwise_equal(tmp_path, data_dir):
     ]
   assert len(hit) >= 5, hit  # the moments were caught (the run may end before the last)
 
-  final = Trainer(cmd).finish()
+  final = _trainer(cmd).finish()
   assert "warning: checkpoint" not in final
   assert resumed_from == sorted(resumed_from), resumed_from  # never back past a checkpoint
   assert not _temporary(workdir)
