@@ -355,15 +355,17 @@ def test_real_sst2_dev():
 def test_a_window_that_cuts_most_examples_warns_on_a_line_of_its_own(tmp_path, tok):
   """A count of truncated examples is a note; most of a split truncated is a warning: a
   window too small for the data is almost always a mistake."""
-  examples = glue.read_tsv(_write(tmp_path, "train.tsv", SST2), "sst2")
+  sentences = ["a fine film .", "a fine film . " * 3, "a fine film . " * 6]  # 3 lengths
+  tsv = "sentence\tlabel\n" + "".join(f"{t.strip()}\t1\n" for t in sentences)
+  examples = glue.read_tsv(_write(tmp_path, "train.tsv", tsv), "sst2")
   data = ml_collections.ConfigDict({"task": "sst2"})
-  lengths = sorted(len(_ids(tok, e["sentence"])) + 2 for e in examples)  # with [CLS] [SEP]
+  lengths = [len(_ids(tok, e["sentence"])) + 2 for e in examples]  # with [CLS] [SEP]
+  assert lengths[0] < lengths[1] < lengths[2]
   _, notes = tasks.GLUE_FORMAT.encode(examples, tok, data, lengths[0], True)
   assert notes[0] == "2 examples truncated to the window"
   assert notes[1].startswith(
     f"warning: 2 of 3 examples (67%) lose tokens to the {lengths[0]}-token window"
   )
   assert "config.batch.seq_len" in notes[1]
-  assert lengths[1] < lengths[2]
   _, notes = tasks.GLUE_FORMAT.encode(examples, tok, data, lengths[2] - 1, True)
   assert notes == ["1 examples truncated to the window"]  # a third: no warning

@@ -21,9 +21,8 @@ from pretrain import evaluate
 from pretrain.ground import errors, storage
 from pretrain.state import checkpointing
 from pretrain.training import config_checks, trainer
-from tests import conftest
+from tests import conftest, helpers
 from tests.conftest import REPO, xla_flags
-from tests.reliability.test_kill import Trainer
 
 STEPS = 300
 OVERRIDES = {
@@ -83,6 +82,11 @@ def _jsonl(url):
   return [json.loads(line) for line in storage.read_text(url).splitlines()]
 
 
+def _trainer(cmd):
+  """The trainer's subprocess, its output watched as it comes (the bucket: the emulator's)."""
+  return helpers.Running(cmd, _env())
+
+
 @pytest.mark.slow
 def test_gs_workdir_is_killed_resumes_bitwise_and_is_read_back(gcs, tmp_path, data_dir):
   reference = tmp_path / "reference"  # the same run, uninterrupted, on a local disk
@@ -93,14 +97,14 @@ def test_gs_workdir_is_killed_resumes_bitwise_and_is_read_back(gcs, tmp_path, da
 
   url = gcs("run")
   cmd = _train_command(url, data_dir)
-  killed = Trainer(cmd)  # SIGKILL once a checkpoint is in the bucket, before the end
+  killed = _trainer(cmd)  # SIGKILL once a checkpoint is in the bucket, before the end
   # (any of them: with keep=2 a fast run deletes step 50's before a slow poll sees it)
   fs, root = fsspec.core.url_to_fs(url)
   assert killed.caught(lambda: fs.glob(f"{root}/checkpoints/*/commit_success.txt"))
   killed.signal(signal.SIGKILL)
   killed.finish()
   assert not storage.exists(f"{url}/checkpoints/{STEPS}")
-  resumed = Trainer(cmd).finish()
+  resumed = _trainer(cmd).finish()
   [start] = [l for l in resumed.splitlines() if l.startswith(("resumed", "initialised"))]
   assert re.fullmatch(rf"resumed from step \d+ of {STEPS}", start), resumed[-3000:]
   again = int(start.split()[3])
