@@ -20,6 +20,10 @@ LAYERS = "layers"  # the stacked-layer axis when scanning over layers
 TYPES = "types"  # rows of the token-type (segment) table
 CLASSES = "classes"  # outputs of a classification head
 
+ACTIVATION = (BATCH, LENGTH, EMBED)
+# A KV cache: keys (or values) of every layer, slot and head; it shards like the activations.
+CACHE = (LAYERS, BATCH, LENGTH, KV_HEADS, HEAD_DIM)
+
 
 class AxisRuleError(errors.UserError):
   """A logical axis with no rule in config.mesh.rules."""

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models import axes, layers
+from models import axes, layer_stack, layers
 
 # Width, depth and heads of each named size. Configs name a size; they never repeat numbers.
 SIZES = {
@@ -61,7 +61,7 @@ class Decoder(nnx.Module):
   def __init__(self, cfg, *, rngs):
     dtype, param_dtype = layers.dtype_of(cfg.dtype), layers.dtype_of(cfg.param_dtype)
     self.scan_layers = cfg.scan_layers
-    self.unroll = layers.scan_unroll(cfg)
+    self.unroll = layer_stack.scan_unroll(cfg)
     self.remat = cfg.remat
     self.rate = cfg.dropout
     self.logit_softcap = layers.switch(cfg, "logit_softcap")
@@ -91,7 +91,7 @@ class Decoder(nnx.Module):
     )
     self.dropout = nnx.Dropout(cfg.dropout)
 
-    self.blocks = layers.make_blocks(cfg, causal=True, rngs=rngs)
+    self.blocks = layer_stack.make_blocks(cfg, causal=True, rngs=rngs)
     self.final_norm = layers.Norm(
       cfg.d_model, kind=cfg.norm, eps=cfg.norm_eps, use_bias=cfg.use_bias, dtype=dtype, rngs=rngs
     )
@@ -120,12 +120,12 @@ class Decoder(nnx.Module):
         x = x + layers.embed_prefix(self.pos_embed, t)
     elif self.pos_embed is not None:
       x = x + self.pos_embed(positions)
-    x = axes.constrain(x, layers.ACTIVATION)
+    x = axes.constrain(x, axes.ACTIVATION)
     mask = None
     if segment_ids is not None:  # packed documents attend only within themselves
       mask = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
     if cache is not None:
-      x, cache = layers.run_blocks_cached(
+      x, cache = layer_stack.run_blocks_cached(
         self.blocks, x, positions=positions, cache=cache, scan=self.scan_layers, unroll=self.unroll
       )
       return self.logits(x), cache
@@ -133,7 +133,7 @@ class Decoder(nnx.Module):
     if dropout_key is not None and self.rate:
       dropout_key, block_key = jax.random.split(dropout_key)
       x = self.dropout(x, deterministic=False, rngs=dropout_key)
-    x = layers.run_blocks(
+    x = layer_stack.run_blocks(
       self.blocks,
       x,
       positions=positions,

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models import axes, layers
+from models import axes, layer_stack, layers
 
 SIZES = {  # the published BERT grid (Turc et al. 2019) plus a smoke size
   "smoke": dict(num_layers=2, num_heads=2, d_model=64, max_len=128),
@@ -104,7 +104,7 @@ class Backbone(nnx.Module):
     init = layers.normal(cfg.init_std)
     embed = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.rate, self.scan_layers, self.remat = cfg.dropout, cfg.scan_layers, cfg.remat
-    self.unroll = layers.scan_unroll(cfg)
+    self.unroll = layer_stack.scan_unroll(cfg)
     self.embed = nnx.Embed(
       cfg.vocab_size,
       cfg.d_model,
@@ -129,7 +129,7 @@ class Backbone(nnx.Module):
     )
     self.embed_norm = norm(cfg, rngs)
     self.dropout = nnx.Dropout(cfg.dropout)
-    self.blocks = layers.make_blocks(cfg, causal=False, rngs=rngs)
+    self.blocks = layer_stack.make_blocks(cfg, causal=False, rngs=rngs)
     self.final_norm = norm(cfg, rngs) if cfg.pre_norm else None
 
   def __call__(self, tokens, *, type_ids=None, input_mask=None, dropout_key=None):
@@ -141,13 +141,13 @@ class Backbone(nnx.Module):
     x = x + layers.embed_rows(
       self.type_embed, jnp.zeros_like(tokens) if type_ids is None else type_ids
     )
-    x = axes.constrain(self.embed_norm(x), layers.ACTIVATION)
+    x = axes.constrain(self.embed_norm(x), axes.ACTIVATION)
     block_key = None
     if dropout_key is not None and self.rate:
       dropout_key, block_key = jax.random.split(dropout_key)
       x = self.dropout(x, deterministic=False, rngs=dropout_key)
     mask = None if input_mask is None else input_mask.astype(bool)[:, None, None, :]
-    x = layers.run_blocks(
+    x = layer_stack.run_blocks(
       self.blocks,
       x,
       positions=positions,

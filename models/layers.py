@@ -422,7 +422,7 @@ class Attention(nnx.Module):
     rows = jnp.arange(q.shape[0])[:, None]
     cache_k = cache[0].at[rows, positions].set(k.astype(cache[0].dtype))
     cache_v = cache[1].at[rows, positions].set(v.astype(cache[1].dtype))
-    cache_k, cache_v = (axes.constrain(c, CACHE[1:]) for c in (cache_k, cache_v))
+    cache_k, cache_v = (axes.constrain(c, axes.CACHE[1:]) for c in (cache_k, cache_v))
     slots = jnp.arange(cache_k.shape[1])
     mask = slots[None, None, None, :] <= positions[:, None, :, None]  # [b, 1, t, slots]
     y = jax.nn.dot_product_attention(
@@ -593,47 +593,28 @@ class TransformerBlock(nnx.Module):
     )
     self.dropout = nnx.Dropout(cfg.dropout)
 
-  def _drop(self, x, key):
-    if key is None or not self.rate:
-      return x
-    return self.dropout(x, deterministic=False, rngs=key)
-
   def __call__(self, x, *, positions, mask, key, cache=None):
-    k1 = k2 = None
-    if key is not None:
-      k1, k2 = jax.random.split(key)
-    if cache is not None:  # decoding with a KV cache: returns (x, updated cache)
-      if self.pre_norm:
-        y, cache = self.attn(self.norm1(x), positions=positions, causal=True, cache=cache)
-        x = x + y
-        return x + self.mlp(self.norm2(x)), cache
-      y, cache = self.attn(x, positions=positions, causal=True, cache=cache)
-      x = self.norm1(x + y)
-      return self.norm2(x + self.mlp(x)), cache
-    if self.pre_norm:
-      x = x + self._drop(
-        self.attn(self.norm1(x), positions=positions, causal=self.causal, mask=mask), k1
-      )
-      x = x + self._drop(self.mlp(self.norm2(x)), k2)
-    else:
-      x = self.norm1(
-        x + self._drop(self.attn(x, positions=positions, causal=self.causal, mask=mask), k1)
-      )
-      x = self.norm2(x + self._drop(self.mlp(x), k2))
-    return x
+    """x: [b, t, d] -> [b, t, d]; with a KV cache (decoding), (x, updated cache)."""
+    keys = (None, None) if key is None else tuple(jax.random.split(key))
+    causal = self.causal or cache is not None
+    y = self.attn(
+      self._in(self.norm1, x), positions=positions, causal=causal, mask=mask, cache=cache
+    )
+    if cache is not None:
+      y, cache = y
+    x = self._residual(self.norm1, x, y, keys[0])
+    x = self._residual(self.norm2, x, self.mlp(self._in(self.norm2, x)), keys[1])
+    return x if cache is None else (x, cache)
 
+  def _in(self, norm, x):
+    """A sublayer's input: normalised first in a pre-norm block (GPT-2), as it is in post-norm."""
+    return norm(x) if self.pre_norm else x
 
-ACTIVATION = (axes.BATCH, axes.LENGTH, axes.EMBED)
-# A KV cache: keys (or values) of every layer, slot and head; it shards like the activations.
-CACHE = (axes.LAYERS, axes.BATCH, axes.LENGTH, axes.KV_HEADS, axes.HEAD_DIM)
-
-REMAT_POLICIES = {
-  "full": None,  # save nothing: recompute the whole block in the backward pass
-  "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs
-  # keep matmul outputs in host memory (GPU/TPU); where there is no host offload (CPU) it
-  # falls back to 'dots'
-  "offload": jax.checkpoint_policies.offload_dot_with_no_batch_dims("device", "pinned_host"),
-}
+  def _residual(self, norm, x, y, key):
+    """x + dropout(y), normalised after the sum in a post-norm block (original BERT)."""
+    if key is not None and self.rate:
+      y = self.dropout(y, deterministic=False, rngs=key)
+    return x + y if self.pre_norm else norm(x + y)
 
 
 # The choices of each switch of config.model. They are checked here only: up front by
@@ -643,7 +624,7 @@ OPTIONS = {
   "norm": ("layernorm", "rmsnorm"),
   "mlp": ("gelu", "swiglu", "relu2"),
   "attention": ("", "xla", "cudnn"),
-  "remat": ("none",) + tuple(REMAT_POLICIES),
+  "remat": ("none", "full", "dots", "offload"),
 }
 
 
@@ -652,18 +633,6 @@ def check_option(field, value):
     raise errors.UserError(
       f"config.model.{field}: {value!r} is not one of {', '.join(map(repr, OPTIONS[field]))}"
     )
-
-
-def remat_in_effect(name):
-  """The remat policy that runs: 'offload' is 'dots' where there is no host memory to offload
-  to (CPU); the trainer says so at start-up."""
-  if name == "offload" and jax.default_backend() not in ("gpu", "tpu"):
-    return "dots"
-  return name
-
-
-def remat_policy(name):
-  return REMAT_POLICIES[remat_in_effect(name)]
 
 
 def resolve(model, vocab_size):
@@ -676,92 +645,6 @@ def resolve(model, vocab_size):
   if not cfg.d_ff:
     cfg.d_ff = 4 * cfg.d_model if cfg.mlp == "gelu" else -(-(8 * cfg.d_model // 3) // 64) * 64
   return cfg
-
-
-def make_blocks(cfg, *, causal, rngs):
-  """cfg.num_layers blocks: stacked along a leading 'layers' axis (scan) or a list."""
-  if cfg.scan_layers:
-
-    @nnx.split_rngs(splits=cfg.num_layers)
-    @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: axes.LAYERS})
-    def make(rngs):
-      return TransformerBlock(cfg, causal=causal, rngs=rngs)
-
-    return make(rngs)
-  return nnx.List([TransformerBlock(cfg, causal=causal, rngs=rngs) for _ in range(cfg.num_layers)])
-
-
-def scan_unroll(cfg):
-  """Layers per iteration of the scan over a stacked model (cfg.scan_unroll; the parameters'
-  layout is the same whatever it is). 0 picks the whole stack up to 12 layers, compiled like an
-  unscanned model (~0.5 s a layer on CPU): the loop's slicing and stacking of parameters and
-  activations cost a small model 20-40% of its train step on CPU and 16-28% on a GPU (GPT-2
-  small, BERT-base; benchmarks/RESULTS.md). Deeper stacks, and stacks under remat, run one
-  layer per iteration: that keeps compile time flat, and in XLA's memory plan of an unrolled
-  stack remat saved nothing (the ahead-of-time check's, pretrain/aot.py)."""
-  unroll = switch(cfg, "scan_unroll")
-  if unroll:
-    return min(unroll, cfg.num_layers)
-  return cfg.num_layers if cfg.num_layers <= 12 and cfg.remat == "none" else 1
-
-
-def run_blocks(blocks, x, *, positions, mask, dropout_key, scan, remat, unroll=1):
-  """Applies the blocks in order (lax.scan when stacked), with the remat policy."""
-  num_layers = jax.tree.leaves(nnx.state(blocks))[0].shape[0] if scan else len(blocks)
-  keys = [None] * num_layers
-  if dropout_key is not None:
-    keys = list(jax.random.split(dropout_key, num_layers))
-
-  def apply(block, x, key):
-    # Block boundaries: examples split over the batch axes, model width whole (FSDP gathers
-    # weights, not activations; tensor parallelism reduces back to full width).
-    return axes.constrain(block(x, positions=positions, mask=mask, key=key), ACTIVATION)
-
-  if remat != "none":
-    apply = nnx.remat(apply, policy=remat_policy(remat))
-  if not scan:
-    for block, key in zip(blocks, keys):
-      x = apply(block, x, key)
-    return x
-  layer_keys = None if dropout_key is None else jnp.stack(keys)
-
-  @nnx.scan(
-    in_axes=(0, nnx.Carry, None if layer_keys is None else 0),
-    out_axes=nnx.Carry,
-    transform_metadata={nnx.PARTITION_NAME: axes.LAYERS},
-    unroll=unroll,
-  )
-  def run(block, x, key):
-    return apply(block, x, key)
-
-  return run(blocks, x, layer_keys)
-
-
-def run_blocks_cached(blocks, x, *, positions, cache, scan, unroll=1):
-  """The blocks over x with a KV cache {'k', 'v'} (each [layers, b, slots, kv, head_dim]);
-  returns (x, updated cache)."""
-  if not scan:
-    ks, vs = [], []
-    for i, block in enumerate(blocks):
-      x, (k, v) = block(
-        x, positions=positions, mask=None, key=None, cache=(cache["k"][i], cache["v"][i])
-      )
-      ks.append(k)
-      vs.append(v)
-    return x, {"k": jnp.stack(ks), "v": jnp.stack(vs)}
-
-  @nnx.scan(
-    in_axes=(0, nnx.Carry, 0, 0),
-    out_axes=(nnx.Carry, 0, 0),
-    transform_metadata={nnx.PARTITION_NAME: axes.LAYERS},
-    unroll=unroll,
-  )
-  def run(block, x, k, v):
-    x, (k, v) = block(x, positions=positions, mask=None, key=None, cache=(k, v))
-    return axes.constrain(x, ACTIVATION), k, v
-
-  x, k, v = run(blocks, x, cache["k"], cache["v"])
-  return x, {"k": k, "v": v}
 
 
 def count_params(make_model, exclude_positions=True):

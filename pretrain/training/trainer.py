@@ -27,7 +27,7 @@ from jax.experimental import multihost_utils
 
 from input_pipeline import batches, tokenizer
 from input_pipeline.corpora import sources
-from models import layers
+from models import layer_stack, layers
 from pretrain.devices import host_memory, sharding
 from pretrain.evaluation import evaluator
 from pretrain.objectives import registry
@@ -416,9 +416,9 @@ class TrainLog:
     )
     for note in run.data_notes:
       self.writer.print(note)
-    if layers.remat_in_effect(cfg.remat) != cfg.remat:
+    if layer_stack.remat_in_effect(cfg.remat) != cfg.remat:
       self.writer.print(
-        f"model.remat: {cfg.remat!r} runs as {layers.remat_in_effect(cfg.remat)!r} "
+        f"model.remat: {cfg.remat!r} runs as {layer_stack.remat_in_effect(cfg.remat)!r} "
         f"on {jax.default_backend()} (no host memory to offload to)"
       )
     self.writer.print(how)

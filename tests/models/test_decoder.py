@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from configs import gpt
-from models import axes, decoder, layers
+from models import axes, decoder, layer_stack, layers
 
 
 def _cfg(**kw):
@@ -178,10 +178,10 @@ def test_unrolled_scan_keeps_the_layout_and_the_numbers():
   any backend."""
   for backend in ("cpu", "gpu"):  # (gpu: pretrain.aot builds the program it would run)
     with layers.built_for(backend):
-      assert layers.scan_unroll(_cfg(num_layers=4)) == 4  # <= 12 layers: unrolled
-      assert layers.scan_unroll(_cfg(num_layers=24)) == 1  # deep: a loop, flat compile time
-      assert layers.scan_unroll(_cfg(num_layers=4, remat="dots")) == 1  # remat saves memory
-      assert layers.scan_unroll(_cfg(num_layers=4, scan_unroll=2)) == 2
+      assert layer_stack.scan_unroll(_cfg(num_layers=4)) == 4  # <= 12 layers: unrolled
+      assert layer_stack.scan_unroll(_cfg(num_layers=24)) == 1  # deep: a loop, flat compile time
+      assert layer_stack.scan_unroll(_cfg(num_layers=4, remat="dots")) == 1  # remat saves memory
+      assert layer_stack.scan_unroll(_cfg(num_layers=4, scan_unroll=2)) == 2
       assert layers.flat_matmuls() == (backend == "cpu")
 
   def loss_and_grads(unroll):
