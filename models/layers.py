@@ -4,8 +4,6 @@ Every parameter carries logical axis names from models/axes.py. Parameters are c
 `param_dtype` (float32); matmuls run in the compute `dtype` (bfloat16 on accelerators).
 """
 
-import contextlib
-import functools
 import math
 
 import jax
@@ -13,7 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from models import axes
+from models import axes, cpu_kernels
 from pretrain.ground import errors
 
 # Parameters carry logical axis names only; the trainer turns them into shardings explicitly
@@ -58,35 +56,6 @@ class Norm(nnx.Module):
     return self.norm(x)
 
 
-_TARGETS = []  # the backends models are being built for, where not the one they run on
-
-
-def target_backend():
-  """The backend the model is built for: where it runs, unless inside `built_for`."""
-  return _TARGETS[-1] if _TARGETS else jax.default_backend()
-
-
-@contextlib.contextmanager
-def built_for(backend):
-  """Builds and traces models inside as for `backend` (e.g. 'gpu'): the ahead-of-time check
-  (pretrain/aot.py) compiles on CPU devices that stand in for accelerators, and must see the
-  program those would run, not the CPU's (flat_matmuls, scan_unroll)."""
-  _TARGETS.append(backend)
-  try:
-    yield
-  finally:
-    _TARGETS.pop()
-
-
-def flat_matmuls():
-  """Whether the dense layers take activations as [batch * length, features] (then reshaped
-  back) rather than [batch, length, features]. On CPU, XLA's backward of the 3-D form writes
-  transposed copies of the activations for the weight gradients; the 2-D form runs the same
-  matmuls without them (train steps ~20-40% faster on small models). GPUs and TPUs take the
-  3-D form as it is, which keeps a sequence-sharded length axis whole to the partitioner."""
-  return target_backend() == "cpu"
-
-
 def _table(embed):
   """An nnx.Embed's table in its compute dtype, as its own lookup promotes it."""
   (table,) = embed.promote_dtype((embed.embedding[...],), dtype=embed.dtype, inexact=False)
@@ -129,202 +98,12 @@ def rope(x, positions, theta):
   return out.astype(x.dtype)
 
 
-def heads_major_attention(q, k, v, *, mask=None, causal=False):
-  """Softmax attention as jax.nn.dot_product_attention computes it with XLA's kernel, with the
-  heads moved ahead of the length axes once, so that both products and their gradients are
-  batched over leading axes, and the 1/sqrt(head_dim) scale applied to the queries rather
-  than to the logits. On CPU the train step of a 6-layer, block-256 GPT is ~5% faster for
-  it, and ~5% faster again for the blocks: causal self-attention over more than
-  _CAUSAL_BLOCK positions goes by blocks of queries, each against the keys up to its last
-  position, so the blocks above the diagonal, all masked, are never computed. Its gradient is
-  written out (_attention_bwd): the backward pass keeps the probabilities, not the logits'
-  exponentials as well.
-  q: [b, t, heads, d]; k, v: [b, s, kv_heads, d]; mask: [b, 1, t, s] or broadcastable."""
-  b, t, heads, d = q.shape
-  groups = k.shape[2]
-  q = q.reshape(b, t, groups, heads // groups, d).transpose(0, 2, 3, 1, 4)  # [b, g, r, t, d]
-  k, v = (a.transpose(0, 2, 1, 3) for a in (k, v))  # [b, g, s, d]
-  q = q * jnp.asarray(d**-0.5, q.dtype)
-  mask = None if mask is None else mask[:, :, None]  # [b, 1, 1, t, s]: the same for every head
-  out = _blocked_attention(_query_blocks(t, k.shape[2], causal), causal, q, k, v, mask)
-  return out.transpose(0, 3, 1, 2, 4).reshape(b, t, heads, d)
-
-
-_CAUSAL_BLOCK = 64  # at block 256, 4 blocks: the step of a 6-layer GPT ~5% faster than 1 or 2
-
-
-def _query_blocks(t, s, causal):
-  """(first, end) of each block of queries; block i attends to the keys before its end."""
-  if causal and t == s and t > _CAUSAL_BLOCK:
-    return tuple((i, min(i + _CAUSAL_BLOCK, t)) for i in range(0, t, _CAUSAL_BLOCK))
-  return ((0, t),)
-
-
-def _keep(mask, causal, first, end, keys):
-  """Which logits of the queries first:end against the first `keys` keys count (None: all)."""
-  keep = None
-  if mask is not None:
-    keep = mask[..., first:end, :] if mask.shape[-2] > 1 else mask
-    keep = keep[..., :keys] if keep.shape[-1] > 1 else keep
-  if causal:
-    below = jnp.arange(keys)[None, :] <= first + jnp.arange(end - first)[:, None]
-    keep = below if keep is None else keep & below
-  return keep
-
-
-def _probabilities(q, k, keep):
-  logits = jnp.einsum("bgrtd,bgsd->bgrts", q, k).astype(jnp.float32)
-  if keep is not None:
-    logits = jnp.where(keep, logits, jnp.finfo(jnp.float32).min)
-  return jax.nn.softmax(logits, axis=-1)
-
-
-def _each_block(blocks, q, k, v, mask, causal):
-  """(block's queries, keys and values it attends to, its keep mask) per block of queries."""
-  for first, end in blocks:
-    keys = end if len(blocks) > 1 else k.shape[2]
-    yield (
-      q[:, :, :, first:end],
-      k[:, :, :keys],
-      v[:, :, :keys],
-      _keep(mask, causal, first, end, keys),
-    )
-
-
-def _join(blocks):
-  return blocks[0] if len(blocks) == 1 else jnp.concatenate(blocks, axis=3)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _blocked_attention(blocks, causal, q, k, v, mask):
-  return _attention_fwd(blocks, causal, q, k, v, mask)[0]
-
-
-def _attention_fwd(blocks, causal, q, k, v, mask):
-  outs, probs = [], []
-  for q_i, k_i, v_i, keep in _each_block(blocks, q, k, v, mask, causal):
-    probs.append(_probabilities(q_i, k_i, keep))
-    outs.append(jnp.einsum("bgrts,bgsd->bgrtd", probs[-1].astype(v.dtype), v_i))
-  return _join(outs), (q, k, v, mask, probs)
-
-
-def _attention_bwd(blocks, causal, residuals, g):
-  """The softmax's gradient from its probabilities alone: dlogits = p * (dp - sum(dp * p))."""
-  q, k, v, mask, probs = residuals
-  if len(blocks) > 1:
-    # Sliced again here, after the cotangent has come: otherwise XLA merges these slices with
-    # the forward pass's, and holds every layer's from there to its backward.
-    q, k, v = (_after(a, g) for a in (q, k, v))
-  dq, dk, dv = [], jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32)
-  parts = _each_block(blocks, q, k, v, mask, causal)
-  for (first, end), p, (q_i, k_i, v_i, keep) in zip(blocks, probs, parts):
-    g_i, keys = g[:, :, :, first:end], k_i.shape[2]
-    dv = dv.at[:, :, :keys].add(jnp.einsum("bgrts,bgrtd->bgsd", p.astype(v.dtype), g_i))
-    dp = jnp.einsum("bgrtd,bgsd->bgrts", g_i, v_i).astype(jnp.float32)
-    ds = p * (dp - jnp.sum(dp * p, axis=-1, keepdims=True))
-    if keep is not None:  # a row with every key masked has uniform p, and no gradient
-      ds = jnp.where(keep, ds, 0.0)
-    ds = ds.astype(q.dtype)
-    dq.append(jnp.einsum("bgrts,bgsd->bgrtd", ds, k_i))
-    dk = dk.at[:, :, :keys].add(jnp.einsum("bgrts,bgrtd->bgsd", ds, q_i))
-  return _join(dq), dk.astype(k.dtype), dv.astype(v.dtype), None
-
-
-_blocked_attention.defvjp(_attention_fwd, _attention_bwd)
-
-
-def _affine(act, xs, w, b=None):
-  y = _activated(act, xs) @ w
-  return y if b is None else y + b
-
-
-def _activated(act, xs):
-  return xs[0] if act is None else act(*xs)
-
-
-# act(*xs) @ w (+ b) on 2-D operands (xs[0] @ w where act is None), keeping only xs, w and b
-# for the backward pass: an MLP's activation is recomputed there rather than kept.
-_flat_matmul = jax.custom_vjp(_affine, nondiff_argnums=(0,))
-
-
-def _flat_matmul_fwd(act, xs, w, b=None):
-  return _affine(act, xs, w, b), (xs, w, b)
-
-
-def _flat_matmul_bwd(act, residuals, g):
-  xs, w, b = residuals
-  if act is not None:
-    # Recomputed once the cotangent has come: XLA:CPU's scheduler would otherwise compute
-    # every layer's activation (which needs only xs) at the start of the backward pass, where
-    # they would all wait for their layer's turn.
-    xs = tuple(_after(x, g) for x in xs)
-  x, act_vjp = jax.vjp(lambda *xs: _activated(act, xs), *xs)
-  # The weight gradient x.T @ g contracts the rows of x and g; XLA:CPU runs that form (both
-  # operands contracted on axis 0) through Eigen, well under a plain matmul's rate. The
-  # narrower of x and g is transposed into a real copy (the barriers keep the simplifier from
-  # folding the transposes back into the dot) and the product runs as a plain matmul: 9-36%
-  # faster on the shapes of GPT-2-like MLPs and projections, the copy included
-  # (benchmarks/RESULTS.md).
-  barrier = jax.lax.optimization_barrier
-  if x.shape[1] <= g.shape[1]:
-    dw = barrier(x.T) @ g
-  else:
-    dw = barrier(barrier(g.T) @ x).T
-  db = None if b is None else jnp.sum(g, axis=0)
-  # The layer's weight (and bias) gradients before the layers below it: left free, XLA:CPU's
-  # scheduler computes every layer's at the end of the backward pass, where a stacked model's
-  # gradients are concatenated, and holds what each needs until then.
-  dx = _after(g @ w.T, dw)
-  return act_vjp(dx if db is None else _after(dx, db)), dw, db
-
-
-def _after(x, y):
-  """x, computed after y: x plus a zero taken from y. (XLA:CPU drops optimization barriers
-  before it schedules, so only a data dependency orders its program.)"""
-  return x + (0 * y[(0,) * y.ndim]).astype(x.dtype)
-
-
-_flat_matmul.defvjp(_flat_matmul_fwd, _flat_matmul_bwd)
-
-
-def dot_general(x, kernel, dimension_numbers, precision=None, **kwargs):
-  """The dense layers' dot_general: lax.dot_general, except on flat_matmuls() activations
-  ([batch * length, features...] contracted with the kernel's leading axes), which take a
-  2-D matmul whose weight gradient runs as a plain matmul on CPU (_flat_matmul_bwd)."""
-  (contract_x, contract_k), batch_dims = dimension_numbers
-  n = len(contract_x)
-  if (
-    flat_matmuls()
-    and precision is None
-    and not any(batch_dims)
-    and x.ndim == n + 1
-    and tuple(contract_x) == tuple(range(1, n + 1))
-    and tuple(contract_k) == tuple(range(n))
-    and all(v is None for v in kwargs.values())
-  ):
-    y = _flat_matmul(
-      None, (x.reshape(x.shape[0], -1),), kernel.reshape(math.prod(kernel.shape[:n]), -1)
-    )
-    return y.reshape(x.shape[0], *kernel.shape[n:])
-  return jax.lax.dot_general(x, kernel, dimension_numbers, precision=precision, **kwargs)
-
-
-def _dense(layer, x, in_dims=1):
-  """layer(x) over x's last `in_dims` axes (a dense layer, or the MLP's three), on
-  [batch * length, ...] where flat_matmuls()."""
-  if not flat_matmuls():
-    return layer(x)
-  lead = x.shape[:-in_dims]
-  y = layer(x.reshape(-1, *x.shape[len(lead) :]))
-  return y.reshape(*lead, *y.shape[1:])
-
-
 class Attention(nnx.Module):
   """Multi-head attention with grouped-query heads, through jax.nn.dot_product_attention.
 
   `implementation`: 'xla' forces the XLA kernel and 'cudnn' cuDNN's fused (flash) kernel on
   GPUs; None takes cuDNN's where it runs (a GPU, 16-bit inputs, head_dim a multiple of 8 up to
-  128: 2.1x GPT-2 small's train step on an H200), heads_major_attention on CPU, and XLA's
+  128: 2.1x GPT-2 small's train step on an H200), cpu_kernels.attention on CPU, and XLA's
   elsewhere.
   """
 
@@ -344,7 +123,7 @@ class Attention(nnx.Module):
         use_bias=use_bias,
         dtype=dtype,
         param_dtype=param_dtype,
-        dot_general=dot_general,
+        dot_general=cpu_kernels.dot_general,
         kernel_init=partitioned(normal(init_std), (axes.EMBED, head_axis, axes.HEAD_DIM)),
         bias_init=partitioned(zeros, (head_axis, axes.HEAD_DIM)),
         rngs=rngs,
@@ -360,7 +139,7 @@ class Attention(nnx.Module):
       use_bias=use_bias,
       dtype=dtype,
       param_dtype=param_dtype,
-      dot_general=dot_general,
+      dot_general=cpu_kernels.dot_general,
       kernel_init=partitioned(out_init, (axes.HEADS, axes.HEAD_DIM, axes.EMBED)),
       bias_init=partitioned(zeros, (axes.EMBED,)),
       rngs=rngs,
@@ -389,7 +168,7 @@ class Attention(nnx.Module):
     to every slot up to their own position: prefill (t = the prompt) and decoding (t = 1) are
     the same code. Returns (output, updated cache) then.
     """
-    q, k, v = (_dense(proj, x) for proj in (self.query, self.key, self.value))
+    q, k, v = (cpu_kernels.rows(proj, x) for proj in (self.query, self.key, self.value))
     if self.q_norm is not None:
       q, k = self.q_norm(q), self.k_norm(k)
     if self.rope_theta:
@@ -410,13 +189,13 @@ class Attention(nnx.Module):
       # broadcast [b, 1, 1, t_k]
       mask = jnp.broadcast_to(mask, (mask.shape[0], 1, q.shape[1], k.shape[1]))
     q, k, v = (a.astype(self.dtype) for a in (q, k, v))
-    if flat_matmuls() and implementation is None:
-      y = heads_major_attention(q, k, v, mask=mask, causal=causal)
+    if cpu_kernels.active() and implementation is None:
+      y = cpu_kernels.attention(q, k, v, mask=mask, causal=causal)
     else:
       y = jax.nn.dot_product_attention(
         q, k, v, mask=mask, is_causal=causal, implementation=implementation
       )
-    return _dense(self.out, y, in_dims=2)
+    return cpu_kernels.rows(self.out, y, in_dims=2)
 
   def _cached(self, q, k, v, positions, cache):
     rows = jnp.arange(q.shape[0])[:, None]
@@ -428,7 +207,7 @@ class Attention(nnx.Module):
     y = jax.nn.dot_product_attention(
       q.astype(self.dtype), cache_k.astype(self.dtype), cache_v.astype(self.dtype), mask=mask
     )
-    return _dense(self.out, y, in_dims=2), (cache_k, cache_v)
+    return cpu_kernels.rows(self.out, y, in_dims=2), (cache_k, cache_v)
 
 
 class MLP(nnx.Module):
@@ -460,7 +239,7 @@ class MLP(nnx.Module):
         use_bias=use_bias,
         dtype=dtype,
         param_dtype=param_dtype,
-        dot_general=dot_general,
+        dot_general=cpu_kernels.dot_general,
         kernel_init=partitioned(init, names),
         bias_init=partitioned(zeros, names[1:]),
         rngs=rngs,
@@ -472,16 +251,12 @@ class MLP(nnx.Module):
     self.proj = dense(d_ff, d_model, (axes.MLP, axes.EMBED), out_init)
 
   def __call__(self, x):
-    return _dense(self._apply, x)
-
-  def _apply(self, x):
     inputs = (self.gate, self.fc) if self.kind == "swiglu" else (self.fc,)
     act = {"swiglu": _swiglu, "relu2": _relu2}.get(self.kind) or (
       _gelu_tanh if self.gelu_approximate else _gelu_erf
     )
-    if flat_matmuls():
-      hs = tuple(_activated_linear(dense, None, (x,)) for dense in inputs)
-      return _activated_linear(self.proj, act, hs)
+    if cpu_kernels.active():
+      return cpu_kernels.mlp(inputs, act, self.proj, x)
     hs = tuple(dense(x) for dense in inputs)
     if self.kind == "gelu":
       # Only the GELU's input is kept for the backward pass (with its output, which the
@@ -505,17 +280,6 @@ def _relu2(h):
 
 def _swiglu(gate, h):
   return jax.nn.silu(gate) * h
-
-
-def _activated_linear(linear, act, hs):
-  """linear(act(*hs)) for an nnx.Linear on 2-D inputs (linear(hs[0]) where act is None),
-  through _flat_matmul: the backward pass keeps the activation's inputs and recomputes its
-  output, a [tokens, d_ff] array per layer less to hold, and takes the bias's gradient with
-  the weight's (benchmarks/RESULTS.md)."""
-  kernel = linear.kernel[...]
-  bias = linear.bias[...] if linear.bias is not None else None
-  *hs, kernel, bias = linear.promote_dtype((*hs, kernel, bias), dtype=linear.dtype)
-  return _flat_matmul(act, tuple(hs), kernel, bias)
 
 
 def residual_std(init_std, num_layers):

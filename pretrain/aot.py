@@ -43,7 +43,7 @@ from flax import nnx
 from ml_collections import config_flags
 
 from configs import common
-from models import layers
+from models import cpu_kernels, layers
 from pretrain.devices import process, sharding
 from pretrain.ground import errors
 from pretrain.objectives import registry
@@ -84,9 +84,9 @@ def total_bytes(abstract_tree):
 
 def analyse(config, devices=None):
   """Compiles the train step of `config` on `devices`, as an accelerator would run it (not the
-  CPU's own variant of the program: models/layers.built_for); returns a dict of the numbers
+  CPU's own variant of the program: models/cpu_kernels.py: built_for); returns a dict of the numbers
   printed."""
-  with layers.built_for("accelerator"):
+  with cpu_kernels.built_for("accelerator"):
     return _analyse(config, devices)
 
 

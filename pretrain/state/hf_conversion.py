@@ -10,7 +10,7 @@ configs/gpt.py smoke config with the model section replaced and the run's tokeni
 data.tokenizer), tokenizer.json and a checkpoint at step 0 (float32, dropout 0, layers stacked
 unless --noscan_layers). to_hf writes config.json, model.safetensors (float32) and the run's
 tokenizer from a workdir's checkpoint, scanned or not. Either writes nothing unless every
-check passes. Mappings: models/hf_decoder.py and models/hf_encoder.py.
+check passes. Mappings: models/hf/decoder.py and models/hf/encoder.py.
 
 Encoders (model_type bert or roberta) import into a configs/bert.py smoke config (recipe bert,
 objective mlm_nsp when the file has BERT's next-sentence head or no heads at all, else mlm;
@@ -43,7 +43,9 @@ from flax import nnx
 from tokenizers import decoders, pre_tokenizers, processors
 
 from input_pipeline import tokenizer
-from models import decoder, encoder, hf_decoder, hf_encoder, layer_stack, layers
+from models import decoder, encoder, layer_stack, layers
+from models.hf import decoder as hf_decoder
+from models.hf import encoder as hf_encoder
 from pretrain.objectives import registry
 from pretrain.state import checkpointing
 from pretrain.training import config_checks

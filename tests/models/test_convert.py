@@ -12,7 +12,7 @@ transformers = pytest.importorskip("transformers")
 import jax.numpy as jnp
 from safetensors.numpy import load_file
 
-from models import hf_decoder
+from models.hf import decoder as hf_decoder
 from pretrain import convert
 from pretrain.ground import errors
 from pretrain.state import hf_conversion

@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from configs import gpt
-from models import axes, decoder, layer_stack, layers
+from models import axes, cpu_kernels, decoder, layer_stack, layers
 
 
 def _cfg(**kw):
@@ -177,12 +177,12 @@ def test_unrolled_scan_keeps_the_layout_and_the_numbers():
   gives the same loss and gradients; 0 picks the whole stack for small depths without remat, on
   any backend."""
   for backend in ("cpu", "gpu"):  # (gpu: pretrain.aot builds the program it would run)
-    with layers.built_for(backend):
+    with cpu_kernels.built_for(backend):
       assert layer_stack.scan_unroll(_cfg(num_layers=4)) == 4  # <= 12 layers: unrolled
       assert layer_stack.scan_unroll(_cfg(num_layers=24)) == 1  # deep: a loop, flat compile time
       assert layer_stack.scan_unroll(_cfg(num_layers=4, remat="dots")) == 1  # remat saves memory
       assert layer_stack.scan_unroll(_cfg(num_layers=4, scan_unroll=2)) == 2
-      assert layers.flat_matmuls() == (backend == "cpu")
+      assert cpu_kernels.active() == (backend == "cpu")
 
   def loss_and_grads(unroll):
     model = decoder.Decoder(_cfg(num_layers=4, scan_unroll=unroll, dropout=0.1), rngs=nnx.Rngs(0))
@@ -196,7 +196,7 @@ def test_unrolled_scan_keeps_the_layout_and_the_numbers():
 
 
 def test_cpu_matmul_gradient_equals_autodiff():
-  """layers.dot_general runs the dense layers' flat [batch * length, ...] matmuls with its own
+  """cpu_kernels.dot_general runs the dense layers' flat [batch * length, ...] matmuls with its own
   backward on CPU (a materialised x.T for the weight gradient): the same values and gradients
   as lax.dot_general, for a Linear's and an attention projection's (multi-axis) contraction."""
   x = jax.random.normal(jax.random.key(0), (24, 4, 8))
@@ -205,20 +205,20 @@ def test_cpu_matmul_gradient_equals_autodiff():
   def loss(dot):
     return lambda x, k: jnp.sum(jnp.sin(dot(x, k, dims)))
 
-  assert layers.flat_matmuls()
+  assert cpu_kernels.active()
   for width in (16, 64):  # the gradient narrower than the input (transposed), then wider
     kernel = jax.random.normal(jax.random.key(1), (4, 8, width))
-    ours = jax.jit(jax.value_and_grad(loss(layers.dot_general), argnums=(0, 1)))(x, kernel)
+    ours = jax.jit(jax.value_and_grad(loss(cpu_kernels.dot_general), argnums=(0, 1)))(x, kernel)
     plain = jax.jit(jax.value_and_grad(loss(jax.lax.dot_general), argnums=(0, 1)))(x, kernel)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), ours, plain)
   # Only the flat form takes the custom path; the rest is lax.dot_general as it is.
-  flat = jax.make_jaxpr(lambda x, k: layers.dot_general(x, k, dims))(x, kernel)
+  flat = jax.make_jaxpr(lambda x, k: cpu_kernels.dot_general(x, k, dims))(x, kernel)
   assert "custom_vjp_call" in str(flat)
-  with layers.built_for("gpu"):
+  with cpu_kernels.built_for("gpu"):
     assert "custom_vjp_call" not in str(
-      jax.make_jaxpr(lambda x, k: layers.dot_general(x, k, dims))(x, kernel)
+      jax.make_jaxpr(lambda x, k: cpu_kernels.dot_general(x, k, dims))(x, kernel)
     )
-  batched = jax.make_jaxpr(lambda x: layers.dot_general(x, x, (((2,), (2,)), ((0,), (0,)))))(x)
+  batched = jax.make_jaxpr(lambda x: cpu_kernels.dot_general(x, x, (((2,), (2,)), ((0,), (0,)))))(x)
   assert "custom_vjp_call" not in str(batched)
 
 
@@ -227,7 +227,7 @@ def test_cpu_matmul_gradient_equals_autodiff():
   [("gelu", False, True), ("gelu", True, False), ("relu2", False, False), ("swiglu", False, True)],
 )
 def test_cpu_mlp_recomputes_its_activation(kind, exact_gelu, use_bias, capsys):
-  """On CPU the MLP's activation runs inside its projection's matmul (layers._flat_matmul),
+  """On CPU the MLP's activation runs inside its projection's matmul (cpu_kernels._flat_matmul),
   whose backward pass recomputes it: the same values and gradients as the plain form
   accelerators run, with the activation's output no longer among the residuals kept for the
   backward pass (only the activation's inputs, [tokens, d_ff] each)."""
@@ -252,9 +252,9 @@ def test_cpu_mlp_recomputes_its_activation(kind, exact_gelu, use_bias, capsys):
     wide = [l for l in capsys.readouterr().out.splitlines() if l.startswith("f32[15,32]")]
     return len(wide), jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, x)
 
-  assert layers.flat_matmuls()
+  assert cpu_kernels.active()
   (kept, ours) = run()
-  with layers.built_for("gpu"):
+  with cpu_kernels.built_for("gpu"):
     plain = run()[1]
   assert kept == (2 if kind == "swiglu" else 1), kept
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), ours, plain)
@@ -262,7 +262,7 @@ def test_cpu_mlp_recomputes_its_activation(kind, exact_gelu, use_bias, capsys):
 
 def test_cpu_backward_frees_each_layer_before_the_next(monkeypatch):
   """The CPU backward of a dense layer takes its activation's inputs, and hands its input
-  gradient on, only after its cotangent and its weight gradient (layers._after): otherwise
+  gradient on, only after its cotangent and its weight gradient (cpu_kernels._after): otherwise
   XLA:CPU's scheduler recomputes every layer's activation at the start of the backward pass and
   leaves every weight gradient to the end, holding what they need meanwhile. The unrolled
   stack's step compiles to a smaller temporary buffer with the order than without it."""
@@ -276,7 +276,7 @@ def test_cpu_backward_frees_each_layer_before_the_next(monkeypatch):
     return compiled.memory_analysis().temp_size_in_bytes
 
   ordered = temp_bytes()
-  monkeypatch.setattr(layers, "_after", lambda x, y: x)
+  monkeypatch.setattr(cpu_kernels, "_after", lambda x, y: x)
   free = temp_bytes()
   assert ordered < 0.85 * free, (ordered, free)
 
@@ -288,7 +288,7 @@ def test_heads_major_attention_equals_jax(kv_heads, block, monkeypatch):
   queries, here 16 positions in blocks of 5) computes what jax.nn.dot_product_attention
   does: causal or not, with a padding mask or a full one, grouped-query heads; outputs and
   gradients (written out by hand for the backward pass)."""
-  monkeypatch.setattr(layers, "_CAUSAL_BLOCK", block)
+  monkeypatch.setattr(cpu_kernels, "_CAUSAL_BLOCK", block)
   q = jax.random.normal(jax.random.key(0), (2, 16, 4, 8))
   k, v = (jax.random.normal(jax.random.key(i), (2, 16, kv_heads, 8)) for i in (1, 2))
   mask = jax.random.bernoulli(jax.random.key(3), 0.7, (2, 1, 1, 16)).at[..., 0].set(True)
@@ -303,7 +303,7 @@ def test_heads_major_attention_equals_jax(kv_heads, block, monkeypatch):
         return lambda q, k, v: jnp.sum(jnp.sin(attention(q, k, v, m, causal)))
 
       ours = jax.value_and_grad(
-        loss(lambda q, k, v, m, c: layers.heads_major_attention(q, k, v, mask=m, causal=c)),
+        loss(lambda q, k, v, m, c: cpu_kernels.attention(q, k, v, mask=m, causal=c)),
         argnums=(0, 1, 2),
       )(q, k, v)
       theirs = jax.value_and_grad(

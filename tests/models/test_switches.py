@@ -11,7 +11,9 @@ import pytest
 from flax import nnx
 
 from configs import bert
-from models import decoder, encoder, hf_decoder, hf_encoder, layers
+from models import decoder, encoder, layers
+from models.hf import decoder as hf_decoder
+from models.hf import encoder as hf_encoder
 from pretrain.objectives import pretraining
 from pretrain.state import checkpointing
 from pretrain.training import trainer

@@ -292,7 +292,7 @@ def get_config(arg=None):
 USER_ERRORS = [
   ("input_pipeline.corpora.local_text", "DataError"),
   ("input_pipeline.tokenizer", "TokenizerError"),
-  ("models.hf_decoder", "ConvertError"),
+  ("models.hf.decoder", "ConvertError"),
   ("models.axes", "AxisRuleError"),
   ("pretrain.devices.sharding", "MeshError"),
   ("pretrain.state.checkpointing", "CheckpointError"),

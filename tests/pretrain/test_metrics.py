@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 from configs import bert, gpt
-from models import decoder, encoder, layers
+from models import cpu_kernels, decoder, encoder, layers
 from pretrain.objectives import pretraining, registry
 from pretrain.training import metrics
 from tests.conftest import REPO
@@ -149,8 +149,8 @@ def _xla_flops(fn, *args):
 @pytest.mark.parametrize("model", [{}, MODERN], ids=["gpt2", "modern"])
 def test_gpt_formula_matches_xla_cost_analysis(model, monkeypatch):
   # The formula counts causal attention whole, as MFU conventionally does; the CPU kernel
-  # skips the masked blocks above the diagonal (layers._CAUSAL_BLOCK), so here it runs whole.
-  monkeypatch.setattr(layers, "_CAUSAL_BLOCK", 128)
+  # skips the masked blocks above the diagonal (cpu_kernels._CAUSAL_BLOCK), so here it runs whole.
+  monkeypatch.setattr(cpu_kernels, "_CAUSAL_BLOCK", 128)
   config, cfg = _gpt(vocab=256, seq_len=128, **model)
   n, t, b = decoder.count_params(cfg), config.batch.seq_len, 2
   graphdef, params = nnx.split(decoder.Decoder(cfg, rngs=nnx.Rngs(0)))

@@ -1,6 +1,6 @@
 """Hugging Face BERT and RoBERTa encoders <-> our Encoder: configs and parameter trees.
 
-Pure mappings, no files, in the style of models/hf_decoder.py: an HF config.json dict -> our
+Pure mappings, no files, in the style of models/hf/decoder.py: an HF config.json dict -> our
 model section, our resolved model -> an HF config.json dict, and HF tensors (by HF name, with
 the 'bert.' / 'roberta.' prefix) <-> our unscanned parameter tree (the layout of
 nnx.to_pure_dict(nnx.state(Encoder, nnx.Param)) with scan_layers=False).
@@ -18,7 +18,7 @@ import re
 import jax
 import jax.numpy as jnp
 
-from models import hf_decoder
+from models.hf import decoder as hf_decoder
 
 ConvertError = hf_decoder.ConvertError
 

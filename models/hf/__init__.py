@@ -1,0 +1,1 @@
+"""Hugging Face checkpoints <-> our models: pure mappings of configs and parameter trees."""
