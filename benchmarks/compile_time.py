@@ -12,7 +12,7 @@ import jax
 from absl import app
 
 from configs import gpt
-from models import layers
+from models import model_config
 from pretrain.devices import sharding
 from pretrain.objectives import registry
 from pretrain.training import steps as steps_lib
@@ -22,7 +22,7 @@ def compile_seconds(num_layers, scan):
   config = gpt.get_config("smoke")
   config.model.update(num_layers=num_layers, scan_layers=scan)
   objective = registry.get(config.objective)
-  cfg = layers.resolve(config.model, config.data.tokenizer.vocab_size)
+  cfg = model_config.resolve(config.model, config.data.tokenizer.vocab_size)
   mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1), jax.devices()[:1])
   rules = [tuple(r) for r in config.mesh.rules]
   batch = objective.fake_batch(config, config.batch.size, cfg.vocab_size)

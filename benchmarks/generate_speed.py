@@ -35,7 +35,7 @@ from absl import app, flags
 from flax import nnx
 
 from configs import common
-from models import decode, decoder, layers
+from models import decode, decoder, model_config
 from pretrain.devices import host_memory
 
 _CONTEXT = flags.DEFINE_integer("context", 512, "Tokens of context before generating.")
@@ -133,7 +133,7 @@ def main(argv):
   context_len, new_tokens, batch = _CONTEXT.value, _NEW.value, _BATCH.value
   model_section = common.model_config(decoder, _SIZE.value)
   model_section.update(dtype=_DTYPE.value, scan_layers=_SCAN.value)
-  cfg = layers.resolve(model_section, _VOCAB)
+  cfg = model_config.resolve(model_section, _VOCAB)
   if _SLOTS.value and _SLOTS.value < context_len + new_tokens:
     raise app.UsageError(f"--slots must hold --context + --new_tokens = {context_len + new_tokens}")
   if context_len + new_tokens > cfg.max_len:

@@ -29,7 +29,7 @@ from flax import nnx
 
 from benchmarks import throughput, vs_pytorch
 from configs import bert, gpt
-from models import decoder, encoder, layers
+from models import decoder, encoder, model_config
 from pretrain.training import metrics
 
 _ROWS = flags.DEFINE_list("rows", [], "Rows to run (default: all).")
@@ -56,7 +56,7 @@ def attention_parity(kind):
   def make(attention, seed):
     cfg = module.get_config(arg).model
     cfg.update(dtype="bfloat16", attention=attention)
-    return model_class(layers.resolve(cfg, vocab), rngs=nnx.Rngs(seed))
+    return model_class(model_config.resolve(cfg, vocab), rngs=nnx.Rngs(seed))
 
   xla_model, cudnn_model = make("xla", 0), make("cudnn", 1)
   nnx.update(cudnn_model, nnx.state(xla_model, nnx.Param))

@@ -17,7 +17,7 @@ from absl import app, flags
 from flax import nnx
 
 from configs import bert, gpt
-from models import layers
+from models import layers, model_config
 from pretrain.devices import host_memory, sharding
 from pretrain.objectives import registry
 from pretrain.training import metrics
@@ -66,7 +66,7 @@ def bench(name, steps, dtype, batch=0, attention="", model=None, profile_dir="")
   if attention:
     config.model.attention = attention
   config.batch.update(size=batch, seq_len=seq_len)
-  cfg = layers.resolve(config.model, vocab)
+  cfg = model_config.resolve(config.model, vocab)
   objective = registry.get(config.objective)
   mesh = sharding.make_mesh(dict(data=-1, fsdp=1, tensor=1), jax.devices()[:1])
   rules = [tuple(r) for r in config.mesh.rules]

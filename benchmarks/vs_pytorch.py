@@ -39,7 +39,7 @@ from flax import nnx
 
 from benchmarks import shakespeare_config, throughput
 from benchmarks.rounds import paired_rounds, ratio_summary
-from models import layers
+from models import layers, model_config
 from pretrain.devices import host_memory
 from pretrain.objectives import registry
 from pretrain.training import metrics, trainer
@@ -92,7 +92,7 @@ def ours_gpt(name, workdir, steps, run_name=None):
   rows = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
   logged = [r for r in rows if "train/step_time_s" in r]
   ms = statistics.median(r["train/step_time_s"] for r in logged[1:] or logged) * 1e3
-  cfg = layers.resolve(config.model, 65)
+  cfg = model_config.resolve(config.model, 65)
   objective = registry.get("causal_lm")
   n = layers.count_params(lambda: objective.make_model(cfg, nnx.Rngs(0)))
   return ms, logged[-1]["train/loss"], metrics.flops_per_token(cfg, n, config.batch.seq_len)

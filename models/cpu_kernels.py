@@ -18,7 +18,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-_TARGETS = []  # the backends models are being built for, where not the one they run on
+_TARGETS: list[str] = []  # the backends models are being built for, where not the one they run on
 
 
 def target_backend():

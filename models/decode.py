@@ -93,7 +93,7 @@ class Sampling:
   top_p: float = 1.0  # 1: no nucleus cut
   seed: int = 0
   eos_id: int | None = None
-  stop: Callable = None  # (row, new token ids) -> True to stop that row (stop strings)
+  stop: Callable | None = None  # (row, new token ids) -> True to stop that row (stop strings)
 
 
 def generate(model, cfg, prompts, sampling, on_token=None):

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models import axes, layer_stack, layers
+from models import axes, layer_stack, layers, model_config
 
 # Width, depth and heads of each named size. Configs name a size; they never repeat numbers.
 SIZES = {
@@ -23,36 +23,8 @@ SIZES = {
   "xl": dict(num_layers=48, num_heads=25, d_model=1600, max_len=1024),  # 1.5B
 }
 
-# Architecture switches and their GPT-2 values. 0 means "derive" (see `resolve`).
-DEFAULTS = dict(
-  vocab_size=0,  # 0: the tokenizer's size rounded up to vocab_multiple
-  vocab_multiple=128,
-  num_kv_heads=0,  # 0: num_heads (multi-head); fewer: grouped-query attention
-  head_dim=0,  # 0: d_model // num_heads
-  d_ff=0,  # 0: 4 * d_model (gelu) or 8/3 * d_model rounded to 64 (swiglu)
-  position="learned",  # 'learned' or 'rope'
-  rope_theta=10000.0,
-  norm="layernorm",  # 'layernorm' or 'rmsnorm'
-  norm_eps=1e-5,
-  mlp="gelu",  # 'gelu', 'swiglu' or 'relu2' (relu(x)^2, same shapes as gelu)
-  gelu_approximate=True,  # GPT-2's tanh approximation; False: exact erf GELU
-  qk_norm=False,  # RMSNorm on each head's queries and keys, before RoPE
-  logit_softcap=0.0,  # > 0: logits = cap * tanh(logits / cap) (Gemma 2 uses 30)
-  zero_init_proj=False,  # attention's output and the MLP's last layer start at zero
-  z_loss=0.0,  # training loss + z_loss * mean(logsumexp(logits)^2) (PaLM: 1e-4)
-  use_bias=True,
-  tie_embeddings=True,
-  pre_norm=True,
-  dropout=0.0,
-  init_std=0.02,
-  scale_residual_init=True,  # GPT-2: residual projections get init_std / sqrt(2 * layers)
-  dtype="float32",  # compute dtype; 'bfloat16' on accelerators
-  param_dtype="float32",
-  attention="",  # cuDNN's flash kernel where it runs (GPU, bf16), else XLA's; or force one
-  scan_layers=True,
-  scan_unroll=0,  # layers per scan iteration; 0: all up to 12 layers without remat, else 1
-  remat="none",  # 'none', 'full', 'dots' (save matmul outputs), 'offload' (to host)
-)
+# The architecture's fields and their GPT-2 values: models/model_config.py.
+DEFAULTS = model_config.defaults()
 
 
 class Decoder(nnx.Module):
@@ -64,8 +36,8 @@ class Decoder(nnx.Module):
     self.unroll = layer_stack.scan_unroll(cfg)
     self.remat = cfg.remat
     self.rate = cfg.dropout
-    self.logit_softcap = layers.switch(cfg, "logit_softcap")
-    self.z_loss = layers.switch(cfg, "z_loss")
+    self.logit_softcap = cfg.logit_softcap
+    self.z_loss = cfg.z_loss
     self.embed = nnx.Embed(
       cfg.vocab_size,
       cfg.d_model,
@@ -74,7 +46,7 @@ class Decoder(nnx.Module):
       rngs=rngs,
       embedding_init=layers.partitioned(layers.normal(cfg.init_std), (axes.VOCAB, axes.EMBED)),
     )
-    layers.check_option("position", cfg.position)
+    model_config.check_option("position", cfg.position)
     self.pos_embed = (
       None
       if cfg.position == "rope"

@@ -7,7 +7,7 @@ are the decoder's (models/layers.py).
 
 The models add their heads beside the backbone's parameters, so every model's parameter tree
 holds the backbone's entries (BACKBONE) under the same names, and a fine-tuning run loads them
-from a pretraining checkpoint (pretrain/state/checkpointing.py `init_from`):
+from a pretraining checkpoint (pretrain/state/resume.py, `init_from`):
   * `Encoder` (pretraining): the pooler (dense + tanh on [CLS]), the masked-LM head (dense,
     GELU, LayerNorm, the tied token embedding plus a bias; run only at the masked positions,
     never over the full vocabulary at every position) and BERT's next-sentence head;
@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models import axes, layer_stack, layers
+from models import axes, layer_stack, layers, model_config
 
 SIZES = {  # the published BERT grid (Turc et al. 2019) plus a smoke size
   "smoke": dict(num_layers=2, num_heads=2, d_model=64, max_len=128),
@@ -32,38 +32,17 @@ SIZES = {  # the published BERT grid (Turc et al. 2019) plus a smoke size
   "large": dict(num_layers=24, num_heads=16, d_model=1024),  # 340M
 }
 
-DEFAULTS = dict(
-  vocab_size=0,
-  vocab_multiple=128,
+# BERT's values of the architecture's fields (models/model_config.py), where not GPT-2's.
+DEFAULTS = model_config.defaults(
   max_len=512,
   type_vocab_size=2,
-  num_kv_heads=0,
-  head_dim=0,
-  d_ff=0,
-  position="learned",
-  rope_theta=10000.0,
-  norm="layernorm",
-  norm_eps=1e-12,
-  mlp="gelu",
-  gelu_approximate=False,
-  qk_norm=False,
-  zero_init_proj=False,  # as the decoder's
-  logit_softcap=0.0,
-  z_loss=0.0,  # on the masked-LM logits
-  use_bias=True,
-  tie_embeddings=True,
-  pre_norm=False,  # BERT is post-LN; True: pre-LN blocks and a final LayerNorm
-  nsp_head=True,  # the next-sentence head (BERT); RoBERTa has none
-  dropout=0.1,
-  init_std=0.02,
-  scale_residual_init=False,
-  dtype="float32",
-  param_dtype="float32",
-  attention="",
-  scan_layers=True,
-  scan_unroll=0,
-  remat="none",
+  nsp_head=True,  # RoBERTa has none
   num_labels=0,  # the task head's outputs (fine-tuning); 1: a regression score
+  norm_eps=1e-12,
+  gelu_approximate=False,
+  pre_norm=False,  # BERT is post-LN; True: pre-LN blocks and a final LayerNorm
+  dropout=0.1,
+  scale_residual_init=False,
 )
 
 
@@ -178,8 +157,8 @@ class Encoder(Backbone):
       jnp.zeros((cfg.vocab_size,), layers.dtype_of(cfg.param_dtype)), out_sharding=(axes.VOCAB,)
     )
     self.nsp = dense(cfg, 2, (axes.EMBED, axes.CLASSES), rngs) if cfg.nsp_head else None
-    self.logit_softcap = layers.switch(cfg, "logit_softcap")
-    self.z_loss = layers.switch(cfg, "z_loss")
+    self.logit_softcap = cfg.logit_softcap
+    self.z_loss = cfg.z_loss
 
   def pooled(self, hidden):
     return jnp.tanh(self.pooler(hidden[:, 0]))

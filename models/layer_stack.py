@@ -93,7 +93,7 @@ def scan_unroll(cfg):
   small, BERT-base; benchmarks/RESULTS.md). Deeper stacks, and stacks under remat, run one
   layer per iteration: that keeps compile time flat, and in XLA's memory plan of an unrolled
   stack remat saved nothing (the ahead-of-time check's, pretrain/aot.py)."""
-  unroll = layers.switch(cfg, "scan_unroll")
+  unroll = cfg.scan_unroll
   if unroll:
     return min(unroll, cfg.num_layers)
   return cfg.num_layers if cfg.num_layers <= 12 and cfg.remat == "none" else 1

@@ -8,11 +8,9 @@ import math
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from flax import nnx
 
-from models import axes, cpu_kernels
-from pretrain.ground import errors
+from models import axes, cpu_kernels, model_config
 
 # Parameters carry logical axis names only; the trainer turns them into shardings explicitly
 # (eval_shape -> NamedShardings -> jit(init, out_shardings)), so Flax's eager sharding of
@@ -36,7 +34,7 @@ class Norm(nnx.Module):
   """LayerNorm (GPT-2/BERT) or RMSNorm (LLaMA-style), chosen by `kind`."""
 
   def __init__(self, features, *, kind, eps, use_bias, dtype, rngs):
-    check_option("norm", kind)
+    model_config.check_option("norm", kind)
     if kind == "layernorm":
       self.norm = nnx.LayerNorm(
         features,
@@ -228,7 +226,7 @@ class MLP(nnx.Module):
     rngs,
     gelu_approximate=True,
   ):
-    check_option("mlp", kind)
+    model_config.check_option("mlp", kind)
     self.kind = kind
     self.gelu_approximate = gelu_approximate
 
@@ -287,22 +285,11 @@ def residual_std(init_std, num_layers):
   return init_std / math.sqrt(2 * num_layers)
 
 
-# Switches added after the first checkpoints were written: a model config without them (an
-# older run's config.json or checkpoint) reads as these values, the architecture it had.
-SWITCH_DEFAULTS = dict(
-  qk_norm=False, logit_softcap=0.0, zero_init_proj=False, z_loss=0.0, scan_unroll=0
-)
-
-
-def switch(cfg, field):
-  return cfg.get(field, SWITCH_DEFAULTS[field])
-
-
 def out_init(cfg):
   """The init of the projections that write into the residual stream (attention's output, the
   MLP's last layer): zero with zero_init_proj (each block starts as the identity), else
   N(0, init_std), scaled by 1/sqrt(2 * layers) with scale_residual_init (GPT-2)."""
-  if switch(cfg, "zero_init_proj"):
+  if cfg.zero_init_proj:
     return zeros
   if cfg.scale_residual_init:
     return normal(residual_std(cfg.init_std, cfg.num_layers))
@@ -339,7 +326,7 @@ class TransformerBlock(nnx.Module):
       param_dtype=param_dtype,
       implementation=cfg.attention or None,
       rngs=rngs,
-      qk_norm=switch(cfg, "qk_norm"),
+      qk_norm=cfg.qk_norm,
       norm_eps=cfg.norm_eps,
     )
     self.norm2 = Norm(cfg.d_model, **norm, rngs=rngs)
@@ -379,36 +366,6 @@ class TransformerBlock(nnx.Module):
     if key is not None and self.rate:
       y = self.dropout(y, deterministic=False, rngs=key)
     return x + y if self.pre_norm else norm(x + y)
-
-
-# The choices of each switch of config.model. They are checked here only: up front by
-# pretrain/training/config_checks.py, and by each module that uses a switch when it is built.
-OPTIONS = {
-  "position": ("learned", "rope"),
-  "norm": ("layernorm", "rmsnorm"),
-  "mlp": ("gelu", "swiglu", "relu2"),
-  "attention": ("", "xla", "cudnn"),
-  "remat": ("none", "full", "dots", "offload"),
-}
-
-
-def check_option(field, value):
-  if value not in OPTIONS[field]:
-    raise errors.UserError(
-      f"config.model.{field}: {value!r} is not one of {', '.join(map(repr, OPTIONS[field]))}"
-    )
-
-
-def resolve(model, vocab_size):
-  """A copy of a model section with every derived (0) field filled in."""
-  cfg = ml_collections.ConfigDict(model.to_dict())
-  if not cfg.vocab_size:
-    cfg.vocab_size = -(-vocab_size // cfg.vocab_multiple) * cfg.vocab_multiple
-  cfg.num_kv_heads = cfg.num_kv_heads or cfg.num_heads
-  cfg.head_dim = cfg.head_dim or cfg.d_model // cfg.num_heads
-  if not cfg.d_ff:
-    cfg.d_ff = 4 * cfg.d_model if cfg.mlp == "gelu" else -(-(8 * cfg.d_model // 3) // 64) * 64
-  return cfg
 
 
 def count_params(make_model, exclude_positions=True):

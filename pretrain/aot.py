@@ -43,7 +43,7 @@ from flax import nnx
 from ml_collections import config_flags
 
 from configs import common
-from models import cpu_kernels, layers
+from models import cpu_kernels, layers, model_config
 from pretrain.devices import process, sharding
 from pretrain.ground import errors
 from pretrain.objectives import registry
@@ -97,7 +97,7 @@ def _analyse(config, devices):
   mesh = sharding.make_mesh(config.mesh, devices)
   objective = registry.get(config.objective)
   vocab = config.model.vocab_size or config.data.tokenizer.vocab_size
-  model_cfg = layers.resolve(config.model, vocab)
+  model_cfg = model_config.resolve(config.model, vocab)
   batch = objective.fake_batch(config, config.batch.size, model_cfg.vocab_size)
   steps = steps_lib.build_steps(
     config,

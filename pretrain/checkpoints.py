@@ -18,7 +18,7 @@ from absl import app, flags, logging
 
 from input_pipeline import tokenizer
 from pretrain.ground import errors, storage
-from pretrain.state import checkpointing, checksums
+from pretrain.state import checkpointer, checksums, compatibility, run_files
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory.")
 _VERIFY = flags.DEFINE_bool("verify", False, "Restore and check every checkpoint.")
@@ -38,7 +38,7 @@ def summary(ckpt, step):
       f"{m['vocab_size']}, {params / 1e6:.2f}M params"
     )
   except Exception as e:
-    model = f"(meta unreadable: {checkpointing._first_line(e)})"
+    model = f"(meta unreadable: {checkpointer._first_line(e)})"
   return f"{step:>8}  {when}  {storage.size(path) / 2**20:9.2f} MiB  {model}"
 
 
@@ -46,7 +46,7 @@ def problems(ckpt, step, workdir):
   """What makes checkpoint `step` unusable ([] if nothing)."""
   try:
     state = ckpt.verified(step, lambda: ckpt.read_as_saved(step))
-  except checkpointing.CorruptCheckpoint as e:
+  except checkpointer.CorruptCheckpoint as e:
     return [e.reason]
   found = [f"non-finite values in {path}" for path in checksums.non_finite(state)]
   meta = ckpt.meta(step)
@@ -55,14 +55,14 @@ def problems(ckpt, step, workdir):
   saved_model = json.loads(storage.read_text(os.path.join(workdir, "config.json"))).get(
     "resolved_model", {}
   )
-  for field in checkpointing.SHAPE_FIELDS:
+  for field in compatibility.SHAPE_FIELDS:
     if (
       field in meta["model"] and field in saved_model and meta["model"][field] != saved_model[field]
     ):
       found.append(
         f"model.{field}={meta['model'][field]!r} but config.json has {saved_model[field]!r}"
       )
-  tok = checkpointing.run_tokenizer(workdir)
+  tok = run_files.run_tokenizer(workdir)
   if tok is not None and meta["tokenizer"] != tokenizer.identity(tok):
     found.append("trained with another tokenizer than the run's tokenizer.json")
   return found
@@ -73,10 +73,10 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)
   try:
-    ckpt = checkpointing.open_run(_WORKDIR.value, "--workdir")
+    ckpt = run_files.open_run(_WORKDIR.value, "--workdir")
   except errors.UserError as e:
     errors.fail(str(e))
-  workdir = checkpointing.run_dir(ckpt.directory)
+  workdir = run_files.run_dir(ckpt.directory)
   bad = 0
   print(f"{'step':>8}  {'saved':19}  {'size':>13}  model")
   for step in ckpt.all_steps():

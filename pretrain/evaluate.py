@@ -34,13 +34,13 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from input_pipeline import tokenizer as tokenizer_lib
-from models import layers
+from models import model_config
 from pretrain.devices import process, sharding
 from pretrain.ground import errors, storage
-from pretrain.state import checkpointing
+from pretrain.state import checkpointer, compatibility, run_files
 from pretrain.training import config_checks, metrics, trainer
 
-CheckpointError = checkpointing.CheckpointError
+CheckpointError = checkpointer.CheckpointError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory (config.json, checkpoints/).")
 _STEP = flags.DEFINE_integer("step", None, "Evaluate the checkpoint of this step.")
@@ -79,7 +79,7 @@ flags.mark_flags_as_required(["workdir"])
 
 @dataclasses.dataclass
 class Options:
-  step: int = None  # one checkpoint
+  step: int | None = None  # one checkpoint
   all: bool = False  # every checkpoint kept
   watch: bool = False  # each new checkpoint once, until the final step
   max_batches: int = 0  # per split; 0: the whole split
@@ -113,26 +113,26 @@ def evaluate_run(config, workdir, options=Options(), devices=None):
   nothing is written to the workdir until a checkpoint has been evaluated."""
   options.check()
   devices = jax.devices() if devices is None else list(devices)
-  saved_config = checkpointing.run_config(workdir)
+  saved_config = run_files.run_config(workdir)
   ckpt = _open_checkpoints(workdir, options)
   try:
     available = ckpt.all_steps()
     if options.step is not None:
-      checkpointing.check_step(ckpt, options.step)
+      run_files.check_step(ckpt, options.step)
     config = ml_collections.ConfigDict(config.to_dict())  # a copy: the caller's stays as it is
     config = _fit_mesh(config, saved_config, len(devices), sharding)
     config.init_from = ""  # where the run's parameters came from is no concern here
     config_checks.check(config, len(devices), jax.process_count())
     tok = _checked_tokenizer(config, saved_config, workdir, ckpt, available[-1], tokenizer_lib)
     if tok is not None:
-      model_cfg = layers.resolve(config.model, tok.get_vocab_size())
-      checkpointing.check_compatible(
+      model_cfg = model_config.resolve(config.model, tok.get_vocab_size())
+      compatibility.check_compatible(
         ckpt.meta(available[-1])["model"], model_cfg, ckpt.directory, ignore=("scan_layers",)
       )
     run = trainer.setup(config, devices, tok=tok, train=False)
     if tok is None:  # an older run without tokenizer.json: the config's must be the run's
       _check_tokenizer_identity(ckpt, available[-1], run.tok, tokenizer_lib)
-      checkpointing.check_compatible(
+      compatibility.check_compatible(
         ckpt.meta(available[-1])["model"], run.model_cfg, ckpt.directory, ignore=("scan_layers",)
       )
     _check_predict(options, run.objective)
@@ -144,7 +144,7 @@ def evaluate_run(config, workdir, options=Options(), devices=None):
     results = {}
 
     def evaluate(step):
-      params = checkpointing.restore_params(ckpt, step, steps, run.objective, run.model_cfg)
+      params = compatibility.restore_params(ckpt, step, steps, run.objective, run.model_cfg)
       per = evaluator.per_dataset(params)
       results[step] = evaluator.summarize(per)
       record.add(step, run.total_steps, per, evaluator)
@@ -172,9 +172,9 @@ def _open_checkpoints(workdir, options):
   while True:
     try:
       if options.best:
-        return checkpointing.open_run(os.path.join(workdir, "best"), "--best")
-      return checkpointing.open_run(workdir, "--workdir")
-    except checkpointing.CheckpointError:
+        return run_files.open_run(os.path.join(workdir, "best"), "--best")
+      return run_files.open_run(workdir, "--workdir")
+    except checkpointer.CheckpointError:
       if not options.watch:
         raise
       if options.timeout and time.monotonic() - waited_since > options.timeout:
@@ -206,7 +206,7 @@ def _checked_tokenizer(config, saved_config, workdir, ckpt, step, tokenizer_lib)
       "config.data.tokenizer: evaluation uses the run's own tokenizer; drop the "
       "--config.data.tokenizer overrides (other data is tokenized the run's way)"
     )
-  tok = checkpointing.run_tokenizer(workdir)
+  tok = run_files.run_tokenizer(workdir)
   if tok is not None:
     _check_tokenizer_identity(ckpt, step, tok, tokenizer_lib)
   return tok
@@ -344,7 +344,7 @@ def parse_flags(argv):
   if workdir is None:
     errors.fail("--workdir: required; give the workdir of a pretrain.train run")
   try:
-    config = checkpointing.run_config(workdir)
+    config = run_files.run_config(workdir)
   except errors.UserError as e:  # (a CheckpointError, or a bucket out of reach)
     errors.fail(str(e))
   return errors.parse_flags(

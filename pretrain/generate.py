@@ -24,7 +24,7 @@ from absl import app, flags, logging
 from models import decode
 from pretrain.devices import process
 from pretrain.ground import errors, storage
-from pretrain.state import checkpointing
+from pretrain.state import loading
 
 
 def define_flags():
@@ -52,7 +52,7 @@ class GenerateError(errors.UserError):
 
 def load(workdir, step=None):
   """(model, resolved model config, tokenizer, EOS id) of a GPT run; encoders are refused."""
-  return checkpointing.load_decoder(workdir, step, "generation")[:4]
+  return loading.load_decoder(workdir, step, "generation")[:4]
 
 
 def encode_prompts(tok, prompts, eos_id, max_len):

@@ -42,7 +42,7 @@ from flax import nnx
 from models import decode
 from pretrain.devices import process
 from pretrain.ground import errors, storage
-from pretrain.state import checkpointing
+from pretrain.state import loading
 
 
 class ScoreError(errors.UserError):
@@ -105,7 +105,7 @@ def _parse_item(line, where):
 
 def load(workdir, step=None):
   """(model, resolved model config, tokenizer, EOS id, step) of a GPT run's checkpoint."""
-  return checkpointing.load_decoder(workdir, step, "scoring")
+  return loading.load_decoder(workdir, step, "scoring")
 
 
 # ---------------------------------------------------------------------------- log-likelihood

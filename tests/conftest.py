@@ -3,21 +3,13 @@
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# The tests compile many small programs and run each for a few steps: LLVM's optimisation of
-# the generated CPU code costs more than it saves (about a quarter of the suite's time), and
-# XLA:CPU's MLIR fusion emitters take twice as long to compile a train step as its elemental
-# emitters (5.9 s against 3.0 s for the tiny GPT's sharded step). Every run a test compares
-# with another is compiled the same way (subprocesses: xla_flags()).
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+
+# (tests/helpers.py imports the standard library alone: nothing in it reads XLA_FLAGS)
+from tests.helpers import COMPILE_EVENTS, FAST_COMPILE
+
 os.environ["XLA_FLAGS"] = (
   os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8 " + FAST_COMPILE
 ).strip()
-
-
-def xla_flags(devices):
-  """XLA_FLAGS for a test's subprocess with `devices` CPU devices (0: the real one)."""
-  count = f"--xla_force_host_platform_device_count={devices} " if devices else ""
-  return count + FAST_COMPILE
 
 
 import tempfile
@@ -39,48 +31,29 @@ os.environ.setdefault(
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
-import pathlib
-
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-
-# Every XLA compilation of this process, by JAX's monitoring events for a backend compile and
-# for a program found in the compilation cache: tests that promise "fails before compiling"
-# clear it and check it stays empty (and tests/pretrain/test_errors.py checks that a valid run
-# does record one here).
-COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
-CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
-COMPILES = []
+from tests.helpers import (
+  COMPILES,
+  REPO,
+  tiny_bert_config,
+  tiny_gpt_config,
+  write_sentence_corpus,
+)
 
 
 def _record_compiles():
   import jax
 
   jax.monitoring.register_event_duration_secs_listener(
-    lambda event, _, **kw: COMPILES.append(event) if event == COMPILE_EVENT else None
+    lambda event, _, **kw: COMPILES.append(event) if event == COMPILE_EVENTS[0] else None
   )
   jax.monitoring.register_event_listener(
-    lambda event, **kw: COMPILES.append(event) if event == CACHE_HIT_EVENT else None
+    lambda event, **kw: COMPILES.append(event) if event == COMPILE_EVENTS[1] else None
   )
 
 
 _record_compiles()
-
-
-def randomise_hf(model, seed):
-  """A `transformers` model with weights of order 1 (norm scales about 1, the rest about 0):
-  HF's initialisation is near zero, which would make any comparison of outputs easy."""
-  import torch
-
-  gen = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for name, p in model.named_parameters():
-      noise = torch.randn(p.shape, generator=gen) * 0.2
-      is_norm = "ln_" in name or "norm" in name.lower()  # GPT-2's ln_*, *LayerNorm, *norm
-      p.copy_(1.0 + noise if is_norm else noise)
-  return model
 
 
 @pytest.fixture(scope="session")
@@ -89,60 +62,9 @@ def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp("tfds_data"))
 
 
-def tiny_gpt_config(data_dir, **overrides):
-  """The smoke config shrunk further: compiles and runs a step in well under a second."""
-  from configs import common, gpt
-
-  config = gpt.get_config("smoke")
-  config.data.data_dir = data_dir
-  config.data.tokenizer.vocab_size = 256
-  config.model.update(num_layers=2, num_heads=4, d_model=32, max_len=32)
-  config.batch.update(size=8, seq_len=32)
-  config.train.update(total_steps=6, log_every=3, eval_every=0, eval_batches=1, peak_flops=1e12)
-  config.checkpoint.update(every=3, async_save=False)
-  return common.apply_overrides(config, overrides)
-
-
 @pytest.fixture
 def tiny_config(data_dir):
   return lambda **overrides: tiny_gpt_config(data_dir, **overrides)
-
-
-def tiny_bert_config(data_dir, corpus, recipe="bert", **overrides):
-  """BERT smoke config on a small synthetic corpus."""
-  from configs import bert, common
-
-  config = bert.get_config(f"smoke,recipe={recipe}")
-  config.data.update(data_dir=data_dir, files=corpus, doc_split="blank_line")
-  config.data.tokenizer.vocab_size = 128
-  config.model.update(num_layers=2, num_heads=2, d_model=32, max_len=32, dropout=0.0)
-  config.batch.update(size=8, seq_len=32)
-  config.data.mlm.max_predictions = 5
-  config.train.update(total_steps=6, log_every=3, eval_every=0, eval_batches=2, peak_flops=1e12)
-  config.checkpoint.update(every=3, async_save=False)
-  return common.apply_overrides(config, overrides)
-
-
-def write_sentence_corpus(path, docs=300, seed=0):
-  """Documents of 3-8 sentences where a noun fixes its verb and adjective: context predicts
-  masked words, so masked-LM accuracy can rise quickly."""
-  import random
-
-  r = random.Random(seed)
-  names = ["alice", "bob", "carol", "dave", "erin", "frank"]
-  verbs = ["likes", "sees", "paints", "buys", "finds", "wants"]
-  adjs = ["green", "red", "small", "big", "old", "new"]
-  nouns = ["apples", "boats", "houses", "books", "trees", "cars"]
-  out = []
-  for _ in range(docs):
-    name = r.choice(names).capitalize()
-    sents = []
-    for _ in range(r.randint(3, 8)):
-      i = r.randrange(6)
-      sents.append(f"{name} {verbs[i]} {adjs[i]} {nouns[i]}.")
-    out.append(" ".join(sents))
-  path.write_text("\n\n".join(out))
-  return str(path)
 
 
 @pytest.fixture(scope="session")

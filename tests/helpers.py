@@ -1,10 +1,118 @@
-"""Helpers the tests share, imported by name (`from tests import helpers`)."""
+"""Helpers the tests share, imported by name (`from tests import helpers`); tests/conftest.py
+holds the session's set-up and its fixtures. The standard library alone at import."""
 
+import pathlib
 import subprocess
 import threading
 import time
 
-from tests.conftest import REPO
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# The tests compile many small programs and run each for a few steps: LLVM's optimisation of
+# the generated CPU code costs more than it saves (about a quarter of the suite's time), and
+# XLA:CPU's MLIR fusion emitters take twice as long to compile a train step as its elemental
+# emitters (5.9 s against 3.0 s for the tiny GPT's sharded step). Every run a test compares
+# with another is compiled the same way (subprocesses: xla_flags()).
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+
+
+def xla_flags(devices):
+  """XLA_FLAGS for a test's subprocess with `devices` CPU devices (0: the real one)."""
+  count = f"--xla_force_host_platform_device_count={devices} " if devices else ""
+  return count + FAST_COMPILE
+
+
+# Every XLA compilation of this process (recorded by tests/conftest.py), by JAX's monitoring events for a backend compile and
+# for a program found in the compilation cache: tests that promise "fails before compiling"
+# clear it and check it stays empty (and tests/pretrain/test_errors.py checks that a valid run
+# does record one here).
+COMPILE_EVENTS = ("/jax/core/compile/backend_compile_duration", "/jax/compilation_cache/cache_hits")
+COMPILES = []
+
+
+# The tiny GPT of the tests, as dotted overrides of configs/gpt.py:smoke: it compiles and runs a
+# step in well under a second. Subprocesses take it as flags (`flags(TINY_GPT)`).
+TINY_GPT = {
+  "data.tokenizer.vocab_size": 256,
+  "model.num_layers": 2,
+  "model.num_heads": 4,
+  "model.d_model": 32,
+  "model.max_len": 32,
+  "batch.size": 8,
+  "batch.seq_len": 32,
+  "train.total_steps": 6,
+  "train.log_every": 3,
+  "train.eval_every": 0,
+  "train.eval_batches": 1,
+  "train.peak_flops": 1e12,
+  "checkpoint.every": 3,
+  "checkpoint.async_save": False,
+}
+
+
+def flags(overrides):
+  """Dotted overrides as command-line flags: ['--config.model.d_model=32', ...]."""
+  return [f"--config.{field}={value}" for field, value in overrides.items()]
+
+
+def tiny_gpt_config(data_dir, **overrides):
+  """TINY_GPT's config, with its data in `data_dir` and `overrides` ({'model.d_model': 64})."""
+  from configs import common, gpt
+
+  config = gpt.get_config("smoke")
+  return common.apply_overrides(config, {**TINY_GPT, "data.data_dir": data_dir, **overrides})
+
+
+def tiny_bert_config(data_dir, corpus, recipe="bert", **overrides):
+  """BERT smoke config on a small synthetic corpus."""
+  from configs import bert, common
+
+  config = bert.get_config(f"smoke,recipe={recipe}")
+  config.data.update(data_dir=data_dir, files=corpus, doc_split="blank_line")
+  config.data.tokenizer.vocab_size = 128
+  config.model.update(num_layers=2, num_heads=2, d_model=32, max_len=32, dropout=0.0)
+  config.batch.update(size=8, seq_len=32)
+  config.data.mlm.max_predictions = 5
+  config.train.update(total_steps=6, log_every=3, eval_every=0, eval_batches=2, peak_flops=1e12)
+  config.checkpoint.update(every=3, async_save=False)
+  return common.apply_overrides(config, overrides)
+
+
+def write_sentence_corpus(path, docs=300, seed=0):
+  """Documents of 3-8 sentences where a noun fixes its verb and adjective: context predicts
+  masked words, so masked-LM accuracy can rise quickly."""
+  import random
+
+  r = random.Random(seed)
+  names = ["alice", "bob", "carol", "dave", "erin", "frank"]
+  verbs = ["likes", "sees", "paints", "buys", "finds", "wants"]
+  adjs = ["green", "red", "small", "big", "old", "new"]
+  nouns = ["apples", "boats", "houses", "books", "trees", "cars"]
+  out = []
+  for _ in range(docs):
+    name = r.choice(names).capitalize()
+    sents = []
+    for _ in range(r.randint(3, 8)):
+      i = r.randrange(6)
+      sents.append(f"{name} {verbs[i]} {adjs[i]} {nouns[i]}.")
+    out.append(" ".join(sents))
+  path.write_text("\n\n".join(out))
+  return str(path)
+
+
+def randomise_hf(model, seed):
+  """A `transformers` model with weights of order 1 (norm scales about 1, the rest about 0):
+  HF's initialisation is near zero, which would make any comparison of outputs easy."""
+  import torch
+
+  gen = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      noise = torch.randn(p.shape, generator=gen) * 0.2
+      is_norm = "ln_" in name or "norm" in name.lower()  # GPT-2's ln_*, *LayerNorm, *norm
+      p.copy_(1.0 + noise if is_norm else noise)
+  return model
 
 
 class Running:

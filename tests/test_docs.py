@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, xla_flags
+from tests.helpers import REPO, xla_flags
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 BLOCK = re.compile(

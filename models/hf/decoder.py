@@ -15,7 +15,6 @@ import re
 import jax
 import jax.numpy as jnp
 
-from models import layers
 from pretrain.ground import errors
 
 SUPPORTED = ("gpt2", "llama")
@@ -131,9 +130,9 @@ NOT_IN_HF = dict(qk_norm=False, logit_softcap=0.0)
 def refuse_switches(m, error, why):
   """Raises `error` naming the first switch of NOT_IN_HF that is on in model `m`."""
   for field, off in NOT_IN_HF.items():
-    if layers.switch(m, field) != off:
+    if getattr(m, field) != off:
       raise error(
-        f"config.model.{field}: {layers.switch(m, field)!r} has no Hugging Face equivalent "
+        f"config.model.{field}: {getattr(m, field)!r} has no Hugging Face equivalent "
         f"({why}); export a model with {field}={off!r}"
       )
 
@@ -141,17 +140,15 @@ def refuse_switches(m, error, why):
 def hf_type(m):
   """'gpt2' (learned positions) or 'llama' (RoPE) for a resolved model; an error naming the
   first field that the class cannot express."""
-  kind = "gpt2" if m["position"] == "learned" else "llama"
+  kind = "gpt2" if m.position == "learned" else "llama"
   for field, want in _FIXED[kind].items():
-    if m[field] != want:
+    if getattr(m, field) != want:
       raise ConvertError(
-        f"config.model.{field}: {m[field]!r} with position={m['position']!r} has no Hugging "
+        f"config.model.{field}: {getattr(m, field)!r} with position={m.position!r} has no Hugging "
         f"Face equivalent ({ARCHITECTURES[kind]} needs {field}={want!r})"
       )
   refuse_switches(m, ConvertError, f"{ARCHITECTURES[kind]} has none")
-  if kind == "gpt2" and (
-    m["num_kv_heads"] != m["num_heads"] or m["num_heads"] * m["head_dim"] != m["d_model"]
-  ):
+  if kind == "gpt2" and (m.num_kv_heads != m.num_heads or m.num_heads * m.head_dim != m.d_model):
     raise ConvertError(
       "config.model.num_kv_heads: GPT-2 needs num_kv_heads == num_heads and "
       "head_dim == d_model // num_heads"
@@ -165,25 +162,25 @@ def hf_config(m, bos_id=None, eos_id=None):
   common = dict(
     architectures=[ARCHITECTURES[kind]],
     model_type=kind,
-    vocab_size=m["vocab_size"],
-    initializer_range=m["init_std"],
+    vocab_size=m.vocab_size,
+    initializer_range=m.init_std,
     bos_token_id=bos_id,
     eos_token_id=eos_id,
-    tie_word_embeddings=m["tie_embeddings"],
+    tie_word_embeddings=m.tie_embeddings,
     torch_dtype="float32",
     dtype="float32",
   )
   if kind == "gpt2":
     return dict(
       common,
-      n_layer=m["num_layers"],
-      n_head=m["num_heads"],
-      n_embd=m["d_model"],
-      n_inner=m["d_ff"],
-      n_positions=m["max_len"],
-      n_ctx=m["max_len"],
-      layer_norm_epsilon=m["norm_eps"],
-      activation_function="gelu_new" if m["gelu_approximate"] else "gelu",
+      n_layer=m.num_layers,
+      n_head=m.num_heads,
+      n_embd=m.d_model,
+      n_inner=m.d_ff,
+      n_positions=m.max_len,
+      n_ctx=m.max_len,
+      layer_norm_epsilon=m.norm_eps,
+      activation_function="gelu_new" if m.gelu_approximate else "gelu",
       resid_pdrop=0.0,
       embd_pdrop=0.0,
       attn_pdrop=0.0,
@@ -191,19 +188,19 @@ def hf_config(m, bos_id=None, eos_id=None):
     )
   return dict(
     common,
-    num_hidden_layers=m["num_layers"],
-    num_attention_heads=m["num_heads"],
-    num_key_value_heads=m["num_kv_heads"],
-    hidden_size=m["d_model"],
-    head_dim=m["head_dim"],
-    intermediate_size=m["d_ff"],
-    max_position_embeddings=m["max_len"],
-    rms_norm_eps=m["norm_eps"],
+    num_hidden_layers=m.num_layers,
+    num_attention_heads=m.num_heads,
+    num_key_value_heads=m.num_kv_heads,
+    hidden_size=m.d_model,
+    head_dim=m.head_dim,
+    intermediate_size=m.d_ff,
+    max_position_embeddings=m.max_len,
+    rms_norm_eps=m.norm_eps,
     hidden_act="silu",
     attention_bias=False,
     mlp_bias=False,
-    rope_theta=m["rope_theta"],
-    rope_parameters=dict(rope_type="default", rope_theta=m["rope_theta"]),
+    rope_theta=m.rope_theta,
+    rope_parameters=dict(rope_type="default", rope_theta=m.rope_theta),
   )
 
 
@@ -212,13 +209,13 @@ def hf_config(m, bos_id=None, eos_id=None):
 
 def to_hf(kind, m, params):
   """Our unscanned parameter tree -> {HF name: array} (jnp ops only: jax.eval_shape works)."""
-  d = m["d_model"]
+  d = m.d_model
   out = {}
   if kind == "gpt2":
     out["transformer.wte.weight"] = params["embed"]["embedding"]
     out["transformer.wpe.weight"] = params["pos_embed"]["embedding"]
     _norm_to_hf(out, "transformer.ln_f", params["final_norm"])
-    for i in range(m["num_layers"]):
+    for i in range(m.num_layers):
       p, b = f"transformer.h.{i}.", params["blocks"][i]
       a = b["attn"]
       _norm_to_hf(out, p + "ln_1", b["norm1"])
@@ -234,9 +231,9 @@ def to_hf(kind, m, params):
     return out
   out["model.embed_tokens.weight"] = params["embed"]["embedding"]
   out["model.norm.weight"] = params["final_norm"]["norm"]["scale"]
-  if not m["tie_embeddings"]:
+  if not m.tie_embeddings:
     out["lm_head.weight"] = params["head"]["kernel"].T
-  for i in range(m["num_layers"]):
+  for i in range(m.num_layers):
     p, b = f"model.layers.{i}.", params["blocks"][i]
     out[p + "input_layernorm.weight"] = b["norm1"]["norm"]["scale"]
     out[p + "post_attention_layernorm.weight"] = b["norm2"]["norm"]["scale"]
@@ -259,11 +256,11 @@ def _norm(t, name):
 
 def from_hf(kind, m, t):
   """{HF name: array} (checked by `check_tensors`) -> our unscanned parameter tree."""
-  d, hd = m["d_model"], m["head_dim"]
-  h, kv = m["num_heads"], m["num_kv_heads"]
+  d, hd = m.d_model, m.head_dim
+  h, kv = m.num_heads, m.num_kv_heads
   blocks = {}
   if kind == "gpt2":
-    for i in range(m["num_layers"]):
+    for i in range(m.num_layers):
       p = f"transformer.h.{i}."
       w = t[p + "attn.c_attn.weight"].reshape(d, 3, h, hd)
       bias = t[p + "attn.c_attn.bias"].reshape(3, h, hd)
@@ -290,7 +287,7 @@ def from_hf(kind, m, t):
       "final_norm": _norm(t, "transformer.ln_f"),
       "blocks": blocks,
     }
-  for i in range(m["num_layers"]):
+  for i in range(m.num_layers):
     p = f"model.layers.{i}."
     attn = {
       ours: {"kernel": t[p + f"self_attn.{hf}.weight"].T.reshape(d, n, hd)}
@@ -312,7 +309,7 @@ def from_hf(kind, m, t):
     "final_norm": {"norm": {"scale": t["model.norm.weight"]}},
     "blocks": blocks,
   }
-  if not m["tie_embeddings"]:
+  if not m.tie_embeddings:
     params["head"] = {"kernel": t["lm_head.weight"].T}
   return params
 
@@ -333,7 +330,7 @@ def check_tensors(kind, m, shapes, abstract_params, where):
     k: tuple(v.shape)
     for k, v in jax.eval_shape(lambda p: to_hf(kind, m, p), abstract_params).items()
   }
-  tied_head = "lm_head.weight" if m["tie_embeddings"] else None
+  tied_head = "lm_head.weight" if m.tie_embeddings else None
   check_shapes(
     expected, shapes, where, "decoder", lambda name: name == tied_head or IGNORED.search(name)
   )

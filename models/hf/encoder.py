@@ -116,18 +116,18 @@ def hf_type(m, objective="mlm_nsp"):
       "encoders convert for mlm, mlm_nsp and classification"
     )
   for field, want in _FIXED.items():
-    if m[field] != want:
+    if getattr(m, field) != want:
       raise ConvertError(
-        f"config.model.{field}: {m[field]!r} has no Hugging Face BERT "
+        f"config.model.{field}: {getattr(m, field)!r} has no Hugging Face BERT "
         f"equivalent (it needs {field}={want!r})"
       )
   hf_decoder.refuse_switches(m, ConvertError, "BERT has none")
-  if m["num_kv_heads"] != m["num_heads"] or m["num_heads"] * m["head_dim"] != m["d_model"]:
+  if m.num_kv_heads != m.num_heads or m.num_heads * m.head_dim != m.d_model:
     raise ConvertError(
       "config.model.num_kv_heads: BERT needs num_kv_heads == num_heads and "
       "head_dim == d_model // num_heads"
     )
-  if m["size"] == "roberta":
+  if m.size == "roberta":
     if objective == "classification":
       raise ConvertError(
         "config.objective: RoBERTa's classification head (dense, tanh, "
@@ -136,7 +136,7 @@ def hf_type(m, objective="mlm_nsp"):
     return "roberta", "RobertaForMaskedLM"
   if objective == "classification":
     return "bert", "BertForSequenceClassification"
-  return "bert", "BertForPreTraining" if m["nsp_head"] else "BertForMaskedLM"
+  return "bert", "BertForPreTraining" if m.nsp_head else "BertForMaskedLM"
 
 
 def hf_config(m, specials, objective="mlm_nsp"):
@@ -147,16 +147,16 @@ def hf_config(m, specials, objective="mlm_nsp"):
   out = dict(
     architectures=[arch],
     model_type=kind,
-    vocab_size=m["vocab_size"],
-    hidden_size=m["d_model"],
-    num_hidden_layers=m["num_layers"],
-    num_attention_heads=m["num_heads"],
-    intermediate_size=m["d_ff"],
-    hidden_act="gelu_new" if m["gelu_approximate"] else "gelu",
-    max_position_embeddings=m["max_len"] + position_offset(kind, pad),
-    type_vocab_size=m["type_vocab_size"],
-    layer_norm_eps=m["norm_eps"],
-    initializer_range=m["init_std"],
+    vocab_size=m.vocab_size,
+    hidden_size=m.d_model,
+    num_hidden_layers=m.num_layers,
+    num_attention_heads=m.num_heads,
+    intermediate_size=m.d_ff,
+    hidden_act="gelu_new" if m.gelu_approximate else "gelu",
+    max_position_embeddings=m.max_len + position_offset(kind, pad),
+    type_vocab_size=m.type_vocab_size,
+    layer_norm_eps=m.norm_eps,
+    initializer_range=m.init_std,
     pad_token_id=pad,
     position_embedding_type="absolute",
     hidden_dropout_prob=0.0,
@@ -170,7 +170,7 @@ def hf_config(m, specials, objective="mlm_nsp"):
   if kind == "roberta":
     out.update(bos_token_id=specials.get("bos"), eos_token_id=specials.get("eos"))
   if arch == "BertForSequenceClassification":
-    n = m["num_labels"]
+    n = m.num_labels
     out.update(
       num_labels=n,
       id2label={str(i): f"LABEL_{i}" for i in range(n)},
@@ -212,7 +212,7 @@ def to_hf(kind, m, params, groups=GROUPS, pad_id=1):
   """Our unscanned parameter tree -> {HF name: array} for the parameter `groups` asked for
   (jnp ops only: jax.eval_shape works)."""
   base, _ = _names(kind)
-  d = m["d_model"]
+  d = m.d_model
   out = {}
   e = base + "embeddings."
   out[e + "word_embeddings.weight"] = params["embed"]["embedding"]
@@ -223,7 +223,7 @@ def to_hf(kind, m, params, groups=GROUPS, pad_id=1):
   out[e + "position_embeddings.weight"] = pos
   out[e + "token_type_embeddings.weight"] = params["type_embed"]["embedding"]
   _norm_to_hf(out, e + "LayerNorm", params["embed_norm"])
-  for i in range(m["num_layers"]):
+  for i in range(m.num_layers):
     p, b = f"{base}encoder.layer.{i}.", params["blocks"][i]
     a = b["attn"]
     for n in ("query", "key", "value"):
@@ -275,7 +275,7 @@ def from_hf(kind, m, t, fresh, pad_id=1):
   """{HF name: array} (checked by `check_tensors`) -> our unscanned parameter tree; the
   groups `t` lacks come from `fresh` (a freshly initialised tree)."""
   base, _ = _names(kind)
-  d, h, hd = m["d_model"], m["num_heads"], m["head_dim"]
+  d, h, hd = m.d_model, m.num_heads, m.head_dim
   e = base + "embeddings."
   params = dict(fresh)
   params["embed"] = {"embedding": t[e + "word_embeddings.weight"]}
@@ -285,7 +285,7 @@ def from_hf(kind, m, t, fresh, pad_id=1):
   params["type_embed"] = {"embedding": t[e + "token_type_embeddings.weight"]}
   params["embed_norm"] = _norm(t, e + "LayerNorm")
   blocks = {}
-  for i in range(m["num_layers"]):
+  for i in range(m.num_layers):
     p = f"{base}encoder.layer.{i}."
     attn = {
       n: {

@@ -48,7 +48,7 @@ def _glibc():
     return None
 
 
-_configured = []  # the libc handle, once configure() has set it
+_configured: list = []  # the libc handle, once configure() has set it
 
 
 def configure():

@@ -43,11 +43,11 @@ from flax import nnx
 from tokenizers import decoders, pre_tokenizers, processors
 
 from input_pipeline import tokenizer
-from models import decoder, encoder, layer_stack, layers
+from models import decoder, encoder, layer_stack, model_config
 from models.hf import decoder as hf_decoder
 from models.hf import encoder as hf_encoder
 from pretrain.objectives import registry
-from pretrain.state import checkpointing
+from pretrain.state import loading, run_files
 from pretrain.training import config_checks
 
 ConvertError = hf_decoder.ConvertError
@@ -205,7 +205,7 @@ class Imported:
   """A Hugging Face model as a run of ours, before it is written (write_run)."""
 
   config: ml_collections.ConfigDict  # the run's full config (base_config's, with the model)
-  model: ml_collections.ConfigDict  # the resolved model
+  model: model_config.ModelConfig  # the resolved model
   params: Any  # in the layout of model.scan_layers
   tokenizer: tokenizers.Tokenizer
   hf_dir: str
@@ -248,7 +248,7 @@ def import_hf(
   raw = read_tensors(hf_dir)
   names = hf_decoder.normalise_names(kind, raw)
   tensors = {names[k]: v for k, v in raw.items()}
-  unscanned = ml_collections.ConfigDict(dict(m.to_dict(), scan_layers=False))
+  unscanned = dataclasses.replace(m, scan_layers=False)
   abstract = _abstract_params(unscanned)
   hf_decoder.check_tensors(kind, m, {k: v.shape for k, v in tensors.items()}, abstract, where)
   embed = "transformer.wte.weight" if kind == "gpt2" else "model.embed_tokens.weight"
@@ -276,7 +276,7 @@ def write_run(imported, workdir, overwrite=False):
   config.data.tokenizer.path = os.path.join(os.path.abspath(workdir), "tokenizer.json")
   tmp = _temporary_dir(workdir)
   try:
-    checkpointing.write_step_zero(tmp, config, imported.model, imported.params, imported.tokenizer)
+    run_files.write_step_zero(tmp, config, imported.model, imported.params, imported.tokenizer)
     _replace(tmp, workdir)
   finally:
     if os.path.exists(tmp):
@@ -338,7 +338,7 @@ def _encoder_tokenizer(hf_dir, kind):
 def _resolved_model(config, tok, hf_dir):
   """The imported config's model section, checked and resolved against the tokenizer."""
   config_checks.check_model(config.model)
-  m = layers.resolve(config.model, tok.get_vocab_size())
+  m = model_config.resolve(config.model, tok.get_vocab_size())
   if tok.get_vocab_size() > m.vocab_size:
     raise ConvertError(
       f"{hf_dir}: the tokenizer has {tok.get_vocab_size()} tokens but "
@@ -366,7 +366,7 @@ def _import_encoder(hf, hf_dir, base_config, scan_layers):
   m = _resolved_model(config, tok, hf_dir)
   where = os.path.join(hf_dir, _weight_files(hf_dir)[1][0])
   pad_id = hf_encoder.pad_id(hf)
-  unscanned = ml_collections.ConfigDict(dict(m.to_dict(), scan_layers=False))
+  unscanned = dataclasses.replace(m, scan_layers=False)
   present, tied, extras = hf_encoder.check_tensors(
     kind,
     m,
@@ -413,16 +413,16 @@ def load_params(workdir, step=None):
     else:
       hf_decoder.hf_type(m)
 
-  m, params, config, step = checkpointing.load_params(workdir, step, check)
+  m, params, config, step = loading.load_params(workdir, step, check)
   params = layer_stack.to_layout(params, scan=False)
-  m = ml_collections.ConfigDict(dict(m.to_dict(), scan_layers=False))
+  m = dataclasses.replace(m, scan_layers=False)
   return m, jax.tree.map(np.asarray, params), config, step
 
 
 def load_model(workdir, step=None):
   """Our Decoder (or Encoder) with a run's checkpoint parameters (unscanned)."""
   m, params, config, _ = load_params(workdir, step)
-  return checkpointing.with_params(config.objective, m, params)
+  return loading.with_params(config.objective, m, params)
 
 
 def export_hf(workdir, hf_dir, step=None, overwrite=False):
@@ -443,7 +443,7 @@ def export_hf(workdir, hf_dir, step=None, overwrite=False):
   else:
     kind = hf_decoder.hf_type(m)
     tensors = hf_decoder.to_hf(kind, m, params)
-    hf = hf_decoder.hf_config(m.to_dict(), bos_id=eos_id, eos_id=eos_id)
+    hf = hf_decoder.hf_config(m, bos_id=eos_id, eos_id=eos_id)
     specials = {} if eos_id is None else dict(bos_token=eos, eos_token=eos)
   tensors = {k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}
 
@@ -503,4 +503,4 @@ def _encoder_to_hf(m, params, tok, objective):
     "BertForSequenceClassification": ("encoder", "pooler", "classifier"),
   }.get(arch, ("encoder", "mlm"))
   tensors = hf_encoder.to_hf(kind, m, params, groups=groups, pad_id=ids.get("pad", 1))
-  return tensors, hf_encoder.hf_config(m.to_dict(), ids, objective), specials
+  return tensors, hf_encoder.hf_config(m, ids, objective), specials

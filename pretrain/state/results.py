@@ -14,7 +14,7 @@ import json
 import os
 
 from pretrain.ground import errors, storage
-from pretrain.state import checkpointing
+from pretrain.state import checkpointer
 from pretrain.training import metrics
 
 
@@ -38,7 +38,7 @@ class Results:
       self.history = [r for r in read_history(workdir) if r["step"] <= resumed_step]
     self.best_ckpt = None
     if config.checkpoint.keep_best:
-      self.best_ckpt = checkpointing.Checkpointer(
+      self.best_ckpt = checkpointer.Checkpointer(
         os.path.join(workdir, "best"), keep=1, async_save=config.checkpoint.async_save
       )
       for step in self.best_ckpt.all_steps():  # beyond the resumed step: redone identically

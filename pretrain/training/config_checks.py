@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from input_pipeline import masking, tokenizer
 from input_pipeline.corpora import mirror, sources
-from models import layers
+from models import model_config
 from pretrain.devices import sharding
 from pretrain.ground import errors, storage
 from pretrain.objectives import registry
@@ -46,8 +46,8 @@ def check_model(m):
     m.position != "rope" or (m.head_dim or m.d_model // m.num_heads) % 2 == 0,
     "config.model.position: RoPE needs an even head_dim",
   )
-  for field in layers.OPTIONS:
-    layers.check_option(field, m[field])
+  for field in model_config.OPTIONS:
+    model_config.check_option(field, m[field])
   for field in ("dtype", "param_dtype"):
     try:
       floating = jnp.issubdtype(jnp.dtype(m[field]), jnp.floating)
@@ -59,14 +59,14 @@ def check_model(m):
     )
   _require(0 <= m.dropout < 1, f"config.model.dropout: {m.dropout} must be in [0, 1)")
   _require(
-    layers.switch(m, "scan_unroll") >= 0,
-    f"config.model.scan_unroll: {layers.switch(m, 'scan_unroll')} must be >= 0 (0: chosen "
+    m.get("scan_unroll", 0) >= 0,
+    f"config.model.scan_unroll: {m.get('scan_unroll', 0)} must be >= 0 (0: chosen "
     "by depth and remat)",
   )
   for field, meaning in (("logit_softcap", "0 turns capping off"), ("z_loss", "0 turns it off")):
     _require(
-      layers.switch(m, field) >= 0,
-      f"config.model.{field}: {layers.switch(m, field)} must be >= 0 ({meaning})",
+      m.get(field, model_config.DEFAULTS[field]) >= 0,
+      f"config.model.{field}: {m.get(field, model_config.DEFAULTS[field])} must be >= 0 ({meaning})",
     )
 
 

@@ -5,7 +5,7 @@ Data flow of a step: the loader's host-local numpy batch for step s -> a global 
 metric sums -> periodic log / eval / checkpoint.
 
 The pieces live where other entry points import them: the compiled steps in
-pretrain/training/steps.py, the data in pretrain/training/data.py, restore-or-init in pretrain/state/checkpointing.py
+pretrain/training/steps.py, the data in pretrain/training/data.py, restore-or-init in pretrain/state/resume.py
 (resume order: the latest checkpoint in <workdir>/checkpoints, with everything: params,
 optimizer, step, RNG, data position; else config.init_from, parameters only, step 0; else
 scratch), the evaluator in pretrain/evaluation/evaluator.py.
@@ -22,16 +22,15 @@ from typing import Any
 import jax
 import numpy as np
 from flax import nnx
-from jax._src import distributed as jax_distributed  # the preemption service's state
 from jax.experimental import multihost_utils
 
 from input_pipeline import batches, tokenizer
 from input_pipeline.corpora import sources
-from models import layer_stack, layers
+from models import layer_stack, layers, model_config
 from pretrain.devices import host_memory, sharding
 from pretrain.evaluation import evaluator
 from pretrain.objectives import registry
-from pretrain.state import checkpointing
+from pretrain.state import checkpointer, resume, run_files
 from pretrain.state import results as results_lib
 from pretrain.training import config_checks, data, durations, goodput, metrics, optimizer
 from pretrain.training import steps as steps_lib
@@ -52,8 +51,11 @@ class Preemption:
     self.requested = False
     self.signal = None  # the name of the first signal received
     self.training = False  # set by the loop: a SIGINT before it stops at once
+    # jax.distributed.initialize starts JAX's preemption service unless it is configured off
     self.synced = (
-      jax.process_count() > 1 and jax_distributed.global_state.preemption_sync_manager is not None
+      jax.process_count() > 1
+      and jax.distributed.is_initialized()
+      and jax.config.jax_enable_preemption_service
     )
     self._previous = {signal.SIGINT: signal.signal(signal.SIGINT, self._interrupt)}
     if not self.synced:
@@ -163,16 +165,16 @@ class Setup:
 def setup(config, devices=None, tok=None, train=True):
   """Validates `config` for `devices` (default: all), builds the mesh and loads the data."""
   devices = jax.devices() if devices is None else list(devices)
-  config = checkpointing.inherit_model(config)
+  config = run_files.inherit_model(config)
   config_checks.check(config, len(devices), jax.process_count())
   rules = [tuple(r) for r in config.mesh.rules]
   mesh = sharding.make_mesh(config.mesh, devices)
   objective = registry.get(config.objective)
   if tok is None and objective.load_data is not None and config.init_from:
-    checkpointing.check_init_from_family(config)  # before its tokenizer is judged
+    resume.check_init_from_family(config)  # before its tokenizer is judged
     tok = _init_from_tokenizer(config.init_from)
   tok, train_data, val_data, notes = data.load_data(config, objective, tok, train)
-  model_cfg = layers.resolve(config.model, tok.get_vocab_size())
+  model_cfg = model_config.resolve(config.model, tok.get_vocab_size())
   n = train_data.num_examples if train_data is not None else None
   return Setup(
     config,
@@ -192,9 +194,9 @@ def setup(config, devices=None, tok=None, train=True):
 
 def _init_from_tokenizer(init_from):
   """A fine-tuning run speaks the tokenizer of the checkpoint it starts from."""
-  tok = checkpointing.run_tokenizer(init_from)
+  tok = run_files.run_tokenizer(init_from)
   if tok is None:
-    raise checkpointing.CheckpointError(
+    raise checkpointer.CheckpointError(
       f"config.init_from: {init_from!r} has no tokenizer.json; give the workdir of a "
       "pretrain.train run or of a pretrain.convert import"
     )
@@ -215,12 +217,12 @@ def train_and_evaluate(config, workdir, devices=None):
   """Trains `config` in `workdir`, resuming if it holds a checkpoint; returns a TrainResult.
 
   `devices` restricts the mesh to a subset of the devices (default: all of them). A second
-  trainer on the same workdir is refused (checkpointing.workdir_lock).
+  trainer on the same workdir is refused (run_files.workdir_lock).
   """
   config_checks.check_workdir(workdir)
   preemption = Preemption()  # from the start: a SIGTERM while setting up stops at step one
   try:
-    with checkpointing.workdir_lock(workdir):
+    with run_files.workdir_lock(workdir):
       return _train(config, workdir, devices, preemption)
   finally:
     preemption.restore()
@@ -230,14 +232,14 @@ def _train(config, workdir, devices, preemption):
   good = goodput.Goodput(workdir, enabled=jax.process_index() == 0)
   run = setup(config, devices)
   tok_id = tokenizer.identity(run.tok)
-  start = checkpointing.find_start(run.config, workdir, run.model_cfg, tok_id, datasets_meta(run))
+  start = resume.find_start(run.config, workdir, run.model_cfg, tok_id, datasets_meta(run))
   stop_at = min(run.total_steps, run.config.train.stop_at_step or run.total_steps)
   if start.latest is not None and start.latest >= stop_at:
     return _finished(run, start, workdir)
   if jax.process_index() == 0:
-    checkpointing.write_run_files(workdir, run.config, run.model_cfg, run.tok, run.total_steps)
+    run_files.write_run_files(workdir, run.config, run.model_cfg, run.tok, run.total_steps)
   steps = run.build_steps()
-  state = checkpointing.restore_or_init(start, steps, run.objective, run.model_cfg)
+  start, state = resume.restore_or_init(start, steps, run.objective, run.model_cfg)
   return Loop(run, steps, workdir, start, tok_id, good, preemption).run(state, stop_at)
 
 
@@ -270,7 +272,7 @@ class Loop:
     self.results = results_lib.Results(self.config, workdir, start.latest, lead)
 
   def meta(self, step):
-    return checkpointing.run_meta(
+    return run_files.run_meta(
       self.setup.model_cfg,
       self.tok_id,
       step,

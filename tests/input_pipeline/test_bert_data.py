@@ -11,7 +11,7 @@ from tokenizers import models as hf_models
 from configs import common
 from input_pipeline import bert_data, tokenizer
 from input_pipeline.corpora import sources, tokenized
-from tests.conftest import tiny_bert_config
+from tests.helpers import tiny_bert_config
 
 CLS, SEP = 2, 3
 FIRST = 10  # synthetic corpora: token id = FIRST + position in the corpus' token stream

@@ -15,7 +15,7 @@ from input_pipeline.corpora import mirror, tokenized
 from pretrain.ground import errors
 from pretrain.objectives import registry
 from pretrain.training import data
-from tests.conftest import REPO, tiny_bert_config, tiny_gpt_config, write_sentence_corpus
+from tests.helpers import REPO, tiny_bert_config, tiny_gpt_config, write_sentence_corpus
 
 
 def _corpus(tmp_path, n=40):
@@ -212,7 +212,7 @@ import jax
 import numpy as np
 from pretrain.objectives import registry
 from pretrain.training import data
-from tests.conftest import tiny_gpt_config
+from tests.helpers import tiny_gpt_config
 config = tiny_gpt_config(sys.argv[1], **{"data.files": sys.argv[2], "data.prepare_pieces": 2})
 _, train, _, _ = data.load_data(config, registry.get("causal_lm"))
 np.save(sys.argv[3], np.stack([train.batch(s)["inputs"] for s in range(3)]))

@@ -5,7 +5,7 @@ import pytest
 from configs import common
 from input_pipeline import tokenizer
 from input_pipeline.corpora import local_text, sources
-from tests.conftest import SHARED_DATA
+from tests.helpers import SHARED_DATA
 
 INPUT = SHARED_DATA / "tinyshakespeare" / "input.txt"
 pytestmark = pytest.mark.skipif(not INPUT.exists(), reason="../shared/data/tinyshakespeare absent")

@@ -15,7 +15,7 @@ import tensorflow_datasets as tfds
 from configs import common
 from input_pipeline import bert_data, lm_data, tokenizer
 from input_pipeline.corpora import sources, tokenized
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def _corpus(tmp_path, n=60):

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from launch import gke, slurm, tpu_vm
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 TRAIN = ["--config=configs/gpt.py:small", "--workdir=gs://bucket/runs/gpt2"]
 

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO, xla_flags
+from tests.helpers import REPO, xla_flags
 
 optuna = pytest.importorskip("optuna")
 

@@ -12,11 +12,12 @@ transformers = pytest.importorskip("transformers")
 import jax.numpy as jnp
 from safetensors.numpy import load_file
 
+from models import model_config
 from models.hf import decoder as hf_decoder
 from pretrain import convert
 from pretrain.ground import errors
 from pretrain.state import hf_conversion
-from tests.conftest import randomise_hf
+from tests.helpers import randomise_hf
 
 VOCAB = 300
 TEXT = (
@@ -109,9 +110,9 @@ def test_import_matches_hf_logits(imported, tok):
   assert saved["data"]["tokenizer"] == dict(
     saved["data"]["tokenizer"], kind="file", path=os.path.join(workdir, "tokenizer.json")
   )
-  from pretrain.state import checkpointing
+  from pretrain.state import run_files
 
-  ours, theirs = checkpointing.run_tokenizer(workdir), tok
+  ours, theirs = run_files.run_tokenizer(workdir), tok
   text = TEXT[:200] + " <|endoftext|> naïve"
   assert ours.encode(text).ids == theirs.encode(text).ids
   assert ours.decode(ours.encode(text).ids, skip_special_tokens=False) == text
@@ -121,20 +122,19 @@ def test_import_matches_hf_logits(imported, tok):
 def test_workdir_reads_like_a_run(imported):
   """What pretrain.evaluate and config.init_from check: the meta's model and tokenizer."""
   from input_pipeline import tokenizer
-  from models import layers
-  from pretrain.state import checkpointing
+  from pretrain.state import compatibility, run_files
 
   _, _, _, workdir = imported
-  config = checkpointing.run_config(workdir)
-  tok = checkpointing.run_tokenizer(workdir)
-  ckpt = checkpointing.open_run(workdir, "config.init_from")
+  config = run_files.run_config(workdir)
+  tok = run_files.run_tokenizer(workdir)
+  ckpt = run_files.open_run(workdir, "config.init_from")
   try:
     assert ckpt.all_steps() == [0]
     meta = ckpt.meta(0)
     assert meta["tokenizer"] == tokenizer.identity(tok)
     assert meta["data"]["step"] == 0
-    model = layers.resolve(config.model, tok.get_vocab_size())
-    checkpointing.check_compatible(meta["model"], model, workdir)
+    model = model_config.resolve(config.model, tok.get_vocab_size())
+    compatibility.check_compatible(meta["model"], model, workdir)
   finally:
     ckpt.close()
 
@@ -257,11 +257,10 @@ def test_existing_workdir_needs_overwrite(imported, tmp_path):
 )
 def test_export_refuses_what_hf_cannot_express(fields, match):
   from configs import gpt
-  from models import layers
 
   model = gpt.get_config("smoke").model
   model.update(fields)
-  _refused(hf_decoder.hf_type, layers.resolve(model, 100).to_dict(), match=match)
+  _refused(hf_decoder.hf_type, model_config.resolve(model, 100), match=match)
 
 
 @pytest.mark.slow
@@ -291,13 +290,13 @@ def test_greedy_generation_matches_transformers(imported):
   """The imported model continues a batch of prompts greedily with the KV cache exactly as
   transformers' generate does (GPT-2: learned positions; Llama: RoPE, GQA)."""
   from models import decode
-  from pretrain.state import checkpointing
+  from pretrain.state import loading
 
   _, model, _, workdir = imported
   prompts = [list(TOKENS[0, :9]), list(TOKENS[1, :9])]
-  m, params, config, _ = checkpointing.load_params(workdir)
+  m, params, config, _ = loading.load_params(workdir)
   ours = decode.generate(
-    checkpointing.with_params(config.objective, m, params),
+    loading.with_params(config.objective, m, params),
     m,
     prompts,
     decode.Sampling(max_new_tokens=12),

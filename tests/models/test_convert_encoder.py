@@ -15,7 +15,7 @@ from safetensors.numpy import load_file
 from pretrain import convert
 from pretrain.ground import errors
 from pretrain.state import hf_conversion
-from tests.conftest import randomise_hf
+from tests.helpers import randomise_hf
 
 VOCAB = 300
 TEXT = (
@@ -171,11 +171,11 @@ def test_workdir_passes_the_run_checks(imported):
   import tokenizers
 
   from input_pipeline import tokenizer
-  from pretrain.state import checkpointing
+  from pretrain.state import run_files
   from pretrain.training import config_checks
 
   kind, _, _, workdir = imported
-  config = checkpointing.run_config(workdir)
+  config = run_files.run_config(workdir)
   tok = tokenizers.Tokenizer.from_file(config.data.tokenizer.path)
   config_checks.check(config, 1)
   ids = tokenizer.check_bert_specials(tok)  # RoBERTa: <s> </s> <mask> in BERT's roles
@@ -186,10 +186,10 @@ def test_workdir_evaluates_on_a_corpus(imported, data_dir, sentence_corpus):
   """An import runs through the masked-LM pipeline: BERT's NSP pairs, RoBERTa's full
   sentences (<s> ... </s> in the roles of [CLS] ... [SEP])."""
   from pretrain import evaluate
-  from pretrain.state import checkpointing
+  from pretrain.state import run_files
 
   _, _, _, workdir = imported
-  config = checkpointing.run_config(workdir)
+  config = run_files.run_config(workdir)
   config.data.update(data_dir=data_dir, files=sentence_corpus, doc_split="blank_line")
   config.batch.update(size=8, seq_len=32)
   results = evaluate.evaluate_run(config, workdir, evaluate.Options(max_batches=1))

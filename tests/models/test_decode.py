@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from models import decode, decoder, layers
+from models import decode, decoder, model_config
 
 VOCAB = 97
 
@@ -16,7 +16,7 @@ VOCAB = 97
 def _model(**fields):
   cfg = ml_collections.ConfigDict(decoder.DEFAULTS)
   cfg.update(num_layers=2, num_heads=4, d_model=32, max_len=64, vocab_size=VOCAB, **fields)
-  cfg = layers.resolve(cfg, VOCAB)
+  cfg = model_config.resolve(cfg, VOCAB)
   return decoder.Decoder(cfg, rngs=nnx.Rngs(0)), cfg
 
 

@@ -8,14 +8,14 @@ import pytest
 from flax import nnx
 
 from configs import gpt
-from models import axes, cpu_kernels, decoder, layer_stack, layers
+from models import axes, cpu_kernels, decoder, layer_stack, layers, model_config
 
 
 def _cfg(**kw):
   model = gpt.get_config("smoke").model
   model.update(num_layers=2, num_heads=4, d_model=32, max_len=16)
   model.update(kw)
-  return layers.resolve(model, 100)
+  return model_config.resolve(model, 100)
 
 
 def _tokens(b=2, t=16, seed=0):
@@ -27,7 +27,7 @@ def _tokens(b=2, t=16, seed=0):
 )
 def test_gpt2_parameter_counts(size, millions):
   # nanoGPT reports 123.69M for GPT-2 small with the padded 50304 vocab (positions excluded).
-  cfg = layers.resolve(gpt.get_config(size).model, 50257)
+  cfg = model_config.resolve(gpt.get_config(size).model, 50257)
   assert cfg.vocab_size == 50304
   assert decoder.count_params(cfg) / 1e6 == pytest.approx(millions, abs=0.01)
 

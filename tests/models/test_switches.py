@@ -2,6 +2,7 @@
 zero-initialised output projections and z-loss; what each does, that old checkpoints stay
 compatible with the ones that change no shapes, and that HF export refuses what it can't hold."""
 
+import dataclasses
 import json
 
 import jax
@@ -11,13 +12,13 @@ import pytest
 from flax import nnx
 
 from configs import bert
-from models import decoder, encoder, layers
+from models import decoder, encoder, model_config
 from models.hf import decoder as hf_decoder
 from models.hf import encoder as hf_encoder
 from pretrain.objectives import pretraining
-from pretrain.state import checkpointing
+from pretrain.state import checkpointer, compatibility
 from pretrain.training import trainer
-from tests.conftest import COMPILES
+from tests.helpers import COMPILES
 from tests.models.test_decoder import _cfg, _tokens
 
 RECIPES = dict(qk_norm=True, mlp="relu2", logit_softcap=15.0, zero_init_proj=True, z_loss=1e-4)
@@ -105,7 +106,7 @@ def test_z_loss_adds_the_mean_squared_log_partition_to_the_training_loss_only():
 def test_encoder_takes_the_switches():
   model_cfg = bert.get_config("smoke").model
   model_cfg.update(num_layers=2, num_heads=2, d_model=32, max_len=16, dropout=0.0, **RECIPES)
-  cfg = layers.resolve(model_cfg, 100)
+  cfg = model_config.resolve(model_cfg, 100)
   model = encoder.Encoder(cfg, rngs=nnx.Rngs(0))
   assert not np.any(model.blocks.attn.out.kernel[...])
   batch = {
@@ -133,17 +134,17 @@ def test_checkpoints_stay_compatible_with_the_switches_that_change_no_shapes():
   saved = _cfg().to_dict()
   for field in ("qk_norm", "logit_softcap", "zero_init_proj", "z_loss"):
     saved.pop(field)  # a checkpoint from before the switches existed
-  checkpointing.check_compatible(
+  compatibility.check_compatible(
     saved, _cfg(mlp="relu2", logit_softcap=30.0, zero_init_proj=True, z_loss=1e-4), "ckpt"
   )
   with pytest.raises(
-    checkpointing.CheckpointError,
+    checkpointer.CheckpointError,
     match=r"^config.model.qk_norm: the checkpoint in ckpt has qk_norm=False but "
     r"the config has True; match the checkpoint's model or use a fresh",
   ):
-    checkpointing.check_compatible(saved, _cfg(qk_norm=True), "ckpt")
-  with pytest.raises(checkpointing.CheckpointError, match="config.model.mlp: .*'gelu'.*'swiglu'"):
-    checkpointing.check_compatible(saved, _cfg(mlp="swiglu"), "ckpt")
+    compatibility.check_compatible(saved, _cfg(qk_norm=True), "ckpt")
+  with pytest.raises(checkpointer.CheckpointError, match="config.model.mlp: .*'gelu'.*'swiglu'"):
+    compatibility.check_compatible(saved, _cfg(mlp="swiglu"), "ckpt")
 
 
 @pytest.mark.parametrize(
@@ -158,8 +159,9 @@ def test_hugging_face_export_refuses_what_it_cannot_hold(field, value):
       if field != "mlp"
       else _cfg(position="rope", norm="rmsnorm", mlp="relu2", use_bias=False)
     )
-  model = layers.resolve(bert.get_config("smoke").model, 100)
-  model[field] = value
+  model = dataclasses.replace(
+    model_config.resolve(bert.get_config("smoke").model, 100), **{field: value}
+  )
   with pytest.raises(hf_encoder.ConvertError, match=f"^config.model.{field}: "):
     hf_encoder.hf_type(model)
   # the training-only switches export
@@ -180,7 +182,7 @@ def test_a_run_resumes_with_the_switches_that_change_no_shapes(tiny_config, tmp_
   rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert any("train/z_loss" in r for r in rows)
   compiles = len(COMPILES)
-  with pytest.raises(checkpointing.CheckpointError, match="^config.model.qk_norm: the checkpoint"):
+  with pytest.raises(checkpointer.CheckpointError, match="^config.model.qk_norm: the checkpoint"):
     trainer.train_and_evaluate(
       tiny_config(**{"model.qk_norm": True, "train.total_steps": 9}),
       str(tmp_path),

@@ -8,12 +8,12 @@ import jax
 import pytest
 
 from configs import bert, common, gpt
-from models import encoder, layers
+from models import encoder, model_config
 from pretrain import aot
 from pretrain.devices import sharding
 from pretrain.objectives import registry
 from pretrain.training import metrics
-from tests.conftest import REPO, xla_flags
+from tests.helpers import REPO, xla_flags
 
 
 def test_gpt2_xl_fsdp8_holds_an_eighth_of_the_state_per_device():
@@ -39,7 +39,7 @@ def test_masked_lm_fsdp8(recipe):
   config.batch.update(size=8, seq_len=128)
   r = aot.analyse(config)
   assert r["devices"] == 8 and (r["mesh"]["data"], r["mesh"]["fsdp"]) == (1, 8)
-  cfg = layers.resolve(config.model, config.data.tokenizer.vocab_size)
+  cfg = model_config.resolve(config.model, config.data.tokenizer.vocab_size)
   v, d, n_layers, types = cfg.vocab_size, cfg.d_model, cfg.num_layers, cfg.type_vocab_size
   assert (v, d, n_layers) == (30592, 128, 2)  # 30522 rounded up to a multiple of 128
   nsp = recipe == "bert"

@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from configs import bert
-from models import encoder, layers
+from models import encoder, model_config
 from pretrain.objectives import registry
 from pretrain.training import config_checks, data, trainer
 
@@ -24,7 +24,7 @@ def _params(result):
 
 def test_configs_sizes_and_recipes():
   base = bert.get_config("base")
-  cfg = layers.resolve(base.model, 30522)
+  cfg = model_config.resolve(base.model, 30522)
   assert encoder.count_params(cfg, exclude_positions=False) / 1e6 == pytest.approx(110.2, abs=0.1)
   assert base.objective == "mlm_nsp" and base.batch.seq_len == 128
   assert base.data.mlm.max_predictions == 20
@@ -32,7 +32,7 @@ def test_configs_sizes_and_recipes():
   assert phase2.batch.seq_len == 512 and phase2.data.mlm.max_predictions == 80
   roberta = bert.get_config("base,recipe=roberta")
   assert roberta.objective == "mlm" and not roberta.data.mlm.nsp and not roberta.model.nsp_head
-  large = layers.resolve(bert.get_config("large").model, 30522)
+  large = model_config.resolve(bert.get_config("large").model, 30522)
   assert encoder.count_params(large, exclude_positions=False) / 1e6 == pytest.approx(336.3, abs=0.1)
   with pytest.raises(ValueError, match="unknown recipe"):
     bert.get_config("base,recipe=electra")
@@ -113,7 +113,7 @@ def test_roberta_resume_is_exact(tiny_bert, tmp_path):
 @pytest.mark.slow
 def test_all_padding_rows_contribute_nothing(tiny_bert):
   config = tiny_bert()
-  cfg = layers.resolve(config.model, 100)
+  cfg = model_config.resolve(config.model, 100)
   model = encoder.Encoder(cfg, rngs=nnx.Rngs(0))
   graphdef, params = nnx.split(model, nnx.Param)
   rng = np.random.default_rng(0)

@@ -11,9 +11,9 @@ from configs import common, gpt
 from input_pipeline import tokenizer
 from input_pipeline.corpora import local_text
 from pretrain.devices import sharding
-from pretrain.state import checkpointing
+from pretrain.state import checkpointer
 from pretrain.training import config_checks, trainer
-from tests.conftest import COMPILES, REPO, xla_flags
+from tests.helpers import COMPILES, REPO, xla_flags
 
 
 def _fails_before_compiling(config, workdir, error, *fields):
@@ -178,7 +178,7 @@ def test_checkpoint_from_incompatible_model(tiny_config, tmp_path):
   _fails_before_compiling(
     tiny_config(**{"model.num_layers": 3}),
     tmp_path,
-    checkpointing.CheckpointError,
+    checkpointer.CheckpointError,
     "config.model.num_layers",
     "fresh workdir",
   )
@@ -192,7 +192,7 @@ def test_resuming_with_another_tokenizer(tiny_config, tmp_path):
   _fails_before_compiling(
     tiny_config(**{"data.tokenizer.vocab_size": 300}),
     tmp_path,
-    checkpointing.CheckpointError,
+    checkpointer.CheckpointError,
     "config.data.tokenizer",
     "another tokenizer",
   )
@@ -204,7 +204,7 @@ def test_init_from_without_checkpoint_or_of_another_model(tiny_config, tmp_path)
   _fails_before_compiling(
     tiny_config(**{"init_from": str(tmp_path / "empty")}),
     tmp_path / "a",
-    checkpointing.CheckpointError,
+    checkpointer.CheckpointError,
     "config.init_from",
     "no checkpoint",
   )
@@ -212,7 +212,7 @@ def test_init_from_without_checkpoint_or_of_another_model(tiny_config, tmp_path)
   _fails_before_compiling(
     tiny_config(**{"init_from": str(tmp_path / "src"), "model.d_model": 64}),
     tmp_path / "b",
-    checkpointing.CheckpointError,
+    checkpointer.CheckpointError,
     "config.model.d_model",
     str(tmp_path / "src"),
   )
@@ -276,7 +276,7 @@ def test_user_errors_share_one_base_class():
     axes.AxisRuleError,
     local_text.DataError,
     tokenizer_lib.TokenizerError,
-    checkpointing.CheckpointError,
+    checkpointer.CheckpointError,
   ):
     assert issubclass(cls, errors.UserError), cls
 
@@ -295,7 +295,7 @@ USER_ERRORS = [
   ("models.hf.decoder", "ConvertError"),
   ("models.axes", "AxisRuleError"),
   ("pretrain.devices.sharding", "MeshError"),
-  ("pretrain.state.checkpointing", "CheckpointError"),
+  ("pretrain.state.checkpointer", "CheckpointError"),
   ("pretrain.score", "ScoreError"),
   ("pretrain.training.config_checks", "ConfigError"),
   ("pretrain.generate", "GenerateError"),

@@ -14,9 +14,9 @@ import pytest
 from configs import common
 from models import layer_stack
 from pretrain import evaluate
-from pretrain.state import checkpointing
+from pretrain.state import checkpointer, run_files
 from pretrain.training import trainer
-from tests.conftest import COMPILES, REPO, xla_flags
+from tests.helpers import COMPILES, REPO, xla_flags
 
 pytestmark = pytest.mark.xdist_group("evaluate")  # one worker builds the shared run
 
@@ -28,7 +28,7 @@ def _train(config, workdir, devices=1):
 
 
 def _evaluate(workdir, devices=1, overrides=None, **options):
-  config = common.apply_overrides(checkpointing.run_config(str(workdir)), overrides or {})
+  config = common.apply_overrides(run_files.run_config(str(workdir)), overrides or {})
   return evaluate.evaluate_run(
     config, str(workdir), evaluate.Options(**options), devices=jax.devices()[:devices]
   )
@@ -47,7 +47,7 @@ def _assert_close(trained, evaluated, keys, rtol):
 @pytest.fixture(scope="module")
 def gpt_run(tmp_path_factory, data_dir):
   """A tiny GPT trained on one device: eval over 2 batches at the final step 6."""
-  from tests.conftest import tiny_gpt_config
+  from tests.helpers import tiny_gpt_config
 
   workdir = tmp_path_factory.mktemp("gpt_run")
   result = _train(tiny_gpt_config(data_dir, **{"train.eval_batches": 2}), workdir)
@@ -131,7 +131,7 @@ def _snapshot(workdir):
 @pytest.mark.parametrize(
   "overrides,options,error,fields",
   [
-    ({"model.num_layers": 3}, {}, checkpointing.CheckpointError, ("config.model.num_layers",)),
+    ({"model.num_layers": 3}, {}, checkpointer.CheckpointError, ("config.model.num_layers",)),
     ({"data.tokenizer.vocab_size": 128}, {}, ValueError, ("config.data.tokenizer", "run's own")),
     ({}, {"step": 5}, evaluate.CheckpointError, ("--step", "step 5", "3, 6")),
     (
@@ -175,9 +175,9 @@ def test_data_of_another_tokenizer_is_refused(gpt_run, tiny_config, tmp_path):
 
 def test_workdir_without_checkpoints(tmp_path):
   with pytest.raises(evaluate.CheckpointError, match="--workdir.*no config.json"):
-    checkpointing.run_config(str(tmp_path))
+    run_files.run_config(str(tmp_path))
   (tmp_path / "config.json").write_text("{}")
-  with pytest.raises(checkpointing.CheckpointError, match="--workdir: no checkpoint"):
+  with pytest.raises(checkpointer.CheckpointError, match="--workdir: no checkpoint"):
     evaluate.evaluate_run(None, str(tmp_path))
   assert sorted(os.listdir(tmp_path)) == ["config.json"]
 

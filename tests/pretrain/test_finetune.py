@@ -10,7 +10,7 @@ import random
 import numpy as np
 import pytest
 
-from tests.conftest import COMPILES, tiny_bert_config
+from tests.helpers import COMPILES, tiny_bert_config
 
 pytestmark = pytest.mark.xdist_group("finetune")  # one worker builds the shared run
 
@@ -21,7 +21,7 @@ NOUNS = ["apples", "boats", "houses", "books", "trees", "cars"]
 
 
 def _tiny(config, **overrides):
-  """A fine-tuning config shrunk to the tiny pretraining model of tests/conftest.py."""
+  """A fine-tuning config shrunk to the tiny pretraining model of tests/helpers.py."""
   config.model.update(num_layers=2, num_heads=2, d_model=32, max_len=32, dropout=0.0)
   config.batch.update(size=16, seq_len=32)
   config.optimizer.lr = 1e-3
@@ -67,7 +67,7 @@ def _glue(tmp_path, data_dir, **overrides):
 @pytest.mark.slow
 def test_glue_from_a_pretrained_bert(bert_run, data_dir, tmp_path, capsys):
   from pretrain import evaluate
-  from pretrain.state import checkpointing
+  from pretrain.state import checkpointer, run_files
   from pretrain.training import trainer
 
   workdir = str(tmp_path / "sst2")
@@ -83,12 +83,12 @@ def test_glue_from_a_pretrained_bert(bert_run, data_dir, tmp_path, capsys):
   best = max(record["history"], key=lambda r: r["accuracy"])
   assert record["best"] == best and record["best_metric"] == "accuracy"
   assert "best accuracy (max)" in out
-  best_ckpt = checkpointing.Checkpointer(os.path.join(workdir, "best"), read_only=True)
+  best_ckpt = checkpointer.Checkpointer(os.path.join(workdir, "best"), read_only=True)
   assert best_ckpt.all_steps() == [best["step"]]
   best_ckpt.close()
 
   # The model is init_from's: its config.json records it, and evaluate reads the run alone.
-  config = checkpointing.run_config(workdir)
+  config = run_files.run_config(workdir)
   assert config.model.d_model == 32 and config.model.size == "smoke"
   predictions = str(tmp_path / "SST-2.tsv")
   results = evaluate.evaluate_run(config, workdir, evaluate.Options(best=True, predict=predictions))
@@ -119,7 +119,7 @@ def test_bad_input_is_refused_before_compiling(bert_run, data_dir, tmp_path):
   from input_pipeline.corpora import sources
   from pretrain.ground import errors
   from pretrain.objectives import tasks
-  from pretrain.state import checkpointing
+  from pretrain.state import checkpointer
 
   workdir = str(tmp_path / "run")
   files = _write_sst(tmp_path / "t.tsv", 50, 0) + "," + _write_sst(tmp_path / "d.tsv", 20, 1)
@@ -136,7 +136,7 @@ def test_bad_input_is_refused_before_compiling(bert_run, data_dir, tmp_path):
   config.model.d_model = 64
   config.data.update(files=files, data_dir=data_dir)
   _fails_before_compiling(
-    config, workdir, checkpointing.CheckpointError, "config.model.d_model", "d_model=32"
+    config, workdir, checkpointer.CheckpointError, "config.model.d_model", "d_model=32"
   )
   # A pair task given single sentences.
   config = _tiny(glue.get_config("mrpc"), init_from=bert_run)
@@ -144,7 +144,7 @@ def test_bad_input_is_refused_before_compiling(bert_run, data_dir, tmp_path):
   _fails_before_compiling(config, workdir, errors.UserError, "config.data.task", "mrpc")
   # The model of init_from, without init_from.
   config = _glue(tmp_path, data_dir, files=files)
-  _fails_before_compiling(config, workdir, checkpointing.CheckpointError, "config.model.size")
+  _fails_before_compiling(config, workdir, checkpointer.CheckpointError, "config.model.size")
 
 
 @pytest.mark.parametrize("vocabulary", ["bert", "gpt"])
@@ -156,23 +156,23 @@ def test_a_decoder_checkpoint_is_refused(bert_run, data_dir, tmp_path, vocabular
 
   from configs import gpt
   from input_pipeline import tokenizer
-  from models import layers
-  from pretrain.state import checkpointing
+  from models import model_config
+  from pretrain.state import checkpointer, run_files
 
   gpt_dir = tmp_path / "gpt"
   tok = (
-    checkpointing.run_tokenizer(bert_run)
+    run_files.run_tokenizer(bert_run)
     if vocabulary == "bert"
     else tokenizer._train_bpe(["the quick brown fox"] * 20, 300, "<|endoftext|>")
   )
   gpt_config = gpt.get_config("smoke")
-  model = layers.resolve(gpt_config.model, tok.get_vocab_size())
-  checkpointing.write_run_files(str(gpt_dir), gpt_config, model, tok)
-  ckpt = checkpointing.Checkpointer(str(gpt_dir / "checkpoints"))
+  model = model_config.resolve(gpt_config.model, tok.get_vocab_size())
+  run_files.write_run_files(str(gpt_dir), gpt_config, model, tok)
+  ckpt = checkpointer.Checkpointer(str(gpt_dir / "checkpoints"))
   ckpt.save(
     1,
     {"step": jnp.int32(1), "params": {"embed": {"embedding": jnp.zeros((4, 4))}}},
-    checkpointing.run_meta(model, "tok", 1, 0),
+    run_files.run_meta(model, "tok", 1, 0),
     force=True,
   )
   ckpt.close()
@@ -181,7 +181,7 @@ def test_a_decoder_checkpoint_is_refused(bert_run, data_dir, tmp_path, vocabular
   _fails_before_compiling(
     config,
     str(tmp_path / "run"),
-    checkpointing.CheckpointError,
+    checkpointer.CheckpointError,
     "config.init_from",
     "a decoder (GPT)",
     "an encoder (BERT)",
@@ -264,7 +264,7 @@ def _write_squad(path, n, seed):
 def test_squad_from_scratch_beats_chance(data_dir, tmp_path):
   from configs.finetune import squad
   from pretrain import evaluate
-  from pretrain.state import checkpointing
+  from pretrain.state import run_files
   from pretrain.training import trainer
 
   config = _tiny(squad.get_config("smoke"))
@@ -288,7 +288,7 @@ def test_squad_from_scratch_beats_chance(data_dir, tmp_path):
   assert best["f1"] > 0.3 and best["exact_match"] > 0.1, best
   predictions = str(tmp_path / "predictions.json")
   evaluate.evaluate_run(
-    checkpointing.run_config(workdir), workdir, evaluate.Options(predict=predictions)
+    run_files.run_config(workdir), workdir, evaluate.Options(predict=predictions)
   )
   with open(predictions, encoding="utf-8") as f:
     answers = json.load(f)

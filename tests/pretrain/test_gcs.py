@@ -19,20 +19,13 @@ import pytest
 from configs import common, gpt
 from pretrain import evaluate
 from pretrain.ground import errors, storage
-from pretrain.state import checkpointing
+from pretrain.state import checkpointer, run_files
 from pretrain.training import config_checks, trainer
-from tests import conftest, helpers
-from tests.conftest import REPO, xla_flags
+from tests import helpers
+from tests.helpers import REPO, xla_flags
 
 STEPS = 300
-OVERRIDES = {
-  "data.tokenizer.vocab_size": 256,
-  "model.num_layers": 2,
-  "model.num_heads": 4,
-  "model.d_model": 32,
-  "model.max_len": 32,
-  "batch.size": 8,
-  "batch.seq_len": 32,
+OVERRIDES = helpers.TINY_GPT | {
   "train.total_steps": STEPS,
   "train.log_every": 10,
   "train.eval_every": 50,
@@ -52,7 +45,7 @@ def _train_command(workdir, data_dir, **more):
     "pretrain.train",
     "--config=configs/gpt.py:smoke",
     f"--workdir={workdir}",
-  ] + [f"--config.{k}={v}" for k, v in overrides.items()]
+  ] + helpers.flags(overrides)
 
 
 def _env():
@@ -67,7 +60,7 @@ def _run(cmd, env=None):
 
 
 def _state(directory, step):
-  ckpt = checkpointing.Checkpointer(directory, read_only=True)
+  ckpt = checkpointer.Checkpointer(directory, read_only=True)
   state = ckpt.read_as_saved(step)
   ckpt.close()
   return jax.tree.map(np.asarray, state)
@@ -90,9 +83,7 @@ def _trainer(cmd):
 @pytest.mark.slow
 def test_gs_workdir_is_killed_resumes_bitwise_and_is_read_back(gcs, tmp_path, data_dir):
   reference = tmp_path / "reference"  # the same run, uninterrupted, on a local disk
-  config = common.apply_overrides(
-    gpt.get_config("smoke"), dict(OVERRIDES, **{"data.data_dir": data_dir})
-  )
+  config = common.apply_overrides(gpt.get_config("smoke"), OVERRIDES | {"data.data_dir": data_dir})
   trainer.train_and_evaluate(config, str(reference), devices=jax.devices()[:1])
 
   url = gcs("run")
@@ -137,7 +128,7 @@ def test_gs_workdir_is_killed_resumes_bitwise_and_is_read_back(gcs, tmp_path, da
   verify = _run([sys.executable, "-m", "pretrain.checkpoints", f"--workdir={url}", "--verify"])
   assert verify.returncode == 0 and verify.stdout.count("ok: complete") == 2, verify.stdout
   evaluate.evaluate_run(
-    checkpointing.run_config(url), url, evaluate.Options(max_batches=1), devices=jax.devices()[:1]
+    run_files.run_config(url), url, evaluate.Options(max_batches=1), devices=jax.devices()[:1]
   )
   [row] = _jsonl(f"{url}/eval.jsonl")
   trained = [r for r in _jsonl(f"{url}/metrics.jsonl") if "eval/loss" in r][-1]
@@ -145,7 +136,7 @@ def test_gs_workdir_is_killed_resumes_bitwise_and_is_read_back(gcs, tmp_path, da
   np.testing.assert_allclose(row["loss"], trained["eval/loss"], rtol=1e-6)
 
   # ... and a run initialised from it (config.init_from=gs://...), with the same tokenizer.
-  config = conftest.tiny_gpt_config(
+  config = helpers.tiny_gpt_config(
     data_dir, **{"init_from": url, "train.total_steps": 1, "train.eval_every": 0}
   )
   config_checks.check_workdir(url)
@@ -157,17 +148,17 @@ def test_gs_workdir_is_killed_resumes_bitwise_and_is_read_back(gcs, tmp_path, da
 
 @pytest.mark.slow
 def test_missing_bucket_fails_in_one_line_before_compiling(gcs, tmp_path, data_dir):
-  conftest.COMPILES.clear()
+  helpers.COMPILES.clear()
   with pytest.raises(
     errors.UserError,
     match=r"--workdir: bucket gs://no-such-bucket does not "
     r"exist; create it \(gcloud storage buckets create gs://no-such-bucket\)",
   ):
     config_checks.check_workdir("gs://no-such-bucket/run")
-  config = conftest.tiny_gpt_config(data_dir, init_from="gs://no-such-bucket/run")
+  config = helpers.tiny_gpt_config(data_dir, init_from="gs://no-such-bucket/run")
   with pytest.raises(errors.UserError, match="config.init_from: bucket gs://no-such-bucket"):
     trainer.train_and_evaluate(config, str(tmp_path / "w"))
-  assert not conftest.COMPILES and not (tmp_path / "w").exists()
+  assert not helpers.COMPILES and not (tmp_path / "w").exists()
   config_checks.check_workdir("relative/local/dir")  # local paths as ever
 
   proc = _run(_train_command("gs://no-such-bucket/run", data_dir))

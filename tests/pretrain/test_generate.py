@@ -9,7 +9,7 @@ import sys
 import jax
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 TEXT = "the cat sat on the mat. the dog ran in the park. a bird sang in the tree. " * 40
 
@@ -17,22 +17,20 @@ TEXT = "the cat sat on the mat. the dog ran in the park. a bird sang in the tree
 def _write_run(workdir, config):
   """A run's files and a real orbax checkpoint of a freshly initialised model (no training)."""
   from input_pipeline import tokenizer
-  from models import layers
+  from models import model_config
   from pretrain.objectives import registry
-  from pretrain.state import checkpointing
+  from pretrain.state import checkpointer, run_files
   from pretrain.training import steps
 
   if config.data.tokenizer.kind == "wordpiece":
     tok = tokenizer._train_wordpiece([TEXT], 120, True)
   else:
     tok = tokenizer._train_bpe([TEXT], 300, config.data.tokenizer.eos_token)
-  m = layers.resolve(config.model, tok.get_vocab_size())
+  m = model_config.resolve(config.model, tok.get_vocab_size())
   params = steps.init_params(registry.get(config.objective), m, jax.random.PRNGKey(0))
-  checkpointing.write_run_files(str(workdir), config, m, tok)
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
-  ckpt.save(
-    5, {"params": params}, checkpointing.run_meta(m, tokenizer.identity(tok), 5, 0), force=True
-  )
+  run_files.write_run_files(str(workdir), config, m, tok)
+  ckpt = checkpointer.Checkpointer(os.path.join(workdir, "checkpoints"))
+  ckpt.save(5, {"params": params}, run_files.run_meta(m, tokenizer.identity(tok), 5, 0), force=True)
   ckpt.close()
   return str(workdir)
 
@@ -70,7 +68,7 @@ def test_samples_reproduce_by_seed_and_stop_strings_cut(gpt_dir):
 def test_bad_input_is_one_line(gpt_dir, tmp_path):
   from configs import bert
   from pretrain import generate
-  from pretrain.state import checkpointing
+  from pretrain.state import checkpointer
 
   with pytest.raises(generate.GenerateError, match="max_len is 64") as e:
     generate.generate(gpt_dir, ["the cat " * 40])
@@ -78,7 +76,7 @@ def test_bad_input_is_one_line(gpt_dir, tmp_path):
   config = bert.get_config("smoke")
   config.model.update(num_layers=1, d_model=32, max_len=64)
   encoder_dir = _write_run(tmp_path / "bert", config)
-  with pytest.raises(checkpointing.CheckpointError, match="needs a decoder") as e:
+  with pytest.raises(checkpointer.CheckpointError, match="needs a decoder") as e:
     generate.generate(encoder_dir, ["the cat"])
   assert "\n" not in str(e.value)
 

@@ -11,7 +11,8 @@ import jax
 import pytest
 
 from pretrain.devices import host_memory
-from tests.conftest import REPO
+from tests import helpers
+from tests.helpers import REPO
 
 _SETUP = """
 import ctypes, os, resource, threading
@@ -149,27 +150,12 @@ def test_a_trainer_with_reuse_trains_the_same_run(data_dir, tmp_path):
   """`pretrain.train` with PRETRAIN_HOST_MALLOC=reuse checks its first step's temporary
   buffer against the machine's memory (a small one: kept for reuse) and trains the same
   run, bitwise, as one without it."""
-  from configs import common, gpt
   from pretrain.training import trainer
-  from tests.conftest import xla_flags
+  from tests.helpers import xla_flags
 
-  overrides = {
-    "data.data_dir": data_dir,
-    "data.tokenizer.vocab_size": 256,
-    "model.num_layers": 2,
-    "model.num_heads": 4,
-    "model.d_model": 32,
-    "model.max_len": 32,
-    "batch.size": 8,
-    "batch.seq_len": 32,
-    "train.total_steps": 4,
-    "train.log_every": 1,
-    "train.eval_every": 0,
-    "train.peak_flops": 1e12,
-    "checkpoint.every": 0,
-  }
+  overrides = {"train.total_steps": 4, "train.log_every": 1, "checkpoint.every": 0}
   reference = trainer.train_and_evaluate(
-    common.apply_overrides(gpt.get_config("smoke"), overrides),
+    helpers.tiny_gpt_config(data_dir, **overrides),
     str(tmp_path / "default"),
     devices=jax.devices()[:1],
   )
@@ -182,7 +168,7 @@ def test_a_trainer_with_reuse_trains_the_same_run(data_dir, tmp_path):
       "--config=configs/gpt.py:smoke",
       f"--workdir={tmp_path / 'reuse'}",
     ]
-    + [f"--config.{k}={v}" for k, v in overrides.items()],
+    + helpers.flags(helpers.TINY_GPT | {"data.data_dir": data_dir} | overrides),
     cwd=REPO,
     env=env,
     capture_output=True,

@@ -7,7 +7,7 @@ import types
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 lm_eval = pytest.importorskip("lm_eval")
 
@@ -78,9 +78,9 @@ class _Tokenized(lm_model.TemplateLM):
 
 
 def test_requests_are_tokenized_as_lm_eval_does(capitals_run):
-  from pretrain.state import checkpointing
+  from pretrain.state import run_files
 
-  tok = checkpointing.run_tokenizer(capitals_run[0])
+  tok = run_files.run_tokenizer(capitals_run[0])
   eos_id = tok.token_to_id("<|endoftext|>")
   pairs = [
     ("the capital of france is", " paris"),

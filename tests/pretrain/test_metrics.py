@@ -12,10 +12,10 @@ import pytest
 from flax import nnx
 
 from configs import bert, gpt
-from models import cpu_kernels, decoder, encoder, layers
+from models import cpu_kernels, decoder, encoder, model_config
 from pretrain.objectives import pretraining, registry
 from pretrain.training import metrics
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 MODERN = dict(
   position="rope", norm="rmsnorm", mlp="swiglu", num_kv_heads=2, head_dim=32, use_bias=False
@@ -27,7 +27,7 @@ def _gpt(vocab=128, seq_len=32, **model):
   config.model.update(num_layers=2, num_heads=4, d_model=64, max_len=seq_len, scan_layers=False)
   config.model.update(model)
   config.batch.seq_len = seq_len
-  return config, layers.resolve(config.model, vocab)
+  return config, model_config.resolve(config.model, vocab)
 
 
 def _bert(recipe, vocab=128, seq_len=32, predictions=5, **model):
@@ -36,7 +36,7 @@ def _bert(recipe, vocab=128, seq_len=32, predictions=5, **model):
   config.model.update(model)
   config.batch.seq_len = seq_len
   config.data.mlm.max_predictions = predictions
-  return config, layers.resolve(config.model, vocab)
+  return config, model_config.resolve(config.model, vocab)
 
 
 def _block(cfg):
@@ -110,7 +110,7 @@ def test_gpt_formula_is_three_times_the_forward_matmuls(model):
   assert metrics.flops_per_token(cfg, n, t) == expected
   assert registry.get("causal_lm").flops_per_token(cfg, n, config) == expected
   # untied: the head is a second V x d matrix (a matmul), the input table a lookup (none)
-  untied = layers.resolve(
+  untied = model_config.resolve(
     ml_collections.ConfigDict(dict(config.model.to_dict(), tie_embeddings=False)), 128
   )
   n_untied = decoder.count_params(untied)

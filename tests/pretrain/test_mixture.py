@@ -10,7 +10,7 @@ import numpy as np
 
 from configs import common, gpt
 from pretrain import evaluate
-from pretrain.state import checkpointing
+from pretrain.state import run_files
 from pretrain.training import trainer
 
 CODE = ",".join(os.path.join(os.path.dirname(os.__file__), m, "*.py") for m in ("json", "http"))
@@ -49,7 +49,7 @@ def test_mixture_reports_each_dataset_and_resumes_exactly(tiny_config, tmp_path)
   # pretrain.evaluate on the same checkpoint and batches: the same numbers, a row per dataset
   workdir = str(tmp_path / "straight")
   evaluated = evaluate.evaluate_run(
-    checkpointing.run_config(workdir), workdir, evaluate.Options(max_batches=2)
+    run_files.run_config(workdir), workdir, evaluate.Options(max_batches=2)
   )[6]
   for key in ("loss", "docs/loss", "code/loss", "code/accuracy"):
     np.testing.assert_allclose(evaluated[key], final[f"eval/{key}"], rtol=1e-6, err_msg=key)

@@ -15,24 +15,14 @@ import pytest
 from launch import local
 from pretrain.ground import storage
 from pretrain.training import trainer
-from tests.conftest import REPO
+from tests import helpers
+from tests.helpers import REPO
 
-OVERRIDES = {
-  "data.tokenizer.vocab_size": 256,
+OVERRIDES = helpers.TINY_GPT | {
   "data.prepare_pieces": 2,
-  "model.num_layers": 2,
-  "model.num_heads": 4,
-  "model.d_model": 32,
-  "model.max_len": 32,
-  "batch.size": 8,
-  "batch.seq_len": 32,
   "train.total_steps": 4,
   "train.log_every": 1,
-  "train.eval_every": 0,
-  "train.eval_batches": 1,
-  "train.peak_flops": 1e12,
   "checkpoint.every": 2,
-  "checkpoint.async_save": False,
 }
 
 
@@ -94,7 +84,7 @@ def test_two_processes_equal_one(tiny_config, tmp_path, data_dir, mesh, request)
     f"--config.data.data_dir={data_dir}",
     f"--config.data.tokenized_dir={tokenized_dir}",
   ]
-  cmd += [f"--config.{k}={v}" for k, v in {**OVERRIDES, **mesh}.items()]
+  cmd += helpers.flags(OVERRIDES | mesh)
   # Stop at step 2 (a checkpoint every process writes), then resume to the end: the
   # restore is collective too.
   first = subprocess.run(

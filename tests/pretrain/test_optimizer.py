@@ -12,9 +12,9 @@ import pytest
 
 from configs import common
 from pretrain.ground import errors
-from pretrain.state import checkpointing
+from pretrain.state import checkpointer
 from pretrain.training import optimizer, steps, trainer
-from tests.conftest import COMPILES
+from tests.helpers import COMPILES
 
 P = jax.sharding.PartitionSpec
 
@@ -82,7 +82,7 @@ def test_each_optimizer_trains_with_falling_loss(tiny_config, tmp_path, name, lr
   rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   losses = [r["train/loss"] for r in rows if "train/loss" in r]
   assert losses[-1] < losses[0] - 0.5, losses
-  ckpt = checkpointing.Checkpointer(str(tmp_path / "checkpoints"), read_only=True)
+  ckpt = checkpointer.Checkpointer(str(tmp_path / "checkpoints"), read_only=True)
   assert ckpt.meta(ckpt.latest_step())["optimizer"] == name
   ckpt.close()
 
@@ -90,7 +90,7 @@ def test_each_optimizer_trains_with_falling_loss(tiny_config, tmp_path, name, lr
   COMPILES.clear()
   other = tiny_config(**{"optimizer.name": "adamw", "train.total_steps": 40})
   with pytest.raises(
-    checkpointing.CheckpointError,
+    checkpointer.CheckpointError,
     match=f"config.optimizer.name: the checkpoint in .* holds '{name}' state, not 'adamw'",
   ):
     trainer.train_and_evaluate(other, str(tmp_path), devices=jax.devices()[:1])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from pretrain import score
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.xdist_group("capitals")  # one worker builds the shared run
 
@@ -27,13 +27,13 @@ def test_memorised_facts_beat_chance_and_an_untrained_model_does_not(capitals_ru
     assert [json.loads(line) for line in f] == [row]
   # the same model with fresh parameters (placed as the loaded ones: no new compile)
   from pretrain.objectives import registry
-  from pretrain.state import checkpointing
+  from pretrain.state import loading
   from pretrain.training import steps
 
   _, cfg, tok, eos_id, _ = score.load(workdir)
   params = steps.init_params(registry.get("causal_lm"), cfg, jax.random.PRNGKey(1))
   params = jax.device_put(params, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
-  untrained = checkpointing.with_params("causal_lm", cfg, params)
+  untrained = loading.with_params("causal_lm", cfg, params)
   chance = score.score_items(untrained, cfg, tok, eos_id, score.read_items(items_file))
   assert chance["acc"] <= 0.5 and chance["acc_norm"] <= 0.5, chance
 

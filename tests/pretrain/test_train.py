@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pretrain.training import trainer
-from tests.conftest import tiny_gpt_config
+from tests.helpers import tiny_gpt_config
 
 
 def _params(result):
@@ -109,8 +109,8 @@ def test_a_replicated_state_saves_on_cpu_without_compiling(tmp_path):
   (a compiled program per device and shape at a process's first save)."""
   from jax.sharding import NamedSharding, PartitionSpec
 
-  from pretrain.state import checkpointing, checksums
-  from tests.conftest import COMPILES
+  from pretrain.state import checkpointer, checksums
+  from tests.helpers import COMPILES
 
   mesh = jax.make_mesh((8,), ("data",))
   state = {
@@ -118,14 +118,14 @@ def test_a_replicated_state_saves_on_cpu_without_compiling(tmp_path):
       np.arange(8 * 24, dtype=np.float32).reshape(8, 24) + 0.5, NamedSharding(mesh, PartitionSpec())
     )
   }
-  ckpt = checkpointing.Checkpointer(str(tmp_path))
+  ckpt = checkpointer.Checkpointer(str(tmp_path))
   checksums.of(state)  # (the save's own checksums, compiled here)
   COMPILES.clear()
   ckpt.save(1, state, {"step": 1}, force=True)
   ckpt.wait()
   assert not COMPILES
   ckpt.close()
-  saved = checkpointing.Checkpointer(str(tmp_path), read_only=True)
+  saved = checkpointer.Checkpointer(str(tmp_path), read_only=True)
   np.testing.assert_array_equal(saved.read_as_saved(1)["w"], state["w"])
   saved.close()
 

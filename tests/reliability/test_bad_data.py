@@ -9,7 +9,7 @@ import pytest
 
 from pretrain.ground import errors
 from pretrain.training import trainer
-from tests.conftest import COMPILES
+from tests.helpers import COMPILES
 
 
 def _refused(config, workdir, *words):

@@ -10,7 +10,7 @@ import pytest
 from configs import bert, gpt
 from pretrain.ground import errors
 from pretrain.training import config_checks
-from tests.conftest import COMPILES
+from tests.helpers import COMPILES
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, settings

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from pretrain.state import checkpointing
+from pretrain.state import checkpointer
 from pretrain.training import trainer
-from tests.conftest import REPO, tiny_gpt_config, xla_flags
+from tests.helpers import REPO, tiny_gpt_config, xla_flags
 
 MODES = ("flipped", "truncated", "deleted", "emptied")
 
@@ -92,7 +92,7 @@ def test_no_usable_checkpoint_stops_and_moves_nothing(run, tmp_path, data_dir):
     damage(workdir / "checkpoints" / str(step), mode)
   before = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*"))
   with pytest.raises(
-    checkpointing.CheckpointError,
+    checkpointer.CheckpointError,
     match=r"no usable checkpoint in .*checkpoints \(step 6: .*step 4: .*step 2: "
     r".*\); nothing was moved or deleted",
   ):
@@ -136,7 +136,7 @@ def test_arrays_that_differ_from_their_checksums_are_refused(run):
 
   from pretrain.state import checksums
 
-  ckpt = checkpointing.Checkpointer(str(run / "checkpoints"), read_only=True)
+  ckpt = checkpointer.Checkpointer(str(run / "checkpoints"), read_only=True)
   state = ckpt.verified(6, lambda: ckpt.read_as_saved(6))  # whole: it passes
   kernel = np.array(state["params"]["blocks"]["mlp"]["fc"]["kernel"])
   for change in ("flip", "swap"):
@@ -148,7 +148,7 @@ def test_arrays_that_differ_from_their_checksums_are_refused(run):
     altered = jax.tree.map(lambda x: x, state)
     altered["params"]["blocks"]["mlp"]["fc"]["kernel"] = bad
     with pytest.raises(
-      checkpointing.CorruptCheckpoint, match=r"checksum mismatch in params/blocks/mlp/fc/kernel\)"
+      checkpointer.CorruptCheckpoint, match=r"checksum mismatch in params/blocks/mlp/fc/kernel\)"
     ):
       ckpt.verified(6, lambda: altered)
   assert checksums.mismatches(state, ckpt.meta(6)["checksums"]) == []

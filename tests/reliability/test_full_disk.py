@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, xla_flags
+from tests.helpers import REPO, xla_flags
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 from pretrain.training import metrics, trainer
 from pretrain.training import steps as steps_lib
 from tests import helpers
-from tests.conftest import tiny_gpt_config, xla_flags
+from tests.helpers import tiny_gpt_config, xla_flags
 
 DEVICE_STEP_S = 0.1  # the slowed device's time per step
 
@@ -90,20 +90,12 @@ runpy.run_module("pretrain.train", run_name="__main__")
 
 def _trainer(workdir, data_dir):
   """pretrain.train (slowed) on a tiny GPT in `workdir`, its output collected as it comes."""
-  overrides = {
+  overrides = helpers.TINY_GPT | {
     "data.data_dir": data_dir,
-    "data.tokenizer.vocab_size": 256,
-    "model.num_layers": 2,
-    "model.num_heads": 4,
-    "model.d_model": 32,
-    "model.max_len": 32,
-    "batch.size": 8,
-    "batch.seq_len": 32,
     "train.total_steps": 20,
     "train.log_every": 5,
-    "train.eval_every": 0,
-    "train.peak_flops": 1e12,
     "checkpoint.every": 10,
+    "checkpoint.async_save": True,
   }
   cmd = [
     sys.executable,
@@ -111,7 +103,7 @@ def _trainer(workdir, data_dir):
     _SLOWED_TRAIN,
     "--config=configs/gpt.py:smoke",
     f"--workdir={workdir}",
-  ] + [f"--config.{k}={v}" for k, v in overrides.items()]
+  ] + helpers.flags(overrides)
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(1))
   return helpers.Running(cmd, env)
 

@@ -15,29 +15,19 @@ import numpy as np
 import pytest
 
 from configs import common, gpt
-from pretrain.state import checkpointing
+from pretrain.state import checkpointer
 from pretrain.training.trainer import train_and_evaluate
 from tests import helpers
-from tests.conftest import REPO, xla_flags
+from tests.helpers import REPO, xla_flags
 
 STEPS = 60
 
 
-OVERRIDES = {
-  "data.tokenizer.vocab_size": 256,
-  "model.num_layers": 2,
-  "model.num_heads": 4,
-  "model.d_model": 32,
-  "model.max_len": 32,
+OVERRIDES = helpers.TINY_GPT | {
   "model.dropout": 0.1,
-  "batch.size": 8,
-  "batch.seq_len": 32,
   "batch.grad_accum": 2,
   "train.total_steps": STEPS,
   "train.log_every": 5,
-  "train.eval_every": 0,
-  "train.eval_batches": 1,
-  "train.peak_flops": 1e12,
   "checkpoint.every": 10,
   "checkpoint.async_save": True,
 }
@@ -54,7 +44,7 @@ def _command(workdir, data_dir):
     "pretrain.train",
     "--config=configs/gpt.py:smoke",
     f"--workdir={workdir}",
-  ] + [f"--config.{k}={v}" for k, v in _overrides(data_dir).items()]
+  ] + helpers.flags(_overrides(data_dir))
 
 
 def _env():
@@ -66,7 +56,7 @@ def _trainer(cmd):
 
 
 def _state(workdir, step):
-  ckpt = checkpointing.Checkpointer(str(workdir / "checkpoints"), read_only=True)
+  ckpt = checkpointer.Checkpointer(str(workdir / "checkpoints"), read_only=True)
   state = ckpt.read_as_saved(step)
   ckpt.close()
   return jax.tree.map(np.asarray, state)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pretrain.objectives import registry
-from pretrain.state import checkpointing
+from pretrain.state import checkpointer
 from pretrain.training import data, trainer
 
 POISONED_STEP = 5
@@ -66,7 +66,7 @@ def test_stop_names_the_step_and_saves_nothing_after_it(tiny_config, tmp_path, p
     ),
   ):
     trainer.train_and_evaluate(_config(tiny_config), str(tmp_path))
-  ckpt = checkpointing.Checkpointer(str(tmp_path / "checkpoints"), read_only=True)
+  ckpt = checkpointer.Checkpointer(str(tmp_path / "checkpoints"), read_only=True)
   assert ckpt.all_steps() == [2, 4]
   ckpt.close()
 

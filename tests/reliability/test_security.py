@@ -6,7 +6,7 @@ import re
 import shlex
 
 from launch import gke, local, slurm, sweep, sweep_trials, tpu_vm
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 NASTY = """--config.data.files=x; rm -rf /tmp/canary 'q" $(touch /tmp/canary) `id`"""
 PACKAGES = ("pretrain", "models", "input_pipeline", "configs", "launch", "benchmarks")

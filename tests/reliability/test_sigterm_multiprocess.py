@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def _children(pid):
