@@ -45,8 +45,8 @@ setuptools.setup(
     # everything the tests need: CPU torch and transformers for the parity tests, the
     # reference implementations the fine-tuning metrics are checked against, lm-eval, the
     # sweep's Optuna and matplotlib, TensorBoard's reader (HParams), wandb (offline) and
-    # hypothesis (config fuzzing), gcsfs and a local GCS emulator (gs:// runs), and ruff at
-    # the version CI lints and formats with
+    # hypothesis (config fuzzing), gcsfs and a local GCS emulator (gs:// runs), and ruff and
+    # mypy at the versions CI lints, formats and type-checks with
     "test": [
       "pytest>=8",
       "pytest-xdist>=3.5",
@@ -66,6 +66,7 @@ setuptools.setup(
       "google-cloud-storage>=2.14",
       "gcp-storage-emulator>=2024.8",
       "ruff==0.14.14",
+      "mypy==1.19.1",
     ],
     "cuda": ["jax[cuda12]>=0.10.0,<0.11"],
     "tpu": ["jax[tpu]>=0.10.0,<0.11", "gcsfs>=2024.2", "google-cloud-storage>=2.14"],

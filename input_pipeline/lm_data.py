@@ -10,6 +10,7 @@ step s is window s * batch_size + r of that sequence (input_pipeline/batches.py)
 
 import dataclasses
 
+import ml_collections
 import numpy as np
 
 from input_pipeline import batches
@@ -88,7 +89,16 @@ class PackedWindows(batches.StepIndexed):
     return self.windows(indices)
 
 
-def load(split, data, *, batch_size, seq_len, seed, shuffle, eos_id):
+def load(
+  split: str,
+  data: ml_collections.ConfigDict,
+  *,
+  batch_size: int,
+  seq_len: int,
+  seed: int,
+  shuffle: bool,
+  eos_id: int,
+) -> PackedWindows:
   """PackedWindows over a prepared split (a tokenized.Tokenized in 'documents' mode)."""
   windows = PackedWindows(
     split.stream, seq_len, batch_size, seed, shuffle, data.document_mask, eos_id

@@ -14,17 +14,17 @@ keyed by (seed, step) so that a seed reproduces the samples.
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from models import layers
+from models import layers, model_config
 
 
-def bucket(n, limit, smallest=16):
+def bucket(n: int, limit: int, smallest: int = 16) -> int:
   """The smallest power of two >= n (at least `smallest`), capped at `limit`."""
   size = smallest
   while size < n:
@@ -32,7 +32,7 @@ def bucket(n, limit, smallest=16):
   return min(size, limit)
 
 
-def cache_slots(cfg, longest, max_new_tokens):
+def cache_slots(cfg: model_config.ModelConfig, longest: int, max_new_tokens: int) -> int:
   """Cache slots for prompts of up to `longest` tokens and max_new_tokens more: in steps of
   128 rather than powers of two (a decoding step reads every slot), and at least the prompts'
   bucket (prefill writes all of it)."""
@@ -40,7 +40,7 @@ def cache_slots(cfg, longest, max_new_tokens):
   return max(slots, bucket(longest, cfg.max_len))
 
 
-def init_cache(cfg, batch, slots):
+def init_cache(cfg: model_config.ModelConfig, batch: int, slots: int) -> dict[str, jax.Array]:
   """A zero KV cache for resolved decoder config `cfg`."""
   shape = (cfg.num_layers, batch, slots, cfg.num_kv_heads, cfg.head_dim)
   dtype = layers.dtype_of(cfg.dtype)
@@ -67,7 +67,9 @@ def decode_step(graphdef, params, tokens, positions, cache):
 
 
 @functools.partial(jax.jit, static_argnames=("top_k",))
-def sample(logits, key, temperature, top_k=0, top_p=1.0):
+def sample(
+  logits: jax.Array, key: jax.Array, temperature: float, top_k: int = 0, top_p: float = 1.0
+) -> jax.Array:
   """Token ids [b] from logits [b, vocab]: greedy where temperature is 0, else sampled from
   softmax(logits / temperature) restricted to the top_k tokens (0: all) and to the smallest
   set whose probability reaches top_p (nucleus)."""
@@ -96,7 +98,13 @@ class Sampling:
   stop: Callable | None = None  # (row, new token ids) -> True to stop that row (stop strings)
 
 
-def generate(model, cfg, prompts, sampling, on_token=None):
+def generate(
+  model: nnx.Module,
+  cfg: model_config.ModelConfig,
+  prompts: Sequence[Sequence[int]],
+  sampling: Sampling,
+  on_token: Callable | None = None,
+) -> list[list[int]]:
   """New tokens for each prompt (lists of ids): up to max_new_tokens, ending at EOS (kept) or
   when `sampling.stop` says so. `on_token(step, tokens [b])` sees every step's tokens (for
   streaming). Prompts must leave room: len(prompt) + max_new_tokens <= cfg.max_len."""
@@ -116,7 +124,7 @@ def generate(model, cfg, prompts, sampling, on_token=None):
   )
   logits, cache = prefill(graphdef, params, jnp.asarray(tokens), jnp.asarray(lengths), cache)
   key = jax.random.PRNGKey(sampling.seed)
-  out = [[] for _ in prompts]
+  out: list[list[int]] = [[] for _ in prompts]
   done = np.zeros(len(prompts), bool)
   positions = lengths.copy()
   for step in range(sampling.max_new_tokens):
@@ -125,10 +133,12 @@ def generate(model, cfg, prompts, sampling, on_token=None):
         logits, jax.random.fold_in(key, step), sampling.temperature, sampling.top_k, sampling.top_p
       )
     )
-    for i in np.flatnonzero(~done):
-      out[i].append(int(new[i]))
-      if new[i] == sampling.eos_id or (sampling.stop is not None and sampling.stop(i, out[i])):
-        done[i] = True
+    for row in np.flatnonzero(~done):
+      out[row].append(int(new[row]))
+      if new[row] == sampling.eos_id or (
+        sampling.stop is not None and sampling.stop(row, out[row])
+      ):
+        done[row] = True
     if on_token is not None:
       on_token(step, new)
     if done.all() or step + 1 == sampling.max_new_tokens:

@@ -88,11 +88,9 @@ def make_blocks(cfg, *, causal, rngs):
 def scan_unroll(cfg):
   """Layers per iteration of the scan over a stacked model (cfg.scan_unroll; the parameters'
   layout is the same whatever it is). 0 picks the whole stack up to 12 layers, compiled like an
-  unscanned model (~0.5 s a layer on CPU): the loop's slicing and stacking of parameters and
-  activations cost a small model 20-40% of its train step on CPU and 16-28% on a GPU (GPT-2
-  small, BERT-base; benchmarks/RESULTS.md). Deeper stacks, and stacks under remat, run one
-  layer per iteration: that keeps compile time flat, and in XLA's memory plan of an unrolled
-  stack remat saved nothing (the ahead-of-time check's, pretrain/aot.py)."""
+  unscanned model: the loop's slicing and stacking of parameters and activations cost a small
+  model much of its step. Deeper stacks, and stacks under remat, run one layer per iteration,
+  which keeps compile time flat (both measured in benchmarks/RESULTS.md)."""
   unroll = cfg.scan_unroll
   if unroll:
     return min(unroll, cfg.num_layers)

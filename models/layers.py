@@ -63,7 +63,7 @@ def _table(embed):
 def embed_rows(embed, ids):
   """`embed(ids)` for a table of a few rows (BERT's token types) as a one-hot matmul, whose
   gradient is a matmul: a gather's is a scatter-add, which a GPU serialises when thousands of
-  tokens update the same two rows (BERT-base's train step ran 1.5x slower for it on an H200)."""
+  tokens update the same two rows (benchmarks/RESULTS.md, GPU)."""
   table = _table(embed)
   return jax.nn.one_hot(ids, table.shape[0], dtype=table.dtype) @ table
 
@@ -101,8 +101,7 @@ class Attention(nnx.Module):
 
   `implementation`: 'xla' forces the XLA kernel and 'cudnn' cuDNN's fused (flash) kernel on
   GPUs; None takes cuDNN's where it runs (a GPU, 16-bit inputs, head_dim a multiple of 8 up to
-  128: 2.1x GPT-2 small's train step on an H200), cpu_kernels.attention on CPU, and XLA's
-  elsewhere.
+  128; benchmarks/RESULTS.md, GPU), cpu_kernels.attention on CPU, and XLA's elsewhere.
   """
 
   def __init__(
@@ -258,8 +257,7 @@ class MLP(nnx.Module):
     hs = tuple(dense(x) for dense in inputs)
     if self.kind == "gelu":
       # Only the GELU's input is kept for the backward pass (with its output, which the
-      # projection keeps): the tanh form kept a third [tokens, d_ff] array per layer, 10% of
-      # a 6-layer GPT's temporary memory on CPU (benchmarks/RESULTS.md)
+      # projection keeps): the tanh form would keep a third [tokens, d_ff] array per layer
       act = jax.checkpoint(act)
     return self.proj(act(*hs))
 

@@ -99,7 +99,9 @@ def _save_whole_replicas_on_cpu():
 
 
 class Checkpointer:
-  def __init__(self, directory, *, keep=1, async_save=False, read_only=False):
+  def __init__(
+    self, directory: str, *, keep: int = 1, async_save: bool = False, read_only: bool = False
+  ):
     self.directory = storage.absolute(directory)
     _save_whole_replicas_on_cpu()
     # The trainer decides when to save (durations.every) and always passes force=True.
@@ -118,17 +120,24 @@ class Checkpointer:
       item_handlers={"state": state_handler, "meta": ocp.JsonCheckpointHandler()},
     )
 
-  def latest_step(self):
+  def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def all_steps(self, reload=False):
+  def require_latest_step(self) -> int:
+    """The latest step, of a directory known to hold a checkpoint (run_files.open_run's)."""
+    step = self.latest_step()
+    if step is None:
+      raise CheckpointError(f"no checkpoint in {self.directory}")
+    return step
+
+  def all_steps(self, reload: bool = False) -> list[int]:
     """The steps of complete checkpoints, oldest first (`reload`: look again on disk, for
     checkpoints another process has finished since)."""
     if reload:
       self.manager.reload()
     return sorted(self.manager.all_steps())
 
-  def save(self, step, state, meta, *, force=False):
+  def save(self, step: int, state: dict, meta: dict, *, force: bool = False) -> bool:
     """Saves `state` with `meta` and the checksums of its arrays (checked at restore)."""
     meta = dict(meta, checksums=checksums.of(state))
     return self.manager.save(
@@ -137,10 +146,10 @@ class Checkpointer:
       force=force,
     )
 
-  def meta(self, step):
+  def meta(self, step: int) -> dict:
     return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
-  def restore(self, step, abstract_state):
+  def restore(self, step: int, abstract_state: dict) -> dict:
     """Restores 'state' into the shardings of `abstract_state` (ShapeDtypeStructs), checked
     against the checksums saved with it; CorruptCheckpoint if it cannot be used."""
     return self.verified(
@@ -150,7 +159,7 @@ class Checkpointer:
       )["state"],
     )
 
-  def restore_params(self, step, abstract_params):
+  def restore_params(self, step: int, abstract_params: dict) -> dict:
     """Restores only state['params'] (for config.init_from), into the given shardings."""
     item = {"params": abstract_params}
     restore = lambda: self.manager.restore(
@@ -201,7 +210,7 @@ class Checkpointer:
       raise CorruptCheckpoint(step, f"checksum mismatch in {prefix}{bad[0]}{more}")
     return out
 
-  def set_aside(self, step):
+  def set_aside(self, step: int) -> str:
     """Moves a corrupt step out of the way, to <workdir>/checkpoints-corrupt/<step> (kept for
     inspection, never deleted); returns where."""
     target = os.path.join(
@@ -218,9 +227,9 @@ class Checkpointer:
     self.manager.reload()
     return target
 
-  def wait(self):
+  def wait(self) -> None:
     self.manager.wait_until_finished()
 
-  def close(self):
+  def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()

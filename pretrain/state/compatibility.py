@@ -5,6 +5,7 @@ layout (scanned or not) and any mesh.
 
 import dataclasses
 import functools
+from collections.abc import Sequence
 
 import jax
 
@@ -55,7 +56,9 @@ OWN_FIELDS = (
 )
 
 
-def check_compatible(saved_model, model, where, ignore=()):
+def check_compatible(
+  saved_model: dict, model: model_config.ModelConfig, where: str, ignore: Sequence[str] = ()
+) -> None:
   """Errors (one line, naming the field) if a checkpoint's model differs in any shape field
   (but those in `ignore`)."""
 
@@ -90,7 +93,14 @@ def param_shapes(ckpt, step):
   return {k: _leaf_shapes(sub) for k, sub in tree.items()}
 
 
-def restore_params(ckpt, step, steps, objective, model_cfg, keys=None):
+def restore_params(
+  ckpt: checkpointer.Checkpointer,
+  step: int,
+  steps,
+  objective,
+  model_cfg: model_config.ModelConfig,
+  keys: Sequence[str] | None = None,
+) -> dict:
   """The parameters of checkpoint `step`, in the shardings of `steps` (any mesh), converted
   from the checkpoint's layer layout (scanned or not) to `model_cfg`'s. `keys`: only these
   top-level entries (a fine-tuning model's backbone, from a pretraining checkpoint)."""
@@ -121,7 +131,7 @@ def _family(model):
   return "an encoder (BERT)" if "type_vocab_size" in fields else "a decoder (GPT)"
 
 
-def _check_family(saved, model_cfg, config):
+def check_family(saved, model_cfg, config):
   if _family(saved) != _family(model_cfg):
     raise checkpointer.CheckpointError(
       f"config.init_from: {config.init_from!r} holds {_family(saved)} checkpoint, but "
@@ -130,7 +140,7 @@ def _check_family(saved, model_cfg, config):
     )
 
 
-def loadable(saved, target):
+def loadable(saved: dict, target: dict) -> list[str]:
   """The entries of the parameter tree `target` that a checkpoint with entries `saved`
   ({entry: {path: shape}}) can fill: all that it has, but a task head of another shape (a
   new label set). The layers' entry is converted between layouts, so its shapes may differ."""

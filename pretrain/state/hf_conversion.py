@@ -89,7 +89,7 @@ def _temporary_dir(path):
   return tmp
 
 
-def read_hf_config(hf_dir):
+def read_hf_config(hf_dir: str) -> dict:
   if not os.path.isdir(hf_dir):
     raise ConvertError(
       f"--hf_dir: {hf_dir!r} is not a local directory; download the model first "
@@ -126,7 +126,7 @@ def _weight_files(hf_dir):
   )
 
 
-def read_tensors(hf_dir):
+def read_tensors(hf_dir: str) -> dict[str, np.ndarray]:
   """{name: float32 numpy array} of every tensor in the weight files."""
   kind, paths = _weight_files(hf_dir)
   out = {}
@@ -267,7 +267,7 @@ def import_hf(
   return Imported(config, m, params, tok, hf_dir, [])
 
 
-def write_run(imported, workdir, overwrite=False):
+def write_run(imported: Imported, workdir: str, overwrite: bool = False) -> None:
   """A workdir with config.json, tokenizer.json and the parameters at step 0 (written whole,
   through a temporary directory: nothing is left half-written)."""
   _check_output(workdir, "--workdir", overwrite)
@@ -404,7 +404,9 @@ def _import_encoder(hf, hf_dir, base_config, scan_layers):
 # ----------------------------------------------------------------------------- to_hf
 
 
-def load_params(workdir, step=None):
+def load_params(
+  workdir: str, step: int | None = None
+) -> tuple[model_config.ModelConfig, dict, ml_collections.ConfigDict, int]:
   """(resolved model, unscanned parameters as numpy, run config, step) of a run's checkpoint."""
 
   def check(config, m):  # before any array is read; hf_type refuses what does not convert
@@ -419,13 +421,15 @@ def load_params(workdir, step=None):
   return m, jax.tree.map(np.asarray, params), config, step
 
 
-def load_model(workdir, step=None):
+def load_model(workdir: str, step: int | None = None) -> nnx.Module:
   """Our Decoder (or Encoder) with a run's checkpoint parameters (unscanned)."""
   m, params, config, _ = load_params(workdir, step)
   return loading.with_params(config.objective, m, params)
 
 
-def export_hf(workdir, hf_dir, step=None, overwrite=False):
+def export_hf(
+  workdir: str, hf_dir: str, step: int | None = None, overwrite: bool = False
+) -> tuple[int, bool]:
   """A run's checkpoint -> an HF directory: config.json, model.safetensors, tokenizer files."""
   from safetensors.numpy import save_file
 

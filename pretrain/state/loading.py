@@ -2,7 +2,11 @@
 device, and the model holding them.
 """
 
+from collections.abc import Callable
+
 import jax
+import ml_collections
+import tokenizers
 from flax import nnx
 
 from models import model_config
@@ -11,14 +15,16 @@ from pretrain.state import checkpointer, run_files
 from pretrain.training import steps as steps_lib
 
 
-def load_params(workdir, step=None, check=None):
+def load_params(
+  workdir: str, step: int | None = None, check: Callable | None = None
+) -> tuple[model_config.ModelConfig, dict, ml_collections.ConfigDict, int]:
   """(resolved model, parameters in the saved layout on one device, run config, step) of a
   run's checkpoint (the latest by default), for inference and conversion; `check(config,
   model)` runs before any array is read."""
   config = run_files.run_config(workdir)
   ckpt = run_files.open_run(workdir, "--workdir")
   try:
-    step = ckpt.latest_step() if step is None else run_files.check_step(ckpt, step)
+    step = ckpt.require_latest_step() if step is None else run_files.check_step(ckpt, step)
     saved = ckpt.meta(step)["model"]
     m = model_config.resolve(saved, saved["vocab_size"])
     if check is not None:
@@ -35,7 +41,9 @@ def load_params(workdir, step=None, check=None):
   return m, params, config, step
 
 
-def load_decoder(workdir, step=None, purpose="generation"):
+def load_decoder(
+  workdir: str, step: int | None = None, purpose: str = "generation"
+) -> tuple[nnx.Module, model_config.ModelConfig, tokenizers.Tokenizer, int | None, int]:
   """(model, resolved model config, tokenizer, EOS id, step) of a GPT run's checkpoint (the
   latest by default), on one device; an encoder run, or a run without its tokenizer.json, is a
   one-line error."""
@@ -59,7 +67,9 @@ def load_decoder(workdir, step=None, purpose="generation"):
   return model, m, tok, tok.token_to_id(config.data.tokenizer.eos_token), step
 
 
-def with_params(objective_name, model_cfg, params):
+def with_params(
+  objective_name: str, model_cfg: model_config.ModelConfig, params: dict
+) -> nnx.Module:
   """The model of `objective_name` for `model_cfg`, holding `params`."""
   # Built abstract (shapes only), then given the parameters: nothing is initialised twice.
   graphdef, state = nnx.split(

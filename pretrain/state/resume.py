@@ -9,6 +9,7 @@ import json
 import os
 
 import jax
+import ml_collections
 
 from models import model_config
 from pretrain.ground import errors, storage
@@ -27,7 +28,7 @@ class Start:
   )  # else config.init_from's checkpoints: parameters only
   initialised: tuple = ()  # entries init_from lacks (a new task head): initialised
 
-  def describe(self, total_steps):
+  def describe(self, total_steps: int) -> str:
     if self.latest is not None:
       return f"resumed from step {self.latest} of {total_steps}"
     source = (
@@ -45,7 +46,13 @@ class Start:
         ckpt.close()
 
 
-def find_start(config, workdir, model_cfg, tok_id, datasets_meta):
+def find_start(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  model_cfg: model_config.ModelConfig,
+  tok_id: str,
+  datasets_meta: dict | None,
+) -> Start:
   """Opens the run's checkpoints and decides the start: the workdir's latest checkpoint, else
   config.init_from, else scratch. Everything that can fail on a checkpoint fails here, before
   <workdir>/checkpoints is created."""
@@ -57,7 +64,7 @@ def find_start(config, workdir, model_cfg, tok_id, datasets_meta):
   latest = ckpt.latest_step() if ckpt is not None else None
   init_from = None
   meta = _newest_readable_meta(ckpt) if latest is not None else None
-  if meta is not None:  # (none readable: restore_usable says so)
+  if ckpt is not None and meta is not None:  # (none readable: restore_usable says so)
     compatibility.check_compatible(meta["model"], model_cfg, ckpt.directory)
     if meta["tokenizer"] != tok_id:
       raise checkpointer.CheckpointError(
@@ -80,8 +87,8 @@ def find_start(config, workdir, model_cfg, tok_id, datasets_meta):
   elif latest is None and config.init_from:
     init_from = run_files.open_run(config.init_from, "config.init_from")
     try:
-      saved = init_from.meta(init_from.latest_step())["model"]
-      compatibility._check_family(saved, model_cfg, config)
+      saved = init_from.meta(init_from.require_latest_step())["model"]
+      compatibility.check_family(saved, model_cfg, config)
       compatibility.check_compatible(
         saved, model_cfg, config.init_from, ignore=("scan_layers", "num_labels")
       )
@@ -102,7 +109,7 @@ def _newest_readable_meta(ckpt):
   return None
 
 
-def check_init_from_family(config):
+def check_init_from_family(config: ml_collections.ConfigDict) -> None:
   """Before anything of config.init_from is used (its tokenizer first): an encoder task
   refuses a decoder's checkpoint, and the reverse, naming both (the most fundamental check)."""
   path = (
@@ -111,7 +118,7 @@ def check_init_from_family(config):
   if path and storage.isfile(path):
     saved = json.loads(storage.read_text(path)).get("resolved_model")
     if saved:
-      compatibility._check_family(saved, config.model, config)
+      compatibility.check_family(saved, config.model, config)
 
 
 def restore_or_init(
@@ -126,7 +133,7 @@ def restore_or_init(
   state = steps.init()
   if start.init_from is None:
     return start, state
-  step = start.init_from.latest_step()
+  step = start.init_from.require_latest_step()
   keys = compatibility.loadable(
     compatibility.param_shapes(start.init_from, step), steps.abstract_state["params"]
   )

@@ -9,8 +9,10 @@ import os
 
 import jax
 import ml_collections
+import tokenizers
 
 from input_pipeline import tokenizer
+from models import model_config
 from pretrain.ground import storage
 from pretrain.objectives import registry
 from pretrain.state import checkpointer, compatibility
@@ -51,19 +53,19 @@ def workdir_lock(workdir):
     f.close()
 
 
-def run_dir(path):
+def run_dir(path: str) -> str:
   """A run's workdir, given it or its checkpoints directory."""
   path = path.rstrip("/")
   return os.path.dirname(path) if os.path.basename(path) == "checkpoints" else path
 
 
-def run_tokenizer(path):
+def run_tokenizer(path: str) -> tokenizers.Tokenizer | None:
   """The tokenizer a run trained with (<workdir>/tokenizer.json), or None for older runs."""
   file = os.path.join(run_dir(path), "tokenizer.json")
   return tokenizer.from_str(storage.read_text(file)) if storage.isfile(file) else None
 
 
-def inherit_model(config):
+def inherit_model(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """`config`, or a copy whose model is config.init_from's (the run's resolved model in its
   config.json) when config.model.size is 'from_init', keeping compatibility.OWN_FIELDS."""
   if config.model.size != "from_init":
@@ -87,7 +89,7 @@ def inherit_model(config):
   return config
 
 
-def run_config(workdir):
+def run_config(workdir: str) -> ml_collections.ConfigDict:
   """A run's resolved config (<workdir>/config.json) as a ConfigDict, without the derived
   model (config.json's 'resolved_model')."""
   storage.check(workdir, "--workdir")  # a bucket that is missing or out of reach: one line
@@ -101,7 +103,13 @@ def run_config(workdir):
   return ml_collections.ConfigDict(config)
 
 
-def write_run_files(workdir, config, model_cfg, tok, total_steps=None):
+def write_run_files(
+  workdir: str,
+  config: ml_collections.ConfigDict,
+  model_cfg: model_config.ModelConfig,
+  tok: tokenizers.Tokenizer,
+  total_steps: int | None = None,
+) -> None:
   """config.json (the resolved config, with the resolved model and, when given, the run's
   length in steps as train.total_steps, in place of its epochs or tokens) and tokenizer.json: what run_config and
   `pretrain.evaluate` read back."""
@@ -115,7 +123,13 @@ def write_run_files(workdir, config, model_cfg, tok, total_steps=None):
   storage.write_atomic(os.path.join(workdir, "tokenizer.json"), tok.save)
 
 
-def write_step_zero(workdir, config, model_cfg, params, tok):
+def write_step_zero(
+  workdir: str,
+  config: ml_collections.ConfigDict,
+  model_cfg: model_config.ModelConfig,
+  params: dict,
+  tok: tokenizers.Tokenizer,
+) -> None:
   """A run at step 0 that holds `params`: its files, and a checkpoint of the train state the
   trainer would start from with them (an imported model becomes such a run)."""
   write_run_files(workdir, config, model_cfg, tok)
@@ -145,7 +159,7 @@ def run_meta(model_cfg, tok_id, step, seed, datasets=None, optimizer_name="adamw
   }
 
 
-def check_step(ckpt, step):
+def check_step(ckpt: checkpointer.Checkpointer, step: int) -> int:
   """`step` if `ckpt` holds it; else a one-line error listing the steps it does hold."""
   steps = ckpt.all_steps()
   if step not in steps:
@@ -156,7 +170,7 @@ def check_step(ckpt, step):
   return step
 
 
-def open_run(path, field):
+def open_run(path: str, field: str) -> checkpointer.Checkpointer:
   """A read-only checkpointer.Checkpointer over a run's workdir or its checkpoints directory; an error
   naming `field` when it holds no checkpoint."""
   source = path

@@ -6,10 +6,12 @@ import os
 
 import jax
 import ml_collections
+import tokenizers
 from jax.experimental import multihost_utils
 
 from input_pipeline import batches
 from input_pipeline.corpora import mirror, sources, tokenized
+from pretrain.objectives.objective import Objective
 
 
 def _barrier(name):
@@ -25,7 +27,12 @@ def _first_process_first(fn):
   return out if jax.process_index() == 0 else fn()
 
 
-def load_data(config, objective, tok=None, train=True):
+def load_data(
+  config: ml_collections.ConfigDict,
+  objective: Objective,
+  tok: tokenizers.Tokenizer | None = None,
+  train: bool = True,
+):
   """Prepares and tokenizes every dataset (once; later runs find them done) and builds the
   train loader (one dataset, or their Mixture; None without `train`) and one eval loader per
   dataset. Returns (tokenizer, train loader, {name: eval loader}, lines for the log).
@@ -53,11 +60,11 @@ def load_data(config, objective, tok=None, train=True):
   shared = dict(process_index=pidx, process_count=pcount)
   log = (lambda message: print(message, flush=True)) if pidx == 0 else (lambda message: None)
   eval_only, mode = not train, tokenized.mode_for(data)
-  split_dirs = lambda: remote.tokenized_dirs(built, tok, mode, eval_only)
   # One process prepares under a lock, as other runs may share data_dir; a job's processes
   # take turns through barriers instead.
   with sources.preparation_lock(data.data_dir) if pcount == 1 else contextlib.nullcontext():
     built = _first_process_first(synced(remote.source_dirs, lambda: sources.builders(data)))
+    split_dirs = lambda: remote.tokenized_dirs(built, tok, mode, eval_only)
     if tok is None:
       tok = _first_process_first(
         synced(remote.tokenizer_dirs, lambda: tokenized.tokenizer_for(data, built))

@@ -8,15 +8,18 @@ evaluator, the AOT memory check and the benchmarks all build them through `build
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 from flax import nnx
 
+from models import model_config
 from pretrain.devices import sharding
+from pretrain.objectives.objective import Objective
 from pretrain.training import optimizer
 
 
@@ -151,18 +154,24 @@ def eval_step(params, batch, *, graphdef, objective):
   return dict(sums, **denominators), predictions
 
 
-def init_params(objective, model_cfg, key):
+def init_params(objective: Objective, model_cfg: model_config.ModelConfig, key: jax.Array) -> dict:
   """A freshly initialised parameter tree (a pure dict)."""
   model = objective.make_model(model_cfg, nnx.Rngs(params=key))
   return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 
-def init_state(key, *, objective, model_cfg, tx):
+def init_state(
+  key: jax.Array,
+  *,
+  objective: Objective,
+  model_cfg: model_config.ModelConfig,
+  tx: optax.GradientTransformation,
+) -> dict:
   params_key, _ = jax.random.split(key)
   return state_of(init_params(objective, model_cfg, params_key), tx, key)
 
 
-def state_of(params, tx, key):
+def state_of(params: dict, tx: optax.GradientTransformation, key: jax.Array) -> dict:
   """The step-0 train state holding `params`, its RNG derived from `key` as init_state's."""
   _, rng = jax.random.split(key)
   return dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=rng)
@@ -190,7 +199,9 @@ def state_shardings(abstract_state, logical_specs, mesh, rules):
   return dict(step=rep, params=params, opt_state=opt, rng=rep)
 
 
-def model_logical_specs(objective, model_cfg):
+def model_logical_specs(
+  objective: Objective, model_cfg: model_config.ModelConfig
+) -> tuple[nnx.GraphDef, dict]:
   abstract = nnx.eval_shape(lambda: objective.make_model(model_cfg, nnx.Rngs(params=0)))
   graphdef, params = nnx.split(abstract, nnx.Param)
   return graphdef, nnx.to_pure_dict(nnx.get_partition_spec(params))
@@ -242,7 +253,15 @@ class Steps:
     }
 
 
-def build_steps(config, objective, model_cfg, mesh, rules, batch_ndims, total_steps):
+def build_steps(
+  config: ml_collections.ConfigDict,
+  objective: Objective,
+  model_cfg: model_config.ModelConfig,
+  mesh: jax.sharding.Mesh,
+  rules: Sequence,
+  batch_ndims: dict,
+  total_steps: int,
+) -> Steps:
   """Sharded init and the jitted train/eval steps for `batch_ndims` (batch key -> ndim)."""
   graphdef, logical = model_logical_specs(objective, model_cfg)
   tx, lr_fn = optimizer.make(config.optimizer, total_steps, logical)

@@ -17,10 +17,13 @@ import dataclasses
 import os
 import signal
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
+import tokenizers
 from flax import nnx
 from jax.experimental import multihost_utils
 
@@ -85,7 +88,7 @@ class Preemption:
     if self.synced:
       os.kill(os.getpid(), signal.SIGTERM)  # to JAX's preemption service
 
-  def should_stop(self, step):
+  def should_stop(self, step: int) -> bool:
     if self.synced:
       return multihost_utils.reached_preemption_sync_point(step)
     return self.requested
@@ -109,7 +112,7 @@ class TrainResult:
   stopped_by: str | None = None  # 'SIGTERM' or 'SIGINT' when a signal stopped the run
 
   @property
-  def exit_code(self):
+  def exit_code(self) -> int:
     """What the entry point exits with: 130 after Ctrl-C, else 0."""
     return EXIT_INTERRUPTED if self.stopped_by == "SIGINT" else 0
 
@@ -162,7 +165,12 @@ class Setup:
     )
 
 
-def setup(config, devices=None, tok=None, train=True):
+def setup(
+  config: ml_collections.ConfigDict,
+  devices: Sequence[jax.Device] | None = None,
+  tok: tokenizers.Tokenizer | None = None,
+  train: bool = True,
+) -> Setup:
   """Validates `config` for `devices` (default: all), builds the mesh and loads the data."""
   devices = jax.devices() if devices is None else list(devices)
   config = run_files.inherit_model(config)
@@ -203,7 +211,7 @@ def _init_from_tokenizer(init_from):
   return tok
 
 
-def datasets_meta(run):
+def datasets_meta(run: Setup) -> dict | None:
   """Example counts and mixture weights: enough to warn when a resumed run's data changed
   (say, new weights for the next stage of a curriculum)."""
   return {
@@ -213,7 +221,9 @@ def datasets_meta(run):
   }
 
 
-def train_and_evaluate(config, workdir, devices=None):
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, devices: Sequence[jax.Device] | None = None
+) -> TrainResult:
   """Trains `config` in `workdir`, resuming if it holds a checkpoint; returns a TrainResult.
 
   `devices` restricts the mesh to a subset of the devices (default: all of them). A second
