@@ -147,6 +147,7 @@ def optimizer_config():
   opt.schedule = "cosine"  # 'cosine', 'linear', 'constant' or 'wsd' after warmup
   opt.decay_fraction = 0.2  # wsd: cool down over this last share of the run ...
   opt.decay_shape = "linear"  # ... to min_lr, 'linear' or '1-sqrt'
+  opt.decay_until = 1.0  # cosine, linear: the decay ends at this share of the run, then min_lr
   opt.warmup_steps = 100
   opt.warmup_fraction = 0.0  # > 0: warm up over this fraction of the run instead
   opt.b1 = 0.9

@@ -21,6 +21,17 @@ SIZES = {
   "medium": dict(num_layers=24, num_heads=16, d_model=1024, max_len=1024),  # 350M
   "large": dict(num_layers=36, num_heads=20, d_model=1280, max_len=1024),  # 774M
   "xl": dict(num_layers=48, num_heads=25, d_model=1600, max_len=1024),  # 1.5B
+  # GPT-3 (Brown et al. 2020, Table 2.1): context 2048, d_ff = 4 * d_model (configs/gpt3.py)
+  "gpt3_small": dict(num_layers=12, num_heads=12, d_model=768, max_len=2048),  # 125M
+  "gpt3_medium": dict(num_layers=24, num_heads=16, d_model=1024, max_len=2048),  # 350M
+  "gpt3_large": dict(num_layers=24, num_heads=16, d_model=1536, max_len=2048),  # 760M
+  "gpt3_xl": dict(num_layers=24, num_heads=24, d_model=2048, max_len=2048),  # 1.3B
+  "gpt3_2.7b": dict(num_layers=32, num_heads=32, d_model=2560, max_len=2048),
+  "gpt3_6.7b": dict(num_layers=32, num_heads=32, d_model=4096, max_len=2048),
+  # the table's 5140 is not a multiple of its 40 heads (128.5 each): 5120, 40 heads of 128, as
+  # the paper's own head size (d_head 128) and every reproduction (OPT-13B) have it; 12.9B
+  "gpt3_13b": dict(num_layers=40, num_heads=40, d_model=5120, max_len=2048),
+  "gpt3_175b": dict(num_layers=96, num_heads=96, d_model=12288, max_len=2048),
 }
 
 # The architecture's fields and their GPT-2 values: models/model_config.py.

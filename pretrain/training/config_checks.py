@@ -163,6 +163,10 @@ def _check_train(t, opt):
     "config.optimizer.warmup_fraction: must be in [0, 1)",
   )
   _require(
+    0 < opt.get("decay_until", 1.0) <= 1,
+    f"config.optimizer.decay_until: {opt.get('decay_until')} must be in (0, 1] (a share of the run)",
+  )
+  _require(
     t.nan_policy in ("stop", "skip"),
     f"config.train.nan_policy: {t.nan_policy!r}; use 'stop' or 'skip'",
   )

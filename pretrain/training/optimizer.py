@@ -81,12 +81,14 @@ def schedule(opt, total_steps):
   """Linear warmup from 0 to opt.lr, then cosine/linear decay to opt.min_lr (or constant)."""
   check_schedule(opt.schedule)
   warmup = min(warmup_steps(opt, total_steps), total_steps)
+  # cosine and linear decay until this step, then hold min_lr (GPT-3: 260B of 300B tokens)
+  decay_end = round(opt.get("decay_until", 1.0) * total_steps)
   if opt.schedule == "cosine":
     return optax.warmup_cosine_decay_schedule(
       init_value=0.0,
       peak_value=opt.lr,
       warmup_steps=warmup,
-      decay_steps=max(total_steps, warmup + 1),
+      decay_steps=max(decay_end, warmup + 1),
       end_value=opt.min_lr,
     )
   ramp = optax.linear_schedule(0.0, opt.lr, max(1, warmup))
@@ -97,7 +99,7 @@ def schedule(opt, total_steps):
       [ramp, optax.constant_schedule(opt.lr), _cooldown(opt, cooldown)], [warmup, warmup + stable]
     )
   decay = {
-    "linear": optax.linear_schedule(opt.lr, opt.min_lr, max(1, total_steps - warmup)),
+    "linear": optax.linear_schedule(opt.lr, opt.min_lr, max(1, decay_end - warmup)),
     "constant": optax.constant_schedule(opt.lr),
   }
   return optax.join_schedules([ramp, decay[opt.schedule]], [warmup])
