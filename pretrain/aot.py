@@ -43,10 +43,11 @@ from flax import nnx
 from ml_collections import config_flags
 
 from configs import common
-from models import cpu_kernels, layers, model_config
+from models import cpu_kernels, layer_stack, layers, model_config
 from pretrain.devices import process, sharding
 from pretrain.ground import errors
 from pretrain.objectives import registry
+from pretrain.planning import memory_model
 from pretrain.training import config_checks, durations
 from pretrain.training import steps as steps_lib
 
@@ -136,6 +137,17 @@ def _analyse(config, devices):
   out["peak_bytes"] = (
     out["argument_bytes"] + out["output_bytes"] - out["alias_bytes"] + out["temp_bytes"]
   )
+  out["model"] = memory_model.estimate(
+    model_cfg,
+    state_bytes=out["state_bytes_per_device"],
+    n_params=layers.count_params(lambda: objective.make_model(model_cfg, nnx.Rngs(0)), False),
+    mesh=dict(mesh.shape),
+    batch_size=config.batch.size,
+    seq_len=config.batch.seq_len,
+    grad_accum=config.batch.grad_accum,
+    remat=layer_stack.remat_in_effect(config.model.remat),
+    output_positions=config.data.mlm.max_predictions if model_cfg.is_encoder else None,
+  )
   return out
 
 
@@ -151,10 +163,28 @@ def report(r, limit):
     f"{r['formula_flops_per_step'] / r['devices']:.3e} per device (the MFU formula, "
     "pretrain/training/metrics.py)",
   ]
+  lines += _model_lines(r["model"], r["peak_bytes"])
   if limit:
     fits = r["peak_bytes"] <= limit
     lines.append(f"{'fits' if fits else 'does NOT fit'} in {_bytes(limit)} per device")
   return "\n".join(lines)
+
+
+def _model_lines(model, compiled):
+  """The analytic model's figures (pretrain/planning/memory_model.py), and a line when it and
+  the compile disagree by more than a quarter."""
+  lines = [
+    f"analytic model per device: state {_bytes(model.state)}, gradients "
+    f"{_bytes(model.gradients)}, activations kept {_bytes(model.activations)}, largest "
+    f"transient {_bytes(model.transient)}; peak ~{_bytes(model.peak)}"
+  ]
+  off = memory_model.disagreement(model.peak, compiled)
+  if off > 0.25:
+    lines.append(
+      f"warning: the compiled peak and the analytic model differ by {off:.0%}: believe the "
+      "compile for a CPU, the model for a TPU or GPU (the CPU compiler plans buffers otherwise)"
+    )
+  return lines
 
 
 def ladder(config):

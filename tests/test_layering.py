@@ -12,7 +12,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 PACKAGES = ("pretrain", "models", "input_pipeline", "configs", "launch")
 GROUND = "pretrain.ground"
 # The library's subpackages of pretrain/ (the rest of pretrain/ are entry points).
-LIBRARY_OF_PRETRAIN = ("devices", "evaluation", "objectives", "state", "training")
+LIBRARY_OF_PRETRAIN = ("devices", "evaluation", "objectives", "planning", "state", "training")
 
 
 def _modules():
