@@ -33,18 +33,12 @@ def load_data(
   tok: tokenizers.Tokenizer | None = None,
   train: bool = True,
 ):
-  """Prepares and tokenizes every dataset (once; later runs find them done) and builds the
-  train loader (one dataset, or their Mixture; None without `train`) and one eval loader per
-  dataset. Returns (tokenizer, train loader, {name: eval loader}, lines for the log).
-
-  `tok` is the tokenizer to use (evaluation: the run's own); by default config.data.tokenizer,
-  trained on the train splits when it is a trained kind.
-
-  Loaders are global: a process asks for its rows of each global batch, so the batches do
-  not depend on the number of processes. Process 0 does the shared work first (tfds
-  preparation, tokenizer training, manifests); the processes share out the pieces to tokenize
-  (and BERT's pairs to build).
-  """
+  """Prepares and tokenizes every dataset (once) and builds the train loader (one dataset, or
+  their Mixture; None without `train`) and one eval loader per dataset. Returns (tokenizer,
+  train loader, {name: eval loader}, lines for the log). `tok`: the tokenizer to use (the
+  run's own, to evaluate); by default config.data.tokenizer's, trained if it is a trained kind.
+  Loaders are global: a process asks for its rows of each global batch. Process 0 does the
+  shared work first; the processes share out the pieces to tokenize."""
   pidx, pcount = jax.process_index(), jax.process_count()
   remote = mirror.Mirror(config.data)  # unusable URLs fail here, before any work
   if objective.load_data is not None:  # a fine-tuning task: labelled examples
