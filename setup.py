@@ -31,6 +31,8 @@ setuptools.setup(
   extras_require={
     # Hugging Face checkpoints (pretrain/convert.py); torch only to read pytorch_model.bin
     "hf": ["safetensors>=0.4"],
+    # record shards in config.data.files: Parquet and Arrow (pyarrow), .jsonl.zst (zstandard)
+    "corpora": ["pyarrow>=14", "zstandard>=0.22"],
     # lm-evaluation-harness over our checkpoints (pretrain/lm_eval.py)
     "eval": ["lm-eval>=0.4.5,<0.5"],
     # hyperparameter sweeps (launch/sweep.py): the Optuna study, the report's plot
@@ -65,6 +67,8 @@ setuptools.setup(
       "gcsfs>=2024.2",
       "google-cloud-storage>=2.14",
       "gcp-storage-emulator>=2024.8",
+      "pyarrow>=14",
+      "zstandard>=0.22",
       "ruff==0.14.14",
       "mypy==1.19.1",
     ],

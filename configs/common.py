@@ -82,7 +82,7 @@ def data_config():
   data.validation_fraction = 0.05  # local_text: share of documents (or text) held out
   data.split_by = "hash"  # local_text: 'hash' of each document, or 'tail' (last chars)
   data.text_key = "text"  # feature holding the text in the tfds examples
-  data.jsonl_key = "text"  # local_text: field holding the text in .jsonl lines
+  data.jsonl_key = "text"  # local_text: the text field of .jsonl lines, Parquet and Arrow records
   data.train_split = "train"
   data.eval_split = "validation"
   data.document_mask = False  # mask attention across packed documents (segment ids)

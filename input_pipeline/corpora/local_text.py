@@ -1,6 +1,10 @@
-"""A tfds builder over local text files (.txt, .jsonl, .gz; paths or globs).
+"""A tfds builder over local text files and record shards (paths or globs).
 
-A document is a whole file or a blank-line-separated block (`doc_split`). The train/validation
+Text files (.txt and the like, optionally .gz): a document is a whole file or a
+blank-line-separated block (`doc_split`). Records, one document each, with the text in the
+field or column `jsonl_key`: JSON lines (.jsonl, .jsonl.gz, .jsonl.zst: Dolma, the Pile),
+Parquet (.parquet: FineWeb, DCLM, The Stack; read a row group at a time, never whole) and Arrow
+dataset folders (what `datasets.Dataset.save_to_disk` writes: its .arrow stream files). The train/validation
 split is deterministic: by a hash of each document's text (`split_by='hash'`, stable when files
 are added), or the last `validation_fraction` of the characters (`split_by='tail'`, nanoGPT's
 split). With no files, the corpus is the English documentation that ships inside every CPython
@@ -19,13 +23,13 @@ import os
 
 import tensorflow_datasets as tfds
 
+from input_pipeline.corpora import records
 from pretrain.ground import errors
 
 DEFAULT_CORPUS = "pydoc_topics"
 
 
-class DataError(errors.UserError):
-  """Bad data input (missing or empty files, unprepared datasets)."""
+DataError = records.DataError
 
 
 def expand_files(files):
@@ -41,32 +45,45 @@ def expand_files(files):
       raise DataError(
         f"config.data.files: no file matches {pattern!r}; give existing paths or globs"
       )
-    found.extend(m for m in matches if os.path.isfile(m))
+    for match in matches:
+      found.extend(_arrow_files(match) if os.path.isdir(match) else [match])
   if patterns and not found:
     raise DataError(f"config.data.files: {files!r} names no regular files")
   return list(dict.fromkeys(found))  # a file matched by two patterns is read once
 
 
+def _arrow_files(folder):
+  """The .arrow files of a dataset folder (`datasets`' save_to_disk), in order; none elsewhere."""
+  return sorted(glob.glob(os.path.join(folder, "*.arrow")))
+
+
 def _read_file(path, jsonl_key, stats):
-  """Yields the documents of one file as bytes (a whole text file, or one per .jsonl line).
-  Unreadable .jsonl lines (bad JSON, no `jsonl_key`) are skipped and counted in `stats`."""
-  opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rb") as f:
-    if not path.endswith((".jsonl", ".jsonl.gz")):
+  """Yields the documents of one file as bytes: a whole text file, or one per record."""
+  if path.endswith(".parquet"):
+    yield from records.parquet_texts(path, jsonl_key)
+  elif path.endswith(".arrow"):
+    yield from records.arrow_texts(path, jsonl_key)
+  elif path.endswith((".jsonl", ".jsonl.gz", ".jsonl.zst")):
+    yield from _jsonl_texts(path, jsonl_key, stats)
+  else:
+    with gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb") as f:
       yield f.read().replace(b"\r\n", b"\n").replace(b"\r", b"\n")  # universal newlines
-      return
-    good = bad = 0
-    for line in f:
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-        text = record[jsonl_key]
-      except (ValueError, KeyError, TypeError):
-        bad += 1
-        continue
-      good += 1
-      yield text.encode("utf-8", errors="surrogatepass") if isinstance(text, str) else b""
+
+
+def _jsonl_texts(path, jsonl_key, stats):
+  """The `jsonl_key` field of each JSON line. Unreadable lines (bad JSON, no `jsonl_key`) are
+  skipped and counted in `stats`."""
+  good = bad = 0
+  for line in records.lines(path):
+    if not line.strip():
+      continue
+    try:
+      text = json.loads(line)[jsonl_key]
+    except (ValueError, KeyError, TypeError):
+      bad += 1
+      continue
+    good += 1
+    yield text.encode("utf-8", errors="surrogatepass") if isinstance(text, str) else b""
   if bad and not good:
     raise DataError(
       f"config.data.jsonl_key: no line of {path} is a JSON object with field "

@@ -1,0 +1,125 @@
+"""Record shards as corpora (input_pipeline/corpora/records.py): Parquet by row group, Arrow
+dataset folders and .jsonl.zst, prepared through the local-text builder, and their bad inputs."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from configs import common
+from input_pipeline.corpora import local_text, records, sources
+from pretrain.training import metrics, trainer
+from tests import helpers
+
+
+def _doc(i):
+  return f"document {i}: the {['red', 'green', 'old'][i % 3]} boat sails, é 日本 {i * 7919}"
+
+
+def _parquet(path, texts, row_group=7):
+  """FineWeb's layout: a `text` column beside others, several row groups."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  table = pa.table(
+    {"text": texts, "id": [str(i) for i in range(len(texts))], "score": [1.0] * len(texts)}
+  )
+  pq.write_table(table, path, row_group_size=row_group)
+  return path
+
+
+def _arrow_folder(folder, texts):
+  """What `datasets.Dataset.save_to_disk` writes: Arrow stream shards and its JSON files."""
+  folder.mkdir(parents=True)
+  table = pa.table({"text": texts, "label": list(range(len(texts)))})
+  with pa.OSFile(str(folder / "data-00000-of-00001.arrow"), "wb") as sink:
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+      for batch in table.to_batches(max_chunksize=5):
+        writer.write_batch(batch)
+  (folder / "state.json").write_text(
+    json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}]})
+  )
+  (folder / "dataset_info.json").write_text("{}")
+  return folder
+
+
+def _zst(path, texts):
+  """Dolma's layout: .jsonl.zst with `text` and `id`."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  lines = [json.dumps({"id": str(i), "text": t}) + "\n" for i, t in enumerate(texts)]
+  half = len(lines) // 2  # two frames, as concatenated shards have
+  frames = ("".join(lines[:half]), "".join(lines[half:]))
+  path.write_bytes(b"".join(zstandard.ZstdCompressor().compress(f.encode()) for f in frames))
+  return path
+
+
+def _read(files, key="text"):
+  return [t for _, t in local_text.read_documents(local_text.expand_files(files), "file", key)]
+
+
+def test_each_format_yields_its_documents_in_order(tmp_path):
+  texts = [_doc(i) for i in range(40)]
+  shard = _parquet(
+    tmp_path / "fineweb" / "data" / "CC-MAIN-2024-10" / "000_00000.parquet", texts[:20]
+  )
+  folder = _arrow_folder(tmp_path / "saved", texts[20:30])
+  dolma = _zst(tmp_path / "dolma" / "part-0.jsonl.zst", texts[30:])
+  assert pq.ParquetFile(shard).num_row_groups == 3  # read a row group at a time
+  got = _read(f"{tmp_path}/fineweb/data/CC-MAIN-*/*.parquet,{folder},{dolma}")
+  assert got == texts
+
+
+def test_a_prepared_parquet_corpus_splits_by_document(tmp_path):
+  texts = [_doc(i) for i in range(60)]
+  _parquet(tmp_path / "in" / "a.parquet", texts[:30])
+  _parquet(tmp_path / "in" / "b.parquet", texts[30:])
+  data = common.data_config()
+  data.update(
+    data_dir=str(tmp_path / "tfds"), files=f"{tmp_path}/in/*.parquet", validation_fraction=0.3
+  )
+  b = sources.builder(data)
+  sources.prepare(b)
+  train, val = (list(sources.texts(b, split, "text")) for split in ("train", "validation"))
+  assert train and val and sorted(train + val) == sorted(texts)
+
+
+def test_bad_shards_are_one_line_naming_the_file(tmp_path):
+  shard = _parquet(tmp_path / "a.parquet", ["x", "y"])
+  with pytest.raises(
+    records.DataError,
+    match=r"^config.data.jsonl_key: .*a.parquet has no column 'body'; its columns are text, id, score",
+  ):
+    _read(str(shard), key="body")
+  damaged = tmp_path / "damaged.parquet"
+  damaged.write_bytes(shard.read_bytes()[:-20])
+  with pytest.raises(
+    records.DataError, match=r"^config.data.files: .*damaged.parquet is not a readable Parquet file"
+  ):
+    _read(str(damaged))
+  whole = _zst(tmp_path / "whole.jsonl.zst", [_doc(i) for i in range(200)])
+  cut = tmp_path / "cut.jsonl.zst"
+  cut.write_bytes(whole.read_bytes()[: os.path.getsize(whole) // 2])
+  with pytest.raises(
+    records.DataError, match=r"^config.data.files: .*cut.jsonl.zst is not a whole zstd file"
+  ):
+    _read(str(cut))
+  folder = _arrow_folder(tmp_path / "saved", ["x"])
+  with pytest.raises(records.DataError, match=r"its columns are text, label"):
+    _read(str(folder), key="content")
+
+
+@pytest.mark.slow
+def test_the_smoke_gpt_trains_on_a_fineweb_layout_corpus(tmp_path, data_dir):
+  for shard in range(2):
+    texts = [_doc(100 * shard + i) + " " + _doc(i) * 3 for i in range(100)]
+    _parquet(
+      tmp_path / "fineweb" / "data" / f"CC-MAIN-2024-1{shard}" / "000_00000.parquet", texts, 25
+    )
+  files = f"{tmp_path}/fineweb/data/CC-MAIN-*/*.parquet"
+  config = helpers.tiny_gpt_config(data_dir, **{"data.files": files, "checkpoint.every": 0})
+  result = trainer.train_and_evaluate(config, str(tmp_path / "run"), devices=jax.devices()[:1])
+  rows = [r for r in metrics.read_rows(tmp_path / "run" / "metrics.jsonl") if "train/loss" in r]
+  assert result.step == 6 and np.isfinite(rows[-1]["train/loss"])
