@@ -7,8 +7,8 @@ it calls into this module at one seam, `cpu_kernels.*`:
   recomputed rather than kept);
 - `attention`: heads-major softmax attention by blocks of queries, skipping the blocks above a
   causal diagonal.
-Off CPU (`built_for('gpu')`, the ahead-of-time check) each is the plain call. They pay 5-23% of
-a train step on CPU (benchmarks/RESULTS.md, "CPU-only mechanisms"); remove them when not.
+Off CPU (`built_for('gpu')`, the ahead-of-time check) each is the plain call. Each pays 7-8% of
+a train step on CPU where it acts (benchmarks/RESULTS.md, "CPU kernels"); remove it when not.
 """
 
 import contextlib
