@@ -15,6 +15,7 @@ DEFAULT_RULES = (
   (axes.BATCH, ("data", "fsdp")),
   (axes.LENGTH, "sequence"),
   (axes.EMBED, "fsdp"),
+  (axes.ACT_EMBED, "tensor"),
   (axes.MLP, "tensor"),
   (axes.HEADS, "tensor"),
   (axes.KV_HEADS, "tensor"),

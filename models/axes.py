@@ -9,7 +9,12 @@ from pretrain.ground import errors
 
 BATCH = "batch"  # examples in a batch
 LENGTH = "length"  # positions along the sequence (activations)
-EMBED = "embed"  # model width
+EMBED = "embed"  # model width (of parameters)
+# Model width of the residual stream between blocks. Sharding it over the tensor axis (as
+# MaxText's `activation_embed`, and Megatron's sequence parallelism do) keeps each device's
+# share of the activations that remat keeps at 1/tensor, with the all-reduce after each block
+# becoming a reduce-scatter and an all-gather of the same volume.
+ACT_EMBED = "activation_embed"
 MLP = "mlp"  # hidden width of the feed-forward block
 HEADS = "heads"  # query heads
 KV_HEADS = "kv_heads"  # key/value heads (grouped-query attention)
@@ -20,7 +25,7 @@ LAYERS = "layers"  # the stacked-layer axis when scanning over layers
 TYPES = "types"  # rows of the token-type (segment) table
 CLASSES = "classes"  # outputs of a classification head
 
-ACTIVATION = (BATCH, LENGTH, EMBED)
+ACTIVATION = (BATCH, LENGTH, ACT_EMBED)
 # A KV cache: keys (or values) of every layer, slot and head; it shards like the activations.
 CACHE = (LAYERS, BATCH, LENGTH, KV_HEADS, HEAD_DIM)
 

@@ -12,10 +12,7 @@ step's FLOPs (the MFU formula's, pretrain/training/metrics.py) and whether it fi
 accumulation, cumulatively and in that order) and prints the overrides that do.
 Nothing is read from the dataset: the vocabulary size comes from config.model.vocab_size or
 config.data.tokenizer.vocab_size. Exit status 0 when it fits (or no limit is given), 3 when not.
-
-XLA's own FLOP count (cost_analysis) is not printed: it counts the body of a loop once, so a
-scanned stack of layers or accumulated microbatches is undercounted by their number, and it
-is for one device's program; it is no measure of the step's work.
+The library is pretrain/planning/compile_check.py.
 """
 
 import os
@@ -35,21 +32,12 @@ def _fake_devices_from_argv():
 
 _fake_devices_from_argv()  # must precede the first import of jax
 
-import jax
-import ml_collections
-import numpy as np
 from absl import app, flags
-from flax import nnx
 from ml_collections import config_flags
 
-from configs import common
-from models import cpu_kernels, layer_stack, layers, model_config
-from pretrain.devices import process, sharding
+from pretrain.devices import process
 from pretrain.ground import errors
-from pretrain.objectives import registry
-from pretrain.planning import memory_model
-from pretrain.training import config_checks, durations
-from pretrain.training import steps as steps_lib
+from pretrain.planning import compile_check
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 flags.DEFINE_integer("devices", 0, "Fake CPU devices to compile for (0: the real devices).")
@@ -60,191 +48,22 @@ _SEARCH = flags.DEFINE_bool(
 flags.mark_flags_as_required(["config"])
 
 
-def _bytes(n):
-  for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-    if abs(n) < 1024 or unit == "TiB":
-      return f"{n:.2f} {unit}" if unit != "B" else f"{int(n)} B"
-    n /= 1024
-  return str(n)
-
-
-def per_device_bytes(abstract_tree):
-  """Bytes each device holds for a tree of ShapeDtypeStructs with shardings (the max device)."""
-  total = 0
-  for leaf in jax.tree.leaves(abstract_tree):
-    shard = leaf.sharding.shard_shape(leaf.shape)
-    total += int(np.prod(shard)) * np.dtype(leaf.dtype).itemsize
-  return total
-
-
-def total_bytes(abstract_tree):
-  return sum(
-    int(np.prod(l.shape)) * np.dtype(l.dtype).itemsize for l in jax.tree.leaves(abstract_tree)
-  )
-
-
-def analyse(config, devices=None):
-  """Compiles the train step of `config` on `devices`, as an accelerator would run it (not the
-  CPU's own variant of the program: models/cpu_kernels.py: built_for); returns a dict of the numbers
-  printed."""
-  with cpu_kernels.built_for("accelerator"):
-    return _analyse(config, devices)
-
-
-def _analyse(config, devices):
-  devices = jax.devices() if devices is None else list(devices)
-  config_checks.check(config, len(devices), jax.process_count())
-  rules = [tuple(r) for r in config.mesh.rules]
-  mesh = sharding.make_mesh(config.mesh, devices)
-  objective = registry.get(config.objective)
-  vocab = config.model.vocab_size or config.data.tokenizer.vocab_size
-  model_cfg = model_config.resolve(config.model, vocab)
-  batch = objective.fake_batch(config, config.batch.size, model_cfg.vocab_size)
-  steps = steps_lib.build_steps(
-    config,
-    objective,
-    model_cfg,
-    mesh,
-    rules,
-    {k: v.ndim for k, v in batch.items()},
-    durations.total_steps(config),
-  )
-  abstract_batch = {
-    k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=steps.data_sharding[k])
-    for k, v in batch.items()
-  }
-  with sharding.context(mesh, rules):
-    compiled = steps.train_jit.lower(steps.abstract_state, abstract_batch).compile()
-  memory = compiled.memory_analysis()
-  n_params = layers.count_params(lambda: objective.make_model(model_cfg, nnx.Rngs(0)))
-  state_arrays = {k: steps.abstract_state[k] for k in ("params", "opt_state")}
-  out = {
-    "devices": len(devices),
-    "mesh": dict(mesh.shape),
-    "params": n_params,
-    "argument_bytes": memory.argument_size_in_bytes,
-    "output_bytes": memory.output_size_in_bytes,
-    "temp_bytes": memory.temp_size_in_bytes,
-    "alias_bytes": memory.alias_size_in_bytes,
-    "code_bytes": memory.generated_code_size_in_bytes,
-    "state_bytes_per_device": per_device_bytes(state_arrays),
-    "state_bytes_total": total_bytes(state_arrays),
-    "formula_flops_per_step": objective.flops_per_token(model_cfg, n_params, config)
-    * config.batch.size
-    * config.batch.seq_len,
-  }
-  # Donated state buffers are reused for the outputs (alias bytes), so they count once.
-  out["peak_bytes"] = (
-    out["argument_bytes"] + out["output_bytes"] - out["alias_bytes"] + out["temp_bytes"]
-  )
-  out["model"] = memory_model.estimate(
-    model_cfg,
-    state_bytes=out["state_bytes_per_device"],
-    n_params=layers.count_params(lambda: objective.make_model(model_cfg, nnx.Rngs(0)), False),
-    mesh=dict(mesh.shape),
-    batch_size=config.batch.size,
-    seq_len=config.batch.seq_len,
-    grad_accum=config.batch.grad_accum,
-    remat=layer_stack.remat_in_effect(config.model.remat),
-    output_positions=config.data.mlm.max_predictions if model_cfg.is_encoder else None,
-  )
-  return out
-
-
-def report(r, limit):
-  lines = [
-    f"mesh {r['mesh']} on {r['devices']} devices; {r['params'] / 1e6:.1f}M parameters",
-    f"per device: arguments {_bytes(r['argument_bytes'])}, outputs {_bytes(r['output_bytes'])} "
-    f"({_bytes(r['alias_bytes'])} aliased with donated arguments), temporaries "
-    f"{_bytes(r['temp_bytes'])}, code {_bytes(r['code_bytes'])}; peak ~{_bytes(r['peak_bytes'])}",
-    f"parameters + optimizer state: {_bytes(r['state_bytes_per_device'])} per device of "
-    f"{_bytes(r['state_bytes_total'])} in all ({r['state_bytes_per_device'] / r['state_bytes_total']:.3f})",
-    f"FLOPs per step: {r['formula_flops_per_step']:.3e} in all, "
-    f"{r['formula_flops_per_step'] / r['devices']:.3e} per device (the MFU formula, "
-    "pretrain/training/metrics.py)",
-  ]
-  lines += _model_lines(r["model"], r["peak_bytes"])
-  if limit:
-    fits = r["peak_bytes"] <= limit
-    lines.append(f"{'fits' if fits else 'does NOT fit'} in {_bytes(limit)} per device")
-  return "\n".join(lines)
-
-
-def _model_lines(model, compiled):
-  """The analytic model's figures (pretrain/planning/memory_model.py), and a line when it and
-  the compile disagree by more than a quarter."""
-  lines = [
-    f"analytic model per device: state {_bytes(model.state)}, gradients "
-    f"{_bytes(model.gradients)}, activations kept {_bytes(model.activations)}, largest "
-    f"transient {_bytes(model.transient)}; peak ~{_bytes(model.peak)}"
-  ]
-  off = memory_model.disagreement(model.peak, compiled)
-  if off > 0.25:
-    lines.append(
-      f"warning: the compiled peak and the analytic model differ by {off:.0%}: believe the "
-      "compile for a CPU, the model for a TPU or GPU (the CPU compiler plans buffers otherwise)"
-    )
-  return lines
-
-
-def ladder(config):
-  """Memory-saving changes, cheapest first (in step time lost), each on top of the ones
-  before: [(override, value)]."""
-  out = []
-  if config.model.dtype != "bfloat16":
-    out.append(("model.dtype", "bfloat16"))  # halves activations; faster on accelerators
-  if config.optimizer.mu_dtype != "bfloat16":
-    out.append(("optimizer.mu_dtype", "bfloat16"))  # a sixth of the optimizer state
-  mesh = sharding.mesh_shape(config.mesh, len(jax.devices()))
-  if mesh["data"] > 1:
-    out.append(("mesh.fsdp", mesh["fsdp"] * mesh["data"]))  # state sharded over all of them
-    out.append(("mesh.data", 1))
-  if config.model.remat in ("none", "offload"):
-    out.append(("model.remat", "dots"))  # recompute all but the matmuls
-  accum = config.batch.grad_accum
-  while config.batch.size % (accum * 2) == 0:
-    accum *= 2
-    out.append(("batch.grad_accum", accum))  # smaller microbatches, same update
-  out.append(("model.remat", "full"))  # recompute whole blocks
-  return out
-
-
-def search(config, limit, analyse_fn=None):
-  """Applies `ladder` cumulatively until the step fits `limit` bytes per device; returns
-  (overrides, result) of the first that fits, or (None, the last result)."""
-  analyse_fn = analyse_fn or analyse
-  config = ml_collections.ConfigDict(config.to_dict())
-  overrides, result = {}, None
-  for field, value in ladder(config):
-    common.apply_overrides(config, {field: value})
-    overrides[field] = value
-    if field == "mesh.fsdp":
-      continue  # mesh.data moves with it, next
-    try:
-      result = analyse_fn(config)
-    except errors.UserError:  # e.g. a microbatch the data-parallel ways do not divide
-      continue
-    if result["peak_bytes"] <= limit:
-      return dict(overrides), result
-  return None, result
-
-
 def main(argv):
   del argv
-  r = process.run_reporting_user_errors(analyse, _CONFIG.value)
-  print(report(r, _MEMORY.value), flush=True)
+  r = process.run_reporting_user_errors(compile_check.analyse, _CONFIG.value)
+  print(compile_check.report(r, _MEMORY.value), flush=True)
   if not _MEMORY.value or r["peak_bytes"] <= _MEMORY.value:
     return
   if _SEARCH.value:
     print("searching for the cheapest change that fits ...", flush=True)
-    overrides, found = search(_CONFIG.value, _MEMORY.value)
+    overrides, found = compile_check.search(_CONFIG.value, _MEMORY.value)
     if overrides is None:
       print("nothing on the ladder fits: use more devices (a larger fsdp) or a smaller batch")
     else:
       print(
         "fits with "
         + " ".join(f"--config.{k}={v}" for k, v in overrides.items())
-        + f" (peak ~{_bytes(found['peak_bytes'])} per device)"
+        + f" (peak ~{compile_check.human_bytes(found['peak_bytes'])} per device)"
       )
   sys.exit(3)
 

@@ -12,7 +12,7 @@ accelerator, from the config alone:
   microbatch's tokens on one device (Korthikanti et al. 2022, "Reducing Activation
   Recomputation in Large Transformer Models", Section 4, in our layers' terms);
 - the largest transient on top: one layer's recomputed activations (under remat), the output
-  logits and their gradient in float32, or a layer's weights gathered for FSDP.
+  logits (in the compute dtype, and in float32 with their gradient), or a layer's weights gathered for FSDP.
 
 It is an estimate: XLA fuses and reuses buffers, so the model is pinned to the compiled
 figure on small shapes where the two should agree (tests/pretrain/test_memory_model.py).
@@ -55,7 +55,7 @@ def kept_per_token(cfg: model_config.ModelConfig, remat: str, seq_len: int, tens
   hidden = cfg.d_ff * (2 if cfg.mlp == "swiglu" else 1)
   q = cfg.num_heads * cfg.head_dim
   if remat == "full":
-    return d * c  # the layer's input
+    return d * c / tensor  # the layer's input, its width split over the tensor ways
   matmuls = (q + 2 * kv + d) * c / tensor + (hidden + d) * c / tensor
   if remat in ("dots", "offload"):
     return matmuls
@@ -91,7 +91,8 @@ def estimate(
   layer = kept_per_token(cfg, remat, seq_len, tensor)
   activations = int(cfg.num_layers * tokens * layer)
   outputs = rows * (output_positions or seq_len) / seq_ways
-  logits = int(2 * outputs * cfg.vocab_size * _F32 / tensor)
+  # the logits in the compute dtype, their float32 copy for the loss, and its gradient
+  logits = int(outputs * cfg.vocab_size * (_itemsize(cfg.dtype) + 2 * _F32) / tensor)
   recompute = int(tokens * kept_per_token(cfg, "none", seq_len, tensor)) if remat != "none" else 0
   gathered = 2 * n_params * _itemsize(cfg.dtype) // max(1, cfg.num_layers * tensor)
   transient = max(logits, recompute, gathered if mesh.get("fsdp", 1) > 1 else 0)

@@ -9,9 +9,9 @@ import pytest
 
 from configs import bert, common, gpt
 from models import encoder, model_config
-from pretrain import aot
 from pretrain.devices import sharding
 from pretrain.objectives import registry
+from pretrain.planning import compile_check
 from pretrain.training import metrics
 from tests.helpers import REPO, xla_flags
 
@@ -20,13 +20,13 @@ def test_gpt2_xl_fsdp8_holds_an_eighth_of_the_state_per_device():
   config = gpt.get_config("xl")
   config.mesh.update(data=1, fsdp=8, tensor=1)
   config.batch.update(size=8)
-  r = aot.analyse(config)
+  r = compile_check.analyse(config)
   assert r["params"] / 1e9 == pytest.approx(1.556, abs=0.001)
   assert r["state_bytes_total"] == pytest.approx(3 * 4 * 1.5576e9, rel=0.01)  # params + 2 moments
   assert r["state_bytes_per_device"] <= r["state_bytes_total"] / 8 * 1.05
   assert r["argument_bytes"] >= r["state_bytes_per_device"]
   assert r["temp_bytes"] > 0 and r["formula_flops_per_step"] > 0
-  assert "fits" in aot.report(r, 80e9) and "does NOT fit" in aot.report(r, 1e9)
+  assert "fits" in compile_check.report(r, 80e9) and "does NOT fit" in compile_check.report(r, 1e9)
 
 
 @pytest.mark.slow
@@ -37,7 +37,7 @@ def test_masked_lm_fsdp8(recipe):
   config = bert.get_config(f"tiny,recipe={recipe}")
   config.mesh.update(data=1, fsdp=8, tensor=1)
   config.batch.update(size=8, seq_len=128)
-  r = aot.analyse(config)
+  r = compile_check.analyse(config)
   assert r["devices"] == 8 and (r["mesh"]["data"], r["mesh"]["fsdp"]) == (1, 8)
   cfg = model_config.resolve(config.model, config.data.tokenizer.vocab_size)
   v, d, n_layers, types = cfg.vocab_size, cfg.d_model, cfg.num_layers, cfg.type_vocab_size
@@ -82,7 +82,7 @@ def test_fsdp_keeps_activations_batch_sharded():
     config = gpt.get_config("small")
     config.mesh.update(mesh)
     config.batch.update(size=16, seq_len=256)
-    return aot.analyse(config)["temp_bytes"]
+    return compile_check.analyse(config)["temp_bytes"]
 
   assert temps(data=1, fsdp=8, tensor=1) <= 1.1 * temps(data=8, fsdp=1, tensor=1)
 
@@ -91,7 +91,7 @@ def test_mesh_errors_are_reported():
   config = gpt.get_config("smoke")
   config.mesh.update(data=3, fsdp=1, tensor=1)
   with pytest.raises(sharding.MeshError, match="config.mesh"):
-    aot.analyse(config)
+    compile_check.analyse(config)
 
 
 @pytest.mark.slow
@@ -137,11 +137,11 @@ def test_search_finds_the_cheapest_change_that_fits():
   config.model.num_layers = 2
   config.mesh.update(data=4, fsdp=2)
   config.batch.update(size=16, seq_len=256)
-  baseline = aot.analyse(config)["peak_bytes"]
+  baseline = compile_check.analyse(config)["peak_bytes"]
   limit = 0.62 * baseline  # met from the remat rung on (between it and the rung before)
-  overrides, found = aot.search(config, limit)
+  overrides, found = compile_check.search(config, limit)
   assert found["peak_bytes"] <= limit < baseline
-  steps = aot.ladder(config)
+  steps = compile_check.ladder(config)
   assert list(overrides.items()) == steps[: len(overrides)], overrides
   assert overrides["model.dtype"] == "bfloat16" and len(overrides) < len(steps)
   # one step fewer did not fit (the ladder stops at the first fit)
@@ -159,10 +159,10 @@ def test_search_finds_the_cheapest_change_that_fits():
       **fewer,
     },
   )
-  assert aot.analyse(smaller)["peak_bytes"] > limit
+  assert compile_check.analyse(smaller)["peak_bytes"] > limit
   # Nothing fits: the whole ladder is tried (counted, not compiled: the rungs compile above).
   tried = []
-  assert aot.search(config, 1e6, lambda c: tried.append(c) or {"peak_bytes": 2e6}) == (
+  assert compile_check.search(config, 1e6, lambda c: tried.append(c) or {"peak_bytes": 2e6}) == (
     None,
     {"peak_bytes": 2e6},
   )
@@ -185,4 +185,4 @@ def test_the_readme_example_fits():
     common.apply_overrides(config, {key: type(current[key.split(".")[-1]])(value)})
   limit = float(next(a for a in args if a.startswith("--memory_per_device=")).split("=")[1])
   assert "--devices=8" in args and len(jax.devices()) == 8
-  assert aot.analyse(config)["peak_bytes"] <= limit
+  assert compile_check.analyse(config)["peak_bytes"] <= limit

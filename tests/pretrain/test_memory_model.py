@@ -6,8 +6,7 @@ import pytest
 
 from configs import common, gpt
 from models import model_config
-from pretrain import aot
-from pretrain.planning import memory_model
+from pretrain.planning import compile_check, memory_model
 
 SHAPE = {
   "model.d_model": 128,
@@ -28,10 +27,10 @@ def test_the_model_agrees_with_the_compiled_step():
   """float32 with the matmul outputs kept: nothing that XLA:CPU plans unlike an accelerator
   (bfloat16, which it computes in float32, or whole-stack gathers under full remat)."""
   config = common.apply_overrides(gpt.get_config("smoke"), {**SHAPE, "model.remat": "dots"})
-  r = aot.analyse(config)
+  r = compile_check.analyse(config)
   assert memory_model.disagreement(r["model"].peak, r["peak_bytes"]) < 0.25
   assert r["model"].state == r["state_bytes_per_device"]
-  assert "analytic model per device: state" in aot.report(r, 0)
+  assert "analytic model per device: state" in compile_check.report(r, 0)
 
 
 def _estimate(cfg, **kw):
