@@ -4,7 +4,7 @@ Sizes: small (125M), medium (350M), large (760M), xl (1.3B), 2.7b, 6.7b, 13b, 17
 the recipe on the smoke-sized model and the bundled corpus (seconds on a CPU).
 
   python -m pretrain.train --config=configs/gpt3.py:smoke --workdir=runs/gpt3-smoke
-  python -m pretrain.aot --config=configs/gpt3.py:175b --devices=1024 ...   # see docs/scale.md
+  python -m pretrain.aot --config=configs/gpt3.py:175b --target=v5p-1024   # docs/scale.md
 
 The recipe (Section 2.3 and Appendix B): Adam with b1 0.9, b2 0.95, eps 1e-8; gradient clipping
 at 1.0; weight decay 0.1; a linear warmup over the first 375M tokens; cosine decay to 10% of the

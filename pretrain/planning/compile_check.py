@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from models import cpu_kernels, layer_stack, layers, model_config
+from models import cpu_kernels, layers, model_config
 from pretrain.devices import sharding
 from pretrain.ground import errors
 from pretrain.objectives import registry
@@ -98,16 +98,12 @@ def _analyse(config, devices):
   out["peak_bytes"] = (
     out["argument_bytes"] + out["output_bytes"] - out["alias_bytes"] + out["temp_bytes"]
   )
-  out["model"] = memory_model.estimate(
+  out["model"] = memory_model.for_config(
+    config,
     model_cfg,
     state_bytes=out["state_bytes_per_device"],
     n_params=layers.count_params(lambda: objective.make_model(model_cfg, nnx.Rngs(0)), False),
     mesh=dict(mesh.shape),
-    batch_size=config.batch.size,
-    seq_len=config.batch.seq_len,
-    grad_accum=config.batch.grad_accum,
-    remat=layer_stack.remat_in_effect(config.model.remat),
-    output_positions=config.data.mlm.max_predictions if model_cfg.is_encoder else None,
   )
   return out
 

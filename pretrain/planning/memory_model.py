@@ -20,7 +20,7 @@ figure on small shapes where the two should agree (tests/pretrain/test_memory_mo
 
 import dataclasses
 
-from models import model_config
+from models import layer_stack, model_config
 
 _F32 = 4
 
@@ -102,3 +102,32 @@ def estimate(
 def disagreement(analytic: int, compiled: int) -> float:
   """How far apart the two figures are: |a - c| / c."""
   return abs(analytic - compiled) / max(1, compiled)
+
+
+def for_config(config, cfg: model_config.ModelConfig, *, state_bytes: int, n_params: int, mesh):
+  """`estimate` for an experiment config (its batch, remat and objective's outputs)."""
+  return estimate(
+    cfg,
+    state_bytes=state_bytes,
+    n_params=n_params,
+    mesh=mesh,
+    batch_size=config.batch.size,
+    seq_len=config.batch.seq_len,
+    grad_accum=config.batch.grad_accum,
+    remat=layer_stack.remat_in_effect(config.model.remat),
+    output_positions=config.data.mlm.max_predictions if cfg.is_encoder else None,
+  )
+
+
+# Optimizer state per parameter beside the float32 parameter itself, in float32 words: AdamW's
+# and Muon's second moment (Muon keeps Adam's for the non-matrix parameters; counted for all);
+# Lion has none; Adafactor's factored moments are a vanishing share.
+_SECOND_MOMENT = {"adamw": 1, "muon": 1, "lion": 0, "adafactor": 0}
+
+
+def state_bytes(optimizer, n_params: int, shards: int) -> int:
+  """Parameters and optimizer state per device, sharded `shards` ways (fsdp x tensor), from
+  the config alone (the compile gives the exact figure, shard by shard)."""
+  first = 0 if optimizer.name == "adafactor" else _itemsize(optimizer.mu_dtype or "float32")
+  per_param = _F32 + first + _F32 * _SECOND_MOMENT.get(optimizer.name, 1)
+  return n_params * per_param // max(1, shards)

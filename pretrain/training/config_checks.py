@@ -133,6 +133,18 @@ def _check_batch(config, num_devices, num_processes):
     f"config.batch.size: the microbatch of {micro} sequences is not divisible by the "
     f"{ways} data-parallel ways ({' x '.join(batch_axes)}); use a multiple of {ways}",
   )
+  _check_tensor_ways(config.model, shape["tensor"])
+
+
+def _check_tensor_ways(m, tensor):
+  """Tensor parallelism splits the heads and the MLP's hidden width."""
+  heads, kv = m.num_heads, m.get("num_kv_heads", 0) or m.num_heads
+  for field, n in (("num_heads", heads), ("num_kv_heads", kv), ("d_ff", m.get("d_ff", 0))):
+    _require(
+      n % tensor == 0,
+      f"config.model.{field}: {n} is not divisible by config.mesh.tensor={tensor}; "
+      "choose tensor ways that divide it",
+    )
 
 
 def _check_optimizer(b, opt):
