@@ -10,8 +10,12 @@ The recipe (Section 2.3 and Appendix B): Adam with b1 0.9, b2 0.95, eps 1e-8; gr
 at 1.0; weight decay 0.1; a linear warmup over the first 375M tokens; cosine decay to 10% of the
 peak over 260B tokens, then 10%; 300B tokens in all; the batch grown linearly from 32k tokens to
 the full batch over the first 4-12B tokens (the paper gives the range, not each size's: 4B up to
-1.3B, 8B up to 6.7B, 12B above). Dense attention in every layer: the paper alternates dense and
-locally banded sparse layers, which this project does not have yet.
+1.3B, 8B up to 6.7B, 12B above).
+
+Attention is dense in every layer by default. The paper alternates dense and locally banded
+sparse layers, "similar to the Sparse Transformer", without giving the band's width:
+`,banded=W` makes every other layer (1, 3, 5, ...) attend to the last W positions only
+(model.attention_window=W, model.global_every=2), e.g. configs/gpt3.py:175b,banded=256.
 """
 
 import math
@@ -41,7 +45,7 @@ RECIPES = {
 
 
 def get_config(arg="small"):
-  args = common.parse_arg(arg, size="small")
+  args = common.parse_arg(arg, size="small", banded=0)
   if args.size != "smoke" and args.size not in RECIPES:
     raise ValueError(
       f"config arg: unknown size {args.size!r}; choose one of smoke, {', '.join(RECIPES)}"
@@ -55,13 +59,20 @@ def get_config(arg="small"):
     _recipe(config, 32, 64, 3e-3, tokens=2048 * 200, ramp_tokens=2048 * 40, warmup_tokens=2048 * 10)
     config.train.update(log_every=20, eval_every=100, eval_batches=4)
     config.checkpoint.every = 100
-    return config
+    return _banded(config, args.banded)
   sequences, lr, ramp_tokens = RECIPES[args.size]
   config.model = common.model_config(decoder, f"gpt3_{args.size}")
   config.data.tokenizer.vocab_size = 50257  # GPT-2's BPE; vocab_multiple 128 pads it to 50304
   _recipe(config, sequences, SEQ_LEN, lr, TOKENS, ramp_tokens, WARMUP_TOKENS)
   config.train.update(eval_every=1000, eval_batches=50)
   config.checkpoint.every = 1000
+  return _banded(config, args.banded)
+
+
+def _banded(config, window):
+  """GPT-3's alternating dense and banded layers: odd layers attend to the last `window`."""
+  if window:
+    config.model.update(attention_window=window, global_every=2)
   return config
 
 

@@ -45,6 +45,7 @@ class Decoder(nnx.Module):
     dtype, param_dtype = layers.dtype_of(cfg.dtype), layers.dtype_of(cfg.param_dtype)
     self.scan_layers = cfg.scan_layers
     self.unroll = layer_stack.scan_unroll(cfg)
+    self.local = layers.local_layers(cfg)  # per layer: windowed attention
     self.remat = cfg.remat
     self.rate = cfg.dropout
     self.logit_softcap = cfg.logit_softcap
@@ -109,7 +110,13 @@ class Decoder(nnx.Module):
       mask = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
     if cache is not None:
       x, cache = layer_stack.run_blocks_cached(
-        self.blocks, x, positions=positions, cache=cache, scan=self.scan_layers, unroll=self.unroll
+        self.blocks,
+        x,
+        positions=positions,
+        cache=cache,
+        scan=self.scan_layers,
+        unroll=self.unroll,
+        local=self.local,
       )
       return self.logits(x), cache
     block_key = None
@@ -125,6 +132,7 @@ class Decoder(nnx.Module):
       scan=self.scan_layers,
       remat=self.remat,
       unroll=self.unroll,
+      local=self.local,
     )
     return self.logits(x)
 

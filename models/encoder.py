@@ -84,6 +84,7 @@ class Backbone(nnx.Module):
     embed = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.rate, self.scan_layers, self.remat = cfg.dropout, cfg.scan_layers, cfg.remat
     self.unroll = layer_stack.scan_unroll(cfg)
+    self.local = layers.local_layers(cfg)  # per layer: windowed attention
     self.embed = nnx.Embed(
       cfg.vocab_size,
       cfg.d_model,
@@ -135,6 +136,7 @@ class Backbone(nnx.Module):
       scan=self.scan_layers,
       remat=self.remat,
       unroll=self.unroll,
+      local=self.local,
     )
     return x if self.final_norm is None else self.final_norm(x)
 

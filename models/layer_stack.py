@@ -97,60 +97,64 @@ def scan_unroll(cfg):
   return cfg.num_layers if cfg.num_layers <= 12 and cfg.remat == "none" else 1
 
 
-def run_blocks(blocks, x, *, positions, mask, dropout_key, scan, remat, unroll=1):
-  """Applies the blocks in order (lax.scan when stacked), with the remat policy."""
+def run_blocks(blocks, x, *, positions, mask, dropout_key, scan, remat, unroll=1, local=None):
+  """Applies the blocks in order (lax.scan when stacked), with the remat policy. `local`: per
+  layer, whether its attention is windowed (layers.local_layers), or None."""
   num_layers = jax.tree.leaves(nnx.state(blocks))[0].shape[0] if scan else len(blocks)
   keys = [None] * num_layers
   if dropout_key is not None:
     keys = list(jax.random.split(dropout_key, num_layers))
 
-  def apply(block, x, key):
-    # Block boundaries: examples split over the batch axes, model width whole (FSDP gathers
-    # weights, not activations; tensor parallelism reduces back to full width).
-    return axes.constrain(block(x, positions=positions, mask=mask, key=key), axes.ACTIVATION)
+  def apply(block, x, key, is_local):
+    # Block boundaries: examples split over the batch axes, the width over the tensor ways
+    # (axes.ACT_EMBED); FSDP gathers weights, not activations.
+    y = block(x, positions=positions, mask=mask, key=key, local=is_local)
+    return axes.constrain(y, axes.ACTIVATION)
 
   if remat != "none":
     apply = nnx.remat(apply, policy=remat_policy(remat))
   if not scan:
-    for block, key in zip(blocks, keys):
-      x = apply(block, x, key)
+    for block, key, is_local in zip(blocks, keys, local or [None] * num_layers):
+      x = apply(block, x, key, is_local)
     return x
   layer_keys = None if dropout_key is None else jnp.stack(keys)
+  layer_local = None if local is None else jnp.asarray(local)
 
   @nnx.scan(
-    in_axes=(0, nnx.Carry, None if layer_keys is None else 0),
+    in_axes=(0, nnx.Carry, None if layer_keys is None else 0, None if local is None else 0),
     out_axes=nnx.Carry,
     transform_metadata={nnx.PARTITION_NAME: axes.LAYERS},
     unroll=unroll,
   )
-  def run(block, x, key):
-    return apply(block, x, key)
+  def run(block, x, key, is_local):
+    return apply(block, x, key, is_local)
 
-  return run(blocks, x, layer_keys)
+  return run(blocks, x, layer_keys, layer_local)
 
 
-def run_blocks_cached(blocks, x, *, positions, cache, scan, unroll=1):
+def run_blocks_cached(blocks, x, *, positions, cache, scan, unroll=1, local=None):
   """The blocks over x with a KV cache {'k', 'v'} (each [layers, b, slots, kv, head_dim]);
   returns (x, updated cache)."""
   if not scan:
     ks, vs = [], []
     for i, block in enumerate(blocks):
-      x, (k, v) = block(
-        x, positions=positions, mask=None, key=None, cache=(cache["k"][i], cache["v"][i])
-      )
+      kv = (cache["k"][i], cache["v"][i])
+      is_local = None if local is None else local[i]
+      x, (k, v) = block(x, positions=positions, mask=None, key=None, cache=kv, local=is_local)
       ks.append(k)
       vs.append(v)
     return x, {"k": jnp.stack(ks), "v": jnp.stack(vs)}
 
   @nnx.scan(
-    in_axes=(0, nnx.Carry, 0, 0),
+    in_axes=(0, nnx.Carry, 0, 0, None if local is None else 0),
     out_axes=(nnx.Carry, 0, 0),
     transform_metadata={nnx.PARTITION_NAME: axes.LAYERS},
     unroll=unroll,
   )
-  def run(block, x, k, v):
-    x, (k, v) = block(x, positions=positions, mask=None, key=None, cache=(k, v))
+  def run(block, x, k, v, is_local):
+    x, (k, v) = block(x, positions=positions, mask=None, key=None, cache=(k, v), local=is_local)
     return axes.constrain(x, axes.ACTIVATION), k, v
 
-  x, k, v = run(blocks, x, cache["k"], cache["v"])
+  layer_local = None if local is None else jnp.asarray(local)
+  x, k, v = run(blocks, x, cache["k"], cache["v"], layer_local)
   return x, {"k": k, "v": v}

@@ -85,6 +85,21 @@ def replicate_last_axis(x):
   return axes.constrain(x, (axes.BATCH,) + (None,) * (x.ndim - 1))
 
 
+def band(positions, window, causal):
+  """[b, 1, t, t]: True where a query may attend a key of a local layer: the last `window`
+  positions (causal, itself included) or window // 2 on each side."""
+  offset = positions[:, None, :, None] - positions[:, None, None, :]  # query - key
+  return (offset >= 0) & (offset < window) if causal else jnp.abs(offset) <= window // 2
+
+
+def local_layers(cfg):
+  """Per layer, whether it is local (attends within cfg.attention_window); None if none is."""
+  if not cfg.attention_window:
+    return None
+  every = cfg.global_every
+  return tuple(not (every and i % every == 0) for i in range(cfg.num_layers))
+
+
 def rope(x, positions, theta):
   """Rotary position embedding on [batch, length, heads, head_dim] (rotate-half layout)."""
   half = x.shape[-1] // 2
@@ -107,9 +122,11 @@ class Attention(nnx.Module):
   def __init__(
     self, *, d_model, num_heads, num_kv_heads, head_dim, use_bias, rope_theta, init_std,
     out_init, dtype, param_dtype, implementation, rngs, qk_norm=False, norm_eps=1e-6,
+    window=0, rope_theta_local=0.0,
   ):  # fmt: skip
     self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
     self.rope_theta = rope_theta
+    self.window, self.rope_theta_local = window, rope_theta_local or rope_theta
     self.implementation = implementation
     self.dtype = dtype
 
@@ -157,8 +174,10 @@ class Attention(nnx.Module):
     self.q_norm = qk_norm_layer() if qk_norm else None
     self.k_norm = qk_norm_layer() if qk_norm else None
 
-  def __call__(self, x, *, positions, causal, mask=None, cache=None):
-    """x: [b, t, d]; mask: optional boolean [b, 1, t, t] (True = may attend).
+  def __call__(self, x, *, positions, causal, mask=None, cache=None, local=None):
+    """x: [b, t, d]; mask: optional boolean [b, 1, t, t] (True = may attend). `local` (a bool,
+    or a traced one in a scanned stack): this layer attends within the window, with the local
+    RoPE base. The window is a mask on the dense computation, whatever the kernel.
 
     With a KV cache (k, v), each [b, cache length, kv_heads, head_dim], the new keys and
     values are written at their positions (slot = position, per row) and the queries attend
@@ -168,10 +187,19 @@ class Attention(nnx.Module):
     q, k, v = (cpu_kernels.rows(proj, x) for proj in (self.query, self.key, self.value))
     if self.q_norm is not None:
       q, k = self.q_norm(q), self.k_norm(k)
+    local = local if self.window else None
     if self.rope_theta:
-      q, k = rope(q, positions, self.rope_theta), rope(k, positions, self.rope_theta)
+      theta = (
+        self.rope_theta
+        if local is None
+        else jnp.where(local, self.rope_theta_local, self.rope_theta)
+      )
+      q, k = rope(q, positions, theta), rope(k, positions, theta)
     if cache is not None:
-      return self._cached(q, k, v, positions, cache)
+      return self._cached(q, k, v, positions, cache, local)
+    if local is not None:
+      near = band(positions, self.window, causal) | ~jnp.asarray(local)
+      mask = near if mask is None else mask & near
     implementation = self.implementation
     cudnn_runs = (
       jax.default_backend() == "gpu"
@@ -194,13 +222,16 @@ class Attention(nnx.Module):
       )
     return cpu_kernels.rows(self.out, y, in_dims=2)
 
-  def _cached(self, q, k, v, positions, cache):
+  def _cached(self, q, k, v, positions, cache, local):
     rows = jnp.arange(q.shape[0])[:, None]
     cache_k = cache[0].at[rows, positions].set(k.astype(cache[0].dtype))
     cache_v = cache[1].at[rows, positions].set(v.astype(cache[1].dtype))
     cache_k, cache_v = (axes.constrain(c, axes.CACHE[1:]) for c in (cache_k, cache_v))
     slots = jnp.arange(cache_k.shape[1])
-    mask = slots[None, None, None, :] <= positions[:, None, :, None]  # [b, 1, t, slots]
+    offset = positions[:, None, :, None] - slots[None, None, None, :]  # [b, 1, t, slots]
+    mask = offset >= 0
+    if local is not None:
+      mask &= (offset < self.window) | ~jnp.asarray(local)
     y = jax.nn.dot_product_attention(
       q.astype(self.dtype), cache_k.astype(self.dtype), cache_v.astype(self.dtype), mask=mask
     )
@@ -326,6 +357,8 @@ class TransformerBlock(nnx.Module):
       rngs=rngs,
       qk_norm=cfg.qk_norm,
       norm_eps=cfg.norm_eps,
+      window=cfg.attention_window,
+      rope_theta_local=cfg.rope_theta_local,
     )
     self.norm2 = Norm(cfg.d_model, **norm, rngs=rngs)
     self.mlp = MLP(
@@ -342,12 +375,18 @@ class TransformerBlock(nnx.Module):
     )
     self.dropout = nnx.Dropout(cfg.dropout)
 
-  def __call__(self, x, *, positions, mask, key, cache=None):
-    """x: [b, t, d] -> [b, t, d]; with a KV cache (decoding), (x, updated cache)."""
+  def __call__(self, x, *, positions, mask, key, cache=None, local=None):
+    """x: [b, t, d] -> [b, t, d]; with a KV cache (decoding), (x, updated cache). `local`:
+    this layer's attention is windowed (Attention)."""
     keys = (None, None) if key is None else tuple(jax.random.split(key))
     causal = self.causal or cache is not None
     y = self.attn(
-      self._in(self.norm1, x), positions=positions, causal=causal, mask=mask, cache=cache
+      self._in(self.norm1, x),
+      positions=positions,
+      causal=causal,
+      mask=mask,
+      cache=cache,
+      local=local,
     )
     if cache is not None:
       y, cache = y

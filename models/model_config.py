@@ -57,6 +57,12 @@ class ModelConfig:
   dtype: str = "float32"  # compute dtype; 'bfloat16' on accelerators
   param_dtype: str = "float32"
   attention: str = ""  # '': cuDNN's flash kernel where it runs (GPU, 16-bit), else XLA's
+  # Local (sliding-window) attention: > 0, the local layers attend within this many positions
+  # (a causal layer to the last `window`, itself included; an encoder's to window // 2 on each
+  # side: ModernBERT's 128 is +-64); 0: every layer global (dense).
+  attention_window: int = 0
+  global_every: int = 1  # with a window: layer i is global when i % global_every == 0; 0: none
+  rope_theta_local: float = 0.0  # the local layers' RoPE base; 0: rope_theta
   scan_layers: bool = True  # the blocks stacked and run by lax.scan (models/layer_stack.py)
   scan_unroll: int = 0  # layers per scan iteration; 0: all up to 12 layers without remat, else 1
   remat: str = "none"  # 'none', 'full', 'dots' (keep matmul outputs), 'offload' (to host)

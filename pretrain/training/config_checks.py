@@ -32,6 +32,7 @@ def check_model(m):
     m.num_layers > 0 and m.num_heads > 0 and m.d_model > 0,
     "config.model: num_layers, num_heads and d_model must be positive",
   )
+  _check_local_attention(m)
   _require(
     m.head_dim > 0 or m.d_model % m.num_heads == 0,
     f"config.model.num_heads: {m.num_heads} does not divide d_model={m.d_model}; "
@@ -68,6 +69,19 @@ def check_model(m):
       m.get(field, model_config.DEFAULTS[field]) >= 0,
       f"config.model.{field}: {m.get(field, model_config.DEFAULTS[field])} must be >= 0 ({meaning})",
     )
+
+
+def _check_local_attention(m):
+  window, every = m.get("attention_window", 0), m.get("global_every", 1)
+  _require(
+    window >= 0 and every >= 0,
+    "config.model.attention_window and global_every must be >= 0 (0: dense; 0: no global layer)",
+  )
+  _require(
+    not window or every != 1,
+    f"config.model.global_every: 1 makes every layer global, so attention_window={window} is "
+    "unused; set global_every=2 (alternating), 3 (ModernBERT) or 0 (every layer local)",
+  )
 
 
 def _check_batch_ramp(b):

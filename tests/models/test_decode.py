@@ -33,11 +33,24 @@ SWITCHES = [
   dict(position="rope", num_kv_heads=1, scan_layers=False),  # multi-query, unscanned
   dict(pre_norm=False, scan_layers=False),  # post-LN
   dict(position="rope", qk_norm=True, mlp="relu2", logit_softcap=5.0),  # modded-nanogpt-like
+  # GPT-3's alternating dense and banded layers, a window shorter than the sequence
+  dict(attention_window=3, global_every=2, position="rope", rope_theta_local=100.0),
+  dict(attention_window=4, global_every=0, scan_layers=False),  # every layer local
 ]
 
 
 @pytest.mark.parametrize(
-  "fields", SWITCHES, ids=["gpt2", "llama_gqa", "mqa_unscanned", "postln", "qknorm_softcap"]
+  "fields",
+  SWITCHES,
+  ids=[
+    "gpt2",
+    "llama_gqa",
+    "mqa_unscanned",
+    "postln",
+    "qknorm_softcap",
+    "alternating_local",
+    "local_unscanned",
+  ],
 )
 @pytest.mark.slow
 def test_cached_logits_equal_the_full_forward_pass(fields):

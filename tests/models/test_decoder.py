@@ -80,6 +80,7 @@ VARIANTS = {
   "remat_dots": dict(remat="dots", dropout=0.1),
   "bf16": dict(dtype="bfloat16"),
   "cudnn_falls_back_off_gpu": dict(dtype="bfloat16", attention="cudnn"),
+  "banded": dict(attention_window=4, global_every=2, position="rope", rope_theta_local=100.0),
   "recipes": dict(
     qk_norm=True, mlp="relu2", zero_init_proj=True, z_loss=1e-4, dtype="bfloat16"
   ),  # (soft-capped logits are float32: test_switches)

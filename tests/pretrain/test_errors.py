@@ -72,6 +72,19 @@ def test_seq_len_beyond_max_positions(tiny_config, tmp_path):
   )
 
 
+@pytest.mark.parametrize(
+  "overrides,fields",
+  [
+    ({"model.attention_window": 8}, ("config.model.global_every", "global_every=2")),
+    ({"mesh.tensor": 8, "mesh.data": 1}, ("config.model.num_heads", "config.mesh.tensor=8")),
+  ],
+  ids=["window_without_local_layers", "heads_not_split_by_tensor_ways"],
+)
+def test_model_against_its_options_and_mesh(tiny_config, tmp_path, overrides, fields):
+  config = tiny_config(**overrides)
+  _fails_before_compiling(config, tmp_path, config_checks.ConfigError, *fields)
+
+
 def test_missing_files(tiny_config, tmp_path):
   _fails_before_compiling(
     tiny_config(**{"data.files": str(tmp_path / "nope*.txt")}),
