@@ -9,6 +9,15 @@ Recipes:
                  --config.init_from=RUN128
   roberta  MLM only, FULL-SENTENCES packing across documents, dynamic masking, no NSP:
              python -m pretrain.train --config=configs/bert.py:base,recipe=roberta --workdir=RUN
+  modern   ModernBERT (Warner et al. 2024, arXiv 2412.13663): its architecture
+           (models/encoder.py MODERN; base is 22 x 768, large 28 x 1024), 30% masking, no NSP,
+           packed rows that keep documents apart (data.document_mask), StableAdamW's
+           hyperparameters on AdamW, a warmup-stable-decay schedule and a batch-size warmup.
+           Phase 1 at 1024 tokens, then the long-context phase at 8192 from its checkpoint,
+           the global layers' RoPE base raised to 160,000:
+             python -m pretrain.train --config=configs/bert.py:base,recipe=modern --workdir=RUN1K
+             python -m pretrain.train --config=configs/bert.py:base,recipe=modern,seq=8192 \
+                 --workdir=RUN8K --config.init_from=RUN1K
 
 Masking is always dynamic (fresh masks every step, keyed by seed, step and example).
 """
@@ -18,7 +27,7 @@ import ml_collections
 from configs import common
 from models import encoder
 
-RECIPES = ("bert", "roberta")
+RECIPES = ("bert", "roberta", "modern")
 
 
 def mlm_config(seq_len):
@@ -40,6 +49,8 @@ def get_config(arg="base"):
     raise ValueError(
       f"config arg: unknown recipe {args.recipe!r}; choose one of {', '.join(RECIPES)}"
     )
+  if args.recipe == "modern":
+    return modern_config(args.size, args.seq)
   config = common.base_config()
   config.model = common.model_config(encoder, args.size)
   roberta = args.recipe == "roberta"
@@ -80,3 +91,54 @@ def get_config(arg="base"):
     config.train.update(total_steps=200, log_every=20, eval_every=100, eval_batches=4)
     config.checkpoint.every = 100
   return config
+
+
+def modern_config(size, seq):
+  """ModernBERT's recipe (modernbert-base-pretrain.yaml, the paper's Section 2.2 and Table 3):
+  seq 1024 (or 8192: the long-context phase, from phase 1's checkpoint through init_from)."""
+  if size not in encoder.MODERN_SIZES:
+    raise ValueError(
+      f"config arg: unknown size {size!r} for recipe=modern; choose one of "
+      f"{', '.join(encoder.MODERN_SIZES)}"
+    )
+  seq = 1024 if seq == 128 else seq  # the recipe's phase 1 unless a length is asked for
+  config = common.base_config()
+  config.model = ml_collections.ConfigDict(encoder.DEFAULTS)
+  config.model.update(encoder.MODERN, **encoder.MODERN_SIZES[size], size=size)
+  config.model.max_len = max(config.model.max_len, seq)
+  if seq > 1024:
+    config.model.rope_theta = 160000.0  # the global layers' base for long context
+  config.objective = "mlm"
+  config.data.tokenizer.update(kind="wordpiece", vocab_size=50368, eos_token="[SEP]")
+  config.data.mlm = mlm_config(seq)
+  config.data.mlm.update(nsp=False, mask_prob=0.3)
+  config.data.mlm.max_predictions = max(1, round(seq * 0.3 * 1.1))
+  config.data.document_mask = True  # packed rows, documents kept apart: no pad FLOPs
+  config.batch.update(size=4608 if size != "large" else 4928, seq_len=seq)
+  # the batch ramps up over the first 50B tokens (large: 10B) from one microbatch
+  tokens = 50e9 if size != "large" else 10e9
+  config.batch.grad_accum = 48
+  config.batch.warmup_steps = int(2 * tokens / (config.batch.size * seq))
+  config.optimizer.update(
+    name="adamw", lr=8e-4 if size != "large" else 5e-4, min_lr=0.0, b1=0.9, b2=0.98, eps=1e-6
+  )
+  config.optimizer.update(weight_decay=1e-5, grad_clip=1.0, schedule="wsd", decay_fraction=0.1)
+  config.optimizer.warmup_steps = int((3e9 if size != "large" else 2e9) / (config.batch.size * seq))
+  config.train.update(total_steps=0, total_tokens=int(1.719e12), eval_every=4000, eval_batches=20)
+  config.checkpoint.every = 4000
+  if size in ("smoke", "tiny", "mini"):
+    _modern_on_a_cpu(config, seq)
+  return config
+
+
+def _modern_on_a_cpu(config, seq):
+  """The recipe at a CPU's scale, on the bundled corpus (seconds for smoke)."""
+  config.data.update(doc_split="blank_line", validation_fraction=0.1)
+  config.data.tokenizer.vocab_size = 1024
+  seq = 256 if seq > 1024 else 64  # the long-context phase at 4x
+  config.batch.update(size=16, seq_len=seq, grad_accum=2, warmup_steps=20)
+  config.model.max_len = max(seq, 64)
+  config.data.mlm.max_predictions = max(1, round(seq * 0.3 * 1.1))
+  config.optimizer.update(lr=2e-3, warmup_steps=20)
+  config.train.update(total_tokens=0, total_steps=200, log_every=20, eval_every=100, eval_batches=4)
+  config.checkpoint.every = 100

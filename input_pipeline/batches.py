@@ -16,6 +16,18 @@ import numpy as np
 from input_pipeline.corpora import sources
 
 
+def segments(starts):
+  """Packed rows' segments from where each starts ([rows, length] bools, True at a segment's
+  first position): positions counted from the segment's start, and segment ids from 1
+  ({'positions', 'segment_ids'}, int32)."""
+  idx = np.arange(starts.shape[1])
+  first = np.maximum.accumulate(np.where(starts, idx, 0), axis=1)
+  return {
+    "positions": (idx - first).astype(np.int32),
+    "segment_ids": np.cumsum(starts, axis=1, dtype=np.int32) + 1,
+  }
+
+
 def per_epoch(indices, n, of_epoch):
   """Values for global example indices that run over epochs of n examples: index i is item
   i % n of the array `of_epoch(i // n)` (called once per epoch present)."""

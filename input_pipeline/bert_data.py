@@ -258,7 +258,11 @@ def example_arrays(examples, seq_len, pad_id, dtype=np.int32):
 class MaskedExamples(batches.StepIndexed):
   """Step-indexed batches of masked examples (example_arrays' arrays, tokens as PieceRows)."""
 
-  def __init__(self, arrays, *, batch_size, seed, shuffle, spec, nsp):
+  def __init__(self, arrays, *, batch_size, seed, shuffle, spec, nsp, separator=None):
+    """`separator`: the id that ends each document of a packed row ([SEP]); given, the rows
+    carry segments (batches.segments) that start after each, so that attention stays within
+    a document and positions restart (data.document_mask)."""
+    self.separator = separator
     self.tokens, self.lengths = arrays["tokens"], arrays["lengths"]
     self.a_lengths, self.nsp_labels = arrays["a_lengths"], arrays["nsp_labels"]
     self.num_examples, self.batch_size = len(self.lengths), batch_size
@@ -307,7 +311,17 @@ class MaskedExamples(batches.StepIndexed):
       ) = masking.mask_row(tokens[j], int(lengths[j]), self.spec, rng)
     if self.nsp:
       out["nsp_labels"] = self.nsp_labels[order]
+    if self.separator is not None:
+      out.update(_segments(np.asarray(tokens), lengths, self.separator))
     return out
+
+
+def _segments(tokens, lengths, separator):
+  """A row's segments start at 0 and after each separator inside its length."""
+  starts = np.zeros(tokens.shape, bool)
+  starts[:, 0] = True
+  starts[:, 1:] = (tokens[:, :-1] == separator) & (np.arange(1, tokens.shape[1]) < lengths[:, None])
+  return batches.segments(starts)
 
 
 def _build_examples(sents, data, seq_len, rng, ids, dtype=np.int32):
@@ -440,6 +454,13 @@ def load(split, data, tok, *, batch_size, seq_len, seed, shuffle):
   arrays = open_examples(split, data, seq_len=seq_len, seed=seed)
   ids = tokenizer.check_bert_specials(tok)
   spec = masking.make_spec(tok, [ids[t] for t in tokenizer.BERT_SPECIALS], ids["[MASK]"], data.mlm)
+  separator = ids["[SEP]"] if data.get("document_mask", False) else None
   return MaskedExamples(
-    arrays, batch_size=batch_size, seed=seed, shuffle=shuffle, spec=spec, nsp=data.mlm.nsp
+    arrays,
+    batch_size=batch_size,
+    seed=seed,
+    shuffle=shuffle,
+    spec=spec,
+    nsp=data.mlm.nsp,
+    separator=separator,
   )

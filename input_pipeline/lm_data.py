@@ -78,10 +78,7 @@ class PackedWindows(batches.StepIndexed):
       starts_doc = np.empty((len(starts), self.seq_len), bool)
       starts_doc[:, 0] = (starts == 0) | (before == self.eos_id)
       starts_doc[:, 1:] = window[:, : self.seq_len - 1] == self.eos_id
-      idx = np.arange(self.seq_len)
-      first = np.maximum.accumulate(np.where(starts_doc, idx, 0), axis=1)
-      batch["positions"] = (idx - first).astype(np.int32)
-      batch["segment_ids"] = np.cumsum(starts_doc, axis=1, dtype=np.int32) + 1
+      batch.update(batches.segments(starts_doc))
     return batch
 
   def examples(self, indices, stream, counter, rows):

@@ -45,7 +45,7 @@ class Decoder(nnx.Module):
     dtype, param_dtype = layers.dtype_of(cfg.dtype), layers.dtype_of(cfg.param_dtype)
     self.scan_layers = cfg.scan_layers
     self.unroll = layer_stack.scan_unroll(cfg)
-    self.local = layers.local_layers(cfg)  # per layer: windowed attention
+    self.per_layer = layers.per_layer(cfg)  # the blocks' per-layer switches
     self.remat = cfg.remat
     self.rate = cfg.dropout
     self.logit_softcap = cfg.logit_softcap
@@ -107,7 +107,7 @@ class Decoder(nnx.Module):
     x = axes.constrain(x, axes.ACTIVATION)
     mask = None
     if segment_ids is not None:  # packed documents attend only within themselves
-      mask = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
+      mask = layers.segment_mask(segment_ids)
     if cache is not None:
       x, cache = layer_stack.run_blocks_cached(
         self.blocks,
@@ -116,7 +116,7 @@ class Decoder(nnx.Module):
         cache=cache,
         scan=self.scan_layers,
         unroll=self.unroll,
-        local=self.local,
+        per_layer=self.per_layer,
       )
       return self.logits(x), cache
     block_key = None
@@ -132,7 +132,7 @@ class Decoder(nnx.Module):
       scan=self.scan_layers,
       remat=self.remat,
       unroll=self.unroll,
-      local=self.local,
+      per_layer=self.per_layer,
     )
     return self.logits(x)
 

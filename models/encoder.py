@@ -46,6 +46,39 @@ DEFAULTS = model_config.defaults(
 )
 
 
+# ModernBERT's architecture (Warner et al. 2024, arXiv 2412.13663; the released
+# modernbert-base-pretrain.yaml): RoPE, GeGLU, pre-LN without biases and a final norm, the
+# embedding's norm standing in for the first block's, no token types, local attention over 128
+# positions (+-64) with every third layer global, exact GELU, no NSP head, no dropout (the
+# released recipe has 0.1 on the attention output only; ours is per block, left at 0). The RoPE base is 10,000 in every layer at 1024 tokens; the long-context
+# phase raises the global layers' to 160,000 (configs/bert.py, recipe=modern).
+MODERN = dict(
+  position="rope",
+  rope_theta=10000.0,
+  rope_theta_local=10000.0,
+  mlp="geglu",
+  use_bias=False,
+  pre_norm=True,
+  first_block_norm=False,
+  norm_eps=1e-5,
+  type_vocab_size=0,
+  nsp_head=False,
+  attention_window=128,
+  global_every=3,
+  dropout=0.0,
+  scale_residual_init=True,
+  max_len=1024,
+)
+
+MODERN_SIZES = {  # the paper's base and large (d_ff: the GeGLU's hidden width), and CPU sizes
+  "smoke": dict(num_layers=3, num_heads=2, d_model=64, d_ff=96, attention_window=16),
+  "tiny": dict(num_layers=3, num_heads=2, d_model=128, d_ff=192, attention_window=32),
+  "mini": dict(num_layers=6, num_heads=4, d_model=256, d_ff=384, attention_window=64),
+  "base": dict(num_layers=22, num_heads=12, d_model=768, d_ff=1152),  # 149M
+  "large": dict(num_layers=28, num_heads=16, d_model=1024, d_ff=2624),  # 395M
+}
+
+
 # The parameter entries of the backbone, shared by every model of this file.
 BACKBONE = ("embed", "pos_embed", "type_embed", "embed_norm", "blocks", "final_norm")
 
@@ -61,12 +94,13 @@ def norm(cfg, rngs):
   )
 
 
-def dense(cfg, n_out, names, rngs):
+def dense(cfg, n_out, names, rngs, use_bias=True):
   """A head's dense layer from the model width (weights N(0, init_std), zero bias)."""
   init = layers.normal(cfg.init_std)
   return nnx.Linear(
     cfg.d_model,
     n_out,
+    use_bias=use_bias,
     dtype=layers.dtype_of(cfg.dtype),
     param_dtype=layers.dtype_of(cfg.param_dtype),
     rngs=rngs,
@@ -84,7 +118,7 @@ class Backbone(nnx.Module):
     embed = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.rate, self.scan_layers, self.remat = cfg.dropout, cfg.scan_layers, cfg.remat
     self.unroll = layer_stack.scan_unroll(cfg)
-    self.local = layers.local_layers(cfg)  # per layer: windowed attention
+    self.per_layer = layers.per_layer(cfg)  # the blocks' per-layer switches
     self.embed = nnx.Embed(
       cfg.vocab_size,
       cfg.d_model,
@@ -101,32 +135,38 @@ class Backbone(nnx.Module):
         embedding_init=layers.partitioned(init, (axes.POSITIONS, axes.EMBED)),
       )
     )
-    self.type_embed = nnx.Embed(
-      cfg.type_vocab_size,
-      cfg.d_model,
-      **embed,
-      embedding_init=layers.partitioned(init, (axes.TYPES, axes.EMBED)),
+    self.type_embed = (
+      nnx.Embed(
+        cfg.type_vocab_size,
+        cfg.d_model,
+        **embed,
+        embedding_init=layers.partitioned(init, (axes.TYPES, axes.EMBED)),
+      )
+      if cfg.type_vocab_size
+      else None
     )
     self.embed_norm = norm(cfg, rngs)
     self.dropout = nnx.Dropout(cfg.dropout)
     self.blocks = layer_stack.make_blocks(cfg, causal=False, rngs=rngs)
     self.final_norm = norm(cfg, rngs) if cfg.pre_norm else None
 
-  def __call__(self, tokens, *, type_ids=None, input_mask=None, dropout_key=None):
-    b, t = tokens.shape
-    positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-    x = self.embed(tokens)
-    if self.pos_embed is not None:
-      x = x + layers.embed_prefix(self.pos_embed, t)
-    x = x + layers.embed_rows(
-      self.type_embed, jnp.zeros_like(tokens) if type_ids is None else type_ids
-    )
-    x = axes.constrain(self.embed_norm(x), axes.ACTIVATION)
+  def __call__(
+    self, tokens, *, type_ids=None, input_mask=None, positions=None, segment_ids=None,
+    dropout_key=None,
+  ):  # fmt: skip
+    """Packed rows (several documents or examples a row) give `segment_ids` [b, t]: attention
+    stays within a segment, and `positions` [b, t] restart in each."""
+    x = self._embed(tokens, type_ids, positions)
     block_key = None
     if dropout_key is not None and self.rate:
       dropout_key, block_key = jax.random.split(dropout_key)
       x = self.dropout(x, deterministic=False, rngs=dropout_key)
     mask = None if input_mask is None else input_mask.astype(bool)[:, None, None, :]
+    if segment_ids is not None:
+      within = layers.segment_mask(segment_ids)
+      mask = within if mask is None else mask & within
+    if positions is None:
+      positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
     x = layer_stack.run_blocks(
       self.blocks,
       x,
@@ -136,9 +176,23 @@ class Backbone(nnx.Module):
       scan=self.scan_layers,
       remat=self.remat,
       unroll=self.unroll,
-      local=self.local,
+      per_layer=self.per_layer,
     )
     return x if self.final_norm is None else self.final_norm(x)
+
+  def _embed(self, tokens, type_ids, positions):
+    """Token (+ position) (+ token-type) embeddings, normalised."""
+    x = self.embed(tokens)
+    if self.pos_embed is not None:
+      t = tokens.shape[1]
+      at = (
+        layers.embed_prefix(self.pos_embed, t) if positions is None else self.pos_embed(positions)
+      )
+      x = x + at
+    if self.type_embed is not None:
+      types = jnp.zeros_like(tokens) if type_ids is None else type_ids
+      x = x + layers.embed_rows(self.type_embed, types)
+    return axes.constrain(self.embed_norm(x), axes.ACTIVATION)
 
   def head_dropout(self, x, dropout_key):
     """Dropout before a task head (BERT's hidden_dropout_prob), in training only."""
@@ -153,7 +207,7 @@ class Encoder(Backbone):
   def __init__(self, cfg, *, rngs):
     super().__init__(cfg, rngs=rngs)
     self.pooler = dense(cfg, cfg.d_model, (axes.EMBED, axes.MLP), rngs)
-    self.mlm_dense = dense(cfg, cfg.d_model, (axes.EMBED, axes.MLP), rngs)
+    self.mlm_dense = dense(cfg, cfg.d_model, (axes.EMBED, axes.MLP), rngs, cfg.use_bias)
     self.mlm_norm = norm(cfg, rngs)
     self.mlm_bias = nnx.Param(
       jnp.zeros((cfg.vocab_size,), layers.dtype_of(cfg.param_dtype)), out_sharding=(axes.VOCAB,)

@@ -97,64 +97,73 @@ def scan_unroll(cfg):
   return cfg.num_layers if cfg.num_layers <= 12 and cfg.remat == "none" else 1
 
 
-def run_blocks(blocks, x, *, positions, mask, dropout_key, scan, remat, unroll=1, local=None):
-  """Applies the blocks in order (lax.scan when stacked), with the remat policy. `local`: per
-  layer, whether its attention is windowed (layers.local_layers), or None."""
+def run_blocks(blocks, x, *, positions, mask, dropout_key, scan, remat, unroll=1, per_layer=None):
+  """Applies the blocks in order (lax.scan when stacked), with the remat policy. `per_layer`:
+  the blocks' per-layer switches (layers.per_layer)."""
   num_layers = jax.tree.leaves(nnx.state(blocks))[0].shape[0] if scan else len(blocks)
   keys = [None] * num_layers
   if dropout_key is not None:
     keys = list(jax.random.split(dropout_key, num_layers))
 
-  def apply(block, x, key, is_local):
+  def apply(block, x, key, switches):
     # Block boundaries: examples split over the batch axes, the width over the tensor ways
     # (axes.ACT_EMBED); FSDP gathers weights, not activations.
-    y = block(x, positions=positions, mask=mask, key=key, local=is_local)
+    y = block(x, positions=positions, mask=mask, key=key, **switches)
     return axes.constrain(y, axes.ACTIVATION)
 
   if remat != "none":
     apply = nnx.remat(apply, policy=remat_policy(remat))
   if not scan:
-    for block, key, is_local in zip(blocks, keys, local or [None] * num_layers):
-      x = apply(block, x, key, is_local)
+    for i, (block, key) in enumerate(zip(blocks, keys)):
+      x = apply(block, x, key, _layer(per_layer, i))
     return x
   layer_keys = None if dropout_key is None else jnp.stack(keys)
-  layer_local = None if local is None else jnp.asarray(local)
 
   @nnx.scan(
-    in_axes=(0, nnx.Carry, None if layer_keys is None else 0, None if local is None else 0),
+    in_axes=(0, nnx.Carry, None if layer_keys is None else 0, 0),
     out_axes=nnx.Carry,
     transform_metadata={nnx.PARTITION_NAME: axes.LAYERS},
     unroll=unroll,
   )
-  def run(block, x, key, is_local):
-    return apply(block, x, key, is_local)
+  def run(block, x, key, switches):
+    return apply(block, x, key, switches)
 
-  return run(blocks, x, layer_keys, layer_local)
+  return run(blocks, x, layer_keys, _stacked(per_layer))
 
 
-def run_blocks_cached(blocks, x, *, positions, cache, scan, unroll=1, local=None):
+def _layer(per_layer, i):
+  """Layer i's switches, {name: bool}."""
+  return {name: flags[i] for name, flags in per_layer or ()}
+
+
+def _stacked(per_layer):
+  """The switches as arrays over layers, for lax.scan."""
+  return {name: jnp.asarray(flags) for name, flags in per_layer or ()}
+
+
+def run_blocks_cached(blocks, x, *, positions, cache, scan, unroll=1, per_layer=None):
   """The blocks over x with a KV cache {'k', 'v'} (each [layers, b, slots, kv, head_dim]);
   returns (x, updated cache)."""
   if not scan:
     ks, vs = [], []
     for i, block in enumerate(blocks):
       kv = (cache["k"][i], cache["v"][i])
-      is_local = None if local is None else local[i]
-      x, (k, v) = block(x, positions=positions, mask=None, key=None, cache=kv, local=is_local)
+      x, (k, v) = block(
+        x, positions=positions, mask=None, key=None, cache=kv, **_layer(per_layer, i)
+      )
       ks.append(k)
       vs.append(v)
     return x, {"k": jnp.stack(ks), "v": jnp.stack(vs)}
 
   @nnx.scan(
-    in_axes=(0, nnx.Carry, 0, 0, None if local is None else 0),
+    in_axes=(0, nnx.Carry, 0, 0, 0),
     out_axes=(nnx.Carry, 0, 0),
     transform_metadata={nnx.PARTITION_NAME: axes.LAYERS},
     unroll=unroll,
   )
-  def run(block, x, k, v, is_local):
-    x, (k, v) = block(x, positions=positions, mask=None, key=None, cache=(k, v), local=is_local)
+  def run(block, x, k, v, switches):
+    x, (k, v) = block(x, positions=positions, mask=None, key=None, cache=(k, v), **switches)
     return axes.constrain(x, axes.ACTIVATION), k, v
 
-  layer_local = None if local is None else jnp.asarray(local)
-  x, k, v = run(blocks, x, cache["k"], cache["v"], layer_local)
+  x, k, v = run(blocks, x, cache["k"], cache["v"], _stacked(per_layer))
   return x, {"k": k, "v": v}

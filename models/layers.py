@@ -85,6 +85,11 @@ def replicate_last_axis(x):
   return axes.constrain(x, (axes.BATCH,) + (None,) * (x.ndim - 1))
 
 
+def segment_mask(segment_ids):
+  """[b, 1, t, t]: True where query and key are in the same segment of a packed row."""
+  return (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]
+
+
 def band(positions, window, causal):
   """[b, 1, t, t]: True where a query may attend a key of a local layer: the last `window`
   positions (causal, itself included) or window // 2 on each side."""
@@ -92,12 +97,17 @@ def band(positions, window, causal):
   return (offset >= 0) & (offset < window) if causal else jnp.abs(offset) <= window // 2
 
 
-def local_layers(cfg):
-  """Per layer, whether it is local (attends within cfg.attention_window); None if none is."""
-  if not cfg.attention_window:
-    return None
-  every = cfg.global_every
-  return tuple(not (every and i % every == 0) for i in range(cfg.num_layers))
+def per_layer(cfg):
+  """The blocks' per-layer switches, ((name, a bool per layer), ...) (hashable: a module's
+  static attribute), given to each block as keyword arguments: `local`, whether it attends within cfg.attention_window (only with a window);
+  `bare`, whether it goes without its pre-attention norm (only with first_block_norm off)."""
+  out = {}
+  if cfg.attention_window:
+    every = cfg.global_every
+    out["local"] = tuple(not (every and i % every == 0) for i in range(cfg.num_layers))
+  if not cfg.first_block_norm:
+    out["bare"] = tuple(i == 0 for i in range(cfg.num_layers))
+  return tuple(out.items())
 
 
 def rope(x, positions, theta):
@@ -239,8 +249,8 @@ class Attention(nnx.Module):
 
 
 class MLP(nnx.Module):
-  """GELU MLP (GPT-2/BERT), SwiGLU (gated SiLU, LLaMA-style) or ReLU² (relu(x)^2: Primer,
-  modded-nanogpt)."""
+  """GELU MLP (GPT-2/BERT), SwiGLU (gated SiLU, LLaMA-style), GeGLU (gated GELU, ModernBERT)
+  or ReLU² (relu(x)^2: Primer, modded-nanogpt)."""
 
   def __init__(
     self,
@@ -274,15 +284,14 @@ class MLP(nnx.Module):
       )
 
     self.fc = dense(d_model, d_ff, (axes.EMBED, axes.MLP), normal(init_std))
-    if kind == "swiglu":
+    if kind in GATED:
       self.gate = dense(d_model, d_ff, (axes.EMBED, axes.MLP), normal(init_std))
     self.proj = dense(d_ff, d_model, (axes.MLP, axes.EMBED), out_init)
 
   def __call__(self, x):
-    inputs = (self.gate, self.fc) if self.kind == "swiglu" else (self.fc,)
-    act = {"swiglu": _swiglu, "relu2": _relu2}.get(self.kind) or (
-      _gelu_tanh if self.gelu_approximate else _gelu_erf
-    )
+    inputs = (self.gate, self.fc) if self.kind in GATED else (self.fc,)
+    gelu, geglu = (_gelu_tanh, _geglu_tanh) if self.gelu_approximate else (_gelu_erf, _geglu_erf)
+    act = {"swiglu": _swiglu, "relu2": _relu2, "geglu": geglu}.get(self.kind, gelu)
     if cpu_kernels.active():
       return cpu_kernels.mlp(inputs, act, self.proj, x)
     hs = tuple(dense(x) for dense in inputs)
@@ -307,6 +316,17 @@ def _relu2(h):
 
 def _swiglu(gate, h):
   return jax.nn.silu(gate) * h
+
+
+def _geglu_tanh(gate, h):
+  return _gelu_tanh(gate) * h
+
+
+def _geglu_erf(gate, h):
+  return _gelu_erf(gate) * h
+
+
+GATED = ("swiglu", "geglu")  # MLPs with a gate: act(gate(x)) * fc(x)
 
 
 def residual_std(init_std, num_layers):
@@ -375,13 +395,15 @@ class TransformerBlock(nnx.Module):
     )
     self.dropout = nnx.Dropout(cfg.dropout)
 
-  def __call__(self, x, *, positions, mask, key, cache=None, local=None):
+  def __call__(self, x, *, positions, mask, key, cache=None, local=None, bare=None):
     """x: [b, t, d] -> [b, t, d]; with a KV cache (decoding), (x, updated cache). `local`:
-    this layer's attention is windowed (Attention)."""
+    this layer's attention is windowed (Attention); `bare`: no norm before attention (a bool,
+    traced in a scanned stack; per_layer)."""
     keys = (None, None) if key is None else tuple(jax.random.split(key))
     causal = self.causal or cache is not None
+    h = self._in(self.norm1, x)
     y = self.attn(
-      self._in(self.norm1, x),
+      h if bare is None else jnp.where(bare, x, h),
       positions=positions,
       causal=causal,
       mask=mask,

@@ -18,7 +18,7 @@ from pretrain.ground import errors
 OPTIONS = {
   "position": ("learned", "rope"),
   "norm": ("layernorm", "rmsnorm"),
-  "mlp": ("gelu", "swiglu", "relu2"),
+  "mlp": ("gelu", "swiglu", "geglu", "relu2"),
   "attention": ("", "xla", "cudnn"),
   "remat": ("none", "full", "dots", "offload"),
 }
@@ -37,12 +37,13 @@ class ModelConfig:
   vocab_multiple: int = 128
   num_kv_heads: int = 0  # 0: num_heads (multi-head); fewer: grouped-query attention
   head_dim: int = 0  # 0: d_model // num_heads
-  d_ff: int = 0  # 0: 4 * d_model (gelu) or 8/3 * d_model rounded to 64 (swiglu, relu2)
+  d_ff: int = 0  # 0: 4 * d_model (gelu) or 8/3 * d_model rounded to 64 (gated, relu2)
   position: str = "learned"  # 'learned' or 'rope'
   rope_theta: float = 10000.0
   norm: str = "layernorm"  # 'layernorm' or 'rmsnorm'
   norm_eps: float = 1e-5
-  mlp: str = "gelu"  # 'gelu', 'swiglu' or 'relu2' (relu(x)^2, the shapes of gelu)
+  # 'gelu', 'swiglu' (gated SiLU), 'geglu' (gated GELU: ModernBERT) or 'relu2' (relu(x)^2)
+  mlp: str = "gelu"
   gelu_approximate: bool = True  # GPT-2's tanh approximation; False: the exact erf GELU
   qk_norm: bool = False  # RMSNorm on each head's queries and keys, before RoPE
   logit_softcap: float = 0.0  # > 0: logits = cap * tanh(logits / cap) (Gemma 2 uses 30)
@@ -51,6 +52,8 @@ class ModelConfig:
   use_bias: bool = True
   tie_embeddings: bool = True  # the output head is the token embedding's transpose
   pre_norm: bool = True  # pre-LN blocks (GPT-2); False: post-LN (original BERT)
+  # False: the first block has no pre-attention norm, the embedding's norm stands in (ModernBERT)
+  first_block_norm: bool = True
   dropout: float = 0.0
   init_std: float = 0.02
   scale_residual_init: bool = True  # GPT-2: residual projections get init_std / sqrt(2 * layers)
@@ -67,7 +70,7 @@ class ModelConfig:
   scan_unroll: int = 0  # layers per scan iteration; 0: all up to 12 layers without remat, else 1
   remat: str = "none"  # 'none', 'full', 'dots' (keep matmul outputs), 'offload' (to host)
   # An encoder's (BERT's) own fields; None in a decoder.
-  type_vocab_size: int | None = None  # rows of the token-type (segment) table
+  type_vocab_size: int | None = None  # rows of the token-type (segment) table; 0: none
   nsp_head: bool | None = None  # the next-sentence head (BERT); RoBERTa has none
   num_labels: int | None = None  # a fine-tuning task head's outputs; 1: a regression score
 

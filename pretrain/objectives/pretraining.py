@@ -94,6 +94,8 @@ def mlm_loss(model, batch, dropout_key, denominators):
     batch["inputs"],
     type_ids=batch["type_ids"],
     input_mask=batch["input_mask"],
+    positions=batch.get("positions"),
+    segment_ids=batch.get("segment_ids"),
     dropout_key=dropout_key,
   )
   xent, correct, lse = cross_entropy_lse(

@@ -20,7 +20,7 @@ figure on small shapes where the two should agree (tests/pretrain/test_memory_mo
 
 import dataclasses
 
-from models import layer_stack, model_config
+from models import layer_stack, layers, model_config
 
 _F32 = 4
 
@@ -52,7 +52,7 @@ def kept_per_token(cfg: model_config.ModelConfig, remat: str, seq_len: int, tens
   """Bytes one layer keeps for its backward pass per token (its share under tensor ways)."""
   c = _itemsize(cfg.dtype)
   d, kv = cfg.d_model, cfg.num_kv_heads * cfg.head_dim
-  hidden = cfg.d_ff * (2 if cfg.mlp == "swiglu" else 1)
+  hidden = cfg.d_ff * (2 if cfg.mlp in layers.GATED else 1)
   q = cfg.num_heads * cfg.head_dim
   if remat == "full":
     return d * c / tensor  # the layer's input, its width split over the tensor ways

@@ -285,4 +285,9 @@ def check_mlm(config):
     "config.model.nsp_head: must be True exactly when config.data.mlm.nsp is",
   )
   _require(seq_len >= 8, f"config.batch.seq_len: {seq_len} is too short for sentence pairs")
+  _require(
+    not (mlm.nsp and config.data.document_mask),
+    "config.data.document_mask: keeps a masked LM's packed documents apart, and NSP pairs are "
+    "one example a row; set it with objective 'mlm' (data.mlm.nsp=False)",
+  )
   _require(mlm.dupe_factor >= 1, "config.data.mlm.dupe_factor: must be at least 1")

@@ -684,6 +684,25 @@ def test_load_full_sentences_on_the_sentence_corpus(data_dir, sentence_corpus):
   assert "nsp_labels" not in batch and not batch["type_ids"].any()
 
 
+def test_packed_rows_keep_their_documents_apart(data_dir, sentence_corpus):
+  """With data.document_mask, a packed row's segments start after each document's [SEP]:
+  positions restart there, and the padding past the row's length starts no segment."""
+  config = _data_config(data_dir, sentence_corpus, recipe="roberta")
+  config.data.document_mask = True
+  loader, tok, _ = _load(config, seq_len=32, shuffle=False)
+  sep = tok.token_to_id("[SEP]")
+  batch = loader.batch(0)
+  rows, lengths = loader.tokens.take(np.arange(8)), loader.lengths[:8]
+  several = 0
+  for row, n, seg, pos in zip(rows, lengths, batch["segment_ids"], batch["positions"]):
+    starts = [0] + [j for j in range(1, 32) if row[j - 1] == sep and j < n]
+    np.testing.assert_array_equal(np.flatnonzero(np.diff(seg) != 0) + 1, starts[1:])
+    assert all(pos[j] == 0 for j in starts)
+    np.testing.assert_array_equal(pos[n - 1 :], np.arange(pos[n - 1], pos[n - 1] + 33 - n))
+    several += len(starts) > 1
+  assert several  # the corpus's short documents share rows
+
+
 # ----------------------------------------------------------------------------- the reference
 
 

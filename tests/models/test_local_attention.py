@@ -69,9 +69,11 @@ def test_the_window_equals_the_dense_path_with_its_mask():
 
 
 def test_the_pattern_and_the_local_rope_base():
-  assert layers.local_layers(_cfg(decoder)) is None  # no window: every layer dense
+  assert layers.per_layer(_cfg(decoder)) == ()  # no window: every layer dense
   every_third = _cfg(decoder, num_layers=7, attention_window=8, global_every=3)
-  assert layers.local_layers(every_third) == (False, True, True, False, True, True, False)
+  assert dict(layers.per_layer(every_third)) == {
+    "local": (False, True, True, False, True, True, False)
+  }
   kw = dict(d_model=16, num_heads=2, num_kv_heads=2, head_dim=8, use_bias=False)
   kw |= dict(init_std=0.2, out_init=layers.normal(0.2), dtype=jnp.float32)
   kw |= dict(param_dtype=jnp.float32, implementation="xla")
