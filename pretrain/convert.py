@@ -1,11 +1,11 @@
-r"""Hugging Face GPT-2 / Llama decoders and BERT / RoBERTa encoders <-> our runs.
+r"""Hugging Face GPT-2 / Llama decoders and BERT / RoBERTa / ModernBERT encoders <-> our runs.
 
   python -m pretrain.convert from_hf --hf_dir=gpt2-local --workdir=runs/gpt2 [--overwrite]
   python -m pretrain.convert to_hf --workdir=runs/gpt2 --hf_dir=runs/export/gpt2 [--step=N]
 
 The conversion itself is pretrain/state/hf_conversion.py; an imported run's config starts
-from configs/gpt.py (smoke) for a decoder, configs/bert.py (smoke, recipe bert or roberta)
-for an encoder, and configs/finetune/glue.py for a sequence classifier.
+from configs/gpt.py (smoke) for a decoder, configs/bert.py (smoke, recipe bert, roberta or
+modern) for an encoder, and configs/finetune/glue.py for a sequence classifier.
 """
 
 from absl import app, flags, logging
@@ -24,6 +24,8 @@ def base_config(kind):
     return gpt.get_config("smoke")
   if kind in ("bert", "roberta"):
     return bert.get_config(f"smoke,recipe={kind}")
+  if kind == "modernbert":
+    return bert.get_config("smoke,recipe=modern")
   return glue.get_config(kind)  # a GLUE task: sst2, mnli or stsb
 
 

@@ -2,6 +2,7 @@
 holds the session's set-up and its fixtures. The standard library alone at import."""
 
 import pathlib
+import random
 import subprocess
 import threading
 import time
@@ -149,3 +150,22 @@ class Running:
     self.proc.wait(timeout=300)
     self.reader.join()
     return "".join(self.lines)
+
+
+# SST-2-like sentences for fine-tuning tests
+NAMES = ["alice", "bob", "carol", "dave", "erin", "frank"]
+VERBS = ["likes", "sees", "paints", "buys", "finds", "wants"]
+ADJS = ["green", "red", "small", "big", "old", "new"]
+NOUNS = ["apples", "boats", "houses", "books", "trees", "cars"]
+
+
+def write_sst(path, n, seed, bad_label=False):
+  """SST-2's layout; the label says whether the adjective is one of the first three."""
+  r = random.Random(seed)
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("sentence\tlabel\n")
+    for k in range(n):
+      i = r.randrange(6)
+      label = 2 if bad_label and k == n - 1 else int(i < 3)
+      f.write(f"{r.choice(NAMES)} {r.choice(VERBS)} {ADJS[i]} {r.choice(NOUNS)}\t{label}\n")
+  return str(path)

@@ -12,6 +12,10 @@ unless --noscan_layers). to_hf writes config.json, model.safetensors (float32) a
 tokenizer from a workdir's checkpoint, scanned or not. Either writes nothing unless every
 check passes. Mappings: models/hf/decoder.py and models/hf/encoder.py.
 
+ModernBERT (ModernBertForMaskedLM, or ModernBertModel with a fresh masked-LM head) imports into
+configs/bert.py:smoke,recipe=modern with its own architecture, and a run of that architecture
+(objective mlm) exports as ModernBertForMaskedLM (models/hf/modernbert.py).
+
 Encoders (model_type bert or roberta) import into a configs/bert.py smoke config (recipe bert,
 objective mlm_nsp when the file has BERT's next-sentence head or no heads at all, else mlm;
 recipe roberta for RoBERTa); heads the file lacks are initialised fresh, and other task heads
@@ -46,6 +50,7 @@ from input_pipeline import tokenizer
 from models import decoder, encoder, layer_stack, model_config
 from models.hf import decoder as hf_decoder
 from models.hf import encoder as hf_encoder
+from models.hf import modernbert as hf_modernbert
 from pretrain.objectives import registry
 from pretrain.state import loading, run_files
 from pretrain.training import config_checks
@@ -232,7 +237,7 @@ def import_hf(
   'mnli', 'stsb') of an imported sequence classifier."""
   hf = read_hf_config(hf_dir)
   kind = hf.get("model_type")
-  supported = hf_decoder.SUPPORTED + hf_encoder.SUPPORTED
+  supported = hf_decoder.SUPPORTED + hf_encoder.SUPPORTED + hf_modernbert.SUPPORTED
   if kind not in supported:
     raise ConvertError(
       f"{os.path.join(hf_dir, 'config.json')}: model_type={kind!r} is not "
@@ -240,6 +245,8 @@ def import_hf(
     )
   if kind in hf_encoder.SUPPORTED:
     return _import_encoder(hf, hf_dir, base_config, scan_layers)
+  if kind in hf_modernbert.SUPPORTED:
+    return _import_modernbert(hf, hf_dir, base_config, scan_layers)
   hf_decoder.model_fields(hf, os.path.join(hf_dir, "config.json"))  # refuse early
   tok = read_tokenizer(hf_dir, kind)
   config = import_config(hf, hf_dir, _eos_token(hf, tok, hf_dir), base_config, scan_layers)
@@ -401,6 +408,55 @@ def _import_encoder(hf, hf_dir, base_config, scan_layers):
   return Imported(config, m, params, tok, hf_dir, notes)
 
 
+def import_modernbert_config(hf, hf_dir, tok, base_config, scan_layers=True):
+  """The run's full config: base_config('modernbert') with the HF model and tokenizer."""
+  config = base_config("modernbert")
+  model = ml_collections.ConfigDict(encoder.DEFAULTS)
+  model.update(hf_modernbert.model_fields(hf, os.path.join(hf_dir, "config.json")))
+  model.update(size="modernbert", vocab_multiple=1, dropout=0.0, scan_layers=scan_layers)
+  config.model = model
+  tokenizer.check_bert_specials(tok)
+  config.data.tokenizer.update(kind="file", eos_token="[SEP]")  # path: write_run's
+  config.batch.seq_len = min(config.batch.seq_len, model.max_len)
+  config.data.mlm.max_predictions = min(config.data.mlm.max_predictions, config.batch.seq_len)
+  return config
+
+
+def _import_modernbert(hf, hf_dir, base_config, scan_layers):
+  """import_hf for ModernBertForMaskedLM or ModernBertModel (its masked-LM head fresh)."""
+  hf_modernbert.model_fields(hf, os.path.join(hf_dir, "config.json"))  # refuse early
+  tok = read_tokenizer(hf_dir, "modernbert")
+  config = import_modernbert_config(hf, hf_dir, tok, base_config, scan_layers)
+  m = _resolved_model(config, tok, hf_dir)
+  where = os.path.join(hf_dir, _weight_files(hf_dir)[1][0])
+  raw = read_tensors(hf_dir)
+  names = hf_modernbert.normalise_names(raw)
+  tensors = {names[k]: v for k, v in raw.items()}
+  present = hf_modernbert.groups_present(tensors)
+  unscanned = dataclasses.replace(m, scan_layers=False)
+  abstract = _abstract_params(unscanned, config.objective)
+  expected = jax.eval_shape(lambda p: hf_modernbert.to_hf(m, p, groups=present), abstract)
+  tied = {"decoder.weight": hf_modernbert.PREFIX + "embeddings.tok_embeddings.weight"}
+  hf_decoder.check_shapes(
+    {k: tuple(v.shape) for k, v in expected.items()},
+    {k: v.shape for k, v in tensors.items()},
+    where,
+    "encoder",
+    lambda name: name in tied,
+  )
+  for name, source in tied.items():
+    if name in tensors and not np.array_equal(tensors[name], tensors[source]):
+      raise ConvertError(f"{where}: {name} differs from {source}, which it is tied to")
+  fresh = nnx.to_pure_dict(
+    nnx.state(_make_model(config.objective, unscanned, config.seed), nnx.Param)
+  )
+  params = hf_modernbert.from_hf(m, tensors, jax.tree.map(np.asarray, fresh))
+  params = jax.tree.map(lambda x: jnp.asarray(np.ascontiguousarray(x)), params)
+  params = layer_stack.to_layout(params, scan=m.scan_layers)
+  notes = [] if "mlm" in present else ["initialised fresh (not in the file): mlm"]
+  return Imported(config, m, params, tok, hf_dir, notes)
+
+
 # ----------------------------------------------------------------------------- to_hf
 
 
@@ -410,7 +466,9 @@ def load_params(
   """(resolved model, unscanned parameters as numpy, run config, step) of a run's checkpoint."""
 
   def check(config, m):  # before any array is read; hf_type refuses what does not convert
-    if config.objective != "causal_lm":
+    if config.objective != "causal_lm" and hf_modernbert.is_modern(m):
+      hf_modernbert.check_exportable(m, config.objective)
+    elif config.objective != "causal_lm":
       hf_encoder.hf_type(m, config.objective)
     else:
       hf_decoder.hf_type(m)
@@ -491,6 +549,8 @@ ENCODER_SPECIALS = {
 
 def _encoder_to_hf(m, params, tok, objective):
   """(tensors, config.json dict, tokenizer_config specials) of an encoder run."""
+  if hf_modernbert.is_modern(m):
+    return _modernbert_to_hf(m, params, tok, objective)
   kind, arch = hf_encoder.hf_type(m, objective)
   specials = {
     k: v
@@ -508,3 +568,18 @@ def _encoder_to_hf(m, params, tok, objective):
   }.get(arch, ("encoder", "mlm"))
   tensors = hf_encoder.to_hf(kind, m, params, groups=groups, pad_id=ids.get("pad", 1))
   return tensors, hf_encoder.hf_config(m, ids, objective), specials
+
+
+def _modernbert_to_hf(m, params, tok, objective):
+  hf_modernbert.check_exportable(m, objective)
+  specials = {
+    k: v
+    for k, v in ENCODER_SPECIALS["bert"].items()
+    if tok is not None and tok.token_to_id(v) is not None
+  }
+  ids = {
+    k: tok.token_to_id(specials[k + "_token"])
+    for k in ("pad", "cls", "sep", "mask")
+    if k + "_token" in specials
+  }
+  return hf_modernbert.to_hf(m, params), hf_modernbert.hf_config(m, ids), specials

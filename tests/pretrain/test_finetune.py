@@ -10,14 +10,9 @@ import random
 import numpy as np
 import pytest
 
-from tests.helpers import COMPILES, tiny_bert_config
+from tests.helpers import ADJS, COMPILES, NAMES, NOUNS, VERBS, tiny_bert_config, write_sst
 
 pytestmark = pytest.mark.xdist_group("finetune")  # one worker builds the shared run
-
-NAMES = ["alice", "bob", "carol", "dave", "erin", "frank"]
-VERBS = ["likes", "sees", "paints", "buys", "finds", "wants"]
-ADJS = ["green", "red", "small", "big", "old", "new"]
-NOUNS = ["apples", "boats", "houses", "books", "trees", "cars"]
 
 
 def _tiny(config, **overrides):
@@ -40,23 +35,11 @@ def bert_run(data_dir, sentence_corpus, tmp_path_factory):
   return workdir
 
 
-def _write_sst(path, n, seed, bad_label=False):
-  """SST-2's layout; the label says whether the adjective is one of the first three."""
-  r = random.Random(seed)
-  with open(path, "w", encoding="utf-8") as f:
-    f.write("sentence\tlabel\n")
-    for k in range(n):
-      i = r.randrange(6)
-      label = 2 if bad_label and k == n - 1 else int(i < 3)
-      f.write(f"{r.choice(NAMES)} {r.choice(VERBS)} {ADJS[i]} {r.choice(NOUNS)}\t{label}\n")
-  return str(path)
-
-
 def _glue(tmp_path, data_dir, **overrides):
   from configs.finetune import glue
 
   files = overrides.pop("files", None) or (
-    _write_sst(tmp_path / "train.tsv", 400, 0) + "," + _write_sst(tmp_path / "dev.tsv", 100, 1)
+    write_sst(tmp_path / "train.tsv", 400, 0) + "," + write_sst(tmp_path / "dev.tsv", 100, 1)
   )
   config = _tiny(glue.get_config("sst2"), **overrides)
   config.data.update(files=files, data_dir=data_dir)
@@ -122,13 +105,13 @@ def test_bad_input_is_refused_before_compiling(bert_run, data_dir, tmp_path):
   from pretrain.state import checkpointer
 
   workdir = str(tmp_path / "run")
-  files = _write_sst(tmp_path / "t.tsv", 50, 0) + "," + _write_sst(tmp_path / "d.tsv", 20, 1)
+  files = write_sst(tmp_path / "t.tsv", 50, 0) + "," + write_sst(tmp_path / "d.tsv", 20, 1)
   # A label count that differs from the head's.
   config = _glue(tmp_path, data_dir, init_from=bert_run, files=files)
   config.model.num_labels = 3
   _fails_before_compiling(config, workdir, tasks.TaskError, "config.model.num_labels", "sst2")
   # A label outside the task's label set (the file and line named).
-  bad = _write_sst(tmp_path / "bad.tsv", 20, 1, bad_label=True)
+  bad = write_sst(tmp_path / "bad.tsv", 20, 1, bad_label=True)
   config = _glue(tmp_path, data_dir, init_from=bert_run, files=f"{bad},{bad}")
   _fails_before_compiling(config, workdir, sources.DataError, "bad.tsv", "line 21")
   # Another width than the checkpoint's (the size named explicitly, not taken from it).
