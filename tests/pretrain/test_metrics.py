@@ -82,7 +82,7 @@ def _encoder_by_hand(cfg, t, p):
     + norm
     + (norm if cfg.pre_norm else 0)
     + d
-    + d
+    + (d if cfg.use_bias else 0)  # the MLM dense's bias (none in a bias-free ModernBERT)
     + norm
     + v
     + (2 * d + 2 if cfg.nsp_head else 0)
