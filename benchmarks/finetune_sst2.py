@@ -43,13 +43,16 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import json
 import pathlib
 import shutil
+import statistics
 import time
 
 from absl import app, flags
 
 from configs import bert
 from configs.finetune import glue as glue_config
+from input_pipeline import masking
 from pretrain.devices import host_memory
+from pretrain.state import run_files
 from pretrain.training import trainer
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -60,9 +63,11 @@ _SST2_DIR = flags.DEFINE_string(
   "Directory with GLUE SST-2's train.tsv and dev.tsv.",
 )
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/finetune_sst2", "Scratch directory (wiped).")
-_SIZE = flags.DEFINE_string("size", "tiny", "Encoder size (models/encoder.py SIZES).")
+_SIZE = flags.DEFINE_string(
+  "size", "tiny", "Encoder size (models/encoder.py SIZES, or MODERN_SIZES for recipe=modern)."
+)
 _RECIPE = flags.DEFINE_enum(
-  "recipe", "roberta", bert.RECIPES, "Pretraining recipe: bert (MLM+NSP) or roberta (MLM only)."
+  "recipe", "roberta", bert.RECIPES, "Pretraining recipe: bert, roberta or modern."
 )
 _PRETRAIN_STEPS = flags.DEFINE_integer("pretrain_steps", 1000, "Pretraining steps.")
 _PRETRAIN_BATCH = flags.DEFINE_integer("pretrain_batch", 64, "Pretraining batch (sequences).")
@@ -78,6 +83,7 @@ _EVALS_PER_EPOCH = flags.DEFINE_integer(
   "evals_per_epoch", 2, "Dev evaluations per fine-tuning epoch."
 )
 _SKIP_RANDOM = flags.DEFINE_bool("skip_random", False, "Only the pretrained fine-tuning run.")
+_SEEDS = flags.DEFINE_integer("seeds", 1, "Fine-tuning seeds of each initialisation.")
 
 
 def write_corpus(train_tsv, out, doc_lines):
@@ -99,8 +105,12 @@ def pretrain_config(corpus, data_dir):
     files=corpus, data_dir=data_dir, doc_split="blank_line", validation_fraction=0.05
   )
   config.data.tokenizer.vocab_size = _VOCAB_SIZE.value
-  config.data.mlm.max_predictions = max(1, round(0.15 * _SEQ_LEN.value) + 2)
+  config.data.mlm.max_predictions = masking.required_predictions(
+    _SEQ_LEN.value, config.data.mlm.mask_prob
+  )
   config.batch.update(size=_PRETRAIN_BATCH.value, seq_len=_SEQ_LEN.value)
+  config.batch.update(grad_accum=1, warmup_steps=0)  # (the modern recipe's ramp is for pods)
+  config.model.max_len = max(config.model.max_len, _SEQ_LEN.value)
   config.optimizer.update(lr=_PRETRAIN_LR.value, warmup_steps=_PRETRAIN_WARMUP.value)
   steps = _PRETRAIN_STEPS.value
   config.train.update(
@@ -110,14 +120,17 @@ def pretrain_config(corpus, data_dir):
   return config
 
 
-def finetune_config(files, data_dir, n_train, init_from=None, tokenizer=None):
-  """glue.py:sst2 from `init_from`'s model, or the same size from scratch with `tokenizer`."""
-  size = "from_init" if init_from else _SIZE.value
-  config = glue_config.get_config(f"sst2,size={size},seq={_SEQ_LEN.value}")
+def finetune_config(files, data_dir, n_train, seed, init_from=None, tokenizer=None, model=None):
+  """glue.py:sst2 from `init_from`'s model, or the same model (`model`, the pretraining run's
+  section) from scratch with `tokenizer`."""
+  config = glue_config.get_config(f"sst2,size=from_init,seq={_SEQ_LEN.value}")
   config.data.update(files=files, data_dir=data_dir)
+  config.seed = seed
   if init_from:
     config.init_from = init_from
   else:
+    config.model.update(model, nsp_head=False, num_labels=config.model.num_labels)
+    config.model.dropout = 0.1
     config.data.tokenizer.update(kind="file", path=tokenizer)
   config.batch.size = _FINETUNE_BATCH.value
   config.optimizer.lr = _FINETUNE_LR.value
@@ -184,11 +197,17 @@ def main(argv):
 
   runs = [("pretrained", dict(init_from=pre_dir))]
   if not _SKIP_RANDOM.value:
-    runs.append(("random init", dict(tokenizer=os.path.join(pre_dir, "tokenizer.json"))))
+    model = {k: v for k, v in run_files.run_config(pre_dir).model.to_dict().items()}
+    model["size"] = _SIZE.value
+    tok = os.path.join(pre_dir, "tokenizer.json")
+    runs.append(("random init", dict(tokenizer=tok, model=model)))
   for name, kw in runs:
-    workdir = os.path.join(_WORKDIR.value, "sst2-" + name.replace(" ", "-"))
-    result, wall = timed_run(finetune_config(files, data_dir, n_sentences, **kw), workdir)
-    summary[name] = finetune_summary(result, wall, workdir)
+    summary[name] = []
+    for seed in range(_SEEDS.value):
+      workdir = os.path.join(_WORKDIR.value, f"sst2-{name.replace(' ', '-')}-{seed}")
+      config = finetune_config(files, data_dir, n_sentences, seed, **kw)
+      result, wall = timed_run(config, workdir)
+      summary[name].append(finetune_summary(result, wall, workdir))
 
   with open(os.path.join(_WORKDIR.value, "summary.json"), "w", encoding="utf-8") as f:
     json.dump(summary, f, indent=1)
@@ -205,20 +224,20 @@ def main(argv):
     f"fine-tuning: {_FINETUNE_EPOCHS.value:g} epochs, batch {_FINETUNE_BATCH.value}, "
     f"lr {_FINETUNE_LR.value:g}\n"
   )
-  print("| initialisation | best dev acc (step) | final dev acc | steps | wall time |")
-  print("|---|---|---|---|---|")
+  print("| initialisation | final dev acc, each seed | mean | std | steps | wall time (mean) |")
+  print("|---|---|---|---|---|---|")
+  means = {}
   for name, _ in runs:
-    r = summary[name]
+    accs = [r["final_dev_accuracy"] for r in summary[name]]
+    means[name] = (statistics.mean(accs), statistics.pstdev(accs))
+    walls = statistics.mean(r["wall_s"] for r in summary[name])
     print(
-      f"| {name} | {r['best_dev_accuracy']:.4f} ({r['best_step']}) | "
-      f"{r['final_dev_accuracy']:.4f} | {r['steps']} | {r['wall_s']:.0f} s |"
+      f"| {name} | {', '.join(f'{a:.4f}' for a in accs)} | {means[name][0]:.4f} | "
+      f"{means[name][1]:.4f} | {summary[name][0]['steps']} | {walls:.0f} s |"
     )
   if len(runs) == 2:
-    a, b = summary["pretrained"], summary["random init"]
-    print(
-      f"| difference | {a['best_dev_accuracy'] - b['best_dev_accuracy']:+.4f} | "
-      f"{a['final_dev_accuracy'] - b['final_dev_accuracy']:+.4f} | | |"
-    )
+    gain = means["pretrained"][0] - means["random init"][0]
+    print(f"| difference of the means | | {gain:+.4f} | | | |")
   print(json.dumps(summary))
 
 
