@@ -24,7 +24,7 @@ import os
 import tensorflow_datasets as tfds
 
 from input_pipeline.corpora import records
-from pretrain.ground import errors
+from pretrain.ground import errors, storage
 
 DEFAULT_CORPUS = "pydoc_topics"
 
@@ -40,21 +40,53 @@ def expand_files(files):
   )
   found = []
   for pattern in patterns:
-    matches = sorted(glob.glob(os.path.expanduser(pattern)))
+    matches = _matches(pattern)
     if not matches:
       raise DataError(
         f"config.data.files: no file matches {pattern!r}; give existing paths or globs"
       )
     for match in matches:
-      found.extend(_arrow_files(match) if os.path.isdir(match) else [match])
+      found.extend(_arrow_files(match) if storage.isdir(match) else [match])
   if patterns and not found:
     raise DataError(f"config.data.files: {files!r} names no regular files")
   return list(dict.fromkeys(found))  # a file matched by two patterns is read once
 
 
+def _matches(pattern):
+  """A pattern's files, sorted: local, or in a bucket (gs://bucket/shards/*.parquet)."""
+  if not storage.is_remote(pattern):
+    return sorted(glob.glob(os.path.expanduser(pattern)))
+  storage.check(pattern.split("*")[0].rsplit("/", 1)[0], "config.data.files")
+  fs, name = storage.filesystem(pattern)
+  scheme = pattern.split("://", 1)[0]
+  return sorted(f"{scheme}://{p}" for p in fs.glob(name))
+
+
 def _arrow_files(folder):
   """The .arrow files of a dataset folder (`datasets`' save_to_disk), in order; none elsewhere."""
-  return sorted(glob.glob(os.path.join(folder, "*.arrow")))
+  return _matches(folder.rstrip("/") + "/*.arrow")
+
+
+def _identity(path, roots):
+  """What names a file in the dataset's name: its path under the root of the pattern that
+  matched it (not where this host keeps the corpus), its size and its modification time (a
+  bucket object's generation), so that hosts with the same corpus share one prepared copy."""
+  root = next((r for r in roots if path.startswith(r)), "")
+  if storage.is_remote(path):
+    fs, name = storage.filesystem(path)
+    info = fs.info(name)
+    return [path[len(root) :], info["size"], str(info.get("generation") or info.get("mtime"))]
+  return [path[len(root) :], os.path.getsize(path), os.path.getmtime(path)]
+
+
+def _roots(files):
+  """The directory before the first wildcard of each pattern, longest first."""
+  patterns = [p.strip() for p in files.split(",") if p.strip()] if isinstance(files, str) else files
+  roots = {
+    (p if storage.is_remote(p) else os.path.abspath(os.path.expanduser(p))).split("*")[0]
+    for p in patterns
+  }
+  return sorted((r.rsplit("/", 1)[0] + "/" for r in roots), key=len, reverse=True)
 
 
 def _read_file(path, jsonl_key, stats):
@@ -66,7 +98,10 @@ def _read_file(path, jsonl_key, stats):
   elif path.endswith((".jsonl", ".jsonl.gz", ".jsonl.zst")):
     yield from _jsonl_texts(path, jsonl_key, stats)
   else:
-    with gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb") as f:
+    with (
+      records.opened(path) as raw,
+      gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw as f,
+    ):
       yield f.read().replace(b"\r\n", b"\n").replace(b"\r", b"\n")  # universal newlines
 
 
@@ -133,15 +168,17 @@ class LocalTextConfig(tfds.core.BuilderConfig):
 def make_config(
   files="", doc_split="file", validation_fraction=0.05, split_by="hash", jsonl_key="text"
 ):
-  """A builder config named after a hash of its inputs (paths, sizes, mtimes and options)."""
+  """A builder config named after a hash of its inputs (the files' identities, _identity, and
+  the options)."""
   if doc_split not in ("file", "blank_line"):
     raise DataError(f"config.data.doc_split: {doc_split!r}; use 'file' or 'blank_line'")
   if split_by not in ("hash", "tail"):
     raise DataError(f"config.data.split_by: {split_by!r}; use 'hash' or 'tail'")
   if not 0 < validation_fraction < 1:
     raise DataError(f"config.data.validation_fraction: {validation_fraction} must be in (0, 1)")
-  paths = tuple(os.path.abspath(p) for p in expand_files(files))
-  stamp = [(p, os.path.getsize(p), os.path.getmtime(p)) for p in paths]
+  paths = tuple(p if storage.is_remote(p) else os.path.abspath(p) for p in expand_files(files))
+  roots = _roots(files) if paths else []
+  stamp = [_identity(p, roots) for p in paths]
   options = [doc_split, validation_fraction, split_by, jsonl_key]
   digest = hashlib.sha256(json.dumps([stamp, options]).encode()).hexdigest()[:12]
   name = f"{'files' if paths else DEFAULT_CORPUS}_{digest}"

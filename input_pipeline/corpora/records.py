@@ -9,7 +9,7 @@ theirs is read, so a corpus of text files needs neither (`pip install -e ".[corp
 import gzip
 import importlib
 
-from pretrain.ground import errors
+from pretrain.ground import errors, storage
 
 
 class DataError(errors.UserError):
@@ -25,12 +25,20 @@ def _module(name, package):
     ) from None
 
 
+def opened(path):
+  """A binary file object of a local path or a gs:// URL (streamed through fsspec)."""
+  if storage.is_remote(path):
+    fs, name = storage.filesystem(path)
+    return fs.open(name, "rb")
+  return open(path, "rb")
+
+
 def lines(path):
   """The lines of a JSON-lines file, .gz and .zst decompressed as they stream."""
   if path.endswith(".zst"):
     yield from _zst_lines(path)
     return
-  with gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb") as f:
+  with opened(path) as raw, gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw as f:
     yield from f
 
 
@@ -39,7 +47,7 @@ def _zst_lines(path, chunk=1 << 20):
   last frame unfinished) is an error naming it."""
   zstd = _module("zstandard", "zstandard")
   frame, started, rest = zstd.ZstdDecompressor().decompressobj(), False, b""
-  with open(path, "rb") as f:
+  with opened(path) as f:
     while data := f.read(chunk):
       while data:
         try:
@@ -75,23 +83,25 @@ def _check_column(names, key, path):
 def parquet_texts(path, key):
   """The `key` column of a Parquet file, one row group at a time."""
   pq = _module("pyarrow.parquet", "pyarrow")
-  try:
-    shard = pq.ParquetFile(path)
-  except Exception as e:  # pyarrow's ArrowInvalid / OSError for a damaged footer
-    raise DataError(f"config.data.files: {path} is not a readable Parquet file ({e})") from None
-  _check_column(shard.schema_arrow.names, key, path)
-  for group in range(shard.num_row_groups):
-    yield from _texts(shard.read_row_group(group, columns=[key]).column(0))
+  with opened(path) as f:  # a bucket's shard: its footer and row groups by ranged reads
+    try:
+      shard = pq.ParquetFile(f)
+    except Exception as e:  # pyarrow's ArrowInvalid / OSError for a damaged footer
+      raise DataError(f"config.data.files: {path} is not a readable Parquet file ({e})") from None
+    _check_column(shard.schema_arrow.names, key, path)
+    for group in range(shard.num_row_groups):
+      yield from _texts(shard.read_row_group(group, columns=[key]).column(0))
 
 
 def arrow_texts(path, key):
   """The `key` column of an Arrow stream file (a `datasets` folder's data-*.arrow), batch by
   batch."""
   pa = _module("pyarrow", "pyarrow")
-  try:
-    reader = pa.ipc.open_stream(pa.memory_map(path))
-  except Exception as e:  # ArrowInvalid: not an Arrow stream
-    raise DataError(f"config.data.files: {path} is not a readable Arrow stream ({e})") from None
-  _check_column(reader.schema.names, key, path)
-  for batch in reader:
-    yield from _texts(batch.column(key))
+  with opened(path) if storage.is_remote(path) else pa.memory_map(path) as f:
+    try:
+      reader = pa.ipc.open_stream(f)
+    except Exception as e:  # ArrowInvalid: not an Arrow stream
+      raise DataError(f"config.data.files: {path} is not a readable Arrow stream ({e})") from None
+    _check_column(reader.schema.names, key, path)
+    for batch in reader:
+      yield from _texts(batch.column(key))

@@ -13,6 +13,7 @@ import zstandard
 
 from configs import common
 from input_pipeline.corpora import local_text, records, sources
+from pretrain.ground import storage
 from pretrain.training import metrics, trainer
 from tests import helpers
 
@@ -123,3 +124,58 @@ def test_the_smoke_gpt_trains_on_a_fineweb_layout_corpus(tmp_path, data_dir):
   result = trainer.train_and_evaluate(config, str(tmp_path / "run"), devices=jax.devices()[:1])
   rows = [r for r in metrics.read_rows(tmp_path / "run" / "metrics.jsonl") if "train/loss" in r]
   assert result.step == 6 and np.isfinite(rows[-1]["train/loss"])
+
+
+def _upload(local, url):
+  """Copies a local folder's files to gs:// (the emulator), keeping their relative paths."""
+  fs, root = storage.filesystem(url)
+  for path in sorted(local.rglob("*")):
+    if path.is_file():
+      fs.put_file(str(path), f"{root}/{path.relative_to(local).as_posix()}")
+  fs.invalidate_cache()
+
+
+def test_shards_in_a_bucket_read_as_local_ones(gcs, tmp_path):
+  """Parquet, .jsonl.zst and an Arrow folder in a bucket, by glob: the same documents as the
+  local copies, and a dataset name that depends on the files' paths under the glob's root, not
+  on where a host keeps them."""
+  texts = [_doc(i) for i in range(40)]
+  _parquet(
+    tmp_path / "c" / "fineweb" / "data" / "CC-MAIN-2024-10" / "000_00000.parquet", texts[:20]
+  )
+  _arrow_folder(tmp_path / "c" / "saved", texts[20:30])
+  _zst(tmp_path / "c" / "dolma" / "part-0.jsonl.zst", texts[30:])
+  url = gcs("corpus")
+  _upload(tmp_path / "c", url)
+  remote = f"{url}/fineweb/data/CC-MAIN-*/*.parquet,{url}/saved,{url}/dolma/*.jsonl.zst"
+  assert _read(remote) == texts
+  name = local_text.make_config(remote).name
+  assert name == local_text.make_config(remote).name  # stable
+  # two hosts with the corpus under different roots name it the same
+  os.makedirs(tmp_path / "elsewhere")
+  for shard in ("a", "b"):
+    _parquet(tmp_path / "one" / f"{shard}.parquet", texts[:5])
+  os.rename(tmp_path / "one", tmp_path / "elsewhere" / "one")
+  here = local_text.make_config(f"{tmp_path}/elsewhere/one/*.parquet").name
+  (tmp_path / "two").mkdir()
+  for shard in ("a", "b"):
+    src = tmp_path / "elsewhere" / "one" / f"{shard}.parquet"
+    dst = tmp_path / "two" / f"{shard}.parquet"
+    dst.write_bytes(src.read_bytes())
+    os.utime(dst, (src.stat().st_atime, src.stat().st_mtime))
+  assert local_text.make_config(f"{tmp_path}/two/*.parquet").name == here
+  with pytest.raises(records.DataError, match=r"^config.data.files: no file matches"):
+    local_text.expand_files(f"{url}/nothing/*.parquet")
+
+
+@pytest.mark.slow
+def test_the_smoke_gpt_trains_from_a_fineweb_layout_bucket(gcs, tmp_path, data_dir):
+  for shard in range(2):
+    texts = [_doc(100 * shard + i) + " " + _doc(i) * 3 for i in range(100)]
+    _parquet(tmp_path / "c" / "data" / f"CC-MAIN-2024-1{shard}" / "000_00000.parquet", texts, 25)
+  url = gcs("fineweb")
+  _upload(tmp_path / "c", url)
+  files = f"{url}/data/CC-MAIN-*/*.parquet"
+  config = helpers.tiny_gpt_config(data_dir, **{"data.files": files, "checkpoint.every": 0})
+  result = trainer.train_and_evaluate(config, str(tmp_path / "run"), devices=jax.devices()[:1])
+  assert result.step == 6
