@@ -84,6 +84,7 @@ def data_config():
   data.split_by = "hash"  # local_text: 'hash' of each document, or 'tail' (last chars)
   data.text_key = "text"  # feature holding the text in the tfds examples
   data.jsonl_key = "text"  # local_text: the text field of .jsonl lines, Parquet and Arrow records
+  data.skip_bad_shards = False  # local_text: skip (and count) damaged shards instead of stopping
   data.train_split = "train"
   data.eval_split = "validation"
   data.document_mask = False  # mask attention across packed documents (segment ids)
@@ -118,6 +119,7 @@ SOURCE_FIELDS = (
   "split_by",
   "text_key",
   "jsonl_key",
+  "skip_bad_shards",
   "train_split",
   "eval_split",
   "tokenized_dir",

@@ -127,14 +127,29 @@ def _jsonl_texts(path, jsonl_key, stats):
   stats["bad_jsonl_lines"] += bad
 
 
-def read_documents(files, doc_split, jsonl_key, stats=None):
+def _shard_texts(files, jsonl_key, stats, skip_bad_shards):
+  """(path, raw text) of every file in order; with `skip_bad_shards`, a damaged shard (an
+  unreadable Parquet or Arrow file, a cut-short or foreign .zst) is skipped from where it
+  fails, named in a warning and counted in `stats['bad_shards']`, instead of stopping."""
+  for path in files:
+    try:
+      for text in _read_file(path, jsonl_key, stats):
+        yield path, text
+    except records.DataError as e:
+      if not (skip_bad_shards and str(e).startswith("config.data.files:")):
+        raise
+      errors.warn(f"data.skip_bad_shards: skipped {path} ({str(e).split(': ', 1)[1]})")
+      stats["bad_shards"] += 1
+
+
+def read_documents(files, doc_split, jsonl_key, stats=None, skip_bad_shards=False):
   """Yields (key, text) for every non-empty, valid UTF-8 document, in a fixed order; what is
-  skipped is counted in `stats` ('invalid_utf8', 'empty', 'bad_jsonl_lines')."""
+  skipped is counted in `stats` ('invalid_utf8', 'empty', 'bad_jsonl_lines', 'bad_shards')."""
   stats = {} if stats is None else stats
-  for key in ("invalid_utf8", "empty", "bad_jsonl_lines"):
+  for key in ("invalid_utf8", "empty", "bad_jsonl_lines", "bad_shards"):
     stats.setdefault(key, 0)
   if files:
-    sources = ((path, text) for path in files for text in _read_file(path, jsonl_key, stats))
+    sources = _shard_texts(files, jsonl_key, stats, skip_bad_shards)
   else:
     import pydoc_data.topics
 
@@ -163,10 +178,28 @@ class LocalTextConfig(tfds.core.BuilderConfig):
   validation_fraction: float = 0.05
   split_by: str = "hash"
   jsonl_key: str = "text"
+  skip_bad_shards: bool = False
+
+
+def config_of(data):
+  """The builder config of a config.data section (or a mixture's entry)."""
+  return make_config(
+    data.files,
+    data.doc_split,
+    data.validation_fraction,
+    data.split_by,
+    data.jsonl_key,
+    skip_bad_shards=data.get("skip_bad_shards", False),
+  )
 
 
 def make_config(
-  files="", doc_split="file", validation_fraction=0.05, split_by="hash", jsonl_key="text"
+  files="",
+  doc_split="file",
+  validation_fraction=0.05,
+  split_by="hash",
+  jsonl_key="text",
+  skip_bad_shards=False,
 ):
   """A builder config named after a hash of its inputs (the files' identities, _identity, and
   the options)."""
@@ -179,7 +212,9 @@ def make_config(
   paths = tuple(p if storage.is_remote(p) else os.path.abspath(p) for p in expand_files(files))
   roots = _roots(files) if paths else []
   stamp = [_identity(p, roots) for p in paths]
-  options = [doc_split, validation_fraction, split_by, jsonl_key]
+  options = [doc_split, validation_fraction, split_by, jsonl_key] + (
+    ["skip"] if skip_bad_shards else []
+  )
   digest = hashlib.sha256(json.dumps([stamp, options]).encode()).hexdigest()[:12]
   name = f"{'files' if paths else DEFAULT_CORPUS}_{digest}"
   return LocalTextConfig(
@@ -189,6 +224,7 @@ def make_config(
     validation_fraction=validation_fraction,
     split_by=split_by,
     jsonl_key=jsonl_key,
+    skip_bad_shards=skip_bad_shards,
     description=f"{len(paths)} files" if paths else "CPython pydoc topics",
   )
 
@@ -208,12 +244,12 @@ class LocalText(tfds.core.GeneratorBasedBuilder):
     del dl_manager  # everything is local
     cfg = self.builder_config
     stats = {}
-    docs = list(read_documents(cfg.files, cfg.doc_split, cfg.jsonl_key, stats))
+    docs = list(read_documents(cfg.files, cfg.doc_split, cfg.jsonl_key, stats, cfg.skip_bad_shards))
     if any(stats.values()):
       errors.warn(
         "local_text: skipped "
         + ", ".join(
-          f"{n} {k.replace('_', ' ')}{' documents' if k != 'bad_jsonl_lines' else ''}"
+          f"{n} {k.replace('_', ' ')}{' documents' if not k.startswith('bad_') else ''}"
           for k, n in stats.items()
           if n
         )

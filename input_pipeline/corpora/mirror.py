@@ -145,9 +145,7 @@ def dataset_dir(src):
   """Where a dataset's tfds versions live, relative to data_dir: local_text/<config> for
   ours, the tfds name without its version for others ('c4/en:3.0.1' -> c4/en)."""
   if src.dataset == "local_text":
-    config = local_text.make_config(
-      src.files, src.doc_split, src.validation_fraction, src.split_by, src.jsonl_key
-    )
+    config = local_text.config_of(src)
     return os.path.join("local_text", config.name)
   return os.path.join(*src.dataset.split(":")[0].split("/"))
 

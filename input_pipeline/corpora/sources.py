@@ -48,9 +48,7 @@ def builder(data):
   _local(data)
   if data.dataset == "local_text":
     return local_text.LocalText(
-      config=local_text.make_config(
-        data.files, data.doc_split, data.validation_fraction, data.split_by, data.jsonl_key
-      ),
+      config=local_text.config_of(data),
       data_dir=data.data_dir,
     )
   if data.files:

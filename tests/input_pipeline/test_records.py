@@ -112,6 +112,29 @@ def test_bad_shards_are_one_line_naming_the_file(tmp_path):
     _read(str(folder), key="content")
 
 
+def test_skip_bad_shards_skips_and_counts_them(tmp_path, capsys):
+  good = _parquet(tmp_path / "a.parquet", ["first", "second"])
+  damaged = tmp_path / "b.parquet"
+  damaged.write_bytes(good.read_bytes()[:-20])
+  whole = _zst(tmp_path / "c.jsonl.zst", [_doc(i) for i in range(200)])
+  cut = tmp_path / "d.jsonl.zst"
+  cut.write_bytes(whole.read_bytes()[: os.path.getsize(whole) // 2])
+  files = local_text.expand_files(f"{tmp_path}/*.parquet,{tmp_path}/*.jsonl.zst")
+  stats = {}
+  docs = [t for _, t in local_text.read_documents(files, "file", "text", stats, True)]
+  assert docs[:2] == ["first", "second"] and stats["bad_shards"] == 2
+  texts = [_doc(i) for i in range(200)]
+  assert docs[2:202] == texts and docs[202:] == texts[: len(docs) - 202]  # d up to its cut
+  err = capsys.readouterr().err
+  assert "skipped " + str(damaged) in err and "skipped " + str(cut) in err
+  with pytest.raises(records.DataError, match="has no column 'body'"):  # a config error stops
+    list(local_text.read_documents(files, "file", "body", {}, True))
+  assert (
+    local_text.make_config(str(good), skip_bad_shards=True).name
+    != local_text.make_config(str(good)).name
+  )
+
+
 @pytest.mark.slow
 def test_the_smoke_gpt_trains_on_a_fineweb_layout_corpus(tmp_path, data_dir):
   for shard in range(2):
