@@ -114,11 +114,17 @@ def modern_config(size, seq):
   config.data.mlm.update(nsp=False, mask_prob=0.3)
   config.data.mlm.max_predictions = max(1, round(seq * 0.3 * 1.1))
   config.data.document_mask = True  # packed rows, documents kept apart: no pad FLOPs
-  config.batch.update(size=4608 if size != "large" else 4928, seq_len=seq)
-  # the batch ramps up over the first 50B tokens (large: 10B) from one microbatch
-  tokens = 50e9 if size != "large" else 10e9
-  config.batch.grad_accum = 48
-  config.batch.warmup_steps = int(2 * tokens / (config.batch.size * seq))
+  large = size == "large"
+  # 4608 sequences (large: 4928) in microbatches of 96 (large: 88), the released yaml's
+  # device_train_microbatch_size, ramped up from one microbatch over the first 50B tokens
+  # (large: 10B). The long-context phase keeps the tokens per batch (fewer, longer rows) and
+  # starts from a checkpoint, so without the ramp.
+  sequences, micro = (4928, 88) if large else (4608, 96)
+  sequences = sequences * 1024 // max(seq, 1024)
+  config.batch.update(size=sequences, seq_len=seq, grad_accum=max(1, sequences // micro))
+  if seq <= 1024:
+    tokens = 10e9 if large else 50e9
+    config.batch.warmup_steps = int(2 * tokens / (config.batch.size * seq))
   config.optimizer.update(
     name="adamw", lr=8e-4 if size != "large" else 5e-4, min_lr=0.0, b1=0.9, b2=0.98, eps=1e-6
   )
