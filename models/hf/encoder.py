@@ -106,6 +106,24 @@ _FIXED = dict(
 )
 
 
+def check_fields(m, fixed, family):
+  """An error naming the first field of resolved encoder `m` that `family`'s Hugging Face
+  classes cannot express: one of `fixed` ({field: the value they need}), a switch they lack,
+  or attention other than multi-head."""
+  for field, want in fixed.items():
+    if getattr(m, field) != want:
+      raise ConvertError(
+        f"config.model.{field}: {getattr(m, field)!r} has no Hugging Face {family} "
+        f"equivalent (it needs {field}={want!r})"
+      )
+  hf_decoder.refuse_switches(m, ConvertError, f"{family} has none")
+  if m.num_kv_heads != m.num_heads or m.num_heads * m.head_dim != m.d_model:
+    raise ConvertError(
+      f"config.model.num_kv_heads: {family} needs num_kv_heads == num_heads and "
+      "head_dim == d_model // num_heads"
+    )
+
+
 def hf_type(m, objective="mlm_nsp"):
   """(model_type, architecture) for a resolved encoder model trained on `objective`: RoBERTa
   for runs imported from RoBERTa (size 'roberta'), else BERT (BertForSequenceClassification
@@ -115,18 +133,7 @@ def hf_type(m, objective="mlm_nsp"):
       f"config.objective: {objective!r} does not convert to Hugging Face yet; "
       "encoders convert for mlm, mlm_nsp and classification"
     )
-  for field, want in _FIXED.items():
-    if getattr(m, field) != want:
-      raise ConvertError(
-        f"config.model.{field}: {getattr(m, field)!r} has no Hugging Face BERT "
-        f"equivalent (it needs {field}={want!r})"
-      )
-  hf_decoder.refuse_switches(m, ConvertError, "BERT has none")
-  if m.num_kv_heads != m.num_heads or m.num_heads * m.head_dim != m.d_model:
-    raise ConvertError(
-      "config.model.num_kv_heads: BERT needs num_kv_heads == num_heads and "
-      "head_dim == d_model // num_heads"
-    )
+  check_fields(m, _FIXED, "BERT")
   if m.size == "roberta":
     if objective == "classification":
       raise ConvertError(

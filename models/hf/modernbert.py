@@ -15,7 +15,9 @@ imported as ones and not exported. Local layers attend +-sliding_window position
 
 import jax.numpy as jnp
 
+from models import encoder
 from models.hf import decoder as hf_decoder
+from models.hf import encoder as hf_encoder
 
 ConvertError = hf_decoder.ConvertError
 
@@ -23,6 +25,13 @@ SUPPORTED = ("modernbert",)
 GELU = {"gelu": False, "gelu_new": True, "gelu_pytorch_tanh": True}
 GROUPS = ("encoder", "mlm")
 PREFIX = "model."
+
+
+# What every ModernBERT has, as our encoder's MODERN architecture gives it.
+_FIXED = {
+  field: encoder.MODERN[field]
+  for field in ("position", "mlp", "use_bias", "pre_norm", "first_block_norm", "type_vocab_size")
+} | dict(norm="layernorm", tie_embeddings=True)
 
 
 def _refuse(where, field, value, fix):
@@ -79,35 +88,16 @@ def model_fields(hf, where="config.json"):
     d_model=d,
     d_ff=hf.get("intermediate_size", 1152),
     max_len=hf.get("max_position_embeddings", 8192),
-    type_vocab_size=0,
-    position="rope",
     rope_theta=global_theta,
     rope_theta_local=local_theta,
     attention_window=2 * int(hf.get("local_attention", 128) // 2),
     global_every=_global_every(hf, where),
-    norm="layernorm",
     norm_eps=hf.get("norm_eps", 1e-5),
-    mlp="geglu",
     gelu_approximate=GELU[hf.get("hidden_activation", "gelu")],
-    use_bias=False,
-    tie_embeddings=True,
-    pre_norm=True,
-    first_block_norm=False,
     nsp_head=False,
     init_std=hf.get("initializer_range", 0.02),
+    **_FIXED,
   )
-
-
-_FIXED = dict(
-  position="rope",
-  mlp="geglu",
-  norm="layernorm",
-  use_bias=False,
-  tie_embeddings=True,
-  pre_norm=True,
-  first_block_norm=False,
-  type_vocab_size=0,
-)
 
 
 def is_modern(m):
@@ -121,15 +111,7 @@ def check_exportable(m, objective):
     raise ConvertError(
       f"config.objective: {objective!r}; ModernBERT exports from masked-LM runs (objective mlm)"
     )
-  for field, want in _FIXED.items():
-    if getattr(m, field) != want:
-      raise ConvertError(
-        f"config.model.{field}: {getattr(m, field)!r} has no Hugging Face ModernBERT "
-        f"equivalent (it needs {field}={want!r})"
-      )
-  hf_decoder.refuse_switches(m, ConvertError, "ModernBERT has none")
-  if m.num_kv_heads != m.num_heads or m.num_heads * m.head_dim != m.d_model:
-    raise ConvertError("config.model.num_kv_heads: ModernBERT needs multi-head attention")
+  hf_encoder.check_fields(m, _FIXED, "ModernBERT")
   if m.attention_window % 2 or not m.attention_window or m.global_every < 1:
     raise ConvertError(
       "config.model.attention_window: ModernBERT needs an even window and global_every >= 1"

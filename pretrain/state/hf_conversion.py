@@ -217,6 +217,19 @@ class Imported:
   notes: list  # heads initialised fresh or not imported
 
 
+def _fresh_params(config, unscanned):
+  """A freshly initialised unscanned parameter tree of the config's model, as numpy: the
+  heads a file lacks come from it."""
+  model = _make_model(config.objective, unscanned, config.seed)
+  return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+
+
+def _in_layout(params, m):
+  """Imported numpy parameters as device arrays, stacked if the model scans its layers."""
+  params = jax.tree.map(lambda x: jnp.asarray(np.ascontiguousarray(x)), params)
+  return layer_stack.to_layout(params, scan=m.scan_layers)
+
+
 def import_config(hf, hf_dir, tok_eos, base_config, scan_layers=True):
   """The run's full config: base_config("gpt") with the HF model and tokenizer."""
   config = base_config("gpt")
@@ -269,9 +282,7 @@ def import_hf(
       "is true; fix config.json"
     )
   params = hf_decoder.from_hf(kind, m, tensors)
-  params = jax.tree.map(lambda x: jnp.asarray(np.ascontiguousarray(x)), params)
-  params = layer_stack.to_layout(params, scan=m.scan_layers)
-  return Imported(config, m, params, tok, hf_dir, [])
+  return Imported(config, m, _in_layout(params, m), tok, hf_dir, [])
 
 
 def write_run(imported: Imported, workdir: str, overwrite: bool = False) -> None:
@@ -388,12 +399,8 @@ def _import_encoder(hf, hf_dir, base_config, scan_layers):
         f"{where}: {name} differs from {source}, which it is tied to; only "
         "tied masked-LM decoders convert"
       )
-  fresh = nnx.to_pure_dict(
-    nnx.state(_make_model(config.objective, unscanned, config.seed), nnx.Param)
-  )
-  params = hf_encoder.from_hf(kind, m, tensors, jax.tree.map(np.asarray, fresh), pad_id=pad_id)
-  params = jax.tree.map(lambda x: jnp.asarray(np.ascontiguousarray(x)), params)
-  params = layer_stack.to_layout(params, scan=m.scan_layers)
+  fresh = _fresh_params(config, unscanned)
+  params = _in_layout(hf_encoder.from_hf(kind, m, tensors, fresh, pad_id=pad_id), m)
   missing = [
     g
     for g, key in (("pooler", "pooler"), ("mlm", "mlm_dense"), ("nsp", "nsp"))
@@ -447,12 +454,7 @@ def _import_modernbert(hf, hf_dir, base_config, scan_layers):
   for name, source in tied.items():
     if name in tensors and not np.array_equal(tensors[name], tensors[source]):
       raise ConvertError(f"{where}: {name} differs from {source}, which it is tied to")
-  fresh = nnx.to_pure_dict(
-    nnx.state(_make_model(config.objective, unscanned, config.seed), nnx.Param)
-  )
-  params = hf_modernbert.from_hf(m, tensors, jax.tree.map(np.asarray, fresh))
-  params = jax.tree.map(lambda x: jnp.asarray(np.ascontiguousarray(x)), params)
-  params = layer_stack.to_layout(params, scan=m.scan_layers)
+  params = _in_layout(hf_modernbert.from_hf(m, tensors, _fresh_params(config, unscanned)), m)
   notes = [] if "mlm" in present else ["initialised fresh (not in the file): mlm"]
   return Imported(config, m, params, tok, hf_dir, notes)
 
@@ -547,21 +549,23 @@ ENCODER_SPECIALS = {
 }
 
 
-def _encoder_to_hf(m, params, tok, objective):
-  """(tensors, config.json dict, tokenizer_config specials) of an encoder run."""
-  if hf_modernbert.is_modern(m):
-    return _modernbert_to_hf(m, params, tok, objective)
-  kind, arch = hf_encoder.hf_type(m, objective)
+def _specials(tok, kind, roles):
+  """(tokenizer_config's special tokens of `kind` that `tok` has, {role: its id} for `roles`)."""
   specials = {
     k: v
     for k, v in ENCODER_SPECIALS[kind].items()
     if tok is not None and tok.token_to_id(v) is not None
   }
-  ids = {
-    k: tok.token_to_id(specials[k + "_token"])
-    for k in ("pad", "bos", "eos")
-    if k + "_token" in specials
-  }
+  ids = {k: tok.token_to_id(specials[k + "_token"]) for k in roles if k + "_token" in specials}
+  return specials, ids
+
+
+def _encoder_to_hf(m, params, tok, objective):
+  """(tensors, config.json dict, tokenizer_config specials) of an encoder run."""
+  if hf_modernbert.is_modern(m):
+    return _modernbert_to_hf(m, params, tok, objective)
+  kind, arch = hf_encoder.hf_type(m, objective)
+  specials, ids = _specials(tok, kind, ("pad", "bos", "eos"))
   groups = {
     "BertForPreTraining": ("encoder", "mlm", "pooler", "nsp"),
     "BertForSequenceClassification": ("encoder", "pooler", "classifier"),
@@ -572,14 +576,5 @@ def _encoder_to_hf(m, params, tok, objective):
 
 def _modernbert_to_hf(m, params, tok, objective):
   hf_modernbert.check_exportable(m, objective)
-  specials = {
-    k: v
-    for k, v in ENCODER_SPECIALS["bert"].items()
-    if tok is not None and tok.token_to_id(v) is not None
-  }
-  ids = {
-    k: tok.token_to_id(specials[k + "_token"])
-    for k in ("pad", "cls", "sep", "mask")
-    if k + "_token" in specials
-  }
+  specials, ids = _specials(tok, "bert", ("pad", "cls", "sep", "mask"))
   return hf_modernbert.to_hf(m, params), hf_modernbert.hf_config(m, ids), specials
