@@ -44,6 +44,20 @@ def total_bytes(abstract_tree):
   )
 
 
+def resolved_model(config) -> model_config.ModelConfig:
+  """The config's model, its vocabulary from config.model or the tokenizer's config (nothing
+  is read from the dataset)."""
+  return model_config.resolve(
+    config.model, config.model.vocab_size or config.data.tokenizer.vocab_size
+  )
+
+
+def count_params(config, exclude_positions: bool = False) -> int:
+  """The parameters of the config's model, from shapes alone (models/layers.py)."""
+  objective, cfg = registry.get(config.objective), resolved_model(config)
+  return layers.count_params(lambda: objective.make_model(cfg, nnx.Rngs(0)), exclude_positions)
+
+
 def analyse(config, devices=None):
   """Compiles the train step of `config` on `devices`, as an accelerator would run it (not the
   CPU's own variant of the program: models/cpu_kernels.py: built_for); returns a dict of the numbers
@@ -58,8 +72,7 @@ def _analyse(config, devices):
   rules = [tuple(r) for r in config.mesh.rules]
   mesh = sharding.make_mesh(config.mesh, devices)
   objective = registry.get(config.objective)
-  vocab = config.model.vocab_size or config.data.tokenizer.vocab_size
-  model_cfg = model_config.resolve(config.model, vocab)
+  model_cfg = resolved_model(config)
   batch = objective.fake_batch(config, config.batch.size, model_cfg.vocab_size)
   steps = steps_lib.build_steps(
     config,
@@ -77,7 +90,7 @@ def _analyse(config, devices):
   with sharding.context(mesh, rules):
     compiled = steps.train_jit.lower(steps.abstract_state, abstract_batch).compile()
   memory = compiled.memory_analysis()
-  n_params = layers.count_params(lambda: objective.make_model(model_cfg, nnx.Rngs(0)))
+  n_params = count_params(config, exclude_positions=True)
   state_arrays = {k: steps.abstract_state[k] for k in ("params", "opt_state")}
   out = {
     "devices": len(devices),
@@ -102,7 +115,7 @@ def _analyse(config, devices):
     config,
     model_cfg,
     state_bytes=out["state_bytes_per_device"],
-    n_params=layers.count_params(lambda: objective.make_model(model_cfg, nnx.Rngs(0)), False),
+    n_params=count_params(config),
     mesh=dict(mesh.shape),
   )
   return out

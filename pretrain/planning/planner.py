@@ -18,9 +18,7 @@ import dataclasses
 
 import jax
 import ml_collections
-from flax import nnx
 
-from models import layers, model_config
 from pretrain.devices import sharding
 from pretrain.ground import errors
 from pretrain.objectives import registry
@@ -98,24 +96,12 @@ def with_overrides(config, overrides: dict):
   return out
 
 
-def _resolve(config) -> model_config.ModelConfig:
-  return model_config.resolve(
-    config.model, config.model.vocab_size or config.data.tokenizer.vocab_size
-  )
-
-
-def count_params(config, exclude_positions: bool = False) -> int:
-  """The parameters of the config's model, from shapes alone (models/layers.py)."""
-  objective, cfg = registry.get(config.objective), _resolve(config)
-  return layers.count_params(lambda: objective.make_model(cfg, nnx.Rngs(0)), exclude_positions)
-
-
 def estimate(config, target: targets.Target, n_params: int) -> memory_model.Estimate:
   """The analytic per-device memory of `config` (its mesh set) on `target`'s chips."""
   mesh = sharding.mesh_shape(config.mesh, target.chips)
   state = memory_model.state_bytes(config.optimizer, n_params, mesh["fsdp"] * mesh["tensor"])
   return memory_model.for_config(
-    config, _resolve(config), state_bytes=state, n_params=n_params, mesh=mesh
+    config, compile_check.resolved_model(config), state_bytes=state, n_params=n_params, mesh=mesh
   )
 
 
@@ -154,8 +140,8 @@ class Timing:
 
 def timing(config, target: targets.Target, mfu: float) -> Timing:
   """The step's FLOPs, its time at `mfu` of the target's bf16 peak, and the run's steps."""
-  objective, cfg = registry.get(config.objective), _resolve(config)
-  per_token = objective.flops_per_token(cfg, count_params(config, True), config)
+  objective, cfg = registry.get(config.objective), compile_check.resolved_model(config)
+  per_token = objective.flops_per_token(cfg, compile_check.count_params(config, True), config)
   flops = per_token * config.batch.size * config.batch.seq_len
   seconds = flops / (target.chips * target.chip.peak_flops * mfu)
   return Timing(flops, seconds, durations.total_steps(config))
@@ -213,7 +199,7 @@ def plan(config, target_name: str, fixed: set[str], mfu: float, price: float = 0
     raise targets.TargetError(
       f"--target={target_name}: {target.chips} devices needed, {len(jax.devices())} present"
     )
-  n_params = count_params(config)
+  n_params = compile_check.count_params(config)
   chosen = choose(config, target, fixed, n_params)
   if chosen is None:
     return refusal(config, target, fixed, n_params), False

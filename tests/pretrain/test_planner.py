@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from configs import common, gpt3
-from pretrain.planning import memory_model, planner, targets
+from pretrain.planning import compile_check, memory_model, planner, targets
 from tests.helpers import REPO, xla_flags
 
 
@@ -44,7 +44,7 @@ def test_target_names():
 @pytest.fixture(scope="module")
 def gpt3_175b():
   config = gpt3.get_config("175b")
-  return config, planner.count_params(config)
+  return config, compile_check.count_params(config)
 
 
 def test_maxtexts_v5p_layout_fits(gpt3_175b):
