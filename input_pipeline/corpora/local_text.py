@@ -16,7 +16,6 @@ preparing a new corpus never touches an old one in the same data_dir.
 
 import dataclasses
 import glob
-import gzip
 import hashlib
 import json
 import os
@@ -32,12 +31,17 @@ DEFAULT_CORPUS = "pydoc_topics"
 DataError = records.DataError
 
 
+def _patterns(files):
+  """config.data.files' comma-separated paths or globs (or a list of them) as a list."""
+  return (
+    [p.strip() for p in files.split(",") if p.strip()] if isinstance(files, str) else list(files)
+  )
+
+
 def expand_files(files):
   """Comma-separated paths or globs -> files (each pattern's matches sorted, in pattern order,
   without repeats); errors name the field."""
-  patterns = (
-    [p.strip() for p in files.split(",") if p.strip()] if isinstance(files, str) else list(files)
-  )
+  patterns = _patterns(files)
   found = []
   for pattern in patterns:
     matches = _matches(pattern)
@@ -81,7 +85,7 @@ def _identity(path, roots):
 
 def _roots(files):
   """The directory before the first wildcard of each pattern, longest first."""
-  patterns = [p.strip() for p in files.split(",") if p.strip()] if isinstance(files, str) else files
+  patterns = _patterns(files)
   roots = {
     (p if storage.is_remote(p) else os.path.abspath(os.path.expanduser(p))).split("*")[0]
     for p in patterns
@@ -98,10 +102,7 @@ def _read_file(path, jsonl_key, stats):
   elif path.endswith((".jsonl", ".jsonl.gz", ".jsonl.zst")):
     yield from _jsonl_texts(path, jsonl_key, stats)
   else:
-    with (
-      records.opened(path) as raw,
-      gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw as f,
-    ):
+    with records.opened(path) as f:
       yield f.read().replace(b"\r\n", b"\n").replace(b"\r", b"\n")  # universal newlines
 
 

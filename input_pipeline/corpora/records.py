@@ -6,6 +6,7 @@ pyarrow reads Parquet and Arrow, zstandard the .zst files: both are imported whe
 theirs is read, so a corpus of text files needs neither (`pip install -e ".[corpora]"`).
 """
 
+import contextlib
 import gzip
 import importlib
 
@@ -25,12 +26,17 @@ def _module(name, package):
     ) from None
 
 
+@contextlib.contextmanager
 def opened(path):
-  """A binary file object of a local path or a gs:// URL (streamed through fsspec)."""
+  """A binary file object of a local path or a gs:// URL (streamed through fsspec), a .gz
+  file decompressed as it is read."""
   if storage.is_remote(path):
     fs, name = storage.filesystem(path)
-    return fs.open(name, "rb")
-  return open(path, "rb")
+    raw = fs.open(name, "rb")
+  else:
+    raw = open(path, "rb")
+  with raw:
+    yield gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
 
 
 def lines(path):
@@ -38,7 +44,7 @@ def lines(path):
   if path.endswith(".zst"):
     yield from _zst_lines(path)
     return
-  with opened(path) as raw, gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw as f:
+  with opened(path) as f:
     yield from f
 
 
