@@ -112,7 +112,7 @@ def modern_config(size, seq):
   config.data.tokenizer.update(kind="wordpiece", vocab_size=50368, eos_token="[SEP]")
   config.data.mlm = mlm_config(seq)
   config.data.mlm.update(nsp=False, mask_prob=0.3)
-  config.data.mlm.max_predictions = max(1, round(seq * 0.3 * 1.1))
+  config.data.mlm.max_predictions = _modern_predictions(seq)
   config.data.document_mask = True  # packed rows, documents kept apart: no pad FLOPs
   large = size == "large"
   # 4608 sequences (large: 4928) in microbatches of 96 (large: 88), the released yaml's
@@ -137,6 +137,11 @@ def modern_config(size, seq):
   return config
 
 
+def _modern_predictions(seq):
+  """Masked-LM predictions per row at 30% masking, with a tenth to spare."""
+  return max(1, round(seq * 0.3 * 1.1))
+
+
 def _modern_on_a_cpu(config, seq):
   """The recipe at a CPU's scale, on the bundled corpus (seconds for smoke)."""
   config.data.update(doc_split="blank_line", validation_fraction=0.1)
@@ -144,7 +149,7 @@ def _modern_on_a_cpu(config, seq):
   seq = 256 if seq > 1024 else 64  # the long-context phase at 4x
   config.batch.update(size=16, seq_len=seq, grad_accum=2, warmup_steps=20)
   config.model.max_len = max(seq, 64)
-  config.data.mlm.max_predictions = max(1, round(seq * 0.3 * 1.1))
+  config.data.mlm.max_predictions = _modern_predictions(seq)
   config.optimizer.update(lr=2e-3, warmup_steps=20)
   config.train.update(total_tokens=0, total_steps=200, log_every=20, eval_every=100, eval_batches=4)
   config.checkpoint.every = 100
