@@ -131,11 +131,9 @@ def bert_rows():
   )
 
 
-def make_corpus(folder, total_bytes, num_files=10, seed=0):
-  """About total_bytes of text in num_files files under `folder`: the blank-line blocks of the
-  standard library's Python sources and of CPython's documentation topics, drawn in seeded
-  random order (each block once before any repeats). The same bytes on the same Python
-  install. Returns the file glob."""
+def corpus_blocks():
+  """The blank-line blocks of the standard library's Python sources and of CPython's
+  documentation topics: the same text on the same Python install."""
   root = os.path.dirname(os.__file__)
   paths = sorted(
     p for p in glob.glob(os.path.join(root, "**", "*.py"), recursive=True) if "-packages" not in p
@@ -149,14 +147,26 @@ def make_corpus(folder, total_bytes, num_files=10, seed=0):
 
   for _, text in sorted(pydoc_data.topics.topics.items()):
     blocks.extend(b for b in text.split("\n\n") if b.strip())
-  rng, order = random.Random(seed), []
+  return blocks
+
+
+def drawn_blocks(blocks, seed=0):
+  """`blocks` without end, in seeded random order, each once before any repeats."""
+  rng = random.Random(seed)
+  while True:
+    order = list(range(len(blocks)))
+    rng.shuffle(order)
+    yield from (blocks[i] for i in reversed(order))
+
+
+def make_corpus(folder, total_bytes, num_files=10, seed=0):
+  """About total_bytes of text in num_files files under `folder`: corpus_blocks drawn in seeded
+  random order, blank lines between them. Returns the file glob."""
+  drawn = drawn_blocks(corpus_blocks(), seed)
   for k in range(num_files):
     parts, size = [], 0
     while size < total_bytes // num_files:
-      if not order:
-        order = list(range(len(blocks)))
-        rng.shuffle(order)
-      parts.append(blocks[order.pop()])
+      parts.append(next(drawn))
       size += len(parts[-1].encode("utf-8")) + 2
     with open(os.path.join(folder, f"part-{k:02d}.txt"), "w", encoding="utf-8") as f:
       f.write("\n\n".join(parts))

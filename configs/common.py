@@ -93,8 +93,9 @@ def data_config():
   # that needs it, into <data_dir>/tokenized/<dataset>/tokenizer-<id>/ (one copy per
   # tokenizer), or into tokenized_dir if set (one tokenization; another tokenizer is refused).
   data.tokenized_dir = ""
-  data.prepare_pieces = 0  # files per tokenized split (units of parallel, resumable
-  # preparation); 0: one per 20,000 documents
+  data.prepare_pieces = 0  # pieces per tokenized split (units of parallel, resumable
+  # preparation); 0: files read shard by shard, runs of shards of about 64 MB; others, one
+  # piece per 20,000 documents
   # Several datasets mixed by weight: name -> mixture_source(weight, fields that differ from
   # this section's), e.g. web=mixture_source(0.7, dataset="c4/en"). Empty: one dataset.
   data.mixture = ml_collections.ConfigDict()

@@ -11,12 +11,16 @@ split). With no files, the corpus is the English documentation that ships inside
 install (`pydoc_data.topics`, one document per topic), so the quickstart runs offline.
 
 Each distinct set of inputs is its own builder config (named by a hash of the inputs), so
-preparing a new corpus never touches an old one in the same data_dir.
+preparing a new corpus never touches an old one in the same data_dir. Files split by hash are
+read straight from their shards when they are tokenized (streams_shards, split_documents: a
+row group or a line at a time, each worker its own shards); the builder writes a tfds copy of
+the text only for split_by='tail' (which needs the whole corpus's length) or sliced splits.
 """
 
 import dataclasses
 import glob
 import hashlib
+import itertools
 import json
 import os
 
@@ -172,6 +176,98 @@ def read_documents(files, doc_split, jsonl_key, stats=None, skip_bad_shards=Fals
         stats["empty"] += 1
 
 
+SPLITS = ("train", "validation")
+
+
+def in_validation(text, fraction):
+  """split_by='hash': whether a document is in the validation split, by a hash of its text."""
+  return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
+
+
+def streams_shards(cfg, split):
+  """Whether `split` of a builder config is read straight from its files, shard by shard, with
+  no tfds copy of the text: files split by hash, and a split named whole ('train', not
+  'train[:5%]')."""
+  return bool(cfg.files) and cfg.split_by == "hash" and split in SPLITS
+
+
+PIECE_BYTES = 64 << 20  # a streamed split's automatic pieces: about one per this many bytes
+
+
+def shard_groups(cfg, pieces=0):
+  """cfg's files in runs of consecutive shards of about equal bytes: the pieces a streamed
+  split is prepared in, `pieces` of them (0: one per PIECE_BYTES of files), never more than
+  there are shards, and never cutting a shard."""
+  files, sizes = cfg.files, cfg.sizes or (1,) * len(cfg.files)
+  total = max(1, sum(sizes))
+  n = max(1, min(len(files), pieces or -(-total // PIECE_BYTES)))
+  if n == len(files):
+    return [[path] for path in files]
+  starts = itertools.accumulate(sizes, initial=0)
+  groups = {}
+  for path, start, size in zip(files, starts, sizes):  # by where the shard's middle falls
+    groups.setdefault((2 * start + size) * n // (2 * total), []).append(path)
+  return list(groups.values())
+
+
+def split_documents(cfg, split, files=None, stats=None):
+  """(key, text) of the documents of `split` in `files` (all of cfg's by default), in order,
+  streamed: a file's row group, line or block at a time, whatever the file's size."""
+  validation = split == "validation"
+  docs = read_documents(
+    cfg.files if files is None else files, cfg.doc_split, cfg.jsonl_key, stats, cfg.skip_bad_shards
+  )
+  for key, text in docs:
+    if in_validation(text, cfg.validation_fraction) == validation:
+      yield key, text
+
+
+def check_documents(cfg):
+  """The errors of a corpus with no documents, or none in one split, raised after reading only
+  as far as the first document of each split (a few, on any corpus with text)."""
+  stats, seen, count = {}, set(), 0
+  for _, text in read_documents(
+    cfg.files, cfg.doc_split, cfg.jsonl_key, stats, cfg.skip_bad_shards
+  ):
+    count += 1
+    seen.add(in_validation(text, cfg.validation_fraction))
+    if len(seen) == 2:
+      return
+  if not count:
+    raise _no_documents(cfg, stats)
+  raise _one_split_empty(count, "train" if True in seen else "validation")
+
+
+def _no_documents(cfg, stats):
+  first = cfg.files[0] if cfg.files else DEFAULT_CORPUS
+  if stats["invalid_utf8"]:
+    more = stats["invalid_utf8"] - 1
+    return DataError(
+      f"config.data.files: {first}{f' and {more} more' if more else ''} "
+      "not UTF-8 text (binary?) and nothing else to read; give text files"
+    )
+  return DataError("config.data.files: the files contain no text; give non-empty files")
+
+
+def _one_split_empty(count, split):
+  return DataError(
+    f"config.data.validation_fraction: {count} documents leave an empty {split} split; add "
+    "documents or use split_by='tail'"
+  )
+
+
+def _warn_skipped(stats):
+  if any(stats.values()):
+    errors.warn(
+      "local_text: skipped "
+      + ", ".join(
+        f"{n} {k.replace('_', ' ')}{' documents' if not k.startswith('bad_') else ''}"
+        for k, n in stats.items()
+        if n
+      )
+    )
+
+
 @dataclasses.dataclass
 class LocalTextConfig(tfds.core.BuilderConfig):
   files: tuple = ()
@@ -180,6 +276,7 @@ class LocalTextConfig(tfds.core.BuilderConfig):
   split_by: str = "hash"
   jsonl_key: str = "text"
   skip_bad_shards: bool = False
+  sizes: tuple = ()  # the files' sizes in bytes
 
 
 def config_of(data):
@@ -226,6 +323,7 @@ def make_config(
     split_by=split_by,
     jsonl_key=jsonl_key,
     skip_bad_shards=skip_bad_shards,
+    sizes=tuple(size for _, size, _ in stamp),
     description=f"{len(paths)} files" if paths else "CPython pydoc topics",
   )
 
@@ -244,51 +342,37 @@ class LocalText(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     del dl_manager  # everything is local
     cfg = self.builder_config
+    if cfg.split_by == "hash":  # streamed: each split reads the files once more
+      check_documents(cfg)
+      stats = {}
+      return {
+        "train": self._generate_examples(split_documents(cfg, "train", stats=stats), stats),
+        "validation": self._generate_examples(split_documents(cfg, "validation")),
+      }
     stats = {}
     docs = list(read_documents(cfg.files, cfg.doc_split, cfg.jsonl_key, stats, cfg.skip_bad_shards))
-    if any(stats.values()):
-      errors.warn(
-        "local_text: skipped "
-        + ", ".join(
-          f"{n} {k.replace('_', ' ')}{' documents' if not k.startswith('bad_') else ''}"
-          for k, n in stats.items()
-          if n
-        )
-      )
+    _warn_skipped(stats)
     if not docs:
-      first = cfg.files[0] if cfg.files else DEFAULT_CORPUS
-      if stats["invalid_utf8"]:
-        more = stats["invalid_utf8"] - 1
-        raise DataError(
-          f"config.data.files: {first}{f' and {more} more' if more else ''} "
-          "not UTF-8 text (binary?) and nothing else to read; give text files"
-        )
-      raise DataError("config.data.files: the files contain no text; give non-empty files")
+      raise _no_documents(cfg, stats)
     train, validation = [], []
-    if cfg.split_by == "tail":
-      total = sum(len(text) for _, text in docs)
-      cut, seen = int(total * (1 - cfg.validation_fraction)), 0
-      for key, text in docs:
-        head = max(0, min(len(text), cut - seen))
-        if head:
-          train.append((key, text[:head]))
-        if head < len(text):
-          validation.append((key, text[head:]))
-        seen += len(text)
-    else:
-      for key, text in docs:
-        h = int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
-        (validation if h < cfg.validation_fraction else train).append((key, text))
+    total = sum(len(text) for _, text in docs)
+    cut, seen = int(total * (1 - cfg.validation_fraction)), 0
+    for key, text in docs:
+      head = max(0, min(len(text), cut - seen))
+      if head:
+        train.append((key, text[:head]))
+      if head < len(text):
+        validation.append((key, text[head:]))
+      seen += len(text)
     if not train or not validation:
-      raise DataError(
-        f"config.data.validation_fraction: {len(docs)} documents leave an empty "
-        f"{'train' if not train else 'validation'} split; add documents or use split_by='tail'"
-      )
+      raise _one_split_empty(len(docs), "train" if not train else "validation")
     return {
       "train": self._generate_examples(train),
       "validation": self._generate_examples(validation),
     }
 
-  def _generate_examples(self, docs):
+  def _generate_examples(self, docs, stats=None):
     for key, text in docs:
       yield key, {"text": text}
+    if stats is not None:  # read to the end: what was skipped
+      _warn_skipped(stats)

@@ -48,8 +48,9 @@ def lines(path):
     yield from f
 
 
-def _zst_lines(path, chunk=1 << 20):
-  """The lines of a zstd file of one or more frames, a chunk at a time; a file cut short (its
+def _zst_lines(path, chunk=1 << 16):
+  """The lines of a zstd file of one or more frames, a chunk of 64 KB of it at a time (text
+  grows 3-10x decompressed, so memory stays a few MB); a file cut short (its
   last frame unfinished) is an error naming it."""
   zstd = _module("zstandard", "zstandard")
   frame, started, rest = zstd.ZstdDecompressor().decompressobj(), False, b""

@@ -105,9 +105,26 @@ def builders(data):
       out[name] = builder(src)
       continue
     with preparation_lock(src.data_dir):  # built inside: it sees what another process prepared
-      out[name] = builder(src)
-      prepare(out[name])
+      out[name] = b = builder(src)
+      if all(streamed(b, split) for split in (src.train_split, src.eval_split)):
+        local_text.check_documents(b.builder_config)  # tokenized straight from the files
+      else:
+        prepare(b)
   return out
+
+
+def streamed(b, split):
+  """Whether `split` of `b` is read straight from our local-text builder's files, shard by
+  shard, not from a tfds copy of them (local_text.streams_shards)."""
+  return isinstance(b, local_text.LocalText) and local_text.streams_shards(
+    b.builder_config, split if isinstance(split, str) else split.split
+  )
+
+
+def num_shard_groups(b, split, pieces):
+  """How many pieces a streamed split is prepared in: `pieces` runs of its shards (0: one per
+  shard)."""
+  return len(local_text.shard_groups(b.builder_config, pieces))
 
 
 _LOCKS_HELD = set()
@@ -186,7 +203,7 @@ def check_split(b, split, text_key):
   the dataset."""
   name = split if isinstance(split, str) else split.split  # a tfds.even_splits part
   base = name.split("[")[0].split("+")[0]
-  if base not in b.info.splits:
+  if base not in b.info.splits and not streamed(b, split):
     has = ", ".join(b.info.splits)
     hint = (
       "; carve one out of train, e.g. --config.data.train_split='train[5%:]' "
@@ -288,6 +305,9 @@ def text_batches(b, split, text_key, shard=(0, 1), stats=None, batch=READ_BATCH)
   check_split(b, split, text_key)
   stats = {"empty": 0, "invalid_utf8": 0} if stats is None else stats
   index, count = shard
+  if streamed(b, split):
+    yield from _shard_batches(b.builder_config, split, index, count, stats, batch)
+    return
   sub = tfds.even_splits(split, n=count)[index] if count > 1 else split
   if random_access(b):
     records = RecordTexts(b, sub, text_key)
@@ -307,6 +327,16 @@ def text_batches(b, split, text_key, shard=(0, 1), stats=None, batch=READ_BATCH)
     texts = _decode(chunk, stats)
     if texts:
       yield texts
+
+
+def _shard_batches(cfg, split, index, count, stats, batch):
+  """text_batches of a streamed split: the documents of the index-th of `count` runs of its
+  shards."""
+  groups = local_text.shard_groups(cfg, count)
+  files = groups[index] if index < len(groups) else []
+  docs = (text for _, text in local_text.split_documents(cfg, split, files, stats))
+  while chunk := list(itertools.islice(docs, batch)):
+    yield chunk
 
 
 def texts(b, split, text_key, shard=(0, 1), stats=None):
@@ -390,7 +420,19 @@ def sample_texts(b, split, text_key, max_chars):
   when it holds at most max_chars. Deterministic; reads little more than the sample."""
   check_split(b, split, text_key)
   stats = {"empty": 0, "invalid_utf8": 0}
-  if random_access(b):
+  if streamed(b, split):  # the first documents of SAMPLE_PARTS shards spread over the corpus
+    cfg = b.builder_config
+    parts = min(len(cfg.files), SAMPLE_PARTS)
+    stretches = [
+      (
+        t
+        for _, t in local_text.split_documents(
+          cfg, split, [cfg.files[k * len(cfg.files) // parts]], stats
+        )
+      )
+      for k in range(parts)
+    ]
+  elif random_access(b):
     records = RecordTexts(b, split, text_key)
     n = len(records)
     parts = max(1, min(n, SAMPLE_PARTS, max_chars // MIN_SAMPLE_PART_CHARS))

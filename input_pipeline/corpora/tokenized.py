@@ -15,13 +15,16 @@ Two modes. 'documents' (causal LM): each document's tokens followed by EOS; `doc
 token offsets. 'sentences' (BERT): the tokens of each sentence, back to back; `sents` holds
 token offsets of sentences and `docs` sentence offsets of documents.
 
-The split is cut into pieces with tfds.even_splits; pieces are the unit of parallel work (piece
-k belongs to process k mod P) and of resumption: a piece's files are renamed into place
+The split is cut into pieces: runs of shards for a corpus of files read shard by shard
+(local_text.streams_shards: no tfds copy of the text is made), else with tfds.even_splits.
+Pieces are the unit of parallel work (piece k belongs to process k mod P, which reads only its
+own shards) and of resumption: a piece's files are renamed into place
 before its .json, so a killed preparation leaves whole pieces and temporary files only, and a
 rerun redoes just the missing pieces. The number of pieces does not depend on the number of
 processes, and the concatenated pieces are the split in order, so the dataset is the same
-however it was prepared. Documents that are empty or are not valid UTF-8 are skipped and
-counted in the manifest. The manifest records the tokenizer's identity, and opening the split
+however it was prepared. What reading skips (SKIPPED: empty or invalid UTF-8 documents, bad
+JSON lines, damaged shards with data.skip_bad_shards) is counted in the pieces and the
+manifest. The manifest records the tokenizer's identity, and opening the split
 with another tokenizer is refused.
 
 Everything goes in batches: records are read thousands at a time (sources.text_batches), and
@@ -42,7 +45,6 @@ import re
 import urllib.parse
 
 import numpy as np
-import tensorflow_datasets as tfds
 from absl import logging
 
 from input_pipeline import tokenizer
@@ -51,6 +53,9 @@ from pretrain.ground.storage import write_atomic, write_json  # (also used as to
 
 FORMAT = 1
 MODES = ("documents", "sentences")
+# What reading skips, counted in each piece and the manifest: documents that are empty or not
+# UTF-8, and (files read shard by shard) JSON lines without the text, damaged shards skipped.
+SKIPPED = ("empty", "invalid_utf8", "bad_jsonl_lines", "bad_shards")
 DOCS_PER_PIECE = 20_000  # automatic piece count: about one piece per this many documents
 _CHUNK = 8192  # documents encoded per tokenizer call (at most) ...
 _CHUNK_CHARS = 1 << 22  # ... and about this many characters at most
@@ -166,7 +171,10 @@ def directory(data, builder, split, mode, tok):
 
 def num_pieces(data, builder, split):
   """config.data.prepare_pieces, or about one piece per DOCS_PER_PIECE documents; never more
-  pieces than documents."""
+  pieces than documents. A split streamed from files is cut at shard boundaries: one piece per
+  shard, or prepare_pieces runs of shards."""
+  if sources.streamed(builder, split):
+    return sources.num_shard_groups(builder, split, data.prepare_pieces)
   try:
     n = builder.info.splits[split].num_examples
   except Exception:
@@ -241,14 +249,18 @@ def _prepare_piece(path_prefix, texts, tok, mode, eos_id, dtype):
   folder, name = os.path.split(path_prefix)
   tmp_bin = os.path.join(folder, f".tmp-{os.getpid()}-{name}.tokens.bin")
   doc_lengths, sent_lengths, n_tokens = [], [], 0
-  with open(tmp_bin, "wb") as f:
-    for tokens, docs, sents in encode(tok, texts(stats), mode, eos_id, stats):
-      tokens.astype(dtype).tofile(f)
-      n_tokens += len(tokens)
-      doc_lengths.append(docs)
-      if sents is not None:
-        sent_lengths.append(sents)
-  os.replace(tmp_bin, path_prefix + ".tokens.bin")
+  try:
+    with open(tmp_bin, "wb") as f:
+      for tokens, docs, sents in encode(tok, texts(stats), mode, eos_id, stats):
+        tokens.astype(dtype).tofile(f)
+        n_tokens += len(tokens)
+        doc_lengths.append(docs)
+        if sents is not None:
+          sent_lengths.append(sents)
+    os.replace(tmp_bin, path_prefix + ".tokens.bin")
+  finally:  # a shard that fails to read leaves nothing half-written
+    if os.path.exists(tmp_bin):
+      os.remove(tmp_bin)
   doc_lengths = np.concatenate(doc_lengths) if doc_lengths else np.zeros(0, np.int64)
   offsets = lambda lengths: np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
   write_atomic(path_prefix + ".docs.npy", lambda t: np.save(t, offsets(doc_lengths)))
@@ -294,7 +306,6 @@ def prepare(
   n = num_pieces(data, builder, split)
   eos_id = tok.token_to_id(data.tokenizer.eos_token)
   dtype = _token_dtype(tok)
-  subsplits = tfds.even_splits(split, n=n) if n > 1 else [split]
   for k in range(process_index, n, process_count):
     prefix = os.path.join(out, _piece_name(k, n))
     if os.path.exists(prefix + ".json"):
@@ -302,7 +313,7 @@ def prepare(
       if done["tokenizer"] != ident:
         raise _mismatch(prefix, done["tokenizer_description"], tok)
       continue
-    texts = lambda stats, sub=subsplits[k]: sources.texts(builder, sub, data.text_key, stats=stats)
+    texts = lambda stats, k=k: sources.texts(builder, split, data.text_key, (k, n), stats)
     record = _prepare_piece(prefix, texts, tok, mode, eos_id, dtype)
     record.update(tokenizer=ident, tokenizer_description=_describe(tok))
     write_json(prefix + ".json", record)
@@ -330,7 +341,7 @@ def write_manifest_if_complete(out, n, tok, mode, source):
     pieces.append(dict(record, name=name))
   totals = {
     key: sum(p.get(key, 0) for p in pieces)
-    for key in ("tokens", "documents", "sentences", "empty", "invalid_utf8")
+    for key in ("tokens", "documents", "sentences", *SKIPPED)
   }
   manifest = dict(
     format=FORMAT,
@@ -481,10 +492,14 @@ class Tokenized:
 
   def summary(self):
     m = self.manifest
-    skipped = ", ".join(f"{m[k]} {k.replace('_', ' ')}" for k in ("empty", "invalid_utf8") if m[k])
+    skipped = ", ".join(
+      f"{m[k]} {k.replace('_', ' ')}{'' if k.startswith('bad_') else ' documents'}"
+      for k in SKIPPED
+      if m.get(k)
+    )
     return (
       f"{m['source']['dataset']} {m['source']['split']}: {m['documents']:,} documents, "
-      f"{m['tokens']:,} tokens" + (f"; skipped {skipped} documents" if skipped else "")
+      f"{m['tokens']:,} tokens" + (f"; skipped {skipped}" if skipped else "")
     )
 
 

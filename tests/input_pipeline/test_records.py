@@ -3,6 +3,9 @@ dataset folders and .jsonl.zst, prepared through the local-text builder, and the
 
 import json
 import os
+import random
+import string
+import tracemalloc
 
 import jax
 import numpy as np
@@ -12,7 +15,7 @@ import pytest
 import zstandard
 
 from configs import common
-from input_pipeline.corpora import local_text, records, sources
+from input_pipeline.corpora import local_text, records, sources, tokenized
 from pretrain.ground import storage
 from pretrain.training import metrics, trainer
 from tests import helpers
@@ -135,18 +138,105 @@ def test_skip_bad_shards_skips_and_counts_them(tmp_path, capsys):
   )
 
 
-@pytest.mark.slow
-def test_the_smoke_gpt_trains_on_a_fineweb_layout_corpus(tmp_path, data_dir):
+def test_a_large_shard_streams_in_bounded_memory(tmp_path):
+  """A 16 MB Parquet shard of 256 KB row groups, and a .jsonl.zst of the same documents, read
+  in a small fraction of their size: a row group, or 64 KB of the file, at a time."""
+  rng = random.Random(0)
+  words = ["".join(rng.choices(string.ascii_lowercase, k=rng.randint(2, 9))) for _ in range(2000)]
+  texts = [f"{i} " + " ".join(rng.choices(words, k=340)) for i in range(8000)]
+  size = sum(map(len, texts))
+  shards = (_parquet(tmp_path / "big.parquet", texts, 128), _zst(tmp_path / "big.jsonl.zst", texts))
+  del texts
+  for shard in shards:
+    cfg = local_text.make_config(str(shard))
+    tracemalloc.start()
+    count = arrow_peak = 0
+    for _ in local_text.split_documents(cfg, "train"):
+      count += 1
+      arrow_peak = max(arrow_peak, pa.total_allocated_bytes()) if count % 100 == 0 else arrow_peak
+    python_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert count > 7000 and python_peak + arrow_peak < size / 8, (shard, python_peak, arrow_peak)
+
+
+def _char_prepared(tmp_path, files, **fields):
+  data = common.data_config()
+  data.update(data_dir=str(tmp_path / "tfds"), files=files, **fields)
+  data.tokenizer.update(kind="char", vocab_size=300)
+  return data, sources.builders(data)[""]
+
+
+def test_workers_read_only_their_own_shards(tmp_path, monkeypatch):
+  """Shard-by-shard preparation: no tfds copy of the text; worker i of 2 reads shards i and
+  i + 2 of 4 (prepare_pieces=4); the two workers' pieces give the manifest."""
+  for k in range(4):
+    _parquet(tmp_path / "c" / f"{k}.parquet", [_doc(20 * k + i) for i in range(20)])
+  data, b = _char_prepared(tmp_path, f"{tmp_path}/c/*.parquet", prepare_pieces=4)
+  tok = tokenized.tokenizer_for(data, {"": b})
+  assert not (tmp_path / "tfds" / "local_text").exists()  # nothing but the tokenizer so far
+  read = []
+  real = records.parquet_texts
+  monkeypatch.setattr(records, "parquet_texts", lambda p, k: read.append(p) or real(p, k))
+  tokenized.prepare(data, b, "train", tok, "documents", process_index=1, process_count=2)
+  assert [os.path.basename(p) for p in read] == ["1.parquet", "3.parquet"]
+  tokenized.prepare(data, b, "train", tok, "documents", process_index=0, process_count=2)
+  split = tokenized.open_split(data, b, "train", tok, "documents")
+  assert [os.path.basename(p) for p in read[2:]] == ["0.parquet", "2.parquet"]
+  train = [t for t in (_doc(i) for i in range(80)) if not local_text.in_validation(t, 0.05)]
+  eos = tok.token_to_id(data.tokenizer.eos_token)
+  expected = [i for t in train for i in tok.encode(t, add_special_tokens=False).ids + [eos]]
+  assert split.stream.read(0, len(split.stream)).tolist() == expected
+
+
+def test_damaged_shards_stop_or_are_skipped_and_counted(tmp_path):
+  """A damaged shard met while tokenizing: one line naming it, whole pieces before it and
+  nothing half-written; with data.skip_bad_shards, skipped and counted in the manifest."""
+  for k in range(3):
+    _parquet(tmp_path / "c" / f"{k}.parquet", [_doc(20 * k + i) for i in range(20)])
+  good, tok_b = _char_prepared(tmp_path, f"{tmp_path}/c/*.parquet")
+  tok = tokenized.tokenizer_for(good, {"": tok_b})
+  damaged = tmp_path / "c" / "3.parquet"
+  damaged.write_bytes((tmp_path / "c" / "0.parquet").read_bytes()[:-20])
+  data, b = _char_prepared(tmp_path, f"{tmp_path}/c/*.parquet", prepare_pieces=4)
+  with pytest.raises(records.DataError, match=r"^config.data.files: .*3.parquet is not a readable"):
+    tokenized.prepare(data, b, "train", tok, "documents")
+  out = tokenized.directory(data, b, "train", "documents", tok)
+  whole = [f"piece-0000{k}-of-00004.{end}" for k in range(3) for end in ("docs.npy", "json")]
+  whole += [f"piece-0000{k}-of-00004.tokens.bin" for k in range(3)]
+  assert sorted(os.listdir(out)) == sorted(whole)  # no manifest, no temporary file
+  data, b = _char_prepared(tmp_path, data.files, prepare_pieces=4, skip_bad_shards=True)
+  tokenized.prepare(data, b, "train", tok, "documents")
+  split = tokenized.open_split(data, b, "train", tok, "documents")
+  assert split.manifest["bad_shards"] == 1 and "1 bad shards" in split.summary()
+
+
+def _public_layouts(root):
+  """A small corpus in FineWeb's layout (Parquet under data/CC-MAIN-*/) and one in Dolma's
+  (.jsonl.zst with `text` and `id`) under `root`."""
   for shard in range(2):
     texts = [_doc(100 * shard + i) + " " + _doc(i) * 3 for i in range(100)]
-    _parquet(
-      tmp_path / "fineweb" / "data" / f"CC-MAIN-2024-1{shard}" / "000_00000.parquet", texts, 25
-    )
-  files = f"{tmp_path}/fineweb/data/CC-MAIN-*/*.parquet"
-  config = helpers.tiny_gpt_config(data_dir, **{"data.files": files, "checkpoint.every": 0})
+    _parquet(root / "fineweb" / "data" / f"CC-MAIN-2024-1{shard}" / "000_00000.parquet", texts, 25)
+    _zst(root / "dolma" / f"v1_7-{shard:04d}.jsonl.zst", texts[::-1])
+
+
+def _trained_on_both(root, tmp_path, data_dir):
+  """The smoke GPT trained on a mixture of the two corpora under `root` (a folder or a bucket)."""
+  config = helpers.tiny_gpt_config(data_dir, **{"checkpoint.every": 0})
+  config.data.mixture.fineweb = common.mixture_source(0.7, files=f"{root}/fineweb/data/CC-MAIN-*/*")
+  config.data.mixture.dolma = common.mixture_source(0.3, files=f"{root}/dolma/*.jsonl.zst")
   result = trainer.train_and_evaluate(config, str(tmp_path / "run"), devices=jax.devices()[:1])
   rows = [r for r in metrics.read_rows(tmp_path / "run" / "metrics.jsonl") if "train/loss" in r]
   assert result.step == 6 and np.isfinite(rows[-1]["train/loss"])
+  evals = [
+    r for r in metrics.read_rows(tmp_path / "run" / "metrics.jsonl") if "eval/dolma/loss" in r
+  ]
+  assert evals and np.isfinite(evals[-1]["eval/fineweb/loss"])
+
+
+@pytest.mark.slow
+def test_the_smoke_gpt_trains_on_fineweb_and_dolma_layouts(tmp_path, data_dir):
+  _public_layouts(tmp_path / "c")
+  _trained_on_both(tmp_path / "c", tmp_path, data_dir)
 
 
 def _upload(local, url):
@@ -192,13 +282,8 @@ def test_shards_in_a_bucket_read_as_local_ones(gcs, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_smoke_gpt_trains_from_a_fineweb_layout_bucket(gcs, tmp_path, data_dir):
-  for shard in range(2):
-    texts = [_doc(100 * shard + i) + " " + _doc(i) * 3 for i in range(100)]
-    _parquet(tmp_path / "c" / "data" / f"CC-MAIN-2024-1{shard}" / "000_00000.parquet", texts, 25)
-  url = gcs("fineweb")
+def test_the_smoke_gpt_trains_from_fineweb_and_dolma_layouts_in_a_bucket(gcs, tmp_path, data_dir):
+  _public_layouts(tmp_path / "c")
+  url = gcs("corpora")
   _upload(tmp_path / "c", url)
-  files = f"{url}/data/CC-MAIN-*/*.parquet"
-  config = helpers.tiny_gpt_config(data_dir, **{"data.files": files, "checkpoint.every": 0})
-  result = trainer.train_and_evaluate(config, str(tmp_path / "run"), devices=jax.devices()[:1])
-  assert result.step == 6
+  _trained_on_both(url, tmp_path, data_dir)

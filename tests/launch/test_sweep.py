@@ -206,7 +206,7 @@ def test_two_workers_split_the_trials(tmp_path, corpus, gcs):
   assert sum(out.count("started") for out in outs) == 3
   assert all(out.count("started") >= 1 for out in outs)
   logs = [pathlib.Path(r["log"]).read_text() for r in records]
-  assert sum("prepared local_text" in log for log in logs) == 1
+  assert sum("tokenized local_text" in log for log in logs) == 1
   # the failure, with the end of the trial's log, in the worker's output and the study
   error = "error: config.optimizer: need lr > 0 and 0 <= min_lr <= lr"
   failed = next(out for out in outs if "trial 2 failed" in out)

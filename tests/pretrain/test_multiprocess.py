@@ -6,6 +6,7 @@ single process (elastic): the batches are the same either way."""
 import filecmp
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -139,7 +140,12 @@ def test_two_processes_build_bert_pairs_in_parallel_and_equal_one(
 ):
   """BERT's tokenized pieces and NSP pairs are shared out over 2 processes; the run equals one
   process building everything."""
+  blocks = pathlib.Path(sentence_corpus).read_text().split("\n\n")
+  for k, half in enumerate((blocks[: len(blocks) // 2], blocks[len(blocks) // 2 :])):
+    (tmp_path / "corpus").mkdir(exist_ok=True)
+    (tmp_path / "corpus" / f"{k}.txt").write_text("\n\n".join(half))  # a piece is whole shards
   overrides = {
+    "data.files": f"{tmp_path}/corpus/*.txt",
     "data.prepare_pieces": 2,
     "train.total_steps": 3,
     "train.log_every": 1,
@@ -165,7 +171,6 @@ def test_two_processes_build_bert_pairs_in_parallel_and_equal_one(
     f"--workdir={tmp_path / 'two'}",
     f"--config.data.tokenized_dir={tokenized_dir}",
     f"--config.data.data_dir={data_dir}",
-    f"--config.data.files={sentence_corpus}",
     "--config.data.doc_split=blank_line",
     "--config.data.tokenizer.vocab_size=128",
     "--config.model.num_layers=2",
