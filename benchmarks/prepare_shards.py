@@ -16,7 +16,9 @@ benchmarks/input_pipeline.corpus_blocks), then, for configs/gpt.py:small (its by
     once, for P = 1 and 2, each into a fresh tokenized_dir (the scaling over workers; a rerun
     of the finished command, which finds everything done, gives the start-up it includes).
 
-Tokens are the text's tokens (without the EOS after each document) in every row.
+Each shard is its own piece (data.prepare_pieces = --shards; by default pieces are about 64 MB
+of files, and a small corpus is one piece), so that every worker has shards to read. Tokens are
+the text's tokens (without the EOS after each document) in every row.
 """
 
 import glob
@@ -86,6 +88,7 @@ def _workers(files, data_dir, out, count):
     f"--config.data.files={files}",
     f"--config.data.data_dir={data_dir}",
     f"--config.data.tokenized_dir={out}",
+    f"--config.data.prepare_pieces={_SHARDS.value}",
     f"--process_count={count}",
   ]
   start = time.perf_counter()
@@ -110,6 +113,7 @@ def main(argv):
   size = sum(os.path.getsize(f) for f in glob.glob(files)) / 1e6
   data = gpt.get_config("small").data
   data.update(files=files, data_dir=os.path.join(_WORKDIR.value, "data"))
+  data.prepare_pieces = _SHARDS.value  # one piece a shard: work for every worker
   built = sources.builders(data)
   b = built[""]
   tok, train_s = _timed(lambda: tokenized.tokenizer_for(data, built))
