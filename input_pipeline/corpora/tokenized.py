@@ -171,8 +171,8 @@ def directory(data, builder, split, mode, tok):
 
 def num_pieces(data, builder, split):
   """config.data.prepare_pieces, or about one piece per DOCS_PER_PIECE documents; never more
-  pieces than documents. A split streamed from files is cut at shard boundaries: one piece per
-  shard, or prepare_pieces runs of shards."""
+  pieces than documents. A split streamed from files is cut at shard boundaries only: runs of
+  whole shards of about local_text.PIECE_BYTES each, or prepare_pieces of them."""
   if sources.streamed(builder, split):
     return sources.num_shard_groups(builder, split, data.prepare_pieces)
   try:
