@@ -29,7 +29,8 @@ class ConvertError(errors.UserError):
   """A model or file that the conversion cannot represent."""
 
 
-def _refuse(where, field, value, fix):
+def refuse(where, field, value, fix):
+  """Raises the one-line error of an HF config field that does not convert, with the fix."""
   raise ConvertError(f"{where}: {field}={value!r} is not supported; {fix}")
 
 
@@ -40,14 +41,14 @@ def model_fields(hf, where="config.json"):
   """Our model section's fields (beyond the decoder's DEFAULTS) for an HF config dict."""
   kind = hf.get("model_type")
   if kind not in SUPPORTED:
-    _refuse(where, "model_type", kind, f"supported model types: {', '.join(SUPPORTED)}")
+    refuse(where, "model_type", kind, f"supported model types: {', '.join(SUPPORTED)}")
   return _gpt2_fields(hf, where) if kind == "gpt2" else _llama_fields(hf, where)
 
 
 def _gpt2_fields(hf, where):
   act = hf.get("activation_function", "gelu_new")
   if act not in GPT2_GELU:
-    _refuse(where, "activation_function", act, f"use one of {', '.join(GPT2_GELU)}")
+    refuse(where, "activation_function", act, f"use one of {', '.join(GPT2_GELU)}")
   for field, ok in (
     ("scale_attn_weights", True),
     ("scale_attn_by_inverse_layer_idx", False),
@@ -55,7 +56,7 @@ def _gpt2_fields(hf, where):
     ("tie_word_embeddings", True),
   ):
     if hf.get(field, ok) != ok:
-      _refuse(where, field, hf[field], f"GPT-2 converts with {field}={ok}")
+      refuse(where, field, hf[field], f"GPT-2 converts with {field}={ok}")
   d = hf.get("n_embd", 768)
   return dict(
     vocab_size=hf.get("vocab_size", 50257),
@@ -81,9 +82,9 @@ def _llama_rope_theta(hf, where):
   for field, params in (("rope_parameters", rope), ("rope_scaling", scaling)):
     kind = params.get("rope_type", params.get("type", "default"))
     if kind != "default":
-      _refuse(where, f"{field}.rope_type", kind, "only unscaled RoPE ('default') converts")
+      refuse(where, f"{field}.rope_type", kind, "only unscaled RoPE ('default') converts")
   if hf.get("partial_rotary_factor", 1.0) != 1.0:
-    _refuse(
+    refuse(
       where, "partial_rotary_factor", hf["partial_rotary_factor"], "RoPE must cover whole heads"
     )
   return float(rope.get("rope_theta", hf.get("rope_theta", 10000.0)))
@@ -92,7 +93,7 @@ def _llama_rope_theta(hf, where):
 def _llama_fields(hf, where):
   for field, ok in (("hidden_act", "silu"), ("attention_bias", False), ("mlp_bias", False)):
     if hf.get(field, ok) != ok:
-      _refuse(where, field, hf[field], f"Llama converts with {field}={ok!r}")
+      refuse(where, field, hf[field], f"Llama converts with {field}={ok!r}")
   heads = hf.get("num_attention_heads", 32)
   d = hf.get("hidden_size", 4096)
   return dict(

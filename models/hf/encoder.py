@@ -32,11 +32,16 @@ IGNORED = re.compile(r"(\.position_ids|\.token_type_ids)$")
 CLASSIFIER = re.compile(r"^(classifier|qa_outputs)\.")
 
 
-def _refuse(where, field, value, fix):
-  raise ConvertError(f"{where}: {field}={value!r} is not supported; {fix}")
-
-
 # ----------------------------------------------------------------------------- configs
+
+
+def attention_fields(hf, where):
+  """The width and heads of an encoder's config.json (BERT's defaults, 768 and 12 heads, no
+  grouped keys and values); heads that do not divide the width are refused."""
+  d, heads = hf.get("hidden_size", 768), hf.get("num_attention_heads", 12)
+  if d % heads:
+    hf_decoder.refuse(where, "num_attention_heads", heads, f"it must divide hidden_size={d}")
+  return dict(num_heads=heads, num_kv_heads=heads, head_dim=d // heads, d_model=d)
 
 
 def position_offset(kind, pad_id):
@@ -53,34 +58,30 @@ def model_fields(hf, where="config.json"):
   """Our encoder's model fields (beyond encoder.DEFAULTS) for an HF config dict."""
   kind = hf.get("model_type")
   if kind not in SUPPORTED:
-    _refuse(where, "model_type", kind, f"supported encoder types: {', '.join(SUPPORTED)}")
+    hf_decoder.refuse(where, "model_type", kind, f"supported encoder types: {', '.join(SUPPORTED)}")
   act = hf.get("hidden_act", "gelu")
   if act not in GELU:
-    _refuse(where, "hidden_act", act, f"use one of {', '.join(GELU)}")
+    hf_decoder.refuse(where, "hidden_act", act, f"use one of {', '.join(GELU)}")
   pos = hf.get("position_embedding_type") or "absolute"
   if pos != "absolute":
-    _refuse(where, "position_embedding_type", pos, "only absolute positions convert")
+    hf_decoder.refuse(where, "position_embedding_type", pos, "only absolute positions convert")
   for field, ok in (
     ("is_decoder", False),
     ("add_cross_attention", False),
     ("tie_word_embeddings", True),
   ):
     if hf.get(field, ok) != ok:
-      _refuse(where, field, hf[field], f"{kind} converts with {field}={ok}")
+      hf_decoder.refuse(where, field, hf[field], f"{kind} converts with {field}={ok}")
   offset = position_offset(kind, pad_id(hf))
   positions = hf.get("max_position_embeddings", 512)
   if positions - offset <= 0:
-    _refuse(where, "max_position_embeddings", positions, f"{kind} needs more than {offset}")
-  d, heads = hf.get("hidden_size", 768), hf.get("num_attention_heads", 12)
-  if d % heads:
-    _refuse(where, "num_attention_heads", heads, f"it must divide hidden_size={d}")
+    hf_decoder.refuse(
+      where, "max_position_embeddings", positions, f"{kind} needs more than {offset}"
+    )
   return dict(
     vocab_size=hf.get("vocab_size", 30522),
     num_layers=hf.get("num_hidden_layers", 12),
-    num_heads=heads,
-    num_kv_heads=heads,
-    head_dim=d // heads,
-    d_model=d,
+    **attention_fields(hf, where),
     d_ff=hf.get("intermediate_size", 3072),
     max_len=positions - offset,
     type_vocab_size=hf.get("type_vocab_size", 2),

@@ -34,10 +34,6 @@ _FIXED = {
 } | dict(norm="layernorm", tie_embeddings=True)
 
 
-def _refuse(where, field, value, fix):
-  raise ConvertError(f"{where}: {field}={value!r} is not supported; {fix}")
-
-
 def _rope_thetas(hf):
   """(global, local) RoPE bases of a config.json (transformers 5's rope_parameters, or the
   released checkpoints' global_rope_theta / local_rope_theta)."""
@@ -56,7 +52,7 @@ def _global_every(hf, where):
   if types:
     want = ["sliding_attention" if i % every else "full_attention" for i in range(len(types))]
     if list(types) != want:
-      _refuse(where, "layer_types", types, f"only every {every}-th layer global converts")
+      hf_decoder.refuse(where, "layer_types", types, f"only every {every}-th layer global converts")
   return every
 
 
@@ -64,7 +60,7 @@ def model_fields(hf, where="config.json"):
   """Our encoder's model fields (beyond encoder.DEFAULTS) for an HF ModernBERT config."""
   for field in ("hidden_activation", "classifier_activation"):
     if hf.get(field, "gelu") not in GELU:
-      _refuse(where, field, hf.get(field), f"use one of {', '.join(GELU)}")
+      hf_decoder.refuse(where, field, hf.get(field), f"use one of {', '.join(GELU)}")
   for field, ok in (
     ("attention_bias", False),
     ("mlp_bias", False),
@@ -74,18 +70,12 @@ def model_fields(hf, where="config.json"):
     ("tie_word_embeddings", True),
   ):
     if hf.get(field, ok) != ok:
-      _refuse(where, field, hf[field], f"ModernBERT converts with {field}={ok}")
-  d, heads = hf.get("hidden_size", 768), hf.get("num_attention_heads", 12)
-  if d % heads:
-    _refuse(where, "num_attention_heads", heads, f"it must divide hidden_size={d}")
+      hf_decoder.refuse(where, field, hf[field], f"ModernBERT converts with {field}={ok}")
   global_theta, local_theta = _rope_thetas(hf)
   return dict(
     vocab_size=hf.get("vocab_size", 50368),
     num_layers=hf.get("num_hidden_layers", 22),
-    num_heads=heads,
-    num_kv_heads=heads,
-    head_dim=d // heads,
-    d_model=d,
+    **hf_encoder.attention_fields(hf, where),
     d_ff=hf.get("intermediate_size", 1152),
     max_len=hf.get("max_position_embeddings", 8192),
     rope_theta=global_theta,
