@@ -121,7 +121,7 @@ def streamed(b, split):
   )
 
 
-def num_shard_groups(b, split, pieces):
+def num_shard_groups(b, pieces):
   """How many pieces a streamed split is prepared in: `pieces` runs of its shards (0: about
   one per local_text.PIECE_BYTES of files)."""
   return len(local_text.shard_groups(b.builder_config, pieces))

@@ -174,7 +174,7 @@ def num_pieces(data, builder, split):
   pieces than documents. A split streamed from files is cut at shard boundaries only: runs of
   whole shards of about local_text.PIECE_BYTES each, or prepare_pieces of them."""
   if sources.streamed(builder, split):
-    return sources.num_shard_groups(builder, split, data.prepare_pieces)
+    return sources.num_shard_groups(builder, data.prepare_pieces)
   try:
     n = builder.info.splits[split].num_examples
   except Exception:
