@@ -54,6 +54,11 @@ class StepIndexed:
   def examples(self, indices, stream, counter, rows):
     raise NotImplementedError
 
+  def per_example(self, predictions):
+    """The evaluator's predictions of every row in order, as one per example (a loader that
+    packs several examples a row maps them back)."""
+    return predictions
+
   def _rows(self, rows):
     return np.arange(self.batch_size) if rows is None else np.asarray(rows, np.int64)
 

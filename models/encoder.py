@@ -109,6 +109,14 @@ def dense(cfg, n_out, names, rngs, use_bias=True):
   )
 
 
+def at_positions(hidden, positions):
+  """hidden [b, t, d] at `positions` [b, p]: [b, p, d]."""
+  # A one-hot matmul rather than a gather: it partitions cleanly on any mesh and its
+  # transpose is a matmul too (p x t per example, small next to the blocks).
+  select = jax.nn.one_hot(positions, hidden.shape[1], dtype=hidden.dtype)
+  return jnp.einsum("bpt,btd->bpd", select, hidden)
+
+
 class Backbone(nnx.Module):
   """tokens [b, t] (+ type ids, padding mask) -> hidden states [b, t, d]."""
 
@@ -221,10 +229,7 @@ class Encoder(Backbone):
 
   def mlm_logits(self, hidden, positions):
     """Vocabulary logits at `positions` [b, p] only: [b, p, vocab]."""
-    # A one-hot matmul rather than a gather: it partitions cleanly on any mesh and its
-    # transpose is a matmul too (p x t per example, small next to the blocks).
-    select = jax.nn.one_hot(positions, hidden.shape[1], dtype=hidden.dtype)
-    picked = jnp.einsum("bpt,btd->bpd", select, hidden)
+    picked = at_positions(hidden, positions)
     h = self.mlm_norm(jax.nn.gelu(self.mlm_dense(picked), approximate=False))
     logits = self.embed.attend(h) + self.mlm_bias[...].astype(h.dtype)
     return layers.replicate_last_axis(layers.soft_cap(logits, self.logit_softcap))
@@ -234,15 +239,17 @@ class Encoder(Backbone):
 
 
 class SequenceClassifier(Backbone):
-  """[CLS] -> pooler -> dropout -> `num_labels` logits (one output: a regression score)."""
+  """[CLS] -> pooler -> dropout -> `num_labels` logits (one output: a regression score); or,
+  for rows of several examples, each example's [CLS] at `cls_positions` [b, s]: [b, s, labels]."""
 
   def __init__(self, cfg, *, rngs):
     super().__init__(cfg, rngs=rngs)
     self.pooler = dense(cfg, cfg.d_model, (axes.EMBED, axes.MLP), rngs)
     self.classifier = dense(cfg, cfg.num_labels, (axes.EMBED, axes.CLASSES), rngs)
 
-  def logits(self, hidden, dropout_key=None):
-    pooled = jnp.tanh(self.pooler(hidden[:, 0]))
+  def logits(self, hidden, dropout_key=None, cls_positions=None):
+    first = hidden[:, 0] if cls_positions is None else at_positions(hidden, cls_positions)
+    pooled = jnp.tanh(self.pooler(first))
     return self.classifier(self.head_dropout(pooled, dropout_key)).astype(jnp.float32)
 
 

@@ -20,6 +20,10 @@ def base_config(objective, size="from_init", seq=128):
   config.data.dataset = ""  # a tfds name (the task config sets it), or ...
   config.data.files = ""  # ... local files: 'TRAIN,EVAL' in the task's format
   config.data.task = ""
+  # Several examples a row, each its own segment with its own [CLS] and label, instead of one
+  # a row and the rest padding; the predictions and metrics are the same. batch.size counts
+  # rows, so a packed step holds several times the examples (the log says how many a row).
+  config.data.pack_examples = False
   # Only without config.init_from (which brings its own tokenizer): trained on the task's text.
   config.data.tokenizer.update(kind="wordpiece", vocab_size=30522, eos_token="[SEP]")
   config.batch.update(size=32, seq_len=seq)

@@ -51,6 +51,7 @@ class Evaluator:
         predictions.append(jax.tree.map(lambda x, n=valid: np.asarray(x)[:n], preds))
     if predictions:
       predictions = jax.tree.map(lambda *xs: np.concatenate(xs), *predictions)
+      predictions = loader.per_example(predictions)
     return jax.device_get(total), predictions or None
 
   def per_dataset(self, params):

@@ -28,12 +28,22 @@ class TaskError(errors.UserError):
 
 
 def _hidden(model, batch, dropout_key):
+  """The backbone's hidden states; packed rows (input_pipeline/finetuning/task_data.py) bring
+  segment ids and positions that restart in each example."""
   return model(
     batch["inputs"],
     type_ids=batch["type_ids"],
     input_mask=batch["input_mask"],
+    positions=batch.get("positions"),
+    segment_ids=batch.get("segment_ids"),
     dropout_key=dropout_key,
   )
+
+
+def _example_weights(batch):
+  """Each example's weight: a row's [b], or [b, segments] for packed rows (0: an empty slot)."""
+  w = batch["example_weights"]
+  return w if "segment_weights" not in batch else w[:, None] * batch["segment_weights"]
 
 
 def _mean_loss(outputs, denominator):
@@ -60,7 +70,7 @@ def _means(denominator, accuracy):
 
 
 def _examples_denominator(batch):
-  return {"examples": jnp.sum(batch["example_weights"])}
+  return {"examples": jnp.sum(_example_weights(batch))}
 
 
 def _weight_rows(batch, valid, token_bytes):
@@ -132,11 +142,13 @@ def _glue_load(config, tok, train):
 
 
 def _classify_outputs(model, batch, dropout_key):
-  """(sums, per-row predictions): cross-entropy, or squared error for one output."""
-  logits = model.logits(_hidden(model, batch, dropout_key), dropout_key)
-  w = batch["example_weights"]
+  """(sums, per-example predictions): cross-entropy, or squared error for one output. Packed
+  rows give [b, segments] of each."""
+  hidden = _hidden(model, batch, dropout_key)
+  logits = model.logits(hidden, dropout_key, batch.get("cls_positions"))
+  w = _example_weights(batch)
   if logits.shape[-1] == 1:
-    score = logits[:, 0]
+    score = logits[..., 0]
     return {"loss_sum": jnp.sum((score - batch["labels"]) ** 2 * w)}, {"scores": score}
   xent, correct = objective.cross_entropy(logits, batch["labels"])
   return (
@@ -294,6 +306,7 @@ SQUAD_FORMAT = task_data.TaskFormat(
   encode=_squad_encode,
   batch_keys=("inputs", "type_ids", "input_mask", "start_positions", "end_positions"),
   texts=lambda examples: (t for e in examples for t in (e["question"], e["context"])),
+  position_keys=("start_positions", "end_positions"),
 )
 
 
@@ -302,11 +315,24 @@ def _squad_load(config, tok, train):
   return task_data.load(config, SQUAD_FORMAT, tok, train)
 
 
+NOT_IN_SPAN = -1e9  # the logit of a position no answer can take: padding, another example
+
+
 def _span_outputs(model, batch, dropout_key):
+  """Start and end over each example's own positions (never padding); packed rows give
+  [b, segments] of starts and ends, each over its segment."""
   start, end = model.logits(_hidden(model, batch, dropout_key), dropout_key)
-  xs, cs = objective.cross_entropy(start, batch["start_positions"])
-  xe, ce = objective.cross_entropy(end, batch["end_positions"])
-  w = batch["example_weights"]
+  real = batch["input_mask"].astype(bool)
+  start, end = (jnp.where(real, x, NOT_IN_SPAN) for x in (start, end))
+  if "segment_ids" in batch:  # [b, segments, t]: segment s+1's positions, for slot s
+    slots = jnp.arange(batch["cls_positions"].shape[1]) + 1
+    own = batch["segment_ids"][:, None, :] == slots[None, :, None]
+    per = [jnp.where(own, x[:, None, :], NOT_IN_SPAN) for x in (start, end)]
+  else:
+    per = [start, end]
+  xs, cs = objective.cross_entropy(per[0], batch["start_positions"])
+  xe, ce = objective.cross_entropy(per[1], batch["end_positions"])
+  w = _example_weights(batch)
   return (
     {"loss_sum": jnp.sum((xs + xe) / 2 * w), "correct": jnp.sum(cs * ce * w)},
     {"start_logits": start, "end_logits": end},

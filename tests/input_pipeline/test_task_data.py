@@ -147,3 +147,49 @@ def test_batches_are_step_indexed(tmp_path, tok):
   )
   # Evaluation reads in order.
   np.testing.assert_array_equal(val[""].eval_batch(0)["inputs"][:6], val[""].arrays["inputs"])
+
+
+def test_packed_rows_hold_every_example_once_and_map_back(tmp_path, tok):
+  files = (
+    _write_tsv(tmp_path / "train.tsv", _examples(40, 0))
+    + ","
+    + _write_tsv(tmp_path / "dev.tsv", _examples(12, 1))
+  )
+  config = _config(str(tmp_path / "data"), files=files)
+  config.batch.seq_len = 32
+  config.data.pack_examples = True
+  _, train, val, notes = task_data.load(config, _sst2_format(), tok)
+  assert train.num_examples < 20 and train.packing.segments >= 3  # rows, of several examples
+  assert "examples a row" in notes[0] and "padding, against" in notes[0], notes[0]
+  # The same encoding (and cache) as unpacked; every example's tokens once, at its place.
+  config.data.pack_examples = False
+  _, plain, _, _ = task_data.load(config, _sst2_format(), tok)
+  np.testing.assert_array_equal(train.arrays["inputs"], plain.arrays["inputs"])
+  assert len(os.listdir(tmp_path / "data" / "finetune")) == 2
+  p, rows = train.packing, train.rows
+  for i in range(40):
+    n = p.length[i]
+    assert n == train.arrays["input_mask"][i].sum()
+    np.testing.assert_array_equal(
+      rows["inputs"][p.row[i], p.start[i] : p.start[i] + n], train.arrays["inputs"][i, :n]
+    )
+    assert rows["positions"][p.row[i], p.start[i] + n - 1] == n - 1
+    assert rows["cls_positions"][p.row[i], p.slot[i]] == p.start[i]
+    assert rows["labels"][p.row[i], p.slot[i]] == train.arrays["labels"][i]
+    assert set(rows["segment_ids"][p.row[i], p.start[i] : p.start[i] + n]) == {p.slot[i] + 1}
+  assert rows["segment_weights"].sum() == 40 and rows["input_mask"].sum() == p.length.sum()
+  assert sorted(p.row * 100 + p.slot) == sorted(set(p.row * 100 + p.slot))  # one slot each
+  # Training rows are packed from a seeded shuffle, evaluation rows in order; a batch holds
+  # packed rows, and the rows' predictions map back to one per example.
+  assert (np.diff(val[""].packing.row) >= 0).all() and (np.diff(p.row) < 0).any()
+  batch = train.batch(1)
+  assert batch["inputs"].shape == (8, 32) and batch["cls_positions"].shape == (8, p.segments)
+  v = val[""].packing
+  per_row = {"labels": np.where(v.arrays["segment_weights"] > 0, 7, 0)}
+  per_row["labels"][v.row, v.slot] = np.arange(12)
+  per_row["tokens"] = val[""].rows["inputs"]
+  back = val[""].per_example(per_row)
+  np.testing.assert_array_equal(back["labels"], np.arange(12))
+  real = val[""].arrays["input_mask"].astype(bool)
+  np.testing.assert_array_equal(back["tokens"][real], val[""].arrays["inputs"][real])
+  assert (back["tokens"][~real] == -1).all()

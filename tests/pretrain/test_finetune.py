@@ -84,6 +84,17 @@ def test_glue_from_a_pretrained_bert(bert_run, data_dir, tmp_path, capsys):
   accuracy = np.mean([int(r[1]) == g for r, g in zip(rows[1:], gold)])
   assert accuracy == pytest.approx(best["accuracy"])
 
+  # The dev set packed several examples a row gives the same predictions and metrics.
+  config.data.pack_examples = True
+  packed_predictions = str(tmp_path / "SST-2-packed.tsv")
+  packed = evaluate.evaluate_run(
+    config, workdir, evaluate.Options(best=True, predict=packed_predictions)
+  )
+  assert packed[best["step"]]["accuracy"] == pytest.approx(best["accuracy"])
+  assert packed[best["step"]]["loss"] == pytest.approx(results[best["step"]]["loss"], rel=1e-5)
+  with open(packed_predictions, encoding="utf-8") as f:
+    assert list(csv.reader(f, delimiter="\t")) == rows
+
 
 def _fails_before_compiling(config, workdir, error, *fields):
   from pretrain.training import trainer
@@ -205,7 +216,9 @@ def test_ner_from_scratch_beats_chance(data_dir, tmp_path):
   )
   config.data.tokenizer.vocab_size = 200
   config.model.num_labels = 5
-  config.train.epochs = 4
+  config.data.pack_examples = True  # about three sentences a row of 32
+  config.batch.size = 8
+  config.train.epochs = 6
   result = trainer.train_and_evaluate(config, str(tmp_path / "ner"))
   # Chance (a tag drawn by frequency per word) finds about a third of the entities.
   assert result.metrics["eval_f1"] > 0.8, result.metrics
