@@ -1,0 +1,72 @@
+"""Runs entry points as `python -m <module> <args>` would, many times over from one interpreter.
+
+  python -m tests.entry_points   (reads requests on stdin: one JSON [module, args] a line)
+
+Each request forks this process, and the child runs the module as `__main__` (runpy) with its
+arguments, its stdout and stderr going to files; the reply (one JSON line on stdout) is the
+exit status and both outputs. The libraries every entry point imports (jax, flax, orbax,
+tensorflow-datasets) are imported once, before any fork, so a request costs what the entry
+point itself does and not an interpreter's start-up. The entry points' own modules are not
+imported here: each child runs its module's code afresh, flags and all, as a new process would.
+Used by tests/test_docs.py for the edge behaviour of every entry point (--help, a bad flag,
+a missing workdir), which fails before any device work.
+"""
+
+import json
+import os
+import runpy
+import sys
+import tempfile
+import traceback
+
+import absl.app  # noqa: F401  (imported once for every child)
+import flax.nnx  # noqa: F401
+import jax  # noqa: F401
+import orbax.checkpoint  # noqa: F401
+import tensorflow_datasets  # noqa: F401
+
+
+def _child(module, args, out, err):
+  """In the forked child: run the module as __main__; never returns."""
+  os.dup2(out.fileno(), 1)
+  os.dup2(err.fileno(), 2)
+  sys.argv = [module, *args]
+  code = 0
+  try:
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+  except SystemExit as e:
+    code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    if e.code is not None and not isinstance(e.code, int):
+      print(e.code, file=sys.stderr)
+  except BaseException as e:  # an uncaught error: the traceback, as the interpreter prints it
+    traceback.print_exception(e)
+    code = 1
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(code)
+
+
+def run(module, args):
+  """{'returncode', 'stdout', 'stderr'} of `python -m module args`, in a forked child."""
+  with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    pid = os.fork()
+    if pid == 0:
+      _child(module, args, out, err)
+    _, status = os.waitpid(pid, 0)
+    out.seek(0)
+    err.seek(0)
+    return {
+      "returncode": os.waitstatus_to_exitcode(status),
+      "stdout": out.read().decode("utf-8", "replace"),
+      "stderr": err.read().decode("utf-8", "replace"),
+    }
+
+
+def main():
+  for line in sys.stdin:
+    module, args = json.loads(line)
+    print(json.dumps(run(module, args)), flush=True)
+
+
+if __name__ == "__main__":
+  main()
