@@ -42,6 +42,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import json
 import pathlib
+import random
 import shutil
 import statistics
 import time
@@ -78,12 +79,31 @@ _DOC_LINES = flags.DEFINE_integer("doc_lines", 8, "SST-2 sentences per pretraini
 _SEQ_LEN = flags.DEFINE_integer("seq_len", 64, "Sequence length, pretraining and fine-tuning.")
 _FINETUNE_EPOCHS = flags.DEFINE_float("finetune_epochs", 1.0, "Fine-tuning epochs.")
 _FINETUNE_LR = flags.DEFINE_float("finetune_lr", 1e-4, "Fine-tuning peak learning rate.")
-_FINETUNE_BATCH = flags.DEFINE_integer("finetune_batch", 32, "Fine-tuning batch.")
+_PRETRAINED_LR = flags.DEFINE_float(
+  "pretrained_lr", 0.0, "Fine-tuning lr from the pretrained model (0: --finetune_lr)."
+)
+_FINETUNE_BATCH = flags.DEFINE_integer("finetune_batch", 32, "Fine-tuning batch (rows).")
+_PACK = flags.DEFINE_bool(
+  "pack", False, "Fine-tune on packed rows (data.pack_examples): several sentences a row."
+)
 _EVALS_PER_EPOCH = flags.DEFINE_integer(
   "evals_per_epoch", 2, "Dev evaluations per fine-tuning epoch."
 )
 _SKIP_RANDOM = flags.DEFINE_bool("skip_random", False, "Only the pretrained fine-tuning run.")
 _SEEDS = flags.DEFINE_integer("seeds", 1, "Fine-tuning seeds of each initialisation.")
+_LABELLED = flags.DEFINE_integer(
+  "labelled",
+  0,
+  "Fine-tune on this many labelled train.tsv rows (a seeded sample; 0: all 67,349), while "
+  "pretraining still reads every training sentence without its label (semi-supervised).",
+)
+_COMPARE = flags.DEFINE_enum(
+  "compare",
+  "",
+  ["", *bert.RECIPES],
+  "Also pretrain this recipe for the same time as --recipe's steps took (calibrated by a "
+  "60-step run), and fine-tune it the same way: e.g. --recipe=modern --compare=bert.",
+)
 
 
 def write_corpus(train_tsv, out, doc_lines):
@@ -99,8 +119,19 @@ def write_corpus(train_tsv, out, doc_lines):
   return len(sentences)
 
 
-def pretrain_config(corpus, data_dir):
-  config = bert.get_config(f"{_SIZE.value},recipe={_RECIPE.value},seq={_SEQ_LEN.value}")
+def labelled_subset(train_tsv, out, n):
+  """`n` rows of train.tsv (a seeded sample, header kept) written to `out`; returns `out`."""
+  with open(train_tsv, encoding="utf-8") as f:
+    header, *rows = [r for r in f.read().split("\n") if r.strip()]
+  picked = sorted(random.Random(0).sample(range(len(rows)), n))
+  with open(out, "w", encoding="utf-8") as f:
+    f.write("\n".join([header] + [rows[i] for i in picked]) + "\n")
+  return out
+
+
+def pretrain_config(corpus, data_dir, recipe=None, steps=None):
+  recipe = recipe or _RECIPE.value
+  config = bert.get_config(f"{_SIZE.value},recipe={recipe},seq={_SEQ_LEN.value}")
   config.data.update(
     files=corpus, data_dir=data_dir, doc_split="blank_line", validation_fraction=0.05
   )
@@ -112,7 +143,7 @@ def pretrain_config(corpus, data_dir):
   config.batch.update(grad_accum=1, warmup_steps=0)  # (the modern recipe's ramp is for pods)
   config.model.max_len = max(config.model.max_len, _SEQ_LEN.value)
   config.optimizer.update(lr=_PRETRAIN_LR.value, warmup_steps=_PRETRAIN_WARMUP.value)
-  steps = _PRETRAIN_STEPS.value
+  steps = steps or _PRETRAIN_STEPS.value
   config.train.update(
     total_steps=steps, log_every=max(1, steps // 10), eval_every=max(1, steps // 2), eval_batches=20
   )
@@ -133,12 +164,14 @@ def finetune_config(files, data_dir, n_train, seed, init_from=None, tokenizer=No
     config.model.dropout = 0.1
     config.data.tokenizer.update(kind="file", path=tokenizer)
   config.batch.size = _FINETUNE_BATCH.value
-  config.optimizer.lr = _FINETUNE_LR.value
+  config.data.pack_examples = _PACK.value
+  config.optimizer.lr = (init_from and _PRETRAINED_LR.value) or _FINETUNE_LR.value
   per_epoch = -(-n_train // _FINETUNE_BATCH.value)
   config.train.update(
     epochs=_FINETUNE_EPOCHS.value,
     log_every=200,
-    eval_every=max(1, -(-per_epoch // _EVALS_PER_EPOCH.value)),
+    # (packed rows: their count is known once packed, so once an epoch, the recipe's)
+    eval_every=-1 if _PACK.value else max(1, -(-per_epoch // _EVALS_PER_EPOCH.value)),
   )
   return config
 
@@ -163,6 +196,88 @@ def finetune_summary(result, wall, workdir):
   }
 
 
+def median_step_time(workdir):
+  """The run's median seconds a training step (its metrics.jsonl, the first log left out)."""
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    rows = [json.loads(line) for line in f]
+  times = [r["train/step_time_s"] for r in rows if "train/step_time_s" in r]
+  return statistics.median(times[1:] or times)
+
+
+def equal_time_steps(corpus, data_dir, recipe, seconds):
+  """Steps of `recipe` that take `seconds` of training, from a 60-step run's step time."""
+  probe = os.path.join(_WORKDIR.value, f"probe-{recipe}")
+  config = pretrain_config(corpus, data_dir, recipe, steps=60)
+  config.train.update(log_every=10, eval_every=0)
+  trainer.train_and_evaluate(config, probe)
+  return max(1, round(seconds / median_step_time(probe)))
+
+
+def pretrain(corpus, data_dir, recipe, steps):
+  """One pretraining run; its summary."""
+  pre_dir = os.path.join(_WORKDIR.value, f"pretrain-{recipe}")
+  pre, wall = timed_run(pretrain_config(corpus, data_dir, recipe, steps), pre_dir)
+  step_time = median_step_time(pre_dir)
+  tokens = _PRETRAIN_BATCH.value * _SEQ_LEN.value
+  return {
+    "recipe": recipe,
+    "dir": pre_dir,
+    "steps": pre.step,
+    "batch": _PRETRAIN_BATCH.value,
+    "wall_s": round(wall, 1),
+    "train_s": round(step_time * pre.step, 1),
+    "tokens_per_s": round(tokens / step_time),
+    "eval_mlm_accuracy": pre.metrics.get("eval_mlm_accuracy"),
+    "eval_mlm_loss": pre.metrics.get("eval_mlm_loss"),
+    "eval_nsp_accuracy": pre.metrics.get("eval_nsp_accuracy"),
+  }
+
+
+def finetune_both(files, data_dir, n_sentences, pre):
+  """Fine-tuning from the pretrained model and from random init, --seeds each."""
+  runs = [("pretrained", dict(init_from=pre["dir"]))]
+  if not _SKIP_RANDOM.value:
+    model = run_files.run_config(pre["dir"]).model.to_dict()
+    model["size"] = _SIZE.value
+    tok = os.path.join(pre["dir"], "tokenizer.json")
+    runs.append(("random init", dict(tokenizer=tok, model=model)))
+  out = {}
+  for name, kw in runs:
+    out[name] = []
+    for seed in range(_SEEDS.value):
+      tag = f"{pre['recipe']}-{name.replace(' ', '-')}-{seed}"
+      workdir = os.path.join(_WORKDIR.value, f"sst2-{tag}")
+      config = finetune_config(files, data_dir, n_sentences, seed, **kw)
+      result, wall = timed_run(config, workdir)
+      out[name].append(finetune_summary(result, wall, workdir))
+  return out
+
+
+def print_recipe(pre, tuned):
+  nsp = pre["eval_nsp_accuracy"]
+  print(
+    f"\n{pre['recipe']} ({_SIZE.value}, seq {_SEQ_LEN.value}): pretraining {pre['steps']} steps x "
+    f"{pre['batch']}, {pre['train_s']:.0f} s of steps ({pre['wall_s']:.0f} s in all), "
+    f"{pre['tokens_per_s']:,} tokens/s, held-out MLM acc {pre['eval_mlm_accuracy']:.3f} "
+    f"(loss {pre['eval_mlm_loss']:.3f})" + (f", NSP acc {nsp:.3f}" if nsp is not None else "")
+  )
+  print("| initialisation | final dev acc, each seed | mean | std | steps | wall time (mean) |")
+  print("|---|---|---|---|---|---|")
+  means = {}
+  for name, runs in tuned.items():
+    accs = [r["final_dev_accuracy"] for r in runs]
+    means[name] = statistics.mean(accs)
+    walls = statistics.mean(r["wall_s"] for r in runs)
+    print(
+      f"| {name} | {', '.join(f'{a:.4f}' for a in accs)} | {means[name]:.4f} | "
+      f"{statistics.pstdev(accs):.4f} | {runs[0]['steps']} | {walls:.0f} s |"
+    )
+  if len(means) == 2:
+    print(
+      f"| difference of the means | | {means['pretrained'] - means['random init']:+.4f} | | | |"
+    )
+
+
 def main(argv):
   del argv
   host_memory.configure()  # as the entry points do (pretrain.devices.process.start)
@@ -176,69 +291,38 @@ def main(argv):
   data_dir = os.path.join(_WORKDIR.value, "data")
   corpus = os.path.join(_WORKDIR.value, "sst2_train_text.txt")
   n_sentences = write_corpus(train_tsv, corpus, _DOC_LINES.value)
-  files = f"{train_tsv},{dev_tsv}"
-
-  pre_dir = os.path.join(_WORKDIR.value, "pretrain")
-  pre, pre_wall = timed_run(pretrain_config(corpus, data_dir), pre_dir)
+  labelled, n_labelled = train_tsv, n_sentences
+  if _LABELLED.value:
+    n_labelled = _LABELLED.value
+    labelled = labelled_subset(train_tsv, os.path.join(_WORKDIR.value, "labelled.tsv"), n_labelled)
+  files = f"{labelled},{dev_tsv}"
+  first = pretrain(corpus, data_dir, _RECIPE.value, _PRETRAIN_STEPS.value)
+  pretrained = [first]
+  if _COMPARE.value:  # the other recipe for as long as the first one's steps took
+    steps = equal_time_steps(corpus, data_dir, _COMPARE.value, first["train_s"])
+    pretrained.append(pretrain(corpus, data_dir, _COMPARE.value, steps))
   summary = {
     "size": _SIZE.value,
-    "recipe": _RECIPE.value,
     "seq_len": _SEQ_LEN.value,
     "corpus": f"{n_sentences} SST-2 train sentences (no labels), {_DOC_LINES.value} per document",
-    "pretrain": {
-      "steps": pre.step,
-      "batch": _PRETRAIN_BATCH.value,
-      "wall_s": round(pre_wall, 1),
-      "eval_mlm_accuracy": pre.metrics.get("eval_mlm_accuracy"),
-      "eval_mlm_loss": pre.metrics.get("eval_mlm_loss"),
-      "eval_nsp_accuracy": pre.metrics.get("eval_nsp_accuracy"),
-    },
+    "labelled": n_labelled,
+    "finetune": dict(
+      epochs=_FINETUNE_EPOCHS.value,
+      batch=_FINETUNE_BATCH.value,
+      packed=_PACK.value,
+      lr=_FINETUNE_LR.value,
+      pretrained_lr=_PRETRAINED_LR.value or _FINETUNE_LR.value,
+    ),
+    "runs": [],
   }
-
-  runs = [("pretrained", dict(init_from=pre_dir))]
-  if not _SKIP_RANDOM.value:
-    model = {k: v for k, v in run_files.run_config(pre_dir).model.to_dict().items()}
-    model["size"] = _SIZE.value
-    tok = os.path.join(pre_dir, "tokenizer.json")
-    runs.append(("random init", dict(tokenizer=tok, model=model)))
-  for name, kw in runs:
-    summary[name] = []
-    for seed in range(_SEEDS.value):
-      workdir = os.path.join(_WORKDIR.value, f"sst2-{name.replace(' ', '-')}-{seed}")
-      config = finetune_config(files, data_dir, n_sentences, seed, **kw)
-      result, wall = timed_run(config, workdir)
-      summary[name].append(finetune_summary(result, wall, workdir))
-
-  with open(os.path.join(_WORKDIR.value, "summary.json"), "w", encoding="utf-8") as f:
-    json.dump(summary, f, indent=1)
-  p = summary["pretrain"]
-  nsp = f", NSP acc {p['eval_nsp_accuracy']:.3f}" if p["eval_nsp_accuracy"] is not None else ""
-  print(
-    f"\nBERT-{_SIZE.value}, recipe={_RECIPE.value}, seq {_SEQ_LEN.value}; corpus: {summary['corpus']}"
-  )
-  print(
-    f"pretraining: {p['steps']} steps x {p['batch']} sequences, {p['wall_s']:.0f} s, "
-    f"held-out MLM acc {p['eval_mlm_accuracy']:.3f} (loss {p['eval_mlm_loss']:.3f}){nsp}"
-  )
-  print(
-    f"fine-tuning: {_FINETUNE_EPOCHS.value:g} epochs, batch {_FINETUNE_BATCH.value}, "
-    f"lr {_FINETUNE_LR.value:g}\n"
-  )
-  print("| initialisation | final dev acc, each seed | mean | std | steps | wall time (mean) |")
-  print("|---|---|---|---|---|---|")
-  means = {}
-  for name, _ in runs:
-    accs = [r["final_dev_accuracy"] for r in summary[name]]
-    means[name] = (statistics.mean(accs), statistics.pstdev(accs))
-    walls = statistics.mean(r["wall_s"] for r in summary[name])
-    print(
-      f"| {name} | {', '.join(f'{a:.4f}' for a in accs)} | {means[name][0]:.4f} | "
-      f"{means[name][1]:.4f} | {summary[name][0]['steps']} | {walls:.0f} s |"
-    )
-  if len(runs) == 2:
-    gain = means["pretrained"][0] - means["random init"][0]
-    print(f"| difference of the means | | {gain:+.4f} | | | |")
-  print(json.dumps(summary))
+  for pre in pretrained:
+    tuned = finetune_both(files, data_dir, n_labelled, pre)
+    summary["runs"].append({"pretrain": pre, **tuned})
+    with open(os.path.join(_WORKDIR.value, "summary.json"), "w", encoding="utf-8") as f:
+      json.dump(summary, f, indent=1)
+  print(f"\ncorpus: {summary['corpus']}; fine-tuning: {json.dumps(summary['finetune'])}")
+  for run in summary["runs"]:
+    print_recipe(run["pretrain"], {k: v for k, v in run.items() if k != "pretrain"})
 
 
 if __name__ == "__main__":

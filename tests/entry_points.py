@@ -1,15 +1,16 @@
 """Runs entry points as `python -m <module> <args>` would, many times over from one interpreter.
 
-  python -m tests.entry_points   (reads requests on stdin: one JSON [module, args] a line)
+  python -m tests.entry_points   (reads requests on stdin: one JSON [module, args, cwd] a line)
 
 Each request forks this process, and the child runs the module as `__main__` (runpy) with its
-arguments, its stdout and stderr going to files; the reply (one JSON line on stdout) is the
+arguments in `cwd`, its stdout and stderr going to files; the reply (one JSON line on stdout) is the
 exit status and both outputs. The libraries every entry point imports (jax, flax, orbax,
 tensorflow-datasets) are imported once, before any fork, so a request costs what the entry
 point itself does and not an interpreter's start-up. The entry points' own modules are not
-imported here: each child runs its module's code afresh, flags and all, as a new process would.
-Used by tests/test_docs.py for the edge behaviour of every entry point (--help, a bad flag,
-a missing workdir), which fails before any device work.
+imported here: each child runs its module's code afresh, flags and all, as a new process would,
+and no device is set up before the fork: each child sets up its own (XLA_FLAGS included).
+Used by tests/test_docs.py for the docs' commands and for the edge behaviour of every entry
+point (--help, a bad flag, a missing workdir).
 """
 
 import json
@@ -26,8 +27,9 @@ import orbax.checkpoint  # noqa: F401
 import tensorflow_datasets  # noqa: F401
 
 
-def _child(module, args, out, err):
+def _child(module, args, cwd, out, err):
   """In the forked child: run the module as __main__; never returns."""
+  os.chdir(cwd)
   os.dup2(out.fileno(), 1)
   os.dup2(err.fileno(), 2)
   sys.argv = [module, *args]
@@ -46,12 +48,13 @@ def _child(module, args, out, err):
   os._exit(code)
 
 
-def run(module, args):
-  """{'returncode', 'stdout', 'stderr'} of `python -m module args`, in a forked child."""
+def run(module, args, cwd):
+  """{'returncode', 'stdout', 'stderr'} of `python -m module args` in `cwd`, in a forked
+  child."""
   with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
     pid = os.fork()
     if pid == 0:
-      _child(module, args, out, err)
+      _child(module, args, cwd, out, err)
     _, status = os.waitpid(pid, 0)
     out.seek(0)
     err.seek(0)
@@ -64,8 +67,8 @@ def run(module, args):
 
 def main():
   for line in sys.stdin:
-    module, args = json.loads(line)
-    print(json.dumps(run(module, args)), flush=True)
+    module, args, cwd = json.loads(line)
+    print(json.dumps(run(module, args, cwd)), flush=True)
 
 
 if __name__ == "__main__":

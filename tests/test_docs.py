@@ -2,11 +2,14 @@
 marked `<!-- doc-test -->` runs here, in order per file, in a scratch directory that sees the
 checkout's configs/ and tests/ (a block's `pip install` is the set-up already done); every
 other block says why it does not run (`<!-- doc-test: skip (reason) -->`). And every entry
-point behaves the same at its edges: --help, a bad flag, a missing workdir."""
+point behaves the same at its edges: --help, a bad flag, a missing workdir. Each `python -m`
+command runs as a forked child of one interpreter with the libraries already imported
+(tests/entry_points.py), so that it costs what the command does, not a start-up."""
 
 import json
 import os
 import re
+import select
 import shlex
 import subprocess
 import sys
@@ -51,6 +54,34 @@ def _runnable(command):
 
 
 @pytest.fixture(scope="module")
+def entry_point():
+  """`python -m module args` (in `cwd`, the checkout by default) as a forked child of one
+  interpreter that has the libraries imported (tests/entry_points.py), with one real CPU
+  device as a reader has (pretrain.aot makes its own fake devices): each command costs what
+  the entry point does, not an interpreter's start-up."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(0), PYTHONPATH=str(REPO))
+  driver = subprocess.Popen(
+    [sys.executable, "-m", "tests.entry_points"],
+    cwd=REPO,
+    env=env,
+    stdin=subprocess.PIPE,
+    stdout=subprocess.PIPE,
+    text=True,
+  )
+
+  def run(module, *args, cwd=REPO):
+    driver.stdin.write(json.dumps([module, list(args), str(cwd)]) + "\n")
+    driver.stdin.flush()
+    ready, _, _ = select.select([driver.stdout], [], [], 300)
+    assert ready, f"python -m {module} {' '.join(args)}: no answer in 300 s"
+    return types.SimpleNamespace(**json.loads(driver.stdout.readline()))
+
+  yield run
+  driver.stdin.close()
+  driver.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
 def scratch(tmp_path_factory):
   """One directory for every document's commands, as a reader's checkout: later documents
   find the README's runs (and its prepared data) there, as a reader would."""
@@ -65,21 +96,15 @@ def scratch(tmp_path_factory):
 @pytest.mark.parametrize(
   "doc", [p for p in DOCS if any(m == "run" for m, _ in _blocks(p))], ids=lambda p: p.name
 )
-def test_the_docs_commands_run(doc, scratch):
-  tmp_path = scratch
-  # One real CPU device, as a reader has (pretrain.aot makes its own fake devices).
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(0), PYTHONPATH=str(REPO))
+def test_the_docs_commands_run(doc, scratch, entry_point):
   for marker, commands in _blocks(doc):
     for command in commands if marker == "run" else []:
       command = _runnable(command)
       if command.startswith("pip install"):
         continue
       argv = shlex.split(command)
-      if argv[:2] == ["python", "-m"]:
-        argv[0] = sys.executable
-      proc = subprocess.run(
-        argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-      )
+      assert argv[:2] == ["python", "-m"], f"{doc.name}: run only `python -m` commands: {command}"
+      proc = entry_point(argv[2], *argv[3:], cwd=scratch)
       assert proc.returncode == 0, (
         f"{doc.name}: {command}\n{proc.stdout[-1500:]}{proc.stderr[-1500:]}"
       )
@@ -107,31 +132,6 @@ MISSING_WORKDIR = {
   "pretrain.convert": ["to_hf", "--workdir={missing}", "--hf_dir={tmp}/out"],
   "launch.sweep": ["--sweepdir={missing}", "--report"],
 }
-
-
-@pytest.fixture(scope="module")
-def entry_point():
-  """`python -m module args` as a forked child of one interpreter that has the libraries
-  imported (tests/entry_points.py): the edge cases below cost what the entry points do, not
-  27 interpreter start-ups."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(0))
-  driver = subprocess.Popen(
-    [sys.executable, "-m", "tests.entry_points"],
-    cwd=REPO,
-    env=env,
-    stdin=subprocess.PIPE,
-    stdout=subprocess.PIPE,
-    text=True,
-  )
-
-  def run(module, *args):
-    driver.stdin.write(json.dumps([module, list(args)]) + "\n")
-    driver.stdin.flush()
-    return types.SimpleNamespace(**json.loads(driver.stdout.readline()))
-
-  yield run
-  driver.stdin.close()
-  driver.wait(timeout=60)
 
 
 @pytest.mark.slow
