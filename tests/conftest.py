@@ -12,7 +12,12 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 
 
+import json
+import select
+import subprocess
+import sys
 import tempfile
+import types
 
 # One persistent compilation cache per test run, shared by the pytest-xdist workers and by the
 # subprocesses the tests start: the same tiny programs, compiled again by every resumed,
@@ -30,6 +35,7 @@ os.environ.setdefault(
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+_ENVIRON = dict(os.environ)  # the entry-point driver's, whatever a test sets later
 
 import pytest
 
@@ -39,6 +45,7 @@ from tests.helpers import (
   tiny_bert_config,
   tiny_gpt_config,
   write_sentence_corpus,
+  xla_flags,
 )
 
 
@@ -173,3 +180,31 @@ def pytest_sessionfinish(session):
     _OWN_PRETRAIN_CACHE and not hasattr(session.config, "workerinput") and _RUN == str(os.getpid())
   ):
     shutil.rmtree(os.environ["PRETRAIN_CACHE_DIR"], ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def entry_point():
+  """`python -m module args` (in `cwd`, the checkout by default) as a forked child of one
+  interpreter that has the libraries imported (tests/entry_points.py), with one real CPU
+  device as a reader has (pretrain.aot makes its own fake devices): each command costs what
+  the entry point does, not an interpreter's start-up."""
+  env = dict(_ENVIRON, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(0), PYTHONPATH=str(REPO))
+  driver = subprocess.Popen(
+    [sys.executable, "-m", "tests.entry_points"],
+    cwd=REPO,
+    env=env,
+    stdin=subprocess.PIPE,
+    stdout=subprocess.PIPE,
+    text=True,
+  )
+
+  def run(module, *args, cwd=REPO):
+    driver.stdin.write(json.dumps([module, list(args), str(cwd)]) + "\n")
+    driver.stdin.flush()
+    ready, _, _ = select.select([driver.stdout], [], [], 300)
+    assert ready, f"python -m {module} {' '.join(args)}: no answer in 300 s"
+    return types.SimpleNamespace(**json.loads(driver.stdout.readline()))
+
+  yield run
+  driver.stdin.close()
+  driver.wait(timeout=60)

@@ -6,18 +6,12 @@ point behaves the same at its edges: --help, a bad flag, a missing workdir. Each
 command runs as a forked child of one interpreter with the libraries already imported
 (tests/entry_points.py), so that it costs what the command does, not a start-up."""
 
-import json
-import os
 import re
-import select
 import shlex
-import subprocess
-import sys
-import types
 
 import pytest
 
-from tests.helpers import REPO, xla_flags
+from tests.helpers import REPO
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 BLOCK = re.compile(
@@ -51,34 +45,6 @@ def test_every_shell_block_says_whether_it_runs():
 def _runnable(command):
   """The command without a leading `pip install ... &&` (the suite's set-up did it)."""
   return re.sub(r"^pip install [^&]*&&\s*", "", command)
-
-
-@pytest.fixture(scope="module")
-def entry_point():
-  """`python -m module args` (in `cwd`, the checkout by default) as a forked child of one
-  interpreter that has the libraries imported (tests/entry_points.py), with one real CPU
-  device as a reader has (pretrain.aot makes its own fake devices): each command costs what
-  the entry point does, not an interpreter's start-up."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(0), PYTHONPATH=str(REPO))
-  driver = subprocess.Popen(
-    [sys.executable, "-m", "tests.entry_points"],
-    cwd=REPO,
-    env=env,
-    stdin=subprocess.PIPE,
-    stdout=subprocess.PIPE,
-    text=True,
-  )
-
-  def run(module, *args, cwd=REPO):
-    driver.stdin.write(json.dumps([module, list(args), str(cwd)]) + "\n")
-    driver.stdin.flush()
-    ready, _, _ = select.select([driver.stdout], [], [], 300)
-    assert ready, f"python -m {module} {' '.join(args)}: no answer in 300 s"
-    return types.SimpleNamespace(**json.loads(driver.stdout.readline()))
-
-  yield run
-  driver.stdin.close()
-  driver.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")

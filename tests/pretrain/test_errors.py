@@ -1,8 +1,6 @@
 """Bad input: one-line errors naming the field, raised before anything compiles."""
 
 import os
-import subprocess
-import sys
 
 import ml_collections
 import pytest
@@ -13,7 +11,7 @@ from input_pipeline.corpora import local_text
 from pretrain.devices import sharding
 from pretrain.state import checkpointer
 from pretrain.training import config_checks, trainer
-from tests.helpers import COMPILES, REPO, xla_flags
+from tests.helpers import COMPILES, REPO
 
 
 def _fails_before_compiling(config, workdir, error, *fields):
@@ -243,8 +241,7 @@ def test_nan_loss_stops_the_run(tiny_config, tmp_path):
 
 
 @pytest.mark.slow
-def test_command_line_errors_are_one_line(tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(0))
+def test_command_line_errors_are_one_line(tmp_path, entry_point):
   for args, expected in [
     (["--config=configs/gpt.py:nope"], "unknown size 'nope'"),
     (["--config=configs/gpt.py:smoke", "--config.mesh.tensor=2"], "config.mesh"),
@@ -257,20 +254,11 @@ def test_command_line_errors_are_one_line(tmp_path):
       "error: unknown config field optimzer.lr; did you mean optimizer.lr?",
     ),
   ]:
-    proc = subprocess.run(
-      [
-        sys.executable,
-        "-m",
-        "pretrain.train",
-        *args,
-        f"--workdir={tmp_path}/run",
-        f"--config.data.data_dir={tmp_path}/data",
-      ],
-      cwd=REPO,
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=120,
+    proc = entry_point(
+      "pretrain.train",
+      *args,
+      f"--workdir={tmp_path}/run",
+      f"--config.data.data_dir={tmp_path}/data",
     )
     assert proc.returncode == 2, proc.stderr
     errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
@@ -362,10 +350,9 @@ def test_a_config_file_that_does_not_load_is_one_line(tmp_path):
   "module", ["pretrain.train", "pretrain.aot", "input_pipeline.prepare", "launch.sweep"]
 )
 @pytest.mark.slow
-def test_every_entry_point_reports_a_broken_config_file_in_one_line(tmp_path, module):
+def test_every_entry_point_reports_a_broken_config_file_in_one_line(tmp_path, module, entry_point):
   raising = tmp_path / "raising.py"
   raising.write_text(_RAISING_CONFIG.format(module="pretrain.ground.errors", cls="UserError"))
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(0))
   extra = {
     "pretrain.train": [f"--workdir={tmp_path}/run"],
     "launch.sweep": ["--sweep=lr", f"--sweepdir={tmp_path}/sweep"],
@@ -378,13 +365,6 @@ def test_every_entry_point_reports_a_broken_config_file_in_one_line(tmp_path, mo
   # (the one line is errors.parse_flags', which every entry point calls: each of the other
   # failures is checked on pretrain.train, and in-process above)
   for config, expected in cases if module == "pretrain.train" else cases[:1]:
-    proc = subprocess.run(
-      [sys.executable, "-m", module, f"--config={config}", *extra],
-      cwd=REPO,
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=120,
-    )
+    proc = entry_point(module, f"--config={config}", *extra)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and expected in proc.stderr, proc.stderr
