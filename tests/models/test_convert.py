@@ -264,23 +264,8 @@ def test_export_refuses_what_hf_cannot_express(fields, match):
 
 
 @pytest.mark.slow
-def test_cli_reports_one_line(tmp_path):
-  import subprocess
-  import sys
-
-  out = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "pretrain.convert",
-      "from_hf",
-      "--hf_dir=gpt2",
-      f"--workdir={tmp_path / 'run'}",
-    ],
-    capture_output=True,
-    text=True,
-    cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
-  )
+def test_cli_reports_one_line(tmp_path, entry_point):
+  out = entry_point("pretrain.convert", "from_hf", "--hf_dir=gpt2", f"--workdir={tmp_path / 'run'}")
   assert out.returncode == 2, out.stderr
   assert out.stderr.strip().startswith("error: --hf_dir:") and "\n" not in out.stderr.strip()
   assert not (tmp_path / "run").exists()

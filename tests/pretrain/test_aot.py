@@ -1,9 +1,5 @@
 """Ahead-of-time check: compile for a mesh of fake devices without running anything."""
 
-import os
-import subprocess
-import sys
-
 import jax
 import pytest
 
@@ -13,7 +9,7 @@ from pretrain.devices import sharding
 from pretrain.objectives import registry
 from pretrain.planning import compile_check
 from pretrain.training import metrics
-from tests.helpers import REPO, xla_flags
+from tests.helpers import REPO
 
 
 def test_gpt2_xl_fsdp8_holds_an_eighth_of_the_state_per_device():
@@ -95,11 +91,8 @@ def test_mesh_errors_are_reported():
 
 
 @pytest.mark.slow
-def test_command_line_on_fake_devices():
-  env = dict(os.environ, XLA_FLAGS=xla_flags(0), JAX_PLATFORMS="cpu")
+def test_command_line_on_fake_devices(entry_point):
   cmd = [
-    sys.executable,
-    "-m",
     "pretrain.aot",
     "--config=configs/gpt.py:medium",
     "--devices=4",
@@ -107,24 +100,10 @@ def test_command_line_on_fake_devices():
     "--config.mesh.data=1",
     "--config.batch.size=4",
   ]
-  ok = subprocess.run(
-    cmd + ["--memory_per_device=80e9"],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
+  ok = entry_point(*cmd, "--memory_per_device=80e9")
   assert ok.returncode == 0, ok.stderr
   assert "on 4 devices" in ok.stdout and "fits in" in ok.stdout
-  tight = subprocess.run(
-    cmd + ["--memory_per_device=1e8", "--nosearch"],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
+  tight = entry_point(*cmd, "--memory_per_device=1e8", "--nosearch")
   assert tight.returncode == 3 and "does NOT fit" in tight.stdout
   assert "XLA" not in tight.stdout and "per device (the MFU formula" in tight.stdout
   assert len(jax.devices()) == 8  # this process's devices were not touched

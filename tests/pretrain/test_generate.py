@@ -3,13 +3,9 @@ strings cut, and an encoder run or an over-long prompt is refused in one line.""
 
 import os
 import re
-import subprocess
-import sys
 
 import jax
 import pytest
-
-from tests.helpers import REPO
 
 TEXT = "the cat sat on the mat. the dog ran in the park. a bird sang in the tree. " * 40
 
@@ -82,22 +78,13 @@ def test_bad_input_is_one_line(gpt_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_streams_one_prompt(gpt_dir):
-  out = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "pretrain.generate",
-      f"--workdir={gpt_dir}",
-      "--prompt=the dog",
-      "--max_new_tokens=40",
-      "--temperature=0",
-    ],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    timeout=300,
-    env=dict(os.environ, JAX_PLATFORMS="cpu"),
+def test_cli_streams_one_prompt(gpt_dir, entry_point):
+  out = entry_point(
+    "pretrain.generate",
+    f"--workdir={gpt_dir}",
+    "--prompt=the dog",
+    "--max_new_tokens=40",
+    "--temperature=0",
   )
   assert out.returncode == 0, out.stderr
   from pretrain import generate
@@ -107,13 +94,7 @@ def test_cli_streams_one_prompt(gpt_dir):
   assert re.fullmatch(
     r"stopped: (end of text|max_new_tokens) after \d+ tokens", out.stderr.strip().splitlines()[-1]
   ), out.stderr
-  bad = subprocess.run(
-    [sys.executable, "-m", "pretrain.generate", f"--workdir={gpt_dir}", "--prompt=x", "--top_p=0"],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
+  bad = entry_point("pretrain.generate", f"--workdir={gpt_dir}", "--prompt=x", "--top_p=0")
   assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == (
     "error: --top_p: 0.0 is out of range; use a value in (0, 1]"
   )

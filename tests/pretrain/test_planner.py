@@ -1,16 +1,12 @@
 """Plans for named targets: the chip table's names, the mesh chosen, a target too small refused,
 and a scaled-down GPT-3 175B planned, compiled on 64 fake devices and checked against the model."""
 
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
 from configs import common, gpt3
 from pretrain.planning import compile_check, memory_model, planner, targets
-from tests.helpers import REPO, xla_flags
 
 
 def test_target_names():
@@ -93,16 +89,15 @@ def test_the_choice_and_the_time(gpt3_175b):
 
 
 @pytest.mark.slow
-def test_a_scaled_down_175b_plan_fits_and_agrees_with_its_compile():
+def test_a_scaled_down_175b_plan_fits_and_agrees_with_its_compile(entry_point):
   """The 175B shape's head size and width-to-depth ratio at 4 layers, on 64 fake devices: the
   plan fits, and the analytic peak agrees with XLA's within 25%. Compared in float32 with full
   remat, where the two should agree: XLA:CPU computes bfloat16 in float32, and keeps other
   buffers than an accelerator would without remat."""
   shape = dict(num_layers=4, d_model=1536, num_heads=12, d_ff=6144, dtype="float32", remat="full")
-  command = [sys.executable, "-m", "pretrain.aot", "--config=configs/gpt3.py:175b"]
+  command = ["pretrain.aot", "--config=configs/gpt3.py:175b"]
   command += [f"--config.model.{k}={v}" for k, v in shape.items()] + ["--target=v5p-128"]
-  env = dict(os.environ, XLA_FLAGS=xla_flags(0), JAX_PLATFORMS="cpu")
-  out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  out = entry_point(*command)
   assert out.returncode == 0, out.stderr[-2000:]
   assert "plan for v5p-128: 64 v5p chips" in out.stdout
   peaks = re.search(r"fits: analytic peak ([\d.]+) GiB .* compiled .* ([\d.]+) GiB", out.stdout)

@@ -5,15 +5,12 @@ line naming the file and line."""
 import json
 import os
 import re
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
 from pretrain import score
-from tests.helpers import REPO
 
 pytestmark = pytest.mark.xdist_group("capitals")  # one worker builds the shared run
 
@@ -109,16 +106,9 @@ def test_bad_item_lines_are_one_line_errors(tmp_path, line, message):
 
 
 @pytest.mark.slow
-def test_cli_prints_a_line_and_appends_a_row(capitals_run, tmp_path):
+def test_cli_prints_a_line_and_appends_a_row(capitals_run, tmp_path, entry_point):
   workdir, items_file = capitals_run
-  run = lambda *args: subprocess.run(
-    [sys.executable, "-m", "pretrain.score", f"--workdir={workdir}", *args],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    timeout=300,
-    env=dict(os.environ, JAX_PLATFORMS="cpu"),
-  )
+  run = lambda *args: entry_point("pretrain.score", f"--workdir={workdir}", *args)
   out = run(f"--tasks_file={items_file}", "--step=200", "--limit=4")
   assert out.returncode == 0, out.stderr
   with open(os.path.join(workdir, "score.jsonl")) as f:
