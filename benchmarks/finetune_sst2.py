@@ -91,11 +91,12 @@ _EVALS_PER_EPOCH = flags.DEFINE_integer(
 )
 _SKIP_RANDOM = flags.DEFINE_bool("skip_random", False, "Only the pretrained fine-tuning run.")
 _SEEDS = flags.DEFINE_integer("seeds", 1, "Fine-tuning seeds of each initialisation.")
-_LABELLED = flags.DEFINE_integer(
+_LABELLED = flags.DEFINE_list(
   "labelled",
-  0,
-  "Fine-tune on this many labelled train.tsv rows (a seeded sample; 0: all 67,349), while "
-  "pretraining still reads every training sentence without its label (semi-supervised).",
+  ["0"],
+  "The fine-tuning data, each 'N' or 'N:EPOCHS': N labelled train.tsv rows (a seeded sample; "
+  "0: all 67,349) for EPOCHS epochs (default --finetune_epochs), while pretraining reads every "
+  "training sentence without its label (semi-supervised), e.g. --labelled=0:1,2000:10.",
 )
 _COMPARE = flags.DEFINE_enum(
   "compare",
@@ -151,7 +152,9 @@ def pretrain_config(corpus, data_dir, recipe=None, steps=None):
   return config
 
 
-def finetune_config(files, data_dir, n_train, seed, init_from=None, tokenizer=None, model=None):
+def finetune_config(
+  files, data_dir, n_train, seed, init_from=None, tokenizer=None, model=None, epochs=None
+):
   """glue.py:sst2 from `init_from`'s model, or the same model (`model`, the pretraining run's
   section) from scratch with `tokenizer`."""
   config = glue_config.get_config(f"sst2,size=from_init,seq={_SEQ_LEN.value}")
@@ -168,7 +171,7 @@ def finetune_config(files, data_dir, n_train, seed, init_from=None, tokenizer=No
   config.optimizer.lr = (init_from and _PRETRAINED_LR.value) or _FINETUNE_LR.value
   per_epoch = -(-n_train // _FINETUNE_BATCH.value)
   config.train.update(
-    epochs=_FINETUNE_EPOCHS.value,
+    epochs=epochs or _FINETUNE_EPOCHS.value,
     log_every=200,
     # (packed rows: their count is known once packed, so once an epoch, the recipe's)
     eval_every=-1 if _PACK.value else max(1, -(-per_epoch // _EVALS_PER_EPOCH.value)),
@@ -233,23 +236,42 @@ def pretrain(corpus, data_dir, recipe, steps):
   }
 
 
-def finetune_both(files, data_dir, n_sentences, pre):
-  """Fine-tuning from the pretrained model and from random init, --seeds each."""
-  runs = [("pretrained", dict(init_from=pre["dir"]))]
+def labelled_settings(train_tsv, n_sentences):
+  """(name, rows, epochs, file) of each --labelled setting."""
+  out = []
+  for item in _LABELLED.value:
+    n, _, epochs = item.partition(":")
+    n, epochs = int(n), float(epochs or _FINETUNE_EPOCHS.value)
+    path = train_tsv
+    if n:
+      path = labelled_subset(train_tsv, os.path.join(_WORKDIR.value, f"labelled-{n}.tsv"), n)
+    out.append(
+      (f"{n or n_sentences:,} labelled, {epochs:g} epochs", n or n_sentences, epochs, path)
+    )
+  return out
+
+
+def finetune_both(settings, dev_tsv, data_dir, pre):
+  """Fine-tuning from the pretrained model and from random init, --seeds each, on each of the
+  labelled `settings`: {setting: {start: [summaries]}}."""
+  starts = [("pretrained", dict(init_from=pre["dir"]))]
   if not _SKIP_RANDOM.value:
     model = run_files.run_config(pre["dir"]).model.to_dict()
     model["size"] = _SIZE.value
     tok = os.path.join(pre["dir"], "tokenizer.json")
-    runs.append(("random init", dict(tokenizer=tok, model=model)))
+    starts.append(("random init", dict(tokenizer=tok, model=model)))
   out = {}
-  for name, kw in runs:
-    out[name] = []
-    for seed in range(_SEEDS.value):
-      tag = f"{pre['recipe']}-{name.replace(' ', '-')}-{seed}"
-      workdir = os.path.join(_WORKDIR.value, f"sst2-{tag}")
-      config = finetune_config(files, data_dir, n_sentences, seed, **kw)
-      result, wall = timed_run(config, workdir)
-      out[name].append(finetune_summary(result, wall, workdir))
+  for setting, n, epochs, train_file in settings:
+    out[setting] = {}
+    for name, kw in starts:
+      out[setting][name] = []
+      for seed in range(_SEEDS.value):
+        tag = f"{pre['recipe']}-{n}-{name.replace(' ', '-')}-{seed}"
+        workdir = os.path.join(_WORKDIR.value, f"sst2-{tag}")
+        files = f"{train_file},{dev_tsv}"
+        config = finetune_config(files, data_dir, n, seed, epochs=epochs, **kw)
+        result, wall = timed_run(config, workdir)
+        out[setting][name].append(finetune_summary(result, wall, workdir))
   return out
 
 
@@ -261,21 +283,23 @@ def print_recipe(pre, tuned):
     f"{pre['tokens_per_s']:,} tokens/s, held-out MLM acc {pre['eval_mlm_accuracy']:.3f} "
     f"(loss {pre['eval_mlm_loss']:.3f})" + (f", NSP acc {nsp:.3f}" if nsp is not None else "")
   )
-  print("| initialisation | final dev acc, each seed | mean | std | steps | wall time (mean) |")
-  print("|---|---|---|---|---|---|")
-  means = {}
-  for name, runs in tuned.items():
-    accs = [r["final_dev_accuracy"] for r in runs]
-    means[name] = statistics.mean(accs)
-    walls = statistics.mean(r["wall_s"] for r in runs)
-    print(
-      f"| {name} | {', '.join(f'{a:.4f}' for a in accs)} | {means[name]:.4f} | "
-      f"{statistics.pstdev(accs):.4f} | {runs[0]['steps']} | {walls:.0f} s |"
-    )
-  if len(means) == 2:
-    print(
-      f"| difference of the means | | {means['pretrained'] - means['random init']:+.4f} | | | |"
-    )
+  print(
+    "| fine-tuning data | start | final dev acc, each seed | mean | std | steps | wall (mean) |"
+  )
+  print("|---|---|---|---|---|---|---|")
+  for setting, starts in tuned.items():
+    means = {}
+    for name, runs in starts.items():
+      accs = [r["final_dev_accuracy"] for r in runs]
+      means[name] = statistics.mean(accs)
+      walls = statistics.mean(r["wall_s"] for r in runs)
+      print(
+        f"| {setting} | {name} | {', '.join(f'{a:.4f}' for a in accs)} | {means[name]:.4f} | "
+        f"{statistics.pstdev(accs):.4f} | {runs[0]['steps']} | {walls:.0f} s |"
+      )
+    if len(means) == 2:
+      gain = means["pretrained"] - means["random init"]
+      print(f"| {setting} | gain (difference of the means) | | **{gain:+.4f}** | | | |")
 
 
 def main(argv):
@@ -291,11 +315,7 @@ def main(argv):
   data_dir = os.path.join(_WORKDIR.value, "data")
   corpus = os.path.join(_WORKDIR.value, "sst2_train_text.txt")
   n_sentences = write_corpus(train_tsv, corpus, _DOC_LINES.value)
-  labelled, n_labelled = train_tsv, n_sentences
-  if _LABELLED.value:
-    n_labelled = _LABELLED.value
-    labelled = labelled_subset(train_tsv, os.path.join(_WORKDIR.value, "labelled.tsv"), n_labelled)
-  files = f"{labelled},{dev_tsv}"
+  settings = labelled_settings(train_tsv, n_sentences)
   first = pretrain(corpus, data_dir, _RECIPE.value, _PRETRAIN_STEPS.value)
   pretrained = [first]
   if _COMPARE.value:  # the other recipe for as long as the first one's steps took
@@ -305,9 +325,8 @@ def main(argv):
     "size": _SIZE.value,
     "seq_len": _SEQ_LEN.value,
     "corpus": f"{n_sentences} SST-2 train sentences (no labels), {_DOC_LINES.value} per document",
-    "labelled": n_labelled,
+    "labelled": [setting for setting, *_ in settings],
     "finetune": dict(
-      epochs=_FINETUNE_EPOCHS.value,
       batch=_FINETUNE_BATCH.value,
       packed=_PACK.value,
       lr=_FINETUNE_LR.value,
@@ -316,13 +335,13 @@ def main(argv):
     "runs": [],
   }
   for pre in pretrained:
-    tuned = finetune_both(files, data_dir, n_labelled, pre)
-    summary["runs"].append({"pretrain": pre, **tuned})
+    tuned = finetune_both(settings, dev_tsv, data_dir, pre)
+    summary["runs"].append({"pretrain": pre, "finetuned": tuned})
     with open(os.path.join(_WORKDIR.value, "summary.json"), "w", encoding="utf-8") as f:
       json.dump(summary, f, indent=1)
   print(f"\ncorpus: {summary['corpus']}; fine-tuning: {json.dumps(summary['finetune'])}")
   for run in summary["runs"]:
-    print_recipe(run["pretrain"], {k: v for k, v in run.items() if k != "pretrain"})
+    print_recipe(run["pretrain"], run["finetuned"])
 
 
 if __name__ == "__main__":
