@@ -91,6 +91,9 @@ _EVALS_PER_EPOCH = flags.DEFINE_integer(
 )
 _SKIP_RANDOM = flags.DEFINE_bool("skip_random", False, "Only the pretrained fine-tuning run.")
 _SEEDS = flags.DEFINE_integer("seeds", 1, "Fine-tuning seeds of each initialisation.")
+_COMPARE_LR = flags.DEFINE_float(
+  "compare_lr", 0.0, "The --compare recipe's pretraining lr (0: --pretrain_lr)."
+)
 _LABELLED = flags.DEFINE_list(
   "labelled",
   ["0"],
@@ -130,7 +133,7 @@ def labelled_subset(train_tsv, out, n):
   return out
 
 
-def pretrain_config(corpus, data_dir, recipe=None, steps=None):
+def pretrain_config(corpus, data_dir, recipe=None, steps=None, lr=None):
   recipe = recipe or _RECIPE.value
   config = bert.get_config(f"{_SIZE.value},recipe={recipe},seq={_SEQ_LEN.value}")
   config.data.update(
@@ -143,7 +146,7 @@ def pretrain_config(corpus, data_dir, recipe=None, steps=None):
   config.batch.update(size=_PRETRAIN_BATCH.value, seq_len=_SEQ_LEN.value)
   config.batch.update(grad_accum=1, warmup_steps=0)  # (the modern recipe's ramp is for pods)
   config.model.max_len = max(config.model.max_len, _SEQ_LEN.value)
-  config.optimizer.update(lr=_PRETRAIN_LR.value, warmup_steps=_PRETRAIN_WARMUP.value)
+  config.optimizer.update(lr=lr or _PRETRAIN_LR.value, warmup_steps=_PRETRAIN_WARMUP.value)
   steps = steps or _PRETRAIN_STEPS.value
   config.train.update(
     total_steps=steps, log_every=max(1, steps // 10), eval_every=max(1, steps // 2), eval_batches=20
@@ -210,20 +213,21 @@ def median_step_time(workdir):
 def equal_time_steps(corpus, data_dir, recipe, seconds):
   """Steps of `recipe` that take `seconds` of training, from a 60-step run's step time."""
   probe = os.path.join(_WORKDIR.value, f"probe-{recipe}")
-  config = pretrain_config(corpus, data_dir, recipe, steps=60)
+  config = pretrain_config(corpus, data_dir, recipe, steps=60, lr=_COMPARE_LR.value)
   config.train.update(log_every=10, eval_every=0)
   trainer.train_and_evaluate(config, probe)
   return max(1, round(seconds / median_step_time(probe)))
 
 
-def pretrain(corpus, data_dir, recipe, steps):
+def pretrain(corpus, data_dir, recipe, steps, lr=None):
   """One pretraining run; its summary."""
   pre_dir = os.path.join(_WORKDIR.value, f"pretrain-{recipe}")
-  pre, wall = timed_run(pretrain_config(corpus, data_dir, recipe, steps), pre_dir)
+  pre, wall = timed_run(pretrain_config(corpus, data_dir, recipe, steps, lr), pre_dir)
   step_time = median_step_time(pre_dir)
   tokens = _PRETRAIN_BATCH.value * _SEQ_LEN.value
   return {
     "recipe": recipe,
+    "lr": lr or _PRETRAIN_LR.value,
     "dir": pre_dir,
     "steps": pre.step,
     "batch": _PRETRAIN_BATCH.value,
@@ -279,7 +283,7 @@ def print_recipe(pre, tuned):
   nsp = pre["eval_nsp_accuracy"]
   print(
     f"\n{pre['recipe']} ({_SIZE.value}, seq {_SEQ_LEN.value}): pretraining {pre['steps']} steps x "
-    f"{pre['batch']}, {pre['train_s']:.0f} s of steps ({pre['wall_s']:.0f} s in all), "
+    f"{pre['batch']} at lr {pre['lr']:g}, {pre['train_s']:.0f} s of steps ({pre['wall_s']:.0f} s in all), "
     f"{pre['tokens_per_s']:,} tokens/s, held-out MLM acc {pre['eval_mlm_accuracy']:.3f} "
     f"(loss {pre['eval_mlm_loss']:.3f})" + (f", NSP acc {nsp:.3f}" if nsp is not None else "")
   )
@@ -320,7 +324,7 @@ def main(argv):
   pretrained = [first]
   if _COMPARE.value:  # the other recipe for as long as the first one's steps took
     steps = equal_time_steps(corpus, data_dir, _COMPARE.value, first["train_s"])
-    pretrained.append(pretrain(corpus, data_dir, _COMPARE.value, steps))
+    pretrained.append(pretrain(corpus, data_dir, _COMPARE.value, steps, _COMPARE_LR.value))
   summary = {
     "size": _SIZE.value,
     "seq_len": _SEQ_LEN.value,
