@@ -1,39 +1,40 @@
-r"""SST-2 fine-tuning from a briefly pretrained BERT against the same model from random weights.
+r"""SST-2 fine-tuning from a pretrained encoder against the same model from random weights; and
+two pretraining recipes against each other for the same time.
 
   JAX_PLATFORMS=cpu python -m benchmarks.finetune_sst2 --workdir=/tmp/finetune_sst2
+  # the modern recipe against classic BERT for the same time, full and 2,000 labels, 3 seeds:
+  JAX_PLATFORMS=cpu python -m benchmarks.finetune_sst2 --recipe=modern --compare=bert \
+    --pretrain_steps=3000 --pretrain_lr=2e-3 --pretrain_warmup=200 --compare_lr=1e-3 \
+    --labelled=0:1,2000:10 --seeds=3 --pack --finetune_batch=8 --finetune_lr=3e-4
 
 Data: GLUE SST-2's own TSV files (train.tsv 67,349 rows, dev.tsv 872 rows,
 `sentence<TAB>label` with a header), by default in ../shared/data/sst2 beside the checkout
-(--sst2_dir).
+(--sst2_dir). benchmarks/RESULTS.md has the measured tables.
 
-Defaults: BERT-tiny (2 layers x 128), seq 64 throughout (3 of the 67,349 train and 1 of the
-872 dev sentences are truncated); the whole benchmark took 18 minutes on a 2-core CPU shared
-with other jobs (benchmarks/RESULTS.md has the measured table: at these settings the brief
-pretraining reaches only 10.6% held-out MLM accuracy and does not help yet).
-
-1. Pretraining (configs/bert.py:tiny,recipe=roberta,seq=64; 1,000 steps x 64 sequences, lr 1e-3
-   with 100 warmup steps and linear decay): task-adaptive pretraining
+1. Pretraining (configs/bert.py:<--size>,recipe=<--recipe>,seq=64; --pretrain_steps x 64
+   sequences at --pretrain_lr after --pretrain_warmup steps): task-adaptive pretraining
    (Gururangan et al. 2020) on the SST-2 *training* sentences only, without their labels:
    the 67,349 train.tsv sentences, in file order, written one per line to
    <workdir>/sst2_train_text.txt, with a blank line after every --doc_lines lines (documents
-   for the BERT recipe's sentence pairs; the RoBERTa recipe packs sentences across them). No
-   other text; the dev set is never seen in pretraining. A WordPiece tokenizer (uncased,
+   for the BERT recipe's sentence pairs; the RoBERTa and modern recipes pack them). No other
+   text; the dev set is never seen in pretraining. A WordPiece tokenizer (uncased,
    --vocab_size) is trained on the same text. 5% of the documents are held out for the MLM
-   evaluation. RoBERTa's recipe (MLM only, sentences packed across documents) rather than
-   BERT's MLM+NSP: SST-2's rows are shuffled phrases, so a "next sentence" carries no signal
-   and NSP pairs would only spend steps (and window space) on noise.
-2. Fine-tuning from it: configs/finetune/glue.py:sst2 with --config.init_from=<pretrain run>,
-   the recipe's defaults (AdamW, warmup over 10% of the steps and linear decay to 0,
-   weight decay 0.01, dropout 0.1) except lr 1e-4 (--finetune_lr; the recipe's 3e-5 is for
-   BERT-base), 1 epoch (--finetune_epochs; 2,105 steps of 32), seq 64, and the dev set
-   evaluated twice an epoch (--evals_per_epoch).
-3. Fine-tuning from a random initialisation: the same config with an explicit size and the
-   pretraining run's tokenizer (data.tokenizer.kind=file), so the only difference is the
-   initial weights of the backbone.
+   evaluation. --compare=R pretrains recipe R too, at --compare_lr, for as many steps as take
+   the time the first recipe's steps took (its step time measured by a 60-step run first).
+2. Fine-tuning from each pretrained model: configs/finetune/glue.py:sst2 with
+   --config.init_from=<pretrain run>, the recipe's defaults (AdamW, warmup over 10% of the
+   steps and linear decay to 0, weight decay 0.01, dropout 0.1) except the lr (--finetune_lr,
+   or --pretrained_lr for this start; the recipe's 3e-5 is for BERT-base), seq 64, batch
+   --finetune_batch rows (--pack: several sentences a row), on each --labelled setting (all
+   67,349 rows, or a seeded sample of N, for its epochs), --seeds seeds.
+3. Fine-tuning from a random initialisation: the same config with the pretraining run's model
+   section and tokenizer (data.tokenizer.kind=file), so the only difference is the initial
+   weights of the backbone.
 
-Prints a table (pretraining steps/time/MLM accuracy; for each fine-tuning run the best and the
-final dev accuracy, steps and wall time) and writes it to <workdir>/summary.json. Wall times
-include data preparation, tokenization and compilation; everything runs in this process.
+Prints a table per recipe (pretraining steps, time, tokens/s, held-out MLM; for each labelled
+setting and start the final dev accuracy of each seed, their mean and spread, and the gain)
+and writes <workdir>/summary.json. Wall times include data preparation, tokenization and
+compilation; everything runs in this process.
 """
 
 import os
