@@ -18,7 +18,6 @@ import os
 import runpy
 import sys
 import tempfile
-import traceback
 
 import absl.app  # noqa: F401  (imported once for every child)
 import flax.nnx  # noqa: F401
@@ -28,24 +27,14 @@ import tensorflow_datasets  # noqa: F401
 
 
 def _child(module, args, cwd, out, err):
-  """In the forked child: run the module as __main__; never returns."""
+  """In the forked child: run the module as __main__, then leave as its process would (exit
+  status, atexit handlers, flushed output); never returns to the driver's loop."""
   os.chdir(cwd)
   os.dup2(out.fileno(), 1)
   os.dup2(err.fileno(), 2)
   sys.argv = [module, *args]
-  code = 0
-  try:
-    runpy.run_module(module, run_name="__main__", alter_sys=True)
-  except SystemExit as e:
-    code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    if e.code is not None and not isinstance(e.code, int):
-      print(e.code, file=sys.stderr)
-  except BaseException as e:  # an uncaught error: the traceback, as the interpreter prints it
-    traceback.print_exception(e)
-    code = 1
-  sys.stdout.flush()
-  sys.stderr.flush()
-  os._exit(code)
+  runpy.run_module(module, run_name="__main__", alter_sys=True)  # SystemExit, errors: raised
+  sys.exit(0)
 
 
 def run(module, args, cwd):
