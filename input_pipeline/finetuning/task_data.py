@@ -138,9 +138,7 @@ class Features(batches.StepIndexed):
   `source` holds the examples and `arrays` every encoded array, for scoring predictions.
   """
 
-  def __init__(
-    self, arrays, source, keys, *, data, batch_size, seed, shuffle, split, packing=None
-  ):  # fmt: skip
+  def __init__(self, arrays, source, keys, *, data, batch_size, seed, shuffle, split, packing=None):
     self.arrays, self.source, self.keys, self.split = arrays, source, keys, split
     self.data = data  # config.data: the task and its settings
     self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
