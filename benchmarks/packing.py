@@ -12,7 +12,7 @@ SST-2 (GLUE's train.tsv and dev.tsv in ../shared/data/sst2; skipped when absent)
 from scratch (configs/finetune/glue.py:sst2,size=tiny,seq=64, a WordPiece of 8192 trained on the
 task's text, lr 1e-4), one epoch of the 67,349 sentences, padded at batch 32 against packed at
 batch 8 rows (about as many sentences a step); pad share, tokens per second (every position,
-and real ones), sentences per second and the dev accuracy after the epoch.
+and real ones) and the dev accuracy after the epoch.
 """
 
 import os
@@ -60,14 +60,18 @@ def _pad_fraction(config):
   return 1.0 - float(np.mean(masks))
 
 
+def _median_rate(run_dir):
+  """The run's median tokens per second (every position), its first log left out."""
+  with open(f"{run_dir}/metrics.jsonl", encoding="utf-8") as f:
+    rows = [json.loads(line) for line in f]
+  return statistics.median([r["train/tokens_per_s"] for r in rows if "train/tokens_per_s" in r][1:])
+
+
 def pretraining(recipe, workdir):
   config = _config(recipe, workdir)
   pad = _pad_fraction(config)
   trainer.train_and_evaluate(config, f"{workdir}/{recipe}", devices=jax.devices()[:1])
-  with open(f"{workdir}/{recipe}/metrics.jsonl", encoding="utf-8") as f:
-    rows = [json.loads(line) for line in f]
-  rates = [r["train/tokens_per_s"] for r in rows if "train/tokens_per_s" in r][1:]
-  rate = statistics.median(rates)
+  rate = _median_rate(f"{workdir}/{recipe}")
   return dict(recipe=recipe, pad=pad, tokens_per_s=rate, real_tokens_per_s=rate * (1 - pad))
 
 
@@ -88,17 +92,14 @@ def sst2_finetuning(workdir, packed):
   name = "packed" if packed else "padded"
   pad = _pad_fraction(config)
   result = trainer.train_and_evaluate(config, f"{workdir}/sst2-{name}", devices=jax.devices()[:1])
-  with open(f"{workdir}/sst2-{name}/metrics.jsonl", encoding="utf-8") as f:
-    rows = [json.loads(line) for line in f]
-  rate = statistics.median([r["train/tokens_per_s"] for r in rows if "train/tokens_per_s" in r][1:])
-  real = rate * (1 - pad)
+  rate = _median_rate(f"{workdir}/sst2-{name}")
   return dict(
     rows=name,
     batch=config.batch.size,
     steps=result.step,
     pad=pad,
     tokens_per_s=rate,
-    real_tokens_per_s=real,
+    real_tokens_per_s=rate * (1 - pad),
     accuracy=result.metrics["eval_accuracy"],
   )
 

@@ -9,8 +9,9 @@ tensorflow-datasets) are imported once, before any fork, so a request costs what
 point itself does and not an interpreter's start-up. The entry points' own modules are not
 imported here: each child runs its module's code afresh, flags and all, as a new process would,
 and no device is set up before the fork: each child sets up its own (XLA_FLAGS included).
-Used by tests/test_docs.py for the docs' commands and for the edge behaviour of every entry
-point (--help, a bad flag, a missing workdir).
+Used through conftest's `entry_point` fixture: the docs' commands, every entry point's edge
+behaviour (--help, a bad flag, a missing workdir) and the command-line tests that read a
+command's output and exit status.
 """
 
 import json
