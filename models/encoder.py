@@ -38,6 +38,7 @@ DEFAULTS = model_config.defaults(
   type_vocab_size=2,
   nsp_head=True,  # RoBERTa has none
   num_labels=0,  # the task head's outputs (fine-tuning); 1: a regression score
+  classifier_pooling="cls",
   norm_eps=1e-12,
   gelu_approximate=False,
   pre_norm=False,  # BERT is post-LN; True: pre-LN blocks and a final LayerNorm
@@ -238,17 +239,36 @@ class Encoder(Backbone):
     return self.nsp(pooled)
 
 
+def segment_means(hidden, input_mask, segment_ids=None, segments=None):
+  """The mean of hidden [b, t, d] over each row's tokens (input_mask [b, t]): [b, d]; or, for
+  rows of `segments` examples (segment_ids [b, t], 1 to segments), over each one's: [b, s, d]."""
+  mask = input_mask.astype(hidden.dtype)
+  if segments is None:
+    member = mask[..., None]  # [b, t, 1]
+  else:
+    member = (segment_ids[..., None] == jnp.arange(1, segments + 1)) * mask[..., None]
+  total = jnp.einsum("bts,btd->bsd", member.astype(hidden.dtype), hidden)
+  out = total / jnp.maximum(jnp.sum(member, axis=1), 1.0)[..., None]
+  return out[:, 0] if segments is None else out
+
+
 class SequenceClassifier(Backbone):
-  """[CLS] -> pooler -> dropout -> `num_labels` logits (one output: a regression score); or,
-  for rows of several examples, each example's [CLS] at `cls_positions` [b, s]: [b, s, labels]."""
+  """[CLS] (or the mean of the states: cfg.classifier_pooling) -> pooler -> dropout ->
+  `num_labels` logits (one output: a regression score); or, for rows of several examples,
+  each example's at `cls_positions` (mean: over its `segment_ids`) [b, s]: [b, s, labels]."""
 
   def __init__(self, cfg, *, rngs):
     super().__init__(cfg, rngs=rngs)
+    self.mean_pooling = cfg.classifier_pooling == "mean"
     self.pooler = dense(cfg, cfg.d_model, (axes.EMBED, axes.MLP), rngs)
     self.classifier = dense(cfg, cfg.num_labels, (axes.EMBED, axes.CLASSES), rngs)
 
-  def logits(self, hidden, dropout_key=None, cls_positions=None):
-    first = hidden[:, 0] if cls_positions is None else at_positions(hidden, cls_positions)
+  def logits(self, hidden, dropout_key=None, cls_positions=None, input_mask=None, segment_ids=None):
+    if self.mean_pooling:
+      segments = None if cls_positions is None else cls_positions.shape[1]
+      first = segment_means(hidden, input_mask, segment_ids, segments)
+    else:
+      first = hidden[:, 0] if cls_positions is None else at_positions(hidden, cls_positions)
     pooled = jnp.tanh(self.pooler(first))
     return self.classifier(self.head_dropout(pooled, dropout_key)).astype(jnp.float32)
 

@@ -21,6 +21,7 @@ OPTIONS = {
   "mlp": ("gelu", "swiglu", "geglu", "relu2"),
   "attention": ("", "xla", "cudnn"),
   "remat": ("none", "full", "dots", "offload"),
+  "classifier_pooling": ("cls", "mean"),  # an encoder's own
 }
 
 
@@ -73,6 +74,9 @@ class ModelConfig:
   type_vocab_size: int | None = None  # rows of the token-type (segment) table; 0: none
   nsp_head: bool | None = None  # the next-sentence head (BERT); RoBERTa has none
   num_labels: int | None = None  # a fine-tuning task head's outputs; 1: a regression score
+  # What a sequence classifier reads: 'cls' (BERT: the [CLS] state) or 'mean' (the mean of the
+  # example's states, [CLS] and [SEP] included: ModernBERT's classifier_pooling='mean')
+  classifier_pooling: str | None = None
 
   @property
   def is_encoder(self) -> bool:

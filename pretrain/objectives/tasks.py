@@ -145,7 +145,13 @@ def _classify_outputs(model, batch, dropout_key):
   """(sums, per-example predictions): cross-entropy, or squared error for one output. Packed
   rows give [b, segments] of each."""
   hidden = _hidden(model, batch, dropout_key)
-  logits = model.logits(hidden, dropout_key, batch.get("cls_positions"))
+  logits = model.logits(
+    hidden,
+    dropout_key,
+    batch.get("cls_positions"),
+    input_mask=batch["input_mask"],
+    segment_ids=batch.get("segment_ids"),
+  )
   w = _example_weights(batch)
   if logits.shape[-1] == 1:
     score = logits[..., 0]

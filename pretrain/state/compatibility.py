@@ -47,6 +47,7 @@ SAME_SHAPES = {"mlp": {"relu2": "gelu"}}
 # (config.model.size='from_init'): the task head and how the model runs, not its shape.
 OWN_FIELDS = (
   "num_labels",
+  "classifier_pooling",
   "dropout",
   "scan_layers",
   "remat",

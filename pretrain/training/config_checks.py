@@ -48,7 +48,8 @@ def check_model(m):
     "config.model.position: RoPE needs an even head_dim",
   )
   for field in model_config.OPTIONS:
-    model_config.check_option(field, m[field])
+    if m.get(field) is not None:  # (a decoder has no encoder fields)
+      model_config.check_option(field, m[field])
   for field in ("dtype", "param_dtype"):
     try:
       floating = jnp.issubdtype(jnp.dtype(m[field]), jnp.floating)

@@ -55,3 +55,19 @@ def test_a_packed_row_equals_its_documents_padded(recipe):
       atol=1e-5,
     )
     start += n
+
+
+def test_segment_means_average_each_examples_own_tokens():
+  rng = np.random.default_rng(2)
+  hidden = rng.normal(size=(2, 10, 4)).astype(np.float32)
+  mask = np.array([[1] * 7 + [0] * 3, [1] * 10], np.int32)
+  segment_ids = np.array([[1, 1, 1, 2, 2, 3, 3, 3, 3, 3], [1, 1, 2, 2, 2, 2, 2, 2, 2, 2]])
+  means = np.asarray(encoder.segment_means(hidden, mask, segment_ids, segments=3))
+  assert means.shape == (2, 3, 4)
+  for row, cols, slot in ((0, [0, 1, 2], 0), (0, [3, 4], 1), (0, [5, 6], 2), (1, [2, 9], 1)):
+    cols = range(cols[0], cols[-1] + 1)
+    np.testing.assert_allclose(means[row, slot], hidden[row, cols].mean(0), rtol=1e-6)
+  np.testing.assert_array_equal(means[1, 2], 0.0)  # an empty slot
+  rows = np.asarray(encoder.segment_means(hidden, mask))  # one example a row
+  np.testing.assert_allclose(rows[0], hidden[0, :7].mean(0), rtol=1e-6)
+  np.testing.assert_allclose(rows[1], hidden[1].mean(0), rtol=1e-6)

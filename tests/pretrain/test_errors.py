@@ -6,9 +6,11 @@ import ml_collections
 import pytest
 
 from configs import common, gpt
+from configs.finetune import glue
 from input_pipeline import tokenizer
 from input_pipeline.corpora import local_text
 from pretrain.devices import sharding
+from pretrain.ground import errors
 from pretrain.state import checkpointer
 from pretrain.training import config_checks, trainer
 from tests.helpers import COMPILES, REPO
@@ -81,6 +83,17 @@ def test_seq_len_beyond_max_positions(tiny_config, tmp_path):
 def test_model_against_its_options_and_mesh(tiny_config, tmp_path, overrides, fields):
   config = tiny_config(**overrides)
   _fails_before_compiling(config, tmp_path, config_checks.ConfigError, *fields)
+
+
+def test_classifier_pooling_names_its_options():
+  config = glue.get_config("sst2,size=tiny")
+  config_checks.check_model(config.model)  # 'cls', the default
+  config.model.classifier_pooling = "max"
+  with pytest.raises(
+    errors.UserError,
+    match=r"^config\.model\.classifier_pooling: 'max' is not one of 'cls', 'mean'$",
+  ):
+    config_checks.check_model(config.model)
 
 
 def test_missing_files(tiny_config, tmp_path):

@@ -1,6 +1,7 @@
 """Fine-tuning rows packed several examples a row (config.data.pack_examples) give every task
 head the losses and predictions of the same examples one a row: classification and regression
-read each example's [CLS], tagging each position, spans each example's own positions."""
+read each example's [CLS] (or the mean of its states), tagging each position, spans each
+example's own positions."""
 
 import jax.numpy as jnp
 import ml_collections
@@ -17,9 +18,9 @@ VOCAB, T = 101, 48
 LENGTHS = (5, 19, 3, 12, 26, 9, 14)  # 19 and 26: longer than the modern smoke window of 16
 
 
-def _model(recipe, head, num_labels):
+def _model(recipe, head, num_labels, **fields):
   section = ml_collections.ConfigDict(bert.get_config(f"smoke,recipe={recipe}").model.to_dict())
-  section.update(dropout=0.0, nsp_head=False, vocab_size=VOCAB, num_labels=num_labels)
+  section.update(dropout=0.0, nsp_head=False, vocab_size=VOCAB, num_labels=num_labels, **fields)
   return head(model_config.resolve(section, VOCAB), rngs=nnx.Rngs(0))
 
 
@@ -61,8 +62,9 @@ def _spans(rng, n):
   return {"start_positions": start, "end_positions": end}
 
 
-CASES = {  # objective: (head, outputs, labels, position keys)
+CASES = {  # case: (head, outputs, labels, position keys)
   "classification": (encoder.SequenceClassifier, 3, _classes, ()),
+  "classification, mean-pooled": (encoder.SequenceClassifier, 3, _classes, ()),
   "regression": (encoder.SequenceClassifier, 1, _scores, ()),
   "token_classification": (encoder.TokenClassifier, 4, _tags, ()),
   "span_extraction": (
@@ -75,7 +77,8 @@ CASES = {  # objective: (head, outputs, labels, position keys)
 
 
 def _run(name, model, rows):
-  objective = tasks.OBJECTIVES["classification" if name == "regression" else name]
+  sequence = name.startswith("classification") or name == "regression"
+  objective = tasks.OBJECTIVES["classification" if sequence else name]
   batch = {k: jnp.asarray(v) for k, v in rows.items()}
   batch["example_weights"] = jnp.ones(len(rows["inputs"]), jnp.float32)
   sums, predictions = objective.evaluate(model, batch, None)
@@ -87,7 +90,8 @@ def _run(name, model, rows):
 @pytest.mark.parametrize("name", list(CASES))
 def test_packed_rows_give_the_losses_and_predictions_of_padded_ones(name, recipe):
   head, num_labels, labels, position_keys = CASES[name]
-  model = _model(recipe, head, num_labels)
+  pooling = "mean" if name.endswith("mean-pooled") else "cls"
+  model = _model(recipe, head, num_labels, classifier_pooling=pooling)
   arrays = _examples(recipe, labels)
   keys = tuple(arrays)
   order = np.array([3, 0, 6, 1, 5, 2, 4])
