@@ -12,12 +12,7 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 
 
-import json
-import select
-import subprocess
-import sys
 import tempfile
-import types
 
 # One persistent compilation cache per test run, shared by the pytest-xdist workers and by the
 # subprocesses the tests start: the same tiny programs, compiled again by every resumed,
@@ -42,6 +37,7 @@ import pytest
 from tests.helpers import (
   COMPILES,
   REPO,
+  python_module,
   tiny_bert_config,
   tiny_gpt_config,
   write_sentence_corpus,
@@ -189,22 +185,4 @@ def entry_point():
   device as a reader has (pretrain.aot makes its own fake devices): each command costs what
   the entry point does, not an interpreter's start-up."""
   env = dict(_ENVIRON, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(0), PYTHONPATH=str(REPO))
-  driver = subprocess.Popen(
-    [sys.executable, "-m", "tests.entry_points"],
-    cwd=REPO,
-    env=env,
-    stdin=subprocess.PIPE,
-    stdout=subprocess.PIPE,
-    text=True,
-  )
-
-  def run(module, *args, cwd=REPO):
-    driver.stdin.write(json.dumps([module, list(args), str(cwd)]) + "\n")
-    driver.stdin.flush()
-    ready, _, _ = select.select([driver.stdout], [], [], 300)
-    assert ready, f"python -m {module} {' '.join(args)}: no answer in 300 s"
-    return types.SimpleNamespace(**json.loads(driver.stdout.readline()))
-
-  yield run
-  driver.stdin.close()
-  driver.wait(timeout=60)
+  return lambda module, *args, cwd=REPO: python_module(module, *args, env=env, cwd=cwd)

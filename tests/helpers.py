@@ -1,11 +1,17 @@
 """Helpers the tests share, imported by name (`from tests import helpers`); tests/conftest.py
 holds the session's set-up and its fixtures. The standard library alone at import."""
 
+import json
+import os
 import pathlib
 import random
+import select
 import subprocess
+import sys
+import tempfile
 import threading
 import time
+import types
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -116,16 +122,115 @@ def randomise_hf(model, seed):
   return model
 
 
+class _Driver:
+  """tests/entry_points.py, started once per test process: each request forks it, so an entry
+  point costs what it does, not an interpreter's start-up and imports."""
+
+  def __init__(self):
+    self.proc = subprocess.Popen(
+      [sys.executable, "-m", "tests.entry_points"],
+      cwd=REPO,
+      env=dict(os.environ, PYTHONPATH=str(REPO)),
+      stdin=subprocess.PIPE,
+      stdout=subprocess.PIPE,
+      text=True,
+    )
+
+  def ask(self, request, timeout=300):
+    self.proc.stdin.write(json.dumps(request) + "\n")
+    self.proc.stdin.flush()
+    ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+    assert ready, f"python -m {request.get('module')}: no answer in {timeout} s"
+    return json.loads(self.proc.stdout.readline())
+
+
+_DRIVER = []
+
+
+def _driver():
+  if not _DRIVER or _DRIVER[0].proc.poll() is not None:
+    _DRIVER[:] = [_Driver()]
+  return _DRIVER[0]
+
+
+def python_module(module, *args, env, cwd=REPO, timeout=300):
+  """`python -m module args` in `cwd` with `env`, to its end, as a forked child of the driver:
+  its returncode, stdout and stderr."""
+  request = dict(op="run", module=module, args=list(args), cwd=str(cwd), env=dict(env))
+  return types.SimpleNamespace(**_driver().ask(request, timeout))
+
+
+def run_python(cmd, env):
+  """`cmd` ([sys.executable, '-m', module, args...]) in the checkout, to its end, its output
+  kept (as subprocess.run(..., capture_output=True, text=True) gives it)."""
+  assert cmd[:2] == [sys.executable, "-m"], cmd
+  return python_module(cmd[2], *cmd[3:], env=env)
+
+
+class _Started:
+  """A module started by the driver (`python -m` in the checkout), with the part of Popen's
+  interface the tests use; its output, stdout and stderr together, in the file `output`."""
+
+  def __init__(self, cmd, env, output):
+    self.output, self.returncode = output, None
+    request = dict(op="start", module=cmd[2], args=cmd[3:], cwd=str(REPO), env=dict(env))
+    self.pid = _driver().ask(dict(request, output=str(output)))["pid"]
+
+  def poll(self):
+    if self.returncode is None:
+      self.returncode = _driver().ask(dict(op="wait", pid=self.pid, block=False))["returncode"]
+    return self.returncode
+
+  def wait(self, timeout=300):
+    if self.returncode is None:
+      answer = _driver().ask(dict(op="wait", pid=self.pid, block=True), timeout)
+      self.returncode = answer["returncode"]
+    return self.returncode
+
+  def send_signal(self, sig):
+    if self.returncode is None:
+      os.kill(self.pid, sig)
+
+  def lines(self):
+    """Its output's lines as they come, until it has ended (poll or wait said so)."""
+    with open(self.output, encoding="utf-8", errors="replace") as f:
+      pending = ""
+      while True:
+        ended = self.returncode is not None
+        line = f.readline()
+        if line.endswith("\n"):
+          yield pending + line
+          pending = ""
+        elif line:
+          pending += line
+        elif ended:
+          break
+        else:
+          time.sleep(0.005)
+      if pending:
+        yield pending
+
+
 class Running:
   """A subprocess (in the checkout) whose output, stdout and stderr together, is collected
-  line by line as it comes, so that a test can act at a moment of its run."""
+  line by line as it comes, so that a test can act at a moment of its run. `python -m`
+  commands start as forked children of the driver (tests/entry_points.py), others as new
+  processes."""
 
   def __init__(self, cmd, env):
-    self.proc = subprocess.Popen(
-      cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    self.output = None
+    if cmd[:2] == [sys.executable, "-m"]:
+      fd, self.output = tempfile.mkstemp(prefix="running-", suffix=".log")
+      os.close(fd)
+      self.proc = _Started(cmd, env, self.output)
+      source = self.proc.lines()
+    else:
+      self.proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+      )
+      source = self.proc.stdout
     self.lines = []
-    self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
+    self.reader = threading.Thread(target=lambda: self.lines.extend(source), daemon=True)
     self.reader.start()
 
   def caught(self, predicate, timeout=180):
@@ -149,6 +254,8 @@ class Running:
   def finish(self):
     self.proc.wait(timeout=300)
     self.reader.join()
+    if self.output:
+      os.remove(self.output)
     return "".join(self.lines)
 
 

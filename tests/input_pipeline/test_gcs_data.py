@@ -15,6 +15,7 @@ from input_pipeline.corpora import mirror, tokenized
 from pretrain.ground import errors
 from pretrain.objectives import registry
 from pretrain.training import data
+from tests import helpers
 from tests.helpers import REPO, tiny_bert_config, tiny_gpt_config, write_sentence_corpus
 
 
@@ -79,7 +80,7 @@ def test_a_gs_data_dir_is_prepared_once_and_found_by_the_next_host(
 def test_a_gs_tokenized_dir_through_the_prepare_command(gcs, tmp_path, monkeypatch):
   url, corpus = gcs("tokenized"), _corpus(tmp_path)
   local = tmp_path / "tfds"
-  proc = subprocess.run(
+  proc = helpers.run_python(
     [
       sys.executable,
       "-m",
@@ -91,11 +92,7 @@ def test_a_gs_tokenized_dir_through_the_prepare_command(gcs, tmp_path, monkeypat
       f"--config.data.cache_dir={tmp_path / 'cache1'}",
       "--config.data.tokenizer.vocab_size=256",
     ],
-    cwd=REPO,
-    env=dict(os.environ, JAX_PLATFORMS="cpu"),
-    capture_output=True,
-    text=True,
-    timeout=120,
+    dict(os.environ, JAX_PLATFORMS="cpu"),
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert f"-> {url}/train.documents" in proc.stdout, proc.stdout

@@ -1,17 +1,16 @@
 """`python -m input_pipeline.prepare` refuses a worker index outside [0, --process_count)."""
 
 import os
-import subprocess
 import sys
 
 import pytest
 
-from tests.helpers import REPO
+from tests import helpers
 
 
 def _prepare(tmp_path, *args):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.run(
+  return helpers.run_python(
     [
       sys.executable,
       "-m",
@@ -20,11 +19,7 @@ def _prepare(tmp_path, *args):
       f"--config.data.data_dir={tmp_path / 'data'}",
       *args,
     ],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=120,
+    env,
   )
 
 

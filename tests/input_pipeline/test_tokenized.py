@@ -4,7 +4,7 @@ parallel workers, interruption, tokenizer identity, other tfds datasets, bad rec
 import filecmp
 import glob
 import os
-import subprocess
+import signal
 import sys
 import time
 
@@ -16,7 +16,7 @@ import tensorflow_datasets as tfds
 from configs import common
 from input_pipeline import bert_data, lm_data, tokenizer
 from input_pipeline.corpora import local_text, sources, tokenized
-from tests.helpers import REPO
+from tests import helpers
 
 
 def _corpus(tmp_path, n=60):
@@ -326,7 +326,7 @@ def test_prepare_entry_point_two_workers_equal_one(tmp_path):
   files = _corpus(tmp_path, n=40)
 
   def run(tokenized_dir, *worker):
-    return subprocess.Popen(
+    return helpers.Running(
       [
         sys.executable,
         "-m",
@@ -341,17 +341,15 @@ def test_prepare_entry_point_two_workers_equal_one(tmp_path):
         f"--config.data.tokenized_dir={tokenized_dir}",
         *worker,
       ],
-      cwd=REPO,
-      stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT,
-      text=True,
+      dict(os.environ),
     )
 
   single = run(tmp_path / "one")
-  assert single.wait(timeout=300) == 0, single.stdout.read()
+  out = single.finish()
+  assert single.proc.returncode == 0, out
   workers = [run(tmp_path / "two", "--process_count=2", f"--process_index={i}") for i in range(2)]
-  outputs = [w.communicate(timeout=300)[0] for w in workers]
-  assert all(w.returncode == 0 for w in workers), outputs
+  outputs = [w.finish() for w in workers]
+  assert all(w.proc.returncode == 0 for w in workers), outputs
   for split, pieces in (
     ("train.documents", 4),
     ("validation.documents", 4),
@@ -362,10 +360,10 @@ def test_prepare_entry_point_two_workers_equal_one(tmp_path):
     match, mismatch, errors = filecmp.cmpfiles(one, two, names, shallow=False)
     assert not mismatch and not errors, mismatch
   again = run(tmp_path / "one")
-  out = again.communicate(timeout=300)[0]
-  assert again.returncode == 0 and "data train: local_text" in out, out
+  out = again.finish()
+  assert again.proc.returncode == 0 and "data train: local_text" in out, out
   # a config error exits 2 with one line
-  bad = subprocess.run(
+  bad = helpers.run_python(
     [
       sys.executable,
       "-m",
@@ -373,10 +371,7 @@ def test_prepare_entry_point_two_workers_equal_one(tmp_path):
       "--config=configs/gpt.py:smoke",
       f"--config.data.files={tmp_path / 'nothing*.txt'}",
     ],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    timeout=300,
+    os.environ,
   )
   assert bad.returncode == 2 and "config.data.files: no file matches" in bad.stderr
 
@@ -400,30 +395,18 @@ def test_prepare_killed_with_sigkill_resumes_to_the_same_data(tmp_path):
       f"--config.data.tokenized_dir={tokenized_dir}",
     ]
 
-  reference = subprocess.run(
-    command(tmp_path / "straight"), cwd=REPO, capture_output=True, text=True, timeout=300
-  )
+  reference = helpers.run_python(command(tmp_path / "straight"), os.environ)
   assert reference.returncode == 0, reference.stderr[-3000:]
   train = tmp_path / "killed" / "train.documents"
-  proc = subprocess.Popen(
-    command(tmp_path / "killed"), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-  )
-  deadline = time.monotonic() + 300
-  while len(list(train.glob("piece-*.json"))) < 2:
-    assert proc.poll() is None, "finished before it could be killed"
-    if time.monotonic() > deadline:
-      proc.kill()
-      proc.wait()
-      pytest.fail("prepare wrote fewer than 2 pieces within 300 s")
-    time.sleep(0.05)
-  proc.kill()
-  proc.wait()
+  killed = helpers.Running(command(tmp_path / "killed"), dict(os.environ))
+  written = lambda: len(list(train.glob("piece-*.json"))) >= 2
+  assert killed.caught(written, timeout=300), "finished before it could be killed"
+  killed.signal(signal.SIGKILL)
+  killed.finish()
   done = sorted(p.name for p in train.glob("piece-*.json"))
   assert 2 <= len(done) < 64 and not (train / "manifest.json").exists()
   stamps = {name: (train / name).stat().st_mtime_ns for name in done}
-  rerun = subprocess.run(
-    command(tmp_path / "killed"), cwd=REPO, capture_output=True, text=True, timeout=300
-  )
+  rerun = helpers.run_python(command(tmp_path / "killed"), os.environ)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert all((train / name).stat().st_mtime_ns == stamp for name, stamp in stamps.items())
   for split in ("train.documents", "validation.documents"):

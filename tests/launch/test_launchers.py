@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from launch import gke, slurm, tpu_vm
+from tests import helpers
 from tests.helpers import REPO
 
 TRAIN = ["--config=configs/gpt.py:small", "--workdir=gs://bucket/runs/gpt2"]
@@ -16,14 +17,7 @@ TRAIN = ["--config=configs/gpt.py:small", "--workdir=gs://bucket/runs/gpt2"]
 
 def _run(module, *args):
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
-  proc = subprocess.run(
-    [sys.executable, "-m", module, *args],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=60,
-  )
+  proc = helpers.run_python([sys.executable, "-m", module, *args], env)
   assert proc.returncode == 0, proc.stderr
   return proc.stdout
 
@@ -164,14 +158,7 @@ def test_gke_dry_run():
 
 def test_gke_requires_an_image():
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  proc = subprocess.run(
-    [sys.executable, "-m", "launch.gke", "--dry_run"],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=60,
-  )
+  proc = helpers.run_python([sys.executable, "-m", "launch.gke", "--dry_run"], env)
   assert proc.returncode != 0 and "--image is required" in proc.stderr
   assert not proc.stdout
 
@@ -183,7 +170,7 @@ def test_cloud_launchers_refuse_a_local_workdir(launcher):
   """A slice's workers and a job's pods lose their disks with the machine: a local workdir is
   refused before anything is created (checkpoints would be scattered and lost)."""
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  proc = subprocess.run(
+  proc = helpers.run_python(
     [
       sys.executable,
       "-m",
@@ -194,11 +181,7 @@ def test_cloud_launchers_refuse_a_local_workdir(launcher):
       "--workdir",
       "runs/gpt2",
     ],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=60,
+    env,
   )
   assert proc.returncode != 0 and not proc.stdout
   assert "--workdir: 'runs/gpt2' is a local path" in proc.stderr

@@ -9,12 +9,12 @@ import random
 import re
 import shlex
 import signal
-import subprocess
 import sys
 import time
 
 import pytest
 
+from tests import helpers
 from tests.helpers import REPO, xla_flags
 
 optuna = pytest.importorskip("optuna")
@@ -84,17 +84,11 @@ def test_grid_order_the_prune_sweep_relies_on():
 
 def _interrupt(argv, trial_dir, sig):
   """Starts the sweep and sends it `sig` once the trial in `trial_dir` has checkpointed."""
-  proc = subprocess.Popen(
-    argv, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-  )
-  _wait_for(
-    lambda: (trial_dir / "checkpoints" / "100").is_dir() or proc.poll() is not None,
-    240,
-    f"{trial_dir}'s first checkpoint",
-  )
-  assert proc.poll() is None, proc.stdout.read()
-  proc.send_signal(sig)
-  return proc.communicate(timeout=120)[0], proc.returncode
+  sweep = helpers.Running(argv, _env())
+  checkpointed = lambda: (trial_dir / "checkpoints" / "100").is_dir()
+  assert sweep.caught(checkpointed, timeout=240), "".join(sweep.lines)
+  sweep.signal(sig)
+  return sweep.finish(), sweep.proc.returncode
 
 
 @pytest.mark.slow
@@ -117,7 +111,7 @@ def test_sweep_stopped_killed_resumes_prunes_and_reports(tmp_path, corpus):
   )
   time.sleep(2.5)  # its heartbeat goes stale (2 x --heartbeat)
 
-  rerun = subprocess.run(argv, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+  rerun = helpers.run_python(argv, _env())
   out = rerun.stdout + rerun.stderr
   assert rerun.returncode == 0, out
   trials = {
@@ -178,14 +172,9 @@ def test_two_workers_split_the_trials(tmp_path, corpus, gcs):
   bucket (--trials_dir, a local GCS emulator); their logs stay in the sweepdir."""
   sweepdir, data_dir, trials = tmp_path / "sweep", tmp_path / "data", gcs("trials")
   argv = _argv(sweepdir, "pair", data_dir, corpus, "--worker", f"--trials_dir={trials}")
-  procs = [
-    subprocess.Popen(
-      argv, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    for _ in range(2)
-  ]
-  outs = [p.communicate(timeout=300)[0] for p in procs]
-  assert [p.returncode for p in procs] == [0, 0], outs
+  workers = [helpers.Running(argv, _env()) for _ in range(2)]
+  outs = [w.finish() for w in workers]
+  assert [w.proc.returncode for w in workers] == [0, 0], outs
   study = optuna.load_study(study_name="pair", storage=f"sqlite:///{sweepdir}/study.db")
   records = sweep_trials.records(study)
   assert [(r["trial"], r["state"], r["overrides"]["optimizer.lr"]) for r in records] == [
@@ -214,13 +203,8 @@ def test_two_workers_split_the_trials(tmp_path, corpus, gcs):
   assert error in failed and error in records[2]["log_tail"]
   # workers print no report; --report, given only the sweepdir, does
   assert not any("objective:" in out for out in outs)
-  report = subprocess.run(
-    [sys.executable, "-m", "launch.sweep", f"--sweepdir={sweepdir}", "--report"],
-    cwd=REPO,
-    env=_env(),
-    capture_output=True,
-    text=True,
-    timeout=120,
+  report = helpers.run_python(
+    [sys.executable, "-m", "launch.sweep", f"--sweepdir={sweepdir}", "--report"], _env()
   )
   assert report.returncode == 0, report.stderr
   assert report.stdout.startswith("objective: eval loss (min)")
@@ -236,7 +220,7 @@ def test_two_workers_split_the_trials(tmp_path, corpus, gcs):
 
 def test_slurm_dry_run_prints_the_array_job(tmp_path):
   sweepdir = tmp_path / "sweep"
-  out = subprocess.run(
+  out = helpers.run_python(
     [
       sys.executable,
       "-m",
@@ -252,11 +236,7 @@ def test_slurm_dry_run_prints_the_array_job(tmp_path):
       "--dry_run",
       "--config.optimizer.warmup_steps=5",
     ],
-    cwd=REPO,
-    env=_env(),
-    capture_output=True,
-    text=True,
-    timeout=120,
+    _env(),
   )
   assert out.returncode == 0, out.stderr
   script, submit = out.stdout.split("# submit with:\n")
@@ -346,7 +326,7 @@ def test_bad_sweeps_are_refused_before_any_trial(tmp_path):
 
   # the command line: one error line, exit 2, nothing created
   sweepdir = tmp_path / "new"
-  out = subprocess.run(
+  out = helpers.run_python(
     [
       sys.executable,
       "-m",
@@ -355,11 +335,7 @@ def test_bad_sweeps_are_refused_before_any_trial(tmp_path):
       "--sweep=nope",
       f"--sweepdir={sweepdir}",
     ],
-    cwd=REPO,
-    env=_env(),
-    capture_output=True,
-    text=True,
-    timeout=120,
+    _env(),
   )
   assert out.returncode == 2 and not out.stdout
   assert out.stderr.strip().splitlines() == [
@@ -367,7 +343,7 @@ def test_bad_sweeps_are_refused_before_any_trial(tmp_path):
   ]
   assert not sweepdir.exists()
   # a sweepdir in a bucket (the trials may be there: --trials_dir), and another trials_dir
-  out = subprocess.run(
+  out = helpers.run_python(
     [
       sys.executable,
       "-m",
@@ -376,11 +352,7 @@ def test_bad_sweeps_are_refused_before_any_trial(tmp_path):
       "--sweep=pair",
       "--sweepdir=gs://bucket/sweep",
     ],
-    cwd=REPO,
-    env=_env(),
-    capture_output=True,
-    text=True,
-    timeout=120,
+    _env(),
   )
   assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
   assert (

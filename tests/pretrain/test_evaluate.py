@@ -3,9 +3,7 @@ with padding, --watch exactly once, and bad input refused before anything compil
 
 import json
 import os
-import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -16,7 +14,8 @@ from models import layer_stack
 from pretrain import evaluate
 from pretrain.state import checkpointer, run_files
 from pretrain.training import trainer
-from tests.helpers import COMPILES, REPO, xla_flags
+from tests import helpers
+from tests.helpers import COMPILES, xla_flags
 
 pytestmark = pytest.mark.xdist_group("evaluate")  # one worker builds the shared run
 
@@ -194,17 +193,9 @@ def test_trainer_says_when_it_resumes_and_when_it_is_done(tiny_config, tmp_path,
   assert _snapshot(tmp_path) == before  # nothing written
 
 
-def _cli(module, *args, **kw):
+def _cli(module, *args):
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(0))
-  return subprocess.Popen(
-    [sys.executable, "-m", module, *args],
-    cwd=REPO,
-    env=env,
-    text=True,
-    stdout=subprocess.PIPE,
-    stderr=subprocess.PIPE,
-    **kw,
-  )
+  return [sys.executable, "-m", module, *args], env
 
 
 @pytest.mark.slow
@@ -227,32 +218,31 @@ def test_watch_beside_a_running_job(data_dir, tmp_path):
     "--config.checkpoint.async_save=True",
     f"--workdir={workdir}",
   ]
-  train = _cli("pretrain.train", *tiny)
-  deadline = time.time() + 300
-  while not os.path.exists(os.path.join(workdir, "config.json")) and train.poll() is None:
-    assert time.time() < deadline
-    time.sleep(0.2)
-  watch = _cli(
-    "pretrain.evaluate",
-    f"--workdir={workdir}",
-    "--watch",
-    "--max_batches=1",
-    "--poll_seconds=0.2",
-    "--timeout=240",
+  train = helpers.Running(*_cli("pretrain.train", *tiny))
+  train.caught(lambda: os.path.exists(os.path.join(workdir, "config.json")), timeout=300)
+  watch = helpers.Running(
+    *_cli(
+      "pretrain.evaluate",
+      f"--workdir={workdir}",
+      "--watch",
+      "--max_batches=1",
+      "--poll_seconds=0.2",
+      "--timeout=240",
+    )
   )
-  out, err = watch.communicate(timeout=400)
-  assert train.wait(timeout=400) == 0, train.stderr.read()
-  assert watch.returncode == 0, err
+  out = watch.finish()  # (its stdout and stderr together)
+  trained = train.finish()
+  assert train.proc.returncode == 0, trained[-3000:]
+  assert watch.proc.returncode == 0, out[-3000:]
   steps = [r["step"] for r in _rows(workdir)]
   assert steps == list(range(5, 45, 5)), steps  # each once, oldest first
   assert out.count("| eval |") == len(steps)
-  bad = _cli("pretrain.evaluate", f"--workdir={workdir}", "--step=7")
-  out, err = bad.communicate(timeout=120)
+  bad = helpers.run_python(*_cli("pretrain.evaluate", f"--workdir={workdir}", "--step=7"))
+  err = bad.stderr
   assert bad.returncode == 2 and err.strip().count("\n") == 0, err
   assert err.startswith("error: --step: no checkpoint at step 7") and "5, 10" in err, err
-  usage = _cli("pretrain.evaluate", "--help")  # without a workdir: the usage, exit 0
-  out, _ = usage.communicate(timeout=120)
-  assert usage.returncode == 0 and "--watch" in out, out
+  usage = helpers.run_python(*_cli("pretrain.evaluate", "--help"))  # no workdir: usage, exit 0
+  assert usage.returncode == 0 and "--watch" in usage.stdout, usage.stdout
 
 
 def test_another_corpus_is_tokenized_the_runs_way(gpt_run, data_dir, tmp_path):

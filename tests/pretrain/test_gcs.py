@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 
 import fsspec
@@ -53,9 +52,7 @@ def _env():
 
 
 def _run(cmd, env=None):
-  proc = subprocess.run(
-    cmd, cwd=REPO, env=env or _env(), capture_output=True, text=True, timeout=300
-  )
+  proc = helpers.run_python(cmd, env or _env())
   return proc
 
 

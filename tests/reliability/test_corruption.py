@@ -4,14 +4,14 @@ deleted) and fallen back from; with none usable the run stops and moves nothing.
 
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
 
 from pretrain.state import checkpointer
 from pretrain.training import trainer
-from tests.helpers import REPO, tiny_gpt_config, xla_flags
+from tests import helpers
+from tests.helpers import tiny_gpt_config, xla_flags
 
 MODES = ("flipped", "truncated", "deleted", "emptied")
 
@@ -106,7 +106,7 @@ def test_verify_lists_and_checks_every_checkpoint(run, tmp_path):
   shutil.copytree(run, workdir)
   env = dict(os.environ, XLA_FLAGS=xla_flags(1))
   cmd = [sys.executable, "-m", "pretrain.checkpoints", f"--workdir={workdir}", "--verify"]
-  good = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  good = helpers.run_python(cmd, env)
   assert good.returncode == 0, good.stderr
   lines = good.stdout.splitlines()
   assert lines[0].split() == ["step", "saved", "size", "model"]
@@ -117,14 +117,14 @@ def test_verify_lists_and_checks_every_checkpoint(run, tmp_path):
       lines[2 + 2 * k].strip() == "ok: complete, checksums match, finite, agrees with config.json"
     )
   damage(workdir / "checkpoints" / "4", "flipped")
-  bad = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  bad = helpers.run_python(cmd, env)
   assert bad.returncode == 1
   lines = bad.stdout.splitlines()
   assert lines[4].strip().startswith(("checksum mismatch in ", "unreadable: "))
   assert lines[2].strip().startswith("ok") and lines[6].strip().startswith("ok")
   assert lines[-1].startswith("1 bad checkpoint(s)")
   # without --verify: the listing only
-  listing = subprocess.run(cmd[:-1], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  listing = helpers.run_python(cmd[:-1], env)
   assert listing.returncode == 0 and len(listing.stdout.splitlines()) == 4
 
 

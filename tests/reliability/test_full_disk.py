@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from tests.helpers import REPO, xla_flags
+from tests import helpers
+from tests.helpers import xla_flags
 
 
 @pytest.fixture
@@ -50,7 +51,7 @@ def test_a_full_disk_during_a_save(small_disk, data_dir):
     "--config.train.peak_flops=1e12",
   ]
   env = dict(os.environ, XLA_FLAGS=xla_flags(1))
-  full = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+  full = helpers.run_python(cmd, env)
   assert full.returncode == 2, full.stdout[-2000:] + full.stderr[-3000:]
   line = full.stderr.strip().splitlines()[-1]  # (after what the libraries log as they fail)
   assert line == (
@@ -59,18 +60,13 @@ def test_a_full_disk_during_a_save(small_disk, data_dir):
   )
   saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
   assert saved and saved[-1] < 40
-  verify = subprocess.run(
-    [sys.executable, "-m", "pretrain.checkpoints", f"--workdir={workdir}", "--verify"],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=120,
+  verify = helpers.run_python(
+    [sys.executable, "-m", "pretrain.checkpoints", f"--workdir={workdir}", "--verify"], env
   )
   assert verify.returncode == 0, verify.stdout + verify.stderr  # the earlier ones are intact
 
   subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
-  resumed = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+  resumed = helpers.run_python(cmd, env)
   assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
   assert f"resumed from step {saved[-1]} of 40" in resumed.stdout
   assert not [p for p in (workdir / "checkpoints").iterdir() if "tmp" in p.name]

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 
 import jax
@@ -18,7 +17,7 @@ from configs import common, gpt
 from pretrain.state import checkpointer
 from pretrain.training.trainer import train_and_evaluate
 from tests import helpers
-from tests.helpers import REPO, xla_flags
+from tests.helpers import xla_flags
 
 STEPS = 60
 
@@ -130,7 +129,7 @@ def test_kill_9_anywhere_then_restart_ends_bitwise_equal(tmp_path, data_dir):
 
 def _second_is_refused(cmd):
   """Starts a second trainer on the running one's workdir: it must refuse, in one line."""
-  second = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+  second = helpers.run_python(cmd, _env())
   assert second.returncode == 2, second.stdout[-2000:] + second.stderr[-2000:]
   assert second.stderr.strip().splitlines() == [second.stderr.strip()]
   assert "another trainer is running in" in second.stderr
