@@ -2,10 +2,13 @@ r"""SST-2 fine-tuning from a pretrained encoder against the same model from rand
 two pretraining recipes against each other for the same time.
 
   JAX_PLATFORMS=cpu python -m benchmarks.finetune_sst2 --workdir=/tmp/finetune_sst2
-  # the modern recipe against classic BERT for the same time, full and 2,000 labels, 3 seeds:
+  # the modern recipe against classic BERT for the same time, each against random init,
+  # fine-tuned 2 epochs on mean-pooled states, 3 seeds:
   JAX_PLATFORMS=cpu python -m benchmarks.finetune_sst2 --recipe=modern --compare=bert \
     --pretrain_steps=3000 --pretrain_lr=2e-3 --pretrain_warmup=200 --compare_lr=1e-3 \
-    --labelled=0:1,2000:10 --seeds=3 --pack --finetune_batch=8 --finetune_lr=3e-4
+    --labelled=0:2 --seeds=3 --pack --finetune_batch=8 --finetune_lr=3e-4 --pooling=mean
+  # the same fine-tuning again, other flags, on the pretraining runs already in --workdir:
+  ... --reuse_pretraining --labelled=0:1,2000:10 --pooling=cls
 
 Data: GLUE SST-2's own TSV files (train.tsv 67,349 rows, dev.tsv 872 rows,
 `sentence<TAB>label` with a header), by default in ../shared/data/sst2 beside the checkout
@@ -25,8 +28,9 @@ Data: GLUE SST-2's own TSV files (train.tsv 67,349 rows, dev.tsv 872 rows,
    --config.init_from=<pretrain run>, the recipe's defaults (AdamW, warmup over 10% of the
    steps and linear decay to 0, weight decay 0.01, dropout 0.1) except the lr (--finetune_lr,
    or --pretrained_lr for this start; the recipe's 3e-5 is for BERT-base), seq 64, batch
-   --finetune_batch rows (--pack: several sentences a row), on each --labelled setting (all
-   67,349 rows, or a seeded sample of N, for its epochs), --seeds seeds.
+   --finetune_batch rows (--pack: several sentences a row), the classifier on --pooling
+   ([CLS] or the mean of the states), on each --labelled setting (all 67,349 rows, or a seeded
+   sample of N, for its epochs), --seeds seeds.
 3. Fine-tuning from a random initialisation: the same config with the pretraining run's model
    section and tokenizer (data.tokenizer.kind=file), so the only difference is the initial
    weights of the backbone.
@@ -89,6 +93,18 @@ _PACK = flags.DEFINE_bool(
 )
 _EVALS_PER_EPOCH = flags.DEFINE_integer(
   "evals_per_epoch", 2, "Dev evaluations per fine-tuning epoch."
+)
+_POOLING = flags.DEFINE_enum(
+  "pooling",
+  "cls",
+  ["cls", "mean"],
+  "What the classifier reads (model.classifier_pooling): [CLS], or the mean of the states.",
+)
+_REUSE = flags.DEFINE_bool(
+  "reuse_pretraining",
+  False,
+  "Keep --workdir's pretraining runs of an earlier run of this benchmark (its summary.json) "
+  "and only fine-tune again, with this run's fine-tuning flags.",
 )
 _SKIP_RANDOM = flags.DEFINE_bool("skip_random", False, "Only the pretrained fine-tuning run.")
 _SEEDS = flags.DEFINE_integer("seeds", 1, "Fine-tuning seeds of each initialisation.")
@@ -170,6 +186,7 @@ def finetune_config(
     config.model.update(model, nsp_head=False, num_labels=config.model.num_labels)
     config.model.dropout = 0.1
     config.data.tokenizer.update(kind="file", path=tokenizer)
+  config.model.classifier_pooling = _POOLING.value
   config.batch.size = _FINETUNE_BATCH.value
   config.data.pack_examples = _PACK.value
   config.optimizer.lr = (init_from and _PRETRAINED_LR.value) or _FINETUNE_LR.value
@@ -220,6 +237,22 @@ def equal_time_steps(corpus, data_dir, recipe, seconds):
   return max(1, round(seconds / median_step_time(probe)))
 
 
+def earlier_pretraining():
+  """{recipe: pretraining summary} of --workdir's earlier run (--reuse_pretraining), whose
+  fine-tuning runs are removed; else {} after wiping --workdir."""
+  path = os.path.join(_WORKDIR.value, "summary.json")
+  if not _REUSE.value:
+    shutil.rmtree(_WORKDIR.value, ignore_errors=True)
+    return {}
+  if not os.path.exists(path):
+    raise app.UsageError(f"--reuse_pretraining: no {path} of an earlier run to reuse")
+  with open(path, encoding="utf-8") as f:
+    runs = json.load(f)["runs"]
+  for old in pathlib.Path(_WORKDIR.value).glob("sst2-*"):
+    shutil.rmtree(old)
+  return {r["pretrain"]["recipe"]: r["pretrain"] for r in runs}
+
+
 def pretrain(corpus, data_dir, recipe, steps, lr=None):
   """One pretraining run; its summary."""
   pre_dir = os.path.join(_WORKDIR.value, f"pretrain-{recipe}")
@@ -239,6 +272,12 @@ def pretrain(corpus, data_dir, recipe, steps, lr=None):
     "eval_mlm_loss": pre.metrics.get("eval_mlm_loss"),
     "eval_nsp_accuracy": pre.metrics.get("eval_nsp_accuracy"),
   }
+
+
+def compare(corpus, data_dir, first):
+  """--compare's recipe, pretrained for as long as the `first` recipe's steps took."""
+  steps = equal_time_steps(corpus, data_dir, _COMPARE.value, first["train_s"])
+  return pretrain(corpus, data_dir, _COMPARE.value, steps, _COMPARE_LR.value)
 
 
 def labelled_settings(train_tsv, n_sentences):
@@ -315,17 +354,18 @@ def main(argv):
   for path in (train_tsv, dev_tsv):
     if not os.path.exists(path):
       raise app.UsageError(f"--sst2_dir: {path} not found (GLUE SST-2's TSV files)")
-  shutil.rmtree(_WORKDIR.value, ignore_errors=True)
-  os.makedirs(_WORKDIR.value)
+  earlier = earlier_pretraining()
+  os.makedirs(_WORKDIR.value, exist_ok=True)
   data_dir = os.path.join(_WORKDIR.value, "data")
   corpus = os.path.join(_WORKDIR.value, "sst2_train_text.txt")
   n_sentences = write_corpus(train_tsv, corpus, _DOC_LINES.value)
   settings = labelled_settings(train_tsv, n_sentences)
-  first = pretrain(corpus, data_dir, _RECIPE.value, _PRETRAIN_STEPS.value)
+  first = earlier.get(_RECIPE.value) or pretrain(
+    corpus, data_dir, _RECIPE.value, _PRETRAIN_STEPS.value
+  )
   pretrained = [first]
   if _COMPARE.value:  # the other recipe for as long as the first one's steps took
-    steps = equal_time_steps(corpus, data_dir, _COMPARE.value, first["train_s"])
-    pretrained.append(pretrain(corpus, data_dir, _COMPARE.value, steps, _COMPARE_LR.value))
+    pretrained.append(earlier.get(_COMPARE.value) or compare(corpus, data_dir, first))
   summary = {
     "size": _SIZE.value,
     "seq_len": _SEQ_LEN.value,
@@ -334,6 +374,7 @@ def main(argv):
     "finetune": dict(
       batch=_FINETUNE_BATCH.value,
       packed=_PACK.value,
+      pooling=_POOLING.value,
       lr=_FINETUNE_LR.value,
       pretrained_lr=_PRETRAINED_LR.value or _FINETUNE_LR.value,
     ),
