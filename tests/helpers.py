@@ -140,7 +140,12 @@ class _Driver:
     self.proc.stdin.write(json.dumps(request) + "\n")
     self.proc.stdin.flush()
     ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-    assert ready, f"python -m {request.get('module')}: no answer in {timeout} s"
+    if not ready:  # its late answer would be read as the next request's: a new driver instead
+      self.proc.kill()
+      self.proc.wait()
+    assert ready, (
+      f"{request['op']} {request.get('module', request.get('pid'))}: no answer in {timeout} s"
+    )
     return json.loads(self.proc.stdout.readline())
 
 
