@@ -264,6 +264,20 @@ class Running:
     return "".join(self.lines)
 
 
+def processes(cmd, envs, env):
+  """`cmd` ([sys.executable, '-m', module, args...]) as one process for each of `envs` (the
+  jax.distributed settings launch.local.process_envs gives each process), all running at once
+  as forked children of the driver: the processes `python -m launch.local` would start,
+  without an interpreter's start-up each. Returns their `Running`s, in process order."""
+  return [Running(cmd, dict(env, **own)) for own in envs]
+
+
+def finish_all(running):
+  """Each process's exit status and output, in order, once all have ended."""
+  outs = [r.finish() for r in running]
+  return [r.proc.returncode for r in running], outs
+
+
 # SST-2-like sentences for fine-tuning tests
 NAMES = ["alice", "bob", "carol", "dave", "erin", "frank"]
 VERBS = ["likes", "sees", "paints", "buys", "finds", "wants"]

@@ -1,5 +1,5 @@
 """Real multi-process training: 2 processes x 4 CPU devices (jax.distributed on localhost, gloo
-collectives, started by launch/local.py) against 1 process x 8 devices, same global batch.
+collectives, as launch/local.py starts them) against 1 process x 8 devices, same global batch.
 The two processes tokenize the data in parallel, and a run they checkpoint can continue in a
 single process (elastic): the batches are the same either way."""
 
@@ -7,7 +7,6 @@ import filecmp
 import json
 import os
 import pathlib
-import subprocess
 import sys
 
 import numpy as np
@@ -17,7 +16,6 @@ from launch import local
 from pretrain.ground import storage
 from pretrain.training import trainer
 from tests import helpers
-from tests.helpers import REPO
 
 OVERRIDES = helpers.TINY_GPT | {
   "data.prepare_pieces": 2,
@@ -51,6 +49,14 @@ def test_dry_run_prints_each_process(monkeypatch):
   assert [e["CUDA_VISIBLE_DEVICES"] for e in gpus] == ["0,1,2,3", "4,5,6,7"]
 
 
+def _two_processes(cmd, devices_per_process=4):
+  """`cmd` in 2 jax.distributed processes of `devices_per_process` CPU devices each, as
+  launch.local starts them (its environment for each) but forked by the tests' driver:
+  their exit statuses and outputs."""
+  envs = local.process_envs(2, local.free_port(), devices_per_process=devices_per_process)
+  return helpers.finish_all(helpers.processes(cmd, envs, dict(os.environ)))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
   "mesh",
@@ -60,7 +66,6 @@ def test_dry_run_prints_each_process(monkeypatch):
     {"mesh.data": 2, "mesh.fsdp": 4, "mesh.dcn.data": 2},
   ],
 )
-@pytest.mark.slow
 def test_two_processes_equal_one(tiny_config, tmp_path, data_dir, mesh, request):
   # The hybrid run's workdir is in a GCS bucket (a local emulator): every process saves and
   # restores its shards there, and only process 0 writes the run's files.
@@ -73,12 +78,6 @@ def test_two_processes_equal_one(tiny_config, tmp_path, data_dir, mesh, request)
   cmd = [
     sys.executable,
     "-m",
-    "launch.local",
-    "--num_processes=2",
-    "--devices_per_process=4",
-    "--",
-    sys.executable,
-    "-m",
     "pretrain.train",
     "--config=configs/gpt.py:smoke",
     f"--workdir={two}",
@@ -88,10 +87,17 @@ def test_two_processes_equal_one(tiny_config, tmp_path, data_dir, mesh, request)
   cmd += helpers.flags(OVERRIDES | mesh)
   # Stop at step 2 (a checkpoint every process writes), then resume to the end: the
   # restore is collective too.
-  first = subprocess.run(
-    cmd + ["--config.train.stop_at_step=2"], cwd=REPO, capture_output=True, text=True, timeout=300
-  )
-  assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+  if not mesh:  # the launcher itself, as the README runs it: its outputs prefixed, process 0's
+    launcher = [sys.executable, "-m", "launch.local", "--num_processes=2"]
+    first = helpers.run_python(
+      launcher + ["--devices_per_process=4", "--"] + cmd + ["--config.train.stop_at_step=2"],
+      dict(os.environ),
+    )
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "[0] model smoke" in first.stdout and "[1] model smoke" not in first.stdout
+  else:
+    codes, outs = _two_processes(cmd + ["--config.train.stop_at_step=2"])
+    assert codes == [0, 0], outs
   # The pieces both processes wrote equal those one process wrote.
   ours = tmp_path / "tokenized_by_one" / "train.documents"
   theirs = tokenized_dir / "train.documents"
@@ -106,25 +112,7 @@ def test_two_processes_equal_one(tiny_config, tmp_path, data_dir, mesh, request)
     resumed = trainer.train_and_evaluate(config, two)
     assert resumed.step == 4
   else:
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    # Logs come from process 0 only.
-    assert "[0] model smoke" in proc.stdout and "[1] model smoke" not in proc.stdout
-    assert "[0] step 3/4" in proc.stdout and "[0] step 1/4" not in proc.stdout  # resumed
-    # pretrain.evaluate in the same 2 processes: process 0 writes the row, equal to the
-    # trainer's final evaluation of the same batches.
-    evaluate_cmd = cmd[: cmd.index("pretrain.train")] + [
-      "pretrain.evaluate",
-      f"--workdir={two}",
-      "--max_batches=1",
-    ]
-    proc = subprocess.run(evaluate_cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "[0] step 4/4 | eval |" in proc.stdout and "[1] step 4/4" not in proc.stdout
-    rows = _jsonl(f"{two}/eval.jsonl")
-    trained = [r for r in _jsonl(f"{two}/metrics.jsonl") if "eval/loss" in r][-1]
-    assert len(rows) == 1 and rows[0]["step"] == 4 == trained["step"]
-    np.testing.assert_allclose(rows[0]["loss"], trained["eval/loss"], rtol=1e-6)
+    _resume_and_evaluate_in_two_processes(cmd, two)
   np.testing.assert_allclose(_losses(two), _losses(tmp_path / "one"), rtol=1e-5)
   assert single.step == 4
   # Both processes took part in the checkpoint; one complete step directory per save.
@@ -132,6 +120,25 @@ def test_two_processes_equal_one(tiny_config, tmp_path, data_dir, mesh, request)
   assert saved == ["2", "4"]
   if mesh:
     assert storage.exists(f"{two}/checkpoints/4/state/ocdbt.process_1")
+
+
+def _resume_and_evaluate_in_two_processes(cmd, two):
+  codes, (out0, out1) = _two_processes(cmd)
+  assert codes == [0, 0], out0[-3000:] + out1[-3000:]
+  # Logs come from process 0 only.
+  assert "model smoke" in out0 and "model smoke" not in out1
+  assert "step 3/4" in out0 and "step 1/4" not in out0  # resumed
+  # pretrain.evaluate in the same 2 processes: process 0 writes the row, equal to the
+  # trainer's final evaluation of the same batches.
+  codes, (out0, out1) = _two_processes(
+    [sys.executable, "-m", "pretrain.evaluate", f"--workdir={two}", "--max_batches=1"]
+  )
+  assert codes == [0, 0], out0[-3000:] + out1[-3000:]
+  assert "step 4/4 | eval |" in out0 and "step 4/4" not in out1
+  rows = _jsonl(f"{two}/eval.jsonl")
+  trained = [r for r in _jsonl(f"{two}/metrics.jsonl") if "eval/loss" in r][-1]
+  assert len(rows) == 1 and rows[0]["step"] == 4 == trained["step"]
+  np.testing.assert_allclose(rows[0]["loss"], trained["eval/loss"], rtol=1e-6)
 
 
 @pytest.mark.slow
@@ -160,12 +167,6 @@ def test_two_processes_build_bert_pairs_in_parallel_and_equal_one(
   cmd = [
     sys.executable,
     "-m",
-    "launch.local",
-    "--num_processes=2",
-    "--devices_per_process=4",
-    "--",
-    sys.executable,
-    "-m",
     "pretrain.train",
     "--config=configs/bert.py:smoke",
     f"--workdir={tmp_path / 'two'}",
@@ -186,8 +187,8 @@ def test_two_processes_build_bert_pairs_in_parallel_and_equal_one(
     "--config.checkpoint.async_save=False",
   ]
   cmd += [f"--config.{k}={v}" for k, v in overrides.items()]
-  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  codes, outs = _two_processes(cmd)
+  assert codes == [0, 0], outs
   np.testing.assert_allclose(_losses(tmp_path / "two"), _losses(tmp_path / "one"), rtol=1e-5)
   assert single.step == 3
   # Each process built one of the two example pieces; they equal the single process's.

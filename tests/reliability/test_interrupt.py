@@ -76,20 +76,10 @@ def test_read_rows_applies_the_resumed_marker(tmp_path):
 
 # ----------------------------------------------------------------------------- real Ctrl-C
 
-# pretrain.train with a host-side sleep in the data path: steps of ~0.4 s, long enough to
-# send signals between them.
-_SLOWED_TRAIN = """
-import runpy, sys, time
-from pretrain.training import steps
-to_global = steps.Steps.to_global
-steps.Steps.to_global = lambda self, batch: (time.sleep(0.4), to_global(self, batch))[1]
-sys.argv = ["pretrain.train"] + sys.argv[1:]
-runpy.run_module("pretrain.train", run_name="__main__")
-"""
-
 
 def _trainer(workdir, data_dir):
-  """pretrain.train (slowed) on a tiny GPT in `workdir`, its output collected as it comes."""
+  """pretrain.train, slowed (tests/slowed_train.py: steps of ~0.4 s, long enough to send
+  signals between them), on a tiny GPT in `workdir`, its output collected as it comes."""
   overrides = helpers.TINY_GPT | {
     "data.data_dir": data_dir,
     "train.total_steps": 20,
@@ -99,8 +89,8 @@ def _trainer(workdir, data_dir):
   }
   cmd = [
     sys.executable,
-    "-c",
-    _SLOWED_TRAIN,
+    "-m",
+    "tests.slowed_train",
     "--config=configs/gpt.py:smoke",
     f"--workdir={workdir}",
   ] + helpers.flags(overrides)

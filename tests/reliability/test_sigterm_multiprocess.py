@@ -3,30 +3,26 @@ both processes checkpoint it and exit 0, and the run resumes from there."""
 
 import os
 import signal
-import subprocess
 import sys
 import time
 
 import pytest
 
-from tests.helpers import REPO
+from launch import local
+from tests import helpers
 
 
-def _children(pid):
-  with open(f"/proc/{pid}/task/{pid}/children", encoding="utf-8") as f:
-    return [int(c) for c in f.read().split()]
+def _two_processes(cmd):
+  """`cmd` in 2 jax.distributed processes of 2 CPU devices each, as launch.local starts them
+  (forked by the tests' driver): their `Running`s."""
+  envs = local.process_envs(2, local.free_port(), devices_per_process=2)
+  return helpers.processes(cmd, envs, dict(os.environ))
 
 
 @pytest.mark.slow
 def test_sigterm_to_one_process_stops_both_at_one_step(tmp_path, data_dir):
   workdir = tmp_path / "run"
   cmd = [
-    sys.executable,
-    "-m",
-    "launch.local",
-    "--num_processes=2",
-    "--devices_per_process=2",
-    "--",
     sys.executable,
     "-m",
     "pretrain.train",
@@ -45,29 +41,23 @@ def test_sigterm_to_one_process_stops_both_at_one_step(tmp_path, data_dir):
     "--config.checkpoint.every=0",
     "--config.train.peak_flops=1e12",
   ]
-  launcher = subprocess.Popen(
-    cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-  )
+  running = _two_processes(cmd)
   metrics = workdir / "metrics.jsonl"
   deadline = time.time() + 240
   while not (metrics.exists() and metrics.read_text().strip()):
-    assert launcher.poll() is None and time.time() < deadline, launcher.communicate()[0][-3000:]
+    assert all(r.proc.poll() is None for r in running), "".join(running[0].lines)[-3000:]
+    assert time.time() < deadline, "no step logged"
     time.sleep(0.2)
-  _, second = _children(launcher.pid)
-  os.kill(second, signal.SIGTERM)  # process 1 only
-  out = launcher.communicate(timeout=120)[0]
-  assert launcher.returncode == 0, out[-3000:]
-  [line] = [l for l in out.splitlines() if "preempted: saved a checkpoint at step" in l]
-  assert line.startswith("[0] ")  # process 0 logs; both took part in the save
+  running[1].signal(signal.SIGTERM)  # process 1 only
+  codes, (out0, out1) = helpers.finish_all(running)
+  assert codes == [0, 0], out0[-3000:] + out1[-3000:]
+  [line] = [l for l in out0.splitlines() if "preempted: saved a checkpoint at step" in l]
+  assert "preempted" not in out1  # process 0 logs; both took part in the save
   step = int(line.split("at step ")[1].split(";")[0])
   saved = [p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
   assert saved == [str(step)]
-  resumed = subprocess.run(
-    cmd + [f"--config.train.stop_at_step={step + 5}"],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    timeout=240,
+  codes, (out0, out1) = helpers.finish_all(
+    _two_processes(cmd + [f"--config.train.stop_at_step={step + 5}"])
   )
-  assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-  assert f"[0] resumed from step {step} of 100000" in resumed.stdout
+  assert codes == [0, 0], out0[-3000:] + out1[-3000:]
+  assert f"resumed from step {step} of 100000" in out0
