@@ -41,7 +41,6 @@ from tests.helpers import (
   tiny_bert_config,
   tiny_gpt_config,
   write_sentence_corpus,
-  xla_flags,
 )
 
 
@@ -182,7 +181,7 @@ def pytest_sessionfinish(session):
 def entry_point():
   """`python -m module args` (in `cwd`, the checkout by default) as a forked child of one
   interpreter that has the libraries imported (tests/entry_points.py), with one real CPU
-  device as a reader has (pretrain.aot makes its own fake devices): each command costs what
-  the entry point does, not an interpreter's start-up."""
-  env = dict(_ENVIRON, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(0), PYTHONPATH=str(REPO))
+  device and XLA's default flags, as a reader has (pretrain.aot makes its own fake devices):
+  each command costs what the entry point does, not an interpreter's start-up."""
+  env = dict(_ENVIRON, JAX_PLATFORMS="cpu", XLA_FLAGS="", PYTHONPATH=str(REPO))
   return lambda module, *args, cwd=REPO: python_module(module, *args, env=env, cwd=cwd)
