@@ -430,7 +430,12 @@ class TransformerBlock(nnx.Module):
 def count_params(make_model, exclude_positions=True):
   """Parameters of the model `make_model()` builds, from shapes alone (no allocation);
   without the learned position table, as in the MFU formula."""
-  params = nnx.state(nnx.eval_shape(make_model), nnx.Param)
+  params = nnx.to_pure_dict(nnx.state(nnx.eval_shape(make_model), nnx.Param))
+  return param_count(params, exclude_positions)
+
+
+def param_count(params, exclude_positions=True):
+  """The size of a parameter tree (arrays or shapes), without the learned position table."""
   total = sum(x.size for x in jax.tree.leaves(params))
   if exclude_positions and "pos_embed" in params:
     total -= sum(x.size for x in jax.tree.leaves(params["pos_embed"]))

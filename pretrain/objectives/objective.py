@@ -2,10 +2,12 @@
 and the losses and ratios every objective shares."""
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +33,24 @@ class Objective:
   # task's metrics (accuracy, F1, EM, ...)
   write_predictions: Callable | None = None  # (predictions, loader, path): the task's
   # submission format
+
+
+@functools.lru_cache(maxsize=32)
+def _abstract_model(objective: Objective, model_cfg) -> nnx.Module:
+  return nnx.eval_shape(lambda: objective.make_model(model_cfg, nnx.Rngs(0)))
+
+
+def abstract_split(objective: Objective, model_cfg, *filters) -> tuple:
+  """nnx.split(model, *filters) of the objective's model for `model_cfg` (a resolved, frozen
+  ModelConfig), its variables as shapes: nothing is allocated, and the model is traced once
+  per objective and config however many parts of a run ask (its steps' shardings, parameter
+  count, restores and conversions). Each call's states are its own to fill."""
+  return nnx.split(_abstract_model(objective, model_cfg), *filters)
+
+
+def abstract_params(objective: Objective, model_cfg) -> dict:
+  """The model's parameters as a pure dict of ShapeDtypeStructs (abstract_split's)."""
+  return nnx.to_pure_dict(abstract_split(objective, model_cfg, nnx.Param)[1])
 
 
 def cross_entropy(logits, labels):

@@ -10,11 +10,11 @@ is for one device's program; it is no measure of the step's work.
 import jax
 import ml_collections
 import numpy as np
-from flax import nnx
 
 from models import cpu_kernels, layers, model_config
 from pretrain.devices import sharding
 from pretrain.ground import errors
+from pretrain.objectives import objective as objective_lib
 from pretrain.objectives import registry
 from pretrain.planning import memory_model
 from pretrain.training import config_checks, durations
@@ -54,8 +54,8 @@ def resolved_model(config) -> model_config.ModelConfig:
 
 def count_params(config, exclude_positions: bool = False) -> int:
   """The parameters of the config's model, from shapes alone (models/layers.py)."""
-  objective, cfg = registry.get(config.objective), resolved_model(config)
-  return layers.count_params(lambda: objective.make_model(cfg, nnx.Rngs(0)), exclude_positions)
+  params = objective_lib.abstract_params(registry.get(config.objective), resolved_model(config))
+  return layers.param_count(params, exclude_positions)
 
 
 def analyse(config, devices=None):

@@ -51,6 +51,7 @@ from models import decoder, encoder, layer_stack, model_config
 from models.hf import decoder as hf_decoder
 from models.hf import encoder as hf_encoder
 from models.hf import modernbert as hf_modernbert
+from pretrain.objectives import objective as objective_lib
 from pretrain.objectives import registry
 from pretrain.state import loading, run_files
 from pretrain.training import config_checks
@@ -200,9 +201,7 @@ def _make_model(objective, model_cfg, seed=0):
 
 
 def _abstract_params(model_cfg, objective="causal_lm"):
-  return jax.eval_shape(
-    lambda: nnx.to_pure_dict(nnx.state(_make_model(objective, model_cfg), nnx.Param))
-  )
+  return objective_lib.abstract_params(registry.get(objective), model_cfg)
 
 
 @dataclasses.dataclass

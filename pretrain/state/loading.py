@@ -10,9 +10,9 @@ import tokenizers
 from flax import nnx
 
 from models import model_config
+from pretrain.objectives import objective as objective_lib
 from pretrain.objectives import registry
 from pretrain.state import checkpointer, run_files
-from pretrain.training import steps as steps_lib
 
 
 def load_params(
@@ -31,7 +31,7 @@ def load_params(
       check(config, m)
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     objective = registry.get(config.objective)
-    shapes = jax.eval_shape(lambda: steps_lib.init_params(objective, m, jax.random.PRNGKey(0)))
+    shapes = objective_lib.abstract_params(objective, m)
     abstract = jax.tree.map(
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), shapes
     )
@@ -72,8 +72,6 @@ def with_params(
 ) -> nnx.Module:
   """The model of `objective_name` for `model_cfg`, holding `params`."""
   # Built abstract (shapes only), then given the parameters: nothing is initialised twice.
-  graphdef, state = nnx.split(
-    nnx.eval_shape(lambda: registry.get(objective_name).make_model(model_cfg, nnx.Rngs(0)))
-  )
+  graphdef, state = objective_lib.abstract_split(registry.get(objective_name), model_cfg)
   nnx.replace_by_pure_dict(state, params)
   return nnx.merge(graphdef, state)
