@@ -17,6 +17,7 @@ before the fork: each child sets up its own (XLA_FLAGS included). Used through
 tests/helpers.py (`python_module`, `Running`) and conftest's `entry_point` fixture.
 """
 
+import gc
 import json
 import os
 import runpy
@@ -82,6 +83,8 @@ def wait(request):
 
 
 def main():
+  gc.collect()
+  gc.freeze()  # the libraries' objects: never scanned again, by the driver or its children
   ops = {"run": run, "start": start, "wait": wait}
   for line in sys.stdin:
     request = json.loads(line)
