@@ -19,8 +19,7 @@ from flax import nnx
 
 from models import model_config
 from pretrain.devices import sharding
-from pretrain.objectives import objective as objective_lib
-from pretrain.objectives.objective import Objective
+from pretrain.objectives.objective import Objective, abstract_split
 from pretrain.training import optimizer
 
 
@@ -203,7 +202,7 @@ def state_shardings(abstract_state, logical_specs, mesh, rules):
 def model_logical_specs(
   objective: Objective, model_cfg: model_config.ModelConfig
 ) -> tuple[nnx.GraphDef, dict]:
-  graphdef, params = objective_lib.abstract_split(objective, model_cfg, nnx.Param)
+  graphdef, params = abstract_split(objective, model_cfg, nnx.Param)
   return graphdef, nnx.to_pure_dict(nnx.get_partition_spec(params))
 
 
