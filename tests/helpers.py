@@ -264,12 +264,16 @@ class Running:
     return "".join(self.lines)
 
 
-def processes(cmd, envs, env):
-  """`cmd` ([sys.executable, '-m', module, args...]) as one process for each of `envs` (the
-  jax.distributed settings launch.local.process_envs gives each process), all running at once
-  as forked children of the driver: the processes `python -m launch.local` would start,
-  without an interpreter's start-up each. Returns their `Running`s, in process order."""
-  return [Running(cmd, dict(env, **own)) for own in envs]
+def processes(cmd, devices_per_process, count=2):
+  """`cmd` ([sys.executable, '-m', module, args...]) as `count` jax.distributed processes of
+  `devices_per_process` CPU devices each, all running at once, with the settings
+  launch.local.process_envs gives each, but forked by the driver: the processes `python -m
+  launch.local` would start, without an interpreter's start-up each. Returns their
+  `Running`s, in process order."""
+  from launch import local
+
+  envs = local.process_envs(count, local.free_port(), devices_per_process=devices_per_process)
+  return [Running(cmd, dict(os.environ, **own)) for own in envs]
 
 
 def finish_all(running):

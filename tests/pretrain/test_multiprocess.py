@@ -49,12 +49,9 @@ def test_dry_run_prints_each_process(monkeypatch):
   assert [e["CUDA_VISIBLE_DEVICES"] for e in gpus] == ["0,1,2,3", "4,5,6,7"]
 
 
-def _two_processes(cmd, devices_per_process=4):
-  """`cmd` in 2 jax.distributed processes of `devices_per_process` CPU devices each, as
-  launch.local starts them (its environment for each) but forked by the tests' driver:
-  their exit statuses and outputs."""
-  envs = local.process_envs(2, local.free_port(), devices_per_process=devices_per_process)
-  return helpers.finish_all(helpers.processes(cmd, envs, dict(os.environ)))
+def _two_processes(cmd):
+  """`cmd` in 2 processes of 4 CPU devices each: their exit statuses and outputs."""
+  return helpers.finish_all(helpers.processes(cmd, devices_per_process=4))
 
 
 @pytest.mark.slow

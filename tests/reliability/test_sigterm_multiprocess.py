@@ -1,22 +1,13 @@
 """SIGTERM to one of 2 jax.distributed processes: JAX's preemption service agrees on a step,
 both processes checkpoint it and exit 0, and the run resumes from there."""
 
-import os
 import signal
 import sys
 import time
 
 import pytest
 
-from launch import local
 from tests import helpers
-
-
-def _two_processes(cmd):
-  """`cmd` in 2 jax.distributed processes of 2 CPU devices each, as launch.local starts them
-  (forked by the tests' driver): their `Running`s."""
-  envs = local.process_envs(2, local.free_port(), devices_per_process=2)
-  return helpers.processes(cmd, envs, dict(os.environ))
 
 
 @pytest.mark.slow
@@ -41,7 +32,7 @@ def test_sigterm_to_one_process_stops_both_at_one_step(tmp_path, data_dir):
     "--config.checkpoint.every=0",
     "--config.train.peak_flops=1e12",
   ]
-  running = _two_processes(cmd)
+  running = helpers.processes(cmd, devices_per_process=2)
   metrics = workdir / "metrics.jsonl"
   deadline = time.time() + 240
   while not (metrics.exists() and metrics.read_text().strip()):
@@ -57,7 +48,7 @@ def test_sigterm_to_one_process_stops_both_at_one_step(tmp_path, data_dir):
   saved = [p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
   assert saved == [str(step)]
   codes, (out0, out1) = helpers.finish_all(
-    _two_processes(cmd + [f"--config.train.stop_at_step={step + 5}"])
+    helpers.processes(cmd + [f"--config.train.stop_at_step={step + 5}"], devices_per_process=2)
   )
   assert codes == [0, 0], out0[-3000:] + out1[-3000:]
   assert f"resumed from step {step} of 100000" in out0
