@@ -19,9 +19,14 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 # The tests compile many small programs and run each for a few steps: LLVM's optimisation of
 # the generated CPU code costs more than it saves (about a quarter of the suite's time), and
 # XLA:CPU's MLIR fusion emitters take twice as long to compile a train step as its elemental
-# emitters (5.9 s against 3.0 s for the tiny GPT's sharded step). Every run a test compares
-# with another is compiled the same way (subprocesses: xla_flags()).
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+# emitters (5.9 s against 3.0 s for the tiny GPT's sharded step). Splitting the generated code
+# into parts compiled on several threads only adds work when two workers share two cores (7%
+# less CPU time without). Every run a test compares with another is compiled the same way
+# (subprocesses: xla_flags()).
+FAST_COMPILE = (
+  "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false "
+  "--xla_cpu_parallel_codegen_split_count=1"
+)
 
 
 def xla_flags(devices):
